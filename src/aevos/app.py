@@ -1,0 +1,595 @@
+"""The application object: registry of workflows, steps and queues, and the run executor."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+
+from . import codec
+from .context import Cancelled, Suspend, WorkflowContext
+from .errors import (
+    AevosError,
+    DefinitionError,
+    RunCancelledError,
+    SerializationError,
+    UnknownWorkflowError,
+)
+from .handle import RunHandle, result_of
+from .queue import INLINE_QUEUE, Queue
+from .retry import RetryPolicy, retries
+from .run import NewRun, RunInfo, StepInfo
+from .status import RunStatus
+from .step import Step, StepContext, error_dict
+from .storage import Store, open_store
+from .storage.store import DEFAULT_BLOB_THRESHOLD
+from .workflow import StartOptions, Workflow
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_DATABASE_URL = "sqlite:///./aevos.db"
+log = logging.getLogger("aevos")
+
+
+@dataclass
+class Outcome:
+    """How one execution of a run ended, as seen by the executor."""
+
+    status: RunStatus | None  # None: parked or abandoned, the run continues elsewhere
+    value: Any = None
+    error: BaseException | None = None
+
+
+class Aevos:
+    """One aevos application: its workflows, steps, queues, and a connection to its database.
+
+    ``Aevos()`` reads ``AEVOS_DATABASE_URL`` (default ``sqlite:///./aevos.db``). The database
+    is opened (and migrated) on first use, so decorators can run at import time. Many apps
+    can live in one process; nothing is global.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        code_version: str | None = None,
+        lease_seconds: float = 15.0,
+        park_after: float = 5.0,
+        poll_interval: float = 0.2,
+        blob_threshold: int = DEFAULT_BLOB_THRESHOLD,
+        migrate: bool = True,
+    ) -> None:
+        self.database_url = database_url or os.environ.get("AEVOS_DATABASE_URL") or DEFAULT_DATABASE_URL
+        self.lease_seconds = lease_seconds
+        self.park_after = park_after
+        self.poll_interval = poll_interval
+        self.blob_threshold = blob_threshold
+        self._migrate = migrate
+        self._explicit_version = code_version
+        self._computed_version: str | None = None
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.workflows: dict[str, Workflow[Any, Any]] = {}
+        self.steps: dict[str, Step[Any, Any]] = {}
+        self.queues: dict[str, Queue] = {"default": Queue("default")}
+        self._store: Store | None = None
+        self._store_lock = threading.Lock()
+        self._leases = _Leases(self)
+        self._signal_events: dict[str, threading.Event] = {}
+        self._work_available = threading.Event()
+        self._timeout_pool: ThreadPoolExecutor | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = open_store(
+                        self.database_url, migrate=self._migrate, blob_threshold=self.blob_threshold
+                    )
+        return self._store
+
+    def close(self) -> None:
+        self._leases.stop()
+        if self._timeout_pool is not None:
+            self._timeout_pool.shutdown(wait=False, cancel_futures=True)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Aevos:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def code_version(self) -> str:
+        """A digest of every registered workflow's and step's source, unless set explicitly."""
+        if self._explicit_version is not None:
+            return self._explicit_version
+        if self._computed_version is None:
+            digest = hashlib.sha256()
+            for name, func in sorted(
+                [(n, w.func) for n, w in self.workflows.items()]
+                + [(n, s.func) for n, s in self.steps.items()]
+            ):
+                digest.update(name.encode())
+                try:
+                    digest.update(inspect.getsource(func).encode())
+                except (OSError, TypeError):
+                    digest.update(getattr(func, "__qualname__", name).encode())
+            self._computed_version = digest.hexdigest()[:16]
+        return self._computed_version
+
+    # -- registration -----------------------------------------------------------------------
+
+    def queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        worker_concurrency: int | None = None,
+        rate_limit: int | None = None,
+        rate_period: float = 1.0,
+    ) -> Queue:
+        """Declare a queue; workers of this app pull from it."""
+        queue = Queue(name, concurrency, worker_concurrency, rate_limit, rate_period)
+        self.queues[name] = queue
+        return queue
+
+    def _queue_named(self, name: str) -> Queue:
+        try:
+            return self.queues[name]
+        except KeyError:
+            raise DefinitionError(
+                f"unknown queue {name!r}; declare it with app.queue({name!r}) "
+                f"(known: {', '.join(sorted(self.queues))})"
+            ) from None
+
+    @overload
+    def workflow(
+        self, *, name: str | None = None, queue: str = "default"
+    ) -> Callable[
+        [Callable[Concatenate[WorkflowContext, P], Awaitable[R]]], Workflow[P, R]
+    ]: ...
+
+    @overload
+    def workflow(
+        self, *, name: str | None = None, queue: str = "default"
+    ) -> Callable[[Callable[Concatenate[WorkflowContext, P], R]], Workflow[P, R]]: ...
+
+    def workflow(self, *, name: str | None = None, queue: str = "default") -> Any:
+        """Register a workflow; its first parameter receives the :class:`WorkflowContext`."""
+        self._queue_named(queue)
+
+        def decorate(func: Callable[..., Any]) -> Workflow[Any, Any]:
+            wf_name = name or _qualified(func)
+            _check_callable(func, "workflow", wf_name)
+            if wf_name in self.workflows:
+                raise DefinitionError(f"workflow {wf_name!r} is registered twice")
+            workflow: Workflow[Any, Any] = Workflow(self, func, wf_name, queue)
+            self.workflows[wf_name] = workflow
+            self._computed_version = None
+            return workflow
+
+        return decorate
+
+    def step(
+        self,
+        *,
+        name: str | None = None,
+        retries: int | RetryPolicy = 1,
+        timeout: float | None = None,
+    ) -> Callable[[Callable[Concatenate[StepContext, P], R]], Step[P, R]]:
+        """Register a step: its result is committed once; failures retry per ``retries``.
+
+        ``retries`` is the maximum number of attempts (an int) or a :class:`RetryPolicy`;
+        ``timeout`` bounds each attempt, in seconds.
+        """
+        policy = _retry_policy(retries)
+        if timeout is not None and timeout <= 0:
+            raise DefinitionError(f"step timeout must be > 0 seconds, got {timeout}")
+
+        def decorate(func: Callable[Concatenate[StepContext, P], R]) -> Step[P, R]:
+            step_name = name or _qualified(func)
+            _check_callable(func, "step", step_name)
+            if step_name in self.steps:
+                raise DefinitionError(f"step {step_name!r} is registered twice")
+            step = Step(func, step_name, policy, timeout, self._pool)
+            self.steps[step_name] = step
+            self._computed_version = None
+            return step
+
+        return decorate
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._timeout_pool is None:
+            self._timeout_pool = ThreadPoolExecutor(64, thread_name_prefix="aevos-step")
+        return self._timeout_pool
+
+    # -- starting runs ----------------------------------------------------------------------
+
+    def _encode_or_reject(
+        self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
+    ) -> str:
+        try:
+            return workflow._encode_input(args, kwargs)
+        except (SerializationError, DefinitionError) as exc:
+            self._reject(workflow.name, opts, exc)
+            raise
+
+    def _reject(self, workflow: str, opts: StartOptions, error: AevosError) -> str:
+        """Record a run that was refused before it started, so it is visible with its reason."""
+        run_id = uuid.uuid4().hex
+        details = error.to_dict()
+        if opts.idempotency_key is not None:
+            details["idempotency_key"] = opts.idempotency_key
+        self.store.insert_run(
+            NewRun(
+                run_id=run_id,
+                workflow=workflow[:200],
+                queue=opts.queue or "default",
+                input_json=None,
+                code_version=self.code_version,
+                status=RunStatus.REJECTED,
+                tenant=opts.tenant,
+                error=details,
+            )
+        )
+        return run_id
+
+    def start(
+        self,
+        workflow: str,
+        *args: Any,
+        idempotency_key: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> RunHandle[Any]:
+        """Enqueue a run of a workflow by name (the CLI and API path)."""
+        opts = StartOptions(queue=queue, idempotency_key=idempotency_key, priority=priority)
+        wf = self.workflows.get(workflow)
+        if wf is None:
+            error = UnknownWorkflowError(
+                f"no workflow named {workflow!r} is registered "
+                f"(known: {', '.join(sorted(self.workflows)) or 'none'})"
+            )
+            self._reject(workflow, opts, error)
+            raise error
+        if queue is not None:
+            self._queue_named(queue)
+        return self._enqueue(wf, args, kwargs, opts)
+
+    def _enqueue(
+        self, workflow: Workflow[Any, R], args: Any, kwargs: Any, opts: StartOptions
+    ) -> RunHandle[R]:
+        input_json = self._encode_or_reject(workflow, args, kwargs, opts)
+        info, _ = self.store.insert_run(
+            NewRun(
+                run_id=opts.run_id or uuid.uuid4().hex,
+                workflow=workflow.name,
+                queue=opts.queue or workflow.queue,
+                input_json=input_json,
+                code_version=self.code_version,
+                tenant=opts.tenant,
+                priority=opts.priority,
+                idempotency_key=opts.idempotency_key,
+            )
+        )
+        self._notify_enqueued()
+        return RunHandle(self, info.run_id)
+
+    def _notify_enqueued(self) -> None:
+        self._work_available.set()
+
+    def _run_inline(
+        self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
+    ) -> Any:
+        input_json = self._encode_or_reject(workflow, args, kwargs, opts)
+        info, created = self.store.insert_run(
+            NewRun(
+                run_id=opts.run_id or uuid.uuid4().hex,
+                workflow=workflow.name,
+                queue=INLINE_QUEUE,
+                input_json=input_json,
+                code_version=self.code_version,
+                status=RunStatus.RUNNING,
+                tenant=opts.tenant,
+                priority=opts.priority,
+                idempotency_key=opts.idempotency_key,
+                owner=self.owner,
+                lease_until=time.time() + self.lease_seconds,
+            )
+        )
+        if created:
+            outcome = self._execute(info, workflow, args, kwargs, {}, can_park=False)
+        else:
+            outcome = self._continue(info, workflow, can_park=False)
+        if outcome.status is RunStatus.SUCCEEDED:
+            return outcome.value
+        if outcome.error is not None:
+            raise outcome.error
+        return RunHandle(self, info.run_id).result()
+
+    def _execute_inline(
+        self,
+        workflow: Workflow[Any, Any],
+        run_id: str,
+        args: Any,
+        kwargs: Any,
+        input_json: str,
+        *,
+        parent_run_id: str,
+        can_park: bool,
+        raise_errors: bool,
+    ) -> Outcome:
+        """Create (or take over) run ``run_id`` and execute it in this thread (child runs)."""
+        info, created = self.store.insert_run(
+            NewRun(
+                run_id=run_id,
+                workflow=workflow.name,
+                queue=INLINE_QUEUE,
+                input_json=input_json,
+                code_version=self.code_version,
+                status=RunStatus.RUNNING,
+                parent_run_id=parent_run_id,
+                owner=self.owner,
+                lease_until=time.time() + self.lease_seconds,
+            )
+        )
+        if created:
+            return self._execute(info, workflow, args, kwargs, {}, can_park=can_park)
+        return self._continue(info, workflow, can_park=can_park)
+
+    def _continue(self, info: RunInfo, workflow: Workflow[Any, Any], *, can_park: bool) -> Outcome:
+        """An existing run: its result if finished, else take it over if nobody holds it."""
+        if info.status.terminal:
+            try:
+                return Outcome(info.status, result_of(info))
+            except AevosError as exc:
+                return Outcome(info.status, error=exc)
+        acquired = self.store.acquire(info.run_id, self.owner, self.lease_seconds)
+        if acquired is None:
+            return Outcome(None)  # someone else holds it; callers wait on its status
+        return self._execute_recorded(acquired, workflow, can_park=can_park)
+
+    def _execute_recorded(
+        self, info: RunInfo, workflow: Workflow[Any, Any], *, can_park: bool
+    ) -> Outcome:
+        payload = info.input or {}
+        history = self.store.load_steps(info.run_id)
+        return self._execute(
+            info, workflow, payload.get("args", []), payload.get("kwargs", {}), history, can_park=can_park
+        )
+
+    def _execute_claimed(self, info: RunInfo) -> Outcome:
+        """Entry point for workers: execute a run this app's owner has claimed."""
+        workflow = self.workflows[info.workflow]
+        return self._execute_recorded(info, workflow, can_park=True)
+
+    def _execute(
+        self,
+        info: RunInfo,
+        workflow: Workflow[Any, Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        history: dict[int, StepInfo],
+        *,
+        can_park: bool,
+    ) -> Outcome:
+        run_id = info.run_id
+        cancel = threading.Event()
+        self._leases.add(run_id, cancel)
+        ctx = WorkflowContext(
+            self,
+            run_id,
+            workflow.name,
+            self.owner,
+            self.code_version,
+            info.code_version,
+            history,
+            can_park,
+            cancel,
+            info.executions,
+        )
+        store = self.store
+        try:
+            try:
+                if workflow.is_async:
+                    value = asyncio.run(workflow.func(ctx, *args, **kwargs))
+                else:
+                    value = workflow.func(ctx, *args, **kwargs)
+                if ctx.fatal is not None:
+                    raise ctx.fatal
+                output = codec.encode(value, f"output of workflow {workflow.name!r}")
+            except Suspend as suspend:
+                store.park(run_id, self.owner, suspend.wake_at)
+                return Outcome(None)
+            except Cancelled:
+                return self._abandoned(run_id)
+            except Exception as exc:
+                error = ctx.fatal or exc
+                if not store.finish_run(
+                    run_id,
+                    self.owner,
+                    RunStatus.FAILED,
+                    error=error_dict(error),
+                    parent_run_id=info.parent_run_id,
+                ):
+                    return self._abandoned(run_id)
+                return Outcome(RunStatus.FAILED, error=error)
+            if not store.finish_run(
+                run_id,
+                self.owner,
+                RunStatus.SUCCEEDED,
+                output_json=output,
+                parent_run_id=info.parent_run_id,
+            ):
+                return self._abandoned(run_id)
+            return Outcome(RunStatus.SUCCEEDED, value)
+        finally:
+            self._leases.discard(run_id)
+            self._signal_events.pop(run_id, None)
+
+    def _abandoned(self, run_id: str) -> Outcome:
+        status = self.store.run_status(run_id)
+        if status is RunStatus.CANCELLED:
+            return Outcome(status, error=RunCancelledError(run_id))
+        return Outcome(None)  # taken over by another executor after our lease lapsed
+
+    # -- queries and operator actions -------------------------------------------------------
+
+    def handle(self, run_id: str) -> RunHandle[Any]:
+        self.store.run_status(run_id)  # RunNotFoundError for unknown ids
+        return RunHandle(self, run_id)
+
+    def get_run(self, run_id: str) -> RunInfo:
+        return self.store.get_run(run_id)
+
+    def list_runs(self, **filters: Any) -> list[RunInfo]:
+        return self.store.list_runs(**filters)
+
+    def list_steps(self, run_id: str) -> list[StepInfo]:
+        return self.store.list_steps(run_id)
+
+    def cancel(self, run_id: str) -> RunStatus:
+        """Cancel a run (and its unfinished children). A step already executing finishes,
+        but its result is not recorded and no further step starts."""
+        status = self.store.cancel(run_id)
+        self._leases.cancel_local(run_id)
+        return status
+
+    def resume(self, run_id: str) -> RunHandle[Any]:
+        """Re-enqueue a FAILED or CANCELLED run; completed steps are not run again."""
+        info = self.store.resume(run_id)
+        if info.queue == INLINE_QUEUE or info.queue not in self.queues:
+            log.info("resumed run %s is served by any worker's recovery of %s", run_id, info.queue)
+        self._notify_enqueued()
+        return RunHandle(self, run_id)
+
+    def fork(self, run_id: str, from_step: int = 0, *, queue: str | None = None) -> RunHandle[Any]:
+        """A new run of the same input on the current code, reusing recorded steps before
+        ``from_step``; ``from_step=0`` restarts from scratch."""
+        source = self.store.get_run(run_id)
+        target = queue or (source.queue if source.queue != INLINE_QUEUE else "default")
+        if queue is not None:
+            self._queue_named(queue)
+        info = self.store.fork(run_id, from_step, uuid.uuid4().hex, self.code_version, target)
+        self._notify_enqueued()
+        return RunHandle(self, info.run_id)
+
+    def send_signal(self, run_id: str, topic: str, payload: Any = None) -> None:
+        """Deliver ``payload`` to a run waiting (or about to wait) on ``topic``."""
+        text = codec.encode(payload, f"signal payload for topic {topic!r}")
+        self.store.send_signal(run_id, topic, text)
+        event = self._signal_events.get(run_id)
+        if event is not None:
+            event.set()
+        self._notify_enqueued()
+
+    def _signal_arrived(self, run_id: str) -> threading.Event:
+        return self._signal_events.setdefault(run_id, threading.Event())
+
+    def worker(
+        self,
+        queues: Sequence[str] | None = None,
+        *,
+        concurrency: int = 8,
+    ) -> Any:
+        """A worker pulling this app's queues (all of them unless named)."""
+        from .worker import Worker
+
+        return Worker(self, queues, concurrency=concurrency)
+
+
+class _Leases:
+    """Keeps this process's runs alive: one heartbeat extends every lease it holds."""
+
+    def __init__(self, app: Aevos) -> None:
+        self._app = app
+        self._runs: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, run_id: str, cancel: threading.Event) -> None:
+        with self._lock:
+            self._runs[run_id] = cancel
+            if self._thread is None:
+                self._stop.clear()
+                self._thread = threading.Thread(
+                    target=self._loop, name="aevos-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def discard(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def cancel_local(self, run_id: str) -> None:
+        with self._lock:
+            event = self._runs.get(run_id)
+        if event is not None:
+            event.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        interval = max(0.05, self._app.lease_seconds / 3)
+        while not self._stop.wait(interval):
+            with self._lock:
+                if not self._runs:
+                    continue
+            try:
+                cancelled = self._app.store.heartbeat(self._app.owner, self._app.lease_seconds)
+            except AevosError as exc:
+                log.warning("heartbeat failed (%s); leases may lapse", exc.code)
+                continue
+            for run_id in cancelled:
+                self.cancel_local(run_id)
+
+
+def _qualified(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def _check_callable(func: Any, kind: str, name: str) -> None:
+    if not callable(func):
+        raise DefinitionError(f"@{kind} must decorate a function, got {type(func).__name__}")
+    params = list(inspect.signature(func).parameters.values())
+    if not params or params[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        raise DefinitionError(
+            f"{kind} {name!r} must take the context as its first positional parameter "
+            f"(def {getattr(func, '__name__', 'f')}(ctx, ...))"
+        )
+    if len(name) > 200:
+        raise DefinitionError(f"{kind} name {name[:40]!r}... is longer than 200 characters")
+
+
+def _retry_policy(value: int | RetryPolicy) -> RetryPolicy:
+    if isinstance(value, RetryPolicy):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DefinitionError(f"retries must be an int or a RetryPolicy, got {value!r}")
+    return retries(value)

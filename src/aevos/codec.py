@@ -1,0 +1,61 @@
+"""The one serialisation format of recorded values: JSON.
+
+JSON rather than pickle because recorded inputs and outputs are read back by other
+processes, other code versions and (via the API) other people; unpickling any of that would
+run arbitrary code. Values must be JSON-native (dict with str keys, list, tuple, str, int,
+float, bool, None); anything else is refused with the path to the offending value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from .errors import SerializationError
+
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_decode = json.JSONDecoder().decode
+
+
+def encode(value: Any, where: str) -> str:
+    """Serialise ``value``; ``where`` names it in the error ("input of workflow 'x'")."""
+    try:
+        return _encoder.encode(value)
+    except (TypeError, ValueError) as exc:
+        path, culprit = _find_culprit(value, "$")
+        detail = (
+            f"{type(culprit).__name__} at {path}"
+            if path is not None
+            else str(exc).split("\n", 1)[0]
+        )
+        raise SerializationError(
+            f"{where} is not JSON-serialisable: {detail}; record only JSON values "
+            "(dict, list, str, int, float, bool, None) or convert it first"
+        ) from None
+
+
+def decode(text: str) -> Any:
+    return _decode(text)
+
+
+def _find_culprit(value: Any, path: str) -> tuple[str | None, Any]:
+    if value is None or isinstance(value, str | bool | int):
+        return None, None
+    if isinstance(value, float):
+        return (path, value) if not math.isfinite(value) else (None, None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                return f"{path} (key {key!r})", key
+            found = _find_culprit(item, f"{path}.{key}")
+            if found[0] is not None:
+                return found
+        return None, None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _find_culprit(item, f"{path}[{index}]")
+            if found[0] is not None:
+                return found
+        return None, None
+    return path, value

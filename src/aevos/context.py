@@ -1,0 +1,347 @@
+"""The workflow context: how a workflow body talks to the kernel.
+
+Every interaction with the outside world goes through a numbered position (``seq``) in the
+run's history. Executing a run is replaying it: positions already recorded return their
+recorded value without running anything; the first unrecorded position runs for real and
+is committed before the workflow moves on. A position holding a different step than the
+code now asks for means the code changed incompatibly, and the run stops with
+:class:`ReplayMismatchError` instead of guessing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import codec
+from .errors import ReplayMismatchError, RunCancelledError, RunFailedError
+from .run import NewRun, StepInfo
+from .status import RunStatus
+from .step import step_error
+from .storage import LeaseLost, StepRecord
+
+if TYPE_CHECKING:
+    from .app import Aevos
+    from .workflow import Workflow
+
+T = TypeVar("T")
+
+# Longest a wait without a deadline may last; JSON has no infinity.
+_FOREVER = 100 * 365 * 24 * 3600.0
+
+
+class Suspend(BaseException):
+    """Unwinds a workflow that parks until ``wake_at``.
+
+    A BaseException so that a workflow's ``except Exception`` cannot swallow it.
+    """
+
+    def __init__(self, wake_at: float) -> None:
+        super().__init__(wake_at)
+        self.wake_at = wake_at
+
+
+class Cancelled(BaseException):
+    """Unwinds a workflow whose run was cancelled or taken over by another executor."""
+
+
+class WorkflowContext:
+    """Passed as the first argument to every workflow function."""
+
+    def __init__(
+        self,
+        app: Aevos,
+        run_id: str,
+        workflow: str,
+        owner: str,
+        code_version: str,
+        recorded_version: str,
+        history: dict[int, StepInfo],
+        can_park: bool,
+        cancel: threading.Event,
+        executions: int = 1,
+    ) -> None:
+        self.app = app
+        self.run_id = run_id
+        self.workflow = workflow
+        self.executions = executions
+        self._owner = owner
+        self._code_version = code_version
+        self._recorded_version = recorded_version
+        self._history = history
+        self._can_park = can_park
+        self._cancel = cancel
+        self._seq = -1
+        self._seq_pending = -1
+        self.fatal: BaseException | None = None
+
+    # -- internals used by steps ------------------------------------------------------------
+
+    def _begin_step(self, name: str) -> tuple[int, StepInfo | None]:
+        self._seq += 1
+        seq = self._seq
+        recorded = self._history.get(seq)
+        if recorded is not None:
+            if recorded.name != name:
+                error = ReplayMismatchError(
+                    self.run_id,
+                    seq,
+                    recorded.name,
+                    name,
+                    self._recorded_version,
+                    self._code_version,
+                )
+                # Remembered so that a workflow catching it cannot carry on regardless.
+                self.fatal = error
+                raise error
+            return seq, recorded
+        if self._cancel.is_set():
+            raise Cancelled()
+        return seq, None
+
+    def _replay_value(self, recorded: StepInfo) -> Any:
+        if recorded.status == "FAILED":
+            raise step_error(recorded.name, recorded.seq, recorded.error or {})
+        return recorded.output
+
+    def _commit(self, record: StepRecord, output: Any = None) -> None:
+        try:
+            self.app.store.record_step(self.run_id, self._owner, record)
+        except LeaseLost:
+            raise Cancelled() from None
+        self._history[record.seq] = StepInfo(
+            self.run_id,
+            record.seq,
+            record.name,
+            record.status,
+            output,
+            record.error,
+            record.attempts,
+            record.started_at,
+            record.finished_at,
+        )
+
+    def _record(self, name: str, produce: Callable[[], Any]) -> Any:
+        """A kernel-internal step: run ``produce`` once, replay its value ever after."""
+        seq, recorded = self._begin_step(name)
+        if recorded is not None:
+            return self._replay_value(recorded)
+        started = time.time()
+        value = produce()
+        self._commit(
+            StepRecord(
+                seq, name, "SUCCEEDED", codec.encode(value, name), None, 1, started, time.time()
+            )
+        )
+        return value
+
+    def _pause(self, seconds: float) -> None:
+        if self._cancel.wait(seconds):
+            raise Cancelled()
+
+    async def _pause_async(self, seconds: float) -> None:
+        deadline = time.time() + seconds
+        while (remaining := deadline - time.time()) > 0:
+            if self._cancel.is_set():
+                raise Cancelled()
+            await asyncio.sleep(min(remaining, 0.25))
+
+    # -- durable time -----------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The current time (epoch seconds), recorded: a replay sees the same value."""
+        return float(self._record("aevos.now", time.time))
+
+    def uuid4(self) -> str:
+        """A random UUID, recorded: a replay sees the same value."""
+        return str(self._record("aevos.uuid4", lambda: str(uuid.uuid4())))
+
+    def _sleep_until(self, seconds: float) -> float:
+        wake_at = float(self._record("aevos.sleep", lambda: time.time() + max(0.0, seconds)))
+        remaining = wake_at - time.time()
+        if remaining > 0 and self._can_park and remaining > self.app.park_after:
+            raise Suspend(wake_at)
+        return max(0.0, remaining)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep durably: a restart mid-sleep wakes at the originally recorded time.
+
+        Under a worker, sleeps longer than ``app.park_after`` release the worker's thread and
+        park the run in the database until it is due (days are fine).
+        """
+        self._pause(self._sleep_until(seconds))
+
+    async def sleep_async(self, seconds: float) -> None:
+        await self._pause_async(self._sleep_until(seconds))
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def send_signal(self, run_id: str, topic: str, payload: Any = None) -> None:
+        """Send ``payload`` to another run's ``topic``, exactly once across replays."""
+        text = codec.encode(payload, f"signal payload for topic {topic!r}")
+
+        def send() -> None:
+            self.app.send_signal(run_id, topic, codec.decode(text))
+
+        self._record(f"aevos.send:{topic}", send)
+
+    def _signal_attempt(self, topic: str, timeout: float | None) -> tuple[bool, Any, float]:
+        deadline = float(
+            self._record("aevos.deadline", lambda: time.time() + (timeout or _FOREVER))
+        )
+        name = f"aevos.signal:{topic}"
+        seq, recorded = self._begin_step(name)
+        if recorded is not None:
+            return True, self._replay_value(recorded), deadline
+        self._seq_pending = seq
+        return False, None, deadline
+
+    def _signal_poll(self, topic: str, deadline: float, started: float) -> tuple[bool, Any]:
+        seq = self._seq_pending
+        name = f"aevos.signal:{topic}"
+        try:
+            taken, payload = self.app.store.consume_signal(
+                self.run_id, self._owner, seq, name, topic, started
+            )
+        except LeaseLost:
+            raise Cancelled() from None
+        if taken:
+            self._history[seq] = StepInfo(
+                self.run_id, seq, name, "SUCCEEDED", payload, None, 1, started, time.time()
+            )
+            return True, payload
+        now = time.time()
+        if now >= deadline:
+            self._commit(StepRecord(seq, name, "SUCCEEDED", "null", None, 1, started, now))
+            return True, None
+        if self._can_park and deadline - now > self.app.park_after:
+            raise Suspend(deadline)
+        return False, None
+
+    def wait_signal(self, topic: str, timeout: float | None = None) -> Any:
+        """Wait durably for a signal sent to this run on ``topic``; None on timeout."""
+        done, value, deadline = self._signal_attempt(topic, timeout)
+        started = time.time()
+        while not done:
+            done, value = self._signal_poll(topic, deadline, started)
+            if not done:
+                arrived = self.app._signal_arrived(self.run_id)
+                arrived.wait(min(self.app.poll_interval, max(0.0, deadline - time.time())))
+                arrived.clear()
+                if self._cancel.is_set():
+                    raise Cancelled()
+        return value
+
+    async def wait_signal_async(self, topic: str, timeout: float | None = None) -> Any:
+        done, value, deadline = self._signal_attempt(topic, timeout)
+        started = time.time()
+        while not done:
+            done, value = self._signal_poll(topic, deadline, started)
+            if not done:
+                await self._pause_async(min(self.app.poll_interval, max(0.0, deadline - time.time())))
+        return value
+
+    # -- child runs -------------------------------------------------------------------------
+
+    def _child_id(self, seq: int) -> str:
+        return f"{self.run_id}.{seq}"
+
+    def start_child(
+        self,
+        workflow: Workflow[..., Any],
+        *args: Any,
+        queue: str | None = None,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> str:
+        """Enqueue a child run (picked up by any worker) and return its run id."""
+        input_json = workflow._encode_input(args, kwargs)
+
+        def start() -> str:
+            child_id = self._child_id(self._seq)
+            self.app.store.insert_run(
+                NewRun(
+                    run_id=child_id,
+                    workflow=workflow.name,
+                    queue=queue or workflow.queue,
+                    input_json=input_json,
+                    code_version=self._code_version,
+                    priority=priority,
+                    parent_run_id=self.run_id,
+                )
+            )
+            self.app._notify_enqueued()
+            return child_id
+
+        return str(self._record(f"aevos.start_child:{workflow.name}", start))
+
+    def wait_child(self, child_run_id: str, timeout: float | None = None) -> Any:
+        """Wait for a child run's result; raises RunFailedError / RunCancelledError."""
+        deadline = float(
+            self._record("aevos.deadline", lambda: time.time() + (timeout or _FOREVER))
+        )
+        name = f"aevos.child_result:{child_run_id}"
+        seq, recorded = self._begin_step(name)
+        if recorded is None:
+            started = time.time()
+            while True:
+                info = self.app.store.get_run(child_run_id)
+                if info.status.terminal or time.time() >= deadline:
+                    self._commit(self._child_record(seq, name, info, started), info.output)
+                    recorded = self._history[seq]
+                    break
+                if self._can_park and deadline - time.time() > self.app.park_after:
+                    # The child's completion wakes us (finish_run wakes the parent).
+                    raise Suspend(deadline)
+                self._pause(min(self.app.poll_interval, max(0.0, deadline - time.time())))
+        return self._child_value(recorded)
+
+    def _child_record(self, seq: int, name: str, info: Any, started: float) -> StepRecord:
+        now = time.time()
+        if info.status is RunStatus.SUCCEEDED:
+            return StepRecord(
+                seq, name, "SUCCEEDED", codec.encode(info.output, name), None, 1, started, now
+            )
+        if info.status.terminal:
+            error = {"type": "aevos.ChildRun", "status": info.status.value, "run_id": info.run_id,
+                     "message": (info.error or {}).get("message", info.status.value),
+                     "child_error": info.error}
+        else:
+            error = {"type": "aevos.ChildRunTimeout", "status": info.status.value,
+                     "run_id": info.run_id, "message": "timed out waiting for the child run"}
+        return StepRecord(seq, name, "FAILED", None, error, 1, started, now)
+
+    @staticmethod
+    def _child_value(recorded: StepInfo) -> Any:
+        if recorded.status == "SUCCEEDED":
+            return recorded.output
+        error = recorded.error or {}
+        if error.get("status") == "CANCELLED":
+            raise RunCancelledError(str(error.get("run_id")))
+        if error.get("type") == "aevos.ChildRunTimeout":
+            from .errors import RunTimeoutError
+
+            raise RunTimeoutError(f"child run {error.get('run_id')} did not finish in time")
+        raise RunFailedError(str(error.get("run_id")), error.get("child_error"))
+
+    def run_child(self, workflow: Workflow[..., Any], args: Any, kwargs: Any) -> Any:
+        """Run a child workflow now, in this thread, as its own durable run."""
+        child_id = self.start_child_inline(workflow, args, kwargs)
+        return self.wait_child(child_id)
+
+    def start_child_inline(self, workflow: Workflow[..., Any], args: Any, kwargs: Any) -> str:
+        input_json = workflow._encode_input(args, kwargs)
+
+        def start() -> str:
+            return self._child_id(self._seq)
+
+        child_id = str(self._record(f"aevos.child:{workflow.name}", start))
+        self.app._execute_inline(
+            workflow, child_id, args, kwargs, input_json, parent_run_id=self.run_id,
+            can_park=self._can_park, raise_errors=False,
+        )
+        return child_id

@@ -1,0 +1,165 @@
+"""The aevos error tree.
+
+Every error aevos raises derives from :class:`AevosError` and carries a stable ``code``
+(a short snake_case string) that the CLI prints and the HTTP API returns, so callers can
+branch on the code instead of parsing messages. Messages name the cause and never include
+secrets (database passwords are stripped from URLs before they reach a message).
+
+    AevosError
+    ├── DefinitionError            misuse of a decorator or app option, found at decoration time
+    ├── SerializationError         a workflow input or step output is not JSON-serialisable
+    ├── UnknownWorkflowError       a run was asked for a workflow name nobody registered
+    ├── RunNotFoundError           no run has that id
+    ├── IdempotencyConflictError   a key was reused for a different workflow
+    ├── InvalidRunStateError       an operation that the run's status does not allow
+    ├── RunFailedError             awaited a run that failed (carries the run's error)
+    ├── RunCancelledError          awaited, or was inside, a run that was cancelled
+    ├── ReplayMismatchError        recorded history does not match the code being replayed
+    ├── StepFailedError            a step raised after its retries (same live and on replay)
+    │   └── StepTimeoutError       a step attempt ran past its timeout
+    ├── RunTimeoutError            waited for a run's result longer than asked
+    └── StorageError
+        ├── StorageUnavailableError  the database cannot be reached
+        ├── SchemaError              the schema is missing, corrupt, or newer than this code
+        └── CorruptDatabaseError     the file is not a database at all
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AevosError(Exception):
+    """Base of every aevos error; ``code`` is stable across releases."""
+
+    code = "aevos_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+class DefinitionError(AevosError, TypeError):
+    code = "definition_error"
+
+
+class SerializationError(AevosError, TypeError):
+    code = "not_serializable"
+
+
+class UnknownWorkflowError(AevosError, LookupError):
+    code = "unknown_workflow"
+
+
+class RunNotFoundError(AevosError, LookupError):
+    code = "run_not_found"
+
+
+class IdempotencyConflictError(AevosError):
+    code = "idempotency_conflict"
+
+
+class InvalidRunStateError(AevosError):
+    code = "invalid_run_state"
+
+
+class RunFailedError(AevosError):
+    """The awaited run ended FAILED; ``error`` is the run's recorded error."""
+
+    code = "run_failed"
+
+    def __init__(self, run_id: str, error: dict[str, Any] | None) -> None:
+        err = error or {}
+        super().__init__(
+            f"run {run_id} failed: {err.get('type', 'Error')}: {err.get('message', '')}"
+        )
+        self.run_id = run_id
+        self.error = err
+
+
+class RunCancelledError(AevosError):
+    code = "run_cancelled"
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} was cancelled")
+        self.run_id = run_id
+
+
+class RunTimeoutError(AevosError, TimeoutError):
+    code = "run_timeout"
+
+
+class ReplayMismatchError(AevosError):
+    """The code took a different path than the run's recorded history.
+
+    Raised instead of running a step whose position already holds another step's
+    result: re-executing would repeat or skip side effects. An operator can fork the run
+    from an earlier step (``aevos runs fork``) to continue it on the new code.
+    """
+
+    code = "replay_mismatch"
+
+    def __init__(
+        self,
+        run_id: str,
+        seq: int,
+        recorded: str,
+        attempted: str,
+        recorded_version: str,
+        current_version: str,
+    ) -> None:
+        super().__init__(
+            f"run {run_id} cannot be replayed on this code: position {seq} holds a result of "
+            f"{recorded!r} but the workflow now calls {attempted!r} there (run started on code "
+            f"version {recorded_version}, this is {current_version}); fork the run from step "
+            f"{seq} or earlier to continue on the new code"
+        )
+        self.run_id = run_id
+        self.seq = seq
+        self.recorded = recorded
+        self.attempted = attempted
+
+
+class StepFailedError(AevosError):
+    """A step raised after exhausting its retries.
+
+    Workflows see this same type live and on replay (the original exception object cannot be
+    restored without pickle), so ``except StepFailedError`` behaves identically both times.
+    ``error_type`` is the qualified name of the original exception class.
+    """
+
+    code = "step_failed"
+
+    def __init__(self, step: str, seq: int, error_type: str, error_message: str, attempts: int):
+        super().__init__(
+            f"step {step!r} at position {seq} failed after {attempts} attempt(s): "
+            f"{error_type}: {error_message}"
+        )
+        self.step = step
+        self.seq = seq
+        self.error_type = error_type
+        self.error_message = error_message
+        self.attempts = attempts
+
+
+class StepTimeoutError(StepFailedError):
+    code = "step_timeout"
+
+
+class StorageError(AevosError):
+    code = "storage_error"
+
+
+class StorageUnavailableError(StorageError, ConnectionError):
+    code = "storage_unavailable"
+
+
+class SchemaError(StorageError):
+    code = "schema_error"
+
+
+class CorruptDatabaseError(StorageError):
+    code = "corrupt_database"

@@ -1,0 +1,184 @@
+"""Steps: the unit whose result is committed once and never re-run after it completed."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
+
+from . import codec
+from .errors import DefinitionError, SerializationError, StepFailedError, StepTimeoutError
+from .retry import RetryPolicy
+from .storage import StepRecord
+
+if TYPE_CHECKING:
+    from .context import WorkflowContext
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step body sees: where it runs and a stable key for its side effects.
+
+    ``idempotency_key`` is the same on every attempt and every replay of this step of this
+    run, so a connector that forwards it (an HTTP ``Idempotency-Key`` header, a unique
+    column) turns at-least-once step execution into an exactly-once effect.
+    """
+
+    run_id: str
+    workflow: str
+    step: str
+    seq: int
+    attempt: int
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.run_id}/{self.seq}"
+
+
+def error_dict(error: BaseException) -> dict[str, Any]:
+    """How an exception is recorded: its qualified type and message, never a pickle."""
+    kind = type(error)
+    data: dict[str, Any] = {
+        "type": f"{kind.__module__}.{kind.__qualname__}",
+        "message": str(error)[:2000],
+    }
+    code = getattr(error, "code", None)
+    if isinstance(code, str):
+        data["code"] = code
+    return data
+
+
+class Step(Generic[P, R]):
+    """A decorated step; call it from a workflow as ``step(ctx, *args, **kwargs)``."""
+
+    def __init__(
+        self,
+        func: Callable[Concatenate[StepContext, P], R],
+        name: str,
+        retry: RetryPolicy,
+        timeout: float | None,
+        timeout_pool: Callable[[], ThreadPoolExecutor],
+    ) -> None:
+        self.func = func
+        self.name = name
+        self.retry = retry
+        self.timeout = timeout
+        self.is_async = inspect.iscoroutinefunction(func)
+        self._pool = timeout_pool
+        functools.update_wrapper(self, func)
+
+    def __call__(self, ctx: WorkflowContext | StepContext, *args: P.args, **kwargs: P.kwargs) -> R:
+        from .context import WorkflowContext
+
+        if isinstance(ctx, StepContext):
+            # A step called from inside another step is a plain function call of that step.
+            return self.func(ctx, *args, **kwargs)
+        if not isinstance(ctx, WorkflowContext):
+            raise DefinitionError(
+                f"step {self.name!r} must be called from a workflow with the workflow's context "
+                f"as its first argument, got {type(ctx).__name__}"
+            )
+        if self.is_async:
+            return cast(R, self._call_async(ctx, args, kwargs))
+        return self._call_sync(ctx, args, kwargs)
+
+    # -- sync -------------------------------------------------------------------------------
+
+    def _call_sync(self, ctx: WorkflowContext, args: Any, kwargs: Any) -> R:
+        seq, recorded = ctx._begin_step(self.name)
+        if recorded is not None:
+            return cast(R, ctx._replay_value(recorded))
+        started = time.time()
+        failures = 0
+        while True:
+            sctx = StepContext(ctx.run_id, ctx.workflow, self.name, seq, failures + 1)
+            try:
+                if self.timeout is None:
+                    value = self.func(sctx, *args, **kwargs)
+                else:
+                    value = self._with_timeout(sctx, args, kwargs)
+                break
+            except Exception as exc:
+                failures += 1
+                if self.retry.should_retry(exc, failures):
+                    ctx._pause(self.retry.delay(failures))
+                    continue
+                raise self._fail(ctx, seq, started, failures, exc) from exc
+        return self._succeed(ctx, seq, started, failures + 1, value)
+
+    def _with_timeout(self, sctx: StepContext, args: Any, kwargs: Any) -> R:
+        future = self._pool().submit(self.func, sctx, *args, **kwargs)
+        try:
+            return future.result(timeout=self.timeout)
+        except FutureTimeout:
+            # The attempt's thread cannot be killed; it finishes in the background and its
+            # result is discarded. Steps with timeouts should be safe to abandon.
+            raise TimeoutError(f"step attempt exceeded its {self.timeout}s timeout") from None
+
+    # -- async ------------------------------------------------------------------------------
+
+    async def _call_async(self, ctx: WorkflowContext, args: Any, kwargs: Any) -> R:
+        seq, recorded = ctx._begin_step(self.name)
+        if recorded is not None:
+            return cast(R, ctx._replay_value(recorded))
+        started = time.time()
+        failures = 0
+        func = cast(Callable[..., Awaitable[R]], self.func)
+        while True:
+            sctx = StepContext(ctx.run_id, ctx.workflow, self.name, seq, failures + 1)
+            try:
+                if self.timeout is None:
+                    value = await func(sctx, *args, **kwargs)
+                else:
+                    try:
+                        value = await asyncio.wait_for(func(sctx, *args, **kwargs), self.timeout)
+                    except asyncio.TimeoutError:
+                        raise TimeoutError(
+                            f"step attempt exceeded its {self.timeout}s timeout"
+                        ) from None
+                break
+            except Exception as exc:
+                failures += 1
+                if self.retry.should_retry(exc, failures):
+                    await ctx._pause_async(self.retry.delay(failures))
+                    continue
+                raise self._fail(ctx, seq, started, failures, exc) from exc
+        return self._succeed(ctx, seq, started, failures + 1, value)
+
+    # -- recording --------------------------------------------------------------------------
+
+    def _succeed(self, ctx: WorkflowContext, seq: int, started: float, attempts: int, value: R) -> R:
+        try:
+            text = codec.encode(value, f"output of step {self.name!r}")
+        except SerializationError as exc:
+            # Deterministic: retrying cannot help, so it is recorded as the step's failure.
+            raise self._fail(ctx, seq, started, attempts, exc) from None
+        ctx._commit(
+            StepRecord(seq, self.name, "SUCCEEDED", text, None, attempts, started, time.time())
+        )
+        return value
+
+    def _fail(
+        self, ctx: WorkflowContext, seq: int, started: float, attempts: int, exc: Exception
+    ) -> StepFailedError:
+        error = error_dict(exc)
+        error["attempts"] = attempts
+        ctx._commit(StepRecord(seq, self.name, "FAILED", None, error, attempts, started, time.time()))
+        return step_error(self.name, seq, error)
+
+
+def step_error(name: str, seq: int, error: dict[str, Any]) -> StepFailedError:
+    """The exception a workflow sees for a failed step, built the same live and on replay."""
+    kind = StepTimeoutError if error.get("type") == "builtins.TimeoutError" else StepFailedError
+    return kind(
+        name, seq, str(error.get("type")), str(error.get("message")), int(error.get("attempts", 1))
+    )

@@ -1,0 +1,137 @@
+"""What differs between SQLite and PostgreSQL: engine setup, locking, error classification.
+
+Everything else (every query) lives once, in :mod:`aevos.storage.store`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from ..errors import AevosError, CorruptDatabaseError, StorageUnavailableError
+
+InsertFactory = Callable[[sa.Table], Any]
+
+
+def redact_url(url: str | URL) -> str:
+    """The URL with its password hidden, safe for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
+
+
+class Dialect(Protocol):
+    name: str
+    skip_locked: bool
+
+    def create_engine(self, url: URL) -> Engine: ...
+
+    def insert(self, table: sa.Table) -> Any: ...
+
+    def lock_queue(self, conn: Connection, queue: str) -> None: ...
+
+    def classify(self, error: Exception, url: str) -> AevosError | None: ...
+
+
+class SQLiteDialect:
+    name = "sqlite"
+    skip_locked = False
+
+    def create_engine(self, url: URL) -> Engine:
+        engine = sa.create_engine(
+            url,
+            # One connection per thread; the default QueuePool is fine for files.
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=8,
+            max_overflow=32,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let us issue BEGIN ourselves: pysqlite's implicit transactions would defer
+            # taking the write lock and deadlock-retry under concurrency.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed step survives power loss, not only a process crash.
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        # IMMEDIATE transactions serialise writers up front, so two processes claiming the
+        # same run cannot both read it as free and then fight over the upgrade to a write lock.
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def insert(self, table: sa.Table) -> Any:
+        return sqlite.insert(table)
+
+    def lock_queue(self, conn: Connection, queue: str) -> None:
+        # BEGIN IMMEDIATE already holds the database write lock.
+        return None
+
+    def classify(self, error: Exception, url: str) -> AevosError | None:
+        text = str(getattr(error, "orig", error))
+        if "file is not a database" in text or "database disk image is malformed" in text:
+            return CorruptDatabaseError(f"{url} is not a valid aevos database: {text}")
+        if "unable to open database file" in text:
+            return StorageUnavailableError(f"cannot open the database {url}: {text}")
+        return None
+
+
+class PostgresDialect:
+    name = "postgresql"
+    skip_locked = True
+
+    def create_engine(self, url: URL) -> Engine:
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+psycopg")
+        return sa.create_engine(
+            url,
+            pool_size=8,
+            max_overflow=32,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": 10},
+        )
+
+    def insert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table)
+
+    def lock_queue(self, conn: Connection, queue: str) -> None:
+        # The queue row is a per-queue mutex: claims on one queue serialise, so counting the
+        # running runs and claiming new ones cannot race past the concurrency limit.
+        from .schema import queues
+
+        conn.execute(sa.select(queues.c.name).where(queues.c.name == queue).with_for_update())
+
+    def classify(self, error: Exception, url: str) -> AevosError | None:
+        if isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError) or (
+            isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated
+        ):
+            reason = str(getattr(error, "orig", error)).strip().splitlines()[0:1]
+            return StorageUnavailableError(
+                f"lost or could not open the connection to {url}: "
+                f"{reason[0] if reason else type(error).__name__}"
+            )
+        return None
+
+
+def dialect_for(url: URL) -> Dialect:
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return SQLiteDialect()
+    if backend in ("postgresql", "postgres"):
+        return PostgresDialect()
+    raise StorageUnavailableError(
+        f"unsupported database URL {redact_url(url)}: use sqlite:///path or postgresql://..."
+    )

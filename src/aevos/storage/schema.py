@@ -1,0 +1,100 @@
+"""The kernel's tables, as SQLAlchemy Core metadata.
+
+Timestamps are UNIX epoch seconds (float, UTC by definition) so both backends compare and
+index them the same way without timezone conversions. Migrations under ``migrations/`` must
+produce exactly this schema; a test compares them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+runs = Table(
+    "aevos_runs",
+    metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("tenant", String(64), nullable=False, server_default="default"),
+    Column("workflow", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("idempotency_key", String(200), nullable=True),
+    Column("input", Text, nullable=True),
+    Column("input_ref", String(64), nullable=True),
+    Column("output", Text, nullable=True),
+    Column("output_ref", String(64), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("code_version", String(64), nullable=False),
+    Column("parent_run_id", String(200), nullable=True),
+    Column("owner", String(100), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("wake_at", Float, nullable=True),
+    Column("executions", Integer, nullable=False, server_default="0"),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("claimed_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    UniqueConstraint("tenant", "idempotency_key", name="uq_aevos_runs_idempotency"),
+)
+Index("ix_aevos_runs_claim", runs.c.queue, runs.c.status, runs.c.priority, runs.c.created_at)
+Index("ix_aevos_runs_owner", runs.c.owner, runs.c.status)
+Index("ix_aevos_runs_parent", runs.c.parent_run_id)
+Index("ix_aevos_runs_created", runs.c.created_at)
+
+steps = Table(
+    "aevos_steps",
+    metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("output", Text, nullable=True),
+    Column("output_ref", String(64), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=False),
+)
+
+blobs = Table(
+    "aevos_blobs",
+    metadata,
+    Column("ref", String(64), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+signals = Table(
+    "aevos_signals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(200), nullable=False),
+    Column("topic", String(200), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_aevos_signals_run_topic", signals.c.run_id, signals.c.topic, signals.c.id)
+
+queues = Table(
+    "aevos_queues",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("concurrency", Integer, nullable=True),
+    Column("rate_limit", Integer, nullable=True),
+    Column("rate_period", Float, nullable=True),
+    Column("updated_at", Float, nullable=False),
+)

@@ -1,0 +1,713 @@
+"""The one SQL implementation of the kernel's storage, shared by SQLite and PostgreSQL.
+
+Every state change is a single short transaction conditioned on the run's current status
+and owner, so a worker that lost its lease (it was presumed dead and its run was taken over)
+can never overwrite the new owner's progress: its writes match no row and it stops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, make_url
+
+from .. import codec
+from ..errors import (
+    AevosError,
+    IdempotencyConflictError,
+    InvalidRunStateError,
+    RunNotFoundError,
+    StorageError,
+    StorageUnavailableError,
+)
+from ..queue import Queue
+from ..run import NewRun, RunInfo, StepInfo
+from ..status import RunStatus
+from .dialect import dialect_for, redact_url
+from .migration import ensure_schema
+from .schema import blobs, queues, runs, signals, steps
+
+DEFAULT_BLOB_THRESHOLD = 64 * 1024
+
+_ACTIVE = (RunStatus.RUNNING.value,)
+_S = RunStatus
+
+
+class LeaseLost(Exception):
+    """This executor no longer holds the run (cancelled, or taken over); stop executing it."""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What the executor writes for one completed step."""
+
+    seq: int
+    name: str
+    status: str
+    output_json: str | None
+    error: dict[str, Any] | None
+    attempts: int
+    started_at: float
+    finished_at: float
+
+
+class Store:
+    """Durable state of runs, steps, signals and queues in one SQL database."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        migrate: bool = True,
+        blob_threshold: int = DEFAULT_BLOB_THRESHOLD,
+    ) -> None:
+        self.url = url
+        self.safe_url = redact_url(url)
+        parsed = make_url(url)
+        self.dialect = dialect_for(parsed)
+        self.backend = self.dialect.name
+        self.blob_threshold = blob_threshold
+        self.engine = self.dialect.create_engine(parsed)
+        with self._guard():
+            ensure_schema(self.engine, migrate=migrate, url=self.safe_url)
+        self._insert_run = self.dialect.insert(runs)
+        self._insert_blob = self.dialect.insert(blobs).on_conflict_do_nothing(
+            index_elements=["ref"]
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except AevosError:
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            classified = self.dialect.classify(exc, self.safe_url)
+            if classified is not None:
+                raise classified from None
+            raise StorageError(
+                f"database error on {self.safe_url}: {type(getattr(exc, 'orig', exc)).__name__}: "
+                f"{str(getattr(exc, 'orig', exc)).splitlines()[0] if str(exc) else ''}"
+            ) from exc
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self._guard(), self.engine.begin() as conn:
+            yield conn
+
+    def _value(self, conn: Connection, text: str | None) -> tuple[str | None, str | None]:
+        """Inline JSON, or a blob reference for values past the size threshold."""
+        if text is None or len(text) <= self.blob_threshold:
+            return text, None
+        data = text.encode()
+        ref = hashlib.sha256(data).hexdigest()
+        conn.execute(
+            self._insert_blob, {"ref": ref, "data": data, "size": len(data), "created_at": time.time()}
+        )
+        return None, ref
+
+    def _load_blob(self, conn: Connection, ref: str) -> str:
+        data = conn.execute(sa.select(blobs.c.data).where(blobs.c.ref == ref)).scalar_one()
+        return bytes(data).decode()
+
+    def _decode(self, conn: Connection, text: str | None, ref: str | None) -> Any:
+        if ref is not None:
+            return codec.decode(self._load_blob(conn, ref))
+        return None if text is None else codec.decode(text)
+
+    def _run_info(self, conn: Connection, row: Any) -> RunInfo:
+        return RunInfo(
+            run_id=row.run_id,
+            tenant=row.tenant,
+            workflow=row.workflow,
+            status=RunStatus(row.status),
+            queue=row.queue,
+            priority=row.priority,
+            idempotency_key=row.idempotency_key,
+            input=self._decode(conn, row.input, row.input_ref),
+            output=self._decode(conn, row.output, row.output_ref),
+            error=None if row.error is None else codec.decode(row.error),
+            code_version=row.code_version,
+            parent_run_id=row.parent_run_id,
+            owner=row.owner,
+            lease_until=row.lease_until,
+            wake_at=row.wake_at,
+            executions=row.executions,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            claimed_at=row.claimed_at,
+            finished_at=row.finished_at,
+        )
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def insert_run(self, new: NewRun) -> tuple[RunInfo, bool]:
+        """Create a run; with an idempotency key, return the existing run instead.
+
+        Returns ``(run, created)``. Reusing a key for a different workflow is a conflict.
+        """
+        now = time.time()
+        with self._tx() as conn:
+            input_text, input_ref = self._value(conn, new.input_json)
+            values = {
+                "run_id": new.run_id,
+                "tenant": new.tenant,
+                "workflow": new.workflow,
+                "status": new.status.value,
+                "queue": new.queue,
+                "priority": new.priority,
+                "idempotency_key": new.idempotency_key,
+                "input": input_text,
+                "input_ref": input_ref,
+                "error": None if new.error is None else codec.encode(new.error, "run error"),
+                "code_version": new.code_version,
+                "parent_run_id": new.parent_run_id,
+                "owner": new.owner,
+                "lease_until": new.lease_until,
+                "executions": 1 if new.status is _S.RUNNING else 0,
+                "created_at": now,
+                "updated_at": now,
+                "claimed_at": now if new.status is _S.RUNNING else None,
+                "finished_at": now if new.status.terminal else None,
+            }
+            stmt = self._insert_run.on_conflict_do_nothing()
+            inserted = conn.execute(stmt, values).rowcount
+            if inserted == 1:
+                if new.status is _S.RUNNING:
+                    # Hand back what we wrote without a round trip: the hot path.
+                    return self._fresh_info(new, values), True
+                row = conn.execute(sa.select(runs).where(runs.c.run_id == new.run_id)).one()
+                return self._run_info(conn, row), True
+            if new.idempotency_key is not None:
+                cond = sa.and_(
+                    runs.c.tenant == new.tenant, runs.c.idempotency_key == new.idempotency_key
+                )
+            else:
+                cond = runs.c.run_id == new.run_id
+            row = conn.execute(sa.select(runs).where(cond)).one_or_none()
+            if row is None:
+                # Conflict on the run id with a different key: a caller reused a run id.
+                raise IdempotencyConflictError(
+                    f"run id {new.run_id!r} already exists with another idempotency key"
+                )
+            if row.workflow != new.workflow:
+                raise IdempotencyConflictError(
+                    f"idempotency key {new.idempotency_key!r} already started a run of "
+                    f"workflow {row.workflow!r} ({row.run_id}); it cannot start {new.workflow!r}"
+                )
+            return self._run_info(conn, row), False
+
+    def _fresh_info(self, new: NewRun, values: dict[str, Any]) -> RunInfo:
+        return RunInfo(
+            run_id=new.run_id,
+            tenant=new.tenant,
+            workflow=new.workflow,
+            status=new.status,
+            queue=new.queue,
+            priority=new.priority,
+            idempotency_key=new.idempotency_key,
+            input=None,  # the caller holds the live value
+            output=None,
+            error=None,
+            code_version=new.code_version,
+            parent_run_id=new.parent_run_id,
+            owner=new.owner,
+            lease_until=new.lease_until,
+            wake_at=None,
+            executions=1,
+            created_at=values["created_at"],
+            updated_at=values["updated_at"],
+            claimed_at=values["claimed_at"],
+            finished_at=None,
+        )
+
+    def get_run(self, run_id: str) -> RunInfo:
+        with self._tx() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one_or_none()
+            if row is None:
+                raise RunNotFoundError(f"no run with id {run_id!r}")
+            return self._run_info(conn, row)
+
+    def run_status(self, run_id: str) -> RunStatus:
+        with self._guard(), self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(runs.c.status).where(runs.c.run_id == run_id)
+            ).scalar_one_or_none()
+        if value is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        return RunStatus(value)
+
+    def list_runs(
+        self,
+        *,
+        status: Sequence[RunStatus] | None = None,
+        workflow: str | None = None,
+        queue: str | None = None,
+        parent_run_id: str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunInfo]:
+        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.run_id)
+        if status:
+            query = query.where(runs.c.status.in_([s.value for s in status]))
+        if workflow is not None:
+            query = query.where(runs.c.workflow == workflow)
+        if queue is not None:
+            query = query.where(runs.c.queue == queue)
+        if parent_run_id is not None:
+            query = query.where(runs.c.parent_run_id == parent_run_id)
+        if tenant is not None:
+            query = query.where(runs.c.tenant == tenant)
+        with self._tx() as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).all()
+            return [self._run_info(conn, row) for row in rows]
+
+    def count_runs(self) -> dict[RunStatus, int]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status)
+            ).all()
+        return {RunStatus(status): count for status, count in rows}
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def load_steps(self, run_id: str) -> dict[int, StepInfo]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(steps).where(steps.c.run_id == run_id).order_by(steps.c.seq)
+            ).all()
+            return {
+                row.seq: StepInfo(
+                    run_id=row.run_id,
+                    seq=row.seq,
+                    name=row.name,
+                    status=row.status,
+                    output=self._decode(conn, row.output, row.output_ref),
+                    error=None if row.error is None else codec.decode(row.error),
+                    attempts=row.attempts,
+                    started_at=row.started_at,
+                    finished_at=row.finished_at,
+                    output_ref=row.output_ref,
+                )
+                for row in rows
+            }
+
+    def list_steps(self, run_id: str) -> list[StepInfo]:
+        self.get_run(run_id)  # a clear error for an unknown id
+        return list(self.load_steps(run_id).values())
+
+    def _fence(self, conn: Connection, run_id: str, owner: str, now: float) -> bool:
+        """Touch the run if ``owner`` still holds it; False means stop (lost or cancelled)."""
+        result = conn.execute(
+            sa.update(runs)
+            .where(runs.c.run_id == run_id, runs.c.owner == owner, runs.c.status == "RUNNING")
+            .values(updated_at=now)
+        )
+        return result.rowcount == 1
+
+    def record_step(self, run_id: str, owner: str, step: StepRecord) -> None:
+        """Commit one step result; raises :class:`LeaseLost` (nothing written) if ``owner``
+        no longer holds the run: it was cancelled or taken over after a missed lease."""
+        with self._tx() as conn:
+            if not self._fence(conn, run_id, owner, step.finished_at):
+                raise LeaseLost(run_id)
+            text, ref = self._value(conn, step.output_json)
+            conn.execute(
+                steps.insert(),
+                {
+                    "run_id": run_id,
+                    "seq": step.seq,
+                    "name": step.name,
+                    "status": step.status,
+                    "output": text,
+                    "output_ref": ref,
+                    "error": None if step.error is None else codec.encode(step.error, "step error"),
+                    "attempts": step.attempts,
+                    "started_at": step.started_at,
+                    "finished_at": step.finished_at,
+                },
+            )
+
+    def finish_run(
+        self,
+        run_id: str,
+        owner: str,
+        status: RunStatus,
+        *,
+        output_json: str | None = None,
+        error: dict[str, Any] | None = None,
+        parent_run_id: str | None = None,
+    ) -> bool:
+        now = time.time()
+        with self._tx() as conn:
+            text, ref = self._value(conn, output_json)
+            result = conn.execute(
+                sa.update(runs)
+                .where(runs.c.run_id == run_id, runs.c.owner == owner, runs.c.status == "RUNNING")
+                .values(
+                    status=status.value,
+                    output=text,
+                    output_ref=ref,
+                    error=None if error is None else codec.encode(error, "run error"),
+                    owner=None,
+                    lease_until=None,
+                    wake_at=None,
+                    updated_at=now,
+                    finished_at=now,
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            if parent_run_id is not None:
+                self._wake(conn, parent_run_id, now)
+            return True
+
+    def _wake(self, conn: Connection, run_id: str, now: float) -> None:
+        conn.execute(
+            sa.update(runs)
+            .where(runs.c.run_id == run_id, runs.c.status == "WAITING")
+            .values(wake_at=now, updated_at=now)
+        )
+
+    def park(self, run_id: str, owner: str, wake_at: float) -> bool:
+        """Release a run that waits (sleep, signal, child) until ``wake_at`` or a wake-up."""
+        now = time.time()
+        with self._tx() as conn:
+            result = conn.execute(
+                sa.update(runs)
+                .where(runs.c.run_id == run_id, runs.c.owner == owner, runs.c.status == "RUNNING")
+                .values(
+                    status="WAITING", owner=None, lease_until=None, wake_at=wake_at, updated_at=now
+                )
+            )
+            return result.rowcount == 1
+
+    def release(self, run_id: str, owner: str) -> bool:
+        """Give a run back to its queue (a worker shutting down mid-run)."""
+        now = time.time()
+        with self._tx() as conn:
+            result = conn.execute(
+                sa.update(runs)
+                .where(runs.c.run_id == run_id, runs.c.owner == owner, runs.c.status == "RUNNING")
+                .values(status="ENQUEUED", owner=None, lease_until=None, updated_at=now)
+            )
+            return result.rowcount == 1
+
+    def _claimable(self, now: float) -> Any:
+        return sa.or_(
+            runs.c.status == "ENQUEUED",
+            sa.and_(runs.c.status == "WAITING", runs.c.wake_at <= now),
+            sa.and_(runs.c.status == "RUNNING", runs.c.lease_until < now),
+        )
+
+    def acquire(self, run_id: str, owner: str, lease_seconds: float) -> RunInfo | None:
+        """Take a run to execute in this process now (an idempotent re-start, a child run).
+
+        Succeeds if the run is claimable, or already ours; None if someone else holds it
+        or it is finished.
+        """
+        now = time.time()
+        with self._tx() as conn:
+            result = conn.execute(
+                sa.update(runs)
+                .where(
+                    runs.c.run_id == run_id,
+                    sa.or_(
+                        self._claimable(now),
+                        sa.and_(runs.c.status == "RUNNING", runs.c.owner == owner),
+                    ),
+                )
+                .values(
+                    status="RUNNING",
+                    owner=owner,
+                    lease_until=now + lease_seconds,
+                    claimed_at=now,
+                    updated_at=now,
+                    executions=runs.c.executions + 1,
+                )
+            )
+            if result.rowcount != 1:
+                return None
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one()
+            return self._run_info(conn, row)
+
+    def claim(
+        self,
+        owner: str,
+        queue: Queue,
+        workflows: Sequence[str],
+        slots: int,
+        lease_seconds: float,
+    ) -> list[RunInfo]:
+        """Claim up to ``slots`` runs of ``queue`` for ``owner``, honouring its limits."""
+        if slots <= 0 or not workflows:
+            return []
+        now = time.time()
+        with self._tx() as conn:
+            self.dialect.lock_queue(conn, queue.name)
+            in_queue = runs.c.queue == queue.name
+            live = sa.and_(in_queue, runs.c.status == "RUNNING", runs.c.lease_until >= now)
+            if queue.concurrency is not None:
+                running = conn.execute(sa.select(sa.func.count()).where(live)).scalar_one()
+                slots = min(slots, queue.concurrency - running)
+            if queue.worker_concurrency is not None:
+                mine = conn.execute(
+                    sa.select(sa.func.count()).where(live, runs.c.owner == owner)
+                ).scalar_one()
+                slots = min(slots, queue.worker_concurrency - mine)
+            if queue.rate_limit is not None:
+                recent = conn.execute(
+                    sa.select(sa.func.count()).where(
+                        in_queue, runs.c.claimed_at >= now - queue.rate_period
+                    )
+                ).scalar_one()
+                slots = min(slots, queue.rate_limit - recent)
+            if slots <= 0:
+                return []
+            candidates = (
+                sa.select(runs.c.run_id)
+                .where(in_queue, self._claimable(now), runs.c.workflow.in_(list(workflows)))
+                .order_by(runs.c.priority, runs.c.created_at)
+                .limit(slots)
+            )
+            if self.dialect.skip_locked:
+                candidates = candidates.with_for_update(skip_locked=True)
+            ids = list(conn.execute(candidates).scalars())
+            if not ids:
+                return []
+            conn.execute(
+                sa.update(runs)
+                .where(runs.c.run_id.in_(ids), self._claimable(now))
+                .values(
+                    status="RUNNING",
+                    owner=owner,
+                    lease_until=now + lease_seconds,
+                    claimed_at=now,
+                    updated_at=now,
+                    executions=runs.c.executions + 1,
+                )
+            )
+            rows = conn.execute(
+                sa.select(runs).where(runs.c.run_id.in_(ids), runs.c.owner == owner)
+            ).all()
+            return [self._run_info(conn, row) for row in rows]
+
+    def heartbeat(self, owner: str, lease_seconds: float) -> list[str]:
+        """Extend ``owner``'s leases; returns ids of its runs cancelled meanwhile."""
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(
+                sa.update(runs)
+                .where(runs.c.owner == owner, runs.c.status == "RUNNING")
+                .values(lease_until=now + lease_seconds)
+            )
+            return list(
+                conn.execute(
+                    sa.select(runs.c.run_id).where(
+                        runs.c.owner == owner, runs.c.status == "CANCELLED"
+                    )
+                ).scalars()
+            )
+
+    def upsert_queue(self, queue: Queue) -> None:
+        values = {
+            "name": queue.name,
+            "concurrency": queue.concurrency,
+            "rate_limit": queue.rate_limit,
+            "rate_period": queue.rate_period,
+            "updated_at": time.time(),
+        }
+        stmt = self.dialect.insert(queues).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["name"],
+            set_={k: v for k, v in values.items() if k != "name"},
+        )
+        with self._tx() as conn:
+            conn.execute(stmt)
+
+    # -- operator actions -------------------------------------------------------------------
+
+    def cancel(self, run_id: str) -> RunStatus:
+        """Cancel a run and its unfinished children; returns the run's resulting status."""
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(runs.c.status).where(runs.c.run_id == run_id)
+            ).scalar_one_or_none()
+            if row is None:
+                raise RunNotFoundError(f"no run with id {run_id!r}")
+            if RunStatus(row).terminal:
+                return RunStatus(row)
+            pending = [run_id]
+            while pending:
+                conn.execute(
+                    sa.update(runs)
+                    .where(
+                        runs.c.run_id.in_(pending),
+                        runs.c.status.in_(["ENQUEUED", "RUNNING", "WAITING"]),
+                    )
+                    .values(status="CANCELLED", updated_at=now, finished_at=now, wake_at=None)
+                )
+                pending = list(
+                    conn.execute(
+                        sa.select(runs.c.run_id).where(
+                            runs.c.parent_run_id.in_(pending),
+                            runs.c.status.in_(["ENQUEUED", "RUNNING", "WAITING"]),
+                        )
+                    ).scalars()
+                )
+            return RunStatus.CANCELLED
+
+    def resume(self, run_id: str) -> RunInfo:
+        """Re-enqueue a FAILED or CANCELLED run; its recorded steps are kept and replayed."""
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one_or_none()
+            if row is None:
+                raise RunNotFoundError(f"no run with id {run_id!r}")
+            if row.status not in ("FAILED", "CANCELLED"):
+                raise InvalidRunStateError(
+                    f"run {run_id} is {row.status}; only FAILED or CANCELLED runs can be resumed"
+                )
+            # A failed step is recorded as a result; drop the failure so it runs again.
+            conn.execute(
+                sa.delete(steps).where(steps.c.run_id == run_id, steps.c.status == "FAILED")
+            )
+            conn.execute(
+                sa.update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(
+                    status="ENQUEUED",
+                    error=None,
+                    owner=None,
+                    lease_until=None,
+                    wake_at=None,
+                    finished_at=None,
+                    updated_at=now,
+                )
+            )
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one()
+            return self._run_info(conn, row)
+
+    def fork(
+        self, run_id: str, from_seq: int, new_run_id: str, code_version: str, queue: str
+    ) -> RunInfo:
+        """A new run with the same input and the steps before ``from_seq`` copied over."""
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one_or_none()
+            if row is None:
+                raise RunNotFoundError(f"no run with id {run_id!r}")
+            if from_seq < 0:
+                raise InvalidRunStateError(f"cannot fork from step {from_seq}: must be >= 0")
+            conn.execute(
+                runs.insert(),
+                {
+                    "run_id": new_run_id,
+                    "tenant": row.tenant,
+                    "workflow": row.workflow,
+                    "status": "ENQUEUED",
+                    "queue": queue,
+                    "priority": row.priority,
+                    "idempotency_key": None,
+                    "input": row.input,
+                    "input_ref": row.input_ref,
+                    "code_version": code_version,
+                    "parent_run_id": row.parent_run_id,
+                    "executions": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            copied = conn.execute(
+                sa.select(steps).where(steps.c.run_id == run_id, steps.c.seq < from_seq)
+            ).all()
+            if copied:
+                conn.execute(
+                    steps.insert(),
+                    [{**r._asdict(), "run_id": new_run_id} for r in copied],
+                )
+            new_row = conn.execute(sa.select(runs).where(runs.c.run_id == new_run_id)).one()
+            return self._run_info(conn, new_row)
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def send_signal(self, run_id: str, topic: str, payload_json: str) -> None:
+        now = time.time()
+        with self._tx() as conn:
+            status = conn.execute(
+                sa.select(runs.c.status).where(runs.c.run_id == run_id)
+            ).scalar_one_or_none()
+            if status is None:
+                raise RunNotFoundError(f"no run with id {run_id!r} to signal")
+            conn.execute(
+                signals.insert(),
+                {"run_id": run_id, "topic": topic, "payload": payload_json, "created_at": now},
+            )
+            self._wake(conn, run_id, now)
+
+    def consume_signal(
+        self, run_id: str, owner: str, seq: int, name: str, topic: str, started_at: float
+    ) -> tuple[bool, Any]:
+        """Atomically take the oldest signal on ``topic`` and record it as step ``seq``.
+
+        Returns ``(True, payload)`` when one was taken, ``(False, None)`` when none waits;
+        raises :class:`LeaseLost` if ``owner`` no longer holds the run.
+        """
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(signals.c.id, signals.c.payload)
+                .where(signals.c.run_id == run_id, signals.c.topic == topic)
+                .order_by(signals.c.id)
+                .limit(1)
+            ).one_or_none()
+            if row is None:
+                return False, None
+            if not self._fence(conn, run_id, owner, now):
+                raise LeaseLost(run_id)
+            conn.execute(sa.delete(signals).where(signals.c.id == row.id))
+            conn.execute(
+                steps.insert(),
+                {
+                    "run_id": run_id,
+                    "seq": seq,
+                    "name": name,
+                    "status": "SUCCEEDED",
+                    "output": row.payload,
+                    "attempts": 1,
+                    "started_at": started_at,
+                    "finished_at": now,
+                },
+            )
+            return True, codec.decode(row.payload)
+
+    def ping(self) -> None:
+        """Raise StorageUnavailableError if the database cannot be reached."""
+        with self._guard(), self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def truncate_all(self) -> None:
+        """Delete every row (tests and ``aevos reset``); the schema stays."""
+        with self._tx() as conn:
+            for table in (steps, signals, blobs, queues, runs):
+                conn.execute(sa.delete(table))
+
+
+def open_store(url: str, *, migrate: bool = True, blob_threshold: int = DEFAULT_BLOB_THRESHOLD) -> Store:
+    """The store for ``url``; the backend is chosen by the URL's scheme."""
+    if not url:
+        raise StorageUnavailableError("no database URL given (set AEVOS_DATABASE_URL)")
+    return Store(url, migrate=migrate, blob_threshold=blob_threshold)

@@ -1,0 +1,154 @@
+"""Workers pull runs from queues and execute them; any worker recovers any dead worker's runs.
+
+There is no coordinator: a run's lease lives in its database row, the heartbeat of the
+process holding it keeps it fresh, and a run whose lease lapsed is claimable by every
+worker on every host exactly like a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from .errors import AevosError, DefinitionError, StorageUnavailableError
+from .queue import INLINE_QUEUE, Queue
+from .run import RunInfo
+
+if TYPE_CHECKING:
+    from .app import Aevos
+
+log = logging.getLogger("aevos.worker")
+
+
+def _recovery_queue() -> Queue:
+    # Runs started inline by a process that died live on the internal queue; every worker
+    # recovers them. It has no limits, so validation (which rejects '_' names) is bypassed.
+    queue = object.__new__(Queue)
+    for field, value in (
+        ("name", INLINE_QUEUE),
+        ("concurrency", None),
+        ("worker_concurrency", None),
+        ("rate_limit", None),
+        ("rate_period", 1.0),
+    ):
+        object.__setattr__(queue, field, value)
+    return queue
+
+
+class Worker:
+    """Executes runs of ``app``'s workflows from the named queues, ``concurrency`` at a time."""
+
+    def __init__(
+        self, app: Aevos, queues: Sequence[str] | None = None, *, concurrency: int = 8
+    ) -> None:
+        if concurrency < 1:
+            raise DefinitionError(f"worker concurrency must be >= 1, got {concurrency}")
+        self.app = app
+        names = list(queues) if queues else list(app.queues)
+        self.queues = [app._queue_named(name) for name in names] + [_recovery_queue()]
+        self.concurrency = concurrency
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="aevos-run")
+        self._active = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._turn = 0
+        self.executed = 0
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return self._active
+
+    def start(self) -> Worker:
+        """Start polling in a background thread (embedded worker)."""
+        for queue in self.queues:
+            self.app.store.upsert_queue(queue)
+        self._thread = threading.Thread(target=self._poll_loop, name="aevos-poll", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming, and wait up to ``timeout`` seconds for the runs in hand to finish.
+
+        Runs still executing after that keep their lease until this process exits; then
+        another worker takes them over and replays them from their last committed step.
+        """
+        self._stopping.set()
+        self.app._work_available.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._pool.shutdown(wait=False, cancel_futures=False)
+
+    def run(self) -> None:
+        """Run in the foreground until SIGINT or SIGTERM, then stop gracefully."""
+
+        def _handle(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %s: stopping worker", signum)
+            self._stopping.set()
+            self.app._work_available.set()
+
+        signal.signal(signal.SIGTERM, _handle)
+        signal.signal(signal.SIGINT, _handle)
+        self.start()
+        while not self._stopping.wait(0.5):
+            pass
+        self.stop()
+
+    def _poll_loop(self) -> None:
+        backoff = self.app.poll_interval
+        workflows = sorted(self.app.workflows)
+        while not self._stopping.is_set():
+            try:
+                claimed = self._claim_round(workflows)
+                backoff = self.app.poll_interval
+            except StorageUnavailableError as exc:
+                log.warning("database unavailable, retrying in %.1fs: %s", backoff, exc.message)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if not claimed:
+                self.app._work_available.wait(self.app.poll_interval)
+                self.app._work_available.clear()
+
+    def _claim_round(self, workflows: list[str]) -> int:
+        claimed = 0
+        count = len(self.queues)
+        self._turn = (self._turn + 1) % count
+        # Rotate the starting queue so one busy queue cannot starve the others.
+        for offset in range(count):
+            free = self.concurrency - self.active
+            if free <= 0:
+                break
+            queue = self.queues[(self._turn + offset) % count]
+            for info in self.app.store.claim(
+                self.app.owner, queue, workflows, free, self.app.lease_seconds
+            ):
+                with self._lock:
+                    self._active += 1
+                claimed += 1
+                self._pool.submit(self._execute, info)
+        return claimed
+
+    def _execute(self, info: RunInfo) -> None:
+        try:
+            self.app._execute_claimed(info)
+        except AevosError as exc:
+            # The run keeps its lease and is retried after it lapses; say why, without data.
+            log.error("run %s interrupted: %s", info.run_id, exc.code)
+        except BaseException:
+            log.exception("run %s crashed the executor", info.run_id)
+        finally:
+            with self._lock:
+                self._active -= 1
+                self.executed += 1
+            self.app._work_available.set()
