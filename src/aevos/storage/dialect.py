@@ -115,9 +115,15 @@ class PostgresDialect:
         conn.execute(sa.select(queues.c.name).where(queues.c.name == queue).with_for_update())
 
     def classify(self, error: Exception, url: str) -> AevosError | None:
-        if isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError) or (
-            isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated
-        ):
+        import psycopg
+
+        if isinstance(
+            error,
+            sa.exc.OperationalError
+            | sa.exc.InterfaceError
+            | psycopg.OperationalError
+            | psycopg.InterfaceError,
+        ) or (isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated):
             reason = str(getattr(error, "orig", error)).strip().splitlines()[0:1]
             return StorageUnavailableError(
                 f"lost or could not open the connection to {url}: "

@@ -30,6 +30,7 @@ from ..queue import Queue
 from ..run import NewRun, RunInfo, StepInfo
 from ..status import RunStatus
 from .dialect import dialect_for, redact_url
+from .fastpath import Compiled, RawConnections
 from .migration import ensure_schema
 from .schema import blobs, queues, runs, signals, steps
 
@@ -80,9 +81,84 @@ class Store:
         self._insert_blob = self.dialect.insert(blobs).on_conflict_do_nothing(
             index_elements=["ref"]
         )
+        self._dbapi = self.engine.dialect.loaded_dbapi
+        sqlite = self.backend == "sqlite"
+        self._raw = RawConnections(
+            self.engine, "BEGIN IMMEDIATE" if sqlite else "BEGIN", always_begin=sqlite
+        )
+        bp = sa.bindparam
+        owned = sa.and_(
+            runs.c.run_id == bp("w_run"), runs.c.owner == bp("w_owner"), runs.c.status == "RUNNING"
+        )
+        self._hot_fence = Compiled(sa.update(runs).where(owned).values(updated_at=bp("now")), self.engine)
+        self._hot_step = Compiled(steps.insert(), self.engine)
+        # PostgreSQL: fence and insert in one statement (one round trip); the UPDATE in the
+        # CTE still takes the run's row lock, so a concurrent takeover serialises with it.
+        self._hot_step_fenced: Compiled | None = None
+        if self.backend == "postgresql":
+            fence = (
+                sa.update(runs).where(owned).values(updated_at=bp("now")).returning(runs.c.run_id)
+            ).cte("fence")
+            cols = [c.name for c in steps.c]
+            self._hot_step_fenced = Compiled(
+                steps.insert().from_select(
+                    cols,
+                    sa.select(
+                        *[
+                            sa.cast(bp(name), steps.c[name].type).label(name)
+                            for name in cols
+                        ]
+                    ).select_from(fence),
+                ),
+                self.engine,
+            )
+        self._hot_run = Compiled(self._insert_run.on_conflict_do_nothing(), self.engine)
+        self._hot_finish = Compiled(
+            sa.update(runs)
+            .where(owned)
+            .values(
+                status=bp("status"),
+                output=bp("output"),
+                output_ref=None,
+                error=bp("error"),
+                owner=None,
+                lease_until=None,
+                wake_at=None,
+                updated_at=bp("now"),
+                finished_at=bp("now"),
+            ),
+            self.engine,
+        )
+        self._hot_wake = Compiled(
+            sa.update(runs)
+            .where(runs.c.run_id == bp("parent"), runs.c.status == "WAITING")
+            .values(wake_at=bp("now"), updated_at=bp("now")),
+            self.engine,
+        )
 
     def close(self) -> None:
+        self._raw.close()
         self.engine.dispose()
+
+    @contextmanager
+    def _hot(self, single: bool = False) -> Iterator[Any]:
+        """A transaction on this thread's raw connection, errors classified like ``_guard``."""
+        try:
+            with self._raw.transaction(single) as cursor:
+                yield cursor
+        except (AevosError, LeaseLost):
+            raise
+        except self._dbapi.IntegrityError:
+            raise
+        except self._dbapi.Error as exc:
+            classified = self.dialect.classify(exc, self.safe_url)
+            if classified is not None:
+                self._raw.discard()
+                raise classified from None
+            raise StorageError(
+                f"database error on {self.safe_url}: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from exc
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -158,6 +234,14 @@ class Store:
         Returns ``(run, created)``. Reusing a key for a different workflow is a conflict.
         """
         now = time.time()
+        if (
+            new.status is _S.RUNNING
+            and new.error is None
+            and (new.input_json is None or len(new.input_json) <= self.blob_threshold)
+        ):
+            created = self._insert_running(new, now)
+            if created is not None:
+                return created, True
         with self._tx() as conn:
             input_text, input_ref = self._value(conn, new.input_json)
             values = {
@@ -207,6 +291,37 @@ class Store:
                     f"workflow {row.workflow!r} ({row.run_id}); it cannot start {new.workflow!r}"
                 )
             return self._run_info(conn, row), False
+
+    def _insert_running(self, new: NewRun, now: float) -> RunInfo | None:
+        """Hot path of an inline start: one INSERT; None if the id or key already exists."""
+        values = {
+            "run_id": new.run_id,
+            "tenant": new.tenant,
+            "workflow": new.workflow,
+            "status": "RUNNING",
+            "queue": new.queue,
+            "priority": new.priority,
+            "idempotency_key": new.idempotency_key,
+            "input": new.input_json,
+            "input_ref": None,
+            "error": None,
+            "code_version": new.code_version,
+            "parent_run_id": new.parent_run_id,
+            "owner": new.owner,
+            "lease_until": new.lease_until,
+            "wake_at": None,
+            "executions": 1,
+            "created_at": now,
+            "updated_at": now,
+            "claimed_at": now,
+            "finished_at": None,
+        }
+        stmt = self._hot_run
+        with self._hot(single=True) as cursor:
+            cursor.execute(stmt.sql, stmt.params(values))
+            if cursor.rowcount != 1:
+                return None
+        return self._fresh_info(new, values)
 
     def _fresh_info(self, new: NewRun, values: dict[str, Any]) -> RunInfo:
         return RunInfo(
@@ -320,6 +435,39 @@ class Store:
     def record_step(self, run_id: str, owner: str, step: StepRecord) -> None:
         """Commit one step result; raises :class:`LeaseLost` (nothing written) if ``owner``
         no longer holds the run: it was cancelled or taken over after a missed lease."""
+        if step.output_json is None or len(step.output_json) <= self.blob_threshold:
+            values = {
+                "run_id": run_id,
+                "w_run": run_id,
+                "w_owner": owner,
+                "now": step.finished_at,
+                "seq": step.seq,
+                "name": step.name,
+                "status": step.status,
+                "output": step.output_json,
+                "output_ref": None,
+                "error": None if step.error is None else codec.encode(step.error, "step error"),
+                "attempts": step.attempts,
+                "started_at": step.started_at,
+                "finished_at": step.finished_at,
+            }
+            single = self._hot_step_fenced is not None
+            try:
+                with self._hot(single) as cursor:
+                    if self._hot_step_fenced is not None:
+                        fenced = self._hot_step_fenced
+                        cursor.execute(fenced.sql, fenced.params(values))
+                        if cursor.rowcount != 1:
+                            raise LeaseLost(run_id)
+                        return
+                    cursor.execute(self._hot_fence.sql, self._hot_fence.params(values))
+                    if cursor.rowcount != 1:
+                        raise LeaseLost(run_id)
+                    cursor.execute(self._hot_step.sql, self._hot_step.params(values))
+            except self._dbapi.IntegrityError:
+                # Another executor recorded this position first: it holds the run now.
+                raise LeaseLost(run_id) from None
+            return
         with self._tx() as conn:
             if not self._fence(conn, run_id, owner, step.finished_at):
                 raise LeaseLost(run_id)
@@ -351,6 +499,23 @@ class Store:
         parent_run_id: str | None = None,
     ) -> bool:
         now = time.time()
+        if output_json is None or len(output_json) <= self.blob_threshold:
+            values = {
+                "w_run": run_id,
+                "w_owner": owner,
+                "now": now,
+                "status": status.value,
+                "output": output_json,
+                "error": None if error is None else codec.encode(error, "run error"),
+                "parent": parent_run_id,
+            }
+            with self._hot(single=parent_run_id is None) as cursor:
+                cursor.execute(self._hot_finish.sql, self._hot_finish.params(values))
+                if cursor.rowcount != 1:
+                    return False
+                if parent_run_id is not None:
+                    cursor.execute(self._hot_wake.sql, self._hot_wake.params(values))
+            return True
         with self._tx() as conn:
             text, ref = self._value(conn, output_json)
             result = conn.execute(

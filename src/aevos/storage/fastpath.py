@@ -1,0 +1,116 @@
+"""Hot-path execution of Core statements compiled once.
+
+A step commit is on every workflow's critical path, and SQLAlchemy's per-execution work
+(cache-key generation, parameter processing, result set-up) cost several times the fsync
+itself. The statements stay SQLAlchemy Core (one definition for both dialects); they are
+compiled once per dialect here and run on a per-thread DBAPI connection from the engine's
+pool, so connection set-up (pragmas, BEGIN IMMEDIATE) is identical to the slow path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql import ClauseElement
+
+
+class Compiled:
+    """A statement compiled for one dialect; ``params`` maps names to the driver's style."""
+
+    def __init__(self, stmt: ClauseElement, engine: Engine) -> None:
+        compiled = stmt.compile(dialect=engine.dialect)
+        self.sql = str(compiled)
+        # Every bind with its compiled default (None where the caller must supply it).
+        self.defaults = dict(compiled.params)
+        self.positional = engine.dialect.paramstyle in ("qmark", "numeric", "format")
+        self.names = list(compiled.positiontup or [])
+
+    def params(self, values: dict[str, Any]) -> Any:
+        if self.positional:
+            return tuple(
+                values[name] if name in values else self.defaults.get(name) for name in self.names
+            )
+        merged = dict(self.defaults)
+        merged.update(values)
+        return merged
+
+
+class RawConnections:
+    """One pooled DBAPI connection per thread, kept for the thread's life.
+
+    The connections run in autocommit mode: a single-statement write is then one round trip
+    and still one durable commit, while multi-statement writes issue BEGIN/COMMIT explicitly.
+    """
+
+    def __init__(self, engine: Engine, begin_sql: str, *, always_begin: bool) -> None:
+        self._engine = engine
+        self._begin_sql = begin_sql
+        # SQLite: an autocommit write that finds the snapshot stale fails with
+        # SQLITE_BUSY_SNAPSHOT without waiting; BEGIN IMMEDIATE takes the lock up front.
+        self._always_begin = always_begin
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._engine.raw_connection()
+            driver = conn.driver_connection
+            if hasattr(driver, "autocommit"):
+                driver.autocommit = True  # psycopg; sqlite3 is already isolation_level=None
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def discard(self) -> None:
+        """Drop this thread's connection after an error that may have broken it."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            try:
+                conn.invalidate()
+            except Exception:  # already broken; nothing more to release
+                pass
+
+    @contextmanager
+    def transaction(self, single: bool = False) -> Iterator[Any]:
+        """A cursor in a transaction; ``single`` means one statement, committed by itself."""
+        conn = self._connection()
+        cursor = conn.cursor()
+        try:
+            if single and not self._always_begin:
+                yield cursor
+                return
+            cursor.execute(self._begin_sql)
+            try:
+                yield cursor
+            except BaseException:
+                try:
+                    cursor.execute("ROLLBACK")
+                except Exception:
+                    self.discard()
+                raise
+            cursor.execute("COMMIT")
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                driver = conn.driver_connection
+                if hasattr(driver, "autocommit"):
+                    driver.autocommit = False  # the pool's other users expect transactions
+                conn.close()
+            except Exception:  # closing a dead connection at shutdown
+                pass
