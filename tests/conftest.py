@@ -1,0 +1,108 @@
+"""Fixtures shared by every test.
+
+``database_url`` is parametrised over both backends, so any test that takes it (or the
+``app`` fixture built on it) is a contract test run on SQLite and on PostgreSQL. SQLite gets
+a fresh file per test; PostgreSQL is reset by truncation. Outside CI a test on PostgreSQL
+skips when the server is unreachable; in CI (``CI=true``) it fails instead: those tests must
+run there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aevos import Aevos
+from aevos.storage import open_store
+
+POSTGRES_URL = os.environ.get(
+    "AEVOS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+_pg_state: dict[str, object] = {}
+
+
+def postgres_available() -> bool:
+    if "ok" not in _pg_state:
+        try:
+            import psycopg
+
+            with psycopg.connect(POSTGRES_URL, connect_timeout=3):
+                _pg_state["ok"] = True
+        except Exception as exc:
+            _pg_state["ok"] = False
+            _pg_state["why"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return bool(_pg_state["ok"])
+
+
+def require_postgres() -> str:
+    if not postgres_available():
+        message = f"PostgreSQL unreachable at {POSTGRES_URL}: {_pg_state.get('why')}"
+        if IN_CI:
+            pytest.fail(message + " (CI must run the PostgreSQL tests)")
+        pytest.skip(message)
+    return POSTGRES_URL
+
+
+def reset_postgres(url: str) -> None:
+    store = open_store(url)
+    try:
+        store.truncate_all()
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A truncated PostgreSQL database (backend-only tests take this directly)."""
+    url = require_postgres()
+    reset_postgres(url)
+    yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'aevos.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'aevos.db'}"
+    else:
+        url = require_postgres()
+        reset_postgres(url)
+        yield url
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[Aevos]:
+    """A fresh app on the parametrised backend, with short timings for tests."""
+    application = Aevos(database_url, lease_seconds=2.0, park_after=0.3, poll_interval=0.02)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def make_app(database_url: str) -> Iterator[object]:
+    """Factory for more apps on the same database (other processes' view of it)."""
+    apps: list[Aevos] = []
+
+    def factory(**options: object) -> Aevos:
+        defaults: dict[str, object] = {
+            "lease_seconds": 2.0,
+            "park_after": 0.3,
+            "poll_interval": 0.02,
+        }
+        defaults.update(options)
+        application = Aevos(database_url, **defaults)  # type: ignore[arg-type]
+        apps.append(application)
+        return application
+
+    yield factory
+    for application in apps:
+        application.close()
