@@ -23,6 +23,7 @@ from .errors import (
     DefinitionError,
     RunCancelledError,
     SerializationError,
+    StorageUnavailableError,
     UnknownWorkflowError,
 )
 from .handle import RunHandle, result_of
@@ -421,6 +422,10 @@ class Aevos:
                 return Outcome(None)
             except Cancelled:
                 return self._abandoned(run_id)
+            except StorageUnavailableError:
+                # Not the run's fault: it keeps its lease, which lapses, and it is replayed
+                # by whichever executor reaches the database next.
+                raise
             except Exception as exc:
                 error = ctx.fatal or exc
                 if not store.finish_run(

@@ -71,5 +71,9 @@ def ensure_schema(engine: Engine, *, migrate: bool, url: str) -> None:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     config = _config()
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Workers starting together on a new database: one migrates, the rest wait and
+            # then find it done. (On SQLite, BEGIN IMMEDIATE serialises them already.)
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7263540021)"))
         config.attributes["connection"] = conn
         command.upgrade(config, revision)

@@ -31,7 +31,6 @@ from ..run import NewRun, RunInfo, StepInfo
 from ..status import RunStatus
 from .dialect import dialect_for, redact_url
 from .fastpath import Compiled, RawConnections
-from .migration import ensure_schema
 from .schema import blobs, queues, runs, signals, steps
 
 DEFAULT_BLOB_THRESHOLD = 64 * 1024
@@ -75,8 +74,15 @@ class Store:
         self.backend = self.dialect.name
         self.blob_threshold = blob_threshold
         self.engine = self.dialect.create_engine(parsed)
-        with self._guard():
-            ensure_schema(self.engine, migrate=migrate, url=self.safe_url)
+        # Imported here: Alembic is only needed once a database is opened, not on import.
+        from .migration import ensure_schema
+
+        try:
+            with self._guard():
+                ensure_schema(self.engine, migrate=migrate, url=self.safe_url)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._insert_run = self.dialect.insert(runs)
         self._insert_blob = self.dialect.insert(blobs).on_conflict_do_nothing(
             index_elements=["ref"]
@@ -131,7 +137,11 @@ class Store:
         )
         self._hot_wake = Compiled(
             sa.update(runs)
-            .where(runs.c.run_id == bp("parent"), runs.c.status == "WAITING")
+            .where(
+                runs.c.run_id == bp("parent"),
+                # Not IN (...): an expanding IN cannot be compiled once for the fast path.
+                sa.or_(runs.c.status == "WAITING", runs.c.status == "RUNNING"),
+            )
             .values(wake_at=bp("now"), updated_at=bp("now")),
             self.engine,
         )
@@ -540,9 +550,11 @@ class Store:
             return True
 
     def _wake(self, conn: Connection, run_id: str, now: float) -> None:
+        # A RUNNING run may be just about to park: the wake-up is remembered in wake_at and
+        # park() keeps the earlier time, so it cannot be lost in between.
         conn.execute(
             sa.update(runs)
-            .where(runs.c.run_id == run_id, runs.c.status == "WAITING")
+            .where(runs.c.run_id == run_id, runs.c.status.in_(["WAITING", "RUNNING"]))
             .values(wake_at=now, updated_at=now)
         )
 
@@ -554,7 +566,18 @@ class Store:
                 sa.update(runs)
                 .where(runs.c.run_id == run_id, runs.c.owner == owner, runs.c.status == "RUNNING")
                 .values(
-                    status="WAITING", owner=None, lease_until=None, wake_at=wake_at, updated_at=now
+                    status="WAITING",
+                    owner=None,
+                    lease_until=None,
+                    # A wake-up recorded while running (see _wake) wins over the timer.
+                    wake_at=sa.case(
+                        (
+                            sa.and_(runs.c.wake_at.is_not(None), runs.c.wake_at < wake_at),
+                            runs.c.wake_at,
+                        ),
+                        else_=wake_at,
+                    ),
+                    updated_at=now,
                 )
             )
             return result.rowcount == 1
@@ -600,6 +623,7 @@ class Store:
                     lease_until=now + lease_seconds,
                     claimed_at=now,
                     updated_at=now,
+                    wake_at=None,
                     executions=runs.c.executions + 1,
                 )
             )
@@ -661,6 +685,7 @@ class Store:
                     lease_until=now + lease_seconds,
                     claimed_at=now,
                     updated_at=now,
+                    wake_at=None,
                     executions=runs.c.executions + 1,
                 )
             )

@@ -1,0 +1,606 @@
+"""Sequential 3-step workflows: aevos and DBOS Transact side by side, SQLite then PostgreSQL.
+
+Each round runs every system in its own fresh subprocess against a fresh database, in
+alternating order, so the two never share imports, pools or caches and a slow patch on a
+shared machine hurts both rather than one. The figures are medians across rounds; the ratio
+is aevos's median over DBOS's median.
+
+    python benchmarks/kernel_steps.py                      # SQLite, then local PostgreSQL
+    python benchmarks/kernel_steps.py --skip-postgres --rounds 5 --n 1000
+    python benchmarks/kernel_steps.py --peer-python /tmp/peer/bin/python
+
+Only the standard library is imported at module level: the DBOS child may run under another
+interpreter (``--peer-python``) that has DBOS but not aevos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+STEPS_PER_WORKFLOW = 3
+SYSTEMS = ("aevos", "dbos")
+BACKEND_TITLES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+SQLITE_SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+INSTALL_HINT = (
+    "install it with `pip install 'aevos[bench]'` (or `pip install dbos`), "
+    "or point --peer-python at an interpreter that has it"
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal from the issue: an absolute rate, or a multiple of DBOS's rate."""
+
+    backend: str
+    kind: str  # "steps/s" or "ratio"
+    threshold: float
+
+    def describe(self) -> str:
+        title = BACKEND_TITLES[self.backend]
+        if self.kind == "ratio":
+            return f"{title}: aevos/DBOS steps/s >= {self.threshold:g}x"
+        return f"{title}: aevos >= {self.threshold:,.0f} steps/s"
+
+
+TARGETS = (
+    Target("sqlite", "steps/s", 5_000),
+    Target("sqlite", "ratio", 20),
+    Target("postgresql", "steps/s", 3_000),
+    Target("postgresql", "ratio", 10),
+)
+
+
+# -- the measured loop (runs in the child) -----------------------------------------------------
+
+
+def _measure(call: Callable[[int], int], n: int, warmup: int) -> dict[str, Any]:
+    """Time ``n`` sequential workflows after ``warmup`` untimed ones, as the DBOS baseline does."""
+    for i in range(warmup):
+        call(i)
+    latencies: list[float] = []
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    for i in range(n):
+        t0 = time.perf_counter()
+        result = call(i)
+        latencies.append(time.perf_counter() - t0)
+        # Cheap proof that all three steps ran; a broken run must not count as fast.
+        if result != i + STEPS_PER_WORKFLOW:
+            raise RuntimeError(f"workflow({i}) returned {result!r}, expected {i + 3}")
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
+    return {
+        "n": n,
+        "elapsed_s": elapsed,
+        "wf_per_s": n / elapsed,
+        "steps_per_s": STEPS_PER_WORKFLOW * n / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": sorted(latencies)[max(0, math.ceil(0.99 * n) - 1)] * 1000,  # nearest rank
+        "cpu_ms_per_wf": cpu / n * 1000,
+    }
+
+
+def _mode_of(cursor: Any, backend: str) -> str:
+    """How durably this connection commits, read from the connection itself."""
+    if backend == "sqlite":
+        cursor.execute("PRAGMA journal_mode")
+        journal = cursor.fetchone()[0]
+        cursor.execute("PRAGMA synchronous")
+        sync = int(cursor.fetchone()[0])
+        return f"journal_mode={journal} synchronous={SQLITE_SYNCHRONOUS.get(sync, '?')}({sync})"
+    cursor.execute("SHOW synchronous_commit")
+    commit = cursor.fetchone()[0]
+    cursor.execute("SHOW fsync")
+    fsync = cursor.fetchone()[0]
+    return f"synchronous_commit={commit} fsync={fsync}"
+
+
+def _child_aevos(args: argparse.Namespace) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    from aevos import Aevos, StepContext, WorkflowContext
+    from aevos.storage.schema import steps as steps_table
+
+    app = Aevos(args.url)
+
+    @app.step(name="bench.s")
+    def s(ctx: StepContext, x: int) -> int:
+        return x + 1
+
+    @app.workflow(name="bench.wf")
+    def wf(ctx: WorkflowContext, x: int) -> int:
+        y = s(ctx, x)
+        y = s(ctx, y)
+        y = s(ctx, y)
+        return y
+
+    if args.truncate:
+        app.store.truncate_all()
+    result = _measure(wf.run, args.n, args.warmup)
+
+    backend = app.store.engine.dialect.name
+    # Read the mode from the connection that committed the steps: the hot path keeps one
+    # DBAPI connection per thread, drawn from the engine's pool (so it has the same connect
+    # hook as any engine connection). Fall back to a pool connection if that ever changes.
+    raw = getattr(app.store, "_raw", None)
+    if raw is not None and hasattr(raw, "_connection"):
+        cursor = raw._connection().cursor()
+        try:
+            result["mode"] = _mode_of(cursor, backend)
+        finally:
+            cursor.close()
+    else:
+        with app.store.engine.connect() as conn:
+            result["mode"] = _mode_of(conn.connection.cursor(), backend)
+    with app.store.engine.connect() as conn:
+        result["steps_recorded"] = conn.execute(
+            sa.select(sa.func.count()).select_from(steps_table)
+        ).scalar_one()
+    result["runs_recorded"] = sum(app.store.count_runs().values())
+    app.close()
+    return result
+
+
+def _child_dbos(args: argparse.Namespace) -> dict[str, Any]:
+    import sqlalchemy as sa
+    from dbos import DBOS, DBOSConfig
+
+    backend = "sqlite" if args.url.startswith("sqlite") else "postgresql"
+    if backend == "sqlite":
+        # DBOS 3.4's SQLite engine hook (``_sys_db_sqlite.py``) sets only isolation_level,
+        # busy_timeout and foreign_keys, so durability is whatever SQLite defaults to (a
+        # rollback journal, synchronous=FULL on stock builds). Pin synchronous=FULL so both
+        # systems make the same power-loss promise even on builds that default otherwise.
+        # An Engine-class listener reaches DBOS's own engine without replacing it, so DBOS's
+        # connect hook still runs.
+        @sa.event.listens_for(sa.engine.Engine, "connect")
+        def _durable(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            if args.dbos_journal == "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.close()
+
+    config: DBOSConfig = {
+        "name": "bench",
+        "system_database_url": args.url,
+    }
+    if args.dbos_schema:
+        config["dbos_system_schema"] = args.dbos_schema
+    dbos = DBOS(config=config)
+
+    @DBOS.step(name="bench.s")
+    def s(x: int) -> int:
+        return x + 1
+
+    @DBOS.workflow(name="bench.wf")
+    def wf(x: int) -> int:
+        y = s(x)
+        y = s(y)
+        y = s(y)
+        return y
+
+    DBOS.launch()
+    result = _measure(wf, args.n, args.warmup)
+    # DBOS has no public accessor for its system database engine.
+    engine = dbos._sys_db.engine
+    prefix = "" if backend == "sqlite" else f'"{dbos._sys_db.schema}".'
+    with engine.connect() as conn:
+        cursor = conn.connection.cursor()
+        result["mode"] = _mode_of(cursor, backend)
+        cursor.close()
+        result["runs_recorded"] = conn.exec_driver_sql(
+            f"SELECT count(*) FROM {prefix}workflow_status"
+        ).scalar_one()
+        result["steps_recorded"] = conn.exec_driver_sql(
+            f"SELECT count(*) FROM {prefix}operation_outputs"
+        ).scalar_one()
+    DBOS.destroy()
+    return result
+
+
+def _child(args: argparse.Namespace) -> int:
+    run = _child_aevos if args.child == "aevos" else _child_dbos
+    result = run(args)
+    Path(args.result).write_text(json.dumps(result))
+    return 0
+
+
+# -- orchestration (runs in the parent) --------------------------------------------------------
+
+
+@dataclass
+class Series:
+    """One system's rounds on one backend."""
+
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+    def median(self, key: str) -> float:
+        return float(statistics.median(r[key] for r in self.rounds))
+
+    def modes(self) -> str:
+        return " / ".join(sorted({r["mode"] for r in self.rounds}))
+
+
+class PostgresDatabases:
+    """Fresh databases per round, created and dropped through the given URL's database.
+
+    With ``reuse`` (for roles without CREATEDB) both systems run in the given database
+    instead: aevos truncates its ``aevos_`` tables and DBOS gets a fresh schema each round.
+    That is opt-in because truncating would wipe the runs of anything else using it.
+    """
+
+    def __init__(self, url: str, *, reuse: bool) -> None:
+        import sqlalchemy as sa
+
+        self._sa = sa
+        self.url = sa.make_url(url)
+        if self.url.drivername in ("postgresql", "postgres"):
+            self.url = self.url.set(drivername="postgresql+psycopg")
+        self.engine = sa.create_engine(
+            self.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+        )
+        self.reuse = reuse
+
+    def check(self) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        if self.reuse:
+            return
+        name = f"aevos_bench_probe_{os.getpid()}"
+        try:
+            self.create_database(name)
+        except self._sa.exc.DBAPIError as exc:
+            raise RuntimeError(
+                f"cannot CREATE DATABASE as {self.url.username!r} ({_first_line(exc)}): grant "
+                "CREATEDB, or pass --pg-reuse-database to run in the given database "
+                "(its aevos_ tables are truncated every round)"
+            ) from None
+        self.drop_database(name)
+
+    def _execute(self, sql: str) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql(sql)
+
+    def url_for(self, database: str | None) -> str:
+        url = self.url.set(drivername="postgresql")
+        if database is not None:
+            url = url.set(database=database)
+        return url.render_as_string(hide_password=False)
+
+    def create_database(self, name: str) -> None:
+        self._execute(f'CREATE DATABASE "{name}"')
+
+    def drop_database(self, name: str) -> None:
+        try:
+            # FORCE ends DBOS's background connections if any outlived its process.
+            self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except self._sa.exc.ProgrammingError:  # PostgreSQL < 13
+            self._execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+    def drop_schema(self, name: str) -> None:
+        self._execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _mount_type(path: str) -> str | None:
+    """The filesystem type holding ``path`` (Linux only): tmpfs would make fsync free."""
+    try:
+        best, kind = "", None
+        real = os.path.realpath(path)
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            parts = line.split()
+            mount = parts[1].replace("\\040", " ")
+            if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) > len(
+                best
+            ):
+                best, kind = mount, parts[2]
+        return kind
+    except (OSError, IndexError):
+        return None
+
+
+def _peer_version(python: str) -> tuple[str | None, str]:
+    """DBOS's version under ``python``, or None and the reason it cannot be imported."""
+    probe = "import dbos, importlib.metadata as m; print(m.version('dbos'))"
+    try:
+        done = subprocess.run(
+            [python, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+        )
+    except OSError as exc:
+        return None, str(exc)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return None, lines[-1] if lines else f"exit status {done.returncode}"
+    return done.stdout.strip(), ""
+
+
+def _run_child(
+    python: str,
+    system: str,
+    url: str,
+    args: argparse.Namespace,
+    workdir: str,
+    tag: str,
+    extra: list[str],
+) -> dict[str, Any]:
+    result_path = os.path.join(workdir, f"result-{tag}.json")
+    command = [
+        python,
+        os.path.abspath(__file__),
+        "--child",
+        system,
+        "--url",
+        url,
+        "--n",
+        str(args.n),
+        "--warmup",
+        str(args.warmup),
+        "--result",
+        result_path,
+        "--dbos-journal",
+        args.dbos_journal,
+        *extra,
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=args.timeout, check=False
+    )
+    if done.returncode != 0 or not os.path.exists(result_path):
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise RuntimeError(f"{system} child failed (exit {done.returncode}):\n{tail}")
+    result: dict[str, Any] = json.loads(Path(result_path).read_text())
+    expected_runs = args.n + args.warmup
+    if result["runs_recorded"] < expected_runs or result["steps_recorded"] < 3 * expected_runs:
+        raise RuntimeError(
+            f"{system} recorded {result['runs_recorded']} runs and {result['steps_recorded']} "
+            f"steps, expected {expected_runs} and {3 * expected_runs}"
+        )
+    return result
+
+
+def _load() -> str:
+    try:
+        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "load average unknown"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(getattr(exc, "orig", exc)).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _nothing() -> None:
+    return None
+
+
+def _order(round_index: int, systems: list[str]) -> list[str]:
+    return systems if round_index % 2 == 0 else systems[::-1]
+
+
+def _run_backend(
+    backend: str,
+    args: argparse.Namespace,
+    pythons: dict[str, str],
+    workdir: str,
+) -> dict[str, Series]:
+    systems = list(pythons)
+    series = {system: Series() for system in systems}
+    pg: PostgresDatabases | None = None
+    if backend == "postgresql":
+        pg = PostgresDatabases(args.postgres_url, reuse=args.pg_reuse_database)
+        pg.check()
+    try:
+        for r in range(args.rounds):
+            for system in _order(r, systems):
+                tag = f"{backend}-{system}-{r}"
+                extra: list[str] = []
+                cleanup: Callable[[], None]
+                if pg is None:
+                    directory = tempfile.mkdtemp(prefix=f"{tag}-", dir=args.sqlite_dir)
+                    url = f"sqlite:///{os.path.join(directory, system + '.sqlite')}"
+                    cleanup = functools.partial(shutil.rmtree, directory, ignore_errors=True)
+                elif not pg.reuse:
+                    name = f"aevos_bench_{os.getpid()}_{r}_{system}"
+                    pg.create_database(name)
+                    url = pg.url_for(name)
+                    cleanup = functools.partial(pg.drop_database, name)
+                else:
+                    url = pg.url_for(None)
+                    if system == "aevos":
+                        extra = ["--truncate"]
+                        cleanup = _nothing
+                    else:
+                        schema = f"dbos_bench_{os.getpid()}_{r}"
+                        extra = ["--dbos-schema", schema]
+                        cleanup = functools.partial(pg.drop_schema, schema)
+                try:
+                    result = _run_child(pythons[system], system, url, args, workdir, tag, extra)
+                finally:
+                    cleanup()
+                series[system].rounds.append(result)
+                print(
+                    f"  round {r + 1}/{args.rounds} {system:<5} {result['wf_per_s']:>8,.0f} wf/s "
+                    f"{result['steps_per_s']:>8,.0f} steps/s  p50 {result['p50_ms']:6.2f} ms",
+                    flush=True,
+                )
+    finally:
+        if pg is not None:
+            pg.close()
+    return series
+
+
+def _report_backend(backend: str, series: dict[str, Series]) -> float | None:
+    """Print the medians and return aevos's steps/s over DBOS's (None without DBOS)."""
+    print(
+        f"  {'system':<6} {'wf/s':>8} {'steps/s':>9} {'p50 ms/wf':>10} {'p99 ms/wf':>10} "
+        f"{'cpu ms/wf':>10}  mode"
+    )
+    for system, s in series.items():
+        print(
+            f"  {system:<6} {s.median('wf_per_s'):>8,.0f} {s.median('steps_per_s'):>9,.0f} "
+            f"{s.median('p50_ms'):>10.2f} {s.median('p99_ms'):>10.2f} "
+            f"{s.median('cpu_ms_per_wf'):>10.2f}  {s.modes()}"
+        )
+    if "dbos" not in series:
+        return None
+    ratio = series["aevos"].median("steps_per_s") / series["dbos"].median("steps_per_s")
+    paired = [
+        a["steps_per_s"] / d["steps_per_s"]
+        for a, d in zip(series["aevos"].rounds, series["dbos"].rounds, strict=True)
+    ]
+    print(
+        f"  ratio aevos/DBOS ({BACKEND_TITLES[backend]}): {ratio:.1f}x steps/s "
+        f"(per round: {', '.join(f'{p:.1f}x' for p in paired)})"
+    )
+    return ratio
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=500, help="timed workflows per round (500)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per backend (3)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed workflows first (20)")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument(
+        "--pg-reuse-database",
+        action="store_true",
+        help="run in the --postgres-url database instead of fresh ones (needs no CREATEDB; "
+        "TRUNCATES its aevos_ tables every round)",
+    )
+    parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument(
+        "--peer-python", help="interpreter that runs DBOS (default: this one, if it has dbos)"
+    )
+    parser.add_argument(
+        "--sqlite-dir", help="where the fresh SQLite files go (default: the system temp dir)"
+    )
+    parser.add_argument(
+        "--dbos-journal",
+        choices=("default", "wal"),
+        default="default",
+        help="DBOS's SQLite journal: as DBOS configures it (default), or forced to WAL",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--json", help="also write every round's figures to this file")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per child run")
+    # Internal: one system, one round, in a fresh process.
+    parser.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--truncate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--dbos-schema", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.child:
+        return _child(args)
+    if args.n < 1 or args.rounds < 1 or args.warmup < 0:
+        raise SystemExit("--n and --rounds must be >= 1, --warmup >= 0")
+
+    import importlib.metadata
+
+    pythons = {"aevos": sys.executable}
+    peer = args.peer_python or sys.executable
+    dbos_version, why = _peer_version(peer)
+    if dbos_version is None:
+        print(f"DBOS Transact is not importable by {peer} ({why}): {INSTALL_HINT}.")
+        print("Running aevos alone; the ratio targets are not measured.\n")
+    else:
+        pythons["dbos"] = peer
+
+    print(
+        f"kernel_steps: {args.n} sequential workflows x {STEPS_PER_WORKFLOW} steps per round, "
+        f"{args.rounds} rounds (alternating order), warm-up {args.warmup}; medians across rounds"
+    )
+    print(
+        f"aevos {importlib.metadata.version('aevos')} on Python {sys.version.split()[0]}"
+        + (f"; DBOS Transact {dbos_version} on {peer}" if dbos_version else "")
+        + f"; {os.cpu_count()} CPUs, {_load()}"
+    )
+
+    backends = [
+        b
+        for b, skip in (("sqlite", args.skip_sqlite), ("postgresql", args.skip_postgres))
+        if not skip
+    ]
+    ratios: dict[str, float | None] = {}
+    rates: dict[str, float] = {}
+    everything: dict[str, Any] = {}
+    errors = 0
+    with tempfile.TemporaryDirectory(prefix="aevos-kernel-steps-") as workdir:
+        for backend in backends:
+            where = (
+                f"fresh file per round in {args.sqlite_dir or tempfile.gettempdir()}"
+                f" ({_mount_type(args.sqlite_dir or tempfile.gettempdir()) or 'unknown fs'})"
+                if backend == "sqlite"
+                else (
+                    f"the database {args.postgres_url}, aevos_ tables truncated and a fresh DBOS "
+                    "schema per round"
+                    if args.pg_reuse_database
+                    else f"fresh database per round via {args.postgres_url}"
+                )
+            )
+            print(f"\n{BACKEND_TITLES[backend]} ({where})")
+            try:
+                series = _run_backend(backend, args, pythons, workdir)
+            except Exception as exc:
+                errors += 1
+                hint = " (pass --skip-postgres to skip it)" if backend == "postgresql" else ""
+                print(f"  {BACKEND_TITLES[backend]} benchmark failed{hint}: {exc}")
+                continue
+            ratios[backend] = _report_backend(backend, series)
+            rates[backend] = series["aevos"].median("steps_per_s")
+            everything[backend] = {system: s.rounds for system, s in series.items()}
+
+    # Other work on a shared machine skews both systems; the load shows how much there was.
+    print(f"\nfinished with {_load()}")
+    print("\nTargets")
+    missed = 0
+    for target in TARGETS:
+        if target.backend not in backends:
+            continue
+        value = (
+            rates.get(target.backend) if target.kind == "steps/s" else ratios.get(target.backend)
+        )
+        if value is None:
+            verdict, shown = "N/A ", "not measured"
+            missed += 1
+        else:
+            ok = value >= target.threshold
+            verdict = "PASS" if ok else "FAIL"
+            shown = f"{value:.1f}x" if target.kind == "ratio" else f"{value:,.0f} steps/s"
+            missed += not ok
+        print(f"  {verdict}  {target.describe()}: {shown}")
+
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"args": vars(args), "results": everything}, indent=2)
+        )
+    if errors:
+        return 2
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Runnable aevos applications; each one is imported and run by a test."""

@@ -1,0 +1,1 @@
+"""Applications that tests run in worker subprocesses (``python -m tests.apps.<name>``)."""

@@ -1,0 +1,197 @@
+"""Crash recovery under fire: worker processes SIGKILLed at random moments, on both backends.
+
+Hundreds of multi-step runs go through worker subprocesses that the test kills (SIGKILL: no
+handler, no cleanup, possibly mid-transaction) and restarts at random moments. Every step
+applies its side effect under its idempotency key and journals each attempt
+(``tests/apps/crash_app.py``). Afterwards the database must show every run SUCCEEDED with
+the right result, each effect applied exactly once, every run's steps recorded in order, and
+no step that had been committed ever starting again: re-execution is allowed only for a step
+that a kill interrupted mid-flight, so there are at most (kills x worker threads) of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from aevos.storage.schema import runs, steps
+from tests.apps import crash_app
+from tests.apps.workers import WorkerPool
+
+pytestmark = pytest.mark.slow
+
+RUNS = 500
+WORKERS = 3
+THREADS = 4  # per worker process
+LEASE_SECONDS = 1.0
+MAX_KILLS = 12
+KILL_EVERY = (0.3, 1.5)  # seconds between kills, drawn uniformly
+DEADLINE = 90.0  # seconds for the runs to finish once the workers start
+
+
+def status_counts(engine: sa.Engine) -> Counter[str]:
+    # A plain read on the test's own engine: the kernel's store would take SQLite's write lock.
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status))
+        return Counter({status: count for status, count in rows})
+
+
+def test_sigkilled_workers_lose_no_run_and_repeat_no_committed_step(
+    database_url: str, tmp_path: Path
+) -> None:
+    seed = int(os.environ.get("CRASH_SEED", time.time_ns() % 2**32))
+    rng = random.Random(seed)
+    backend = sa.make_url(database_url).get_backend_name()
+    crash_app.reset_tables(database_url)
+    bundle = crash_app.build(database_url, lease_seconds=LEASE_SECONDS)
+    engine = crash_app.create_engine(database_url)
+    pool: WorkerPool | None = None
+    try:
+        inputs = {bundle.crash_flow.start(n).run_id: n for n in range(RUNS)}
+        pool = WorkerPool(
+            "tests.apps.crash_app",
+            database_url,
+            tmp_path,
+            WORKERS,
+            env={"CRASH_LEASE_SECONDS": str(LEASE_SECONDS), "CRASH_WORKER_THREADS": str(THREADS)},
+        )
+        started = time.monotonic()
+        next_kill = started + rng.uniform(*KILL_EVERY)
+        kills = 0
+        while True:
+            counts = status_counts(engine)
+            if sum(counts[s] for s in ("SUCCEEDED", "FAILED", "CANCELLED", "REJECTED")) >= RUNS:
+                break
+            now = time.monotonic()
+            if now - started > DEADLINE:
+                pytest.fail(
+                    f"runs not finished after {DEADLINE}s ({kills} kills, seed {seed}): "
+                    f"{dict(counts)}\n{pool.log_tail()}"
+                )
+            pool.check_alive()
+            if kills < MAX_KILLS and now >= next_kill:
+                pool.kill(rng.randrange(WORKERS), restart=True)
+                kills += 1
+                next_kill = now + rng.uniform(*KILL_EVERY)
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+        pool.check_alive()
+        lease_warnings = len(pool.log_grep("leases may lapse")) + len(pool.log_grep("interrupted"))
+    finally:
+        if pool is not None:
+            pool.close()
+        bundle.close()
+
+    try:
+        report = check_history(engine, inputs, set(pool.killed), kills)
+    finally:
+        engine.dispose()
+        if backend != "sqlite":
+            crash_app.drop_tables(database_url)
+    print(
+        f"\n[crash/{backend}] seed={seed} runs={RUNS} workers={WORKERS}x{THREADS} "
+        f"elapsed={elapsed:.1f}s kills={kills} re-executions={report['reexecutions']} "
+        f"(bound {kills * THREADS}) deduplicated-effects={report['deduplicated']} "
+        f"re-executions-not-after-a-kill={report['unattributed']} "
+        f"worker-log-warnings={lease_warnings}"
+    )
+
+
+def check_history(
+    engine: sa.Engine, inputs: dict[str, int], killed: set[int], kills: int
+) -> dict[str, Any]:
+    steps_per_run = crash_app.CRASH_STEPS
+    with engine.connect() as conn:
+        run_rows = conn.execute(
+            sa.select(runs.c.run_id, runs.c.status, runs.c.output, runs.c.error)
+        ).all()
+        step_rows = conn.execute(
+            sa.select(steps.c.run_id, steps.c.seq, steps.c.name, steps.c.status, steps.c.finished_at)
+        ).all()
+        effect_rows = conn.execute(sa.select(crash_app.effects)).all()
+        journal_rows = conn.execute(
+            sa.select(crash_app.journal).order_by(crash_app.journal.c.ts)
+        ).all()
+
+    # Every run finished, successfully, with the result its steps produce.
+    assert {r.run_id for r in run_rows} == set(inputs)
+    bad = [(r.run_id, r.status, r.error) for r in run_rows if r.status != "SUCCEEDED"]
+    assert not bad, f"{len(bad)} runs did not succeed, e.g. {bad[:5]}"
+    wrong = [
+        r.run_id
+        for r in run_rows
+        if json.loads(r.output) != crash_app.expected_output(inputs[r.run_id], steps_per_run)
+    ]
+    assert not wrong, f"{len(wrong)} runs have a wrong result, e.g. {wrong[:5]}"
+
+    # Each run's history is exactly steps 0..N-1, in order, with the right names.
+    history: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+    committed_at: dict[tuple[str, int], float] = {}
+    for s in step_rows:
+        history[s.run_id].append((s.seq, s.name, s.status))
+        committed_at[(s.run_id, s.seq)] = s.finished_at
+    want = [(seq, f"crash.step{seq}", "SUCCEEDED") for seq in range(steps_per_run)]
+    bad_history = {rid: sorted(h) for rid, h in history.items() if sorted(h) != want}
+    assert set(history) == set(inputs)
+    assert not bad_history, f"{len(bad_history)} runs with a wrong history: {list(bad_history.items())[:3]}"
+
+    # Each effect exists exactly once, keyed by the step's idempotency key.
+    expected_keys = {f"{rid}/{seq}" for rid in inputs for seq in range(steps_per_run)}
+    assert len(effect_rows) == len(expected_keys)
+    assert {e.key for e in effect_rows} == expected_keys
+    for e in effect_rows:
+        assert e.key == f"{e.run_id}/{e.seq}" and e.step == f"crash.step{e.seq}", e
+        assert e.value == inputs[e.run_id] * 10 + e.seq, e
+
+    # The journal: every attempt, with the key it was given.
+    attempts: dict[tuple[str, int], list[Any]] = defaultdict(list)
+    applied = Counter[str]()
+    deduplicated = 0
+    for j in journal_rows:
+        assert j.key == f"{j.run_id}/{j.seq}", f"idempotency key changed across attempts: {j}"
+        if j.event == "enter":
+            attempts[(j.run_id, j.seq)].append(j)
+        elif j.applied:
+            applied[j.key] += 1
+        else:
+            deduplicated += 1
+    assert set(attempts) == {(rid, seq) for rid in inputs for seq in range(steps_per_run)}
+    twice = {k: n for k, n in applied.items() if n != 1}
+    assert not twice and set(applied) == expected_keys, f"effects applied more than once: {twice}"
+
+    # A committed step never starts again: an attempt may only precede its commit.
+    late = [
+        (j.run_id, j.seq, j.pid, j.ts - committed_at[(j.run_id, j.seq)])
+        for js in attempts.values()
+        for j in js
+        if j.ts > committed_at[(j.run_id, j.seq)]
+    ]
+    assert not late, f"{len(late)} attempts started after their step was committed: {late[:5]}"
+
+    # Re-executions come from kills: each kill interrupts at most one step per worker thread.
+    reexecutions = sum(len(js) - 1 for js in attempts.values())
+    # A repeated attempt whose predecessor ran in a worker that was never killed means a live
+    # worker lost its lease (its heartbeat stalled) and another worker took the run over.
+    unattributed = [
+        (key, [(j.pid, round(j.ts, 3)) for j in js])
+        for key, js in attempts.items()
+        if any(j.pid not in killed for j in js[:-1])
+    ]
+    assert reexecutions <= kills * THREADS, (
+        f"{reexecutions} step re-executions after only {kills} kills of {THREADS}-thread "
+        f"workers; not after a kill: {unattributed[:5]}"
+    )
+    return {
+        "reexecutions": reexecutions,
+        "deduplicated": deduplicated,
+        "unattributed": len(unattributed),
+        "unattributed_examples": unattributed[:5],
+    }

@@ -1,0 +1,63 @@
+"""Pins the public API: a change here is a change users see."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import aevos
+
+EXPECTED = [
+    "Aevos",
+    "AevosError",
+    "CorruptDatabaseError",
+    "DefinitionError",
+    "IdempotencyConflictError",
+    "InvalidRunStateError",
+    "Queue",
+    "ReplayMismatchError",
+    "RetryPolicy",
+    "RunCancelledError",
+    "RunFailedError",
+    "RunHandle",
+    "RunInfo",
+    "RunNotFoundError",
+    "RunStatus",
+    "RunTimeoutError",
+    "SchemaError",
+    "SerializationError",
+    "Step",
+    "StepContext",
+    "StepFailedError",
+    "StepInfo",
+    "StepTimeoutError",
+    "StorageError",
+    "StorageUnavailableError",
+    "UnknownWorkflowError",
+    "Worker",
+    "Workflow",
+    "WorkflowContext",
+    "__version__",
+]
+
+
+def test_exported_members() -> None:
+    assert sorted(aevos.__all__) == sorted(EXPECTED)
+    for name in aevos.__all__:
+        assert getattr(aevos, name) is not None
+
+
+def test_errors_carry_distinct_stable_codes() -> None:
+    errors = [getattr(aevos, n) for n in aevos.__all__ if n.endswith("Error")]
+    codes = [e.code for e in errors]
+    assert len(codes) == len(set(codes))
+    assert all(issubclass(e, aevos.AevosError) for e in errors)
+
+
+def test_importing_aevos_stays_light() -> None:
+    code = (
+        "import sys, aevos; heavy = [m for m in ('fastapi', 'sklearn', 'torch', 'typer', "
+        "'rich', 'alembic') if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,137 @@
+"""Storage: migrations, schema checks and clear errors for broken or unreachable databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from aevos import (
+    Aevos,
+    CorruptDatabaseError,
+    SchemaError,
+    StorageUnavailableError,
+    WorkflowContext,
+)
+from aevos.storage import open_store
+from aevos.storage.migration import current_revision, head_revision
+from aevos.storage.schema import metadata
+
+
+def test_migrations_produce_the_declared_schema(database_url: str) -> None:
+    store = open_store(database_url)
+    try:
+        assert current_revision(store.engine) == head_revision()
+        inspector = sa.inspect(store.engine)
+        for table in metadata.sorted_tables:
+            migrated = {c["name"] for c in inspector.get_columns(table.name)}
+            assert migrated == {c.name for c in table.columns}, table.name
+            declared_ix = {ix.name for ix in table.indexes}
+            migrated_ix = {ix["name"] for ix in inspector.get_indexes(table.name)}
+            assert declared_ix <= migrated_ix, table.name
+    finally:
+        store.close()
+
+
+def test_sqlite_runs_in_wal_with_full_sync(sqlite_url: str) -> None:
+    store = open_store(sqlite_url)
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    finally:
+        store.close()
+
+
+def test_a_newer_schema_is_refused(database_url: str) -> None:
+    store = open_store(database_url)
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        store.close()
+    try:
+        with pytest.raises(SchemaError, match="'9999'.*newer aevos"):
+            open_store(database_url)
+    finally:
+        engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"UPDATE alembic_version SET version_num = '{head_revision()}'"))
+        engine.dispose()
+
+
+def test_without_migrate_a_new_database_asks_for_migration(sqlite_url: str) -> None:
+    with pytest.raises(SchemaError, match="aevos migrate"):
+        open_store(sqlite_url, migrate=False)
+
+
+def test_tables_without_a_revision_are_called_corrupt(sqlite_url: str) -> None:
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE aevos_runs (run_id TEXT)"))
+    engine.dispose()
+    with pytest.raises(SchemaError, match="no schema revision"):
+        open_store(sqlite_url)
+
+
+def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "aevos.db"
+    path.write_bytes(b"this is a spreadsheet, not a database" * 100)
+    app = Aevos(f"sqlite:///{path}")
+
+    @app.workflow()
+    def wf(ctx: WorkflowContext) -> None:
+        return None
+
+    with pytest.raises(CorruptDatabaseError, match="not a valid aevos database"):
+        wf.run()
+
+
+def test_unreachable_postgres_names_the_cause_without_the_password() -> None:
+    url = "postgresql://aevos:hunter2@127.0.0.1:1/aevos"
+    with pytest.raises(StorageUnavailableError) as caught:
+        open_store(url)
+    assert "127.0.0.1:1" in caught.value.message
+    assert "hunter2" not in str(caught.value)
+
+
+def test_unsupported_url() -> None:
+    with pytest.raises(StorageUnavailableError, match="unsupported database URL"):
+        open_store("mysql://root@127.0.0.1/test")
+
+
+def test_lost_connection_mid_run_is_reported_and_the_run_recovers(postgres_url: str) -> None:
+    app = Aevos(postgres_url, lease_seconds=0.5, poll_interval=0.02)
+    killed: list[int] = []
+
+    @app.step()
+    def cut_connection(ctx: WorkflowContext) -> int:  # type: ignore[misc]
+        if not killed:
+            # Terminate this worker thread's own hot-path connection from the server side.
+            with app.store.engine.connect() as conn:
+                pids = conn.execute(
+                    sa.text(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid() AND application_name = ''"
+                    )
+                ).scalars().all()
+                for pid in pids:
+                    conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+                killed.extend(pids)
+        return 1
+
+    @app.workflow()
+    def wf(ctx: WorkflowContext) -> int:
+        return cut_connection(ctx) + 1  # type: ignore[arg-type]
+
+    with pytest.raises(StorageUnavailableError, match="lost or could not open"):
+        wf.run()
+    (run,) = app.list_runs(workflow=wf.name)
+    worker = app.worker().start()
+    try:
+        assert app.handle(run.run_id).result(timeout=15) == 2
+    finally:
+        worker.stop()
+        app.close()
