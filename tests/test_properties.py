@@ -78,7 +78,7 @@ def test_transition_table_is_closed() -> None:
         assert targets <= set(RunStatus)
         if status in (RunStatus.SUCCEEDED, RunStatus.REJECTED):
             assert not targets
-    assert TERMINAL == {s for s in RunStatus if s.terminal}
+    assert {s for s in RunStatus if s.terminal} == TERMINAL
 
 
 class RunLifecycle(RuleBasedStateMachine):

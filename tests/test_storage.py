@@ -53,7 +53,7 @@ def test_a_newer_schema_is_refused(database_url: str) -> None:
     finally:
         store.close()
     try:
-        with pytest.raises(SchemaError, match="'9999'.*newer aevos"):
+        with pytest.raises(SchemaError, match=r"'9999'.*newer aevos"):
             open_store(database_url)
     finally:
         engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
@@ -111,12 +111,16 @@ def test_lost_connection_mid_run_is_reported_and_the_run_recovers(postgres_url: 
         if not killed:
             # Terminate this worker thread's own hot-path connection from the server side.
             with app.store.engine.connect() as conn:
-                pids = conn.execute(
-                    sa.text(
-                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND pid <> pg_backend_pid() AND application_name = ''"
+                pids = (
+                    conn.execute(
+                        sa.text(
+                            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND pid <> pg_backend_pid() AND application_name = ''"
+                        )
                     )
-                ).scalars().all()
+                    .scalars()
+                    .all()
+                )
                 for pid in pids:
                     conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
                 killed.extend(pids)

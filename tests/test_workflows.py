@@ -131,9 +131,7 @@ def test_non_retryable_error_fails_at_once_and_the_same_on_replay(app: Aevos) ->
     attempts: list[int] = []
 
     @app.step(
-        retries=RetryPolicy(
-            max_attempts=5, initial_interval=0.01, retry_on=(ConnectionError,)
-        )
+        retries=RetryPolicy(max_attempts=5, initial_interval=0.01, retry_on=(ConnectionError,))
     )
     def strict(ctx: StepContext) -> None:
         attempts.append(ctx.attempt)
@@ -172,7 +170,7 @@ def test_unhandled_step_failure_fails_the_run_with_its_reason(app: Aevos) -> Non
     run = app.list_runs(workflow=wf.name)[0]
     assert run.status is RunStatus.FAILED
     assert run.error is not None and run.error["code"] == "step_failed"
-    with pytest.raises(RunFailedError, match="step_failed|KeyError"):
+    with pytest.raises(RunFailedError, match=r"step_failed|KeyError"):
         app.handle(run.run_id).result(timeout=1)
 
 
@@ -224,7 +222,9 @@ def test_unserialisable_input_is_rejected_and_recorded(app: Aevos) -> None:
     def wf(ctx: WorkflowContext, payload: Any) -> None:
         return None
 
-    with pytest.raises(SerializationError, match=r"input of workflow .* set at \$\.args\[0\]\.tags"):
+    with pytest.raises(
+        SerializationError, match=r"input of workflow .* set at \$\.args\[0\]\.tags"
+    ):
         wf.run({"tags": {1, 2}})
     with pytest.raises(SerializationError):
         wf.start(object())
@@ -271,9 +271,7 @@ def test_unserialisable_workflow_output_fails_the_run(app: Aevos) -> None:
     assert app.list_runs(workflow=wf.name)[0].status is RunStatus.FAILED
 
 
-def _crashing_workflow(
-    app: Aevos, effects: list[str], crash_at: str | None
-) -> Callable[..., Any]:
+def _crashing_workflow(app: Aevos, effects: list[str], crash_at: str | None) -> Callable[..., Any]:
     @app.step(name="reserve")
     def reserve(ctx: StepContext, order: str) -> str:
         effects.append(f"reserve:{ctx.idempotency_key}")
@@ -360,7 +358,7 @@ def test_incompatible_code_change_fails_loudly_and_fork_continues(
 
     worker = new.worker().start()
     try:
-        with pytest.raises(RunFailedError, match="replay_mismatch|cannot be replayed"):
+        with pytest.raises(RunFailedError, match=r"replay_mismatch|cannot be replayed"):
             new.handle(run.run_id).result(timeout=15)
         failed = new.get_run(run.run_id)
         assert failed.error is not None and failed.error["code"] == "replay_mismatch"

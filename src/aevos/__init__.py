@@ -65,8 +65,8 @@ __all__ = [
     "StorageError",
     "StorageUnavailableError",
     "UnknownWorkflowError",
+    "Worker",
     "Workflow",
     "WorkflowContext",
-    "Worker",
     "__version__",
 ]

@@ -11,10 +11,10 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
 
 from . import codec
 from .context import Cancelled, Suspend, WorkflowContext
@@ -71,7 +71,9 @@ class Aevos:
         blob_threshold: int = DEFAULT_BLOB_THRESHOLD,
         migrate: bool = True,
     ) -> None:
-        self.database_url = database_url or os.environ.get("AEVOS_DATABASE_URL") or DEFAULT_DATABASE_URL
+        self.database_url = (
+            database_url or os.environ.get("AEVOS_DATABASE_URL") or DEFAULT_DATABASE_URL
+        )
         self.lease_seconds = lease_seconds
         self.park_after = park_after
         self.poll_interval = poll_interval
@@ -160,33 +162,26 @@ class Aevos:
                 f"(known: {', '.join(sorted(self.queues))})"
             ) from None
 
-    @overload
-    def workflow(
-        self, *, name: str | None = None, queue: str = "default"
-    ) -> Callable[
-        [Callable[Concatenate[WorkflowContext, P], Awaitable[R]]], Workflow[P, R]
-    ]: ...
+    def workflow(self, *, name: str | None = None, queue: str = "default") -> WorkflowDecorator:
+        """Register a workflow; its first parameter receives the :class:`WorkflowContext`.
 
-    @overload
-    def workflow(
-        self, *, name: str | None = None, queue: str = "default"
-    ) -> Callable[[Callable[Concatenate[WorkflowContext, P], R]], Workflow[P, R]]: ...
-
-    def workflow(self, *, name: str | None = None, queue: str = "default") -> Any:
-        """Register a workflow; its first parameter receives the :class:`WorkflowContext`."""
+        Plain and ``async def`` functions both work; the decorated object keeps the
+        function's signature for type checkers (minus the context).
+        """
         self._queue_named(queue)
+        return WorkflowDecorator(self, name, queue)
 
-        def decorate(func: Callable[..., Any]) -> Workflow[Any, Any]:
-            wf_name = name or _qualified(func)
-            _check_callable(func, "workflow", wf_name)
-            if wf_name in self.workflows:
-                raise DefinitionError(f"workflow {wf_name!r} is registered twice")
-            workflow: Workflow[Any, Any] = Workflow(self, func, wf_name, queue)
-            self.workflows[wf_name] = workflow
-            self._computed_version = None
-            return workflow
-
-        return decorate
+    def _register_workflow(
+        self, func: Callable[..., Any], name: str | None, queue: str
+    ) -> Workflow[Any, Any]:
+        wf_name = name or _qualified(func)
+        _check_callable(func, "workflow", wf_name)
+        if wf_name in self.workflows:
+            raise DefinitionError(f"workflow {wf_name!r} is registered twice")
+        workflow: Workflow[Any, Any] = Workflow(self, func, wf_name, queue)
+        self.workflows[wf_name] = workflow
+        self._computed_version = None
+        return workflow
 
     def step(
         self,
@@ -374,7 +369,12 @@ class Aevos:
         payload = info.input or {}
         history = self.store.load_steps(info.run_id)
         return self._execute(
-            info, workflow, payload.get("args", []), payload.get("kwargs", {}), history, can_park=can_park
+            info,
+            workflow,
+            payload.get("args", []),
+            payload.get("kwargs", {}),
+            history,
+            can_park=can_park,
         )
 
     def _execute_claimed(self, info: RunInfo) -> Outcome:
@@ -411,7 +411,8 @@ class Aevos:
         try:
             try:
                 if workflow.is_async:
-                    value = asyncio.run(workflow.func(ctx, *args, **kwargs))
+                    coroutine = cast(Coroutine[Any, Any, Any], workflow.func(ctx, *args, **kwargs))
+                    value = asyncio.run(coroutine)
                 else:
                     value = workflow.func(ctx, *args, **kwargs)
                 if ctx.fatal is not None:
@@ -519,6 +520,26 @@ class Aevos:
         from .worker import Worker
 
         return Worker(self, queues, concurrency=concurrency)
+
+
+class WorkflowDecorator:
+    """What ``@app.workflow(...)`` returns; overloads type async and plain functions."""
+
+    def __init__(self, app: Aevos, name: str | None, queue: str) -> None:
+        self._app = app
+        self._name = name
+        self._queue = queue
+
+    @overload
+    def __call__(
+        self, func: Callable[Concatenate[WorkflowContext, P], Coroutine[Any, Any, R]]
+    ) -> Workflow[P, R]: ...
+
+    @overload
+    def __call__(self, func: Callable[Concatenate[WorkflowContext, P], R]) -> Workflow[P, R]: ...
+
+    def __call__(self, func: Callable[..., Any]) -> Workflow[Any, Any]:
+        return self._app._register_workflow(func, self._name, self._queue)
 
 
 class _Leases:

@@ -242,7 +242,9 @@ class WorkflowContext:
         while not done:
             done, value = self._signal_poll(topic, deadline, started)
             if not done:
-                await self._pause_async(min(self.app.poll_interval, max(0.0, deadline - time.time())))
+                await self._pause_async(
+                    min(self.app.poll_interval, max(0.0, deadline - time.time()))
+                )
         return value
 
     # -- child runs -------------------------------------------------------------------------
@@ -307,12 +309,20 @@ class WorkflowContext:
                 seq, name, "SUCCEEDED", codec.encode(info.output, name), None, 1, started, now
             )
         if info.status.terminal:
-            error = {"type": "aevos.ChildRun", "status": info.status.value, "run_id": info.run_id,
-                     "message": (info.error or {}).get("message", info.status.value),
-                     "child_error": info.error}
+            error = {
+                "type": "aevos.ChildRun",
+                "status": info.status.value,
+                "run_id": info.run_id,
+                "message": (info.error or {}).get("message", info.status.value),
+                "child_error": info.error,
+            }
         else:
-            error = {"type": "aevos.ChildRunTimeout", "status": info.status.value,
-                     "run_id": info.run_id, "message": "timed out waiting for the child run"}
+            error = {
+                "type": "aevos.ChildRunTimeout",
+                "status": info.status.value,
+                "run_id": info.run_id,
+                "message": "timed out waiting for the child run",
+            }
         return StepRecord(seq, name, "FAILED", None, error, 1, started, now)
 
     @staticmethod
@@ -341,7 +351,13 @@ class WorkflowContext:
 
         child_id = str(self._record(f"aevos.child:{workflow.name}", start))
         self.app._execute_inline(
-            workflow, child_id, args, kwargs, input_json, parent_run_id=self.run_id,
-            can_park=self._can_park, raise_errors=False,
+            workflow,
+            child_id,
+            args,
+            kwargs,
+            input_json,
+            parent_run_id=self.run_id,
+            can_park=self._can_park,
+            raise_errors=False,
         )
         return child_id

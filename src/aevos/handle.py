@@ -44,9 +44,7 @@ class RunHandle(Generic[R]):
             if status.terminal:
                 return cast(R, result_of(self.app.get_run(self.run_id)))
             if deadline is not None and time.monotonic() >= deadline:
-                raise RunTimeoutError(
-                    f"run {self.run_id} is still {status.value} after {timeout}s"
-                )
+                raise RunTimeoutError(f"run {self.run_id} is still {status.value} after {timeout}s")
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
 

@@ -141,7 +141,7 @@ class Step(Generic[P, R]):
                 else:
                     try:
                         value = await asyncio.wait_for(func(sctx, *args, **kwargs), self.timeout)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         raise TimeoutError(
                             f"step attempt exceeded its {self.timeout}s timeout"
                         ) from None
@@ -156,7 +156,9 @@ class Step(Generic[P, R]):
 
     # -- recording --------------------------------------------------------------------------
 
-    def _succeed(self, ctx: WorkflowContext, seq: int, started: float, attempts: int, value: R) -> R:
+    def _succeed(
+        self, ctx: WorkflowContext, seq: int, started: float, attempts: int, value: R
+    ) -> R:
         try:
             text = codec.encode(value, f"output of step {self.name!r}")
         except SerializationError as exc:
@@ -172,7 +174,9 @@ class Step(Generic[P, R]):
     ) -> StepFailedError:
         error = error_dict(exc)
         error["attempts"] = attempts
-        ctx._commit(StepRecord(seq, self.name, "FAILED", None, error, attempts, started, time.time()))
+        ctx._commit(
+            StepRecord(seq, self.name, "FAILED", None, error, attempts, started, time.time())
+        )
         return step_error(self.name, seq, error)
 
 

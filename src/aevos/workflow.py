@@ -110,7 +110,9 @@ class Workflow(Generic[P, R]):
 
     async def run_async(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """``run`` for async workflows, from inside a running event loop."""
-        return cast(R, await asyncio.to_thread(self.app._run_inline, self, args, kwargs, self._options))
+        return cast(
+            R, await asyncio.to_thread(self.app._run_inline, self, args, kwargs, self._options)
+        )
 
     def start(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]:
         """Enqueue a run for a worker; returns at once with a handle."""

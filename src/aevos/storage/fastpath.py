@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -27,7 +27,7 @@ class Compiled:
         # Every bind with its compiled default (None where the caller must supply it).
         self.defaults = dict(compiled.params)
         self.positional = engine.dialect.paramstyle in ("qmark", "numeric", "format")
-        self.names = list(compiled.positiontup or [])
+        self.names = list(getattr(compiled, "positiontup", None) or [])
 
     def params(self, values: dict[str, Any]) -> Any:
         if self.positional:
@@ -61,7 +61,7 @@ class RawConnections:
         if conn is None:
             conn = self._engine.raw_connection()
             driver = conn.driver_connection
-            if hasattr(driver, "autocommit"):
+            if driver is not None and hasattr(driver, "autocommit"):
                 driver.autocommit = True  # psycopg; sqlite3 is already isolation_level=None
             self._local.conn = conn
             with self._lock:
@@ -76,10 +76,8 @@ class RawConnections:
             with self._lock:
                 if conn in self._all:
                     self._all.remove(conn)
-            try:
+            with suppress(Exception):  # already broken; nothing more to release
                 conn.invalidate()
-            except Exception:  # already broken; nothing more to release
-                pass
 
     @contextmanager
     def transaction(self, single: bool = False) -> Iterator[Any]:
@@ -109,7 +107,7 @@ class RawConnections:
         for conn in conns:
             try:
                 driver = conn.driver_connection
-                if hasattr(driver, "autocommit"):
+                if driver is not None and hasattr(driver, "autocommit"):
                     driver.autocommit = False  # the pool's other users expect transactions
                 conn.close()
             except Exception:  # closing a dead connection at shutdown

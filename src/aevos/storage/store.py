@@ -96,7 +96,9 @@ class Store:
         owned = sa.and_(
             runs.c.run_id == bp("w_run"), runs.c.owner == bp("w_owner"), runs.c.status == "RUNNING"
         )
-        self._hot_fence = Compiled(sa.update(runs).where(owned).values(updated_at=bp("now")), self.engine)
+        self._hot_fence = Compiled(
+            sa.update(runs).where(owned).values(updated_at=bp("now")), self.engine
+        )
         self._hot_step = Compiled(steps.insert(), self.engine)
         # PostgreSQL: fence and insert in one statement (one round trip); the UPDATE in the
         # CTE still takes the run's row lock, so a concurrent takeover serialises with it.
@@ -110,10 +112,7 @@ class Store:
                 steps.insert().from_select(
                     cols,
                     sa.select(
-                        *[
-                            sa.cast(bp(name), steps.c[name].type).label(name)
-                            for name in cols
-                        ]
+                        *[sa.cast(bp(name), steps.c[name].type).label(name) for name in cols]
                     ).select_from(fence),
                 ),
                 self.engine,
@@ -199,7 +198,8 @@ class Store:
         data = text.encode()
         ref = hashlib.sha256(data).hexdigest()
         conn.execute(
-            self._insert_blob, {"ref": ref, "data": data, "size": len(data), "created_at": time.time()}
+            self._insert_blob,
+            {"ref": ref, "data": data, "size": len(data), "created_at": time.time()},
         )
         return None, ref
 
@@ -289,18 +289,19 @@ class Store:
                 )
             else:
                 cond = runs.c.run_id == new.run_id
-            row = conn.execute(sa.select(runs).where(cond)).one_or_none()
-            if row is None:
+            existing = conn.execute(sa.select(runs).where(cond)).one_or_none()
+            if existing is None:
                 # Conflict on the run id with a different key: a caller reused a run id.
                 raise IdempotencyConflictError(
                     f"run id {new.run_id!r} already exists with another idempotency key"
                 )
-            if row.workflow != new.workflow:
+            if existing.workflow != new.workflow:
                 raise IdempotencyConflictError(
                     f"idempotency key {new.idempotency_key!r} already started a run of "
-                    f"workflow {row.workflow!r} ({row.run_id}); it cannot start {new.workflow!r}"
+                    f"workflow {existing.workflow!r} ({existing.run_id}); it cannot start "
+                    f"{new.workflow!r}"
                 )
-            return self._run_info(conn, row), False
+            return self._run_info(conn, existing), False
 
     def _insert_running(self, new: NewRun, now: float) -> RunInfo | None:
         """Hot path of an inline start: one INSERT; None if the id or key already exists."""
@@ -896,7 +897,9 @@ class Store:
                 conn.execute(sa.delete(table))
 
 
-def open_store(url: str, *, migrate: bool = True, blob_threshold: int = DEFAULT_BLOB_THRESHOLD) -> Store:
+def open_store(
+    url: str, *, migrate: bool = True, blob_threshold: int = DEFAULT_BLOB_THRESHOLD
+) -> Store:
     """The store for ``url``; the backend is chosen by the URL's scheme."""
     if not url:
         raise StorageUnavailableError("no database URL given (set AEVOS_DATABASE_URL)")
