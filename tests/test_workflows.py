@@ -429,3 +429,33 @@ def test_large_outputs_are_stored_by_reference(make_app: Callable[..., Aevos]) -
 
     with small.store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(blobs)).scalar_one() == 1
+
+
+def test_an_orphaned_run_lapses_while_its_process_heartbeats_others(
+    make_app: Callable[..., Aevos],
+) -> None:
+    import threading
+
+    effects: list[str] = []
+    first = make_app(lease_seconds=0.4, code_version="v1")
+    order = _crashing_workflow(first, effects, crash_at="charge")
+    release = threading.Event()
+
+    @first.workflow(name="busy")
+    def busy(ctx: WorkflowContext) -> None:
+        release.wait(20)  # keeps this process heartbeating while the orphan should lapse
+
+    with pytest.raises(Crash):
+        order.run("o-3")
+    orphan = next(r for r in first.list_runs() if r.workflow == "order")
+    busy_thread = threading.Thread(target=busy.run)
+    busy_thread.start()
+    second = make_app(lease_seconds=0.4, code_version="v1")
+    _crashing_workflow(second, effects, crash_at=None)
+    worker = second.worker().start()
+    try:
+        assert second.handle(orphan.run_id).result(timeout=10) == ["r-o-3", "c-o-3", "s-o-3"]
+    finally:
+        release.set()
+        busy_thread.join()
+        worker.stop()

@@ -582,14 +582,17 @@ class _Leases:
         interval = max(0.05, self._app.lease_seconds / 3)
         while not self._stop.wait(interval):
             with self._lock:
-                if not self._runs:
-                    continue
+                run_ids = list(self._runs)
+            if not run_ids:
+                continue
             try:
-                cancelled = self._app.store.heartbeat(self._app.owner, self._app.lease_seconds)
+                lost = self._app.store.heartbeat(self._app.owner, run_ids, self._app.lease_seconds)
             except AevosError as exc:
                 log.warning("heartbeat failed (%s); leases may lapse", exc.code)
                 continue
-            for run_id in cancelled:
+            for run_id in lost:
+                # Cancelled or taken over: stop before the next step instead of running it
+                # only to have its commit refused.
                 self.cancel_local(run_id)
 
 

@@ -695,22 +695,31 @@ class Store:
             ).all()
             return [self._run_info(conn, row) for row in rows]
 
-    def heartbeat(self, owner: str, lease_seconds: float) -> list[str]:
-        """Extend ``owner``'s leases; returns ids of its runs cancelled meanwhile."""
+    def heartbeat(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> list[str]:
+        """Extend the leases of the runs ``owner`` is executing; returns those of them that
+        are no longer its to run (cancelled, or taken over after a missed heartbeat).
+
+        Only the listed runs: a run abandoned in this process (its thread died) must lapse
+        and be recovered elsewhere, not be kept alive by its neighbours' heartbeats.
+        """
+        if not run_ids:
+            return []
         now = time.time()
+        ids = list(run_ids)
         with self._tx() as conn:
             conn.execute(
                 sa.update(runs)
-                .where(runs.c.owner == owner, runs.c.status == "RUNNING")
+                .where(runs.c.run_id.in_(ids), runs.c.owner == owner, runs.c.status == "RUNNING")
                 .values(lease_until=now + lease_seconds)
             )
-            return list(
+            still_mine = set(
                 conn.execute(
                     sa.select(runs.c.run_id).where(
-                        runs.c.owner == owner, runs.c.status == "CANCELLED"
+                        runs.c.run_id.in_(ids), runs.c.owner == owner, runs.c.status == "RUNNING"
                     )
                 ).scalars()
             )
+        return [run_id for run_id in ids if run_id not in still_mine]
 
     def upsert_queue(self, queue: Queue) -> None:
         values = {
