@@ -167,7 +167,9 @@ def decision_for(claim: dict[str, Any], risk: dict[str, Any]) -> dict[str, Any]:
         outcome, reasons = REJECT, [f"risk score {points} >= {REJECT_MIN_POINTS}"]
     elif points <= APPROVE_MAX_POINTS and amount <= APPROVE_MAX_AMOUNT:
         outcome = APPROVE
-        reasons = [f"risk score {points} <= {APPROVE_MAX_POINTS}, amount <= {APPROVE_MAX_AMOUNT:.0f}"]
+        reasons = [
+            f"risk score {points} <= {APPROVE_MAX_POINTS}, amount <= {APPROVE_MAX_AMOUNT:.0f}"
+        ]
     else:
         outcome = REVIEW
         reasons = [f"risk score {points}, amount {amount:.2f}: needs an adjuster"]
@@ -229,14 +231,17 @@ class DecisionLedger:
         """File ``record`` under ``key``; False if that key was filed already."""
         engine = self.engine
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(decisions_table).on_conflict_do_nothing(
-            index_elements=["idempotency_key"]
+        # RETURNING rather than rowcount: SQLAlchemy 2.1 reports -1 for this INSERT on psycopg.
+        stmt = (
+            dialect.insert(decisions_table)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(decisions_table.c.idempotency_key)
         )
         with engine.begin() as conn:
-            inserted = conn.execute(
+            filed = conn.execute(
                 stmt, {**record, "idempotency_key": key, "filed_at": time.time()}
-            ).rowcount
-        return inserted == 1
+            ).first()
+        return filed is not None
 
     def outcomes(self, keys: Iterable[str]) -> dict[str, str]:
         """The filed outcome of each of ``keys`` that was filed."""
@@ -249,7 +254,7 @@ class DecisionLedger:
                         decisions_table.c.idempotency_key.in_(wanted[start : start + 500])
                     )
                 )
-                found.update({key: outcome for key, outcome in rows})
+                found.update((key, outcome) for key, outcome in rows)
         return found
 
 
@@ -351,7 +356,8 @@ class IntakeSummary:
     runs: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
-    steps_since: int = 0  # steps that finished after the ``since`` given to `summarize`
+    created_since: int = 0  # runs created after the ``since`` given to `summarize`
+    steps_since: int = 0  # steps that finished after it
 
 
 def summarize(app: Aevos, run_ids: Sequence[str], since: float = 0.0) -> IntakeSummary:
@@ -359,6 +365,7 @@ def summarize(app: Aevos, run_ids: Sequence[str], since: float = 0.0) -> IntakeS
     for run_id in run_ids:
         info = app.get_run(run_id)
         summary.by_status[info.status.value] += 1
+        summary.created_since += info.created_at >= since
         if isinstance(info.output, dict) and "outcome" in info.output:
             summary.outcomes[info.output["outcome"]] += 1
         summary.steps_since += sum(1 for s in app.list_steps(run_id) if s.finished_at >= since)

@@ -97,6 +97,12 @@ def test_unreachable_postgres_names_the_cause_without_the_password() -> None:
     assert "hunter2" not in str(caught.value)
 
 
+def test_unparseable_url_is_not_echoed() -> None:
+    with pytest.raises(StorageUnavailableError, match="cannot be parsed") as caught:
+        open_store("::not a url with secret-pass::")
+    assert "secret-pass" not in str(caught.value)
+
+
 def test_unsupported_url() -> None:
     with pytest.raises(StorageUnavailableError, match="unsupported database URL"):
         open_store("mysql://root@127.0.0.1/test")

@@ -419,6 +419,7 @@ def test_large_outputs_are_stored_by_reference(make_app: Callable[..., Aevos]) -
 
     assert wf.run() == 50_000
     run = small.list_runs(workflow=wf.name)[0]
+    assert run.executions == 1
     (step,) = small.list_steps(run.run_id)
     assert step.output_ref is not None and step.output == big
     # The same large value is stored once, whatever the number of runs that produced it.
@@ -459,3 +460,18 @@ def test_an_orphaned_run_lapses_while_its_process_heartbeats_others(
         release.set()
         busy_thread.join()
         worker.stop()
+
+
+def test_large_inputs_are_stored_by_reference_and_start_once(
+    make_app: Callable[..., Aevos],
+) -> None:
+    small = make_app(blob_threshold=1024)
+
+    @small.workflow()
+    def measure(ctx: WorkflowContext, text: str) -> int:
+        return len(text)
+
+    assert measure.run("y" * 70_000) == 70_000
+    (run,) = small.list_runs(workflow=measure.name)
+    assert run.input == {"args": ["y" * 70_000], "kwargs": {}}
+    assert run.executions == 1  # created by this call, not found and taken over

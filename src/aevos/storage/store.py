@@ -69,7 +69,14 @@ class Store:
     ) -> None:
         self.url = url
         self.safe_url = redact_url(url)
-        parsed = make_url(url)
+        try:
+            parsed = make_url(url)
+        except sa.exc.ArgumentError:
+            # The text itself may hold a password: do not echo it.
+            raise StorageUnavailableError(
+                "the database URL cannot be parsed; expected sqlite:///path/to/file.db or "
+                "postgresql://user@host:port/database"
+            ) from None
         self.dialect = dialect_for(parsed)
         self.backend = self.dialect.name
         self.blob_threshold = blob_threshold
@@ -275,9 +282,10 @@ class Store:
                 "claimed_at": now if new.status is _S.RUNNING else None,
                 "finished_at": now if new.status.terminal else None,
             }
-            stmt = self._insert_run.on_conflict_do_nothing()
-            inserted = conn.execute(stmt, values).rowcount
-            if inserted == 1:
+            # RETURNING, not rowcount: psycopg reports -1 for INSERT .. ON CONFLICT DO NOTHING.
+            stmt = self._insert_run.on_conflict_do_nothing().returning(runs.c.run_id)
+            inserted = conn.execute(stmt, values).first() is not None
+            if inserted:
                 if new.status is _S.RUNNING:
                     # Hand back what we wrote without a round trip: the hot path.
                     return self._fresh_info(new, values), True
