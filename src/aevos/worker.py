@@ -59,6 +59,7 @@ class Worker:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._turn = 0
+        self._next_recovery_scan = 0.0
         self.executed = 0
 
     @property
@@ -125,11 +126,18 @@ class Worker:
         count = len(self.queues)
         self._turn = (self._turn + 1) % count
         # Rotate the starting queue so one busy queue cannot starve the others.
+        now = time.monotonic()
         for offset in range(count):
             free = self.concurrency - self.active
             if free <= 0:
                 break
             queue = self.queues[(self._turn + offset) % count]
+            if queue.name == INLINE_QUEUE:
+                # Inline runs become claimable only when their owner's lease lapses (or an
+                # operator resumes one), so scanning for them every poll would be wasted work.
+                if now < self._next_recovery_scan:
+                    continue
+                self._next_recovery_scan = now + max(0.05, self.app.lease_seconds / 4)
             for info in self.app.store.claim(
                 self.app.owner, queue, workflows, free, self.app.lease_seconds
             ):

@@ -674,15 +674,26 @@ class Store:
                 slots = min(slots, queue.rate_limit - recent)
             if slots <= 0:
                 return []
-            candidates = (
-                sa.select(runs.c.run_id)
-                .where(in_queue, self._claimable(now), runs.c.workflow.in_(list(workflows)))
-                .order_by(runs.c.priority, runs.c.created_at)
-                .limit(slots)
-            )
-            if self.dialect.skip_locked:
-                candidates = candidates.with_for_update(skip_locked=True)
-            ids = list(conn.execute(candidates).scalars())
+            # One indexed lookup per claimable state: an OR across statuses would defeat the
+            # (queue, status, priority, created_at) index and scan the whole queue.
+            known = runs.c.workflow.in_(list(workflows))
+            found: list[Any] = []
+            for state in (
+                runs.c.status == "ENQUEUED",
+                sa.and_(runs.c.status == "WAITING", runs.c.wake_at <= now),
+                sa.and_(runs.c.status == "RUNNING", runs.c.lease_until < now),
+            ):
+                candidates = (
+                    sa.select(runs.c.run_id, runs.c.priority, runs.c.created_at)
+                    .where(in_queue, state, known)
+                    .order_by(runs.c.priority, runs.c.created_at)
+                    .limit(slots)
+                )
+                if self.dialect.skip_locked:
+                    candidates = candidates.with_for_update(skip_locked=True)
+                found.extend(conn.execute(candidates).all())
+            found.sort(key=lambda row: (row.priority, row.created_at))
+            ids = [row.run_id for row in found[:slots]]
             if not ids:
                 return []
             conn.execute(
