@@ -151,3 +151,49 @@ def test_a_worker_only_claims_workflows_it_knows(make_app: Callable[..., Aevos])
         assert handle.result(timeout=10) == "ok"
     finally:
         worker.stop()
+
+
+def test_a_corrupt_run_is_failed_and_the_queue_keeps_moving(app: Aevos) -> None:
+    import sqlalchemy as sa
+
+    from aevos.storage.schema import runs, steps
+
+    @app.step()
+    def one(ctx: StepContext) -> int:
+        return 1
+
+    @app.workflow()
+    def wf(ctx: WorkflowContext, n: int) -> int:
+        return one(ctx) + n
+
+    bad_input = wf.start(1)
+    bad_history = wf.start(2)
+    with app.store.engine.begin() as conn:
+        conn.execute(
+            sa.update(runs).where(runs.c.run_id == bad_input.run_id).values(input="{not json")
+        )
+        conn.execute(
+            steps.insert().values(
+                run_id=bad_history.run_id,
+                seq=0,
+                name=one.name,
+                status="SUCCEEDED",
+                output="[truncated",
+                attempts=1,
+                started_at=0.0,
+                finished_at=0.0,
+            )
+        )
+    good = wf.start(3)
+    worker = app.worker().start()
+    try:
+        assert good.result(timeout=10) == 4
+        for handle, code in ((bad_input, "corrupt_run"), (bad_history, "corrupt_history")):
+            with pytest.raises(Exception, match="cannot be decoded"):
+                handle.result(timeout=10)
+            info = app.get_run(handle.run_id)
+            assert info.status is RunStatus.FAILED
+            assert info.error is not None and info.error["code"] == code
+        assert app.list_steps(bad_history.run_id)[0].output is None  # inspectable, not raising
+    finally:
+        worker.stop()

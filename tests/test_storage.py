@@ -11,6 +11,7 @@ from aevos import (
     Aevos,
     CorruptDatabaseError,
     SchemaError,
+    StepContext,
     StorageUnavailableError,
     WorkflowContext,
 )
@@ -109,24 +110,26 @@ def test_unsupported_url() -> None:
 
 
 def test_lost_connection_mid_run_is_reported_and_the_run_recovers(postgres_url: str) -> None:
-    app = Aevos(postgres_url, lease_seconds=0.5, poll_interval=0.02)
+    import uuid
+
+    # A session name of our own, so only this test's connections are terminated.
+    session_name = f"aevos-test-{uuid.uuid4().hex[:12]}"
+    app = Aevos(
+        f"{postgres_url}?application_name={session_name}", lease_seconds=0.5, poll_interval=0.02
+    )
     killed: list[int] = []
 
     @app.step()
-    def cut_connection(ctx: WorkflowContext) -> int:  # type: ignore[misc]
+    def cut_connection(ctx: StepContext) -> int:
         if not killed:
-            # Terminate this worker thread's own hot-path connection from the server side.
+            # Terminate this process's other sessions (the hot-path one among them) from the
+            # server side, as a database restart or a network cut would.
             with app.store.engine.connect() as conn:
-                pids = (
-                    conn.execute(
-                        sa.text(
-                            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                            "AND pid <> pg_backend_pid() AND application_name = ''"
-                        )
-                    )
-                    .scalars()
-                    .all()
+                query = sa.text(
+                    "SELECT pid FROM pg_stat_activity "
+                    "WHERE application_name = :name AND pid <> pg_backend_pid()"
                 )
+                pids = list(conn.execute(query, {"name": session_name}).scalars())
                 for pid in pids:
                     conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
                 killed.extend(pids)
@@ -134,7 +137,7 @@ def test_lost_connection_mid_run_is_reported_and_the_run_recovers(postgres_url: 
 
     @app.workflow()
     def wf(ctx: WorkflowContext) -> int:
-        return cut_connection(ctx) + 1  # type: ignore[arg-type]
+        return cut_connection(ctx) + 1
 
     with pytest.raises(StorageUnavailableError, match="lost or could not open"):
         wf.run()

@@ -367,7 +367,19 @@ class Aevos:
         self, info: RunInfo, workflow: Workflow[Any, Any], *, can_park: bool
     ) -> Outcome:
         payload = info.input or {}
-        history = self.store.load_steps(info.run_id)
+        # Hold the lease from here: loading a long history must not let it lapse.
+        cancel = threading.Event()
+        self._leases.add(info.run_id, cancel)
+        try:
+            history = self.store.load_steps(info.run_id)
+        except ValueError as exc:
+            self._leases.discard(info.run_id)
+            # Replaying it can never succeed; failing it beats retrying every lease period.
+            self.store.fail_corrupt(info.run_id, "corrupt_history", exc)
+            return Outcome(RunStatus.FAILED, error=exc)
+        except BaseException:
+            self._leases.discard(info.run_id)
+            raise
         return self._execute(
             info,
             workflow,
@@ -375,6 +387,7 @@ class Aevos:
             payload.get("kwargs", {}),
             history,
             can_park=can_park,
+            cancel=cancel,
         )
 
     def _execute_claimed(self, info: RunInfo) -> Outcome:
@@ -391,9 +404,10 @@ class Aevos:
         history: dict[int, StepInfo],
         *,
         can_park: bool,
+        cancel: threading.Event | None = None,
     ) -> Outcome:
         run_id = info.run_id
-        cancel = threading.Event()
+        cancel = cancel or threading.Event()
         self._leases.add(run_id, cancel)
         ctx = WorkflowContext(
             self,

@@ -117,6 +117,13 @@ class Worker:
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            except Exception:
+                # Whatever went wrong, a worker that stops polling while its process lives on
+                # is worse than one that logs, backs off and tries again.
+                log.exception("claiming failed; retrying in %.1fs", backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
             if not claimed:
                 self.app._work_available.wait(self.app.poll_interval)
                 self.app._work_available.clear()

@@ -32,7 +32,7 @@ CRASH_PAUSE = (0.005, 0.08)
 
 LIMITED_WORKFLOW = "limited.flow"
 LIMITED_STEPS = 2
-LIMITED_PAUSE = (0.002, 0.012)
+LIMITED_PAUSE = (0.005, 0.03)
 LIMITED_QUEUE = "limited"
 LIMITED_CONCURRENCY = 6
 LIMITED_WORKER_CONCURRENCY = 3
@@ -105,14 +105,18 @@ class Effects:
             if self.engine.dialect.name == "sqlite"
             else postgresql.insert(effects)
         )
-        self._apply = insert.on_conflict_do_nothing(index_elements=["key"])
+        # RETURNING tells whether this attempt applied the effect (rowcount is unreliable
+        # for INSERT .. ON CONFLICT on some drivers).
+        self._apply = insert.on_conflict_do_nothing(index_elements=["key"]).returning(effects.c.key)
 
     def perform(self, ctx: StepContext, value: int, pause: tuple[float, float]) -> int:
         pid = os.getpid()
         key = ctx.idempotency_key
         row = {"run_id": ctx.run_id, "seq": ctx.seq, "step": ctx.step, "key": key, "pid": pid}
         with self.engine.begin() as conn:
-            conn.execute(journal.insert(), {**row, "event": "enter", "applied": None, "ts": time.time()})
+            conn.execute(
+                journal.insert(), {**row, "event": "enter", "applied": None, "ts": time.time()}
+            )
         time.sleep(random.uniform(*pause))
         with self.engine.begin() as conn:
             applied = conn.execute(
@@ -126,9 +130,10 @@ class Effects:
                     "pid": pid,
                     "created_at": time.time(),
                 },
-            ).rowcount
+            ).first()
             conn.execute(
-                journal.insert(), {**row, "event": "exit", "applied": applied == 1, "ts": time.time()}
+                journal.insert(),
+                {**row, "event": "exit", "applied": applied is not None, "ts": time.time()},
             )
         return value
 

@@ -58,6 +58,12 @@ class WorkerPool:
             self.procs[index] = self._spawn()
         return proc.pid
 
+    def index_of(self, pid: int) -> int | None:
+        for index, proc in enumerate(self.procs):
+            if proc.pid == pid and proc.poll() is None:
+                return index
+        return None
+
     def check_alive(self) -> None:
         """Fail if a worker died that the test did not kill (a crash in the worker itself)."""
         for proc in self.procs:

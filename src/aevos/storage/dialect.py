@@ -86,6 +86,9 @@ class SQLiteDialect:
             return CorruptDatabaseError(f"{url} is not a valid aevos database: {text}")
         if "unable to open database file" in text:
             return StorageUnavailableError(f"cannot open the database {url}: {text}")
+        if "database is locked" in text or "database is busy" in text:
+            # Another process held the write lock past busy_timeout: transient, retry later.
+            return StorageUnavailableError(f"the database {url} stayed locked: {text}")
         return None
 
 
@@ -96,12 +99,12 @@ class PostgresDialect:
     def create_engine(self, url: URL) -> Engine:
         if url.drivername in ("postgresql", "postgres"):
             url = url.set(drivername="postgresql+psycopg")
+        connect_args: dict[str, Any] = {"connect_timeout": 10}
+        if "application_name" not in url.query:
+            # Makes aevos's sessions recognisable in pg_stat_activity.
+            connect_args["application_name"] = "aevos"
         return sa.create_engine(
-            url,
-            pool_size=8,
-            max_overflow=32,
-            pool_pre_ping=True,
-            connect_args={"connect_timeout": 10},
+            url, pool_size=8, max_overflow=32, pool_pre_ping=True, connect_args=connect_args
         )
 
     def insert(self, table: sa.Table) -> Any:

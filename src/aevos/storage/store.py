@@ -219,7 +219,15 @@ class Store:
             return codec.decode(self._load_blob(conn, ref))
         return None if text is None else codec.decode(text)
 
-    def _run_info(self, conn: Connection, row: Any) -> RunInfo:
+    def _lenient(self, conn: Connection, text: str | None, ref: str | None) -> Any:
+        try:
+            return self._decode(conn, text, ref)
+        except ValueError:
+            return None  # corrupt: shown as missing; claiming the run fails it with the reason
+
+    def _run_info(self, conn: Connection, row: Any, *, strict: bool = True) -> RunInfo:
+        """A run row as RunInfo; ``strict=False`` (status queries) tolerates corrupt data."""
+        decode = self._decode if strict else self._lenient
         return RunInfo(
             run_id=row.run_id,
             tenant=row.tenant,
@@ -228,9 +236,9 @@ class Store:
             queue=row.queue,
             priority=row.priority,
             idempotency_key=row.idempotency_key,
-            input=self._decode(conn, row.input, row.input_ref),
-            output=self._decode(conn, row.output, row.output_ref),
-            error=None if row.error is None else codec.decode(row.error),
+            input=decode(conn, row.input, row.input_ref),
+            output=decode(conn, row.output, row.output_ref),
+            error=None if row.error is None else decode(conn, row.error, None),
             code_version=row.code_version,
             parent_run_id=row.parent_run_id,
             owner=row.owner,
@@ -371,7 +379,7 @@ class Store:
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one_or_none()
             if row is None:
                 raise RunNotFoundError(f"no run with id {run_id!r}")
-            return self._run_info(conn, row)
+            return self._run_info(conn, row, strict=False)
 
     def run_status(self, run_id: str) -> RunStatus:
         with self._guard(), self.engine.connect() as conn:
@@ -406,7 +414,7 @@ class Store:
             query = query.where(runs.c.tenant == tenant)
         with self._tx() as conn:
             rows = conn.execute(query.limit(limit).offset(offset)).all()
-            return [self._run_info(conn, row) for row in rows]
+            return [self._run_info(conn, row, strict=False) for row in rows]
 
     def count_runs(self) -> dict[RunStatus, int]:
         with self._tx() as conn:
@@ -417,7 +425,9 @@ class Store:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def load_steps(self, run_id: str) -> dict[int, StepInfo]:
+    def load_steps(self, run_id: str, *, strict: bool = True) -> dict[int, StepInfo]:
+        """A run's recorded positions; ``strict=False`` (inspection) tolerates corrupt data."""
+        decode = self._decode if strict else self._lenient
         with self._tx() as conn:
             rows = conn.execute(
                 sa.select(steps).where(steps.c.run_id == run_id).order_by(steps.c.seq)
@@ -428,8 +438,8 @@ class Store:
                     seq=row.seq,
                     name=row.name,
                     status=row.status,
-                    output=self._decode(conn, row.output, row.output_ref),
-                    error=None if row.error is None else codec.decode(row.error),
+                    output=decode(conn, row.output, row.output_ref),
+                    error=None if row.error is None else decode(conn, row.error, None),
                     attempts=row.attempts,
                     started_at=row.started_at,
                     finished_at=row.finished_at,
@@ -440,7 +450,7 @@ class Store:
 
     def list_steps(self, run_id: str) -> list[StepInfo]:
         self.get_run(run_id)  # a clear error for an unknown id
-        return list(self.load_steps(run_id).values())
+        return list(self.load_steps(run_id, strict=False).values())
 
     def _fence(self, conn: Connection, run_id: str, owner: str, now: float) -> bool:
         """Touch the run if ``owner`` still holds it; False means stop (lost or cancelled)."""
@@ -712,7 +722,40 @@ class Store:
             rows = conn.execute(
                 sa.select(runs).where(runs.c.run_id.in_(ids), runs.c.owner == owner)
             ).all()
-            return [self._run_info(conn, row) for row in rows]
+            claimed = []
+            for row in rows:
+                try:
+                    claimed.append(self._run_info(conn, row))
+                except ValueError as exc:
+                    # A row that no longer decodes must not block the queue for every worker.
+                    self._fail_corrupt(conn, row.run_id, "corrupt_run", exc, now)
+            return claimed
+
+    def _fail_corrupt(
+        self, conn: Connection, run_id: str, code: str, exc: Exception, now: float
+    ) -> None:
+        error = {
+            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "code": code,
+            "message": f"the run's stored data cannot be decoded: {str(exc)[:200]}",
+        }
+        conn.execute(
+            sa.update(runs)
+            .where(runs.c.run_id == run_id)
+            .values(
+                status="FAILED",
+                error=codec.encode(error, "run error"),
+                owner=None,
+                lease_until=None,
+                updated_at=now,
+                finished_at=now,
+            )
+        )
+
+    def fail_corrupt(self, run_id: str, code: str, exc: Exception) -> None:
+        """Mark a run FAILED because its recorded history cannot be read back."""
+        with self._tx() as conn:
+            self._fail_corrupt(conn, run_id, code, exc, time.time())
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> list[str]:
         """Extend the leases of the runs ``owner`` is executing; returns those of them that
