@@ -19,7 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from aevos import Aevos, RunStatus
-from aevos.cli import cli, load_example
+from aevos.cli import cli
+from aevos.cli.demo import load_example
 
 CLAIMS = 50
 

@@ -89,16 +89,15 @@ class RunLifecycle(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.owners = ("worker-a", "worker-b")
-        self.queue = Queue("default")
         self.seq = 0
 
     @initialize()
     def create(self) -> None:
         self.run_id = uuid.uuid4().hex
-        self.store.insert_run(
-            NewRun(self.run_id, "wf", "default", "{}", "v1", tenant=f"t-{self.run_id[:8]}")
-        )
+        # A queue of its own: claims must see only this example's run, or replays by
+        # hypothesis would depend on what earlier examples left in the database.
+        self.queue = Queue(f"q-{self.run_id}")
+        self.store.insert_run(NewRun(self.run_id, "wf", self.queue.name, "{}", "v1"))
         self.status = RunStatus.ENQUEUED
         self.holder: str | None = None
 

@@ -8,6 +8,7 @@ produce exactly this schema; a test compares them.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     Index,
@@ -97,4 +98,64 @@ queues = Table(
     Column("rate_limit", Integer, nullable=True),
     Column("rate_period", Float, nullable=True),
     Column("updated_at", Float, nullable=False),
+)
+
+# -- governance (revision 0002) ------------------------------------------------------------
+
+audit = Table(
+    "aevos_audit",
+    metadata,
+    # One hash chain per tenant: seq is contiguous within a tenant.
+    Column("tenant", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", Float, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("subject", String(300), nullable=True),
+    Column("run_id", String(200), nullable=True),
+    # The canonical JSON of the whole record; the hash covers exactly these bytes.
+    Column("payload", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_aevos_audit_run", audit.c.tenant, audit.c.run_id)
+Index("ix_aevos_audit_action", audit.c.tenant, audit.c.action, audit.c.at)
+
+audit_heads = Table(
+    "aevos_audit_heads",
+    metadata,
+    # The last seq and hash of each chain: detects a truncated tail, and its row lock
+    # serialises appends to one chain across processes.
+    Column("tenant", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+tokens = Table(
+    "aevos_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("role", String(32), nullable=False),
+    # sha256 of the secret part; the secret itself is shown once, at creation.
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
+)
+Index("ix_aevos_tokens_tenant", tokens.c.tenant)
+
+pii_vault = Table(
+    "aevos_pii_vault",
+    metadata,
+    # Reversible tokenisation: token -> the original value, encrypted with the vault key.
+    Column("tenant", String(64), primary_key=True),
+    Column("token", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
 )

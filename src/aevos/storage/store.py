@@ -31,7 +31,7 @@ from ..run import NewRun, RunInfo, StepInfo
 from ..status import RunStatus
 from .dialect import dialect_for, redact_url
 from .fastpath import Compiled, RawConnections
-from .schema import blobs, queues, runs, signals, steps
+from .schema import audit, audit_heads, blobs, pii_vault, queues, runs, signals, steps, tokens
 
 DEFAULT_BLOB_THRESHOLD = 64 * 1024
 
@@ -964,7 +964,17 @@ class Store:
     def truncate_all(self) -> None:
         """Delete every row (tests and ``aevos reset``); the schema stays."""
         with self._tx() as conn:
-            for table in (steps, signals, blobs, queues, runs):
+            for table in (
+                steps,
+                signals,
+                blobs,
+                queues,
+                runs,
+                audit,
+                audit_heads,
+                tokens,
+                pii_vault,
+            ):
                 conn.execute(sa.delete(table))
 
 

@@ -1,0 +1,247 @@
+"""The ``aevos`` command: migrate the schema, start and inspect runs, run workers, run the demo.
+
+Expected failures (an unknown workflow or run, bad JSON, an unreachable or outdated database)
+are :class:`~aevos.errors.AevosError`; every command prints them as
+``error [<code>]: <message>`` on stderr and exits with status 2, without a traceback.
+Database URLs are only ever shown with their password hidden.
+
+Results go to stdout (run ids, JSON, tables); progress, banners and errors go to stderr, so
+``aevos start wf --app m:app`` can be captured by a script.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Annotated, Any, ParamSpec
+
+import typer
+from rich.logging import RichHandler
+from sqlalchemy.engine import make_url
+
+from .. import __version__
+from ..app import DEFAULT_DATABASE_URL
+from ..queue import INLINE_QUEUE
+from ..storage.dialect import dialect_for, redact_url
+from ..storage.migration import current_revision, ensure_schema, head_revision
+from .common import (
+    CliError,
+    _app,
+    _emit_json,
+    _json_option,
+    _parse_url,
+    _reports_errors,
+    _secret,
+    _State,
+    _state,
+    _storage_errors,
+    err,
+    out,
+)
+
+P = ParamSpec("P")
+
+cli = typer.Typer(
+    name="aevos",
+    help="aevos: durable workflows. Operate runs, workers and the schema of one database.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals would include database URLs with their passwords.
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"aevos {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _root(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar="AEVOS_DATABASE_URL",
+            show_envvar=True,
+            help=f"sqlite:///path or postgresql://user@host/db (default {DEFAULT_DATABASE_URL})",
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print version."),
+    ] = False,
+) -> None:
+    ctx.obj = _State(database_url or None)
+    try:
+        _secret.set(make_url(database_url).password if database_url else None)
+    except Exception:
+        _secret.set(None)
+
+
+@cli.command()
+@_reports_errors
+def migrate(ctx: typer.Context) -> None:
+    """Bring the database schema up to this aevos version's newest revision."""
+    url = _state(ctx).url
+    safe = redact_url(url)
+    parsed = _parse_url(url)
+    dialect = dialect_for(parsed)
+    with err.status(f"Migrating {safe} ...", spinner="dots"):
+        engine = dialect.create_engine(parsed)
+        try:
+            with _storage_errors(dialect, safe):
+                before = current_revision(engine)
+                ensure_schema(engine, migrate=True, url=safe)
+                after = current_revision(engine)
+        finally:
+            engine.dispose()
+    if before == after:
+        out.print(f"{safe}: already at revision {after} (head)", markup=False)
+    else:
+        out.print(
+            f"{safe}: {before or '<empty>'} -> {after} (head {head_revision()})", markup=False
+        )
+
+
+# -- starting runs ---------------------------------------------------------------------------
+
+_START_OPTIONS = frozenset({"idempotency_key", "queue", "priority"})
+
+
+@cli.command()
+@_reports_errors
+def start(
+    ctx: typer.Context,
+    workflow: Annotated[str, typer.Argument(help="Registered workflow name.")],
+    app_ref: Annotated[str, typer.Option("--app", help="module:attribute of the Aevos app.")],
+    args: Annotated[
+        str | None, typer.Option("--args", help="Positional arguments, a JSON list.")
+    ] = None,
+    kwargs: Annotated[
+        str | None, typer.Option("--kwargs", help="Keyword arguments, a JSON object.")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", help="Idempotency key: the same key, the same run.")
+    ] = None,
+    queue: Annotated[
+        str | None, typer.Option("--queue", help="Queue (default: the workflow's).")
+    ] = None,
+    priority: Annotated[int, typer.Option("--priority", help="Smaller starts first.")] = 0,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Run an embedded worker until the run ends.")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=0, help="With --wait: give up after S seconds.")
+    ] = None,
+) -> None:
+    """Enqueue a run of WORKFLOW; prints its id, or with --wait its result as JSON."""
+    positional = _json_option("--args", args, list)
+    named = _json_option("--kwargs", kwargs, dict)
+    clash = sorted(_START_OPTIONS & set(named))
+    if clash:
+        raise CliError(
+            "bad_json",
+            f"--kwargs cannot pass {', '.join(clash)}: those are start options "
+            "(use --key, --queue, --priority)",
+        )
+    with _app(ctx, app_ref) as app:
+        handle = app.start(
+            workflow, *positional, idempotency_key=key, queue=queue, priority=priority, **named
+        )
+        info = handle.info()
+        if not wait:
+            err.print(
+                f"run {info.run_id} of {info.workflow} is {info.status.value} on queue {info.queue}",
+                markup=False,
+            )
+            typer.echo(info.run_id)
+            return
+        worker = app.worker().start()
+        try:
+            with err.status(f"Waiting for run {info.run_id} ({info.workflow}) ...", spinner="dots"):
+                result = handle.result(timeout=timeout)
+        finally:
+            worker.stop(timeout=5)
+        err.print(f"run {info.run_id} SUCCEEDED", markup=False)
+        _emit_json(result, indent=2)
+
+
+@cli.command()
+@_reports_errors
+def signal(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="Run to signal.")],
+    topic: Annotated[str, typer.Argument(help="Topic the run waits on.")],
+    payload: Annotated[str | None, typer.Option("--payload", help="A JSON value.")] = None,
+) -> None:
+    """Send a signal to a run (delivered when it waits on TOPIC)."""
+    value: Any = None
+    if payload is not None:
+        try:
+            value = json.loads(payload)
+        except json.JSONDecodeError as exc:
+            raise CliError(
+                "bad_json",
+                f"--payload is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            ) from None
+    with _app(ctx) as app:
+        app.send_signal(run_id, topic, value)
+    out.print(f"signal {topic!r} sent to run {run_id}", markup=False)
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@_reports_errors
+def worker(
+    ctx: typer.Context,
+    app_ref: Annotated[str, typer.Option("--app", help="module:attribute of the Aevos app.")],
+    queues: Annotated[
+        list[str] | None,
+        typer.Option("--queue", help="Serve this queue (repeatable; default all)."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Runs at once.")] = 8,
+    log_level: Annotated[str, typer.Option("--log-level", help="Python logging level.")] = "INFO",
+) -> None:
+    """Run a worker in the foreground until SIGINT or SIGTERM."""
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise CliError("bad_option", f"--log-level {log_level!r} is not a logging level")
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, markup=False)],
+    )
+    with _app(ctx, app_ref) as app:
+        runner = app.worker(queues or None, concurrency=concurrency)
+        app.store.ping()  # fail before the banner if the database is unreachable
+        names = ", ".join(q.name for q in runner.queues if q.name != INLINE_QUEUE)
+        out.print(
+            f"aevos worker {app.owner} | queues {names} (+ recovery) | concurrency "
+            f"{concurrency} | {redact_url(app.database_url)}",
+            markup=False,
+            soft_wrap=True,
+        )
+        sys.stdout.flush()
+        runner.run()
+        err.print(f"worker {app.owner} stopped after {runner.executed} run(s)", markup=False)
+
+
+# -- demo ------------------------------------------------------------------------------------
+
+
+from .demo import demo  # noqa: E402
+from .runs import runs_cli  # noqa: E402
+
+cli.add_typer(runs_cli, name="runs")
+cli.command()(demo)
+
+
+def main() -> None:
+    """Entry point of the ``aevos`` console script and ``python -m aevos``."""
+    cli(prog_name="aevos")
