@@ -163,3 +163,22 @@ class SchemaError(StorageError):
 
 class CorruptDatabaseError(StorageError):
     code = "corrupt_database"
+
+
+# -- identity and access (HTTP 401 / 403) --------------------------------------------------
+
+
+class AuthenticationError(AevosError):
+    """No valid credentials: missing, malformed, unknown, expired or revoked token (401)."""
+
+    code = "unauthenticated"
+
+
+class AuthorizationError(AevosError):
+    """Valid credentials whose role does not grant the operation (403)."""
+
+    code = "forbidden"
+
+
+class TokenNotFoundError(AevosError, LookupError):
+    code = "token_not_found"
