@@ -237,3 +237,23 @@ def test_cancelled_run_can_be_resumed(app: Aevos) -> None:
         assert handle.result(timeout=10) == "done"
     finally:
         worker.stop()
+
+
+def test_children_inherit_the_tenant(app: Aevos) -> None:
+    @app.workflow()
+    def leaf(ctx: WorkflowContext) -> str:
+        return ctx.tenant
+
+    @app.workflow()
+    def root(ctx: WorkflowContext) -> list[str]:
+        queued = ctx.start_child(leaf)
+        return [ctx.tenant, leaf(ctx), ctx.wait_child(queued, timeout=30)]
+
+    handle = app.start(root.name, tenant="acme")
+    worker = app.worker().start()
+    try:
+        assert handle.result(timeout=15) == ["acme", "acme", "acme"]
+    finally:
+        worker.stop()
+    assert {r.tenant for r in app.list_runs(parent_run_id=handle.run_id)} == {"acme"}
+    assert app.list_runs(tenant="default") == []

@@ -254,10 +254,13 @@ class Aevos:
         idempotency_key: str | None = None,
         queue: str | None = None,
         priority: int = 0,
+        tenant: str = "default",
         **kwargs: Any,
     ) -> RunHandle[Any]:
         """Enqueue a run of a workflow by name (the CLI and API path)."""
-        opts = StartOptions(queue=queue, idempotency_key=idempotency_key, priority=priority)
+        opts = StartOptions(
+            queue=queue, idempotency_key=idempotency_key, priority=priority, tenant=tenant
+        )
         wf = self.workflows.get(workflow)
         if wf is None:
             error = UnknownWorkflowError(
@@ -329,6 +332,7 @@ class Aevos:
         kwargs: Any,
         input_json: str,
         *,
+        tenant: str,
         parent_run_id: str,
         can_park: bool,
         raise_errors: bool,
@@ -342,6 +346,7 @@ class Aevos:
                 input_json=input_json,
                 code_version=self.code_version,
                 status=RunStatus.RUNNING,
+                tenant=tenant,
                 parent_run_id=parent_run_id,
                 owner=self.owner,
                 lease_until=time.time() + self.lease_seconds,
@@ -420,6 +425,7 @@ class Aevos:
             can_park,
             cancel,
             info.executions,
+            info.tenant,
         )
         store = self.store
         try:

@@ -64,10 +64,12 @@ class WorkflowContext:
         can_park: bool,
         cancel: threading.Event,
         executions: int = 1,
+        tenant: str = "default",
     ) -> None:
         self.app = app
         self.run_id = run_id
         self.workflow = workflow
+        self.tenant = tenant
         self.executions = executions
         self._owner = owner
         self._code_version = code_version
@@ -273,6 +275,7 @@ class WorkflowContext:
                     input_json=input_json,
                     code_version=self._code_version,
                     priority=priority,
+                    tenant=self.tenant,
                     parent_run_id=self.run_id,
                 )
             )
@@ -356,6 +359,7 @@ class WorkflowContext:
             args,
             kwargs,
             input_json,
+            tenant=self.tenant,
             parent_run_id=self.run_id,
             can_park=self._can_park,
             raise_errors=False,
