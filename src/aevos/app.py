@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast, overload
 
 from . import codec
 from .context import Cancelled, Suspend, WorkflowContext
@@ -35,6 +35,11 @@ from .step import Step, StepContext, error_dict
 from .storage import Store, open_store
 from .storage.store import DEFAULT_BLOB_THRESHOLD
 from .workflow import StartOptions, Workflow
+
+if TYPE_CHECKING:
+    from .access import Access
+    from .audit import AuditLog
+    from .identity import Identity
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -91,6 +96,8 @@ class Aevos:
         self._signal_events: dict[str, threading.Event] = {}
         self._work_available = threading.Event()
         self._timeout_pool: ThreadPoolExecutor | None = None
+        self._audit: AuditLog | None = None
+        self._identity: Identity | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -103,6 +110,40 @@ class Aevos:
                         self.database_url, migrate=self._migrate, blob_threshold=self.blob_threshold
                     )
         return self._store
+
+    @property
+    def audit(self) -> AuditLog:
+        """The tenant-chained audit log (HMAC-keyed when AEVOS_AUDIT_KEY is set)."""
+        if self._audit is None:
+            from .audit import AuditLog
+
+            self._audit = AuditLog.from_env(self.store)
+        return self._audit
+
+    @property
+    def identity(self) -> Identity:
+        """Tokens, roles and tenants; every refusal goes to the audit log."""
+        if self._identity is None:
+            from .identity import Identity
+
+            self._identity = Identity(self.store, self._audit_refusal)
+        return self._identity
+
+    @property
+    def access(self) -> Access:
+        """The governed entry point for requests that carry a token (the API uses it)."""
+        from .access import Access
+
+        return Access(self)
+
+    def _audit_refusal(
+        self, action: str, actor: str, tenant: str, reason: str, data: dict[str, Any]
+    ) -> None:
+        from .audit import AuditEvent
+
+        self.audit.append(
+            AuditEvent(action=action, actor=actor, tenant=tenant, data={"reason": reason, **data})
+        )
 
     def close(self) -> None:
         self._leases.stop()
@@ -455,6 +496,7 @@ class Aevos:
                     RunStatus.FAILED,
                     error=error_dict(error),
                     parent_run_id=info.parent_run_id,
+                    step=ctx.take_pending(),
                 ):
                     return self._abandoned(run_id)
                 return Outcome(RunStatus.FAILED, error=error)
@@ -464,6 +506,7 @@ class Aevos:
                 RunStatus.SUCCEEDED,
                 output_json=output,
                 parent_run_id=info.parent_run_id,
+                step=ctx.take_pending(),
             ):
                 return self._abandoned(run_id)
             return Outcome(RunStatus.SUCCEEDED, value)

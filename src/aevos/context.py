@@ -79,11 +79,15 @@ class WorkflowContext:
         self._cancel = cancel
         self._seq = -1
         self._seq_pending = -1
+        self._pending: StepRecord | None = None
         self.fatal: BaseException | None = None
 
     # -- internals used by steps ------------------------------------------------------------
 
     def _begin_step(self, name: str) -> tuple[int, StepInfo | None]:
+        if self._pending is not None:
+            # The previous step's result becomes durable before anything else can happen.
+            self._flush()
         self._seq += 1
         seq = self._seq
         recorded = self._history.get(seq)
@@ -109,6 +113,41 @@ class WorkflowContext:
         if recorded.status == "FAILED":
             raise step_error(recorded.name, recorded.seq, recorded.error or {})
         return recorded.output
+
+    def _defer(self, record: StepRecord, output: Any) -> None:
+        """Record a step result, committed before the next durable operation begins or in the
+        same transaction as the run's completion, whichever comes first.
+
+        Between a step's return and that point the workflow only runs its own deterministic
+        code, so nothing observable happens in between; for the last step of a run this saves
+        one commit. A crash in that window re-runs the step, as a crash just before its
+        commit would.
+        """
+        self._pending = record
+        self._history[record.seq] = StepInfo(
+            self.run_id,
+            record.seq,
+            record.name,
+            record.status,
+            output,
+            record.error,
+            record.attempts,
+            record.started_at,
+            record.finished_at,
+        )
+
+    def _flush(self) -> None:
+        record, self._pending = self._pending, None
+        if record is not None:
+            try:
+                self.app.store.record_step(self.run_id, self._owner, record)
+            except LeaseLost:
+                raise Cancelled() from None
+
+    def take_pending(self) -> StepRecord | None:
+        """The deferred step result, for the executor to commit with the run's completion."""
+        record, self._pending = self._pending, None
+        return record
 
     def _commit(self, record: StepRecord, output: Any = None) -> None:
         try:

@@ -164,8 +164,9 @@ class Step(Generic[P, R]):
         except SerializationError as exc:
             # Deterministic: retrying cannot help, so it is recorded as the step's failure.
             raise self._fail(ctx, seq, started, attempts, exc) from None
-        ctx._commit(
-            StepRecord(seq, self.name, "SUCCEEDED", text, None, attempts, started, time.time())
+        ctx._defer(
+            StepRecord(seq, self.name, "SUCCEEDED", text, None, attempts, started, time.time()),
+            value,
         )
         return value
 

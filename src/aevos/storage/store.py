@@ -107,40 +107,31 @@ class Store:
             sa.update(runs).where(owned).values(updated_at=bp("now")), self.engine
         )
         self._hot_step = Compiled(steps.insert(), self.engine)
-        # PostgreSQL: fence and insert in one statement (one round trip); the UPDATE in the
-        # CTE still takes the run's row lock, so a concurrent takeover serialises with it.
-        self._hot_step_fenced: Compiled | None = None
-        if self.backend == "postgresql":
-            fence = (
-                sa.update(runs).where(owned).values(updated_at=bp("now")).returning(runs.c.run_id)
-            ).cte("fence")
-            cols = [c.name for c in steps.c]
-            self._hot_step_fenced = Compiled(
-                steps.insert().from_select(
-                    cols,
-                    sa.select(
-                        *[sa.cast(bp(name), steps.c[name].type).label(name) for name in cols]
-                    ).select_from(fence),
-                ),
-                self.engine,
-            )
         self._hot_run = Compiled(self._insert_run.on_conflict_do_nothing(), self.engine)
-        self._hot_finish = Compiled(
+        finish = (
             sa.update(runs)
             .where(owned)
             .values(
-                status=bp("status"),
-                output=bp("output"),
-                output_ref=None,
-                error=bp("error"),
-                owner=None,
-                lease_until=None,
-                wake_at=None,
+                status=bp("run_status"),
+                output=bp("run_output"),
+                output_ref=sa.null(),
+                error=bp("run_error"),
+                owner=sa.null(),
+                lease_until=sa.null(),
+                wake_at=sa.null(),
                 updated_at=bp("now"),
                 finished_at=bp("now"),
-            ),
-            self.engine,
+            )
         )
+        self._hot_finish = Compiled(finish, self.engine)
+        # PostgreSQL: fence and insert in one statement (one round trip); the UPDATE in the
+        # CTE still takes the run's row lock, so a concurrent takeover serialises with it.
+        self._hot_step_fenced: Compiled | None = None
+        self._hot_finish_step: Compiled | None = None
+        if self.backend == "postgresql":
+            fence = sa.update(runs).where(owned).values(updated_at=bp("now"))
+            self._hot_step_fenced = self._fenced_step_insert(fence)
+            self._hot_finish_step = self._fenced_step_insert(finish)
         self._hot_wake = Compiled(
             sa.update(runs)
             .where(
@@ -151,6 +142,33 @@ class Store:
             .values(wake_at=bp("now"), updated_at=bp("now")),
             self.engine,
         )
+
+    def _fenced_step_insert(self, fence: Any) -> Compiled:
+        """``WITH f AS (<fence> RETURNING run_id) INSERT INTO steps SELECT ... FROM f``: the
+        step row is written only if the fencing UPDATE matched, in one round trip."""
+        cte = fence.returning(runs.c.run_id).cte("fence")
+        cols = [c.name for c in steps.c]
+        select = sa.select(
+            *[sa.cast(sa.bindparam(name), steps.c[name].type).label(name) for name in cols]
+        ).select_from(cte)
+        return Compiled(steps.insert().from_select(cols, select), self.engine)
+
+    @staticmethod
+    def _step_values(
+        run_id: str, step: StepRecord, text: str | None, ref: str | None
+    ) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "seq": step.seq,
+            "name": step.name,
+            "status": step.status,
+            "output": text,
+            "output_ref": ref,
+            "error": None if step.error is None else codec.encode(step.error, "step error"),
+            "attempts": step.attempts,
+            "started_at": step.started_at,
+            "finished_at": step.finished_at,
+        }
 
     def close(self) -> None:
         self._raw.close()
@@ -466,19 +484,10 @@ class Store:
         no longer holds the run: it was cancelled or taken over after a missed lease."""
         if step.output_json is None or len(step.output_json) <= self.blob_threshold:
             values = {
-                "run_id": run_id,
+                **self._step_values(run_id, step, step.output_json, None),
                 "w_run": run_id,
                 "w_owner": owner,
                 "now": step.finished_at,
-                "seq": step.seq,
-                "name": step.name,
-                "status": step.status,
-                "output": step.output_json,
-                "output_ref": None,
-                "error": None if step.error is None else codec.encode(step.error, "step error"),
-                "attempts": step.attempts,
-                "started_at": step.started_at,
-                "finished_at": step.finished_at,
             }
             single = self._hot_step_fenced is not None
             try:
@@ -501,21 +510,7 @@ class Store:
             if not self._fence(conn, run_id, owner, step.finished_at):
                 raise LeaseLost(run_id)
             text, ref = self._value(conn, step.output_json)
-            conn.execute(
-                steps.insert(),
-                {
-                    "run_id": run_id,
-                    "seq": step.seq,
-                    "name": step.name,
-                    "status": step.status,
-                    "output": text,
-                    "output_ref": ref,
-                    "error": None if step.error is None else codec.encode(step.error, "step error"),
-                    "attempts": step.attempts,
-                    "started_at": step.started_at,
-                    "finished_at": step.finished_at,
-                },
-            )
+            conn.execute(steps.insert(), self._step_values(run_id, step, text, ref))
 
     def finish_run(
         self,
@@ -526,24 +521,47 @@ class Store:
         output_json: str | None = None,
         error: dict[str, Any] | None = None,
         parent_run_id: str | None = None,
+        step: StepRecord | None = None,
     ) -> bool:
+        """End a run held by ``owner``; ``step`` is a last step result committed with it.
+
+        False (nothing written) if ``owner`` no longer holds the run.
+        """
         now = time.time()
-        if output_json is None or len(output_json) <= self.blob_threshold:
+        limit = self.blob_threshold
+        small = (output_json is None or len(output_json) <= limit) and (
+            step is None or step.output_json is None or len(step.output_json) <= limit
+        )
+        if small:
             values = {
                 "w_run": run_id,
                 "w_owner": owner,
                 "now": now,
-                "status": status.value,
-                "output": output_json,
-                "error": None if error is None else codec.encode(error, "run error"),
+                "run_status": status.value,
+                "run_output": output_json,
+                "run_error": None if error is None else codec.encode(error, "run error"),
                 "parent": parent_run_id,
             }
-            with self._hot(single=parent_run_id is None) as cursor:
-                cursor.execute(self._hot_finish.sql, self._hot_finish.params(values))
-                if cursor.rowcount != 1:
-                    return False
-                if parent_run_id is not None:
-                    cursor.execute(self._hot_wake.sql, self._hot_wake.params(values))
+            if step is not None:
+                values.update(self._step_values(run_id, step, step.output_json, None))
+            try:
+                if step is not None and parent_run_id is None and self._hot_finish_step:
+                    with self._hot(single=True) as cursor:
+                        stmt = self._hot_finish_step
+                        cursor.execute(stmt.sql, stmt.params(values))
+                        return bool(cursor.rowcount == 1)
+                with self._hot(single=step is None and parent_run_id is None) as cursor:
+                    cursor.execute(self._hot_finish.sql, self._hot_finish.params(values))
+                    if cursor.rowcount != 1:
+                        raise LeaseLost(run_id)
+                    if step is not None:
+                        cursor.execute(self._hot_step.sql, self._hot_step.params(values))
+                    if parent_run_id is not None:
+                        cursor.execute(self._hot_wake.sql, self._hot_wake.params(values))
+            except LeaseLost:
+                return False
+            except self._dbapi.IntegrityError:
+                return False  # another executor recorded that position: it holds the run
             return True
         with self._tx() as conn:
             text, ref = self._value(conn, output_json)
@@ -564,6 +582,9 @@ class Store:
             )
             if result.rowcount != 1:
                 return False
+            if step is not None:
+                step_text, step_ref = self._value(conn, step.output_json)
+                conn.execute(steps.insert(), self._step_values(run_id, step, step_text, step_ref))
             if parent_run_id is not None:
                 self._wake(conn, parent_run_id, now)
             return True
