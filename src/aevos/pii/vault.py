@@ -1,0 +1,248 @@
+"""The token vault: encrypted PII values behind deterministic, tenant-scoped tokens.
+
+Two keys are derived (HKDF-SHA256) from one 32-byte master key: an HMAC key that turns
+(tenant, kind, value) into a token, and an AES-256-GCM key that encrypts the value. The
+ciphertext is bound to its row (tenant, token, kind as associated data), so copying a row
+to another tenant in the database does not make it decryptable there. Tokens use a
+16-letter alphabet without digits or vowels, so a token can never look like a number or
+a word that a recogniser would pick up again (tokenising tokenised text is a no-op).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..errors import PiiAccessDeniedError, PiiConfigError, PiiTokenNotFoundError, VaultKeyError
+from ..storage.schema import pii_vault
+
+if TYPE_CHECKING:
+    from ..storage import Store
+
+ENV_VAR = "AEVOS_VAULT_KEY"
+_ALPHABET = "bcdfghjklmnpqrst"  # 16 letters: one per nibble
+_TOKEN_NIBBLES = 24  # 96 bits: collisions stay negligible for billions of values per tenant
+TOKEN = re.compile(rf"<(?P<kind>[A-Z][A-Z0-9_]*):(?P<token>tok_[{_ALPHABET}]{{{_TOKEN_NIBBLES}}})>")
+_FORMAT = b"\x01"  # ciphertext layout version: 0x01 | nonce(12) | AES-GCM ciphertext+tag
+_CHUNK = 500
+
+
+def _derive(key: bytes, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(key)
+
+
+def _check_tenant(tenant: str) -> str:
+    if not isinstance(tenant, str) or not 0 < len(tenant) <= 64 or "\x00" in tenant:
+        raise PiiConfigError("tenant must be a non-empty string of at most 64 characters")
+    return tenant
+
+
+class Vault:
+    """Stores PII values encrypted in ``aevos_pii_vault``, addressed by tenant and token.
+
+    ``key`` is 32 random bytes. :meth:`from_env` reads it from ``AEVOS_VAULT_KEY``
+    (URL-safe base64 or hex, as printed by :meth:`generate_key`). The key never appears in
+    messages or ``repr``. Losing the key makes every stored value unrecoverable.
+    """
+
+    def __init__(self, store: Store, key: bytes) -> None:
+        if not isinstance(key, bytes) or len(key) != 32:
+            size = f"{len(key)} bytes" if isinstance(key, bytes) else type(key).__name__
+            raise VaultKeyError(
+                f"the vault key must be 32 random bytes, got {size}; decode a text key with "
+                f"Vault.decode_key() or load it with Vault.from_env() ({ENV_VAR})"
+            )
+        self.store = store
+        self._aead = AESGCM(_derive(key, b"aevos/pii-vault/encrypt/v1"))
+        self._mac_key = _derive(key, b"aevos/pii-vault/token/v1")
+        self._insert = store.dialect.insert(pii_vault).on_conflict_do_nothing(
+            index_elements=["tenant", "token"]
+        )
+
+    def __repr__(self) -> str:
+        return f"Vault(store={self.store.safe_url!r})"
+
+    @classmethod
+    def from_env(cls, store: Store, *, environ: Mapping[str, str] | None = None) -> Vault:
+        """A vault keyed by ``AEVOS_VAULT_KEY`` (base64 or hex of 32 bytes)."""
+        env = os.environ if environ is None else environ
+        text = env.get(ENV_VAR)
+        if not text:
+            raise VaultKeyError(
+                f"{ENV_VAR} is not set; generate a key with "
+                "`python -c 'from aevos.pii import Vault; print(Vault.generate_key())'` "
+                "and keep it in your secret store"
+            )
+        return cls(store, cls.decode_key(text, source=ENV_VAR))
+
+    @staticmethod
+    def generate_key() -> str:
+        """A new random key as URL-safe base64 text, for ``AEVOS_VAULT_KEY``."""
+        return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+    @staticmethod
+    def decode_key(text: str, *, source: str = "the vault key") -> bytes:
+        """32 key bytes from base64 (standard or URL-safe) or hex text."""
+        text = text.strip()
+        key: bytes | None = None
+        if len(text) == 64:
+            try:
+                key = bytes.fromhex(text)
+            except ValueError:
+                key = None
+        if key is None:
+            try:
+                key = base64.b64decode(text, altchars=b"-_", validate=True)
+            except (binascii.Error, ValueError):
+                key = None
+        if key is None or len(key) != 32:
+            # Describe the problem, never the value.
+            raise VaultKeyError(
+                f"{source} is not a 32-byte key in base64 or hex ({len(text)} characters "
+                "given); generate one with Vault.generate_key()"
+            )
+        return key
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def token(self, tenant: str, kind: str, value: str) -> str:
+        """The token of ``value`` for ``tenant`` (pure: nothing is stored)."""
+        message = "\x00".join((_check_tenant(tenant), kind, value)).encode()
+        digest = hmac.new(self._mac_key, message, hashlib.sha256).digest()
+        nibbles = digest[: _TOKEN_NIBBLES // 2].hex()
+        return "tok_" + "".join(_ALPHABET[int(n, 16)] for n in nibbles)
+
+    @staticmethod
+    def _aad(tenant: str, token: str, kind: str) -> bytes:
+        return "\x00".join(("aevos-pii-vault", tenant, token, kind)).encode()
+
+    def store_values(self, tenant: str, values: Sequence[tuple[str, str]]) -> list[str]:
+        """Tokens for ``(kind, value)`` pairs, storing each encrypted value once."""
+        _check_tenant(tenant)
+        tokens = [self.token(tenant, kind, value) for kind, value in values]
+        rows: dict[str, dict[str, object]] = {}
+        now = time.time()
+        for (kind, value), token in zip(values, tokens, strict=True):
+            if token in rows:
+                continue
+            nonce = secrets.token_bytes(12)
+            sealed = self._aead.encrypt(nonce, value.encode(), self._aad(tenant, token, kind))
+            rows[token] = {
+                "tenant": tenant,
+                "token": token,
+                "kind": kind,
+                "ciphertext": _FORMAT + nonce + sealed,
+                "created_at": now,
+            }
+        if rows:
+            with self.store._tx() as conn:
+                conn.execute(self._insert, list(rows.values()))
+        return tokens
+
+    def reveal(
+        self, tenant: str, tokens: Iterable[str], *, allowed: bool
+    ) -> dict[str, tuple[str, str]]:
+        """``token -> (kind, value)`` for this tenant's tokens among ``tokens``.
+
+        ``allowed`` is the caller's authorisation decision, as for
+        :meth:`Redactor.detokenize`. Unknown tokens (another tenant's, or erased) are
+        absent from the result.
+        """
+        _authorised(allowed)
+        _check_tenant(tenant)
+        wanted = sorted(set(tokens))
+        found: dict[str, tuple[str, str]] = {}
+        with self.store._tx() as conn:
+            for i in range(0, len(wanted), _CHUNK):
+                rows = conn.execute(
+                    sa.select(pii_vault.c.token, pii_vault.c.kind, pii_vault.c.ciphertext).where(
+                        pii_vault.c.tenant == tenant,
+                        pii_vault.c.token.in_(wanted[i : i + _CHUNK]),
+                    )
+                ).all()
+                for token, kind, blob in rows:
+                    value = self._open(tenant, token, kind, bytes(blob))
+                    if value is not None:
+                        found[token] = (kind, value)
+        return found
+
+    def _open(self, tenant: str, token: str, kind: str, blob: bytes) -> str | None:
+        if blob[:1] != _FORMAT or len(blob) < 13 + 16:
+            return None
+        try:
+            plain = self._aead.decrypt(blob[1:13], blob[13:], self._aad(tenant, token, kind))
+        except InvalidTag:
+            return None  # another key, or a row moved from elsewhere: not ours to reveal
+        return plain.decode()
+
+    def detokenize(self, text: str, *, tenant: str, allowed: bool, strict: bool = False) -> str:
+        """Replace this tenant's tokens in ``text`` by their values (see ``Redactor``)."""
+        _authorised(allowed)
+        matches = list(TOKEN.finditer(text))
+        if not matches:
+            return text
+        values = self.reveal(tenant, (m.group("token") for m in matches), allowed=allowed)
+        pieces: list[str] = []
+        pos = 0
+        missing = 0
+        for m in matches:
+            hit = values.get(m.group("token"))
+            if hit is None or hit[0] != m.group("kind"):
+                missing += 1
+                continue
+            pieces.append(text[pos : m.start()])
+            pieces.append(hit[1])
+            pos = m.end()
+        if missing and strict:
+            raise PiiTokenNotFoundError(
+                f"{missing} token(s) in the text are not in tenant {tenant!r}'s vault",
+                missing,
+            )
+        pieces.append(text[pos:])
+        return "".join(pieces)
+
+    def erase(self, tenant: str, tokens: Iterable[str] | None = None) -> int:
+        """Delete stored values (all of the tenant's, or the given tokens); the count.
+
+        Their tokens can no longer be reversed anywhere they were copied to: this is how
+        an erasure request is honoured without rewriting every tokenised record.
+        """
+        _check_tenant(tenant)
+        deleted = 0
+        with self.store._tx() as conn:
+            if tokens is None:
+                return conn.execute(
+                    sa.delete(pii_vault).where(pii_vault.c.tenant == tenant)
+                ).rowcount
+            wanted = sorted(set(tokens))
+            for i in range(0, len(wanted), _CHUNK):
+                deleted += conn.execute(
+                    sa.delete(pii_vault).where(
+                        pii_vault.c.tenant == tenant,
+                        pii_vault.c.token.in_(wanted[i : i + _CHUNK]),
+                    )
+                ).rowcount
+        return deleted
+
+
+def _authorised(allowed: bool) -> None:
+    # `is not True`: a truthy object (a decision record, a non-empty string) is not a yes.
+    if allowed is not True:
+        raise PiiAccessDeniedError(
+            "revealing PII needs an explicit authorisation decision: pass allowed=True only "
+            "after checking that the caller's role may see original values"
+        )
