@@ -8,15 +8,41 @@ import sys
 import aevos
 
 EXPECTED = [
+    "Access",
     "Aevos",
     "AevosError",
+    "AuditChainError",
+    "AuditError",
+    "AuditEvent",
+    "AuditHead",
+    "AuditKeyError",
+    "AuditLog",
+    "AuditProblem",
+    "AuditRecord",
+    "AuthenticationError",
+    "AuthorizationError",
     "CorruptDatabaseError",
+    "Decision",
     "DefinitionError",
     "IdempotencyConflictError",
+    "InvalidAuditEventError",
     "InvalidRunStateError",
+    "Lineage",
+    "Permission",
+    "PiiAccessDeniedError",
+    "PiiError",
+    "PolicyError",
+    "PolicyInputError",
+    "PolicyLoadError",
+    "PolicyNotFoundError",
+    "PolicySet",
+    "Principal",
     "Queue",
+    "Redaction",
+    "Redactor",
     "ReplayMismatchError",
     "RetryPolicy",
+    "Role",
     "RunCancelledError",
     "RunFailedError",
     "RunHandle",
@@ -34,10 +60,14 @@ EXPECTED = [
     "StorageError",
     "StorageUnavailableError",
     "UnknownWorkflowError",
+    "Vault",
+    "Verdict",
+    "VerifyReport",
     "Worker",
     "Workflow",
     "WorkflowContext",
     "__version__",
+    "python_policy",
 ]
 
 
@@ -49,6 +79,7 @@ def test_exported_members() -> None:
 
 def test_errors_carry_distinct_stable_codes() -> None:
     errors = [getattr(aevos, n) for n in aevos.__all__ if n.endswith("Error")]
+    assert len(errors) >= 20
     codes = [e.code for e in errors]
     assert len(codes) == len(set(codes))
     assert all(issubclass(e, aevos.AevosError) for e in errors)
@@ -57,7 +88,7 @@ def test_errors_carry_distinct_stable_codes() -> None:
 def test_importing_aevos_stays_light() -> None:
     code = (
         "import sys, aevos; heavy = [m for m in ('fastapi', 'sklearn', 'torch', 'typer', "
-        "'rich', 'alembic') if m in sys.modules]; print(heavy)"
+        "'rich', 'alembic', 'yaml', 'cryptography', 'spacy') if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

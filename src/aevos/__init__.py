@@ -1,19 +1,36 @@
 """aevos: an AI evolutionary operating system for business process automation.
 
-The public API is what ``__all__`` lists; ``tests/test_public_api.py`` pins it. Importing
-aevos imports neither a server nor any model library.
+The public API is what ``__all__`` lists; ``tests/test_public_api.py`` pins it. The kernel
+is imported eagerly; governance (audit, identity, policy, PII) is imported on first use of
+one of its names, so ``import aevos`` stays light and never imports a server, a CLI
+framework or a model library.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .app import Aevos
 from .context import WorkflowContext
 from .errors import (
     AevosError,
+    AuditChainError,
+    AuditError,
+    AuditKeyError,
+    AuthenticationError,
+    AuthorizationError,
     CorruptDatabaseError,
     DefinitionError,
     IdempotencyConflictError,
+    InvalidAuditEventError,
     InvalidRunStateError,
+    PiiAccessDeniedError,
+    PiiError,
+    PolicyError,
+    PolicyInputError,
+    PolicyLoadError,
+    PolicyNotFoundError,
     ReplayMismatchError,
     RunCancelledError,
     RunFailedError,
@@ -36,18 +53,84 @@ from .step import Step, StepContext
 from .worker import Worker
 from .workflow import Workflow
 
+if TYPE_CHECKING:
+    from .access import Access
+    from .audit import AuditEvent, AuditHead, AuditLog, AuditProblem, AuditRecord, VerifyReport
+    from .identity import Permission, Principal, Role
+    from .lineage import Lineage
+    from .pii import Redaction, Redactor, Vault
+    from .policy import Decision, PolicySet, Verdict, python_policy
+
 __version__ = "0.1.0"
 
+# name -> module, imported on first access (PEP 562).
+_LAZY = {
+    "Access": "access",
+    "AuditEvent": "audit",
+    "AuditLog": "audit",
+    "AuditRecord": "audit",
+    "AuditHead": "audit",
+    "AuditProblem": "audit",
+    "VerifyReport": "audit",
+    "Permission": "identity",
+    "Principal": "identity",
+    "Role": "identity",
+    "Lineage": "lineage",
+    "Redaction": "pii",
+    "Redactor": "pii",
+    "Vault": "pii",
+    "Decision": "policy",
+    "PolicySet": "policy",
+    "Verdict": "policy",
+    "python_policy": "policy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aevos' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    "Access",
     "Aevos",
     "AevosError",
+    "AuditChainError",
+    "AuditError",
+    "AuditEvent",
+    "AuditHead",
+    "AuditKeyError",
+    "AuditLog",
+    "AuditProblem",
+    "AuditRecord",
+    "AuthenticationError",
+    "AuthorizationError",
     "CorruptDatabaseError",
+    "Decision",
     "DefinitionError",
     "IdempotencyConflictError",
+    "InvalidAuditEventError",
     "InvalidRunStateError",
+    "Lineage",
+    "Permission",
+    "PiiAccessDeniedError",
+    "PiiError",
+    "PolicyError",
+    "PolicyInputError",
+    "PolicyLoadError",
+    "PolicyNotFoundError",
+    "PolicySet",
+    "Principal",
     "Queue",
+    "Redaction",
+    "Redactor",
     "ReplayMismatchError",
     "RetryPolicy",
+    "Role",
     "RunCancelledError",
     "RunFailedError",
     "RunHandle",
@@ -65,8 +148,12 @@ __all__ = [
     "StorageError",
     "StorageUnavailableError",
     "UnknownWorkflowError",
+    "Vault",
+    "Verdict",
+    "VerifyReport",
     "Worker",
     "Workflow",
     "WorkflowContext",
     "__version__",
+    "python_policy",
 ]

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from .access import Access
     from .audit import AuditLog
     from .identity import Identity
+    from .pii import Redactor
+    from .policy import PolicySet
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,6 +77,7 @@ class Aevos:
         poll_interval: float = 0.2,
         blob_threshold: int = DEFAULT_BLOB_THRESHOLD,
         migrate: bool = True,
+        policies: str | os.PathLike[str] | PolicySet | None = None,
     ) -> None:
         self.database_url = (
             database_url or os.environ.get("AEVOS_DATABASE_URL") or DEFAULT_DATABASE_URL
@@ -97,6 +100,8 @@ class Aevos:
         self._work_available = threading.Event()
         self._timeout_pool: ThreadPoolExecutor | None = None
         self._audit: AuditLog | None = None
+        self._policies = policies
+        self._redactor: Redactor | None = None
         self._identity: Identity | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -119,6 +124,35 @@ class Aevos:
 
             self._audit = AuditLog.from_env(self.store)
         return self._audit
+
+    @property
+    def policies(self) -> PolicySet:
+        """The policies ``ctx.decide`` evaluates: ``Aevos(policies="policies/")`` or
+        ``AEVOS_POLICY_DIR``; loaded (and validated, with file:line errors) on first use."""
+        from .policy import PolicySet
+
+        if not isinstance(self._policies, PolicySet):
+            source = self._policies or os.environ.get("AEVOS_POLICY_DIR")
+            if source is None:
+                raise DefinitionError(
+                    "no policies configured: pass Aevos(policies='path/to/policies') or set "
+                    "AEVOS_POLICY_DIR"
+                )
+            self._policies = PolicySet.load(source)
+        return self._policies
+
+    @property
+    def redactor(self) -> Redactor:
+        """The PII redactor ``ctx.redact`` uses (built-in recognisers unless replaced)."""
+        if self._redactor is None:
+            from .pii import Redactor
+
+            self._redactor = Redactor()
+        return self._redactor
+
+    @redactor.setter
+    def redactor(self, redactor: Redactor) -> None:
+        self._redactor = redactor
 
     @property
     def identity(self) -> Identity:
@@ -152,6 +186,9 @@ class Aevos:
         if self._store is not None:
             self._store.close()
             self._store = None
+        # They hold the closed store; rebuilt on the next use like the store itself.
+        self._audit = None
+        self._identity = None
 
     def __enter__(self) -> Aevos:
         return self

@@ -59,3 +59,13 @@ def _find_culprit(value: Any, path: str) -> tuple[str | None, Any]:
                 return found
         return None, None
     return path, value
+
+
+def digest(value: Any) -> str:
+    """sha256 of the value's canonical JSON (sorted keys): stable, and reveals nothing."""
+    import hashlib
+
+    canonical = json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()

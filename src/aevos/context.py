@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import codec
 from .errors import ReplayMismatchError, RunCancelledError, RunFailedError
@@ -26,6 +26,7 @@ from .storage import LeaseLost, StepRecord
 
 if TYPE_CHECKING:
     from .app import Aevos
+    from .policy import Decision
     from .workflow import Workflow
 
 T = TypeVar("T")
@@ -190,6 +191,62 @@ class WorkflowContext:
             if self._cancel.is_set():
                 raise Cancelled()
             await asyncio.sleep(min(remaining, 0.25))
+
+    # -- policy -----------------------------------------------------------------------------
+
+    def decide(self, policy: str, /, **inputs: Any) -> Decision:
+        """Evaluate ``policy`` on ``inputs`` at this position of the run.
+
+        The decision is recorded as the position's result (a replay returns the same decision,
+        even if the policy file changed since) and appended to the audit log in the same
+        transaction, with the input's digest, never the input.
+        """
+        from .audit import AuditEvent
+        from .policy import Decision
+
+        name = f"aevos.decide:{policy}"
+        seq, recorded = self._begin_step(name)
+        if recorded is not None:
+            return Decision.from_record(self._replay_value(recorded))
+        started = time.time()
+        decision = self.app.policies.evaluate(policy, inputs)
+        record = decision.to_record()
+        event = AuditEvent(
+            action="policy.decided",
+            actor=f"system:workflow/{self.workflow}",
+            tenant=self.tenant,
+            subject=f"policy:{decision.policy}@{decision.version}",
+            run_id=self.run_id,
+            data={**record, "seq": seq},
+        )
+        step = StepRecord(
+            seq, name, "SUCCEEDED", codec.encode(record, name), None, 1, started, time.time()
+        )
+        try:
+            self.app.store.record_step_with(
+                self.run_id, self._owner, step, lambda conn: self.app.audit.append(event, conn=conn)
+            )
+        except LeaseLost:
+            raise Cancelled() from None
+        self._history[seq] = StepInfo(
+            self.run_id, seq, name, "SUCCEEDED", record, None, 1, started, step.finished_at
+        )
+        return decision
+
+    def redact(
+        self, value: T, *, fields: list[str] | None = None, kinds: list[str] | None = None
+    ) -> T:
+        """``value`` with personal data replaced by ``<KIND>`` placeholders, recorded.
+
+        Only the redacted value is recorded at this position, so what a model or a log sees
+        downstream is reproducible on replay. ``fields`` limits it to dotted paths (as a
+        ``model_call`` policy's ``redact`` list names them); ``kinds`` to some kinds.
+        """
+
+        def produce() -> Any:
+            return self.app.redactor.redact_value(value, fields=fields, kinds=kinds)
+
+        return cast(T, self._record("aevos.redact", produce))
 
     # -- durable time -----------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -511,6 +511,18 @@ class Store:
                 raise LeaseLost(run_id)
             text, ref = self._value(conn, step.output_json)
             conn.execute(steps.insert(), self._step_values(run_id, step, text, ref))
+
+    def record_step_with(
+        self, run_id: str, owner: str, step: StepRecord, also: Callable[[Connection], object]
+    ) -> None:
+        """Commit a step result and ``also(conn)`` (an audit record) in one transaction, so a
+        decision is never recorded without its audit trail or the other way round."""
+        with self._tx() as conn:
+            if not self._fence(conn, run_id, owner, step.finished_at):
+                raise LeaseLost(run_id)
+            text, ref = self._value(conn, step.output_json)
+            conn.execute(steps.insert(), self._step_values(run_id, step, text, ref))
+            also(conn)
 
     def finish_run(
         self,

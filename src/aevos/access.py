@@ -1,0 +1,181 @@
+"""Governed entry points: every request that carries a token goes through here.
+
+Each operation authenticates nothing itself (callers pass the :class:`Principal` that
+``Access.authenticate`` returned), checks the role's permission, scopes every read and
+write to the principal's tenant, and records what it did in the audit log. Objects of
+another tenant are answered exactly like objects that do not exist, and the attempt is
+audited, so a token for tenant A learns nothing about tenant B. The HTTP API is a thin
+layer over this class.
+"""
+
+from __future__ import annotations
+
+from typing import IO, TYPE_CHECKING, Any
+
+from . import codec
+from .errors import RunNotFoundError, UnknownWorkflowError
+from .handle import RunHandle
+from .identity import Permission, Principal
+from .lineage import Lineage, lineage
+from .run import RunInfo, StepInfo
+from .status import RunStatus
+
+if TYPE_CHECKING:
+    from .app import Aevos
+    from .audit import AuditRecord, VerifyReport
+
+
+class Access:
+    def __init__(self, app: Aevos) -> None:
+        self.app = app
+
+    # -- identity ---------------------------------------------------------------------------
+
+    def authenticate(self, token: str | None, *, tenant_hint: str = "default") -> Principal:
+        """The principal behind a bearer token; AuthenticationError (401) otherwise."""
+        return self.app.identity.authenticate(token, tenant_hint=tenant_hint)
+
+    def _allow(self, principal: Principal, permission: Permission, action: str) -> None:
+        self.app.identity.authorize(principal, permission, action=action)
+
+    def _audit(
+        self,
+        principal: Principal,
+        action: str,
+        *,
+        subject: str | None = None,
+        run_id: str | None = None,
+        **data: Any,
+    ) -> None:
+        from .audit import AuditEvent
+
+        self.app.audit.append(
+            AuditEvent(
+                action=action,
+                actor=principal.actor,
+                tenant=principal.tenant,
+                subject=subject,
+                run_id=run_id,
+                data=data,
+            )
+        )
+
+    def _own_run(self, principal: Principal, run_id: str) -> RunInfo:
+        info = self.app.store.get_run(run_id)  # RunNotFoundError for unknown ids
+        if info.tenant != principal.tenant:
+            self.app.identity.deny_cross_tenant(principal, "run", run_id)
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        return info
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def get_run(self, principal: Principal, run_id: str) -> RunInfo:
+        self._allow(principal, Permission.RUNS_READ, "read runs")
+        return self._own_run(principal, run_id)
+
+    def list_steps(self, principal: Principal, run_id: str) -> list[StepInfo]:
+        self._allow(principal, Permission.RUNS_READ, "read runs")
+        self._own_run(principal, run_id)
+        return self.app.store.list_steps(run_id)
+
+    def list_runs(
+        self,
+        principal: Principal,
+        *,
+        status: list[RunStatus] | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunInfo]:
+        self._allow(principal, Permission.RUNS_READ, "read runs")
+        return self.app.store.list_runs(
+            status=status, workflow=workflow, tenant=principal.tenant, limit=limit, offset=offset
+        )
+
+    def start_run(
+        self,
+        principal: Principal,
+        workflow: str,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+    ) -> RunInfo:
+        self._allow(principal, Permission.RUNS_START, "start runs")
+        try:
+            handle = self.app.start(
+                workflow,
+                *(args or []),
+                idempotency_key=idempotency_key,
+                queue=queue,
+                priority=priority,
+                tenant=principal.tenant,
+                **(kwargs or {}),
+            )
+        except UnknownWorkflowError as exc:
+            self._audit(
+                principal, "run.rejected", subject=f"workflow:{workflow[:100]}", reason=exc.code
+            )
+            raise
+        info = self.app.store.get_run(handle.run_id)
+        self._audit(
+            principal,
+            "run.started",
+            subject=f"workflow:{workflow}",
+            run_id=info.run_id,
+            input_digest=_digest(info.input),
+            idempotency_key=idempotency_key,
+        )
+        return info
+
+    def cancel_run(self, principal: Principal, run_id: str) -> RunStatus:
+        self._allow(principal, Permission.RUNS_CONTROL, "cancel runs")
+        self._own_run(principal, run_id)
+        status = self.app.cancel(run_id)
+        self._audit(principal, "run.cancelled", run_id=run_id, status=status.value)
+        return status
+
+    def resume_run(self, principal: Principal, run_id: str) -> RunInfo:
+        self._allow(principal, Permission.RUNS_CONTROL, "resume runs")
+        self._own_run(principal, run_id)
+        self.app.resume(run_id)
+        self._audit(principal, "run.resumed", run_id=run_id)
+        return self.app.store.get_run(run_id)
+
+    def fork_run(self, principal: Principal, run_id: str, from_step: int) -> RunInfo:
+        self._allow(principal, Permission.RUNS_CONTROL, "fork runs")
+        self._own_run(principal, run_id)
+        handle: RunHandle[Any] = self.app.fork(run_id, from_step)
+        self._audit(
+            principal, "run.forked", run_id=handle.run_id, source=run_id, from_step=from_step
+        )
+        return self.app.store.get_run(handle.run_id)
+
+    def lineage(self, principal: Principal, run_id: str) -> Lineage:
+        """Why was this case decided so: the run, its steps, decisions and people."""
+        self._allow(principal, Permission.RUNS_READ, "read lineage")
+        self._own_run(principal, run_id)
+        return lineage(self.app, run_id)
+
+    # -- audit ------------------------------------------------------------------------------
+
+    def audit_query(self, principal: Principal, **filters: Any) -> list[AuditRecord]:
+        self._allow(principal, Permission.AUDIT_READ, "read the audit log")
+        return self.app.audit.query(principal.tenant, **filters)
+
+    def audit_verify(self, principal: Principal) -> VerifyReport:
+        self._allow(principal, Permission.AUDIT_READ, "verify the audit log")
+        report = self.app.audit.verify(principal.tenant)
+        self._audit(principal, "audit.verified", ok=report.ok, checked=report.checked)
+        return report
+
+    def audit_export(self, principal: Principal, out: IO[str], *, after_seq: int = 0) -> int:
+        self._allow(principal, Permission.AUDIT_EXPORT, "export the audit log")
+        self._audit(principal, "audit.exported", after_seq=after_seq)
+        return self.app.audit.export_jsonl(principal.tenant, out, after_seq=after_seq)
+
+
+def _digest(value: Any) -> str | None:
+    return None if value is None else codec.digest(value)

@@ -1,0 +1,200 @@
+"""Governance woven into the kernel: decisions at enforcement points, tenancy, lineage,
+and the red-team cases that must all be stopped."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aevos import Aevos, StepContext, WorkflowContext
+from aevos.errors import AuthenticationError, AuthorizationError, RunNotFoundError
+
+POLICIES = Path(__file__).resolve().parents[1] / "examples" / "policies"
+
+
+@pytest.fixture
+def gov(database_url: str) -> Iterator[Aevos]:
+    application = Aevos(
+        database_url, lease_seconds=2.0, park_after=0.3, poll_interval=0.02, policies=POLICIES
+    )
+    yield application
+    application.close()
+
+
+def _claim(amount: float, confidence: float) -> dict[str, Any]:
+    return {
+        "prediction": {"label": "approve", "confidence": confidence},
+        "claim": {"amount": amount, "currency": "EUR", "prior_claims": 0},
+    }
+
+
+def test_decide_is_recorded_replayed_and_audited(gov: Aevos) -> None:
+    paid: list[str] = []
+
+    @gov.step()
+    def pay(ctx: StepContext, amount: float) -> str:
+        paid.append(ctx.run_id)
+        return "paid"
+
+    @gov.workflow()
+    def settle(ctx: WorkflowContext, amount: float, confidence: float) -> str:
+        decision = ctx.decide("claims-auto-approve", **_claim(amount, confidence))
+        if decision.allowed:
+            return pay(ctx, amount)
+        return f"to a person: {decision.reason}"
+
+    assert settle.run(1200.0, 0.99) == "paid"
+    assert settle.run(1200.0, 0.5).startswith("to a person")
+    runs = {r.input["args"][1]: r for r in gov.list_runs(workflow=settle.name)}
+    steps = gov.list_steps(runs[0.99].run_id)
+    assert steps[0].name == "aevos.decide:claims-auto-approve"
+    assert steps[0].output["result"] == "allow" and steps[0].output["rule"] == "confident-and-small"
+    # Only the input's digest is kept, never its values.
+    assert "prior_claims" not in str(steps[0].output) and "1200" not in str(steps[0].output)
+
+    (record,) = gov.audit.query("default", run_id=runs[0.99].run_id)
+    assert record.action == "policy.decided"
+    assert record.subject == "policy:claims-auto-approve@3"
+    assert record.data["decision_id"] == steps[0].output["decision_id"]
+    assert gov.audit.verify("default").ok
+
+    trail = gov.access  # lineage through the governed entry point
+    admin = gov.identity.create_token(tenant="default", role="auditor", name="ann", created_by="t")
+    lineage = trail.lineage(admin.principal, runs[0.99].run_id)
+    assert [d["data"]["result"] for d in lineage.decisions] == ["allow"]
+    assert lineage.steps[0].decision is not None
+    assert lineage.steps[1].name == pay.name and lineage.steps[1].output_digest
+    assert paid == [runs[0.99].run_id]
+
+
+def test_red_team_token_for_tenant_a_cannot_see_tenant_b(gov: Aevos) -> None:
+    @gov.workflow(name="claims.intake")
+    def intake(ctx: WorkflowContext, claim: dict[str, Any]) -> str:
+        return "ok"
+
+    ident = gov.identity
+    a = ident.create_token(tenant="tenant-a", role="operator", name="a-ops", created_by="t")
+    b = ident.create_token(tenant="tenant-b", role="admin", name="b-admin", created_by="t")
+    access = gov.access
+    pa = access.authenticate(a.token)
+    pb = access.authenticate(b.token)
+    b_run = access.start_run(pb, "claims.intake", [{"id": 1}])
+
+    with pytest.raises(RunNotFoundError):
+        access.get_run(pa, b_run.run_id)
+    with pytest.raises(RunNotFoundError):
+        access.cancel_run(pa, b_run.run_id)
+    with pytest.raises(RunNotFoundError):
+        access.lineage(pa, b_run.run_id)
+    assert access.list_runs(pa) == []
+    assert [r.run_id for r in access.list_runs(pb)] == [b_run.run_id]
+    assert access.audit_query(pa) and all(r.tenant == "tenant-a" for r in access.audit_query(pa))
+    denied = [r for r in gov.audit.query("tenant-a") if r.action == "authz.denied"]
+    assert len(denied) == 3 and all(r.data["object"] == f"run:{b_run.run_id}" for r in denied)
+    # The refused requests are audited in A's chain; B's chain records only B's own actions.
+    assert {r.action for r in gov.audit.query("tenant-b")} == {"token.created", "run.started"}
+
+
+def test_red_team_missing_expired_and_wrong_role_tokens(gov: Aevos) -> None:
+    access = gov.access
+    with pytest.raises(AuthenticationError):
+        access.authenticate(None, tenant_hint="acme")
+    with pytest.raises(AuthenticationError):
+        access.authenticate("aevos_123456789abc_" + "A" * 43, tenant_hint="acme")
+    reviewer = gov.identity.create_token(tenant="acme", role="reviewer", name="r", created_by="t")
+    principal = access.authenticate(reviewer.token)
+    with pytest.raises(AuthorizationError):
+        access.audit_export(principal, io.StringIO())
+    with pytest.raises(AuthorizationError):
+        access.start_run(principal, "anything")
+    actions = [r.action for r in gov.audit.query("acme")]
+    assert actions.count("auth.denied") == 2 and actions.count("authz.denied") == 2
+    assert gov.audit.verify("acme").ok
+
+
+class Crash(BaseException):
+    pass
+
+
+def test_a_replayed_decision_is_the_recorded_one_even_after_the_policy_changed(
+    database_url: str, tmp_path: Path
+) -> None:
+    import shutil
+
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    crash = {"on": True}
+
+    def build(app: Aevos) -> Any:
+        @app.step(name="pay")
+        def pay(ctx: StepContext) -> str:
+            if crash["on"]:
+                raise Crash()
+            return "paid"
+
+        @app.workflow(name="settle")
+        def settle(ctx: WorkflowContext) -> str:
+            decision = ctx.decide("claims-auto-approve", **_claim(1200.0, 0.99))
+            return pay(ctx) if decision.allowed else "review"
+
+        return settle
+
+    first = Aevos(database_url, lease_seconds=0.3, policies=policies, code_version="v")
+    with pytest.raises(Crash):
+        build(first).run()
+    (run,) = first.list_runs()
+    # The policy tightens after the decision was taken: the run must not change its mind.
+    text = (policies / "claims-auto-approve.yaml").read_text()
+    (policies / "claims-auto-approve.yaml").write_text(text.replace(">= 0.97", ">= 0.999"))
+    crash["on"] = False
+    second = Aevos(
+        database_url, lease_seconds=0.3, poll_interval=0.02, policies=policies, code_version="v"
+    )
+    build(second)
+    worker = second.worker().start()
+    try:
+        assert second.handle(run.run_id).result(timeout=15) == "paid"
+    finally:
+        worker.stop()
+        decided = [r for r in second.audit.query("default") if r.action == "policy.decided"]
+        first.close()
+        second.close()
+    assert len(decided) == 1
+
+
+def test_redact_before_the_model_sees_the_text(gov: Aevos) -> None:
+    seen: list[str] = []
+
+    @gov.step()
+    def classify(ctx: StepContext, text: str) -> str:
+        seen.append(text)  # stands in for the model call
+        return "card_blocked"
+
+    @gov.workflow()
+    def triage(ctx: WorkflowContext, ticket: dict[str, str]) -> str:
+        # The model_call policy names the fields to redact before the model sees them.
+        access = ctx.decide(
+            "model-access",
+            tenant=ctx.tenant,
+            actor={"role": "service"},
+            model={"name": "gpt-triage", "provider": "external"},
+            data={"classification": "internal"},
+        )
+        assert access.allowed and "ticket.text" in access.redact
+        clean = ctx.redact({"ticket": ticket}, fields=list(access.redact))
+        return classify(ctx, clean["ticket"]["text"])
+
+    ticket = {
+        "text": "My card 4111 1111 1111 1111 is blocked, mail me at jane.doe@example.com",
+        "id": "T-1",
+    }
+    assert triage.run(ticket) == "card_blocked"
+    assert seen == ["My card <CREDIT_CARD> is blocked, mail me at <EMAIL>"]
+    run = gov.list_runs(workflow=triage.name)[0]
+    later = [s for s in gov.list_steps(run.run_id) if s.seq > 0]
+    assert "4111" not in str([s.output for s in later])
+    assert "jane.doe" not in str([s.output for s in later])
