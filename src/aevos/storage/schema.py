@@ -159,3 +159,61 @@ pii_vault = Table(
     Column("ciphertext", LargeBinary, nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+# -- model layer (revision 0003) -----------------------------------------------------------
+
+models = Table(
+    "aevos_models",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("description", Text, nullable=True),
+    Column("owner", String(200), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+model_versions = Table(
+    "aevos_model_versions",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    # sha256 of the artifact bytes; the bytes live in aevos_blobs under this digest.
+    Column("digest", String(64), nullable=False),
+    Column("flavor", String(50), nullable=False),
+    Column("config", Text, nullable=False),  # JSON: adapter settings, never secrets
+    Column("card", Text, nullable=False),  # JSON model card
+    Column("signature", Text, nullable=True),  # JSON: the input it accepts
+    Column("tags", Text, nullable=False),  # JSON object
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+model_aliases = Table(
+    "aevos_model_aliases",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("alias", String(100), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_by", String(200), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+budgets = Table(
+    "aevos_budgets",
+    metadata,
+    # One row per scope ("tenant:acme", "workflow:triage", "model:acme/intent") and window.
+    Column("scope", String(300), primary_key=True),
+    Column("window_start", Float, primary_key=True),
+    Column("window_seconds", Float, nullable=False),
+    Column("cost_limit", Float, nullable=True),
+    Column("calls_limit", Integer, nullable=True),
+    Column("tokens_limit", Integer, nullable=True),
+    # Reserved before a call, settled to the actual amount after it.
+    Column("cost_used", Float, nullable=False),
+    Column("calls_used", Integer, nullable=False),
+    Column("tokens_used", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

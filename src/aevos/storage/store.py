@@ -31,7 +31,7 @@ from ..run import NewRun, RunInfo, StepInfo
 from ..status import RunStatus
 from .dialect import dialect_for, redact_url
 from .fastpath import Compiled, RawConnections
-from .schema import audit, audit_heads, blobs, pii_vault, queues, runs, signals, steps, tokens
+from .schema import blobs, metadata, queues, runs, signals, steps
 
 DEFAULT_BLOB_THRESHOLD = 64 * 1024
 
@@ -997,17 +997,8 @@ class Store:
     def truncate_all(self) -> None:
         """Delete every row (tests and ``aevos reset``); the schema stays."""
         with self._tx() as conn:
-            for table in (
-                steps,
-                signals,
-                blobs,
-                queues,
-                runs,
-                audit,
-                audit_heads,
-                tokens,
-                pii_vault,
-            ):
+            # Every aevos table, children before parents, whatever later revisions add.
+            for table in reversed(metadata.sorted_tables):
                 conn.execute(sa.delete(table))
 
 
