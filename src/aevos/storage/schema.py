@@ -197,6 +197,8 @@ model_aliases = Table(
     Column("name", String(200), primary_key=True),
     Column("alias", String(100), primary_key=True),
     Column("version", Integer, nullable=False),
+    # Where the alias pointed before its last move: rolling back is moving it back.
+    Column("previous_version", Integer, nullable=True),
     Column("updated_by", String(200), nullable=False),
     Column("updated_at", Float, nullable=False),
 )

@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(200), primary_key=True),
         sa.Column("alias", sa.String(100), primary_key=True),
         sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("previous_version", sa.Integer, nullable=True),
         sa.Column("updated_by", sa.String(200), nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
     )
