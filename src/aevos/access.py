@@ -159,6 +159,23 @@ class Access:
         self._own_run(principal, run_id)
         return lineage(self.app, run_id)
 
+    # -- personal data ----------------------------------------------------------------------
+
+    def reveal(self, principal: Principal, text: str) -> str:
+        """``text`` with this tenant's PII tokens replaced by the original values.
+
+        Needs ``pii:reveal`` (admins and auditors); every reveal is audited with how many
+        tokens it resolved, never with what they resolved to.
+        """
+        self._allow(principal, Permission.PII_REVEAL, "reveal personal data")
+        revealed = self.app.redactor.detokenize(
+            text, tenant=principal.tenant, vault=self.app.vault, allowed=True
+        )
+        from .pii.vault import TOKEN
+
+        self._audit(principal, "pii.revealed", tokens=len(TOKEN.findall(text)))
+        return revealed
+
     # -- audit ------------------------------------------------------------------------------
 
     def audit_query(self, principal: Principal, **filters: Any) -> list[AuditRecord]:

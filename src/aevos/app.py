@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .access import Access
     from .audit import AuditLog
     from .identity import Identity
-    from .pii import Redactor
+    from .pii import Redactor, Vault
     from .policy import PolicySet
 
 P = ParamSpec("P")
@@ -102,6 +102,7 @@ class Aevos:
         self._audit: AuditLog | None = None
         self._policies = policies
         self._redactor: Redactor | None = None
+        self._vault: Vault | None = None
         self._identity: Identity | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -155,6 +156,15 @@ class Aevos:
         self._redactor = redactor
 
     @property
+    def vault(self) -> Vault:
+        """The PII vault for reversible tokenisation, keyed by ``AEVOS_VAULT_KEY``."""
+        if self._vault is None:
+            from .pii import Vault
+
+            self._vault = Vault.from_env(self.store)
+        return self._vault
+
+    @property
     def identity(self) -> Identity:
         """Tokens, roles and tenants; every refusal goes to the audit log."""
         if self._identity is None:
@@ -189,6 +199,7 @@ class Aevos:
         # They hold the closed store; rebuilt on the next use like the store itself.
         self._audit = None
         self._identity = None
+        self._vault = None
 
     def __enter__(self) -> Aevos:
         return self

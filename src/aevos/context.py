@@ -248,6 +248,19 @@ class WorkflowContext:
 
         return cast(T, self._record("aevos.redact", produce))
 
+    def tokenize(self, text: str, *, kinds: list[str] | None = None) -> str:
+        """``text`` with personal data replaced by reversible tokens (``<EMAIL:tok_...>``),
+        recorded. The originals go to the tenant's encrypted vault; only principals allowed
+        ``pii:reveal`` get them back, through :meth:`Access.reveal`."""
+
+        def produce() -> str:
+            redaction = self.app.redactor.tokenize(
+                text, tenant=self.tenant, vault=self.app.vault, kinds=kinds
+            )
+            return redaction.text
+
+        return str(self._record("aevos.tokenize", produce))
+
     # -- durable time -----------------------------------------------------------------------
 
     def now(self) -> float:
