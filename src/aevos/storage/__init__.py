@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from .store import LeaseLost, StepRecord, Store, open_store
+from .signals import LeaseLost
+from .store import StepRecord, Store, open_store
 
 __all__ = ["LeaseLost", "StepRecord", "Store", "open_store"]

@@ -21,7 +21,6 @@ from .. import codec
 from ..errors import (
     AevosError,
     IdempotencyConflictError,
-    InvalidRunStateError,
     RunNotFoundError,
     StorageError,
     StorageUnavailableError,
@@ -31,16 +30,14 @@ from ..run import NewRun, RunInfo, StepInfo
 from ..status import RunStatus
 from .dialect import dialect_for, redact_url
 from .fastpath import Compiled, RawConnections
-from .schema import blobs, metadata, queues, runs, signals, steps
+from .operations import OperatorActions
+from .schema import blobs, metadata, queues, runs, steps
+from .signals import LeaseLost, Signals
 
 DEFAULT_BLOB_THRESHOLD = 64 * 1024
 
 _ACTIVE = (RunStatus.RUNNING.value,)
 _S = RunStatus
-
-
-class LeaseLost(Exception):
-    """This executor no longer holds the run (cancelled, or taken over); stop executing it."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +54,7 @@ class StepRecord:
     finished_at: float
 
 
-class Store:
+class Store(OperatorActions, Signals):
     """Durable state of runs, steps, signals and queues in one SQL database."""
 
     def __init__(
@@ -831,163 +828,6 @@ class Store:
         )
         with self._tx() as conn:
             conn.execute(stmt)
-
-    # -- operator actions -------------------------------------------------------------------
-
-    def cancel(self, run_id: str) -> RunStatus:
-        """Cancel a run and its unfinished children; returns the run's resulting status."""
-        now = time.time()
-        with self._tx() as conn:
-            row = conn.execute(
-                sa.select(runs.c.status).where(runs.c.run_id == run_id)
-            ).scalar_one_or_none()
-            if row is None:
-                raise RunNotFoundError(f"no run with id {run_id!r}")
-            if RunStatus(row).terminal:
-                return RunStatus(row)
-            pending = [run_id]
-            while pending:
-                conn.execute(
-                    sa.update(runs)
-                    .where(
-                        runs.c.run_id.in_(pending),
-                        runs.c.status.in_(["ENQUEUED", "RUNNING", "WAITING"]),
-                    )
-                    .values(status="CANCELLED", updated_at=now, finished_at=now, wake_at=None)
-                )
-                pending = list(
-                    conn.execute(
-                        sa.select(runs.c.run_id).where(
-                            runs.c.parent_run_id.in_(pending),
-                            runs.c.status.in_(["ENQUEUED", "RUNNING", "WAITING"]),
-                        )
-                    ).scalars()
-                )
-            return RunStatus.CANCELLED
-
-    def resume(self, run_id: str) -> RunInfo:
-        """Re-enqueue a FAILED or CANCELLED run; its recorded steps are kept and replayed."""
-        now = time.time()
-        with self._tx() as conn:
-            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one_or_none()
-            if row is None:
-                raise RunNotFoundError(f"no run with id {run_id!r}")
-            if row.status not in ("FAILED", "CANCELLED"):
-                raise InvalidRunStateError(
-                    f"run {run_id} is {row.status}; only FAILED or CANCELLED runs can be resumed"
-                )
-            # A failed step is recorded as a result; drop the failure so it runs again.
-            conn.execute(
-                sa.delete(steps).where(steps.c.run_id == run_id, steps.c.status == "FAILED")
-            )
-            conn.execute(
-                sa.update(runs)
-                .where(runs.c.run_id == run_id)
-                .values(
-                    status="ENQUEUED",
-                    error=None,
-                    owner=None,
-                    lease_until=None,
-                    wake_at=None,
-                    finished_at=None,
-                    updated_at=now,
-                )
-            )
-            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one()
-            return self._run_info(conn, row)
-
-    def fork(
-        self, run_id: str, from_seq: int, new_run_id: str, code_version: str, queue: str
-    ) -> RunInfo:
-        """A new run with the same input and the steps before ``from_seq`` copied over."""
-        now = time.time()
-        with self._tx() as conn:
-            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one_or_none()
-            if row is None:
-                raise RunNotFoundError(f"no run with id {run_id!r}")
-            if from_seq < 0:
-                raise InvalidRunStateError(f"cannot fork from step {from_seq}: must be >= 0")
-            conn.execute(
-                runs.insert(),
-                {
-                    "run_id": new_run_id,
-                    "tenant": row.tenant,
-                    "workflow": row.workflow,
-                    "status": "ENQUEUED",
-                    "queue": queue,
-                    "priority": row.priority,
-                    "idempotency_key": None,
-                    "input": row.input,
-                    "input_ref": row.input_ref,
-                    "code_version": code_version,
-                    "parent_run_id": row.parent_run_id,
-                    "executions": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-            copied = conn.execute(
-                sa.select(steps).where(steps.c.run_id == run_id, steps.c.seq < from_seq)
-            ).all()
-            if copied:
-                conn.execute(
-                    steps.insert(),
-                    [{**r._asdict(), "run_id": new_run_id} for r in copied],
-                )
-            new_row = conn.execute(sa.select(runs).where(runs.c.run_id == new_run_id)).one()
-            return self._run_info(conn, new_row)
-
-    # -- signals ----------------------------------------------------------------------------
-
-    def send_signal(self, run_id: str, topic: str, payload_json: str) -> None:
-        now = time.time()
-        with self._tx() as conn:
-            status = conn.execute(
-                sa.select(runs.c.status).where(runs.c.run_id == run_id)
-            ).scalar_one_or_none()
-            if status is None:
-                raise RunNotFoundError(f"no run with id {run_id!r} to signal")
-            conn.execute(
-                signals.insert(),
-                {"run_id": run_id, "topic": topic, "payload": payload_json, "created_at": now},
-            )
-            self._wake(conn, run_id, now)
-
-    def consume_signal(
-        self, run_id: str, owner: str, seq: int, name: str, topic: str, started_at: float
-    ) -> tuple[bool, Any]:
-        """Atomically take the oldest signal on ``topic`` and record it as step ``seq``.
-
-        Returns ``(True, payload)`` when one was taken, ``(False, None)`` when none waits;
-        raises :class:`LeaseLost` if ``owner`` no longer holds the run.
-        """
-        now = time.time()
-        with self._tx() as conn:
-            row = conn.execute(
-                sa.select(signals.c.id, signals.c.payload)
-                .where(signals.c.run_id == run_id, signals.c.topic == topic)
-                .order_by(signals.c.id)
-                .limit(1)
-            ).one_or_none()
-            if row is None:
-                return False, None
-            if not self._fence(conn, run_id, owner, now):
-                raise LeaseLost(run_id)
-            conn.execute(sa.delete(signals).where(signals.c.id == row.id))
-            conn.execute(
-                steps.insert(),
-                {
-                    "run_id": run_id,
-                    "seq": seq,
-                    "name": name,
-                    "status": "SUCCEEDED",
-                    "output": row.payload,
-                    "attempts": 1,
-                    "started_at": started_at,
-                    "finished_at": now,
-                },
-            )
-            return True, codec.decode(row.payload)
 
     def ping(self) -> None:
         """Raise StorageUnavailableError if the database cannot be reached."""

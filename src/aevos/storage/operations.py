@@ -1,0 +1,130 @@
+"""Operator actions on runs: cancel (with children), resume, fork.
+
+A mixin of :class:`~aevos.storage.store.Store`, kept apart because these are rare,
+human-initiated transitions, while the store module holds the executor's hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..errors import InvalidRunStateError, RunNotFoundError
+from ..run import RunInfo
+from ..status import RunStatus
+from .schema import runs, steps
+
+
+class OperatorActions:
+    if TYPE_CHECKING:
+
+        def _tx(self) -> AbstractContextManager[Connection]: ...
+
+        def _run_info(self, conn: Connection, row: Any, *, strict: bool = True) -> RunInfo: ...
+
+    def cancel(self, run_id: str) -> RunStatus:
+        """Cancel a run and its unfinished children; returns the run's resulting status."""
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(runs.c.status).where(runs.c.run_id == run_id)
+            ).scalar_one_or_none()
+            if row is None:
+                raise RunNotFoundError(f"no run with id {run_id!r}")
+            if RunStatus(row).terminal:
+                return RunStatus(row)
+            pending = [run_id]
+            while pending:
+                conn.execute(
+                    sa.update(runs)
+                    .where(
+                        runs.c.run_id.in_(pending),
+                        runs.c.status.in_(["ENQUEUED", "RUNNING", "WAITING"]),
+                    )
+                    .values(status="CANCELLED", updated_at=now, finished_at=now, wake_at=None)
+                )
+                pending = list(
+                    conn.execute(
+                        sa.select(runs.c.run_id).where(
+                            runs.c.parent_run_id.in_(pending),
+                            runs.c.status.in_(["ENQUEUED", "RUNNING", "WAITING"]),
+                        )
+                    ).scalars()
+                )
+            return RunStatus.CANCELLED
+
+    def resume(self, run_id: str) -> RunInfo:
+        """Re-enqueue a FAILED or CANCELLED run; its recorded steps are kept and replayed."""
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one_or_none()
+            if row is None:
+                raise RunNotFoundError(f"no run with id {run_id!r}")
+            if row.status not in ("FAILED", "CANCELLED"):
+                raise InvalidRunStateError(
+                    f"run {run_id} is {row.status}; only FAILED or CANCELLED runs can be resumed"
+                )
+            # A failed step is recorded as a result; drop the failure so it runs again.
+            conn.execute(
+                sa.delete(steps).where(steps.c.run_id == run_id, steps.c.status == "FAILED")
+            )
+            conn.execute(
+                sa.update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(
+                    status="ENQUEUED",
+                    error=None,
+                    owner=None,
+                    lease_until=None,
+                    wake_at=None,
+                    finished_at=None,
+                    updated_at=now,
+                )
+            )
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one()
+            return self._run_info(conn, row)
+
+    def fork(
+        self, run_id: str, from_seq: int, new_run_id: str, code_version: str, queue: str
+    ) -> RunInfo:
+        """A new run with the same input and the steps before ``from_seq`` copied over."""
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one_or_none()
+            if row is None:
+                raise RunNotFoundError(f"no run with id {run_id!r}")
+            if from_seq < 0:
+                raise InvalidRunStateError(f"cannot fork from step {from_seq}: must be >= 0")
+            conn.execute(
+                runs.insert(),
+                {
+                    "run_id": new_run_id,
+                    "tenant": row.tenant,
+                    "workflow": row.workflow,
+                    "status": "ENQUEUED",
+                    "queue": queue,
+                    "priority": row.priority,
+                    "idempotency_key": None,
+                    "input": row.input,
+                    "input_ref": row.input_ref,
+                    "code_version": code_version,
+                    "parent_run_id": row.parent_run_id,
+                    "executions": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            copied = conn.execute(
+                sa.select(steps).where(steps.c.run_id == run_id, steps.c.seq < from_seq)
+            ).all()
+            if copied:
+                conn.execute(
+                    steps.insert(),
+                    [{**r._asdict(), "run_id": new_run_id} for r in copied],
+                )
+            new_row = conn.execute(sa.select(runs).where(runs.c.run_id == new_run_id)).one()
+            return self._run_info(conn, new_row)
