@@ -58,6 +58,8 @@ if TYPE_CHECKING:
     from .audit import AuditEvent, AuditHead, AuditLog, AuditProblem, AuditRecord, VerifyReport
     from .identity import Permission, Principal, Role
     from .lineage import Lineage
+    from .models import ModelCard, ModelVersion, Prediction
+    from .models.registry import ModelRegistry
     from .pii import Redaction, Redactor, Vault
     from .policy import Decision, PolicySet, Verdict, python_policy
 
@@ -76,6 +78,10 @@ _LAZY = {
     "Principal": "identity",
     "Role": "identity",
     "Lineage": "lineage",
+    "ModelCard": "models",
+    "ModelRegistry": "models.registry",
+    "ModelVersion": "models",
+    "Prediction": "models",
     "Redaction": "pii",
     "Redactor": "pii",
     "Vault": "pii",
@@ -116,6 +122,9 @@ __all__ = [
     "InvalidAuditEventError",
     "InvalidRunStateError",
     "Lineage",
+    "ModelCard",
+    "ModelRegistry",
+    "ModelVersion",
     "Permission",
     "PiiAccessDeniedError",
     "PiiError",
@@ -124,6 +133,7 @@ __all__ = [
     "PolicyLoadError",
     "PolicyNotFoundError",
     "PolicySet",
+    "Prediction",
     "Principal",
     "Queue",
     "Redaction",

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .access import Access
     from .audit import AuditLog
     from .identity import Identity
+    from .models.registry import ModelRegistry
     from .pii import Redactor, Vault
     from .policy import PolicySet
 
@@ -103,6 +104,7 @@ class Aevos:
         self._policies = policies
         self._redactor: Redactor | None = None
         self._vault: Vault | None = None
+        self._models: ModelRegistry | None = None
         self._identity: Identity | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -165,6 +167,15 @@ class Aevos:
         return self._vault
 
     @property
+    def models(self) -> ModelRegistry:
+        """The model registry: content-addressed versions, cards, aliases, rollback."""
+        if self._models is None:
+            from .models.registry import ModelRegistry
+
+            self._models = ModelRegistry(self.store, self.audit)
+        return self._models
+
+    @property
     def identity(self) -> Identity:
         """Tokens, roles and tenants; every refusal goes to the audit log."""
         if self._identity is None:
@@ -200,6 +211,7 @@ class Aevos:
         self._audit = None
         self._identity = None
         self._vault = None
+        self._models = None
 
     def __enter__(self) -> Aevos:
         return self

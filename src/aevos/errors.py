@@ -300,3 +300,126 @@ class AuditChainError(AuditError):
 
 class AuditKeyError(AuditError):
     code = "audit_key_invalid"
+
+
+# -- model registry -------------------------------------------------------------------------
+#     ModelNotFoundError      no such model, version or alias (the message lists what exists)
+#     NoPreviousVersionError  a rollback of an alias that has nowhere to go back to
+#     ArtifactIntegrityError  an artifact's bytes no longer hash to its version's digest
+#     UnsafeArtifactError     an artifact that would run code when loaded (a pickle, untrusted types)
+#     InvalidArtifactError    bytes that are not in the format their flavor reads
+
+
+class ModelNotFoundError(AevosError, LookupError):
+    code = "model_not_found"
+
+
+class NoPreviousVersionError(AevosError):
+    code = "no_previous_version"
+
+
+class ArtifactIntegrityError(AevosError):
+    code = "artifact_integrity"
+
+
+class UnsafeArtifactError(AevosError):
+    code = "unsafe_artifact"
+
+
+class InvalidArtifactError(AevosError, ValueError):
+    code = "invalid_artifact"
+
+
+# -- model calls ----------------------------------------------------------------------------
+#     ModelInputError        an input that does not match the model's signature (names the field)
+#     ModelCallError         the model raised, answered badly, or its server refused (HTTP 429/5xx)
+#     └── ModelTimeoutError  the model did not answer within its timeout
+# Messages name fields, types and HTTP statuses, never input values, model output or keys.
+
+
+class ModelInputError(AevosError, ValueError):
+    """The input does not match the model's signature; ``field`` names the offending field
+    (a dotted path, ``None`` for the input as a whole)."""
+
+    code = "model_input_invalid"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": self.field}
+
+
+class ModelCallError(AevosError):
+    """A model call failed. ``status`` is the HTTP status when a server answered;
+    ``retryable`` says whether the same call may succeed later (429, 5xx, timeouts, network)."""
+
+    code = "model_call_failed"
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "status": self.status, "retryable": self.retryable}
+
+
+class ModelTimeoutError(ModelCallError, TimeoutError):
+    code = "model_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
+# -- model gateway ---------------------------------------------------------------------------
+#     GatewayError
+#     ├── LimitExceededError       a budget or rate-limit scope has nothing left in its window
+#     │   ├── BudgetExceededError  calls, cost or tokens of a budget
+#     │   └── RateLimitedError     calls of a rate limit
+#     └── CircuitOpenError         the version's circuit breaker is open and no fallback answered
+# A model that raises or times out surfaces as ModelCallError / ModelTimeoutError (above).
+# Gateway errors take the message first so that a recorded one is rebuilt as the same class
+# when a workflow replays the call; the extra fields are for live callers and default empty.
+
+
+class GatewayError(AevosError):
+    code = "gateway_error"
+
+
+class LimitExceededError(GatewayError):
+    """``scope`` (``tenant:acme``, ``workflow:acme/triage``, ``rate:model:acme/intent`` ...) has
+    no ``limit`` (``calls``, ``cost`` or ``tokens``) left in its current window."""
+
+    code = "limit_exceeded"
+
+    def __init__(self, message: str, *, scope: str = "", limit: str = "") -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.limit = limit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "scope": self.scope, "limit": self.limit}
+
+
+class BudgetExceededError(LimitExceededError):
+    code = "budget_exceeded"
+
+
+class RateLimitedError(LimitExceededError):
+    code = "rate_limited"
+
+
+class CircuitOpenError(GatewayError):
+    """The breaker of ``version_ref`` is open (cooling down after failures)."""
+
+    code = "circuit_open"
+
+    def __init__(self, message: str, *, version_ref: str = "") -> None:
+        super().__init__(message)
+        self.version_ref = version_ref
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "version_ref": self.version_ref}
+

@@ -1,0 +1,344 @@
+"""``aevos models``: register, inspect, alias, roll back and verify model versions.
+
+Like ``aevos tokens``, it talks to the database directly, so changes are audited as
+``cli:<user>``. ``NAME@REF`` names a version by number, alias or ``latest``; a bare NAME
+means ``latest`` for ``show`` and every version for ``verify``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from ..errors import AevosError, DefinitionError
+from ..models.artifact import is_pickle
+from ..models.registry import ModelRegistry, card_from_dict, card_to_dict, split_ref
+from ..models.types import ModelVersion
+from .common import (
+    CliError,
+    _app,
+    _emit_json,
+    _json_option,
+    _print_error,
+    _print_wide,
+    _reports_errors,
+    _when,
+    err,
+    out,
+)
+
+models_cli = typer.Typer(
+    help="Register, inspect, alias, roll back and verify model versions.", no_args_is_help=True
+)
+
+TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant that owns the model.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name in this environment (some containers)
+        return "cli:unknown"
+
+
+@contextmanager
+def _registry(ctx: typer.Context) -> Iterator[ModelRegistry]:
+    with _app(ctx) as app:
+        yield app.models
+
+
+def _ref(text: str, default: int | str) -> tuple[str, int | str]:
+    try:
+        return split_ref(text, default)
+    except DefinitionError as exc:
+        raise CliError("bad_ref", exc.message) from None
+
+
+def _version_dict(version: ModelVersion, aliases: list[str]) -> dict[str, Any]:
+    return {
+        "tenant": version.tenant,
+        "name": version.name,
+        "version": version.version,
+        "ref": version.ref,
+        "digest": version.digest,
+        "flavor": version.flavor,
+        "config": dict(version.config),
+        "card": card_to_dict(version.card),
+        "signature": None if version.signature is None else dict(version.signature),
+        "tags": dict(version.tags),
+        "aliases": aliases,
+        "created_by": version.created_by,
+        "created_at": version.created_at,
+    }
+
+
+def _pointing(aliases: dict[str, int], version: int) -> list[str]:
+    return sorted(alias for alias, number in aliases.items() if number == version)
+
+
+@models_cli.command("list")
+@_reports_errors
+def models_list(
+    ctx: typer.Context, tenant: TenantOption = "default", as_json: JsonFlag = False
+) -> None:
+    """List the tenant's models with their latest version and aliases."""
+    with _registry(ctx) as registry:
+        rows = []
+        for name in registry.names(tenant=tenant):
+            versions = registry.versions(name, tenant=tenant)
+            rows.append((name, versions[-1], registry.aliases(name, tenant=tenant), len(versions)))
+    if as_json:
+        for name, latest, aliases, count in rows:
+            _emit_json(
+                {"name": name, "versions": count, "latest": latest.version, "aliases": aliases}
+            )
+        return
+    table = Table(title=f"{len(rows)} model(s) of tenant {tenant}", title_justify="left")
+    table.box = box.SIMPLE
+    for column in ("name", "versions", "latest", "flavor", "aliases", "updated"):
+        table.add_column(column)
+    for name, latest, aliases, count in rows:
+        pointers = ", ".join(f"{a}->{n}" for a, n in sorted(aliases.items()))
+        row = (name, str(count), str(latest.version), latest.flavor, pointers or "-")
+        table.add_row(*row, _when(latest.created_at))
+    _print_wide(table)
+
+
+@models_cli.command("versions")
+@_reports_errors
+def models_versions(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    tenant: TenantOption = "default",
+    as_json: JsonFlag = False,
+) -> None:
+    """List every version of NAME, oldest first."""
+    with _registry(ctx) as registry:
+        versions = registry.versions(name, tenant=tenant)
+        aliases = registry.aliases(name, tenant=tenant)
+    if as_json:
+        for version in versions:
+            _emit_json(_version_dict(version, _pointing(aliases, version.version)))
+        return
+    table = Table(title=f"{len(versions)} version(s) of {name}", title_justify="left")
+    table.box = box.SIMPLE
+    for column in ("version", "sha256", "flavor", "aliases", "tags", "created", "by"):
+        table.add_column(column)
+    for version in versions:
+        table.add_row(
+            str(version.version),
+            version.digest[:12],
+            version.flavor,
+            ", ".join(_pointing(aliases, version.version)) or "-",
+            ", ".join(f"{k}={v}" for k, v in sorted(version.tags.items())) or "-",
+            _when(version.created_at),
+            version.created_by,
+        )
+    _print_wide(table)
+
+
+@models_cli.command("show")
+@_reports_errors
+def models_show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="NAME[@REF]", help="REF: version, alias, latest.")],
+    tenant: TenantOption = "default",
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a version: digest, flavor, card, tags and the aliases pointing at it."""
+    name, which = _ref(ref, "latest")
+    with _registry(ctx) as registry:
+        version = registry.get(name, which, tenant=tenant)
+        aliases = registry.alias_details(name, tenant=tenant)
+    pointing = [a.alias for a in aliases if a.version == version.version]
+    data = _version_dict(version, pointing)
+    if as_json:
+        _emit_json(data, indent=2)
+        return
+    out.print(f"{version.ref}  (tenant {version.tenant})", markup=False)
+    for key in ("digest", "flavor", "created_by"):
+        out.print(f"  {key}: {data[key]}", markup=False)
+    out.print(f"  created_at: {_when(version.created_at)}", markup=False)
+    for key in ("config", "signature", "tags"):
+        out.print(f"  {key}: {json.dumps(data[key], ensure_ascii=False)}", markup=False)
+    out.print("  card:", markup=False)
+    for key, value in data["card"].items():
+        shown = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+        out.print(f"    {key}: {shown or '-'}", markup=False)
+    out.print("  aliases:", markup=False)
+    for alias in aliases:
+        mark = "*" if alias.version == version.version else " "
+        before = "-" if alias.previous_version is None else str(alias.previous_version)
+        out.print(
+            f"   {mark}{alias.alias} -> {alias.version} (previous {before}; moved by "
+            f"{alias.updated_by} at {_when(alias.updated_at)})",
+            markup=False,
+        )
+    if not aliases:
+        out.print("    -", markup=False)
+
+
+@models_cli.command("register")
+@_reports_errors
+def models_register(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    file: Annotated[Path, typer.Argument(help="The artifact file.", dir_okay=False)],
+    flavor: Annotated[str, typer.Option("--flavor", help="How to load it: sklearn, rules, ...")],
+    config: Annotated[
+        str | None, typer.Option("--config", help="Adapter config, a JSON object.")
+    ] = None,
+    card: Annotated[
+        str | None,
+        typer.Option(
+            "--card",
+            help="Model card, a JSON object: intended_use, owner, metrics, training_data, "
+            "training_run_id, limitations.",
+        ),
+    ] = None,
+    signature: Annotated[
+        str | None, typer.Option("--signature", help="Input signature, a JSON object.")
+    ] = None,
+    tags: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE (repeatable).")] = None,
+    aliases: Annotated[
+        list[str] | None, typer.Option("--alias", help="Point this alias at it (repeatable).")
+    ] = None,
+    tenant: TenantOption = "default",
+) -> None:
+    """Register FILE as the next version of NAME (or find the identical existing one)."""
+    try:
+        artifact = file.read_bytes()
+    except OSError as exc:
+        raise CliError("bad_file", f"cannot read {file}: {exc.strerror or exc}") from None
+    config_value = _json_option("--config", config, dict)
+    signature_value = None if signature is None else _json_option("--signature", signature, dict)
+    try:
+        card_value = card_from_dict(_json_option("--card", card, dict))
+    except DefinitionError as exc:
+        raise CliError("bad_json", f"--card: {exc.message}") from None
+    tag_values: dict[str, str] = {}
+    for item in tags or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError("bad_option", f"--tag {item!r} must look like KEY=VALUE")
+        tag_values[key] = value
+    if is_pickle(artifact):
+        err.print(
+            f"warning: {file.name} is a pickle: it will load only when explicitly trusted "
+            "(re-save scikit-learn models with aevos.models.artifact.dump_sklearn)",
+            markup=False,
+        )
+    with _registry(ctx) as registry:
+        before = {v.version for v in _versions_or_none(registry, name, tenant)}
+        version = registry.register(
+            name,
+            artifact,
+            flavor=flavor,
+            config=config_value,
+            card=card_value,
+            signature=signature_value,
+            tags=tag_values,
+            tenant=tenant,
+            created_by=_actor(),
+            aliases=aliases or (),
+        )
+    known = " (already registered: same artifact, flavor and config)"
+    out.print(
+        f"{version.ref} sha256:{version.digest}{known if version.version in before else ''}",
+        markup=False,
+    )
+
+
+def _versions_or_none(registry: ModelRegistry, name: str, tenant: str) -> list[ModelVersion]:
+    try:
+        return registry.versions(name, tenant=tenant)
+    except AevosError:
+        return []
+
+
+@models_cli.command("alias")
+@_reports_errors
+def models_alias(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias, e.g. champion or challenger.")],
+    version: Annotated[int, typer.Argument(help="The version it should name.", min=1)],
+    tenant: TenantOption = "default",
+) -> None:
+    """Point ALIAS of NAME at VERSION (its old target becomes its previous version)."""
+    with _registry(ctx) as registry:
+        before = registry.aliases(name, tenant=tenant).get(alias)
+        target = registry.set_alias(name, alias, version, tenant=tenant, by=_actor())
+    if before == target.version:
+        out.print(f"{name}: {alias} already -> {target.version}", markup=False)
+    else:
+        out.print(f"{name}: {alias} {before or '-'} -> {target.version}", markup=False)
+
+
+@models_cli.command("rollback")
+@_reports_errors
+def models_rollback(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Option("--alias", help="The alias to move back.")] = "champion",
+    tenant: TenantOption = "default",
+) -> None:
+    """Move ALIAS of NAME back to its previous version (instant: no artifact is touched)."""
+    with _registry(ctx) as registry:
+        before = registry.aliases(name, tenant=tenant).get(alias)
+        target = registry.rollback(name, alias, tenant=tenant, by=_actor())
+    out.print(f"{name}: {alias} rolled back {before} -> {target.version}", markup=False)
+
+
+@models_cli.command("verify")
+@_reports_errors
+def models_verify(
+    ctx: typer.Context,
+    ref: Annotated[
+        str, typer.Argument(metavar="NAME[@REF]", help="One version, or every version of NAME.")
+    ],
+    tenant: TenantOption = "default",
+) -> None:
+    """Re-hash stored artifacts against their registered sha256; exit 2 if any differs."""
+    name, which = _ref(ref, "")
+    failures = 0
+    with _registry(ctx) as registry:
+        if which == "":
+            versions = registry.versions(name, tenant=tenant)
+        else:
+            versions = [registry.get(name, which, tenant=tenant)]
+        for version in versions:
+            try:
+                registry.artifact(version)
+            except AevosError as exc:
+                failures += 1
+                _print_error(exc)
+                continue
+            out.print(f"ok {version.ref} sha256:{version.digest}", markup=False)
+    if failures:
+        raise typer.Exit(2)
+
+
+@models_cli.command("lineage")
+@_reports_errors
+def models_lineage(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="NAME@VERSION", help="e.g. intent@3")],
+    tenant: TenantOption = "default",
+) -> None:
+    """Print a version's lineage as JSON: card, training run, aliases and their history."""
+    name, which = _ref(ref, "latest")
+    with _registry(ctx) as registry:
+        number = (
+            which if isinstance(which, int) else registry.get(name, which, tenant=tenant).version
+        )
+        _emit_json(registry.lineage(name, number, tenant=tenant), indent=2)

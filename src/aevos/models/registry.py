@@ -1,0 +1,811 @@
+"""The model registry: immutable, content-addressed versions with cards, tags and aliases.
+
+In the manner of MLflow. A version is ``name@N``: its artifact bytes (stored once, in the
+content-addressed blob table, under their sha256), a flavor saying how to load them, the
+adapter config, a model card and a signature; none of which ever changes. Tags are mutable
+metadata on a version. Aliases (``champion``, ``challenger``, ...) are movable names for
+versions; each remembers where it pointed before its last move, so rolling back is one
+UPDATE and never touches an artifact. ``latest`` is reserved: the highest version.
+
+Every write locks the model's row first (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's
+``BEGIN IMMEDIATE`` already serialises writers), so concurrent registrations number their
+versions 1, 2, 3... without gaps or collisions, and the audit record of a change commits in
+the same transaction as the change itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..errors import (
+    ArtifactIntegrityError,
+    DefinitionError,
+    ModelNotFoundError,
+    NoPreviousVersionError,
+    SerializationError,
+)
+from ..identity import check_tenant
+from ..storage.schema import blobs, model_aliases, model_versions, models
+from . import flavors
+from .artifact import is_pickle
+from .types import ModelAdapter, ModelCard, ModelVersion
+
+if TYPE_CHECKING:
+    from ..audit import AuditEvent, AuditLog
+    from ..storage import Store
+
+__all__ = ["LATEST", "ModelAlias", "ModelRegistry", "card_from_dict", "card_to_dict", "split_ref"]
+
+LATEST = "latest"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+_ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,99}")
+_FLAVOR = re.compile(r"[a-z][a-z0-9_.-]{0,49}")
+_MAX_TAG_KEY, _MAX_TAG_VALUE, _MAX_ACTOR = 100, 500, 200
+# Every audit action the registry records; lineage reads them back.
+_ACTIONS = (
+    "model.registered",
+    "model.alias_moved",
+    "model.promoted",
+    "model.rolled_back",
+    "model.tagged",
+    "model.trusted_load",
+)
+_ALIAS_ACTIONS = frozenset({"model.alias_moved", "model.promoted", "model.rolled_back"})
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    """Where an alias points, where it pointed before its last move, and who moved it."""
+
+    name: str
+    alias: str
+    version: int
+    previous_version: int | None
+    updated_by: str
+    updated_at: float
+
+
+# -- validation and encoding -----------------------------------------------------------------
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise DefinitionError(
+            f"model name {str(name)[:80]!r} must be 1-200 characters of letters, digits, "
+            "'_', '.', '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_alias(alias: str) -> str:
+    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
+        raise DefinitionError(
+            f"alias {str(alias)[:80]!r} must match [a-z][a-z0-9_-]{{0,99}} "
+            "(e.g. champion, challenger, canary-2)"
+        )
+    if alias == LATEST:
+        raise DefinitionError("alias 'latest' is reserved: it always names the highest version")
+    return alias
+
+
+def _check_actor(by: str) -> str:
+    if not isinstance(by, str) or not 0 < len(by) <= _MAX_ACTOR:
+        raise DefinitionError(f"the actor must be a string of 1 to {_MAX_ACTOR} characters")
+    return by
+
+
+def _check_version(version: int) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise DefinitionError(f"a version is a positive integer, not {version!r}")
+    return version
+
+
+def _check_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(tags, Mapping):
+        raise DefinitionError(f"tags must be a mapping of str to str, not {type(tags).__name__}")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not 0 < len(key) <= _MAX_TAG_KEY:
+            raise DefinitionError(f"tag key {str(key)[:80]!r} must be 1-{_MAX_TAG_KEY} characters")
+        if not isinstance(value, str) or len(value) > _MAX_TAG_VALUE:
+            raise DefinitionError(
+                f"tag {key!r} must have a string value of at most {_MAX_TAG_VALUE} characters"
+            )
+    return dict(tags)
+
+
+def _json(value: Any, what: str) -> str:
+    """Canonical JSON (sorted keys): equal configs give equal text, which identity relies on."""
+    try:
+        return _CANONICAL.encode(value)
+    except (TypeError, ValueError):
+        from .. import codec
+
+        codec.encode(value, what)  # raises with the path to the culprit
+        raise SerializationError(f"{what} is not JSON-serialisable") from None
+
+
+def card_to_dict(card: ModelCard) -> dict[str, Any]:
+    """A card as JSON values (the shape stored, shown by the CLI and returned by lineage)."""
+    data = asdict(card)
+    data["metrics"] = dict(card.metrics)
+    return data
+
+
+_CARD_FIELDS = {f.name for f in fields(ModelCard)}
+
+
+def card_from_dict(data: Mapping[str, Any], *, strict: bool = True) -> ModelCard:
+    """A card from its JSON form. ``strict`` refuses unknown fields and wrong types (input
+    from people); stored cards load leniently, so a newer writer's extra fields are skipped.
+    """
+    if not isinstance(data, Mapping):
+        raise DefinitionError(f"a model card is a JSON object, not {type(data).__name__}")
+    unknown = sorted(set(data) - _CARD_FIELDS)
+    if unknown and strict:
+        raise DefinitionError(
+            f"unknown model card field(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(_CARD_FIELDS))}"
+        )
+    values = {key: data[key] for key in _CARD_FIELDS if key in data}
+    card = ModelCard(**values)
+    if strict:
+        _check_card(card)
+    return card
+
+
+def _check_card(card: ModelCard) -> None:
+    if not isinstance(card, ModelCard):
+        raise DefinitionError(f"card must be a ModelCard, not {type(card).__name__}")
+    for name in ("intended_use", "owner", "training_data", "limitations"):
+        if not isinstance(getattr(card, name), str):
+            raise DefinitionError(f"model card field {name} must be a string")
+    if card.training_run_id is not None and not isinstance(card.training_run_id, str):
+        raise DefinitionError("model card field training_run_id must be a string (a run id)")
+    metrics = card.metrics
+    if not isinstance(metrics, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+        for k, v in metrics.items()
+    ):
+        raise DefinitionError("model card metrics must map metric names to numbers")
+
+
+def split_ref(text: str, default: int | str = LATEST) -> tuple[str, int | str]:
+    """``"name@3"`` -> ``("name", 3)``, ``"name@champion"`` -> ``("name", "champion")``,
+    ``"name"`` -> ``("name", default)``."""
+    name, sep, ref = text.partition("@")
+    if not sep:
+        return name, default
+    if not ref:
+        raise DefinitionError(f"{text!r}: give a version, an alias or 'latest' after '@'")
+    return name, int(ref) if ref.isdigit() else ref
+
+
+def _of(tenant: str, name: str) -> tuple[Any, Any]:
+    return model_versions.c.tenant == tenant, model_versions.c.name == name
+
+
+def _subject(name: str, version: int) -> str:
+    return f"model:{name}@{version}"
+
+
+# -- the registry ----------------------------------------------------------------------------
+
+
+class ModelRegistry:
+    """Registers, resolves and loads model versions of every tenant in one store.
+
+    ``audit`` receives a record of every registration, alias move, promotion, rollback,
+    tag change and trusted load, in the transaction that makes the change; without one,
+    nothing is recorded (and :meth:`lineage` has no history). Loaded adapters are cached
+    per artifact digest, flavor and config (``cache_size`` of them, least recently used
+    evicted); the cache is safe to share between threads.
+    """
+
+    def __init__(
+        self, store: Store, audit: AuditLog | None = None, *, cache_size: int = 32
+    ) -> None:
+        self.store = store
+        self.audit = audit
+        self._insert_blob = store.dialect.insert(blobs).on_conflict_do_nothing(
+            index_elements=["ref"]
+        )
+        self._insert_model = store.dialect.insert(models).on_conflict_do_nothing(
+            index_elements=["tenant", "name"]
+        )
+        self._cache: OrderedDict[tuple[str, str, str, bool], ModelAdapter] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+        self._loading: dict[tuple[str, str, str, bool], threading.Lock] = {}
+
+    # -- registering -------------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        artifact: bytes,
+        *,
+        flavor: str,
+        config: Mapping[str, Any] | None = None,
+        card: ModelCard | None = None,
+        signature: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        tenant: str = "default",
+        created_by: str = "system",
+        aliases: Iterable[str] = (),
+    ) -> ModelVersion:
+        """Store ``artifact`` as the next version of ``name`` and point ``aliases`` at it.
+
+        Content-addressed: if ``name`` already has a version with the same artifact digest,
+        flavor and config, that version is returned (and ``aliases`` moved to it) instead of
+        a new one; its card, tags and signature stay as first registered. ``config`` and
+        ``signature`` are JSON and must never hold secrets (they are readable by everyone
+        who can read the registry).
+        """
+        check_name(name)
+        check_tenant(tenant)
+        _check_actor(created_by)
+        if not isinstance(artifact, bytes | bytearray | memoryview):
+            raise DefinitionError(f"an artifact is bytes, not {type(artifact).__name__}")
+        if not isinstance(flavor, str) or not _FLAVOR.fullmatch(flavor):
+            raise DefinitionError(
+                f"flavor {str(flavor)[:60]!r} must match [a-z][a-z0-9_.-]{{0,49}} "
+                f"(built in: {', '.join(flavors.flavors())})"
+            )
+        card = ModelCard() if card is None else card
+        _check_card(card)
+        config_json = _json(dict(config or {}), f"config of model {name!r}")
+        signature_json = None if signature is None else _json(dict(signature), "signature")
+        tags_json = _json(_check_tags(tags or {}), "tags")
+        card_json = _json(card_to_dict(card), "model card")
+        alias_names = [check_alias(a) for a in dict.fromkeys(aliases)]
+        data = bytes(artifact)
+        digest = hashlib.sha256(data).hexdigest()
+        pickled = is_pickle(data)
+        now = time.time()
+        events: list[AuditEvent] = []
+        with self.store._tx() as conn:
+            conn.execute(
+                self._insert_model,
+                {"tenant": tenant, "name": name, "owner": card.owner or created_by}
+                | {"created_at": now, "updated_at": now},
+            )
+            self._lock(conn, tenant, name)
+            conn.execute(
+                self._insert_blob,
+                {"ref": digest, "data": data, "size": len(data), "created_at": now},
+            )
+            v = model_versions.c
+            existing = conn.execute(
+                sa.select(model_versions)
+                .where(v.tenant == tenant, v.name == name, v.digest == digest)
+                .where(v.flavor == flavor, v.config == config_json)
+                .order_by(v.version)
+                .limit(1)
+            ).first()
+            if existing is not None:
+                version = _version(existing)
+            else:
+                highest = sa.select(sa.func.coalesce(sa.func.max(v.version), 0))
+                number = 1 + conn.execute(highest.where(*_of(tenant, name))).scalar_one()
+                row = {"tenant": tenant, "name": name, "version": number, "digest": digest}
+                row |= {"flavor": flavor, "config": config_json, "card": card_json}
+                row |= {"signature": signature_json, "tags": tags_json}
+                row |= {"created_by": created_by, "created_at": now}
+                conn.execute(model_versions.insert().values(row))
+                conn.execute(
+                    sa.update(models)
+                    .where(models.c.tenant == tenant, models.c.name == name)
+                    .values(updated_at=now)
+                )
+                version = _version(row)
+                events.append(
+                    self._event(
+                        "model.registered",
+                        created_by,
+                        version,
+                        digest=digest,
+                        size=len(data),
+                        flavor=flavor,
+                        pickle=pickled,
+                        training_run_id=card.training_run_id,
+                    )
+                )
+            for alias in alias_names:
+                event = self._move(conn, version, alias, created_by, "model.alias_moved", now)
+                if event is not None:
+                    events.append(event)
+            self._record(conn, events)
+        return version
+
+    # -- resolving ---------------------------------------------------------------------------
+
+    def get(
+        self, name: str, ref: int | str = "champion", *, tenant: str = "default"
+    ) -> ModelVersion:
+        """The version ``ref`` names: a version number, an alias, or ``"latest"``."""
+        v, a = model_versions.c, model_aliases.c
+        query = sa.select(model_versions).where(v.tenant == tenant, v.name == name)
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            query = query.where(v.version == ref)
+        elif isinstance(ref, str) and ref.isdigit():
+            query = query.where(v.version == int(ref))
+        elif ref == LATEST:
+            query = query.order_by(v.version.desc()).limit(1)
+        elif isinstance(ref, str):
+            # One round trip: the alias and the version it names.
+            query = query.join(
+                model_aliases,
+                sa.and_(a.tenant == v.tenant, a.name == v.name, a.version == v.version),
+            ).where(a.alias == ref)
+        else:
+            raise DefinitionError(f"a model ref is a version number or an alias, not {ref!r}")
+        with self.store._tx() as conn:
+            row = conn.execute(query).first()
+            if row is None:
+                raise self._not_found(conn, tenant, name, ref)
+        return _version(row)
+
+    def versions(self, name: str, *, tenant: str = "default") -> list[ModelVersion]:
+        """Every version of ``name``, oldest first."""
+        v = model_versions.c
+        with self.store._tx() as conn:
+            rows = conn.execute(
+                sa.select(model_versions)
+                .where(v.tenant == tenant, v.name == name)
+                .order_by(v.version)
+            ).all()
+            if not rows:
+                raise self._not_found(conn, tenant, name, None)
+        return [_version(row) for row in rows]
+
+    def names(self, *, tenant: str = "default") -> list[str]:
+        """The names of ``tenant``'s models, sorted."""
+        with self.store._tx() as conn:
+            return self._names(conn, tenant)
+
+    def aliases(self, name: str, *, tenant: str = "default") -> dict[str, int]:
+        """``{alias: version}`` for ``name``."""
+        return {a.alias: a.version for a in self.alias_details(name, tenant=tenant)}
+
+    def alias_details(self, name: str, *, tenant: str = "default") -> list[ModelAlias]:
+        """Every alias of ``name`` with its previous version and last mover, by alias."""
+        a = model_aliases.c
+        with self.store._tx() as conn:
+            rows = conn.execute(
+                sa.select(model_aliases).where(a.tenant == tenant, a.name == name).order_by(a.alias)
+            ).all()
+            if not rows and name not in self._names(conn, tenant, name):
+                raise self._not_found(conn, tenant, name, None)
+        return [_alias(row) for row in rows]
+
+    # -- moving aliases ----------------------------------------------------------------------
+
+    def set_alias(
+        self, name: str, alias: str, version: int, *, tenant: str = "default", by: str = "system"
+    ) -> ModelVersion:
+        """Point ``alias`` at ``version``; where it pointed before becomes its previous
+        version. Moving it where it already points changes (and records) nothing."""
+        return self._set_alias(name, alias, version, tenant, by, "model.alias_moved")
+
+    def promote(
+        self,
+        name: str,
+        version: int,
+        *,
+        alias: str = "champion",
+        tenant: str = "default",
+        by: str = "system",
+    ) -> ModelVersion:
+        """:meth:`set_alias`, recorded as a promotion (``model.promoted``)."""
+        return self._set_alias(name, alias, version, tenant, by, "model.promoted")
+
+    def _set_alias(
+        self, name: str, alias: str, version: int, tenant: str, by: str, action: str
+    ) -> ModelVersion:
+        check_alias(alias)
+        _check_version(version)
+        _check_actor(by)
+        with self.store._tx() as conn:
+            self._lock_existing(conn, tenant, name)
+            v = model_versions.c
+            row = conn.execute(
+                sa.select(model_versions).where(
+                    v.tenant == tenant, v.name == name, v.version == version
+                )
+            ).first()
+            if row is None:
+                raise self._not_found(conn, tenant, name, version)
+            target = _version(row)
+            event = self._move(conn, target, alias, by, action, time.time())
+            self._record(conn, [] if event is None else [event])
+        return target
+
+    def rollback(
+        self, name: str, alias: str = "champion", *, tenant: str = "default", by: str = "system"
+    ) -> ModelVersion:
+        """Move ``alias`` back to its previous version: one UPDATE, no artifact touched.
+
+        The alias is then left without a previous version, so rolling back twice is an
+        error (:class:`~aevos.errors.NoPreviousVersionError`) rather than a silent return to
+        the version that was just rolled back; a retried rollback can never re-deploy it.
+        Roll forward with :meth:`set_alias`.
+        """
+        check_alias(alias)
+        _check_actor(by)
+        a = model_aliases.c
+        where = (a.tenant == tenant, a.name == name, a.alias == alias)
+        with self.store._tx() as conn:
+            self._lock_existing(conn, tenant, name)
+            row = conn.execute(sa.select(model_aliases).where(*where)).first()
+            if row is None:
+                raise self._not_found(conn, tenant, name, alias)
+            if row.previous_version is None:
+                raise NoPreviousVersionError(
+                    f"alias {alias!r} of model {name!r} points at version {row.version} and has "
+                    f"no previous version to roll back to; move it with set_alias "
+                    f"(`aevos models alias {name} {alias} VERSION`)"
+                )
+            now = time.time()
+            conn.execute(
+                sa.update(model_aliases)
+                .where(*where)
+                .values(
+                    version=row.previous_version,
+                    previous_version=None,
+                    updated_by=by,
+                    updated_at=now,
+                )
+            )
+            v = model_versions.c
+            target = _version(
+                conn.execute(
+                    sa.select(model_versions).where(
+                        v.tenant == tenant, v.name == name, v.version == row.previous_version
+                    )
+                ).one()
+            )
+            event = self._event(
+                "model.rolled_back", by, target, alias=alias, from_version=int(row.version)
+            )
+            self._record(conn, [event])
+        return target
+
+    # -- tags --------------------------------------------------------------------------------
+
+    def set_tags(
+        self,
+        name: str,
+        version: int,
+        tags: Mapping[str, str],
+        *,
+        tenant: str = "default",
+        by: str = "system",
+    ) -> ModelVersion:
+        """Add or overwrite tags of a version (tags are its only mutable metadata)."""
+        return self._retag(name, version, _check_tags(tags), (), tenant, by)
+
+    def remove_tags(
+        self,
+        name: str,
+        version: int,
+        keys: Iterable[str],
+        *,
+        tenant: str = "default",
+        by: str = "system",
+    ) -> ModelVersion:
+        """Remove tags of a version by key (absent keys are ignored)."""
+        return self._retag(name, version, {}, tuple(keys), tenant, by)
+
+    def _retag(
+        self,
+        name: str,
+        version: int,
+        add: dict[str, str],
+        remove: Sequence[str],
+        tenant: str,
+        by: str,
+    ) -> ModelVersion:
+        _check_version(version)
+        _check_actor(by)
+        v = model_versions.c
+        where = (v.tenant == tenant, v.name == name, v.version == version)
+        with self.store._tx() as conn:
+            self._lock_existing(conn, tenant, name)
+            row = conn.execute(sa.select(model_versions).where(*where)).first()
+            if row is None:
+                raise self._not_found(conn, tenant, name, version)
+            current = _version(row)
+            tags = {k: t for k, t in current.tags.items() if k not in remove} | add
+            if tags == dict(current.tags):
+                return current
+            conn.execute(sa.update(model_versions).where(*where).values(tags=_json(tags, "tags")))
+            removed = sorted(k for k in remove if k in current.tags)
+            self._record(conn, [self._event("model.tagged", by, current, set=add, removed=removed)])
+        return replace(current, tags=tags)
+
+    # -- artifacts ---------------------------------------------------------------------------
+
+    def artifact(self, version: ModelVersion) -> bytes:
+        """The artifact bytes of ``version``, checked against its digest.
+
+        Raises :class:`~aevos.errors.ArtifactIntegrityError` when the stored bytes are gone
+        or no longer hash to the digest recorded at registration (the blob was altered).
+        """
+        with self.store._tx() as conn:
+            data = conn.execute(
+                sa.select(blobs.c.data).where(blobs.c.ref == version.digest)
+            ).scalar_one_or_none()
+        where = f"{version.name}@{version.version} (tenant {version.tenant!r})"
+        if data is None:
+            raise ArtifactIntegrityError(
+                f"the artifact of {where} is missing: no blob sha256 {version.digest}"
+            )
+        data = bytes(data)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != version.digest:
+            raise ArtifactIntegrityError(
+                f"the artifact of {where} was altered: registered with sha256 "
+                f"{version.digest}, the stored bytes hash to {actual}; refusing to load it"
+            )
+        return data
+
+    def load(
+        self, version: ModelVersion, *, trusted: bool = False, by: str = "system"
+    ) -> ModelAdapter:
+        """The adapter for ``version``, built by its flavor from the verified artifact.
+
+        Cached per (digest, flavor, config, trusted): versions sharing an artifact share
+        the adapter, and moving an alias back to a version loaded before costs nothing.
+        ``trusted=True`` lets the flavor run code from the artifact (unpickle it); each
+        such load is audited as ``model.trusted_load`` with ``by`` as its actor.
+        """
+        key = (version.digest, version.flavor, _json(dict(version.config), "config"), trusted)
+        with self._cache_lock:
+            adapter = self._cache.get(key)
+            if adapter is not None:
+                self._cache.move_to_end(key)
+                return adapter
+            lock = self._loading.setdefault(key, threading.Lock())
+        # One loader per key: concurrent first calls wait for it instead of loading again.
+        with lock:
+            with self._cache_lock:
+                adapter = self._cache.get(key)
+            if adapter is not None:
+                return adapter
+            data = self.artifact(version)
+            if trusted:
+                _check_actor(by)
+                event = self._event(
+                    "model.trusted_load", by, version, digest=version.digest, pickle=is_pickle(data)
+                )
+                if self.audit is not None:
+                    self.audit.append(event)
+            adapter = flavors.load_adapter(version.flavor, data, version.config, trusted=trusted)
+            with self._cache_lock:
+                self._cache[key] = adapter
+                self._loading.pop(key, None)
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return adapter
+
+    # -- lineage -----------------------------------------------------------------------------
+
+    def lineage(self, name: str, version: int, *, tenant: str = "default") -> dict[str, Any]:
+        """Where ``name@version`` came from and what happened to it.
+
+        The version and its card, the training run (its id, and its workflow and status
+        when the run is in this store and tenant), the aliases pointing at it now, and, from
+        the audit log, its registration and every alias move, promotion or rollback that
+        moved an alias to or away from it, oldest first.
+        """
+        target = self.get(name, _check_version(version), tenant=tenant)
+        run_id = target.card.training_run_id
+        history: list[dict[str, Any]] = []
+        if self.audit is not None:
+            for action in _ACTIONS:
+                after = 0
+                while True:
+                    page = self.audit.query(tenant, action=action, after_seq=after, limit=1000)
+                    for record in page:
+                        if _concerns(record.action, record.subject, record.data, target):
+                            history.append(
+                                {
+                                    "seq": record.seq,
+                                    "at": record.at,
+                                    "action": record.action,
+                                    "actor": record.actor,
+                                    "data": dict(record.data),
+                                    "hash": record.hash,
+                                }
+                            )
+                    if len(page) < 1000:
+                        break
+                    after = page[-1].seq
+        history.sort(key=lambda item: item["seq"])
+        return {
+            "tenant": tenant,
+            "model": name,
+            "version": target.version,
+            "ref": target.ref,
+            "digest": target.digest,
+            "flavor": target.flavor,
+            "created_by": target.created_by,
+            "created_at": target.created_at,
+            "card": card_to_dict(target.card),
+            "tags": dict(target.tags),
+            "training_run_id": run_id,
+            "training_run": self._run_summary(run_id, tenant),
+            "aliases": sorted(
+                k for k, n in self.aliases(name, tenant=tenant).items() if n == version
+            ),
+            "registered": next((h for h in history if h["action"] == "model.registered"), None),
+            "alias_history": [h for h in history if h["action"] in _ALIAS_ACTIONS],
+            "history": history,
+        }
+
+    def _run_summary(self, run_id: str | None, tenant: str) -> dict[str, Any] | None:
+        if run_id is None:
+            return None
+        from ..errors import RunNotFoundError
+
+        try:
+            info = self.store.get_run(run_id)
+        except RunNotFoundError:
+            return None
+        if info.tenant != tenant:
+            return None  # another tenant's run: not even its existence is shown
+        return {"run_id": run_id, "workflow": info.workflow, "status": info.status.value}
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _lock(self, conn: Connection, tenant: str, name: str) -> bool:
+        # Every write to a model serialises on its row: version numbers cannot collide, and
+        # the lock order (model row, then the audit head) is the same everywhere.
+        m = models.c
+        row = conn.execute(
+            sa.select(m.name).where(m.tenant == tenant, m.name == name).with_for_update()
+        ).first()
+        return row is not None
+
+    def _lock_existing(self, conn: Connection, tenant: str, name: str) -> None:
+        if not self._lock(conn, tenant, name):
+            raise self._not_found(conn, tenant, name, None)
+
+    def _move(
+        self,
+        conn: Connection,
+        version: ModelVersion,
+        alias: str,
+        by: str,
+        action: str,
+        now: float,
+    ) -> AuditEvent | None:
+        a = model_aliases.c
+        where = (a.tenant == version.tenant, a.name == version.name, a.alias == alias)
+        row = conn.execute(sa.select(a.version).where(*where)).first()
+        previous = None if row is None else int(row.version)
+        if previous == version.version:
+            return None
+        values: dict[str, Any] = {"version": version.version, "previous_version": previous}
+        values |= {"updated_by": by, "updated_at": now}
+        if row is None:
+            conn.execute(
+                model_aliases.insert().values(
+                    tenant=version.tenant, name=version.name, alias=alias, **values
+                )
+            )
+        else:
+            conn.execute(sa.update(model_aliases).where(*where).values(values))
+        return self._event(action, by, version, alias=alias, previous_version=previous)
+
+    def _event(self, action: str, by: str, version: ModelVersion, **data: Any) -> AuditEvent:
+        from ..audit import AuditEvent
+
+        return AuditEvent(
+            action=action,
+            actor=by,
+            tenant=version.tenant,
+            subject=_subject(version.name, version.version),
+            data={"model": version.name, "version": version.version, **data},
+        )
+
+    def _record(self, conn: Connection, events: list[AuditEvent]) -> None:
+        if events and self.audit is not None:
+            self.audit.append_many(events, conn=conn)
+
+    def _names(self, conn: Connection, tenant: str, only: str | None = None) -> list[str]:
+        m = models.c
+        query = sa.select(m.name).where(m.tenant == tenant).order_by(m.name)
+        if only is not None:
+            query = query.where(m.name == only)
+        return [str(name) for name in conn.execute(query).scalars()]
+
+    def _not_found(
+        self, conn: Connection, tenant: str, name: str, ref: int | str | None
+    ) -> ModelNotFoundError:
+        """An error naming what was asked for and what exists instead."""
+        names = self._names(conn, tenant)
+        if name not in names:
+            known = _listing(names) if names else "none"
+            return ModelNotFoundError(
+                f"no model {name!r} in tenant {tenant!r} (its models: {known})"
+            )
+        v, a = model_versions.c, model_aliases.c
+        numbers = conn.execute(
+            sa.select(v.version).where(v.tenant == tenant, v.name == name).order_by(v.version)
+        ).scalars()
+        versions = [int(n) for n in numbers]
+        span = f"1..{versions[-1]}" if versions == list(range(1, len(versions) + 1)) else versions
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            return ModelNotFoundError(f"model {name!r} has no version {ref} (versions: {span})")
+        pairs = conn.execute(
+            sa.select(a.alias, a.version)
+            .where(a.tenant == tenant, a.name == name)
+            .order_by(a.alias)
+        ).all()
+        aliases = _listing([f"{alias} -> {number}" for alias, number in pairs]) or "none"
+        return ModelNotFoundError(
+            f"model {name!r} has no alias {ref!r} (aliases: {aliases}; versions: {span}; "
+            f"'{LATEST}' names the highest)"
+        )
+
+
+def _listing(items: Sequence[str], limit: int = 20) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _concerns(
+    action: str, subject: str | None, data: Mapping[str, Any], target: ModelVersion
+) -> bool:
+    if data.get("model") != target.name:
+        return False
+    number = target.version
+    if subject == _subject(target.name, number):
+        return True
+    # An alias moved away from this version is part of its history too.
+    return action in _ALIAS_ACTIONS and number in (
+        data.get("previous_version"),
+        data.get("from_version"),
+    )
+
+
+def _version(row: Any) -> ModelVersion:
+    m: Mapping[str, Any] = row if isinstance(row, dict) else row._mapping
+    signature = m["signature"]
+    return ModelVersion(
+        tenant=str(m["tenant"]),
+        name=str(m["name"]),
+        version=int(m["version"]),
+        digest=str(m["digest"]),
+        flavor=str(m["flavor"]),
+        config=json.loads(m["config"]),
+        card=card_from_dict(json.loads(m["card"]), strict=False),
+        signature=None if signature is None else json.loads(signature),
+        tags=json.loads(m["tags"]),
+        created_by=str(m["created_by"]),
+        created_at=float(m["created_at"]),
+    )
+
+
+def _alias(row: Any) -> ModelAlias:
+    return ModelAlias(
+        name=str(row.name),
+        alias=str(row.alias),
+        version=int(row.version),
+        previous_version=None if row.previous_version is None else int(row.previous_version),
+        updated_by=str(row.updated_by),
+        updated_at=float(row.updated_at),
+    )
