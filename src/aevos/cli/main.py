@@ -232,6 +232,38 @@ def worker(
         err.print(f"worker {app.owner} stopped after {runner.executed} run(s)", markup=False)
 
 
+@cli.command()
+@_reports_errors
+def serve(
+    ctx: typer.Context,
+    app_ref: Annotated[str, typer.Option("--app", help="module:attribute of the Aevos app.")],
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    workers: Annotated[
+        int, typer.Option("--workers", min=0, help="Embedded worker threads (0: none).")
+    ] = 8,
+) -> None:
+    """Serve the HTTP API with embedded workers, in one process, until SIGINT or SIGTERM."""
+    import uvicorn
+
+    from ..server import create_app
+
+    with _app(ctx, app_ref) as app:
+        app.store.ping()
+        runner = app.worker(concurrency=workers).start() if workers else None
+        out.print(
+            f"aevos serving http://{host}:{port} | {workers} worker thread(s) | "
+            f"{redact_url(app.database_url)}",
+            markup=False,
+            soft_wrap=True,
+        )
+        try:
+            uvicorn.run(create_app(app), host=host, port=port, log_level="warning")
+        finally:
+            if runner is not None:
+                runner.stop()
+
+
 # -- demo ------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,1 @@
+"""HTTP resources, one module each, all thin layers over :class:`aevos.access.Access`."""

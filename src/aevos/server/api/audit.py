@@ -1,0 +1,46 @@
+"""``/v1/audit``: query, verify and export the caller's tenant's audit chain."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from ..deps import AccessDep, PrincipalDep
+from ..schemas import AuditRecordOut, VerifyOut
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+@router.get("")
+def query(
+    access: AccessDep,
+    principal: PrincipalDep,
+    run_id: Annotated[str | None, Query(max_length=200)] = None,
+    action: Annotated[str | None, Query(max_length=100)] = None,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[AuditRecordOut]:
+    records = access.audit_query(
+        principal, run_id=run_id, action=action, after_seq=after_seq, limit=limit
+    )
+    return [AuditRecordOut(**{**r.to_dict(), "data": dict(r.data)}) for r in records]
+
+
+@router.post("/verify")
+def verify(access: AccessDep, principal: PrincipalDep) -> VerifyOut:
+    report = access.audit_verify(principal)
+    problems = [{"seq": p.seq, "kind": p.kind, "detail": p.detail} for p in report.problems]
+    return VerifyOut(ok=report.ok, checked=report.checked, problems=problems)
+
+
+@router.get("/export", response_class=PlainTextResponse)
+def export(
+    access: AccessDep, principal: PrincipalDep, after_seq: Annotated[int, Query(ge=0)] = 0
+) -> PlainTextResponse:
+    """The chain as JSON Lines (verifiable offline with ``aevos audit verify-file``)."""
+    out = io.StringIO()
+    access.audit_export(principal, out, after_seq=after_seq)
+    return PlainTextResponse(out.getvalue(), media_type="application/x-ndjson")

@@ -1,0 +1,32 @@
+"""The FastAPI application over one :class:`~aevos.Aevos` app."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..app import Aevos
+from . import errors
+from .api import audit, runs
+from .schemas import Status
+
+
+def create_app(aevos: Aevos) -> FastAPI:
+    """The HTTP API of ``aevos``: every route but ``/healthz`` needs a bearer token."""
+    api = FastAPI(
+        title="aevos",
+        version=__version__,
+        description="Durable, governed business-process automation.",
+    )
+    api.state.aevos = aevos
+    errors.install(api)
+    api.include_router(runs.router)
+    api.include_router(audit.router)
+
+    @api.get("/healthz", tags=["health"])
+    def healthz() -> Status:
+        """Liveness and database reachability (503 when the database is unreachable)."""
+        aevos.store.ping()
+        return Status(status="ok")
+
+    return api

@@ -1,0 +1,79 @@
+"""How aevos errors become HTTP responses: one status per error code, a stable JSON body.
+
+Bodies are ``{"error": {"code": ..., "message": ...}}``; the code is the error's stable
+``code``, so clients branch on it. Messages never carry secrets (the errors are built that
+way), and unexpected exceptions become a 500 without their text.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from .. import errors as e
+
+log = logging.getLogger("aevos.server")
+
+_STATUS: list[tuple[type[e.AevosError], int]] = [
+    (e.AuthenticationError, 401),
+    (e.AuthorizationError, 403),
+    (e.RunNotFoundError, 404),
+    (e.UnknownWorkflowError, 404),
+    (e.TokenNotFoundError, 404),
+    (e.PolicyNotFoundError, 404),
+    (e.IdempotencyConflictError, 409),
+    (e.InvalidRunStateError, 409),
+    (e.SerializationError, 422),
+    (e.DefinitionError, 422),
+    (e.PolicyInputError, 422),
+    (e.StorageUnavailableError, 503),
+]
+
+
+def status_for(error: e.AevosError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(error, kind):
+            return status
+    name = type(error).__name__
+    if name.endswith("NotFoundError"):
+        return 404
+    if name in ("BudgetExceededError", "RateLimitedError"):
+        return 429
+    if name in ("CircuitOpenError", "ModelTimeoutError", "ModelCallError"):
+        return 502
+    if name.endswith("InputError"):
+        return 422
+    return 400
+
+
+def body(code: str, message: str, **extra: object) -> dict[str, object]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(e.AevosError)
+    async def aevos_error(_request: Request, exc: e.AevosError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.AuthenticationError) else None
+        return JSONResponse(
+            body(exc.code, exc.message), status_code=status_for(exc), headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [
+            {"field": ".".join(str(p) for p in err["loc"] if p != "body"), "problem": err["msg"]}
+            for err in exc.errors()
+        ]
+        names = ", ".join(f["field"] for f in fields) or "the request"
+        return JSONResponse(
+            body("invalid_request", f"invalid {names}", fields=fields), status_code=422
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        # Logged with its type only: the text of an arbitrary exception may hold input data.
+        log.error("unhandled %s in a request", type(exc).__name__)
+        return JSONResponse(body("internal_error", "internal error"), status_code=500)

@@ -1,0 +1,122 @@
+"""Request and response bodies of the HTTP API (Pydantic models, served in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..lineage import Lineage
+from ..run import RunInfo, StepInfo
+
+
+class StartRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str = Field(min_length=1, max_length=200)
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    queue: str | None = Field(default=None, min_length=1, max_length=100)
+    priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
+
+
+class ForkRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    from_step: int = Field(ge=0)
+
+
+class Run(BaseModel):
+    run_id: str
+    tenant: str
+    workflow: str
+    status: str
+    queue: str
+    priority: int
+    idempotency_key: str | None
+    input: Any
+    output: Any
+    error: dict[str, Any] | None
+    code_version: str
+    parent_run_id: str | None
+    executions: int
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    @classmethod
+    def of(cls, info: RunInfo) -> Run:
+        return cls(
+            run_id=info.run_id,
+            tenant=info.tenant,
+            workflow=info.workflow,
+            status=info.status.value,
+            queue=info.queue,
+            priority=info.priority,
+            idempotency_key=info.idempotency_key,
+            input=info.input,
+            output=info.output,
+            error=info.error,
+            code_version=info.code_version,
+            parent_run_id=info.parent_run_id,
+            executions=info.executions,
+            created_at=info.created_at,
+            updated_at=info.updated_at,
+            finished_at=info.finished_at,
+        )
+
+
+class Step(BaseModel):
+    seq: int
+    name: str
+    status: str
+    output: Any
+    error: dict[str, Any] | None
+    attempts: int
+    started_at: float
+    finished_at: float
+
+    @classmethod
+    def of(cls, step: StepInfo) -> Step:
+        return cls(
+            seq=step.seq,
+            name=step.name,
+            status=step.status,
+            output=step.output,
+            error=step.error,
+            attempts=step.attempts,
+            started_at=step.started_at,
+            finished_at=step.finished_at,
+        )
+
+
+class LineageOut(BaseModel):
+    lineage: dict[str, Any]
+
+    @classmethod
+    def of(cls, lineage: Lineage) -> LineageOut:
+        return cls(lineage=lineage.to_dict())
+
+
+class AuditRecordOut(BaseModel):
+    tenant: str
+    seq: int
+    at: float
+    actor: str
+    action: str
+    subject: str | None
+    run_id: str | None
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class VerifyOut(BaseModel):
+    ok: bool
+    checked: int
+    problems: list[dict[str, Any]]
+
+
+class Status(BaseModel):
+    status: str
