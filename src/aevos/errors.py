@@ -422,4 +422,3 @@ class CircuitOpenError(GatewayError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "version_ref": self.version_ref}
-

@@ -592,7 +592,11 @@ class ModelRegistry:
                 )
                 if self.audit is not None:
                     self.audit.append(event)
-            adapter = flavors.load_adapter(version.flavor, data, version.config, trusted=trusted)
+            config = dict(version.config)
+            if version.signature is not None and "signature" not in config:
+                # The version's declared input is what the adapter validates calls against.
+                config["signature"] = dict(version.signature)
+            adapter = flavors.load_adapter(version.flavor, data, config, trusted=trusted)
             with self._cache_lock:
                 self._cache[key] = adapter
                 self._loading.pop(key, None)
