@@ -23,6 +23,7 @@ from .status import RunStatus
 if TYPE_CHECKING:
     from .app import Aevos
     from .audit import AuditRecord, VerifyReport
+    from .models.gateway import CallResult
 
 
 class Access:
@@ -158,6 +159,18 @@ class Access:
         self._allow(principal, Permission.RUNS_READ, "read lineage")
         self._own_run(principal, run_id)
         return lineage(self.app, run_id)
+
+    # -- models -----------------------------------------------------------------------------
+
+    def predict(
+        self, principal: Principal, model: str, input: Any, *, key: str | None = None
+    ) -> CallResult:
+        """A governed model call outside workflows: the tenant's routes, budgets and rate
+        limits apply, and the call is recorded with the principal as its actor."""
+        self._allow(principal, Permission.MODELS_CALL, "call models")
+        return self.app.gateway.predict(
+            model, input, key=key, tenant=principal.tenant, actor=principal.actor
+        )
 
     # -- personal data ----------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .access import Access
     from .audit import AuditLog
     from .identity import Identity
+    from .models.gateway import Gateway
     from .models.registry import ModelRegistry
     from .pii import Redactor, Vault
     from .policy import PolicySet
@@ -105,6 +106,7 @@ class Aevos:
         self._redactor: Redactor | None = None
         self._vault: Vault | None = None
         self._models: ModelRegistry | None = None
+        self._gateway: Gateway | None = None
         self._identity: Identity | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -176,6 +178,16 @@ class Aevos:
         return self._models
 
     @property
+    def gateway(self) -> Gateway:
+        """The model gateway: routing, canaries, shadows, cascades, fallbacks, breakers,
+        budgets and rate limits reserved before each call, every call recorded."""
+        if self._gateway is None:
+            from .models.gateway import Gateway
+
+            self._gateway = Gateway(self.store, self.models, self.audit)
+        return self._gateway
+
+    @property
     def identity(self) -> Identity:
         """Tokens, roles and tenants; every refusal goes to the audit log."""
         if self._identity is None:
@@ -201,6 +213,10 @@ class Aevos:
         )
 
     def close(self) -> None:
+        if self._gateway is not None:
+            # Writes its buffered call records and returns unspent leased budget.
+            self._gateway.close()
+            self._gateway = None
         self._leases.stop()
         if self._timeout_pool is not None:
             self._timeout_pool.shutdown(wait=False, cancel_futures=True)

@@ -26,6 +26,7 @@ from .storage import LeaseLost, StepRecord
 
 if TYPE_CHECKING:
     from .app import Aevos
+    from .models.gateway import CallResult
     from .policy import Decision
     from .workflow import Workflow
 
@@ -260,6 +261,20 @@ class WorkflowContext:
             return redaction.text
 
         return str(self._record("aevos.tokenize", produce))
+
+    # -- models -----------------------------------------------------------------------------
+
+    def predict(
+        self, model: str, input: Any, *, key: str | int | None = None, timeout: float | None = None
+    ) -> CallResult:
+        """Call ``model`` through the gateway as a durable step of this run.
+
+        Routed (canary sticky by ``key``, shadow, cascade, fallbacks), governed (budgets and
+        rate limits of this tenant and workflow, circuit breakers) and recorded: the result
+        is this position's value, committed with its ``model.called`` audit records, so a
+        replay returns it without calling the model or spending budget again.
+        """
+        return self.app.gateway.predict_step(self, model, input, key=key, timeout=timeout)
 
     # -- durable time -----------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from .. import __version__
 from ..app import Aevos
 from . import errors
-from .api import audit, runs
+from .api import audit, models, runs
 from .schemas import Status
 
 
@@ -22,6 +22,7 @@ def create_app(aevos: Aevos) -> FastAPI:
     errors.install(api)
     api.include_router(runs.router)
     api.include_router(audit.router)
+    api.include_router(models.router)
 
     @api.get("/healthz", tags=["health"])
     def healthz() -> Status:
