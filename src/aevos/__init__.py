@@ -20,6 +20,8 @@ from .errors import (
     AuditKeyError,
     AuthenticationError,
     AuthorizationError,
+    BudgetExceededError,
+    CircuitOpenError,
     CorruptDatabaseError,
     DefinitionError,
     IdempotencyConflictError,
@@ -35,6 +37,7 @@ from .errors import (
     PolicyInputError,
     PolicyLoadError,
     PolicyNotFoundError,
+    RateLimitedError,
     ReplayMismatchError,
     RunCancelledError,
     RunFailedError,
@@ -63,7 +66,9 @@ if TYPE_CHECKING:
     from .identity import Permission, Principal, Role
     from .lineage import Lineage
     from .models import ModelCard, ModelVersion, Prediction
+    from .models.gateway import CallResult, Gateway
     from .models.registry import ModelRegistry
+    from .models.routing import Canary, Cascade, Route
     from .pii import Redaction, Redactor, Vault
     from .policy import Decision, PolicySet, Verdict, python_policy
 
@@ -81,6 +86,11 @@ _LAZY = {
     "Permission": "identity",
     "Principal": "identity",
     "Role": "identity",
+    "CallResult": "models.gateway",
+    "Canary": "models.routing",
+    "Cascade": "models.routing",
+    "Gateway": "models.gateway",
+    "Route": "models.routing",
     "Lineage": "lineage",
     "ModelCard": "models",
     "ModelRegistry": "models.registry",
@@ -119,9 +129,15 @@ __all__ = [
     "AuditRecord",
     "AuthenticationError",
     "AuthorizationError",
+    "BudgetExceededError",
+    "CallResult",
+    "Canary",
+    "Cascade",
+    "CircuitOpenError",
     "CorruptDatabaseError",
     "Decision",
     "DefinitionError",
+    "Gateway",
     "IdempotencyConflictError",
     "InvalidAuditEventError",
     "InvalidRunStateError",
@@ -144,11 +160,13 @@ __all__ = [
     "Prediction",
     "Principal",
     "Queue",
+    "RateLimitedError",
     "Redaction",
     "Redactor",
     "ReplayMismatchError",
     "RetryPolicy",
     "Role",
+    "Route",
     "RunCancelledError",
     "RunFailedError",
     "RunHandle",

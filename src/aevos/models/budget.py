@@ -1,0 +1,640 @@
+"""Budgets and rate limits, reserved before a model call and shared by every process.
+
+A scope (``tenant:acme``, ``workflow:acme/triage``, ``model:acme/intent``; rate limits are
+the same names prefixed ``rate:``) has limits on calls, cost and tokens per window. Its
+usage lives in one ``aevos_budgets`` row per window, ``window_start = floor(now / window) *
+window``, created on first use (``ON CONFLICT DO NOTHING``), so a window rolls by itself.
+
+The database hands out usage only with one atomic conditional UPDATE::
+
+    UPDATE aevos_budgets SET calls_used = calls_used + :n, cost_used = cost_used + :c, ...
+     WHERE scope = :s AND window_start = :w
+       AND (calls_limit IS NULL OR calls_used + :n <= calls_limit)
+       AND (cost_limit IS NULL OR cost_used + :c <= cost_limit) AND (tokens ... likewise)
+
+so the total handed out, to all processes together, never exceeds a limit. A durable commit
+costs ~70 us, more than the whole per-call budget of the gateway, so a process does not run
+this UPDATE per call: it *leases* a chunk (``n`` calls' worth) and spends it locally under a
+lock. A background thread tops the lease up when it falls below half a chunk, so callers
+reach the database only when a lease runs dry (a window's first call, a burst). Calls are
+only made against usage the database already counted as used, hence leasing cannot
+overshoot either. It can refuse early while another process still holds an unspent chunk,
+which is why chunks are capped at a share of the limit (5%), shrink to exactly what remains
+near the limit, and are returned to the database when a process closes, when the window
+rolls and after a second idle; a caller whose lease is empty waits for a refill already on
+its way rather than being refused. ``Leasing(chunk=1)`` makes every call reserve in the
+database itself (and disables refills).
+
+After a call its reservation is settled to the actual cost and tokens, returning the unused
+part to the local chunk. Reservations use the route's ``max_cost`` / ``max_tokens``, which
+must be upper bounds for a cost or token budget to be exact: a call that costs more than it
+reserved is charged the excess (which then blocks later calls) but cannot be undone. A
+process killed while holding a chunk leaves it counted as used for the rest of the window:
+an undershoot, never an overshoot.
+
+Windows are fixed (not sliding): a rate limit of N per second can admit up to N calls at
+the end of one window and N more at the start of the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import BudgetExceededError, DefinitionError, LimitExceededError, RateLimitedError
+from ..storage import Store
+from ..storage.schema import budgets
+
+log = logging.getLogger("aevos.gateway")
+
+# Costs are floats: 0.1 added ten times must still fit a limit of 1.0.
+EPS = 1e-9
+_DIMS = ("calls", "cost", "tokens")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits per window of ``window`` seconds; None means unlimited. ``rate=True`` makes it a
+    rate limit: refusals raise :class:`RateLimitedError` instead of BudgetExceededError."""
+
+    calls: int | None = None
+    cost: float | None = None
+    tokens: int | None = None
+    window: float = 86_400.0
+    rate: bool = False
+
+    def __post_init__(self) -> None:
+        if self.calls is None and self.cost is None and self.tokens is None:
+            raise DefinitionError("a budget needs at least one of calls, cost or tokens")
+        for name in _DIMS:
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise DefinitionError(f"budget {name} must be >= 0, not {value}")
+        if not self.window > 0:
+            raise DefinitionError(f"budget window must be > 0 seconds, not {self.window}")
+
+    def limit(self, dim: int) -> float | None:
+        value = (self.calls, self.cost, self.tokens)[dim]
+        return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class Leasing:
+    """How a process leases budget from the database.
+
+    ``chunk``: calls' worth leased at a time; None adapts it: it quadruples while leases come
+    faster than one per ``interval`` seconds and halves when they come 4x slower, up to
+    ``max_chunk`` and never more than ``share`` of a limit. ``idle_return``: seconds after a
+    scope's last call when its unspent chunk goes back to the database.
+    """
+
+    chunk: int | None = None
+    max_chunk: int = 1024
+    share: float = 0.05
+    interval: float = 0.5
+    idle_return: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.chunk is not None and self.chunk < 1:
+            raise DefinitionError(f"leasing chunk must be >= 1, not {self.chunk}")
+        if self.max_chunk < 1 or not 0 < self.share <= 1:
+            raise DefinitionError("leasing max_chunk must be >= 1 and share within (0, 1]")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A scope's row for its current window, as the database holds it (including chunks
+    leased by processes and not yet spent)."""
+
+    scope: str
+    window_start: float
+    window_seconds: float
+    calls_limit: int | None
+    cost_limit: float | None
+    tokens_limit: int | None
+    calls_used: int
+    cost_used: float
+    tokens_used: int
+
+
+def window_start(now: float, window: float) -> float:
+    return math.floor(now / window) * window
+
+
+class Ledger:
+    """The SQL side: every statement on ``aevos_budgets``, one short transaction each."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        b, bp = budgets.c, sa.bindparam
+        n, c, t = bp("n", type_=sa.Integer), bp("c", type_=sa.Float), bp("t", type_=sa.Integer)
+        key = sa.and_(b.scope == bp("s"), b.window_start == bp("w", type_=sa.Float))
+        self._lease = (
+            sa.update(budgets)
+            .where(
+                key,
+                sa.or_(b.calls_limit.is_(None), b.calls_used + n <= b.calls_limit),
+                sa.or_(b.cost_limit.is_(None), b.cost_used + c <= b.cost_limit + EPS),
+                sa.or_(b.tokens_limit.is_(None), b.tokens_used + t <= b.tokens_limit),
+            )
+            .values(
+                calls_used=b.calls_used + n,
+                cost_used=b.cost_used + c,
+                tokens_used=b.tokens_used + t,
+                updated_at=bp("now"),
+            )
+        )
+
+        def minus(column: Any, amount: Any, zero: Any) -> Any:
+            # Never below zero: float sums of returned costs can drift a hair under.
+            return sa.case((column - amount < zero, zero), else_=column - amount)
+
+        self._give_back = (
+            sa.update(budgets)
+            .where(key)
+            .values(
+                calls_used=minus(b.calls_used, n, 0),
+                cost_used=minus(b.cost_used, c, 0.0),
+                tokens_used=minus(b.tokens_used, t, 0),
+                updated_at=bp("now"),
+            )
+        )
+        self._row = sa.select(budgets).where(key)
+        self._insert = store.dialect.insert(budgets)
+
+    def _values(self, scope: str, start: float, budget: Budget, now: float) -> dict[str, Any]:
+        return {
+            "scope": scope,
+            "window_start": start,
+            "window_seconds": budget.window,
+            "calls_limit": budget.calls,
+            "cost_limit": budget.cost,
+            "tokens_limit": budget.tokens,
+            "calls_used": 0,
+            "cost_used": 0.0,
+            "tokens_used": 0,
+            "updated_at": now,
+        }
+
+    def set_limits(self, scope: str, start: float, budget: Budget) -> None:
+        """Create the window's row, or move its limits to ``budget``'s (a reconfiguration)."""
+        values = self._values(scope, start, budget, time.time())
+        stmt = self._insert.values(values).on_conflict_do_update(
+            index_elements=["scope", "window_start"],
+            set_={
+                "window_seconds": budget.window,
+                "calls_limit": budget.calls,
+                "cost_limit": budget.cost,
+                "tokens_limit": budget.tokens,
+                "updated_at": values["updated_at"],
+            },
+        )
+        with self.store._tx() as conn:
+            conn.execute(stmt)
+
+    def lease(
+        self,
+        scope: str,
+        start: float,
+        budget: Budget,
+        want: int,
+        per_call: Sequence[float],
+        held: Sequence[float],
+    ) -> tuple[int, list[float], int | None, Any]:
+        """Lease up to ``want`` calls' worth: enough that the local pool ``held`` covers
+        ``k * per_call`` in every dimension, for the largest ``k <= want`` that fits.
+
+        Returns ``(k, granted, None, None)``; ``k == 0`` when not even one call fits, with
+        the binding dimension and the row (for the error message) in place of the Nones.
+        """
+        now = time.time()
+        with self.store._tx() as conn:
+            k = want
+            for _ in range(8):
+                granted = [max(0.0, k * per_call[d] - held[d]) for d in range(3)]
+                params = {
+                    "s": scope,
+                    "w": start,
+                    "n": round(granted[0]),
+                    "c": granted[1],
+                    "t": round(granted[2]),
+                    "now": now,
+                }
+                if conn.execute(self._lease, params).rowcount == 1:
+                    return k, granted, None, None
+                row = conn.execute(self._row, {"s": scope, "w": start}).first()
+                if row is None:
+                    values = self._values(scope, start, budget, now)
+                    insert = self._insert.on_conflict_do_nothing(
+                        index_elements=["scope", "window_start"]
+                    )
+                    conn.execute(insert, values)
+                    continue
+                fits, binding = self._fits(row, per_call, held)
+                if fits < 1:
+                    return 0, [0.0, 0.0, 0.0], binding, row
+                # Only reachable on PostgreSQL when another process leased in between (on
+                # SQLite this transaction holds the write lock): try again with what fits.
+                k = min(k, fits)
+            return 0, [0.0, 0.0, 0.0], 0, None
+
+    @staticmethod
+    def _fits(row: Any, per_call: Sequence[float], held: Sequence[float]) -> tuple[int, int]:
+        limits = (row.calls_limit, row.cost_limit, row.tokens_limit)
+        used = (row.calls_used, row.cost_used, row.tokens_used)
+        best, binding = 1 << 62, 0
+        for d in range(3):
+            if limits[d] is None or per_call[d] <= 0:
+                continue
+            room = float(limits[d]) - float(used[d]) + held[d] + (EPS if d == 1 else 0.0)
+            fits = math.floor(room / per_call[d]) if room > 0 else 0
+            if fits < best:
+                best, binding = fits, d
+        if best == 1 << 62:
+            # Nothing needed in a limited dimension, so the refusal was a pool overdrawn by a
+            # call that cost more than it reserved: give it time to be settled.
+            for d in range(3):
+                if limits[d] is not None and float(used[d]) - held[d] > float(limits[d]) + EPS:
+                    return 0, d
+            return 1, 0
+        return best, binding
+
+    def give_back(self, scope: str, start: float, amounts: Sequence[float]) -> None:
+        """Return unspent usage (negative amounts charge an overrun)."""
+        params = {
+            "s": scope,
+            "w": start,
+            "n": round(amounts[0]),
+            "c": amounts[1],
+            "t": round(amounts[2]),
+            "now": time.time(),
+        }
+        with self.store._tx() as conn:
+            conn.execute(self._give_back, params)
+
+    def usage(self, scope: str, start: float) -> Usage | None:
+        with self.store._tx() as conn:
+            row = conn.execute(self._row, {"s": scope, "w": start}).first()
+        if row is None:
+            return None
+        return Usage(
+            scope=row.scope,
+            window_start=row.window_start,
+            window_seconds=row.window_seconds,
+            calls_limit=row.calls_limit,
+            cost_limit=row.cost_limit,
+            tokens_limit=row.tokens_limit,
+            calls_used=int(row.calls_used),
+            cost_used=float(row.cost_used),
+            tokens_used=int(row.tokens_used),
+        )
+
+
+class Scope:
+    """One configured scope in this process: its budget and the locally held lease.
+
+    Callers spend from the held lease under a lock and touch the database only when it is
+    empty (the first call of a window, or a burst faster than the refill). Otherwise, when
+    a lease falls below half a chunk, the gateway's budget thread tops it up (``refill``)
+    without holding the lock, so callers keep spending meanwhile.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        budget: Budget,
+        ledger: Ledger,
+        leasing: Leasing,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.name = name
+        self.budget = budget
+        self.ledger = ledger
+        self.leasing = leasing
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._landed = threading.Condition(self._lock)  # a background refill finished
+        self._window = -1.0
+        self._held = [0.0, 0.0, 0.0]  # calls, cost, tokens leased and not yet spent
+        # Only limited dimensions need a lease to spend from; the others are counted.
+        self._checked = tuple(d for d in range(3) if budget.limit(d) is not None)
+        self._chunk = 1
+        self._per_call: tuple[float, float, float] = (1.0, 0.0, 0.0)
+        self._leased_at = 0.0
+        self._used_at = 0.0
+        self._refilling = False  # a refill was asked for
+        self._inflight = False  # ... and is running, outside the lock
+        self._retired = False  # replaced or closed: late refills go straight back
+        self._returns: list[tuple[float, list[float]]] = []  # rolled windows' leftovers
+        self.leases = 0  # database leases taken (metrics, tests)
+
+    def take(self, cost: float, tokens: float, now: float) -> float:
+        """Spend one call's reservation; returns its window (for ``settle``). Raises
+        BudgetExceededError / RateLimitedError when the database has nothing left."""
+        window = self.budget.window
+        start = math.floor(now / window) * window
+        per_call = (1.0, cost, tokens)
+        with self._lock:
+            if start > self._window:
+                self._roll(start)
+            start = self._window  # never back: a call racing a roll joins the new window
+            held = self._held
+            while True:
+                for d in self._checked:
+                    if held[d] + EPS < per_call[d]:
+                        break
+                else:
+                    held[0] -= 1.0
+                    held[1] -= cost
+                    held[2] -= tokens
+                    self._used_at = now
+                    self._per_call = per_call
+                    if not self._refilling and self._chunk > 1:
+                        half = self._chunk // 2
+                        for d in self._checked:
+                            if held[d] < per_call[d] * half:
+                                self._refilling = True
+                                self._wake()
+                                break
+                    return start
+                if not self._inflight:
+                    break
+                # A refill is on its way: refusing now would strand what it brings.
+                self._landed.wait(5.0)
+                held = self._held
+                if self._window != start:
+                    return self.take(cost, tokens, time.time())  # rare: it rolled meanwhile
+            # Nothing left here: lease now, holding the lock (other callers would wait for
+            # this lease anyway).
+            k, granted, binding, row = self.ledger.lease(
+                self.name, start, self.budget, self._next_chunk(now, per_call), per_call, held
+            )
+            if k == 0:
+                self._refilling = False  # nothing may be leased after the last refusal
+                raise self._refusal(binding, row, start)
+            self.leases += 1
+            self._leased_at = now
+            for d in range(3):
+                held[d] += granted[d] - per_call[d]
+            self._used_at = now
+            self._per_call = per_call
+            return start
+
+    def refill(self, now: float) -> None:
+        """Top the lease up to a chunk (the budget thread, when it ran low)."""
+        with self._lock:
+            if not self._refilling or self._retired:
+                self._refilling = False
+                return
+            self._inflight = True
+            start, per_call, held = self._window, self._per_call, list(self._held)
+            want = self._next_chunk(now, per_call)
+        k, granted = 0, [0.0, 0.0, 0.0]
+        try:
+            k, granted, _, _ = self.ledger.lease(
+                self.name, start, self.budget, want, per_call, held
+            )
+        finally:
+            with self._lock:
+                self._refilling = self._inflight = False
+                landed = k > 0 and start == self._window and not self._retired
+                if landed:
+                    self.leases += 1
+                    self._leased_at = now
+                    for d in range(3):
+                        self._held[d] += granted[d]
+                self._landed.notify_all()
+        if k > 0 and not landed:
+            self.ledger.give_back(self.name, start, granted)  # the window rolled meanwhile
+
+    def settle(self, start: float, delta: Sequence[float]) -> None:
+        """Give ``delta`` (reserved minus actual, per dimension) back to the lease it came
+        from; to the database directly if that window has rolled since."""
+        if not any(delta):
+            return
+        with self._lock:
+            if start == self._window:
+                for d in range(3):
+                    self._held[d] += delta[d]
+                return
+        self.ledger.give_back(self.name, start, delta)
+
+    def give_back(self) -> None:
+        """Return the unspent lease to the database (close, reconfiguration)."""
+        with self._lock:
+            self._retired = True
+            returns, self._returns = self._returns, []
+            if self._window >= 0:
+                returns.append((self._window, self._held))
+            self._held = [0.0, 0.0, 0.0]
+        self._return(returns)
+
+    def housekeep(self, now: float) -> None:
+        """The budget thread's rounds: refill, return rolled leftovers and idle leases."""
+        if self._refilling:
+            self.refill(now)
+        if self._returns:
+            with self._lock:
+                returns, self._returns = self._returns, []
+            self._return(returns)
+        if now - self._used_at >= self.leasing.idle_return and any(self._held):
+            with self._lock:
+                if now - self._used_at < self.leasing.idle_return or self._window < 0:
+                    return
+                returns = [(self._window, self._held)]
+                self._held = [0.0, 0.0, 0.0]
+                self._chunk = 1
+            self._return(returns)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _return(self, returns: list[tuple[float, list[float]]]) -> None:
+        for start, amounts in returns:
+            if any(abs(v) > EPS for v in amounts):
+                self.ledger.give_back(self.name, start, amounts)
+
+    def _roll(self, start: float) -> None:
+        # Lock held. The leftover goes back from the budget thread, off the caller's path;
+        # the chunk size learned so far carries over to the new window.
+        if self._window >= 0 and any(abs(v) > EPS for v in self._held):
+            self._returns.append((self._window, self._held))
+            self._wake()
+        self._held = [0.0, 0.0, 0.0]
+        self._window = start
+
+    def _next_chunk(self, now: float, per_call: Sequence[float]) -> int:
+        leasing = self.leasing
+        if leasing.chunk is not None:
+            return leasing.chunk
+        since = now - self._leased_at
+        if since < leasing.interval:
+            # Quadrupled: a busy scope reaches a chunk that lasts an interval in a few
+            # leases, each of which a caller may have waited for.
+            self._chunk = min(self._chunk * 4, leasing.max_chunk)
+        elif since > 4 * leasing.interval:
+            self._chunk = max(1, self._chunk // 2)
+        chunk = self._chunk
+        # Never hold more than a share of a limit: other processes must not starve while
+        # this one sits on a large unspent chunk.
+        for d in range(3):
+            limit = self.budget.limit(d)
+            if limit is not None and per_call[d] > 0:
+                chunk = min(chunk, max(1, math.floor(limit * leasing.share / per_call[d])))
+        return chunk
+
+    def _refusal(self, binding: int | None, row: Any, start: float) -> LimitExceededError:
+        dim = _DIMS[binding or 0]
+        budget = self.budget
+        limit = budget.limit(binding or 0)
+        shown = f"{limit:g}" if limit is not None else "?"
+        retry = start + budget.window - time.time()
+        if budget.rate:
+            return RateLimitedError(
+                f"rate limit {self.name} reached: {shown} {dim} per {budget.window:g}s; "
+                f"retry in {max(0.0, retry):.2f}s",
+                scope=self.name,
+                limit=dim,
+            )
+        used = "" if row is None else f"; {float(getattr(row, f'{dim}_used')):g} used"
+        return BudgetExceededError(
+            f"budget {self.name} exhausted: {dim} limit {shown} per {budget.window:g}s window"
+            f"{used}; the window rolls in {max(0.0, retry):.0f}s",
+            scope=self.name,
+            limit=dim,
+        )
+
+
+Reservation = list[tuple[Scope, float]]
+
+
+class Budgets:
+    """The scopes configured in one gateway, and reservations across several at once."""
+
+    def __init__(self, store: Store, leasing: Leasing | None = None) -> None:
+        self.ledger = Ledger(store)
+        self.leasing = leasing or Leasing()
+        self._scopes: dict[str, Scope] = {}
+        self._lookup: dict[tuple[str, str | None, str], tuple[Scope, ...]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def scope_name(
+        tenant: str, *, workflow: str | None = None, model: str | None = None, rate: bool = False
+    ) -> str:
+        if workflow is not None and model is not None:
+            raise DefinitionError("a budget is per tenant, per workflow or per model, not both")
+        if workflow is not None:
+            name = f"workflow:{tenant}/{workflow}"
+        elif model is not None:
+            name = f"model:{tenant}/{model}"
+        else:
+            name = f"tenant:{tenant}"
+        return f"rate:{name}" if rate else name
+
+    def configure(self, name: str, budget: Budget) -> None:
+        with self._lock:
+            old = self._scopes.get(name)
+            if old is not None:
+                old.give_back()
+            self.ledger.set_limits(name, window_start(time.time(), budget.window), budget)
+            self._scopes[name] = Scope(name, budget, self.ledger, self.leasing, self._request)
+            self._lookup = {}
+        self._start()
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            old = self._scopes.pop(name, None)
+            if old is not None:
+                old.give_back()
+            self._lookup = {}
+
+    def get(self, name: str) -> Scope | None:
+        return self._scopes.get(name)
+
+    def scopes(self, tenant: str, workflow: str | None, model: str) -> tuple[Scope, ...]:
+        """The scopes a call of ``model`` by ``tenant`` in ``workflow`` spends from."""
+        if not self._scopes:
+            return ()
+        key = (tenant, workflow, model)
+        found = self._lookup.get(key)
+        if found is None:
+            names = [f"tenant:{tenant}", f"model:{tenant}/{model}"]
+            if workflow is not None:
+                names.append(f"workflow:{tenant}/{workflow}")
+            names += [f"rate:{name}" for name in names]
+            with self._lock:
+                found = tuple(self._scopes[n] for n in sorted(names) if n in self._scopes)
+                self._lookup[key] = found
+        return found
+
+    def reserve(
+        self, scopes: Sequence[Scope], cost: float, tokens: float, now: float
+    ) -> Reservation:
+        """Reserve one call in every scope, or in none (raising the first refusal)."""
+        taken: Reservation = []
+        try:
+            for scope in scopes:
+                taken.append((scope, scope.take(cost, tokens, now)))
+        except BaseException:
+            for scope, start in taken:
+                scope.settle(start, (1.0, cost, tokens))
+            raise
+        return taken
+
+    @staticmethod
+    def settle(reserved: Reservation, delta: Sequence[float]) -> None:
+        for scope, start in reserved:
+            scope.settle(start, delta)
+
+    def _request(self) -> None:
+        self._wake.set()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._loop, name="aevos-gateway-budgets", daemon=True
+                )
+                self._thread.start()
+
+    def _loop(self) -> None:
+        # Woken when a lease runs low or a window rolls; otherwise a look every quarter
+        # second for idle leases to return.
+        while not self._stop.is_set():
+            self._wake.wait(0.25)
+            self._wake.clear()
+            self.housekeep(time.time())
+
+    def housekeep(self, now: float) -> None:
+        for scope in list(self._scopes.values()):
+            try:
+                scope.housekeep(now)
+            except Exception:
+                # The database may be briefly unreachable; callers lease for themselves
+                # meanwhile, and leftovers are returned on a later round.
+                log.warning("budget housekeeping of %s failed", scope.name, exc_info=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=10)
+        for scope in list(self._scopes.values()):
+            scope.give_back()
+
+    def usage(self, name: str) -> Usage | None:
+        scope = self._scopes.get(name)
+        if scope is None:
+            return None
+        return self.ledger.usage(name, window_start(time.time(), scope.budget.window))

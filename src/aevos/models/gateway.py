@@ -1,0 +1,770 @@
+"""The governed model gateway: every model call routed, budgeted, guarded and recorded.
+
+``gateway.predict(model, input)`` (and ``ctx.predict`` inside a workflow, through
+:meth:`Gateway.predict_step`) resolves the model's :class:`~aevos.models.routing.Route` to a
+version (alias, sticky canary split), then for each model call it makes:
+
+1. asks the version's circuit breaker (:mod:`.breaker`): an open breaker rejects the call at
+   once and the route's fallbacks answer instead;
+2. reserves one call and the route's ``max_cost`` / ``max_tokens`` from every budget and rate
+   limit that applies (tenant, workflow, model; :mod:`.budget`), before the call, so
+   concurrent callers in any number of processes cannot overshoot them;
+3. calls the adapter, in a worker thread when a timeout applies;
+4. settles the reservation to the actual cost and tokens, tells the breaker, and records the
+   call (:mod:`.recorder`): model, version, route, outcome, confidence, input SHA-256,
+   latency, tokens, cost, tenant, and the workflow, run and step when there is one.
+
+Then a cascade escalates while the confidence is low, fallbacks answer for a failed target,
+and a shadow version gets the same input in the background (recorded, never returned).
+
+What stops a call at once, without fallbacks: an input the model's signature refuses
+(:class:`~aevos.errors.ModelInputError`), an unknown model or alias
+(:class:`~aevos.errors.ModelNotFoundError`), an artifact that fails its integrity check, and a
+tenant or workflow budget or rate limit (a fallback would spend from the same one). What
+fails over to the fallbacks: the model raising or timing out, its breaker being open, and
+a budget or rate limit of that model alone.
+
+Circuit-breaker state is per process (a failing model is noticed by each process within
+a few calls); budgets and rate limits are shared by all processes through the database.
+Alias resolution is cached per process for ``resolve_ttl`` seconds (1 s by default), so an
+alias moved by another process (a rollback) takes effect here within that time;
+:meth:`Gateway.invalidate` makes it immediate in this process.
+
+The HTTP endpoint for calls from outside Python comes with the server (a later issue); it
+will call :meth:`Gateway.predict` with the caller's tenant and identity.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .. import codec
+from ..errors import (
+    AevosError,
+    ArtifactIntegrityError,
+    CircuitOpenError,
+    DefinitionError,
+    InvalidArtifactError,
+    LimitExceededError,
+    ModelCallError,
+    ModelInputError,
+    ModelNotFoundError,
+    ModelTimeoutError,
+    SerializationError,
+    StepFailedError,
+    StorageError,
+    UnsafeArtifactError,
+)
+from ..identity import check_tenant
+from ..run import StepInfo
+from ..step import error_dict
+from ..storage import LeaseLost, StepRecord
+from .breaker import BreakerConfig, Breakers, BreakerState
+from .budget import Budget, Budgets, Leasing, Reservation, Usage
+from .recorder import CallRecord, CallStats, Recorder, input_digest
+from .routing import Canary, Cascade, Route, Target, bucket_of, key_hash
+from .types import ModelAdapter, ModelVersion, Prediction
+
+if TYPE_CHECKING:
+    from ..audit import AuditLog
+    from ..context import WorkflowContext
+    from ..storage import Store
+    from .registry import ModelRegistry
+
+__all__ = ["CallResult", "Gateway"]
+
+# Errors that stop the call: retrying elsewhere cannot help, or would hide a real problem.
+_FINAL: tuple[type[BaseException], ...] = (
+    ModelInputError,
+    ModelNotFoundError,
+    ArtifactIntegrityError,
+    UnsafeArtifactError,
+    InvalidArtifactError,
+    DefinitionError,
+    SerializationError,
+    # Budgets cannot be enforced without the database: refuse rather than guess.
+    StorageError,
+)
+STEP_PREFIX = "aevos.predict:"
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """The answer of a governed call: the prediction, which version gave it and by which
+    route (``primary``, ``canary``, ``cascade:N``, ``fallback:N``), the whole call's latency
+    and the input's SHA-256. ``label``, ``confidence`` and ``output`` are the prediction's."""
+
+    prediction: Prediction
+    model: str
+    version: int
+    route: str
+    latency_ms: float
+    input_digest: str
+    call_id: str
+    attempts: int = 1
+
+    @property
+    def version_ref(self) -> str:
+        return f"{self.model}@{self.version}"
+
+    @property
+    def label(self) -> Any:
+        return self.prediction.label
+
+    @property
+    def confidence(self) -> float | None:
+        return self.prediction.confidence
+
+    @property
+    def output(self) -> Any:
+        return self.prediction.output
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON values: what a workflow step records, and what a replay rebuilds from."""
+        p = self.prediction
+        return {
+            "prediction": {
+                "label": p.label,
+                "confidence": p.confidence,
+                "output": p.output,
+                "tokens_in": p.tokens_in,
+                "tokens_out": p.tokens_out,
+                "cost": p.cost,
+                "extra": dict(p.extra),
+            },
+            "model": self.model,
+            "version": self.version,
+            "route": self.route,
+            "latency_ms": self.latency_ms,
+            "input_digest": self.input_digest,
+            "call_id": self.call_id,
+            "attempts": self.attempts,
+        }
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> CallResult:
+        p = data["prediction"]
+        return cls(
+            prediction=Prediction(
+                label=p.get("label"),
+                confidence=p.get("confidence"),
+                output=p.get("output"),
+                tokens_in=p.get("tokens_in"),
+                tokens_out=p.get("tokens_out"),
+                cost=p.get("cost"),
+                extra=p.get("extra") or {},
+            ),
+            model=str(data["model"]),
+            version=int(data["version"]),
+            route=str(data["route"]),
+            latency_ms=float(data["latency_ms"]),
+            input_digest=str(data["input_digest"]),
+            call_id=str(data["call_id"]),
+            attempts=int(data.get("attempts", 1)),
+        )
+
+
+@dataclass(slots=True)
+class _Call:
+    """One governed call in flight."""
+
+    tenant: str
+    workflow: str | None
+    actor: str
+    input: Any
+    digest: str
+    call_id: str
+    timeout: float | None
+    run_id: str | None = None
+    seq: int | None = None
+    key_digest: str | None = None
+    key_point: float = -1.0  # where the key falls in [0, 100) for canary splits
+    records: list[CallRecord] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Answer:
+    prediction: Prediction
+    version: ModelVersion
+    route: str
+
+
+class Gateway:
+    """Routes, governs and records model calls against one store and registry.
+
+    ``breaker`` configures every version's circuit breaker (LiteLLM's defaults),
+    ``leasing`` how budgets are leased from the database, ``flush_interval`` / ``flush_batch``
+    how often buffered call records are written, ``resolve_ttl`` how long an alias
+    resolution is reused, ``max_workers`` the threads that run calls with a timeout and
+    ``shadow_workers`` / ``shadow_backlog`` the background shadow calls (beyond the backlog
+    they are dropped, and counted in ``shadow_dropped``).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        registry: ModelRegistry,
+        audit: AuditLog,
+        *,
+        breaker: BreakerConfig | None = None,
+        leasing: Leasing | None = None,
+        flush_interval: float = 0.2,
+        flush_batch: int = 1000,
+        resolve_ttl: float = 1.0,
+        max_workers: int = 16,
+        shadow_workers: int = 2,
+        shadow_backlog: int = 1000,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.audit = audit
+        self.breakers = Breakers(breaker)
+        self.budgets = Budgets(store, leasing)
+        self.recorder = Recorder(audit, interval=flush_interval, batch=flush_batch)
+        self.resolve_ttl = resolve_ttl
+        self._routes: dict[str, Route] = {}
+        self._resolved: dict[tuple[str, str, int | str], tuple[float, ModelVersion, Any]] = {}
+        self._max_workers = max_workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._shadow_pool: ThreadPoolExecutor | None = None
+        self._shadow_workers = shadow_workers
+        self._shadow_slots = threading.BoundedSemaphore(shadow_backlog)
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{os.getpid():x}-{os.urandom(4).hex()}-"
+        self._closed = False
+        self._callers: set[tuple[str, str]] = set()
+        self.shadow_dropped = 0
+        # A process that exits without close() still writes its buffered records and
+        # returns its unspent budget; weakly held, so the hook keeps no gateway alive.
+        ref = weakref.ref(self)
+
+        def at_exit() -> None:
+            gateway = ref()
+            if gateway is not None:
+                gateway.close()
+
+        self._at_exit = at_exit
+        atexit.register(at_exit)
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def configure(self, route: Route) -> Route:
+        """Use ``route`` for calls to ``route.model`` (replacing its previous route)."""
+        if not isinstance(route, Route):
+            raise DefinitionError(f"configure takes a Route, not {type(route).__name__}")
+        self._routes[route.model] = route
+        return route
+
+    def route(
+        self,
+        model: str,
+        *,
+        alias: str | int = "champion",
+        canary: Canary | None = None,
+        shadow: str | int | Target | None = None,
+        cascade: list[Cascade] | tuple[Cascade, ...] = (),
+        fallbacks: list[str | Target] | tuple[str | Target, ...] = (),
+        timeout: float | None = None,
+        max_cost: float = 0.0,
+        max_tokens: int = 0,
+    ) -> Route:
+        """Build a :class:`Route` for ``model`` and :meth:`configure` it."""
+        return self.configure(
+            Route(
+                model,
+                alias=alias,
+                canary=canary,
+                shadow=shadow,
+                cascade=tuple(cascade),
+                fallbacks=tuple(fallbacks),
+                timeout=timeout,
+                max_cost=max_cost,
+                max_tokens=max_tokens,
+            )
+        )
+
+    def routes(self) -> dict[str, Route]:
+        return dict(self._routes)
+
+    def set_budget(
+        self,
+        *,
+        tenant: str = "default",
+        workflow: str | None = None,
+        model: str | None = None,
+        calls: int | None = None,
+        cost: float | None = None,
+        tokens: int | None = None,
+        window: float = 86_400.0,
+    ) -> str:
+        """Limit the calls, cost and tokens of a tenant, or of one of its workflows or
+        models, per ``window`` seconds (a day by default); returns the scope's name. Every
+        process that calls must configure the same budgets (they are code, like routes);
+        their usage is shared through the database."""
+        name = Budgets.scope_name(tenant, workflow=workflow, model=model)
+        self.budgets.configure(name, Budget(calls, cost, tokens, window))
+        return name
+
+    def set_rate_limit(
+        self,
+        *,
+        calls: int,
+        per: float = 1.0,
+        tenant: str = "default",
+        workflow: str | None = None,
+        model: str | None = None,
+    ) -> str:
+        """At most ``calls`` model calls per ``per`` seconds (fixed windows), across all
+        processes; refusals raise :class:`~aevos.errors.RateLimitedError`."""
+        name = Budgets.scope_name(tenant, workflow=workflow, model=model, rate=True)
+        self.budgets.configure(name, Budget(calls=calls, window=per, rate=True))
+        return name
+
+    def remove_limit(self, scope: str) -> None:
+        """Stop enforcing a budget or rate limit in this process (its rows stay)."""
+        self.budgets.remove(scope)
+
+    def usage(self, scope: str) -> Usage | None:
+        """The database's view of a configured scope in its current window. Chunks leased by
+        running processes count as used until they are spent or returned."""
+        return self.budgets.usage(scope)
+
+    def invalidate(self, model: str | None = None) -> None:
+        """Forget cached alias resolutions (of ``model``, or all): the next call re-reads."""
+        with self._lock:
+            if model is None:
+                self._resolved = {}
+            else:
+                self._resolved = {k: v for k, v in self._resolved.items() if k[1] != model}
+
+    def breaker_state(self, model: str, version: int, *, tenant: str = "default") -> BreakerState:
+        return self.breakers.get(tenant, model, version).state
+
+    def stats(self) -> dict[tuple[str, str, str, str], CallStats]:
+        """Calls of this process by (tenant, name@version, route, outcome)."""
+        return self.recorder.stats()
+
+    def flush(self) -> int:
+        """Write buffered call records now; returns how many were written."""
+        return self.recorder.flush()
+
+    def close(self) -> None:
+        """Finish shadow calls, write the buffered records and return unspent budget."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self._at_exit)
+        if self._shadow_pool is not None:
+            self._shadow_pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self.recorder.close()
+        self.budgets.close()
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def predict(
+        self,
+        model: str,
+        input: Any,
+        *,
+        key: str | int | None = None,
+        tenant: str = "default",
+        workflow: str | None = None,
+        actor: str = "system",
+        timeout: float | None = None,
+    ) -> CallResult:
+        """Call ``model`` on ``input``, governed; the call is recorded (in the background).
+
+        ``key`` makes the canary split sticky (the same key always reaches the same
+        version); ``workflow`` charges that workflow's budgets; ``timeout`` (seconds)
+        overrides the route's for each model call.
+        """
+        call, route = self._start(model, input, key, tenant, workflow, actor, timeout)
+        try:
+            return self._govern(call, route, model, key)
+        finally:
+            self.recorder.add(call.records)
+
+    def predict_step(
+        self,
+        ctx: WorkflowContext,
+        model: str,
+        input: Any,
+        *,
+        key: str | int | None = None,
+        timeout: float | None = None,
+    ) -> CallResult:
+        """``ctx.predict``: a governed call as a durable step of the workflow.
+
+        The result (or the error) is the step's recorded value, committed in one
+        transaction with the call's ``model.called`` audit records; a replay returns the
+        recorded result (or raises the recorded error, as the same class) without calling
+        the model or spending budget again.
+        """
+        from ..context import Cancelled
+
+        name = STEP_PREFIX + model
+        seq, recorded = ctx._begin_step(name)
+        if recorded is not None:
+            if recorded.status == "FAILED":
+                raise rebuild_error(recorded.error or {}, name, seq)
+            return CallResult.from_record(recorded.output)
+        started = time.time()
+        actor = f"system:workflow/{ctx.workflow}"
+        failure: AevosError | None = None
+        result: CallResult | None = None
+        records: list[CallRecord] = []
+        try:
+            call, route = self._start(model, input, key, ctx.tenant, ctx.workflow, actor, timeout)
+            call.run_id, call.seq, records = ctx.run_id, seq, call.records
+            result = self._govern(call, route, model, key)
+        except AevosError as exc:
+            # Recorded against the run like any step failure (a non-JSON input included).
+            failure = exc
+        output: Any = None
+        text: str | None = None
+        if result is not None:
+            output = result.to_record()
+            try:
+                text = codec.encode(output, f"prediction of model {model!r}")
+            except SerializationError as exc:
+                failure, result, output = exc, None, None
+        if failure is not None:
+            error = error_dict(failure)
+            error["attempts"] = 1
+            step = StepRecord(seq, name, "FAILED", None, error, 1, started, time.time())
+        else:
+            error = None
+            step = StepRecord(seq, name, "SUCCEEDED", text, None, 1, started, time.time())
+        events = [r.event() for r in records]
+        try:
+            ctx.app.store.record_step_with(
+                ctx.run_id, ctx._owner, step, lambda conn: self.audit.append_many(events, conn=conn)
+            )
+        except LeaseLost:
+            raise Cancelled() from None
+        self.recorder.count(records)
+        ctx._history[seq] = StepInfo(
+            ctx.run_id, seq, name, step.status, output, error, 1, started, step.finished_at
+        )
+        if failure is not None:
+            raise failure
+        assert result is not None
+        return result
+
+    # -- the governed call --------------------------------------------------------------------
+
+    def _start(
+        self,
+        model: str,
+        input: Any,
+        key: str | int | None,
+        tenant: str,
+        workflow: str | None,
+        actor: str,
+        timeout: float | None,
+    ) -> tuple[_Call, Route]:
+        if self._closed:
+            raise DefinitionError("this gateway is closed")
+        if (tenant, actor) not in self._callers:
+            # Checked once per caller, here rather than when the records are written.
+            check_tenant(tenant)
+            if not isinstance(actor, str) or not 0 < len(actor) <= 200:
+                raise DefinitionError("actor must be a string of 1 to 200 characters")
+            self._callers.add((tenant, actor))
+        route = self._routes.get(model)
+        if route is None:
+            route = self._routes.setdefault(model, Route(model))
+        call = _Call(
+            tenant=tenant,
+            workflow=workflow,
+            actor=actor,
+            input=input,
+            digest=input_digest(input),
+            call_id=self._id_prefix + format(next(self._ids), "x"),
+            timeout=route.timeout if timeout is None else timeout,
+        )
+        if key is not None:
+            # One hash serves both: the sticky split point and the key's recorded digest
+            # (salted by tenant and model, so digests cannot be matched across models).
+            digest = key_hash(tenant, model, str(key))
+            call.key_digest = digest[:16].hex()
+            call.key_point = bucket_of(digest)
+        return call, route
+
+    def _govern(self, call: _Call, route: Route, model: str, key: str | int | None) -> CallResult:
+        began = time.perf_counter()
+        first, label = route.primary, "primary"
+        canary = route.canary
+        if canary is not None and canary.percent > 0:
+            point = random.random() * 100.0 if key is None else call.key_point
+            if point < canary.percent:
+                first, label = route.canary_target or first, "canary"
+        try:
+            answer = self._stage(call, route, first, label)
+            for index, (target, below) in enumerate(route.cascade_targets, 1):
+                confidence = answer.prediction.confidence
+                if confidence is not None and confidence >= below:
+                    break
+                try:
+                    answer = self._stage(call, route, target, f"cascade:{index}")
+                except AevosError as exc:
+                    if isinstance(exc, _FINAL):
+                        raise
+                    # The escalation failed: the lower stage's answer still stands.
+                    break
+        finally:
+            shadow = route.shadow_target
+            if shadow is not None and shadow != first:
+                self._shadow(call, route, shadow)
+        return CallResult(
+            prediction=answer.prediction,
+            model=answer.version.name,
+            version=answer.version.version,
+            route=answer.route,
+            latency_ms=(time.perf_counter() - began) * 1000.0,
+            input_digest=call.digest,
+            call_id=call.call_id,
+            attempts=len(call.records),
+        )
+
+    def _stage(self, call: _Call, route: Route, target: Target, label: str) -> _Answer:
+        """One target, then the route's fallbacks in order if it failed."""
+        answer = self._attempt(call, route, target, label)
+        if isinstance(answer, _Answer):
+            return answer
+        if isinstance(answer, _FINAL) or _final_limit(answer):
+            raise answer
+        for index, fallback in enumerate(route.fallback_targets, 1):
+            if fallback == target:
+                continue
+            other = self._attempt(call, route, fallback, f"fallback:{index}")
+            if isinstance(other, _Answer):
+                return other
+            if isinstance(other, _FINAL) or _final_limit(other):
+                raise other
+        raise answer
+
+    def _attempt(
+        self, call: _Call, route: Route, target: Target, label: str
+    ) -> _Answer | AevosError:
+        """One model call, governed and recorded; the answer, or the error it ended in."""
+        started = time.perf_counter()
+        version: ModelVersion | None = None
+        reserved: Reservation = []
+        cost, tokens = route.max_cost, float(route.max_tokens)
+        prediction: Prediction | None = None
+        try:
+            version, adapter = self._resolve(call.tenant, target)
+            breaker = self.breakers.get(call.tenant, version.name, version.version)
+            if not breaker.allow():
+                raise CircuitOpenError(
+                    f"the circuit breaker of {version.ref} is open (after repeated failures); "
+                    f"next trial in {breaker.retry_after():.1f}s",
+                    version_ref=version.ref,
+                )
+            scopes = self.budgets.scopes(call.tenant, call.workflow, version.name)
+            if scopes:
+                try:
+                    reserved = self.budgets.reserve(scopes, cost, tokens, time.time())
+                except BaseException:
+                    breaker.cancel()
+                    raise
+            try:
+                prediction = self._invoke(adapter, call.input, call.timeout, version)
+            except _FINAL:
+                breaker.cancel()  # the caller's input, not the model's fault
+                raise
+            except BaseException:
+                breaker.failure()
+                raise
+            breaker.success()
+        except AevosError as exc:
+            # A call that never answered is settled at nothing spent but the call itself,
+            # except a timeout: the model may still be running (and billing) it.
+            if reserved and not isinstance(exc, ModelTimeoutError):
+                self.budgets.settle(reserved, (0.0, cost, tokens))
+            self._record(call, target, version, label, started, None, exc)
+            return exc
+        if reserved:
+            actual_cost = prediction.cost if prediction.cost is not None else cost
+            used_tokens = (
+                float((prediction.tokens_in or 0) + (prediction.tokens_out or 0))
+                if prediction.tokens_in is not None or prediction.tokens_out is not None
+                else tokens
+            )
+            self.budgets.settle(reserved, (0.0, cost - actual_cost, tokens - used_tokens))
+        self._record(call, target, version, label, started, prediction, None)
+        return _Answer(prediction, version, label)
+
+    def _invoke(
+        self, adapter: ModelAdapter, input: Any, timeout: float | None, version: ModelVersion
+    ) -> Prediction:
+        try:
+            if timeout is None:
+                prediction = adapter.predict(input)
+            else:
+                future = self._executor().submit(adapter.predict, input)
+                try:
+                    prediction = future.result(timeout=timeout)
+                except FutureTimeout:
+                    if future.done():
+                        raise  # the adapter's own TimeoutError
+                    # The thread cannot be stopped: it finishes in the background and its
+                    # answer is discarded.
+                    future.cancel()
+                    raise ModelTimeoutError(
+                        f"model {version.ref} did not answer within {timeout:g}s"
+                    ) from None
+        except AevosError:
+            raise
+        except TimeoutError as exc:
+            raise ModelTimeoutError(f"model {version.ref} timed out") from exc
+        except Exception as exc:
+            # Only the type: a model's own message may quote its input.
+            raise ModelCallError(f"model {version.ref} raised {type(exc).__name__}") from exc
+        if not isinstance(prediction, Prediction):
+            raise ModelCallError(
+                f"model {version.ref} answered a {type(prediction).__name__}, not a Prediction"
+            )
+        return prediction
+
+    def _resolve(self, tenant: str, target: Target) -> tuple[ModelVersion, ModelAdapter]:
+        key = (tenant, target.model, target.ref)
+        now = time.monotonic()
+        hit = self._resolved.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1], hit[2]
+        version = self.registry.get(target.model, target.ref, tenant=tenant)
+        adapter = self.registry.load(version)
+        self._resolved[key] = (now + self.resolve_ttl, version, adapter)
+        return version, adapter
+
+    def _record(
+        self,
+        call: _Call,
+        target: Target,
+        version: ModelVersion | None,
+        route: str,
+        started: float,
+        prediction: Prediction | None,
+        error: AevosError | None,
+    ) -> None:
+        record = CallRecord(
+            call_id=call.call_id,
+            tenant=call.tenant,
+            actor=call.actor,
+            model=target.model,
+            version=None if version is None else version.version,
+            ref=str(target.ref),
+            route=route,
+            outcome="ok" if error is None else error.code,
+            input_digest=call.digest,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+            workflow=call.workflow,
+            run_id=call.run_id,
+            seq=call.seq,
+            key_digest=call.key_digest,
+        )
+        if prediction is not None:
+            record.confidence = prediction.confidence
+            record.label = prediction.label
+            record.tokens_in = prediction.tokens_in
+            record.tokens_out = prediction.tokens_out
+            record.cost = prediction.cost
+        if error is not None:
+            cause = error.__cause__ if error.__cause__ is not None else error
+            record.error_type = f"{type(cause).__module__}.{type(cause).__qualname__}"
+        call.records.append(record)
+
+    # -- shadow and threads -------------------------------------------------------------------
+
+    def _shadow(self, call: _Call, route: Route, target: Target) -> None:
+        if not self._shadow_slots.acquire(blocking=False):
+            self.shadow_dropped += 1
+            return
+        shadow = _Call(
+            tenant=call.tenant,
+            workflow=call.workflow,
+            actor=call.actor,
+            input=call.input,
+            digest=call.digest,
+            call_id=call.call_id,
+            timeout=call.timeout,
+            run_id=call.run_id,
+            seq=call.seq,
+            key_digest=call.key_digest,
+        )
+
+        def run() -> None:
+            try:
+                self._attempt(shadow, route, target, "shadow")
+                self.recorder.add(shadow.records)
+            finally:
+                self._shadow_slots.release()
+
+        try:
+            pool = self._shadow_pool
+            if pool is None:
+                with self._lock:
+                    if self._shadow_pool is None:
+                        self._shadow_pool = ThreadPoolExecutor(
+                            self._shadow_workers, thread_name_prefix="aevos-shadow"
+                        )
+                    pool = self._shadow_pool
+            pool.submit(run)
+        except RuntimeError:  # shutting down
+            self._shadow_slots.release()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        self._max_workers, thread_name_prefix="aevos-model"
+                    )
+                pool = self._pool
+        return pool
+
+
+def _final_limit(error: AevosError) -> bool:
+    """A tenant or workflow limit refuses every target alike; a model's own does not."""
+    return isinstance(error, LimitExceededError) and ":model:" not in f":{error.scope}"
+
+
+def rebuild_error(error: Mapping[str, Any], step: str, seq: int) -> AevosError:
+    """The error a recorded failed call raises again on replay: the same class by its code
+    (any aevos error whose constructor takes the message alone), else StepFailedError."""
+    code, message = error.get("code"), str(error.get("message", ""))
+    if isinstance(code, str):
+        for cls in _error_classes(AevosError):
+            if cls.code == code:
+                try:
+                    return cls(message)
+                except TypeError:
+                    break
+    return StepFailedError(step, seq, str(error.get("type")), message, 1)
+
+
+def _error_classes(root: type[AevosError]) -> list[type[AevosError]]:
+    found: list[type[AevosError]] = []
+    pending = [root]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
