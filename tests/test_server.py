@@ -224,3 +224,24 @@ def test_aevos_serve_runs_the_api_and_workers(sqlite_url: str, tmp_path: Any) ->
         server.send_signal(signal.SIGINT)
         _, stderr = server.communicate(timeout=30)  # drains and closes the pipes
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("ModelNotFoundError", 404),
+        ("ModelInputError", 422),
+        ("BudgetExceededError", 429),
+        ("RateLimitedError", 429),
+        ("CircuitOpenError", 502),
+        ("ModelTimeoutError", 502),
+        ("StorageUnavailableError", 503),
+        ("SchemaError", 400),
+    ],
+)
+def test_error_classes_map_to_http_statuses(name: str, status: int) -> None:
+    from aevos import errors
+    from aevos.server.errors import status_for
+
+    kind = getattr(errors, name)
+    assert status_for(kind.__new__(kind)) == status

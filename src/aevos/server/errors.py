@@ -17,18 +17,25 @@ from .. import errors as e
 
 log = logging.getLogger("aevos.server")
 
+# First match wins: subclasses before their bases.
 _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.AuthenticationError, 401),
     (e.AuthorizationError, 403),
+    (e.PiiAccessDeniedError, 403),
     (e.RunNotFoundError, 404),
     (e.UnknownWorkflowError, 404),
     (e.TokenNotFoundError, 404),
     (e.PolicyNotFoundError, 404),
+    (e.ModelNotFoundError, 404),
     (e.IdempotencyConflictError, 409),
     (e.InvalidRunStateError, 409),
     (e.SerializationError, 422),
     (e.DefinitionError, 422),
     (e.PolicyInputError, 422),
+    (e.ModelInputError, 422),
+    (e.LimitExceededError, 429),
+    (e.CircuitOpenError, 502),
+    (e.ModelCallError, 502),  # ModelTimeoutError too
     (e.StorageUnavailableError, 503),
 ]
 
@@ -37,15 +44,6 @@ def status_for(error: e.AevosError) -> int:
     for kind, status in _STATUS:
         if isinstance(error, kind):
             return status
-    name = type(error).__name__
-    if name.endswith("NotFoundError"):
-        return 404
-    if name in ("BudgetExceededError", "RateLimitedError"):
-        return 429
-    if name in ("CircuitOpenError", "ModelTimeoutError", "ModelCallError"):
-        return 502
-    if name.endswith("InputError"):
-        return 422
     return 400
 
 
