@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from aevos import Aevos, ModelCard, StepContext, WorkflowContext
+from aevos import Aevos, AuthorizationError, ModelCard, StepContext, WorkflowContext
 from aevos.server import create_app
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
@@ -119,3 +119,66 @@ def test_predict_over_http_is_authorised_and_tenant_scoped(served: Aevos) -> Non
             headers={"Authorization": f"Bearer {svc.token}"},
         )
         assert bad.status_code == 422 and bad.json()["error"]["code"] == "model_input_invalid"
+
+
+def _evidence(candidate: float, samples: int) -> dict[str, Any]:
+    return {
+        "candidate": {"accuracy": candidate, "calibration_error": 0.05, "samples": samples},
+        "champion": {"accuracy": 0.80, "calibration_error": 0.05},
+    }
+
+
+def test_promotion_passes_the_policy_gate(served: Aevos) -> None:
+    from aevos import PolicySet
+
+    app = served
+    app._policies = PolicySet.load(Path(__file__).resolve().parents[1] / "examples" / "policies")
+    from aevos.models.adapters.sklearn import train_text_classifier
+    from aevos.models.artifact import dump_sklearn
+
+    train = _rows("train.csv", 20)
+    candidate = app.models.register(
+        "support-intent",
+        dump_sklearn(train_text_classifier([t for t, _ in train], [lbl for _, lbl in train])),
+        flavor="sklearn",
+        tenant="acme",
+    )
+    ident, access = app.identity, app.access
+    ops = ident.create_token(tenant="acme", role="operator", name="ops", created_by="t").principal
+    lead = ident.create_token(tenant="acme", role="admin", name="lead", created_by="t").principal
+    reviewer = ident.create_token(tenant="acme", role="reviewer", name="r", created_by="t")
+
+    worse = access.promote_model(
+        ops, "support-intent", candidate.version, evidence=_evidence(0.70, 5000)
+    )
+    assert worse.decision.result == "deny" and worse.promoted is None
+    unsure = access.promote_model(
+        ops, "support-intent", candidate.version, evidence=_evidence(0.81, 600)
+    )
+    assert unsure.needs_approval
+    assert app.models.aliases("support-intent", tenant="acme")["champion"] == 1
+    with pytest.raises(AuthorizationError):
+        access.promote_model(
+            ops,
+            "support-intent",
+            candidate.version,
+            evidence=_evidence(0.81, 600),
+            approved_by=ops,  # no approving oneself
+        )
+    with pytest.raises(AuthorizationError):
+        access.promote_model(reviewer.principal, "support-intent", 1, evidence=_evidence(0.9, 5000))
+    approved = access.promote_model(
+        ops, "support-intent", candidate.version, evidence=_evidence(0.81, 600), approved_by=lead
+    )
+    assert approved.promoted is not None and approved.promoted.version == candidate.version
+    rolled = app.models.rollback("support-intent", tenant="acme", by=ops.actor)
+    assert rolled.version == 1
+    clear = access.promote_model(
+        ops, "support-intent", candidate.version, evidence=_evidence(0.85, 5000)
+    )
+    assert clear.decision.result == "allow" and clear.promoted is not None
+    actions = [
+        r.action for r in app.audit.query("acme") if r.action.startswith(("policy", "model"))
+    ]
+    assert actions.count("policy.decided") == 5 and actions.count("model.promoted") == 2
+    assert "model.rolled_back" in actions

@@ -10,10 +10,12 @@ layer over this class.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from . import codec
-from .errors import RunNotFoundError, UnknownWorkflowError
+from .errors import AuthorizationError, RunNotFoundError, UnknownWorkflowError
 from .handle import RunHandle
 from .identity import Permission, Principal
 from .lineage import Lineage, lineage
@@ -24,6 +26,21 @@ if TYPE_CHECKING:
     from .app import Aevos
     from .audit import AuditRecord, VerifyReport
     from .models.gateway import CallResult
+    from .models.types import ModelVersion
+    from .policy import Decision
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What a promotion request came to: the policy's decision, and the promoted version
+    (None when the policy denied it or it awaits a person's approval)."""
+
+    decision: Decision
+    promoted: ModelVersion | None
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.promoted is None and self.decision.result == "approve"
 
 
 class Access:
@@ -171,6 +188,53 @@ class Access:
         return self.app.gateway.predict(
             model, input, key=key, tenant=principal.tenant, actor=principal.actor
         )
+
+    def promote_model(
+        self,
+        principal: Principal,
+        name: str,
+        version: int,
+        *,
+        evidence: Mapping[str, Any],
+        alias: str = "champion",
+        policy: str = "promotion-gate",
+        approved_by: Principal | None = None,
+    ) -> Promotion:
+        """Move ``alias`` to ``version`` if the promotion policy allows it (an approval gate).
+
+        The policy sees ``{"model": {"name": ...}, **evidence}`` (the candidate's and the
+        champion's metrics). ``allow`` promotes; ``approve`` promotes only with
+        ``approved_by``, a different principal of the tenant who may promote (four eyes);
+        ``deny`` never does. The decision is audited either way.
+        """
+        self._allow(principal, Permission.MODELS_PROMOTE, "promote models")
+        self.app.models.get(name, version, tenant=principal.tenant)  # 404 before deciding
+        decision = self.app.policies.evaluate(policy, {"model": {"name": name}, **evidence})
+        self._audit(
+            principal,
+            "policy.decided",
+            subject=f"policy:{decision.policy}@{decision.version}",
+            **decision.to_record(),
+            model=f"{name}@{version}",
+        )
+        approver = None
+        if decision.result == "approve" and approved_by is not None:
+            self._allow(approved_by, Permission.MODELS_PROMOTE, "approve promotions")
+            if approved_by.tenant != principal.tenant or approved_by.token_id == principal.token_id:
+                raise AuthorizationError(
+                    "a promotion needing approval must be approved by another principal of "
+                    "the same tenant"
+                )
+            approver = approved_by.actor
+        if decision.result == "allow" or approver is not None:
+            by = (
+                principal.actor if approver is None else f"{principal.actor} approved by {approver}"
+            )
+            promoted = self.app.models.promote(
+                name, version, alias=alias, tenant=principal.tenant, by=by
+            )
+            return Promotion(decision, promoted)
+        return Promotion(decision, None)
 
     # -- personal data ----------------------------------------------------------------------
 
