@@ -129,6 +129,18 @@ class Store(OperatorActions, Signals):
             fence = sa.update(runs).where(owned).values(updated_at=bp("now"))
             self._hot_step_fenced = self._fenced_step_insert(fence)
             self._hot_finish_step = self._fenced_step_insert(finish)
+        else:
+            # SQLite: the transaction already holds the write lock (BEGIN IMMEDIATE), so an
+            # EXISTS check fences as safely as an UPDATE and does not write the run's page
+            # to the WAL on every step.
+            cols = [c.name for c in steps.c]
+            held = sa.exists(sa.select(runs.c.run_id).where(owned))
+            self._hot_step_fenced = Compiled(
+                steps.insert().from_select(
+                    cols, sa.select(*[bp(name).label(name) for name in cols]).where(held)
+                ),
+                self.engine,
+            )
         self._hot_wake = Compiled(
             sa.update(runs)
             .where(
@@ -486,7 +498,7 @@ class Store(OperatorActions, Signals):
                 "w_owner": owner,
                 "now": step.finished_at,
             }
-            single = self._hot_step_fenced is not None
+            single = self.backend == "postgresql"
             try:
                 with self._hot(single) as cursor:
                     if self._hot_step_fenced is not None:
@@ -554,7 +566,7 @@ class Store(OperatorActions, Signals):
             if step is not None:
                 values.update(self._step_values(run_id, step, step.output_json, None))
             try:
-                if step is not None and parent_run_id is None and self._hot_finish_step:
+                if step is not None and parent_run_id is None and self._hot_finish_step is not None:
                     with self._hot(single=True) as cursor:
                         stmt = self._hot_finish_step
                         cursor.execute(stmt.sql, stmt.params(values))
