@@ -57,6 +57,13 @@ class Workflow(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(func)
         self._options = options or StartOptions()
         self._signature = inspect.signature(func)
+        params = list(self._signature.parameters.values())[1:]
+        plain = all(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+            for p in params
+        )
+        # The exact count of a call that is valid without binding, or -1 when none is.
+        self._positional = len(params) if plain else -1
         functools.update_wrapper(self, func)
 
     def options(
@@ -82,11 +89,14 @@ class Workflow(Generic[P, R]):
         return Workflow(self.app, self.func, self.name, self.queue, opts)
 
     def _encode_input(self, args: Any, kwargs: Any) -> str:
-        try:
-            # Wrong arity or unknown keyword: refuse before anything is recorded or run.
-            self._signature.bind(None, *args, **kwargs)
-        except TypeError as exc:
-            raise DefinitionError(f"bad arguments for workflow {self.name!r}: {exc}") from None
+        # Plain positional calls with exactly the declared parameters need no binding
+        # (the common case, and bind() is the costliest part of starting a run).
+        if kwargs or len(args) != self._positional:
+            try:
+                # Wrong arity or unknown keyword: refuse before anything is recorded or run.
+                self._signature.bind(None, *args, **kwargs)
+            except TypeError as exc:
+                raise DefinitionError(f"bad arguments for workflow {self.name!r}: {exc}") from None
         return codec.encode(
             {"args": list(args), "kwargs": kwargs}, f"input of workflow {self.name!r}"
         )

@@ -9,9 +9,9 @@ pool, so connection set-up (pragmas, BEGIN IMMEDIATE) is identical to the slow p
 
 from __future__ import annotations
 
+import operator
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -28,15 +28,61 @@ class Compiled:
         self.defaults = dict(compiled.params)
         self.positional = engine.dialect.paramstyle in ("qmark", "numeric", "format")
         self.names = list(getattr(compiled, "positiontup", None) or [])
+        # itemgetter builds the positional tuple in C: this runs for every step.
+        self._get = operator.itemgetter(*self.names) if len(self.names) > 1 else None
 
     def params(self, values: dict[str, Any]) -> Any:
-        if self.positional:
-            return tuple(
-                values[name] if name in values else self.defaults.get(name) for name in self.names
-            )
-        merged = dict(self.defaults)
-        merged.update(values)
-        return merged
+        merged = {**self.defaults, **values}
+        if not self.positional:
+            return merged
+        if self._get is not None:
+            return self._get(merged)
+        return tuple(merged[name] for name in self.names)
+
+
+class Transaction:
+    """Context manager for one hot-path transaction (a class, not a generator: it runs for
+    every step, and a generator-based context manager costs several times more)."""
+
+    __slots__ = ("_conns", "_cursor", "_single")
+
+    def __init__(self, conns: RawConnections, single: bool) -> None:
+        self._conns = conns
+        self._single = single
+        self._cursor: Any = None
+
+    def __enter__(self) -> Any:
+        cursor = self._conns._connection().cursor()
+        self._cursor = cursor
+        if not self._single:
+            try:
+                cursor.execute(self._conns._begin_sql)
+            except BaseException:
+                cursor.close()
+                raise
+        return cursor
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        cursor = self._cursor
+        try:
+            if self._single:
+                return
+            if kind is None:
+                try:
+                    cursor.execute("COMMIT")
+                except BaseException:
+                    with suppress(Exception):
+                        cursor.execute("ROLLBACK")
+                    raise
+                return
+            try:
+                cursor.execute("ROLLBACK")
+            except Exception:
+                self._conns.discard()
+        finally:
+            cursor.close()
 
 
 class RawConnections:
@@ -79,27 +125,9 @@ class RawConnections:
             with suppress(Exception):  # already broken; nothing more to release
                 conn.invalidate()
 
-    @contextmanager
-    def transaction(self, single: bool = False) -> Iterator[Any]:
+    def transaction(self, single: bool = False) -> Transaction:
         """A cursor in a transaction; ``single`` means one statement, committed by itself."""
-        conn = self._connection()
-        cursor = conn.cursor()
-        try:
-            if single and not self._always_begin:
-                yield cursor
-                return
-            cursor.execute(self._begin_sql)
-            try:
-                yield cursor
-            except BaseException:
-                try:
-                    cursor.execute("ROLLBACK")
-                except Exception:
-                    self.discard()
-                raise
-            cursor.execute("COMMIT")
-        finally:
-            cursor.close()
+        return Transaction(self, single and not self._always_begin)
 
     def close(self) -> None:
         with self._lock:

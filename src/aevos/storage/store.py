@@ -54,6 +54,34 @@ class StepRecord:
     finished_at: float
 
 
+class _Hot:
+    """The hot-path transaction with error classification (a class: it runs every step)."""
+
+    __slots__ = ("_store", "_tx")
+
+    def __init__(self, store: Store, single: bool) -> None:
+        self._store = store
+        self._tx = store._raw.transaction(single)
+
+    def __enter__(self) -> Any:
+        try:
+            return self._tx.__enter__()
+        except BaseException as exc:
+            self._store._raise_classified(exc)
+            raise
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        try:
+            self._tx.__exit__(kind, exc, tb)
+        except BaseException as commit_failure:
+            self._store._raise_classified(commit_failure)
+            raise
+        if exc is not None:
+            self._store._raise_classified(exc)
+
+
 class Store(OperatorActions, Signals):
     """Durable state of runs, steps, signals and queues in one SQL database."""
 
@@ -183,17 +211,15 @@ class Store(OperatorActions, Signals):
         self._raw.close()
         self.engine.dispose()
 
-    @contextmanager
-    def _hot(self, single: bool = False) -> Iterator[Any]:
+    def _hot(self, single: bool = False) -> _Hot:
         """A transaction on this thread's raw connection, errors classified like ``_guard``."""
-        try:
-            with self._raw.transaction(single) as cursor:
-                yield cursor
-        except (AevosError, LeaseLost):
-            raise
-        except self._dbapi.IntegrityError:
-            raise
-        except self._dbapi.Error as exc:
+        return _Hot(self, single)
+
+    def _raise_classified(self, exc: BaseException) -> None:
+        """Re-raise a driver error as the aevos error it means; other errors pass through."""
+        if isinstance(exc, AevosError | LeaseLost | self._dbapi.IntegrityError):
+            return
+        if isinstance(exc, self._dbapi.Error):
             classified = self.dialect.classify(exc, self.safe_url)
             if classified is not None:
                 self._raw.discard()
