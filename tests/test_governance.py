@@ -84,17 +84,18 @@ def test_red_team_token_for_tenant_a_cannot_see_tenant_b(gov: Aevos) -> None:
     pb = access.authenticate(b.token)
     b_run = access.start_run(pb, "claims.intake", [{"id": 1}])
 
+    for attempt in (access.get_run, access.cancel_run, access.lineage, access.list_steps):
+        with pytest.raises(AuthorizationError, match="not accessible") as refused:
+            attempt(pa, b_run.run_id)
+        assert "tenant-b" not in refused.value.message
     with pytest.raises(RunNotFoundError):
-        access.get_run(pa, b_run.run_id)
-    with pytest.raises(RunNotFoundError):
-        access.cancel_run(pa, b_run.run_id)
-    with pytest.raises(RunNotFoundError):
-        access.lineage(pa, b_run.run_id)
+        access.get_run(pa, "no-such-run")
     assert access.list_runs(pa) == []
     assert [r.run_id for r in access.list_runs(pb)] == [b_run.run_id]
     assert access.audit_query(pa) and all(r.tenant == "tenant-a" for r in access.audit_query(pa))
     denied = [r for r in gov.audit.query("tenant-a") if r.action == "authz.denied"]
-    assert len(denied) == 3 and all(r.data["object"] == f"run:{b_run.run_id}" for r in denied)
+    assert len(denied) == 4 and all(r.data["object"] == f"run:{b_run.run_id}" for r in denied)
+    assert access.get_run(pb, b_run.run_id).status.value == "ENQUEUED"  # untouched
     # The refused requests are audited in A's chain; B's chain records only B's own actions.
     assert {r.action for r in gov.audit.query("tenant-b")} == {"token.created", "run.started"}
 

@@ -117,7 +117,8 @@ def test_roles_and_tenants_are_enforced(served: tuple[Aevos, TestClient]) -> Non
         ("post", f"/v1/runs/{run['run_id']}/cancel"),
     ]:
         response = client.request(method, path, headers=a_ops)
-        assert response.status_code == 404, (method, path)
+        assert response.status_code == 403, (method, path)
+        assert response.json()["error"]["code"] == "forbidden"
     assert client.get("/v1/runs", headers=a_ops).json() == []
     forbidden = client.post("/v1/runs", json={"workflow": "claims.intake"}, headers=reviewer)
     assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"

@@ -3,8 +3,8 @@
 Each operation authenticates nothing itself (callers pass the :class:`Principal` that
 ``Access.authenticate`` returned), checks the role's permission, scopes every read and
 write to the principal's tenant, and records what it did in the audit log. Objects of
-another tenant are answered exactly like objects that do not exist, and the attempt is
-audited, so a token for tenant A learns nothing about tenant B. The HTTP API is a thin
+another tenant are refused (403, like any operation a token may not perform) and the attempt
+is audited; nothing about the other tenant's object is returned or named. The HTTP API is a thin
 layer over this class.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from . import codec
-from .errors import AuthorizationError, RunNotFoundError, UnknownWorkflowError
+from .errors import AuthorizationError, UnknownWorkflowError
 from .handle import RunHandle
 from .identity import Permission, Principal
 from .lineage import Lineage, lineage
@@ -82,7 +82,9 @@ class Access:
         info = self.app.store.get_run(run_id)  # RunNotFoundError for unknown ids
         if info.tenant != principal.tenant:
             self.app.identity.deny_cross_tenant(principal, "run", run_id)
-            raise RunNotFoundError(f"no run with id {run_id!r}")
+            # 403, as for any request a token may not make; the message names nothing of
+            # the other tenant.
+            raise AuthorizationError(f"run {run_id!r} is not accessible with this token")
         return info
 
     # -- runs -------------------------------------------------------------------------------
