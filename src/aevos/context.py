@@ -126,25 +126,12 @@ class WorkflowContext:
         commit would.
         """
         self._pending = record
-        self._history[record.seq] = StepInfo(
-            self.run_id,
-            record.seq,
-            record.name,
-            record.status,
-            output,
-            record.error,
-            record.attempts,
-            record.started_at,
-            record.finished_at,
-        )
+        self._remember(record, output)
 
     def _flush(self) -> None:
         record, self._pending = self._pending, None
         if record is not None:
-            try:
-                self.app.store.record_step(self.run_id, self._owner, record)
-            except LeaseLost:
-                raise Cancelled() from None
+            self._write(record)
 
     def take_pending(self) -> StepRecord | None:
         """The deferred step result, for the executor to commit with the run's completion."""
@@ -152,10 +139,10 @@ class WorkflowContext:
         return record
 
     def _commit(self, record: StepRecord, output: Any = None) -> None:
-        try:
-            self.app.store.record_step(self.run_id, self._owner, record)
-        except LeaseLost:
-            raise Cancelled() from None
+        self._write(record)
+        self._remember(record, output)
+
+    def _remember(self, record: StepRecord, output: Any) -> None:
         self._history[record.seq] = StepInfo(
             self.run_id,
             record.seq,
@@ -167,6 +154,12 @@ class WorkflowContext:
             record.started_at,
             record.finished_at,
         )
+
+    def _write(self, record: StepRecord) -> None:
+        try:
+            self.app.store.record_step(self.run_id, self._owner, record)
+        except LeaseLost:
+            raise Cancelled() from None
 
     def _record(self, name: str, produce: Callable[[], Any]) -> Any:
         """A kernel-internal step: run ``produce`` once, replay its value ever after."""
