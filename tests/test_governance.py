@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aevos import Aevos, StepContext, WorkflowContext
+from aevos import Aevos, RunStatus, StepContext, WorkflowContext
 from aevos.errors import AuthenticationError, AuthorizationError, RunNotFoundError
 
 POLICIES = Path(__file__).resolve().parents[1] / "examples" / "policies"
@@ -56,7 +56,7 @@ def test_decide_is_recorded_replayed_and_audited(gov: Aevos) -> None:
     # Only the input's digest is kept, never its values.
     assert "prior_claims" not in str(steps[0].output) and "1200" not in str(steps[0].output)
 
-    (record,) = gov.audit.query("default", run_id=runs[0.99].run_id)
+    (record,) = gov.audit.query("default", run_id=runs[0.99].run_id, action="policy.decided")
     assert record.action == "policy.decided"
     assert record.subject == "policy:claims-auto-approve@3"
     assert record.data["decision_id"] == steps[0].output["decision_id"]
@@ -279,3 +279,40 @@ def test_red_team_a_prompt_cannot_make_an_llm_step_approve_a_refund(gov: Aevos) 
     assert refunds == [10.0]
     decided = [r for r in gov.audit.query("default") if r.action == "policy.decided"]
     assert [r.data["result"] for r in decided] == ["review", "allow"]
+
+
+def test_every_way_of_starting_a_run_is_audited(gov: Aevos) -> None:
+    @gov.workflow(name="leaf")
+    def leaf(ctx: WorkflowContext) -> str:
+        return "leaf"
+
+    @gov.workflow(name="root")
+    def root(ctx: WorkflowContext, n: int) -> str:
+        ctx.wait_child(ctx.start_child(leaf), timeout=30)
+        return leaf(ctx)
+
+    worker = gov.worker().start()
+    try:
+        # Inline, with an enqueued child (the worker runs it) and an inline child.
+        assert root.options(tenant="acme").run(1) == "leaf"
+        queued = gov.start("root", 2, tenant="acme")
+        with pytest.raises(Exception, match="no workflow named"):
+            gov.start("missing", tenant="acme")
+        queued.result(timeout=30)
+        forked = gov.fork(queued.run_id, from_step=0)
+        forked.result(timeout=30)
+    finally:
+        worker.stop()
+    gov.close()  # writes the buffered records of inline starts
+    records = gov.audit.query("acme")
+    started = {r.run_id: r for r in records if r.action == "run.started"}
+    runs = gov.list_runs(tenant="acme", status=[RunStatus.SUCCEEDED])
+    assert {r.run_id for r in runs} == set(started)  # every run, parents and children
+    assert len(runs) == 9  # 3 each for the inline run, the queued run and its fork
+    assert any(r.data.get("inline") for r in started.values())
+    assert started[forked.run_id].data["forked_from"] == queued.run_id
+    (rejected,) = [r for r in records if r.action == "run.rejected"]
+    assert rejected.data["reason"] == "unknown_workflow"
+    digests = {r.data.get("input_digest") for r in started.values()}
+    assert None not in digests - {started[forked.run_id].data.get("input_digest")}
+    assert gov.audit.verify("acme").ok

@@ -73,7 +73,7 @@ def test_ctx_predict_is_durable_audited_and_in_the_lineage(served: Aevos) -> Non
     finally:
         worker.stop()
     assert result["queue"] == "card_arrival" and 0 < result["confidence"] <= 1
-    (call,) = app.audit.query("acme", run_id=handle.run_id)
+    (call,) = app.audit.query("acme", run_id=handle.run_id, action="model.called")
     assert call.action == "model.called"
     assert call.subject is not None and "support-intent@1" in call.subject
     assert "received my new card" not in str(call.to_dict())  # only the input's digest

@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from . import codec
-from .errors import AuthorizationError, UnknownWorkflowError
+from .errors import AuthorizationError
 from .handle import RunHandle
 from .identity import Permission, Principal
 from .lineage import Lineage, lineage
@@ -124,31 +123,19 @@ class Access:
         priority: int = 0,
     ) -> RunInfo:
         self._allow(principal, Permission.RUNS_START, "start runs")
-        try:
-            handle = self.app.start(
-                workflow,
-                *(args or []),
-                idempotency_key=idempotency_key,
-                queue=queue,
-                priority=priority,
-                tenant=principal.tenant,
-                **(kwargs or {}),
-            )
-        except UnknownWorkflowError as exc:
-            self._audit(
-                principal, "run.rejected", subject=f"workflow:{workflow[:100]}", reason=exc.code
-            )
-            raise
-        info = self.app.store.get_run(handle.run_id)
-        self._audit(
-            principal,
-            "run.started",
-            subject=f"workflow:{workflow}",
-            run_id=info.run_id,
-            input_digest=_digest(info.input),
+        # The kernel audits the start (or the refusal) in the run's own transaction, with
+        # the principal as its actor.
+        handle = self.app.start(
+            workflow,
+            *(args or []),
             idempotency_key=idempotency_key,
+            queue=queue,
+            priority=priority,
+            tenant=principal.tenant,
+            actor=principal.actor,
+            **(kwargs or {}),
         )
-        return info
+        return self.app.store.get_run(handle.run_id)
 
     def cancel_run(self, principal: Principal, run_id: str) -> RunStatus:
         self._allow(principal, Permission.RUNS_CONTROL, "cancel runs")
@@ -271,7 +258,3 @@ class Access:
         self._allow(principal, Permission.AUDIT_EXPORT, "export the audit log")
         self._audit(principal, "audit.exported", after_seq=after_seq)
         return self.app.audit.export_jsonl(principal.tenant, out, after_seq=after_seq)
-
-
-def _digest(value: Any) -> str | None:
-    return None if value is None else codec.digest(value)

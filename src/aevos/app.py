@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast, overload
 
+from sqlalchemy.engine import Connection
+
 from . import codec
 from .context import Cancelled, Suspend, WorkflowContext
 from .errors import (
@@ -38,7 +40,8 @@ from .workflow import StartOptions, Workflow
 
 if TYPE_CHECKING:
     from .access import Access
-    from .audit import AuditLog
+    from .audit import AuditEvent, AuditLog
+    from .audit.buffer import AuditBuffer
     from .identity import Identity
     from .models.gateway import Gateway
     from .models.registry import ModelRegistry
@@ -107,6 +110,7 @@ class Aevos:
         self._vault: Vault | None = None
         self._models: ModelRegistry | None = None
         self._gateway: Gateway | None = None
+        self._audit_buffer: AuditBuffer | None = None
         self._identity: Identity | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -218,6 +222,9 @@ class Aevos:
             self._gateway.close()
             self._gateway = None
         self._leases.stop()
+        if self._audit_buffer is not None:
+            self._audit_buffer.close()  # writes what is buffered while the store is open
+            self._audit_buffer = None
         if self._timeout_pool is not None:
             self._timeout_pool.shutdown(wait=False, cancel_futures=True)
         if self._store is not None:
@@ -360,7 +367,16 @@ class Aevos:
                 status=RunStatus.REJECTED,
                 tenant=opts.tenant,
                 error=details,
-            )
+            ),
+            also=self._audit_start(
+                "run.rejected",
+                run_id,
+                workflow[:200],
+                opts.tenant,
+                opts.actor,
+                None,
+                reason=error.code,
+            ),
         )
         return run_id
 
@@ -372,11 +388,17 @@ class Aevos:
         queue: str | None = None,
         priority: int = 0,
         tenant: str = "default",
+        actor: str | None = None,
         **kwargs: Any,
     ) -> RunHandle[Any]:
-        """Enqueue a run of a workflow by name (the CLI and API path)."""
+        """Enqueue a run of a workflow by name (the CLI and API path); ``actor`` names who
+        started it in the audit log (the API passes its principal)."""
         opts = StartOptions(
-            queue=queue, idempotency_key=idempotency_key, priority=priority, tenant=tenant
+            queue=queue,
+            idempotency_key=idempotency_key,
+            priority=priority,
+            tenant=tenant,
+            actor=actor,
         )
         wf = self.workflows.get(workflow)
         if wf is None:
@@ -394,9 +416,10 @@ class Aevos:
         self, workflow: Workflow[Any, R], args: Any, kwargs: Any, opts: StartOptions
     ) -> RunHandle[R]:
         input_json = self._encode_or_reject(workflow, args, kwargs, opts)
+        run_id = opts.run_id or uuid.uuid4().hex
         info, _ = self.store.insert_run(
             NewRun(
-                run_id=opts.run_id or uuid.uuid4().hex,
+                run_id=run_id,
                 workflow=workflow.name,
                 queue=opts.queue or workflow.queue,
                 input_json=input_json,
@@ -404,10 +427,86 @@ class Aevos:
                 tenant=opts.tenant,
                 priority=opts.priority,
                 idempotency_key=opts.idempotency_key,
-            )
+            ),
+            also=self._audit_start(
+                "run.started",
+                run_id,
+                workflow.name,
+                opts.tenant,
+                opts.actor,
+                input_json,
+                idempotency_key=opts.idempotency_key,
+            ),
         )
         self._notify_enqueued()
         return RunHandle(self, info.run_id)
+
+    def _start_event(
+        self,
+        action: str,
+        run_id: str,
+        workflow: str,
+        tenant: str,
+        actor: str | None,
+        input_json: str | None,
+        **data: Any,
+    ) -> AuditEvent:
+        from .audit import AuditEvent
+
+        if input_json is not None:
+            # The same digest lineage shows: canonical JSON of the recorded input.
+            data["input_digest"] = codec.digest(codec.decode(input_json))
+        return AuditEvent(
+            action=action,
+            actor=actor or f"system:{self.owner}",
+            tenant=tenant,
+            subject=f"workflow:{workflow}",
+            run_id=run_id,
+            data={k: v for k, v in data.items() if v is not None},
+        )
+
+    def _audit_start(
+        self,
+        action: str,
+        run_id: str,
+        workflow: str,
+        tenant: str,
+        actor: str | None,
+        input_json: str | None,
+        **data: Any,
+    ) -> Callable[[Connection], object]:
+        """The audit append that commits with a new run's row."""
+        event = self._start_event(action, run_id, workflow, tenant, actor, input_json, **data)
+        audit = self.audit
+        return lambda conn: audit.append(event, conn=conn)
+
+    def _buffer_start(
+        self,
+        run_id: str,
+        workflow: str,
+        tenant: str,
+        actor: str | None,
+        input_json: str,
+        parent_run_id: str | None = None,
+    ) -> None:
+        """Audit an inline run's start in the background: its row is already durable, and
+        a commit per start would double the cost of starting a run."""
+        if self._audit_buffer is None:
+            from .audit.buffer import AuditBuffer
+
+            self._audit_buffer = AuditBuffer(self.audit)
+        self._audit_buffer.add(
+            lambda: self._start_event(
+                "run.started",
+                run_id,
+                workflow,
+                tenant,
+                actor,
+                input_json,
+                parent_run_id=parent_run_id,
+                inline=True,
+            )
+        )
 
     def _notify_enqueued(self) -> None:
         self._work_available.set()
@@ -432,6 +531,7 @@ class Aevos:
             )
         )
         if created:
+            self._buffer_start(info.run_id, workflow.name, opts.tenant, opts.actor, input_json)
             outcome = self._execute(info, workflow, args, kwargs, {}, can_park=False)
         else:
             outcome = self._continue(info, workflow, can_park=False)
@@ -470,6 +570,7 @@ class Aevos:
             )
         )
         if created:
+            self._buffer_start(run_id, workflow.name, tenant, None, input_json, parent_run_id)
             return self._execute(info, workflow, args, kwargs, {}, can_park=can_park)
         return self._continue(info, workflow, can_park=can_park)
 
@@ -633,7 +734,24 @@ class Aevos:
         target = queue or (source.queue if source.queue != INLINE_QUEUE else "default")
         if queue is not None:
             self._queue_named(queue)
-        info = self.store.fork(run_id, from_step, uuid.uuid4().hex, self.code_version, target)
+        audit = self.audit
+
+        def record(conn: Connection, new: RunInfo) -> None:
+            event = self._start_event(
+                "run.started",
+                new.run_id,
+                new.workflow,
+                new.tenant,
+                None,
+                None,
+                forked_from=run_id,
+                from_step=from_step,
+            )
+            audit.append(event, conn=conn)
+
+        info = self.store.fork(
+            run_id, from_step, uuid.uuid4().hex, self.code_version, target, also=record
+        )
         self._notify_enqueued()
         return RunHandle(self, info.run_id)
 

@@ -394,7 +394,16 @@ class WorkflowContext:
                     priority=priority,
                     tenant=self.tenant,
                     parent_run_id=self.run_id,
-                )
+                ),
+                also=self.app._audit_start(
+                    "run.started",
+                    child_id,
+                    workflow.name,
+                    self.tenant,
+                    f"system:workflow/{self.workflow}",
+                    input_json,
+                    parent_run_id=self.run_id,
+                ),
             )
             self.app._notify_enqueued()
             return child_id

@@ -30,6 +30,7 @@ class StartOptions:
     run_id: str | None = None
     priority: int = 0
     tenant: str = "default"
+    actor: str | None = None  # who started it, for the audit log (None: this process)
 
 
 class Workflow(Generic[P, R]):

@@ -109,7 +109,7 @@ def migrate(ctx: typer.Context) -> None:
 
 # -- starting runs ---------------------------------------------------------------------------
 
-_START_OPTIONS = frozenset({"idempotency_key", "queue", "priority", "tenant"})
+_START_OPTIONS = frozenset({"idempotency_key", "queue", "priority", "tenant", "actor"})
 
 
 @cli.command()

@@ -7,6 +7,7 @@ human-initiated transitions, while the store module holds the executor's hot pat
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +90,14 @@ class OperatorActions:
             return self._run_info(conn, row)
 
     def fork(
-        self, run_id: str, from_seq: int, new_run_id: str, code_version: str, queue: str
+        self,
+        run_id: str,
+        from_seq: int,
+        new_run_id: str,
+        code_version: str,
+        queue: str,
+        *,
+        also: Callable[[Connection, RunInfo], object] | None = None,
     ) -> RunInfo:
         """A new run with the same input and the steps before ``from_seq`` copied over."""
         now = time.time()
@@ -127,4 +135,7 @@ class OperatorActions:
                     [{**r._asdict(), "run_id": new_run_id} for r in copied],
                 )
             new_row = conn.execute(sa.select(runs).where(runs.c.run_id == new_run_id)).one()
-            return self._run_info(conn, new_row)
+            info = self._run_info(conn, new_row)
+            if also is not None:
+                also(conn, info)
+            return info

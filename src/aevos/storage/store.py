@@ -306,14 +306,19 @@ class Store(OperatorActions, Signals):
 
     # -- runs -------------------------------------------------------------------------------
 
-    def insert_run(self, new: NewRun) -> tuple[RunInfo, bool]:
+    def insert_run(
+        self, new: NewRun, *, also: Callable[[Connection], object] | None = None
+    ) -> tuple[RunInfo, bool]:
         """Create a run; with an idempotency key, return the existing run instead.
 
         Returns ``(run, created)``. Reusing a key for a different workflow is a conflict.
+        ``also(conn)`` runs in the same transaction when the run is created (its audit
+        record), so a run never exists without it.
         """
         now = time.time()
         if (
-            new.status is _S.RUNNING
+            also is None
+            and new.status is _S.RUNNING
             and new.error is None
             and (new.input_json is None or len(new.input_json) <= self.blob_threshold)
         ):
@@ -346,6 +351,8 @@ class Store(OperatorActions, Signals):
             # RETURNING, not rowcount: psycopg reports -1 for INSERT .. ON CONFLICT DO NOTHING.
             stmt = self._insert_run.on_conflict_do_nothing().returning(runs.c.run_id)
             inserted = conn.execute(stmt, values).first() is not None
+            if inserted and also is not None:
+                also(conn)
             if inserted:
                 if new.status is _S.RUNNING:
                     # Hand back what we wrote without a round trip: the hot path.
