@@ -49,6 +49,10 @@ from .errors import (
     StepTimeoutError,
     StorageError,
     StorageUnavailableError,
+    TaskConflictError,
+    TaskExpiredError,
+    TaskInputError,
+    TaskNotFoundError,
     UnknownWorkflowError,
 )
 from .handle import RunHandle
@@ -57,6 +61,7 @@ from .retry import RetryPolicy
 from .run import RunInfo, StepInfo
 from .status import RunStatus
 from .step import Step, StepContext
+from .task import Feedback, Field, Form, HumanDecision, Task, TaskStatus
 from .worker import Worker
 from .workflow import Workflow
 
@@ -64,6 +69,7 @@ if TYPE_CHECKING:
     from .access import Access
     from .audit import AuditEvent, AuditHead, AuditLog, AuditProblem, AuditRecord, VerifyReport
     from .identity import Permission, Principal, Role
+    from .inbox import Inbox
     from .lineage import Lineage
     from .models import ModelCard, ModelVersion, Prediction
     from .models.gateway import CallResult, Gateway
@@ -83,6 +89,7 @@ _LAZY = {
     "AuditHead": "audit",
     "AuditProblem": "audit",
     "VerifyReport": "audit",
+    "Inbox": "inbox",
     "Permission": "identity",
     "Principal": "identity",
     "Role": "identity",
@@ -137,8 +144,13 @@ __all__ = [
     "CorruptDatabaseError",
     "Decision",
     "DefinitionError",
+    "Feedback",
+    "Field",
+    "Form",
     "Gateway",
+    "HumanDecision",
     "IdempotencyConflictError",
+    "Inbox",
     "InvalidAuditEventError",
     "InvalidRunStateError",
     "Lineage",
@@ -183,6 +195,12 @@ __all__ = [
     "StepTimeoutError",
     "StorageError",
     "StorageUnavailableError",
+    "Task",
+    "TaskConflictError",
+    "TaskExpiredError",
+    "TaskInputError",
+    "TaskNotFoundError",
+    "TaskStatus",
     "UnknownWorkflowError",
     "Vault",
     "Verdict",

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .audit import AuditEvent, AuditLog
     from .audit.buffer import AuditBuffer
     from .identity import Identity
+    from .inbox import Inbox
     from .models.gateway import Gateway
     from .models.registry import ModelRegistry
     from .pii import Redactor, Vault
@@ -190,6 +191,13 @@ class Aevos:
 
             self._gateway = Gateway(self.store, self.models, self.audit)
         return self._gateway
+
+    @property
+    def tasks(self) -> Inbox:
+        """Human tasks: list, claim, release, reassign, submit, escalate; feedback records."""
+        from .inbox import Inbox
+
+        return Inbox(self)
 
     @property
     def identity(self) -> Identity:

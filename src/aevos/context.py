@@ -14,15 +14,24 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import codec
-from .errors import ReplayMismatchError, RunCancelledError, RunFailedError
+from .errors import (
+    DefinitionError,
+    ReplayMismatchError,
+    RunCancelledError,
+    RunFailedError,
+    TaskExpiredError,
+)
+from .identity import Role
 from .run import NewRun, StepInfo
 from .status import RunStatus
 from .step import step_error
 from .storage import LeaseLost, StepRecord
+from .task import Field, Form, HumanDecision, Task, TaskRequest, TaskStatus, overridden
 
 if TYPE_CHECKING:
     from .app import Aevos
@@ -366,6 +375,225 @@ class WorkflowContext:
                 )
         return value
 
+    # -- people ----------------------------------------------------------------------------
+
+    def ask_human(
+        self,
+        title: str,
+        *,
+        form: Form | Sequence[Field],
+        case: Any = None,
+        suggestion: Mapping[str, Any] | None = None,
+        prediction: CallResult | None = None,
+        queue: str = "review",
+        role: str = "reviewer",
+        priority: int = 0,
+        sla: float | timedelta | None = None,
+        escalate_to: str | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> HumanDecision:
+        """Ask a person to decide, and wait durably (for days if need be) until they do.
+
+        Creates a task in ``queue`` for people of ``role`` showing ``case`` and a ``form``
+        pre-filled with ``suggestion`` (by default the ``prediction``'s label in the form's
+        first field; the prediction also gives the task its confidence and the model
+        version its feedback record points at). Past ``sla`` the task escalates once: it
+        moves to ``escalate_to`` (or stays in its queue) ahead of every other task. Past
+        ``timeout`` it expires and this raises :class:`TaskExpiredError`. Under a worker the
+        run is parked in the database while it waits; a submission wakes it.
+        """
+        task_id, deadline = self._open_task(
+            _task_request(
+                title, form, case, suggestion, prediction, queue, role, priority, sla, escalate_to
+            ),
+            timeout,
+        )
+        seq, recorded, started = self._begin_answer(queue)
+        while recorded is None:
+            recorded = self._poll_answer(seq, queue, task_id, deadline, started)
+            if recorded is None:
+                arrived = self.app._signal_arrived(self.run_id)
+                arrived.wait(min(self.app.poll_interval, max(0.0, deadline - time.time())))
+                arrived.clear()
+                if self._cancel.is_set():
+                    raise Cancelled()
+        return self._answer(recorded, task_id)
+
+    async def ask_human_async(
+        self,
+        title: str,
+        *,
+        form: Form | Sequence[Field],
+        case: Any = None,
+        suggestion: Mapping[str, Any] | None = None,
+        prediction: CallResult | None = None,
+        queue: str = "review",
+        role: str = "reviewer",
+        priority: int = 0,
+        sla: float | timedelta | None = None,
+        escalate_to: str | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> HumanDecision:
+        """:meth:`ask_human` for ``async`` workflows."""
+        task_id, deadline = self._open_task(
+            _task_request(
+                title, form, case, suggestion, prediction, queue, role, priority, sla, escalate_to
+            ),
+            timeout,
+        )
+        seq, recorded, started = self._begin_answer(queue)
+        while recorded is None:
+            recorded = self._poll_answer(seq, queue, task_id, deadline, started)
+            if recorded is None:
+                await self._pause_async(
+                    min(self.app.poll_interval, max(0.0, deadline - time.time()))
+                )
+        return self._answer(recorded, task_id)
+
+    def _open_task(
+        self, request: TaskRequest, timeout: float | timedelta | None
+    ) -> tuple[str, float]:
+        """Create the task as this position's result, with its audit record, atomically."""
+        from .audit import AuditEvent
+
+        name = f"aevos.task:{request.queue}"
+        seq, recorded = self._begin_step(name)
+        if recorded is not None:
+            value = self._replay_value(recorded)
+            return str(value["task_id"]), float(value["deadline"])
+        started = time.time()
+        task_id = f"{self.run_id}.{seq}"
+        wait = _seconds(timeout, "timeout")
+        deadline = started + (wait if wait is not None else _FOREVER)
+        output = {"task_id": task_id, "deadline": deadline}
+        row = {
+            "task_id": task_id,
+            "tenant": self.tenant,
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "seq": seq,
+            "title": request.title,
+            "queue": request.queue,
+            "role": request.role,
+            "status": "OPEN",
+            "priority": request.priority,
+            "form": codec.encode(request.form.to_list(), "form"),
+            "case_data": codec.encode(request.case, f"the case of task {task_id!r}"),
+            "suggestion": None
+            if request.suggestion is None
+            else codec.encode(request.suggestion, f"the suggestion of task {task_id!r}"),
+            "confidence": request.confidence,
+            "model": request.model,
+            "model_version": request.model_version,
+            "input_digest": request.input_digest,
+            "call_id": request.call_id,
+            "sla_seconds": request.sla_seconds,
+            "due_at": None if request.sla_seconds is None else started + request.sla_seconds,
+            "escalate_to": request.escalate_to,
+            "created_at": started,
+            "updated_at": started,
+        }
+        event = AuditEvent(
+            action="task.created",
+            actor=f"system:workflow/{self.workflow}",
+            tenant=self.tenant,
+            subject=f"task:{task_id}",
+            run_id=self.run_id,
+            data={
+                "queue": request.queue,
+                "role": request.role,
+                "model_version": request.model_version,
+                "call_id": request.call_id,
+                "sla_seconds": request.sla_seconds,
+                "seq": seq,
+            },
+        )
+        step = StepRecord(
+            seq, name, "SUCCEEDED", codec.encode(output, name), None, 1, started, time.time()
+        )
+        store, audit = self.app.store, self.app.audit
+
+        def also(conn: Any) -> None:
+            store.insert_task(conn, row)
+            audit.append(event, conn=conn)
+
+        try:
+            store.record_step_with(self.run_id, self._owner, step, also)
+        except LeaseLost:
+            raise Cancelled() from None
+        self._remember(step, output)
+        return task_id, deadline
+
+    def _begin_answer(self, queue: str) -> tuple[int, StepInfo | None, float]:
+        seq, recorded = self._begin_step(f"aevos.human:{queue}")
+        return seq, recorded, time.time()
+
+    def _poll_answer(
+        self, seq: int, queue: str, task_id: str, deadline: float, started: float
+    ) -> StepInfo | None:
+        """The task's outcome recorded at ``seq`` if it has one; parks the run if not."""
+        from .audit import AuditEvent
+
+        name = f"aevos.human:{queue}"
+        audit = self.app.audit
+        actor = f"system:workflow/{self.workflow}"
+
+        def record(task: Task, now: float) -> StepRecord | None:
+            if task.status is TaskStatus.SUBMITTED:
+                answer = HumanDecision(
+                    task_id=task.task_id,
+                    values=task.result or {},
+                    reviewer=task.submitted_by or "",
+                    decided_at=task.submitted_at or now,
+                    overridden=overridden(task.suggestion, task.result or {}),
+                )
+                output = codec.encode(answer.to_dict(), name)
+                return StepRecord(seq, name, "SUCCEEDED", output, None, 1, started, now)
+            if task.status is TaskStatus.EXPIRED:
+                error = {
+                    "type": "aevos.TaskExpired",
+                    "message": f"nobody decided task {task.task_id} before its timeout",
+                    "task_id": task.task_id,
+                }
+                return StepRecord(seq, name, "FAILED", None, error, 1, started, now)
+            return None
+
+        def expired(conn: Any, task: Task) -> None:
+            audit.append(
+                AuditEvent(
+                    action="task.expired",
+                    actor=actor,
+                    tenant=task.tenant,
+                    subject=f"task:{task.task_id}",
+                    run_id=task.run_id,
+                    data={"queue": task.queue},
+                ),
+                conn=conn,
+            )
+
+        try:
+            task, step = self.app.store.take_task_outcome(
+                self.run_id, self._owner, task_id, deadline, record, expired
+            )
+        except LeaseLost:
+            raise Cancelled() from None
+        if step is not None:
+            output = None if step.output_json is None else codec.decode(step.output_json)
+            self._remember(step, output)
+            return self._history[seq]
+        if task.status is TaskStatus.CANCELLED:
+            raise Cancelled()
+        if self._can_park and deadline - time.time() > self.app.park_after:
+            # A submission wakes the run (submit_task sets its wake_at).
+            raise Suspend(deadline)
+        return None
+
+    @staticmethod
+    def _answer(recorded: StepInfo, task_id: str) -> HumanDecision:
+        if recorded.status == "FAILED":
+            raise TaskExpiredError(str((recorded.error or {}).get("task_id", task_id)))
+        return HumanDecision.from_dict(recorded.output)
+
     # -- child runs -------------------------------------------------------------------------
 
     def _child_id(self, seq: int) -> str:
@@ -491,3 +719,55 @@ class WorkflowContext:
             raise_errors=False,
         )
         return child_id
+
+
+def _seconds(value: float | timedelta | None, what: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not seconds > 0:
+        raise DefinitionError(f"ask_human {what} must be positive, got {value!r}")
+    return seconds
+
+
+def _task_request(
+    title: str,
+    form: Form | Sequence[Field],
+    case: Any,
+    suggestion: Mapping[str, Any] | None,
+    prediction: CallResult | None,
+    queue: str,
+    role: str,
+    priority: int,
+    sla: float | timedelta | None,
+    escalate_to: str | None,
+) -> TaskRequest:
+    """Check what a workflow asks for before anything is recorded (DefinitionError)."""
+    form = form if isinstance(form, Form) else Form(list(form))
+    if not title or len(title) > 500:
+        raise DefinitionError("ask_human needs a title of 1 to 500 characters")
+    for what, value in (("queue", queue), ("escalate_to", escalate_to)):
+        if value is not None and not (0 < len(value) <= 100):
+            raise DefinitionError(f"ask_human {what} must be 1 to 100 characters")
+    if role not in {r.value for r in Role}:
+        raise DefinitionError(
+            f"ask_human role {role!r} is not a role ({', '.join(r.value for r in Role)})"
+        )
+    if suggestion is None and prediction is not None:
+        suggestion = {form.fields[0].name: prediction.label}
+    return TaskRequest(
+        title=title,
+        form=form,
+        case=case,
+        suggestion=None if suggestion is None else form.check_suggestion(suggestion),
+        confidence=None if prediction is None else prediction.confidence,
+        model=None if prediction is None else prediction.model,
+        model_version=None if prediction is None else prediction.version_ref,
+        input_digest=None if prediction is None else prediction.input_digest,
+        call_id=None if prediction is None else prediction.call_id,
+        queue=queue,
+        role=role,
+        priority=int(priority),
+        sla_seconds=_seconds(sla, "sla"),
+        escalate_to=escalate_to,
+    )

@@ -60,6 +60,9 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._turn = 0
         self._next_recovery_scan = 0.0
+        self._next_escalation_sweep = 0.0
+        # How often this worker looks for human tasks past their SLA.
+        self.escalation_interval = 5.0
         self.executed = 0
 
     @property
@@ -110,6 +113,7 @@ class Worker:
         workflows = sorted(self.app.workflows)
         while not self._stopping.is_set():
             try:
+                self._escalate_overdue_tasks()
                 claimed = self._claim_round(workflows)
                 backoff = self.app.poll_interval
             except StorageUnavailableError as exc:
@@ -127,6 +131,16 @@ class Worker:
             if not claimed:
                 self.app._work_available.wait(self.app.poll_interval)
                 self.app._work_available.clear()
+
+    def _escalate_overdue_tasks(self) -> None:
+        # Every worker sweeps; each escalation is a conditional update, so sweeps on many
+        # hosts escalate a task once.
+        now = time.monotonic()
+        if now < self._next_escalation_sweep:
+            return
+        self._next_escalation_sweep = now + self.escalation_interval
+        for task in self.app.tasks.escalate_overdue():
+            log.info("task %s escalated to queue %s", task.task_id, task.queue)
 
     def _claim_round(self, workflows: list[str]) -> int:
         claimed = 0

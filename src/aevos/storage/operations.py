@@ -18,6 +18,7 @@ from ..errors import InvalidRunStateError, RunNotFoundError
 from ..run import RunInfo
 from ..status import RunStatus
 from .schema import runs, steps
+from .tasks import Tasks
 
 
 class OperatorActions:
@@ -40,6 +41,8 @@ class OperatorActions:
                 return RunStatus(row)
             pending = [run_id]
             while pending:
+                # A person can no longer decide for a cancelled run: close its tasks with it.
+                Tasks.cancel_tasks(conn, pending, now)
                 conn.execute(
                     sa.update(runs)
                     .where(

@@ -219,3 +219,93 @@ budgets = Table(
     Column("tokens_used", Integer, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# -- people in the loop (revision 0004) ----------------------------------------------------
+
+tasks = Table(
+    "aevos_tasks",
+    metadata,
+    # "<run_id>.<seq>": the position in the run that asked, so a replay finds its task.
+    Column("task_id", String(220), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("run_id", String(200), nullable=False),
+    Column("workflow", String(200), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("title", String(500), nullable=False),
+    Column("queue", String(100), nullable=False),  # the inbox it waits in
+    Column("role", String(32), nullable=False),  # who may work it
+    Column("status", String(16), nullable=False),  # OPEN CLAIMED SUBMITTED CANCELLED EXPIRED
+    Column("priority", Integer, nullable=False),
+    Column("form", Text, nullable=False),  # JSON: the fields to fill
+    Column("case_data", Text, nullable=True),  # JSON: what the reviewer looks at
+    Column("suggestion", Text, nullable=True),  # JSON: the model's pre-filled values
+    Column("confidence", Float, nullable=True),
+    Column("model", String(200), nullable=True),
+    Column("model_version", String(220), nullable=True),  # "name@3"
+    Column("input_digest", String(80), nullable=True),
+    Column("call_id", String(64), nullable=True),  # the model call that suggested
+    Column("assignee", String(300), nullable=True),
+    Column("claimed_at", Float, nullable=True),
+    Column("sla_seconds", Float, nullable=True),
+    Column("due_at", Float, nullable=True),
+    Column("escalate_to", String(100), nullable=True),
+    Column("escalated_at", Float, nullable=True),
+    Column("result", Text, nullable=True),  # JSON: the submitted values
+    Column("submitted_by", String(300), nullable=True),
+    Column("submitted_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index(
+    "ix_aevos_tasks_inbox",
+    tasks.c.tenant,
+    tasks.c.status,
+    tasks.c.queue,
+    tasks.c.priority,
+    tasks.c.created_at,
+)
+Index("ix_aevos_tasks_run", tasks.c.run_id)
+Index("ix_aevos_tasks_due", tasks.c.status, tasks.c.due_at)
+
+feedback = Table(
+    "aevos_feedback",
+    metadata,
+    # A human decision on a model's suggestion: the labelled data the evolution loop learns
+    # from, with lineage to the run, the step and the model version.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("task_id", String(220), nullable=False, unique=True),
+    Column("run_id", String(200), nullable=False),
+    Column("workflow", String(200), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("model", String(200), nullable=True),
+    Column("model_version", String(220), nullable=True),
+    Column("input_digest", String(80), nullable=True),
+    Column("call_id", String(64), nullable=True),
+    Column("suggestion", Text, nullable=True),  # JSON
+    Column("confidence", Float, nullable=True),
+    Column("decision", Text, nullable=False),  # JSON
+    Column("overridden", Integer, nullable=False),  # 0/1: any suggested value changed
+    Column("reviewer", String(300), nullable=False),
+    Column("asked_at", Float, nullable=False),
+    Column("decided_at", Float, nullable=False),
+)
+Index("ix_aevos_feedback_tenant", feedback.c.tenant, feedback.c.decided_at)
+Index("ix_aevos_feedback_model", feedback.c.tenant, feedback.c.model, feedback.c.decided_at)
+
+events = Table(
+    "aevos_events",
+    metadata,
+    # Every event received by webhook, accepted or not: a rejected event keeps its reason.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("source", String(100), nullable=False),
+    Column("event_id", String(200), nullable=True),  # the sender's id: dedupes redeliveries
+    Column("status", String(16), nullable=False),  # ACCEPTED DUPLICATE REJECTED
+    Column("reason", Text, nullable=True),
+    Column("run_id", String(200), nullable=True),
+    Column("payload_digest", String(80), nullable=True),
+    Column("size", Integer, nullable=False),
+    Column("received_at", Float, nullable=False),
+)
+Index("ix_aevos_events_source", events.c.tenant, events.c.source, events.c.received_at)

@@ -33,6 +33,7 @@ from .fastpath import Compiled, RawConnections
 from .operations import OperatorActions
 from .schema import blobs, metadata, queues, runs, steps
 from .signals import LeaseLost, Signals
+from .tasks import Tasks
 
 DEFAULT_BLOB_THRESHOLD = 64 * 1024
 
@@ -82,7 +83,7 @@ class _Hot:
             self._store._raise_classified(exc)
 
 
-class Store(OperatorActions, Signals):
+class Store(OperatorActions, Signals, Tasks):
     """Durable state of runs, steps, signals and queues in one SQL database."""
 
     def __init__(
