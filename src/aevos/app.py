@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .models.registry import ModelRegistry
     from .pii import Redactor, Vault
     from .policy import PolicySet
+    from .webhook import Mapper, WebhookSource
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -113,6 +114,7 @@ class Aevos:
         self._gateway: Gateway | None = None
         self._audit_buffer: AuditBuffer | None = None
         self._identity: Identity | None = None
+        self.webhooks: dict[str, WebhookSource] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -347,6 +349,48 @@ class Aevos:
         if self._timeout_pool is None:
             self._timeout_pool = ThreadPoolExecutor(64, thread_name_prefix="aevos-step")
         return self._timeout_pool
+
+    def webhook(
+        self,
+        name: str,
+        *,
+        workflow: str,
+        tenant: str = "default",
+        secret: str | bytes | None = None,
+        previous_secret: str | bytes | None = None,
+        map: Mapper | None = None,
+        queue: str | None = None,
+        tolerance: float | None = None,
+        max_body: int | None = None,
+    ) -> WebhookSource:
+        """Declare a webhook source: each ``POST /v1/events/{name}`` starts a run of
+        ``workflow`` in ``tenant`` with the keyword arguments ``map(event)`` returns,
+        idempotent by the sender's event id.
+
+        With ``secret`` (and ``previous_secret`` while rotating it), deliveries must be
+        signed (HMAC-SHA256, ``X-Aevos-Signature``, within ``tolerance`` seconds, default
+        300); without, they need a bearer token of ``tenant`` that may start runs. Bodies
+        past ``max_body`` bytes (default 1 MiB) are refused. See :mod:`aevos.webhook`.
+        """
+        from .webhook import WebhookSource
+
+        if name in self.webhooks:
+            raise DefinitionError(f"webhook source {name!r} is declared twice")
+        if queue is not None:
+            self._queue_named(queue)
+        source = WebhookSource.declare(
+            name,
+            workflow=workflow,
+            tenant=tenant,
+            secret=secret,
+            previous_secret=previous_secret,
+            map=map,
+            queue=queue,
+            tolerance=tolerance,
+            max_body=max_body,
+        )
+        self.webhooks[name] = source
+        return source
 
     # -- starting runs ----------------------------------------------------------------------
 

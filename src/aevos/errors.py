@@ -184,6 +184,48 @@ class TokenNotFoundError(AevosError, LookupError):
     code = "token_not_found"
 
 
+# -- event ingress (webhooks) ---------------------------------------------------------------
+#     EventError
+#     ├── UnknownSourceError        no webhook source has that name (404)
+#     ├── SignatureError            a missing, malformed or wrong signature (401)
+#     │   └── StaleSignatureError   a valid signature whose timestamp is outside the tolerance
+#     ├── PayloadTooLargeError      the body is larger than the source accepts (413)
+#     ├── InvalidEventError         the body is not JSON, or the event id is malformed (422)
+#     └── EventMappingError         the source's mapping raised or returned no dict (422)
+# Every one is recorded as a REJECTED event with its code. Messages name the cause, never
+# the body (it may hold personal data) nor a secret.
+
+
+class EventError(AevosError):
+    code = "event_error"
+
+
+class UnknownSourceError(EventError, LookupError):
+    code = "unknown_source"
+
+
+class SignatureError(EventError):
+    code = "invalid_signature"
+
+
+class StaleSignatureError(SignatureError):
+    """The signature is right but old (or from the future): a replay, or a skewed clock."""
+
+    code = "signature_expired"
+
+
+class PayloadTooLargeError(EventError):
+    code = "payload_too_large"
+
+
+class InvalidEventError(EventError, ValueError):
+    code = "invalid_event"
+
+
+class EventMappingError(EventError):
+    code = "event_mapping_failed"
+
+
 # -- policy as code ------------------------------------------------------------------------
 #     PolicyError
 #     ├── PolicyLoadError        a policy or policy test file is invalid (every problem, FILE:LINE)

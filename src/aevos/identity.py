@@ -48,7 +48,8 @@ class Permission(StrEnum):
     RUNS_START = "runs:start"
     RUNS_CONTROL = "runs:control"  # cancel, resume, fork
     TASKS_READ = "tasks:read"
-    TASKS_WORK = "tasks:work"
+    TASKS_WORK = "tasks:work"  # claim, release one's own, submit
+    TASKS_ASSIGN = "tasks:assign"  # reassign, release anyone's
     MODELS_READ = "models:read"
     MODELS_CALL = "models:call"
     MODELS_WRITE = "models:write"  # register versions, move aliases
@@ -70,6 +71,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             _P.RUNS_START,
             _P.RUNS_CONTROL,
             _P.TASKS_READ,
+            _P.TASKS_ASSIGN,
             _P.MODELS_READ,
             _P.MODELS_CALL,
             _P.MODELS_WRITE,

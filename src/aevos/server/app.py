@@ -6,8 +6,8 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..app import Aevos
-from . import errors
-from .api import audit, models, runs
+from . import console, errors
+from .api import audit, events, metrics, models, policies, runs, tasks
 from .schemas import Status
 
 
@@ -21,8 +21,12 @@ def create_app(aevos: Aevos) -> FastAPI:
     api.state.aevos = aevos
     errors.install(api)
     api.include_router(runs.router)
+    api.include_router(tasks.router)
     api.include_router(audit.router)
     api.include_router(models.router)
+    api.include_router(policies.router)
+    api.include_router(metrics.router)
+    api.include_router(events.router)
 
     @api.get("/healthz", tags=["health"])
     def healthz() -> Status:
@@ -30,4 +34,5 @@ def create_app(aevos: Aevos) -> FastAPI:
         aevos.store.ping()
         return Status(status="ok")
 
+    console.install(api)  # the web console under /console, outside the OpenAPI schema
     return api

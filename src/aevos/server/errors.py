@@ -20,6 +20,7 @@ log = logging.getLogger("aevos.server")
 # First match wins: subclasses before their bases.
 _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.AuthenticationError, 401),
+    (e.SignatureError, 401),  # StaleSignatureError too
     (e.AuthorizationError, 403),
     (e.PiiAccessDeniedError, 403),
     (e.RunNotFoundError, 404),
@@ -27,12 +28,23 @@ _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.TokenNotFoundError, 404),
     (e.PolicyNotFoundError, 404),
     (e.ModelNotFoundError, 404),
+    (e.TaskNotFoundError, 404),
+    (e.TaskConflictError, 409),
+    (e.TaskInputError, 422),
+    (e.UnknownSourceError, 404),
     (e.IdempotencyConflictError, 409),
     (e.InvalidRunStateError, 409),
+    (e.NoPreviousVersionError, 409),
+    (e.PayloadTooLargeError, 413),
     (e.SerializationError, 422),
     (e.DefinitionError, 422),
     (e.PolicyInputError, 422),
+    (e.PolicyEvaluationError, 422),
     (e.ModelInputError, 422),
+    (e.UnsafeArtifactError, 422),
+    (e.InvalidArtifactError, 422),
+    (e.InvalidEventError, 422),
+    (e.EventMappingError, 422),
     (e.LimitExceededError, 429),
     (e.CircuitOpenError, 502),
     (e.ModelCallError, 502),  # ModelTimeoutError too
@@ -55,8 +67,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(e.AevosError)
     async def aevos_error(_request: Request, exc: e.AevosError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.AuthenticationError) else None
+        # Structured details the error carries (a field name, a task's status), never values.
+        extra = {k: v for k, v in exc.to_dict().items() if k not in ("code", "message")}
         return JSONResponse(
-            body(exc.code, exc.message), status_code=status_for(exc), headers=headers
+            body(exc.code, exc.message, **extra), status_code=status_for(exc), headers=headers
         )
 
     @app.exception_handler(RequestValidationError)

@@ -76,9 +76,7 @@ def upgrade() -> None:
         sa.Column("decided_at", sa.Float, nullable=False),
     )
     op.create_index("ix_aevos_feedback_tenant", "aevos_feedback", ["tenant", "decided_at"])
-    op.create_index(
-        "ix_aevos_feedback_model", "aevos_feedback", ["tenant", "model", "decided_at"]
-    )
+    op.create_index("ix_aevos_feedback_model", "aevos_feedback", ["tenant", "model", "decided_at"])
     op.create_table(
         "aevos_events",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -92,9 +90,7 @@ def upgrade() -> None:
         sa.Column("size", sa.Integer, nullable=False),
         sa.Column("received_at", sa.Float, nullable=False),
     )
-    op.create_index(
-        "ix_aevos_events_source", "aevos_events", ["tenant", "source", "received_at"]
-    )
+    op.create_index("ix_aevos_events_source", "aevos_events", ["tenant", "source", "received_at"])
 
 
 def downgrade() -> None:

@@ -1,0 +1,493 @@
+"""Metrics of one tenant, read from the database: a Prometheus exposition and the console's
+time series.
+
+Everything is computed per request from the tables every process writes (runs, human
+tasks, feedback, and the ``model.called`` audit records), never from counters in memory, so
+whichever process answers, the numbers agree and survive restarts. Each request costs a
+handful of aggregate queries over the tenant's rows.
+
+- :func:`exposition`: Prometheus text (``GET /metrics``). Counters and the run-duration
+  histogram cover everything the database holds, so they only grow and ``rate()`` works.
+- :func:`dashboard`: per time bucket, throughput, run latency percentiles, automation rate,
+  human override rate, cost per decision, and the drift of each model's confidence (its
+  population stability index against a reference bucket).
+
+A *finished* run is one that ended SUCCEEDED, FAILED or CANCELLED; REJECTED runs never ran
+and are not counted as finished. Child runs count like any other run.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from .errors import DefinitionError
+from .status import RunStatus
+from .storage.schema import audit, feedback, runs, tasks
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from .app import Aevos
+    from .storage import Store
+
+__all__ = [
+    "CONFIDENCE_BINS",
+    "LATENCY_BUCKETS",
+    "MAX_BUCKETS",
+    "Dashboard",
+    "DashboardBucket",
+    "Snapshot",
+    "dashboard",
+    "exposition",
+    "percentile",
+    "psi",
+    "snapshot",
+]
+
+FINISHED = (RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value)
+#: Upper bounds (seconds) of the run-duration histogram: processes with people in the loop
+#: take hours or days, fully automated ones under a second.
+LATENCY_BUCKETS = (
+    *(0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0),
+    *(300.0, 900.0, 3600.0, 14400.0, 86400.0, 604800.0),
+)
+#: Task statuses that still wait for a person.
+OPEN_TASK_STATUSES = ("OPEN", "CLAIMED")
+#: Equal-width bins of [0, 1] over which confidence distributions are compared.
+CONFIDENCE_BINS = 10
+#: The most buckets one dashboard request may ask for.
+MAX_BUCKETS = 500
+# A bin empty on one side would make the PSI infinite; proportions are floored at this.
+_PSI_FLOOR = 1e-4
+
+
+# -- reading the database --------------------------------------------------------------------
+
+
+def _payload_field(store: Store, key: str) -> Any:
+    """``data.<key>`` of an audit record's payload (stored as JSON text), as SQL text."""
+    if store.backend == "sqlite":
+        document: Any = sa.type_coerce(audit.c.payload, sa.JSON)
+    else:
+        document = sa.cast(audit.c.payload, postgresql.JSONB)
+    return document[("data", key)]
+
+
+def _model_calls(store: Store, tenant: str) -> Any:
+    """The tenant's ``model.called`` records as rows of (at, model, version, route, outcome,
+    confidence, cost, latency_ms): a subquery, so its JSON paths are bound once."""
+
+    def data(key: str) -> Any:
+        return _payload_field(store, key)
+
+    return (
+        sa.select(
+            audit.c.at.label("at"),
+            data("model").as_string().label("model"),
+            data("version").as_string().label("version"),
+            data("route").as_string().label("route"),
+            data("outcome").as_string().label("outcome"),
+            data("confidence").as_float().label("confidence"),
+            data("cost").as_float().label("cost"),
+            data("latency_ms").as_float().label("latency_ms"),
+        )
+        .where(audit.c.tenant == tenant, audit.c.action == "model.called")
+        .subquery("calls")
+    )
+
+
+# -- Prometheus ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunDurations:
+    """The duration histogram of one workflow's finished runs."""
+
+    count: int
+    sum: float
+    buckets: tuple[int, ...]  # cumulative counts, one per LATENCY_BUCKETS bound
+
+
+@dataclass(frozen=True)
+class CallTotals:
+    calls: int
+    cost: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What :func:`exposition` exposes, as read from the database."""
+
+    runs: Mapping[tuple[str, str], int]  # (workflow, status) -> runs
+    durations: Mapping[str, RunDurations]  # workflow -> finished runs' durations
+    open_tasks: Mapping[tuple[str, str], int]  # (queue, status) -> tasks
+    feedback: Mapping[str, tuple[int, int]]  # model ("" if none) -> (decisions, overrides)
+    model_calls: Mapping[tuple[str, str, str, str], CallTotals]  # model, version, route, outcome
+
+
+def snapshot(app: Aevos, tenant: str) -> Snapshot:
+    """The tenant's counts, in one read transaction."""
+    store = app.store
+    r, t, f = runs.c, tasks.c, feedback.c
+    duration = r.finished_at - r.created_at
+    finished = sa.and_(r.tenant == tenant, r.status.in_(FINISHED), r.finished_at.is_not(None))
+    histogram = [
+        sa.func.coalesce(sa.func.sum(sa.case((duration <= bound, 1), else_=0)), 0)
+        for bound in LATENCY_BUCKETS
+    ]
+    calls = _model_calls(store, tenant)
+    call_key = (calls.c.model, calls.c.version, calls.c.route, calls.c.outcome)
+    with store._tx() as conn:
+        run_counts = conn.execute(
+            sa.select(r.workflow, r.status, sa.func.count())
+            .where(r.tenant == tenant)
+            .group_by(r.workflow, r.status)
+        ).all()
+        duration_rows = conn.execute(
+            sa.select(
+                r.workflow, sa.func.count(), sa.func.coalesce(sa.func.sum(duration), 0), *histogram
+            )
+            .where(finished)
+            .group_by(r.workflow)
+        ).all()
+        task_rows = conn.execute(
+            sa.select(t.queue, t.status, sa.func.count())
+            .where(t.tenant == tenant, t.status.in_(OPEN_TASK_STATUSES))
+            .group_by(t.queue, t.status)
+        ).all()
+        feedback_rows = conn.execute(
+            sa.select(f.model, sa.func.count(), sa.func.coalesce(sa.func.sum(f.overridden), 0))
+            .where(f.tenant == tenant)
+            .group_by(f.model)
+        ).all()
+        # Grouped by plain columns: PostgreSQL cannot match a GROUP BY expression holding
+        # bound parameters with the same expression in the SELECT list.
+        call_rows = conn.execute(
+            sa.select(
+                *call_key,
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(calls.c.cost), 0.0),
+                sa.func.coalesce(sa.func.sum(calls.c.latency_ms), 0.0),
+            ).group_by(*call_key)
+        ).all()
+    feedback_counts: dict[str, tuple[int, int]] = {}
+    for model, n, overridden in feedback_rows:
+        before = feedback_counts.get(model or "", (0, 0))
+        feedback_counts[model or ""] = (before[0] + int(n), before[1] + int(overridden))
+    call_totals: dict[tuple[str, str, str, str], CallTotals] = {}
+    for *key, n, cost, ms in call_rows:
+        labels = (key[0] or "", key[1] or "", key[2] or "", key[3] or "")
+        before_call = call_totals.get(labels, CallTotals(0, 0.0, 0.0))
+        call_totals[labels] = CallTotals(
+            before_call.calls + int(n),
+            before_call.cost + float(cost),
+            before_call.seconds + float(ms) / 1000,
+        )
+    return Snapshot(
+        runs={(str(w), str(s)): int(n) for w, s, n in run_counts},
+        durations={
+            str(row[0]): RunDurations(int(row[1]), float(row[2]), tuple(int(n) for n in row[3:]))
+            for row in duration_rows
+        },
+        open_tasks={(str(q), str(s)): int(n) for q, s, n in task_rows},
+        feedback=feedback_counts,
+        model_calls=call_totals,
+    )
+
+
+class _Collector:
+    """Prometheus families from one :class:`Snapshot` (a custom collector, one per request)."""
+
+    def __init__(self, data: Snapshot) -> None:
+        self.data = data
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+            SummaryMetricFamily,
+        )
+
+        data = self.data
+        run_counts = GaugeMetricFamily(
+            "aevos_runs", "Runs by workflow and current status.", labels=["workflow", "status"]
+        )
+        for (workflow, status), n in sorted(data.runs.items()):
+            run_counts.add_metric([workflow, status], n)
+        yield run_counts
+
+        durations = HistogramMetricFamily(
+            "aevos_run_duration_seconds",
+            "Time from a run's creation to its finish, of finished runs "
+            "(succeeded, failed or cancelled).",
+            labels=["workflow"],
+        )
+        for workflow, d in sorted(data.durations.items()):
+            buckets = [(str(b), n) for b, n in zip(LATENCY_BUCKETS, d.buckets, strict=True)]
+            buckets.append(("+Inf", d.count))
+            durations.add_metric([workflow], buckets, d.sum)
+        yield durations
+
+        open_tasks = GaugeMetricFamily(
+            "aevos_human_tasks_open",
+            "Human tasks waiting for a person, by queue and status (OPEN or CLAIMED).",
+            labels=["queue", "status"],
+        )
+        for (queue, status), n in sorted(data.open_tasks.items()):
+            open_tasks.add_metric([queue, status], n)
+        yield open_tasks
+
+        decisions = CounterMetricFamily(
+            "aevos_feedback_decisions",
+            "Human decisions on model suggestions, by model.",
+            labels=["model"],
+        )
+        overrides = CounterMetricFamily(
+            "aevos_feedback_overrides",
+            "Human decisions that changed a model's suggestion, by model.",
+            labels=["model"],
+        )
+        for model, (n, overridden) in sorted(data.feedback.items()):
+            decisions.add_metric([model], n)
+            overrides.add_metric([model], overridden)
+        yield decisions
+        yield overrides
+
+        labels = ["model", "version", "route", "outcome"]
+        calls = CounterMetricFamily(
+            "aevos_model_calls", "Model calls, as recorded in the audit log.", labels=labels
+        )
+        cost = CounterMetricFamily(
+            "aevos_model_call_cost", "Cost of model calls, as adapters report it.", labels=labels
+        )
+        seconds = SummaryMetricFamily(
+            "aevos_model_call_duration_seconds", "Latency of model calls.", labels=labels
+        )
+        for key, totals in sorted(data.model_calls.items()):
+            calls.add_metric(list(key), totals.calls)
+            cost.add_metric(list(key), totals.cost)
+            seconds.add_metric(list(key), totals.calls, totals.seconds)
+        yield calls
+        yield cost
+        yield seconds
+
+
+def exposition(app: Aevos, tenant: str) -> bytes:
+    """The tenant's metrics in the Prometheus text format (``CONTENT_TYPE_LATEST``)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    # A registry per request: nothing is shared between requests or tenants.
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(snapshot(app, tenant)))
+    return generate_latest(registry)
+
+
+# -- the console's dashboard -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DashboardBucket:
+    """One time bucket, ``[start, end)``. Rates are None when their denominator is zero."""
+
+    start: float
+    end: float
+    throughput: int  # runs finished in the bucket
+    latency_p50: float | None  # seconds from creation to finish, of those runs
+    latency_p95: float | None
+    latency_p99: float | None
+    automated: int  # finished runs that asked no person (no human task)
+    automation_rate: float | None  # automated / throughput
+    feedback: int  # human decisions on model suggestions made in the bucket
+    overrides: int  # of which changed the suggestion
+    override_rate: float | None  # overrides / feedback
+    model_calls: int
+    cost: float  # summed cost of the bucket's model calls
+    cost_per_decision: float | None  # cost / throughput
+    drift: Mapping[str, float | None] = field(default_factory=dict)  # model -> PSI
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """Time series of one tenant between ``since`` and ``until`` in equal buckets.
+
+    ``drift_reference`` gives, per model, the bucket its confidence distribution is compared
+    with: the first bucket in which the model has calls with a confidence (the window's
+    first bucket whenever the model was called then). A bucket without such calls has no
+    drift value for the model.
+    """
+
+    tenant: str
+    since: float
+    until: float
+    bucket_seconds: float
+    buckets: tuple[DashboardBucket, ...]
+    drift_reference: Mapping[str, int]
+
+
+def percentile(ordered: Sequence[float], q: float) -> float | None:
+    """The ``q``-quantile (0..1) of sorted values, interpolating linearly between ranks."""
+    if not ordered:
+        return None
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def psi(reference: Sequence[int], current: Sequence[int]) -> float:
+    """Population stability index of ``current`` against ``reference`` (counts per bin).
+
+    ``sum((c - r) * ln(c / r))`` over the bins' proportions, each floored at 1e-4 so that
+    an empty bin counts as very rare instead of infinitely surprising. Under 0.1 is usually
+    read as stable, over 0.25 as a shift worth acting on.
+    """
+    if len(reference) != len(current):
+        raise DefinitionError("psi compares two histograms of the same bins")
+    r_total, c_total = sum(reference), sum(current)
+    if r_total <= 0 or c_total <= 0:
+        raise DefinitionError("psi needs observations on both sides")
+    value = 0.0
+    for r, c in zip(reference, current, strict=True):
+        p_r = max(r / r_total, _PSI_FLOOR)
+        p_c = max(c / c_total, _PSI_FLOOR)
+        value += (p_c - p_r) * math.log(p_c / p_r)
+    return value
+
+
+def _bucket_of(column: Any, starts: Sequence[float]) -> Any:
+    """SQL: the index of the bucket ``column`` falls in (rows are already in the window)."""
+    if len(starts) == 1:
+        return sa.literal(0)
+    return sa.case(
+        *((column < start, i) for i, start in enumerate(starts[1:])), else_=len(starts) - 1
+    )
+
+
+def _bin_of(column: Any) -> Any:
+    """SQL: the confidence bin of ``column`` (values outside [0, 1] fall in the edge bins)."""
+    whens = [(column < (i + 1) / CONFIDENCE_BINS, i) for i in range(CONFIDENCE_BINS - 1)]
+    return sa.case((column.is_(None), sa.null()), *whens, else_=CONFIDENCE_BINS - 1)
+
+
+def dashboard(
+    app: Aevos, tenant: str, *, since: float, until: float, buckets: int = 24
+) -> Dashboard:
+    """The tenant's time series over ``[since, until)`` (epoch seconds) in ``buckets``
+    equal buckets. A run belongs to the bucket it finished in, a feedback row to the one it
+    was decided in, a model call to the one it was recorded in."""
+    if not (math.isfinite(since) and math.isfinite(until)) or until <= since:
+        raise DefinitionError("until must be a time after since (epoch seconds)")
+    if isinstance(buckets, bool) or not 1 <= buckets <= MAX_BUCKETS:
+        raise DefinitionError(f"buckets must be between 1 and {MAX_BUCKETS}")
+    width = (until - since) / buckets
+    starts = [since + i * width for i in range(buckets)]
+    ends = [*starts[1:], until]
+    store = app.store
+    r, f = runs.c, feedback.c
+
+    asked = sa.exists().where(tasks.c.run_id == r.run_id)
+    run_query = sa.select(r.finished_at, r.finished_at - r.created_at, asked).where(
+        r.tenant == tenant,
+        r.status.in_(FINISHED),
+        r.finished_at >= since,
+        r.finished_at < until,
+    )
+    decided = (
+        sa.select(_bucket_of(f.decided_at, starts).label("b"), f.overridden)
+        .where(f.tenant == tenant, f.decided_at >= since, f.decided_at < until)
+        .subquery("decided")
+    )
+    feedback_query = sa.select(
+        decided.c.b, sa.func.count(), sa.func.coalesce(sa.func.sum(decided.c.overridden), 0)
+    ).group_by(decided.c.b)
+    calls = _model_calls(store, tenant)
+    binned = (
+        sa.select(
+            _bucket_of(calls.c.at, starts).label("b"),
+            calls.c.model,
+            _bin_of(calls.c.confidence).label("bin"),
+            calls.c.cost,
+        )
+        .where(calls.c.at >= since, calls.c.at < until)
+        .subquery("binned")
+    )
+    calls_query = sa.select(
+        binned.c.b,
+        binned.c.model,
+        binned.c.bin,
+        sa.func.count(),
+        sa.func.coalesce(sa.func.sum(binned.c.cost), 0.0),
+    ).group_by(binned.c.b, binned.c.model, binned.c.bin)
+    with store._tx() as conn:
+        run_rows = conn.execute(run_query).all()
+        feedback_rows = conn.execute(feedback_query).all()
+        call_rows = conn.execute(calls_query).all()
+
+    latencies: list[list[float]] = [[] for _ in starts]
+    automated = [0] * buckets
+    for finished_at, latency, with_task in run_rows:
+        index = bisect_right(starts, float(finished_at)) - 1
+        latencies[index].append(float(latency))
+        automated[index] += 0 if with_task else 1
+    decisions, overrides = [0] * buckets, [0] * buckets
+    for index, n, overridden in feedback_rows:
+        decisions[int(index)], overrides[int(index)] = int(n), int(overridden)
+    call_counts, costs = [0] * buckets, [0.0] * buckets
+    histograms: dict[str, list[list[int]]] = {}
+    for index, model, bin_, n, cost in call_rows:
+        i = int(index)
+        call_counts[i] += int(n)
+        costs[i] += float(cost)
+        if bin_ is not None and model is not None:
+            bins = histograms.setdefault(str(model), [[0] * CONFIDENCE_BINS for _ in starts])
+            bins[i][int(bin_)] += int(n)
+
+    references: dict[str, int] = {}
+    drift: list[dict[str, float | None]] = [{} for _ in starts]
+    for model in sorted(histograms):
+        series = histograms[model]
+        reference = next(i for i, counts in enumerate(series) if sum(counts))
+        references[model] = reference
+        for i, counts in enumerate(series):
+            drift[i][model] = psi(series[reference], counts) if sum(counts) else None
+
+    out = []
+    for i in range(buckets):
+        ordered = sorted(latencies[i])
+        finished = len(ordered)
+        out.append(
+            DashboardBucket(
+                start=starts[i],
+                end=ends[i],
+                throughput=finished,
+                latency_p50=percentile(ordered, 0.50),
+                latency_p95=percentile(ordered, 0.95),
+                latency_p99=percentile(ordered, 0.99),
+                automated=automated[i],
+                automation_rate=automated[i] / finished if finished else None,
+                feedback=decisions[i],
+                overrides=overrides[i],
+                override_rate=overrides[i] / decisions[i] if decisions[i] else None,
+                model_calls=call_counts[i],
+                cost=costs[i],
+                cost_per_decision=costs[i] / finished if finished else None,
+                drift=drift[i],
+            )
+        )
+    return Dashboard(
+        tenant=tenant,
+        since=since,
+        until=until,
+        bucket_seconds=width,
+        buckets=tuple(out),
+        drift_reference=references,
+    )
