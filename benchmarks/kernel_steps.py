@@ -36,6 +36,10 @@ from typing import Any
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 STEPS_PER_WORKFLOW = 3
+# Durable commits aevos makes per sequential 3-step workflow: the run's start, steps 1 and 2,
+# and step 3 with the run's finish (docs/architecture.md, "the fast path").
+AEVOS_COMMITS_PER_WORKFLOW = 4
+FLOOR_SECONDS = 1.5
 SYSTEMS = ("aevos", "dbos")
 BACKEND_TITLES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 SQLITE_SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
@@ -439,6 +443,7 @@ def _run_backend(
     args: argparse.Namespace,
     pythons: dict[str, str],
     workdir: str,
+    floors: list[float],
 ) -> dict[str, Series]:
     systems = list(pythons)
     series = {system: Series() for system in systems}
@@ -448,6 +453,7 @@ def _run_backend(
         pg.check()
     try:
         for r in range(args.rounds):
+            floors.append(_commit_floor(backend, args))
             for system in _order(r, systems):
                 tag = f"{backend}-{system}-{r}"
                 extra: list[str] = []
@@ -484,6 +490,54 @@ def _run_backend(
         if pg is not None:
             pg.close()
     return series
+
+
+def _commit_floor(backend: str, args: argparse.Namespace) -> float:
+    """Durable single-row commits/s on the same disk or server, measured now: the ceiling
+    any system committing every step is held to on this machine today."""
+    if backend == "sqlite":
+        import sqlite3
+
+        directory = tempfile.mkdtemp(prefix="floor-", dir=args.sqlite_dir)
+        try:
+            conn = sqlite3.connect(os.path.join(directory, "floor.sqlite"), isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < FLOOR_SECONDS:
+                conn.execute("BEGIN")
+                conn.execute("INSERT INTO t (v) VALUES ('x')")
+                conn.execute("COMMIT")
+                count += 1
+            elapsed = time.perf_counter() - start
+            conn.close()
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        return count / elapsed
+    import psycopg
+
+    url = args.postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TEMP TABLE aevos_floor (k serial PRIMARY KEY, v text)")
+        conn.commit()
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < FLOOR_SECONDS:
+            conn.execute("INSERT INTO aevos_floor (v) VALUES ('x')")
+            conn.commit()
+            count += 1
+        return count / (time.perf_counter() - start)
+
+
+def _report_floor(floors: list[float], series: dict[str, Series]) -> None:
+    floor = statistics.median(floors)
+    ceiling = floor / AEVOS_COMMITS_PER_WORKFLOW * STEPS_PER_WORKFLOW
+    reached = series["aevos"].median("steps_per_s") / ceiling
+    print(
+        f"  durable-commit floor here now: {floor:,.0f} commits/s ({1e6 / floor:,.0f} us); at "
+        f"{AEVOS_COMMITS_PER_WORKFLOW} commits per workflow aevos cannot pass {ceiling:,.0f} "
+        f"steps/s, and reached {reached:.0%} of that"
+    )
 
 
 def _report_backend(backend: str, series: dict[str, Series]) -> float | None:
@@ -614,7 +668,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"\n{BACKEND_TITLES[backend]} ({where})")
             try:
-                series = _run_backend(backend, args, pythons, workdir)
+                floors: list[float] = []
+                series = _run_backend(backend, args, pythons, workdir, floors)
             except Exception as exc:
                 errors += 1
                 hint = " (pass --skip-postgres to skip it)" if backend == "postgresql" else ""
@@ -622,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {BACKEND_TITLES[backend]} benchmark failed{hint}: {reason}")
                 continue
             ratios[backend] = _report_backend(backend, series)
+            _report_floor(floors, series)
             rates[backend] = series["aevos"].median("steps_per_s")
             everything[backend] = {system: s.rounds for system, s in series.items()}
 
