@@ -236,14 +236,22 @@ def worker(
 @_reports_errors
 def serve(
     ctx: typer.Context,
-    app_ref: Annotated[str, typer.Option("--app", help="module:attribute of the Aevos app.")],
+    app_ref: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            help="module:attribute of the Aevos app (default: a bare app on the configured "
+            "database: API and console without workflows of its own).",
+        ),
+    ] = None,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     workers: Annotated[
         int, typer.Option("--workers", min=0, help="Embedded worker threads (0: none).")
     ] = 8,
 ) -> None:
-    """Serve the HTTP API with embedded workers, in one process, until SIGINT or SIGTERM."""
+    """Serve the HTTP API, the web console (/console) and embedded workers, in one
+    process, until SIGINT or SIGTERM."""
     import uvicorn
 
     from ..server import create_app
@@ -252,7 +260,8 @@ def serve(
         app.store.ping()
         runner = app.worker(concurrency=workers).start() if workers else None
         out.print(
-            f"aevos serving http://{host}:{port} | {workers} worker thread(s) | "
+            f"aevos serving http://{host}:{port} (console: /console) | {workers} worker "
+            "thread(s) | "
             f"{redact_url(app.database_url)}",
             markup=False,
             soft_wrap=True,
