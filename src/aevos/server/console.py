@@ -25,6 +25,16 @@ restart signs everyone out.
 CSRF secret: forms post it as ``csrf_token``; htmx requests send it as ``X-CSRF-Token``
 (the layout puts it into ``hx-headers`` on ``<body>``, so every ``hx-post`` inherits it).
 The login form, before any session exists, is protected by a double-submit cookie.
+
+**People's work.** The inbox (``/console/inbox``) lists the tasks the viewer's role may work
+and the viewer's own claims, in inbox order. A task page shows the case, the model's
+suggestion and confidence and the task's form pre-filled with the suggestion; a submission
+goes straight on to the viewer's next task (their oldest claim, else ``claim_next``), so a
+reviewer's loop is claim, read, decide, next. The form is checked by the server only
+(``novalidate``): the messages beside the fields are the API's, for every browser.
+
+**The dashboard** (``/console/dashboard``) draws :func:`aevos.metrics.dashboard` for the
+last hour, day or week with Chart.js; the series travel as JSON in the page, not in script.
 """
 
 from __future__ import annotations
@@ -40,8 +50,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import quote
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlencode
 
 from cryptography.fernet import Fernet, InvalidToken
 from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
@@ -50,11 +60,14 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
 from .. import errors as e
-from ..identity import Permission, Principal
+from ..identity import Permission, Principal, Role
+from ..metrics import Dashboard
 from ..status import RunStatus
+from ..task import Field, Task, TaskStatus
 from .deps import AccessDep
 from .errors import status_for
 
@@ -172,8 +185,53 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
+def _span(seconds: float) -> str:
+    """A duration as people say it: "40 s", "12 min", "3 h 5 min", "2 d 4 h"."""
+    seconds = abs(seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def _ago(value: float | None) -> str:
+    return "-" if value is None else _span(time.time() - value)
+
+
+def _number(value: Any) -> Any:
+    """A form value as an input shows it: 120.0 as "120"."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _preview(case: Any, length: int = 100) -> str:
+    """A line of a task's case for the inbox: the case if it is text, else its first text
+    value at the top level (what a reviewer most likely reads first)."""
+    if isinstance(case, Mapping):
+        case = next((v for v in case.values() if isinstance(v, str) and v.strip()), "")
+    if not isinstance(case, str):
+        return ""
+    line = " ".join(case.split())
+    return line if len(line) <= length else line[: length - 1] + "…"
+
+
 templates = Jinja2Templates(directory=HERE / "templates")
-templates.env.filters.update(ts=_ts, seconds=_seconds, pretty=_pretty)
+templates.env.filters.update(
+    ts=_ts,
+    seconds=_seconds,
+    pretty=_pretty,
+    ago=_ago,
+    span=_span,
+    number=_number,
+    preview=_preview,
+)
 
 
 @dataclass(frozen=True)
@@ -466,4 +524,318 @@ def model(request: Request, name: str, access: AccessDep, viewer: ViewerDep) -> 
         pointing=pointing,
         route=route,
         breakers=breakers,
+    )
+
+
+# -- the inbox -------------------------------------------------------------------------------
+
+_INBOX_NOTES = {
+    "done": "Decision recorded. No more tasks for you: the inbox is empty.",
+    "empty": "No more tasks for you: every task you may work is decided or claimed.",
+    "released": "Task released: it is back in its queue for anyone to claim.",
+}
+QueueQuery = Annotated[str, Query(max_length=200)]
+QueueForm = Annotated[str, Form(max_length=200)]
+
+
+async def _posted(request: Request) -> FormData:
+    """The posted form, parsed once (the CSRF check reads the same one)."""
+    return await request.form()
+
+
+PostedDep = Annotated[FormData, Depends(_posted)]
+
+
+def _works(principal: Principal, task: Task) -> bool:
+    """Whether ``principal`` may claim and decide ``task``. Access decides; this only spares
+    people buttons that would be refused."""
+    return principal.can(Permission.TASKS_WORK) and (
+        principal.role is Role.ADMIN or task.role == principal.role.value
+    )
+
+
+def _link(path: str, **params: str) -> str:
+    """``path`` with the non-empty ``params`` as its query."""
+    query = {name: value for name, value in params.items() if value}
+    return f"{path}?{urlencode(query)}" if query else path
+
+
+def _task_link(task_id: str, **params: str) -> str:
+    return _link(f"/console/tasks/{quote(task_id, safe='')}", **params)
+
+
+@router.get("/inbox")
+def inbox(
+    request: Request,
+    access: AccessDep,
+    viewer: ViewerDep,
+    queue: QueueQuery = "",
+    note: Annotated[str, Query(max_length=20)] = "",
+) -> Response:
+    principal = viewer.principal
+    only = queue or None
+    works = viewer.can("tasks:work")
+    mine: list[Task] = []
+    if works:
+        mine = access.list_tasks(
+            principal, status=[TaskStatus.CLAIMED], mine=True, queue=only, limit=PAGE_SIZE
+        )
+        waiting = access.list_tasks(
+            principal, status=[TaskStatus.OPEN], workable=True, queue=only, limit=PAGE_SIZE
+        )
+    else:
+        # Operators and auditors work no tasks themselves: they see every live one.
+        live = [TaskStatus.OPEN, TaskStatus.CLAIMED]
+        waiting = access.list_tasks(principal, status=live, queue=only, limit=PAGE_SIZE)
+    return _page(
+        request,
+        "inbox.html",
+        mine=mine,
+        waiting=waiting,
+        works=works,
+        queue=queue,
+        queues=[queue] if queue else sorted({t.queue for t in [*mine, *waiting]}),
+        note=_INBOX_NOTES.get(note),
+        now=time.time(),
+        page_size=PAGE_SIZE,
+    )
+
+
+def _go_next(access: AccessDep, viewer: Viewer, queue: str, *, decided: bool) -> Response:
+    """To the viewer's next task: their oldest claim, else the next one they may claim; to
+    the inbox when there is none."""
+    principal = viewer.principal
+    only = queue or None
+    claimed = access.list_tasks(
+        principal, status=[TaskStatus.CLAIMED], mine=True, queue=only, limit=1
+    )
+    task = claimed[0] if claimed else access.claim_next_task(principal, queue=only)
+    if task is None:
+        target = _link("/console/inbox", queue=queue, note="done" if decided else "empty")
+    else:
+        target = _task_link(task.task_id, queue=queue, decided="1" if decided else "")
+    return RedirectResponse(target, status_code=303)
+
+
+@router.post("/inbox/next")
+def next_task(access: AccessDep, viewer: CheckedViewerDep, queue: QueueForm = "") -> Response:
+    return _go_next(access, viewer, queue, decided=False)
+
+
+# -- a task ----------------------------------------------------------------------------------
+
+
+def _task_page(
+    request: Request,
+    viewer: Viewer,
+    task: Task,
+    status_code: int = 200,
+    *,
+    queue: str = "",
+    values: Mapping[str, Any] | None = None,
+    invalid: e.TaskInputError | None = None,
+    conflict: str | None = None,
+    notice: str | None = None,
+) -> Response:
+    principal = viewer.principal
+    works = _works(principal, task)
+    mine = task.status is TaskStatus.CLAIMED and task.assignee == principal.actor
+    suggestion = task.suggestion or {}
+    names = {f.name for f in task.form.fields}
+    return _page(
+        request,
+        "task.html",
+        status_code,
+        task=task,
+        suggestion=suggestion,
+        values=suggestion if values is None else values,
+        invalid=invalid,
+        stray=invalid if invalid is not None and invalid.field not in names else None,
+        conflict=conflict,
+        notice=notice,
+        queue=queue,
+        now=time.time(),
+        mine=mine,
+        can_decide=works and (task.status is TaskStatus.OPEN or mine),
+        can_claim=works and task.status is TaskStatus.OPEN,
+        can_release=task.status is TaskStatus.CLAIMED
+        and ((mine and works) or viewer.can("tasks:assign")),
+    )
+
+
+def _conflict_message(task: Task, actor: str) -> str:
+    if task.status is TaskStatus.SUBMITTED:
+        who = "you" if task.submitted_by == actor else "someone else"
+        return f"This task was already decided by {who}. Nothing was changed."
+    if task.status is TaskStatus.CANCELLED:
+        return (
+            "This task's run was cancelled: there is nothing left to decide. Nothing was changed."
+        )
+    if task.status is TaskStatus.EXPIRED:
+        return "This task expired: nobody decided it in time. Nothing was changed."
+    if task.status is TaskStatus.CLAIMED and task.assignee != actor:
+        return "Someone else claimed this task first. Nothing was changed."
+    return "This task changed while you had it open. Nothing was changed; look again."
+
+
+def _conflict(
+    request: Request, access: AccessDep, viewer: Viewer, task_id: str, queue: str
+) -> Response:
+    """The task as it is now, with why the viewer's action did not happen."""
+    task = access.get_task(viewer.principal, task_id)
+    message = _conflict_message(task, viewer.principal.actor)
+    return _task_page(request, viewer, task, 409, queue=queue, conflict=message)
+
+
+def _values(fields: tuple[Field, ...], posted: FormData) -> dict[str, Any]:
+    """The form's values as the browser posted them, in the shapes ``Field.check`` takes: a
+    checkbox is there or not; an empty input is no value, except in a required text field,
+    where the form's own check says it is required."""
+    values: dict[str, Any] = {}
+    for f in fields:
+        raw = posted.get(f.name)
+        text = raw if isinstance(raw, str) else None
+        if f.kind == "boolean":
+            values[f.name] = text is not None
+        elif f.kind == "text" and f.required:
+            values[f.name] = text
+        else:
+            values[f.name] = text if text is not None and text.strip() else None
+    return values
+
+
+@router.get("/tasks/{task_id}")
+def task_page(
+    request: Request,
+    task_id: str,
+    access: AccessDep,
+    viewer: ViewerDep,
+    queue: QueueQuery = "",
+    decided: bool = False,
+) -> Response:
+    task = access.get_task(viewer.principal, task_id)
+    notice = "Decision recorded. Here is your next task." if decided else None
+    return _task_page(request, viewer, task, queue=queue, notice=notice)
+
+
+@router.post("/tasks/{task_id}/claim")
+def claim_task(
+    request: Request,
+    task_id: str,
+    access: AccessDep,
+    viewer: CheckedViewerDep,
+    queue: QueueForm = "",
+) -> Response:
+    try:
+        access.claim_task(viewer.principal, task_id)
+    except e.TaskConflictError:
+        return _conflict(request, access, viewer, task_id, queue)
+    return RedirectResponse(_task_link(task_id, queue=queue), status_code=303)
+
+
+@router.post("/tasks/{task_id}/release")
+def release_task(
+    request: Request,
+    task_id: str,
+    access: AccessDep,
+    viewer: CheckedViewerDep,
+    queue: QueueForm = "",
+) -> Response:
+    try:
+        access.release_task(viewer.principal, task_id)
+    except e.TaskConflictError:
+        return _conflict(request, access, viewer, task_id, queue)
+    return RedirectResponse(_link("/console/inbox", queue=queue, note="released"), 303)
+
+
+@router.post("/tasks/{task_id}/submit")
+def submit_task(
+    request: Request,
+    task_id: str,
+    access: AccessDep,
+    viewer: CheckedViewerDep,
+    posted: PostedDep,
+) -> Response:
+    principal = viewer.principal
+    task = access.get_task(principal, task_id)
+    queue = posted.get("queue")
+    queue = queue[:200] if isinstance(queue, str) else ""
+    values = _values(task.form.fields, posted)
+    try:
+        access.submit_task(principal, task_id, values)
+    except e.TaskInputError as exc:
+        return _task_page(request, viewer, task, 422, queue=queue, values=values, invalid=exc)
+    except e.TaskConflictError:
+        return _conflict(request, access, viewer, task_id, queue)
+    return _go_next(access, viewer, queue, decided=True)
+
+
+# -- the dashboard ---------------------------------------------------------------------------
+
+Window = Literal["hour", "day", "week"]
+# name -> (title, seconds, buckets, strftime of a bucket's start)
+_WINDOWS: dict[str, tuple[str, float, int, str]] = {
+    "hour": ("Last hour", 3600.0, 30, "%H:%M"),
+    "day": ("Last day", 86400.0, 48, "%H:%M"),
+    "week": ("Last week", 7 * 86400.0, 56, "%a %H:%M"),
+}
+
+
+def _series(board: Dashboard, label_format: str) -> dict[str, Any]:
+    """What console.js draws, one list per line, one value per bucket (null: no data)."""
+    buckets = board.buckets
+    models = sorted({model for b in buckets for model in b.drift})
+    return {
+        "labels": [datetime.fromtimestamp(b.start, tz=UTC).strftime(label_format) for b in buckets],
+        "automated": [b.automated for b in buckets],
+        "asked": [b.throughput - b.automated for b in buckets],
+        "p50": [b.latency_p50 for b in buckets],
+        "p95": [b.latency_p95 for b in buckets],
+        "p99": [b.latency_p99 for b in buckets],
+        "automation_rate": [b.automation_rate for b in buckets],
+        "override_rate": [b.override_rate for b in buckets],
+        "feedback": [b.feedback for b in buckets],
+        "cost_per_decision": [b.cost_per_decision for b in buckets],
+        "drift": {model: [b.drift.get(model) for b in buckets] for model in models},
+    }
+
+
+def _totals(board: Dashboard) -> dict[str, Any]:
+    """The whole window's figures, for the tiles above the charts."""
+    buckets = board.buckets
+    finished = sum(b.throughput for b in buckets)
+    decisions = sum(b.feedback for b in buckets)
+    latest: dict[str, float] = {}
+    for b in buckets:
+        latest.update({model: psi for model, psi in b.drift.items() if psi is not None})
+    worst = max(latest.items(), key=lambda item: item[1], default=None)
+    return {
+        "finished": finished,
+        "automation_rate": sum(b.automated for b in buckets) / finished if finished else None,
+        "decisions": decisions,
+        "override_rate": sum(b.overrides for b in buckets) / decisions if decisions else None,
+        "cost_per_decision": sum(b.cost for b in buckets) / finished if finished else None,
+        "model_calls": sum(b.model_calls for b in buckets),
+        "drift": worst,
+    }
+
+
+@router.get("/dashboard")
+def dashboard(
+    request: Request, access: AccessDep, viewer: ViewerDep, window: Window = "day"
+) -> Response:
+    title, seconds, buckets, label_format = _WINDOWS[window]
+    width = seconds / buckets
+    # Buckets on round boundaries, so the same minute always falls in the same bucket.
+    until = (time.time() // width + 1) * width
+    board = access.dashboard(viewer.principal, since=until - seconds, until=until, buckets=buckets)
+    return _page(
+        request,
+        "dashboard.html",
+        window=window,
+        windows=[(name, spec[0]) for name, spec in _WINDOWS.items()],
+        title=title,
+        width=width,
+        series=_series(board, label_format),
+        totals=_totals(board),
     )
