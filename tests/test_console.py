@@ -301,6 +301,10 @@ def test_a_model_page_shows_versions_aliases_and_rollout(
 ) -> None:
     from playwright.sync_api import expect
 
+    gateway = console.app.gateway
+    for key in range(100):  # the 10% canary takes the keys it hashes to, every time
+        gateway.predict("claims-risk", {"amount": 1500}, key=str(key), tenant="acme")
+    gateway.flush()
     page = open_page(console)
     sign_in(page, console.token("acme", "reviewer"))
     page.get_by_role("link", name="Models").click()
@@ -316,6 +320,21 @@ def test_a_model_page_shows_versions_aliases_and_rollout(
     rollout = page.locator("#rollout")
     expect(rollout).to_contain_text("claims-risk@champion")
     expect(rollout).to_contain_text("claims-risk@challenger takes 10% of calls")
+    # Live metrics: the champion and the canary side by side, drawn as charts.
+    totals = page.locator("#live-totals tbody tr")
+    expect(totals).to_have_count(2)
+    calls = {
+        row.locator("td").nth(0).inner_text(): int(row.locator("td").nth(1).inner_text())
+        for row in totals.all()
+    }
+    # The fixture's finished run called the model once too.
+    assert sum(calls.values()) == 101 and 0 < calls["claims-risk@2"] < 30
+    page.wait_for_function("Chart.getChart('model-calls') !== undefined")
+    drawn = page.evaluate(
+        "['model-calls', 'model-p95', 'model-confidence', 'model-overrides']"
+        ".map(id => Chart.getChart(id).data.datasets.map(d => d.label))"
+    )
+    assert drawn == [["claims-risk@1", "claims-risk@2"]] * 4
 
 
 # -- roles, tenants and CSRF -----------------------------------------------------------------

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aevos import Aevos, StepContext, WorkflowContext
 from aevos.errors import DefinitionError, ModelInputError
-from aevos.metrics import dashboard, exposition, percentile, psi
+from aevos.metrics import dashboard, exposition, model_metrics, percentile, psi
 from aevos.models.recorder import CallRecord
 from aevos.server import create_app
 from aevos.storage.schema import feedback, runs, tasks
@@ -454,3 +454,47 @@ def test_dashboard_refuses_bad_windows(app: Aevos) -> None:
     empty = dashboard(app, "acme", since=T0, until=T0 + 60, buckets=2)
     assert [b.throughput for b in empty.buckets] == [0, 0]
     assert empty.drift_reference == {} and all(b.drift == {} for b in empty.buckets)
+
+
+def test_model_metrics_per_version_from_known_inputs(
+    app: Aevos, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = 1_800_000_000.0
+    _calls(app, monkeypatch, "acme", start + 10, "claims-router", [0.2, 0.4, 0.9])
+    _calls(app, monkeypatch, "acme", start + 3610, "claims-router", [0.6])
+    _calls(app, monkeypatch, "globex", start + 10, "claims-router", [0.1])  # another tenant
+    _feedback(app, "acme", overridden=True, at=start + 20)
+    _feedback(app, "acme", overridden=False, at=start + 30)
+    _feedback(app, "acme", overridden=False, at=start + 3620)
+
+    live = model_metrics(app, "acme", "claims-router", since=start, until=start + 7200, buckets=2)
+    assert list(live.versions) == ["claims-router@1"]
+    first, second = live.versions["claims-router@1"]
+    assert (first.calls, first.errors, first.error_rate) == (3, 0, 0.0)
+    assert first.mean_confidence == pytest.approx(0.5)
+    assert first.latency_p50_ms == first.latency_p95_ms == 12.5
+    assert (first.decisions, first.overrides, first.override_rate) == (2, 1, 0.5)
+    assert (second.calls, second.decisions, second.override_rate) == (1, 1, 0.0)
+    assert second.mean_confidence == pytest.approx(0.6)
+
+    table = {"input": {"amount": "number"}, "table": [], "default": {"label": "review"}}
+    app.models.register("claims-router", json.dumps(table).encode(), flavor="rules", tenant="acme")
+    client = TestClient(create_app(app), raise_server_exceptions=False)
+    ops = _token(app, "acme", "operator")
+    body = client.get(
+        "/v1/models/claims-router/metrics",
+        params={"since": start, "until": start + 7200, "buckets": 2},
+        headers=ops,
+    ).json()
+    assert body["versions"]["claims-router@1"][0]["calls"] == 3
+    assert body["versions"]["claims-router@1"][0]["override_rate"] == 0.5
+    # Another tenant has no such model: 404, nothing of acme's shown.
+    other = client.get(
+        "/v1/models/claims-router/metrics", headers=_token(app, "globex", "operator")
+    )
+    assert other.status_code == 404
+    assert client.get("/v1/models/claims-router/metrics").status_code == 401
+    bad = client.get(
+        "/v1/models/claims-router/metrics", params={"since": start, "until": start}, headers=ops
+    )
+    assert bad.status_code == 422

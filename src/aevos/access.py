@@ -25,7 +25,7 @@ from .task import Feedback, Task, TaskStatus
 if TYPE_CHECKING:
     from .app import Aevos
     from .audit import AuditRecord, VerifyReport
-    from .metrics import Dashboard
+    from .metrics import Dashboard, ModelMetrics
     from .models.gateway import CallResult
     from .models.registry import ModelAlias
     from .models.routing import Route
@@ -464,6 +464,19 @@ class Access:
         from .metrics import dashboard
 
         return dashboard(self.app, principal.tenant, since=since, until=until, buckets=buckets)
+
+    def model_metrics(
+        self, principal: Principal, name: str, *, since: float, until: float, buckets: int
+    ) -> ModelMetrics:
+        """One model's live metrics per version (see :func:`aevos.metrics.model_metrics`);
+        404 for a model the tenant does not have."""
+        self._allow(principal, Permission.MODELS_READ, "read model metrics")
+        self.app.models.versions(name, tenant=principal.tenant)  # ModelNotFoundError
+        from .metrics import model_metrics
+
+        return model_metrics(
+            self.app, principal.tenant, name, since=since, until=until, buckets=buckets
+        )
 
     # -- human tasks --------------------------------------------------------------------------
 

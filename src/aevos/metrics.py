@@ -491,3 +491,103 @@ def dashboard(
         buckets=tuple(out),
         drift_reference=references,
     )
+
+
+# -- one model's live metrics ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionBucket:
+    """One version of a model in one time bucket. Rates are None without a denominator."""
+
+    calls: int
+    errors: int  # calls whose outcome was not "ok"
+    error_rate: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    mean_confidence: float | None
+    decisions: int  # human decisions on this version's suggestions
+    overrides: int
+    override_rate: float | None
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """Per version of one model, per time bucket: traffic, errors, latency, confidence and
+    how often people overrode it — what a canary is judged on."""
+
+    model: str
+    since: float
+    until: float
+    bucket_seconds: float
+    starts: tuple[float, ...]
+    versions: Mapping[str, tuple[VersionBucket, ...]]  # "name@N" -> one per bucket
+
+
+def model_metrics(
+    app: Aevos, tenant: str, model: str, *, since: float, until: float, buckets: int = 24
+) -> ModelMetrics:
+    """``model``'s calls (``model.called`` records) and the feedback on its suggestions over
+    ``[since, until)`` in ``buckets`` equal buckets, per version."""
+    if not (math.isfinite(since) and math.isfinite(until)) or until <= since:
+        raise DefinitionError("until must be a time after since (epoch seconds)")
+    if isinstance(buckets, bool) or not 1 <= buckets <= MAX_BUCKETS:
+        raise DefinitionError(f"buckets must be between 1 and {MAX_BUCKETS}")
+    width = (until - since) / buckets
+    starts = [since + i * width for i in range(buckets)]
+    calls = _model_calls(app.store, tenant)
+    f = feedback.c
+    call_query = sa.select(
+        calls.c.at, calls.c.version, calls.c.outcome, calls.c.latency_ms, calls.c.confidence
+    ).where(calls.c.model == model, calls.c.at >= since, calls.c.at < until)
+    feedback_query = sa.select(f.decided_at, f.model_version, f.overridden).where(
+        f.tenant == tenant, f.model == model, f.decided_at >= since, f.decided_at < until
+    )
+    with app.store._tx() as conn:
+        call_rows = conn.execute(call_query).all()
+        feedback_rows = conn.execute(feedback_query).all()
+
+    def empty() -> list[dict[str, Any]]:
+        return [
+            {"latency": [], "confidence": [], "errors": 0, "decisions": 0, "overrides": 0}
+            for _ in starts
+        ]
+
+    acc: dict[str, list[dict[str, Any]]] = {}
+    for at, version, outcome, latency_ms, confidence in call_rows:
+        ref = f"{model}@{version if version is not None else '?'}"
+        cell = acc.setdefault(ref, empty())[bisect_right(starts, at) - 1]
+        cell["latency"].append(float(latency_ms or 0.0))
+        if confidence is not None:
+            cell["confidence"].append(float(confidence))
+        cell["errors"] += 0 if outcome == "ok" else 1
+    for decided_at, version_ref, overridden in feedback_rows:
+        ref = version_ref or f"{model}@?"
+        cell = acc.setdefault(ref, empty())[bisect_right(starts, decided_at) - 1]
+        cell["decisions"] += 1
+        cell["overrides"] += int(overridden)
+
+    def bucket(cell: dict[str, Any]) -> VersionBucket:
+        latency = sorted(cell["latency"])
+        n, decisions = len(latency), cell["decisions"]
+        confidence = cell["confidence"]
+        return VersionBucket(
+            calls=n,
+            errors=cell["errors"],
+            error_rate=cell["errors"] / n if n else None,
+            latency_p50_ms=percentile(latency, 0.50),
+            latency_p95_ms=percentile(latency, 0.95),
+            mean_confidence=sum(confidence) / len(confidence) if confidence else None,
+            decisions=decisions,
+            overrides=cell["overrides"],
+            override_rate=cell["overrides"] / decisions if decisions else None,
+        )
+
+    return ModelMetrics(
+        model=model,
+        since=since,
+        until=until,
+        bucket_seconds=width,
+        starts=tuple(starts),
+        versions={ref: tuple(bucket(c) for c in cells) for ref, cells in sorted(acc.items())},
+    )

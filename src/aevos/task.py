@@ -145,7 +145,10 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int past any float: not a finite number
+            return None
     elif isinstance(value, str):
         try:
             number = float(value.strip())

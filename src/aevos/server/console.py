@@ -65,7 +65,7 @@ from starlette.exceptions import HTTPException
 
 from .. import errors as e
 from ..identity import Permission, Principal, Role
-from ..metrics import Dashboard
+from ..metrics import Dashboard, ModelMetrics
 from ..status import RunStatus
 from ..task import Field, Task, TaskStatus
 from .deps import AccessDep
@@ -509,10 +509,27 @@ def models(request: Request, access: AccessDep, viewer: ViewerDep) -> Response:
     return _page(request, "models.html", models=access.models(viewer.principal))
 
 
+Window = Literal["hour", "day", "week"]
+# name -> (title, seconds, buckets, strftime of a bucket's start)
+_WINDOWS: dict[str, tuple[str, float, int, str]] = {
+    "hour": ("Last hour", 3600.0, 30, "%H:%M"),
+    "day": ("Last day", 86400.0, 48, "%H:%M"),
+    "week": ("Last week", 7 * 86400.0, 56, "%a %H:%M"),
+}
+
+
 @router.get("/models/{name}")
-def model(request: Request, name: str, access: AccessDep, viewer: ViewerDep) -> Response:
+def model(
+    request: Request, name: str, access: AccessDep, viewer: ViewerDep, window: Window = "day"
+) -> Response:
     overview = access.model(viewer.principal, name)
     route, breakers = access.model_rollout(viewer.principal, name)
+    title, seconds, buckets, label_format = _WINDOWS[window]
+    width = seconds / buckets
+    until = (time.time() // width + 1) * width
+    live = access.model_metrics(
+        viewer.principal, name, since=until - seconds, until=until, buckets=buckets
+    )
     pointing: dict[int, list[str]] = {}
     for alias in overview.aliases:
         pointing.setdefault(alias.version, []).append(alias.alias)
@@ -524,6 +541,10 @@ def model(request: Request, name: str, access: AccessDep, viewer: ViewerDep) -> 
         pointing=pointing,
         route=route,
         breakers=breakers,
+        window=window,
+        windows=[(key, spec[0]) for key, spec in _WINDOWS.items()],
+        window_title=title,
+        live=_model_series(live, label_format),
     )
 
 
@@ -772,13 +793,30 @@ def submit_task(
 
 # -- the dashboard ---------------------------------------------------------------------------
 
-Window = Literal["hour", "day", "week"]
-# name -> (title, seconds, buckets, strftime of a bucket's start)
-_WINDOWS: dict[str, tuple[str, float, int, str]] = {
-    "hour": ("Last hour", 3600.0, 30, "%H:%M"),
-    "day": ("Last day", 86400.0, 48, "%H:%M"),
-    "week": ("Last week", 7 * 86400.0, 56, "%a %H:%M"),
-}
+
+def _model_series(live: ModelMetrics, label_format: str) -> dict[str, Any]:
+    """Per version, one list per chart (null: no data in that bucket), for console.js."""
+    versions = live.versions
+    return {
+        "labels": [datetime.fromtimestamp(t, tz=UTC).strftime(label_format) for t in live.starts],
+        "versions": sorted(versions),
+        "calls": {ref: [b.calls for b in series] for ref, series in versions.items()},
+        "p95": {ref: [b.latency_p95_ms for b in series] for ref, series in versions.items()},
+        "errors": {ref: [b.error_rate for b in series] for ref, series in versions.items()},
+        "confidence": {
+            ref: [b.mean_confidence for b in series] for ref, series in versions.items()
+        },
+        "overrides": {ref: [b.override_rate for b in series] for ref, series in versions.items()},
+        "totals": {
+            ref: {
+                "calls": sum(b.calls for b in series),
+                "errors": sum(b.errors for b in series),
+                "decisions": sum(b.decisions for b in series),
+                "overrides": sum(b.overrides for b in series),
+            }
+            for ref, series in versions.items()
+        },
+    }
 
 
 def _series(board: Dashboard, label_format: str) -> dict[str, Any]:

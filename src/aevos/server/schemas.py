@@ -24,7 +24,7 @@ class StartRun(BaseModel):
 class ForkRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    from_step: int = Field(ge=0)
+    from_step: int = Field(ge=0, le=2**31 - 1)  # a step seq is a 32-bit integer
 
 
 class Run(BaseModel):

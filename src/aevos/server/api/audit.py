@@ -13,6 +13,12 @@ from ..schemas import AuditRecordOut, VerifyOut
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
+_MAX_SEQ = 2**63 - 1  # the seq column is a 64-bit integer
+
+
+class JsonLinesResponse(PlainTextResponse):
+    media_type = "application/x-ndjson"
+
 
 @router.get("")
 def query(
@@ -20,7 +26,7 @@ def query(
     principal: PrincipalDep,
     run_id: Annotated[str | None, Query(max_length=200)] = None,
     action: Annotated[str | None, Query(max_length=100)] = None,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=_MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[AuditRecordOut]:
     records = access.audit_query(
@@ -36,11 +42,13 @@ def verify(access: AccessDep, principal: PrincipalDep) -> VerifyOut:
     return VerifyOut(ok=report.ok, checked=report.checked, problems=problems)
 
 
-@router.get("/export", response_class=PlainTextResponse)
+@router.get("/export", response_class=JsonLinesResponse)
 def export(
-    access: AccessDep, principal: PrincipalDep, after_seq: Annotated[int, Query(ge=0)] = 0
-) -> PlainTextResponse:
+    access: AccessDep,
+    principal: PrincipalDep,
+    after_seq: Annotated[int, Query(ge=0, le=_MAX_SEQ)] = 0,
+) -> JsonLinesResponse:
     """The chain as JSON Lines (verifiable offline with ``aevos audit verify-file``)."""
     out = io.StringIO()
     access.audit_export(principal, out, after_seq=after_seq)
-    return PlainTextResponse(out.getvalue(), media_type="application/x-ndjson")
+    return JsonLinesResponse(out.getvalue())

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from ...metrics import MAX_BUCKETS, Dashboard
+from ...metrics import MAX_BUCKETS, Dashboard, ModelMetrics
 from ..deps import AccessDep, PrincipalDep
 
 router = APIRouter(tags=["metrics"])
@@ -88,6 +88,77 @@ class DashboardOut(BaseModel):
         )
 
 
+class VersionBucketOut(BaseModel):
+    calls: int
+    errors: int = Field(description="Calls whose outcome was not ok.")
+    error_rate: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    mean_confidence: float | None
+    decisions: int = Field(description="Human decisions on this version's suggestions.")
+    overrides: int
+    override_rate: float | None
+
+
+class ModelMetricsOut(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    since: float
+    until: float
+    bucket_seconds: float
+    starts: list[float]
+    versions: dict[str, list[VersionBucketOut]] = Field(
+        description='Per version ("name@N"), one entry per bucket.'
+    )
+
+    @classmethod
+    def of(cls, metrics: ModelMetrics) -> ModelMetricsOut:
+        return cls(
+            model=metrics.model,
+            since=metrics.since,
+            until=metrics.until,
+            bucket_seconds=metrics.bucket_seconds,
+            starts=list(metrics.starts),
+            versions={
+                ref: [VersionBucketOut(**vars(b)) for b in series]
+                for ref, series in metrics.versions.items()
+            },
+        )
+
+
+def _window(since: float | None, until: float | None) -> tuple[float, float]:
+    end = time.time() if until is None else until
+    start = end - _DAY if since is None else since
+    if start >= end:
+        raise RequestValidationError(
+            [{"loc": ("query", "since"), "msg": "must be before until", "type": "value_error"}]
+        )
+    return start, end
+
+
+_Since = Annotated[
+    float | None, Query(ge=0, le=1e11, description="Epoch seconds (default: a day before until).")
+]
+_Until = Annotated[float | None, Query(ge=0, le=1e11, description="Epoch seconds (default: now).")]
+
+
+@router.get("/v1/models/{name}/metrics", tags=["models"])
+def model_metrics(
+    name: Annotated[str, Path(max_length=200)],
+    access: AccessDep,
+    principal: PrincipalDep,
+    since: _Since = None,
+    until: _Until = None,
+    buckets: Annotated[int, Query(ge=1, le=MAX_BUCKETS)] = 24,
+) -> ModelMetricsOut:
+    """Per version and time bucket: calls, errors, latency, mean confidence and the human
+    override rate of its suggestions (how a canary compares with its champion)."""
+    start, end = _window(since, until)
+    metrics = access.model_metrics(principal, name, since=start, until=end, buckets=buckets)
+    return ModelMetricsOut.of(metrics)
+
+
 @router.get(
     "/metrics",
     response_class=Response,
@@ -103,21 +174,11 @@ def prometheus(access: AccessDep, principal: PrincipalDep) -> Response:
 def dashboard(
     access: AccessDep,
     principal: PrincipalDep,
-    since: Annotated[
-        float | None,
-        Query(ge=0, le=1e11, description="Epoch seconds (default: a day before until)."),
-    ] = None,
-    until: Annotated[
-        float | None, Query(ge=0, le=1e11, description="Epoch seconds (default: now).")
-    ] = None,
+    since: _Since = None,
+    until: _Until = None,
     buckets: Annotated[int, Query(ge=1, le=MAX_BUCKETS)] = 24,
 ) -> DashboardOut:
     """Per time bucket: throughput, latency percentiles, automation and override rates,
     cost per decision, and each model's confidence drift."""
-    end = time.time() if until is None else until
-    start = end - _DAY if since is None else since
-    if start >= end:
-        raise RequestValidationError(
-            [{"loc": ("query", "since"), "msg": "must be before until", "type": "value_error"}]
-        )
+    start, end = _window(since, until)
     return DashboardOut.of(access.dashboard(principal, since=start, until=end, buckets=buckets))

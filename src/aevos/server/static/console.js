@@ -145,6 +145,35 @@
     });
   }
 
+  // A model's page: one line per version in each chart, from
+  // <script type="application/json" id="model-data"> (aevos.metrics.model_metrics).
+  function drawModel() {
+    var source = document.getElementById("model-data");
+    if (!source || typeof Chart === "undefined") return;
+    var d = JSON.parse(source.textContent);
+    var pct = { max: 100, ticks: { callback: function (v) { return v + "%"; } } };
+    function per(key, transform) {
+      return d.versions.map(function (ref, i) {
+        var values = d[key][ref];
+        return line(ref, transform ? transform(values) : values, PALETTE[i % PALETTE.length]);
+      });
+    }
+    var charts = [
+      ["model-calls", per("calls"), options("calls", { ticks: { precision: 0 } })],
+      ["model-p95", per("p95"), options("ms")],
+      ["model-confidence", per("confidence"), options("confidence", { max: 1 })],
+      ["model-overrides", per("overrides", percent), options("% of decisions", pct)],
+    ];
+    charts.forEach(function (c) {
+      new Chart(document.getElementById(c[0]), {
+        type: "line",
+        data: { labels: d.labels, datasets: c[1] },
+        options: c[2],
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", drawTimeline);
+  document.addEventListener("DOMContentLoaded", drawModel);
   document.addEventListener("DOMContentLoaded", drawDashboard);
 })();
