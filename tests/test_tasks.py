@@ -195,6 +195,15 @@ def test_submitting_twice_or_after_cancellation_is_a_conflict_and_changes_nothin
     finally:
         worker.stop()
     assert [f.task_id for f in app.tasks.feedback()] == [task.task_id]
+    # Resuming the cancelled run reopens its task; deciding it now completes the run.
+    worker = app.worker().start()
+    try:
+        app.resume(second.run_id)
+        assert app.tasks.get(other.task_id).status is TaskStatus.OPEN
+        app.tasks.submit(other.task_id, {"intent": "pin_blocked"}, actor=BOB)
+        assert second.result(timeout=15)["intent"] == "pin_blocked"
+    finally:
+        worker.stop()
     assert app.tasks.get(task.task_id).result == {
         "intent": "exchange_rate",
         "refund": None,

@@ -72,6 +72,8 @@ class OperatorActions:
                 raise InvalidRunStateError(
                     f"run {run_id} is {row.status}; only FAILED or CANCELLED runs can be resumed"
                 )
+            # The tasks its cancellation closed wait for a person again.
+            Tasks.reopen_cancelled_tasks(conn, run_id, now)
             # A failed step is recorded as a result; drop the failure so it runs again.
             conn.execute(
                 sa.delete(steps).where(steps.c.run_id == run_id, steps.c.status == "FAILED")

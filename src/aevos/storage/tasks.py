@@ -475,6 +475,15 @@ class Tasks:
         )
 
     @staticmethod
+    def reopen_cancelled_tasks(conn: Connection, run_id: str, now: float) -> None:
+        """Reopen the tasks a cancellation closed (inside the resumption's transaction)."""
+        conn.execute(
+            sa.update(tasks)
+            .where(tasks.c.run_id == run_id, tasks.c.status == TaskStatus.CANCELLED.value)
+            .values(status=TaskStatus.OPEN.value, assignee=None, claimed_at=None, updated_at=now)
+        )
+
+    @staticmethod
     def _row(conn: Connection, task_id: str, tenant: str) -> Task:
         row = conn.execute(sa.select(tasks).where(tasks.c.task_id == task_id)).one_or_none()
         if row is None or row.tenant != tenant:
