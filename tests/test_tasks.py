@@ -464,3 +464,43 @@ def test_a_bad_request_in_the_workflow_is_a_definition_error_before_anything_is_
         Field.choice("c", [])
     with pytest.raises(DefinitionError):
         Field("bad name!")
+
+
+def test_the_cli_lists_shows_and_escalates_tasks(app: Aevos, database_url: str) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from aevos.cli import cli
+
+    @app.workflow(name="clitask")
+    def clitask(ctx: WorkflowContext) -> None:
+        ctx.ask_human("Check this", form=[Field.text("x")], case={"n": 1}, sla=0.05)
+
+    handle = app.start("clitask", queue="default")
+    worker = app.worker()
+    worker.escalation_interval = 3600.0  # the CLI escalates, not the worker
+    worker.start()
+    try:
+        task = _open_task(app, handle.run_id)
+        runner = CliRunner()
+        base = ["--database-url", database_url, "tasks"]
+        listed = runner.invoke(cli, [*base, "list", "--status", "open", "--json"])
+        assert listed.exit_code == 0, listed.output
+        (row,) = [json.loads(line) for line in listed.output.splitlines()]
+        assert row["task_id"] == task.task_id and row["case"] == {"n": 1}
+        shown = runner.invoke(cli, [*base, "show", task.task_id])
+        assert json.loads(shown.output)["title"] == "Check this"
+        time.sleep(0.1)  # past the SLA
+        escalated = runner.invoke(cli, [*base, "escalate"])
+        assert "1 task(s) escalated" in escalated.output
+        assert app.tasks.get(task.task_id).escalated
+        missing = runner.invoke(cli, [*base, "show", "nope"])
+        assert missing.exit_code != 0 and "task_not_found" in missing.output
+        bad = runner.invoke(cli, [*base, "list", "--status", "bogus"])
+        assert bad.exit_code != 0 and "--status 'bogus'" in bad.output
+        table = runner.invoke(cli, [*base, "list"])
+        assert table.exit_code == 0 and task.task_id in table.output
+    finally:
+        app.cancel(handle.run_id)
+        worker.stop()

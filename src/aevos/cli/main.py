@@ -281,9 +281,11 @@ from .demo import demo  # noqa: E402
 from .models import models_cli  # noqa: E402
 from .policy import policy_cli  # noqa: E402
 from .runs import runs_cli  # noqa: E402
+from .tasks import tasks_cli  # noqa: E402
 from .tokens import tokens_cli  # noqa: E402
 
 cli.add_typer(runs_cli, name="runs")
+cli.add_typer(tasks_cli, name="tasks")
 cli.add_typer(audit_cli, name="audit")
 cli.add_typer(policy_cli, name="policy")
 cli.add_typer(models_cli, name="models")
