@@ -237,7 +237,7 @@ def test_aevos_serve_runs_the_api_and_workers(sqlite_url: str, tmp_path: Any) ->
         ("CircuitOpenError", 502),
         ("ModelTimeoutError", 502),
         ("StorageUnavailableError", 503),
-        ("SchemaError", 400),
+        ("SchemaError", 500),
     ],
 )
 def test_error_classes_map_to_http_statuses(name: str, status: int) -> None:
@@ -246,3 +246,32 @@ def test_error_classes_map_to_http_statuses(name: str, status: int) -> None:
 
     kind = getattr(errors, name)
     assert status_for(kind.__new__(kind)) == status
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        (
+            "POST",
+            "/v1/runs",
+            {"workflow": "claims.intake", "args": [{"amount": 1}], "idempotency_key": "a\x00b"},
+        ),
+        ("GET", "/v1/runs?workflow=a%00b", None),
+        ("GET", "/v1/runs/a%00b", None),
+    ],
+)
+def test_a_nul_character_is_the_callers_fault_on_both_backends(
+    served: tuple[Aevos, TestClient], method: str, path: str, body: Any
+) -> None:
+    """PostgreSQL cannot store U+0000 in text; that is a 4xx naming the cause, never a
+    database error naming the server."""
+    app, client = served
+    response = client.request(method, path, json=body, headers=_token(app, "acme", "operator"))
+    # SQLite stores U+0000, so a lookup by such a name merely finds nothing there.
+    assert response.status_code in (200, 404, 422), response.text
+    assert "postgresql" not in response.text and "127.0.0.1" not in response.text
+    if method == "POST":
+        assert response.status_code == 422
+        assert response.json()["error"]["fields"][0]["field"] == "idempotency_key"
+    elif response.status_code == 422:
+        assert response.json()["error"]["code"] == "not_serializable"

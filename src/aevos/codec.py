@@ -21,7 +21,7 @@ _decode = json.JSONDecoder().decode
 def encode(value: Any, where: str) -> str:
     """Serialise ``value``; ``where`` names it in the error ("input of workflow 'x'")."""
     try:
-        return _encoder.encode(value)
+        text = _encoder.encode(value)
     except (TypeError, ValueError) as exc:
         path, culprit = _find_culprit(value, "$")
         detail = (
@@ -33,6 +33,17 @@ def encode(value: Any, where: str) -> str:
             f"{where} is not JSON-serialisable: {detail}; record only JSON values "
             "(dict, list, str, int, float, bool, None) or convert it first"
         ) from None
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # A lone surrogate ("\ud800") is a Python str but not Unicode text: no database
+            # stores it and no digest can hash it.
+            raise SerializationError(
+                f"{where} is not valid Unicode: a lone surrogate at character {exc.start} "
+                "of its JSON; decode such text with errors='replace' first"
+            ) from None
+    return text
 
 
 def decode(text: str) -> Any:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors as e
 
@@ -49,7 +51,24 @@ _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.CircuitOpenError, 502),
     (e.ModelCallError, 502),  # ModelTimeoutError too
     (e.StorageUnavailableError, 503),
+    (e.StorageError, 500),  # SchemaError, CorruptDatabaseError: the server's fault
 ]
+
+# Storage errors name the database (host, name, file) for operators; HTTP clients get the
+# code and this, and the detail goes to the server's log.
+_STORAGE_MESSAGES = {
+    503: "the database is unavailable; retry later",
+    500: "the server's database failed; the operator has the details in the server log",
+}
+
+
+_FRAMEWORK_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def status_for(error: e.AevosError) -> int:
@@ -69,8 +88,21 @@ def install(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.AuthenticationError) else None
         # Structured details the error carries (a field name, a task's status), never values.
         extra = {k: v for k, v in exc.to_dict().items() if k not in ("code", "message")}
+        status, message = status_for(exc), exc.message
+        if isinstance(exc, e.StorageError):
+            log.error("storage error in a request: %s", exc.message)
+            message = _STORAGE_MESSAGES[503 if status == 503 else 500]
+        return JSONResponse(body(exc.code, message, **extra), status_code=status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def framework_refusal(request: Request, exc: StarletteHTTPException) -> Response:
+        # The router's own refusals (no such route, a method the path does not take, a body
+        # it cannot parse) in the API's error shape too; the console keeps its own.
+        if request.url.path.startswith("/console"):
+            return await http_exception_handler(request, exc)
+        code = _FRAMEWORK_CODES.get(exc.status_code, "http_error")
         return JSONResponse(
-            body(exc.code, exc.message, **extra), status_code=status_for(exc), headers=headers
+            body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
         )
 
     @app.exception_handler(RequestValidationError)

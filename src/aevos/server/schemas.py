@@ -9,15 +9,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..lineage import Lineage
 from ..run import RunInfo, StepInfo
 
+# Names and keys: no control characters (PostgreSQL cannot even store U+0000 in text).
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
 
 class StartRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    workflow: str = Field(min_length=1, max_length=200)
+    workflow: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-    queue: str | None = Field(default=None, min_length=1, max_length=100)
+    idempotency_key: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=NAME_PATTERN
+    )
+    queue: str | None = Field(default=None, min_length=1, max_length=100, pattern=NAME_PATTERN)
     priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
 
 

@@ -13,7 +13,12 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from ..errors import AevosError, CorruptDatabaseError, StorageUnavailableError
+from ..errors import (
+    AevosError,
+    CorruptDatabaseError,
+    SerializationError,
+    StorageUnavailableError,
+)
 
 InsertFactory = Callable[[sa.Table], Any]
 
@@ -131,6 +136,13 @@ class PostgresDialect:
             return StorageUnavailableError(
                 f"lost or could not open the connection to {url}: "
                 f"{reason[0] if reason else type(error).__name__}"
+            )
+        if "cannot contain NUL" in str(getattr(error, "orig", error)):
+            # SQLite stores U+0000 in text; PostgreSQL refuses it. Either way it is the
+            # caller's value at fault, never a fault of the database.
+            return SerializationError(
+                "a text value contains a NUL (U+0000) character, which PostgreSQL cannot "
+                "store; remove it or encode the value"
             )
         return None
 
