@@ -127,3 +127,18 @@ def test_token_definitions_are_validated(identity: Any) -> None:
         ident.create_token(tenant="Acme Corp", role="admin", name="x", created_by="b")
     with pytest.raises(DefinitionError, match="expires_in"):
         ident.create_token(tenant="acme", role="admin", name="x", created_by="b", expires_in=-1)
+
+
+def test_last_used_is_recorded_at_most_once_a_minute(tmp_path: Any) -> None:
+    from aevos import Aevos
+
+    app = Aevos(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        issued = app.identity.create_token(tenant="t", role="reviewer", name="r", created_by="x")
+        app.identity.authenticate(issued.token)
+        (first,) = [t.last_used_at for t in app.identity.list_tokens("t")]
+        assert first is not None
+        app.identity.authenticate(issued.token)  # within the resolution: no write
+        assert [t.last_used_at for t in app.identity.list_tokens("t")] == [first]
+    finally:
+        app.close()

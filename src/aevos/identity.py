@@ -98,6 +98,10 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 
+# How fresh a token's last_used_at is kept: it is rewritten at most this often (seconds).
+LAST_USED_RESOLUTION = 60.0
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is asking: resolved from a token, scoped to one tenant."""
@@ -235,7 +239,9 @@ class Identity:
                 reason = "revoked token"
             elif row.expires_at is not None and row.expires_at <= now:
                 reason = "expired token"
-            else:
+            elif row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+                # Coarse on purpose: a write (a durable commit) per request would make every
+                # read of the API a write transaction.
                 conn.execute(
                     sa.update(tokens).where(tokens.c.token_id == token_id).values(last_used_at=now)
                 )
