@@ -229,19 +229,20 @@ class Identity:
             self._record("auth.denied", "anonymous", tenant_hint, "malformed token")
             raise AuthenticationError("malformed API token")
         token_id, secret = match.groups()
-        with self.store._tx() as conn:
+        with self.store._read() as conn:
             row = conn.execute(sa.select(tokens).where(tokens.c.token_id == token_id)).first()
-            now = time.time()
-            reason = None
-            if row is None or not hmac.compare_digest(row.secret_hash, _digest(secret)):
-                reason = "unknown token"
-            elif row.revoked_at is not None:
-                reason = "revoked token"
-            elif row.expires_at is not None and row.expires_at <= now:
-                reason = "expired token"
-            elif row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-                # Coarse on purpose: a write (a durable commit) per request would make every
-                # read of the API a write transaction.
+        now = time.time()
+        reason = None
+        if row is None or not hmac.compare_digest(row.secret_hash, _digest(secret)):
+            reason = "unknown token"
+        elif row.revoked_at is not None:
+            reason = "revoked token"
+        elif row.expires_at is not None and row.expires_at <= now:
+            reason = "expired token"
+        elif row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+            # Coarse on purpose: a write (a durable commit) per request would make every
+            # read of the API a write transaction.
+            with self.store._tx() as conn:
                 conn.execute(
                     sa.update(tokens).where(tokens.c.token_id == token_id).values(last_used_at=now)
                 )

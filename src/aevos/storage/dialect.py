@@ -21,6 +21,8 @@ from ..errors import (
 )
 
 InsertFactory = Callable[[sa.Table], Any]
+# The execution option marking a connection whose transactions only read (Store._read).
+READ_ONLY = "aevos_read_only"
 
 
 def redact_url(url: str | URL) -> str:
@@ -72,9 +74,12 @@ class SQLiteDialect:
 
         # IMMEDIATE transactions serialise writers up front, so two processes claiming the
         # same run cannot both read it as free and then fight over the upgrade to a write lock.
+        # Read-only transactions (Store._read) begin DEFERRED: in WAL mode a reader neither
+        # waits for nor blocks the writer, so API reads do not queue behind step commits.
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            read = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
         return engine
 

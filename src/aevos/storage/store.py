@@ -28,7 +28,7 @@ from ..errors import (
 from ..queue import Queue
 from ..run import NewRun, RunInfo, StepInfo
 from ..status import RunStatus
-from .dialect import dialect_for, redact_url
+from .dialect import READ_ONLY, dialect_for, redact_url
 from .fastpath import Compiled, RawConnections
 from .operations import OperatorActions
 from .schema import blobs, metadata, queues, runs, steps
@@ -252,6 +252,15 @@ class Store(OperatorActions, Signals, Tasks):
         with self._guard(), self.engine.begin() as conn:
             yield conn
 
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A transaction that only reads: one consistent snapshot that, on SQLite, takes no
+        write lock (never write through it: the upgrade could fail as busy)."""
+        with self._guard(), self.engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY: True})
+            with conn.begin():
+                yield conn
+
     def _value(self, conn: Connection, text: str | None) -> tuple[str | None, str | None]:
         """Inline JSON, or a blob reference for values past the size threshold."""
         if text is None or len(text) <= self.blob_threshold:
@@ -436,14 +445,14 @@ class Store(OperatorActions, Signals, Tasks):
         )
 
     def get_run(self, run_id: str) -> RunInfo:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one_or_none()
             if row is None:
                 raise RunNotFoundError(f"no run with id {run_id!r}")
             return self._run_info(conn, row, strict=False)
 
     def run_status(self, run_id: str) -> RunStatus:
-        with self._guard(), self.engine.connect() as conn:
+        with self._read() as conn:
             value = conn.execute(
                 sa.select(runs.c.status).where(runs.c.run_id == run_id)
             ).scalar_one_or_none()
@@ -473,12 +482,12 @@ class Store(OperatorActions, Signals, Tasks):
             query = query.where(runs.c.parent_run_id == parent_run_id)
         if tenant is not None:
             query = query.where(runs.c.tenant == tenant)
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(query.limit(limit).offset(offset)).all()
             return [self._run_info(conn, row, strict=False) for row in rows]
 
     def count_runs(self) -> dict[RunStatus, int]:
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status)
             ).all()
@@ -489,7 +498,7 @@ class Store(OperatorActions, Signals, Tasks):
     def load_steps(self, run_id: str, *, strict: bool = True) -> dict[int, StepInfo]:
         """A run's recorded positions; ``strict=False`` (inspection) tolerates corrupt data."""
         decode = self._decode if strict else self._lenient
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 sa.select(steps).where(steps.c.run_id == run_id).order_by(steps.c.seq)
             ).all()

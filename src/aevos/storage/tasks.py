@@ -96,6 +96,8 @@ class Tasks:
 
         def _tx(self) -> AbstractContextManager[Connection]: ...
 
+        def _read(self) -> AbstractContextManager[Connection]: ...
+
         def _fence(self, conn: Connection, run_id: str, owner: str, now: float) -> bool: ...
 
         def _wake(self, conn: Connection, run_id: str, now: float) -> None: ...
@@ -164,7 +166,7 @@ class Tasks:
     # -- reads --------------------------------------------------------------------------------
 
     def get_task(self, task_id: str, *, tenant: str | None = None) -> Task:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(tasks).where(tasks.c.task_id == task_id)).one_or_none()
         if row is None or (tenant is not None and row.tenant != tenant):
             raise TaskNotFoundError(f"no task with id {task_id!r}")
@@ -199,7 +201,7 @@ class Tasks:
             .limit(limit)
             .offset(offset)
         )
-        with self._tx() as conn:
+        with self._read() as conn:
             return [task_of(row) for row in conn.execute(query)]
 
     def count_tasks(self, tenant: str) -> dict[tuple[str, str], int]:
@@ -209,7 +211,7 @@ class Tasks:
             .where(tasks.c.tenant == tenant, tasks.c.status.in_(_LIVE))
             .group_by(tasks.c.queue, tasks.c.status)
         )
-        with self._tx() as conn:
+        with self._read() as conn:
             return {(q, s): int(n) for q, s, n in conn.execute(query)}
 
     def list_feedback(
@@ -230,7 +232,7 @@ class Tasks:
         if since is not None:
             query = query.where(feedback.c.decided_at >= since)
         query = query.order_by(feedback.c.id).limit(limit).offset(offset)
-        with self._tx() as conn:
+        with self._read() as conn:
             return [feedback_of(row) for row in conn.execute(query)]
 
     # -- a person's actions ------------------------------------------------------------------
