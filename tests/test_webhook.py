@@ -92,7 +92,7 @@ def _post(
 ) -> Any:
     sent = dict(headers or {})
     if secret is not None:
-        sent["X-Aevos-Signature"] = sign(secret, body, timestamp=timestamp)
+        sent["X-Aevos-Signature"] = sign(secret, body, timestamp=timestamp, event_id=event_id)
     if event_id is not None:
         sent["X-Aevos-Event-Id"] = event_id
     return client.post(f"/v1/events/{source}", content=body, headers=sent)
@@ -157,7 +157,8 @@ def test_without_an_event_id_the_body_digest_dedupes(served: Served) -> None:
 def test_concurrent_deliveries_of_one_event_start_one_run(served: Served) -> None:
     app, _ = served
     body = _event("race")
-    delivery = Delivery("crm", body, len(body), signature=sign(SECRET, body), event_id="race")
+    signature = sign(SECRET, body, event_id="race")
+    delivery = Delivery("crm", body, len(body), signature=signature, event_id="race")
     ingress = Ingress(app)
     with ThreadPoolExecutor(8) as pool:
         records = list(pool.map(lambda _: ingress.receive(delivery), range(8)))
@@ -439,6 +440,22 @@ def test_sources_are_checked_when_declared(sqlite_url: str) -> None:
     app.close()
 
 
+def test_a_captured_delivery_cannot_be_replayed_under_another_event_id(served: Served) -> None:
+    app, client = served
+    body = _event("captured")
+    header = {"X-Aevos-Signature": sign(SECRET, body, event_id="evt_1")}
+    first = _post(client, "crm", body, secret=None, event_id="evt_1", headers=header)
+    assert first.status_code == 202, first.text
+    again = _post(client, "crm", body, secret=None, event_id="evt_1", headers=header)
+    assert again.status_code == 200 and again.json()["status"] == "DUPLICATE"
+    for forged in ("attacker-1", None):  # a new id, or none: the signature no longer fits
+        replay = _post(client, "crm", body, secret=None, event_id=forged, headers=header)
+        assert replay.status_code == 401, replay.text
+        assert replay.json()["error"]["code"] == "invalid_signature"
+    started = [r for r in app.list_runs() if r.tenant == "acme"]
+    assert len(started) == 1
+
+
 def test_sign_and_verify() -> None:
     source = WebhookSource.declare("s", workflow="w", secret=SECRET, tolerance=60)
     body = b'{"id": 1}'
@@ -464,8 +481,11 @@ def test_the_documented_signature_example_matches(served: Served) -> None:
     namespace: dict[str, Any] = {}
     exec(compile(snippet, "docs/api.md", "exec"), namespace)
     body = _event("documented")
-    header = namespace["signature_header"](SECRET, body)
-    assert header == sign(SECRET, body, timestamp=int(header[2:].split(",")[0]))
+    header = namespace["signature_header"](SECRET, body, "evt_doc")
+    timestamp = int(header[2:].split(",")[0])
+    assert header == sign(SECRET, body, timestamp=timestamp, event_id="evt_doc")
     _, client = served
-    response = _post(client, "crm", body, secret=None, headers={"X-Aevos-Signature": header})
+    response = _post(
+        client, "crm", body, secret=None, event_id="evt_doc", headers={"X-Aevos-Signature": header}
+    )
     assert response.status_code == 202, response.text

@@ -79,8 +79,9 @@ Mapper = Callable[[Any], Mapping[str, Any]]
 """Turns a parsed event into the keyword arguments of the source's workflow."""
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-# Printable ASCII: "event:<source>:<id>" fits the 200 characters of an idempotency key.
-_EVENT_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+# "event:<source>:<id>" fits the 200 characters of an idempotency key. No "." in an id: the
+# signed string is "<t>.<id>.<body>", and a dot in the id would let one string parse two ways.
+_EVENT_ID = re.compile(r"^[A-Za-z0-9_:@+=/-]{1,128}$")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _MAX_SIGNATURE_HEADER = 2048
 _MAX_SIGNATURES = 8
@@ -188,15 +189,26 @@ class WebhookSource:
         """Whether deliveries must carry a signature (else a bearer token)."""
         return bool(self.secrets)
 
-    def verify(self, header: str | None, body: bytes, *, now: float | None = None) -> int:
+    def verify(
+        self,
+        header: str | None,
+        body: bytes,
+        *,
+        event_id: str | None = None,
+        now: float | None = None,
+    ) -> int:
         """Check ``X-Aevos-Signature``; returns which secret matched (0 current, 1 previous).
+
+        The signature covers the timestamp, the ``X-Aevos-Event-Id`` when one is sent, and
+        the body (:func:`signed_bytes`): the id decides which run a delivery is, so a
+        captured delivery cannot be replayed as a new event under another id.
 
         Raises :class:`SignatureError` for a missing, malformed or wrong signature and
         :class:`StaleSignatureError` for a right one whose timestamp is outside the
         tolerance (checked after the signature, so the refusal reveals nothing unsigned).
         """
         timestamp, signatures = _parse_signature(header)
-        signed = f"{timestamp}.".encode() + body
+        signed = signed_bytes(timestamp, event_id, body)
         matched = -1
         for index, secret in enumerate(self.secrets):
             expected = hmac.new(secret, signed, hashlib.sha256).hexdigest()
@@ -216,11 +228,25 @@ class WebhookSource:
         return matched
 
 
-def sign(secret: str | bytes, body: bytes, *, timestamp: int | None = None) -> str:
-    """The ``X-Aevos-Signature`` value for ``body`` (what a sender computes)."""
+def signed_bytes(timestamp: int, event_id: str | None, body: bytes) -> bytes:
+    """What the HMAC covers: ``"<t>.<event id>.<body>"``, or ``"<t>.<body>"`` without an
+    event id (the body's digest is then the id, so the body alone decides)."""
+    prefix = f"{timestamp}." if not event_id else f"{timestamp}.{event_id}."
+    return prefix.encode() + body
+
+
+def sign(
+    secret: str | bytes,
+    body: bytes,
+    *,
+    timestamp: int | None = None,
+    event_id: str | None = None,
+) -> str:
+    """The ``X-Aevos-Signature`` value for ``body`` sent with ``event_id`` (what a sender
+    computes)."""
     key = secret.encode() if isinstance(secret, str) else secret
     t = int(time.time()) if timestamp is None else timestamp
-    digest = hmac.new(key, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    digest = hmac.new(key, signed_bytes(t, event_id, body), hashlib.sha256).hexdigest()
     return f"t={t},v1={digest}"
 
 
@@ -349,7 +375,7 @@ class Ingress:
         self, source: WebhookSource, delivery: Delivery, body: bytes, got: _Received
     ) -> None:
         if source.signed:
-            matched = source.verify(delivery.signature, body)
+            matched = source.verify(delivery.signature, body, event_id=delivery.event_id)
             got.actor = f"webhook:{source.name}"
             got.extra["secret"] = "current" if matched == 0 else "previous"
             return
@@ -467,7 +493,7 @@ class Ingress:
         if status is not None:
             stmt = stmt.where(events.c.status.in_([EventStatus(s).value for s in status]))
         stmt = stmt.order_by(events.c.received_at.desc(), events.c.id.desc())
-        with self.app.store._tx() as conn:
+        with self.app.store._read() as conn:
             rows = conn.execute(stmt.limit(limit).offset(offset)).all()
         return [
             EventRecord(
