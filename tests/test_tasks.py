@@ -453,10 +453,12 @@ def test_a_bad_request_in_the_workflow_is_a_definition_error_before_anything_is_
             ctx.ask_human("x", form=[Field.text("a")], suggestion={"b": 1})
         elif which == "sla":
             ctx.ask_human("x", form=[Field.text("a")], sla=-1)
+        elif which == "priority":
+            ctx.ask_human("x", form=[Field.text("a")], priority=2**31)
         else:
             ctx.ask_human("x", form=[])
 
-    for which in ("role", "suggestion", "sla", "form"):
+    for which in ("role", "suggestion", "sla", "priority", "form"):
         with pytest.raises(DefinitionError):
             bad.run(which)
     assert app.tasks.list() == []
@@ -503,4 +505,78 @@ def test_the_cli_lists_shows_and_escalates_tasks(app: Aevos, database_url: str) 
         assert table.exit_code == 0 and task.task_id in table.output
     finally:
         app.cancel(handle.run_id)
+        worker.stop()
+
+
+def test_a_suggested_label_is_compared_as_the_form_would_take_it(app: Aevos) -> None:
+    @app.workflow(name="labels")
+    def labels(ctx: WorkflowContext) -> bool:
+        decision = ctx.ask_human(
+            "Fraud?",
+            form=[Field.choice("fraud", ["0", "1"]), Field.number("score", required=False)],
+            suggestion={"fraud": 1, "score": "0.5"},  # a model's int label, a numeric string
+        )
+        return decision.overridden
+
+    handle = app.start("labels", queue="default")
+    worker = app.worker().start()
+    try:
+        task = _open_task(app, handle.run_id)
+        assert task.suggestion == {"fraud": "1", "score": 0.5}
+        app.tasks.submit(task.task_id, {"fraud": "1", "score": 0.5}, actor=ALICE)
+        assert handle.result(timeout=15) is False
+    finally:
+        worker.stop()
+    assert app.tasks.feedback()[0].overridden is False
+
+
+def test_forking_between_a_question_and_its_answer_asks_again(app: Aevos) -> None:
+    @app.workflow(name="ask-once")
+    def ask_once(ctx: WorkflowContext) -> str:
+        return str(ctx.ask_human("Verdict?", form=[Field.text("v")])["v"])
+
+    decided = app.start("ask-once", queue="default")
+    cancelled = app.start("ask-once", queue="default")
+    worker = app.worker().start()
+    try:
+        first = _open_task(app, decided.run_id)
+        app.tasks.submit(first.task_id, {"v": "original"}, actor=ALICE)
+        assert decided.result(timeout=15) == "original"
+        _open_task(app, cancelled.run_id)
+        app.cancel(cancelled.run_id)
+        for source in (decided, cancelled):
+            # Position 1 is the answer: "redo the decision" on the current code.
+            fork = app.fork(source.run_id, from_step=1)
+            task = _open_task(app, fork.run_id)
+            assert task.task_id == f"{fork.run_id}.0" and task.status is TaskStatus.OPEN
+            app.tasks.submit(task.task_id, {"v": "again"}, actor=BOB)
+            assert fork.result(timeout=15) == "again"
+    finally:
+        worker.stop()
+
+
+def test_a_task_cancelled_under_a_live_run_fails_the_wait_instead_of_hanging(app: Aevos) -> None:
+    import sqlalchemy as sa
+
+    from aevos.storage.schema import tasks
+
+    @app.workflow(name="orphan")
+    def orphan(ctx: WorkflowContext) -> str:
+        try:
+            return str(ctx.ask_human("?", form=[Field.text("v")])["v"])
+        except TaskConflictError as exc:
+            return f"gave up: {exc.status}"
+
+    handle = app.start("orphan", queue="default")
+    worker = app.worker().start()
+    try:
+        task = _open_task(app, handle.run_id)
+        with app.store._tx() as conn:  # closed by an operator's hand, the run left running
+            conn.execute(sa.update(tasks).values(status="CANCELLED"))
+        # The run is WAITING: wake it as a submission would.
+        with app.store._tx() as conn:
+            app.store._wake(conn, handle.run_id, time.time())
+        assert handle.result(timeout=15) == "gave up: CANCELLED"
+        assert app.tasks.get(task.task_id).status is TaskStatus.CANCELLED
+    finally:
         worker.stop()

@@ -784,6 +784,11 @@ class Aevos:
         ``from_step``; ``from_step=0`` restarts from scratch."""
         source = self.store.get_run(run_id)
         target = queue or (source.queue if source.queue != INLINE_QUEUE else "default")
+        before = self.store.load_steps(run_id, strict=False).get(from_step - 1)
+        if before is not None and before.name.startswith("aevos.task:"):
+            # A task belongs to its run: forking between a question and its answer asks
+            # again, instead of waiting on (or reusing) the source run's task.
+            from_step -= 1
         if queue is not None:
             self._queue_named(queue)
         audit = self.audit

@@ -24,6 +24,7 @@ from .errors import (
     ReplayMismatchError,
     RunCancelledError,
     RunFailedError,
+    TaskConflictError,
     TaskExpiredError,
 )
 from .identity import Role
@@ -31,7 +32,16 @@ from .run import NewRun, StepInfo
 from .status import RunStatus
 from .step import step_error
 from .storage import LeaseLost, StepRecord
-from .task import Field, Form, HumanDecision, Task, TaskRequest, TaskStatus, overridden
+from .task import (
+    MAX_PRIORITY,
+    Field,
+    Form,
+    HumanDecision,
+    Task,
+    TaskRequest,
+    TaskStatus,
+    overridden,
+)
 
 if TYPE_CHECKING:
     from .app import Aevos
@@ -549,10 +559,15 @@ class WorkflowContext:
                 )
                 output = codec.encode(answer.to_dict(), name)
                 return StepRecord(seq, name, "SUCCEEDED", output, None, 1, started, now)
-            if task.status is TaskStatus.EXPIRED:
+            if task.status in (TaskStatus.EXPIRED, TaskStatus.CANCELLED):
+                # A cancelled task of a run that is itself cancelled never gets here (the
+                # fence refuses the write); one cancelled under a live run fails the wait.
+                expired = task.status is TaskStatus.EXPIRED
                 error = {
-                    "type": "aevos.TaskExpired",
-                    "message": f"nobody decided task {task.task_id} before its timeout",
+                    "type": "aevos.TaskExpired" if expired else "aevos.TaskCancelled",
+                    "message": f"nobody decided task {task.task_id} before its timeout"
+                    if expired
+                    else f"task {task.task_id} was cancelled",
                     "task_id": task.task_id,
                 }
                 return StepRecord(seq, name, "FAILED", None, error, 1, started, now)
@@ -572,7 +587,7 @@ class WorkflowContext:
             )
 
         try:
-            task, step = self.app.store.take_task_outcome(
+            _, step = self.app.store.take_task_outcome(
                 self.run_id, self._owner, task_id, deadline, record, expired
             )
         except LeaseLost:
@@ -581,8 +596,6 @@ class WorkflowContext:
             output = None if step.output_json is None else codec.decode(step.output_json)
             self._remember(step, output)
             return self._history[seq]
-        if task.status is TaskStatus.CANCELLED:
-            raise Cancelled()
         if self._can_park and deadline - time.time() > self.app.park_after:
             # A submission wakes the run (submit_task sets its wake_at).
             raise Suspend(deadline)
@@ -591,7 +604,12 @@ class WorkflowContext:
     @staticmethod
     def _answer(recorded: StepInfo, task_id: str) -> HumanDecision:
         if recorded.status == "FAILED":
-            raise TaskExpiredError(str((recorded.error or {}).get("task_id", task_id)))
+            error = recorded.error or {}
+            if error.get("type") == "aevos.TaskCancelled":
+                raise TaskConflictError(
+                    str(error.get("task_id", task_id)), "CANCELLED", "it was cancelled"
+                )
+            raise TaskExpiredError(str(error.get("task_id", task_id)))
         return HumanDecision.from_dict(recorded.output)
 
     # -- child runs -------------------------------------------------------------------------
@@ -749,6 +767,11 @@ def _task_request(
     for what, value in (("queue", queue), ("escalate_to", escalate_to)):
         if value is not None and not (0 < len(value) <= 100):
             raise DefinitionError(f"ask_human {what} must be 1 to 100 characters")
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
+        raise DefinitionError(
+            f"ask_human priority must be an integer within +-{MAX_PRIORITY:,} "
+            "(escalation adds more to put escalated tasks first)"
+        )
     if role not in {r.value for r in Role}:
         raise DefinitionError(
             f"ask_human role {role!r} is not a role ({', '.join(r.value for r in Role)})"

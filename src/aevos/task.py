@@ -20,6 +20,10 @@ from .errors import DefinitionError, TaskInputError
 FieldKind = Literal["choice", "text", "number", "boolean"]
 _KINDS = ("choice", "text", "number", "boolean")
 _MAX_TEXT = 10_000
+# A task's priority is within +-MAX_PRIORITY; escalation adds ESCALATION_BOOST, which puts an
+# escalated task ahead of every task that was not, and keeps it in a 32-bit column.
+MAX_PRIORITY = 1_000_000
+ESCALATION_BOOST = 2 * MAX_PRIORITY
 
 
 class TaskStatus(StrEnum):
@@ -115,6 +119,22 @@ class Field:
             raise TaskInputError(self.name, "is required")
         return value
 
+    def normalise(self, value: Any) -> Any:
+        """A suggested value in the form a submission of it takes (a model's label 1 for a
+        choice of "0"/"1" is "1"), so accepting a suggestion never reads as overriding it.
+        Values the field would refuse are kept as they are: they are shown, not enforced."""
+        if value is None:
+            return None
+        if self.kind == "choice" and not isinstance(value, bool | dict | list):
+            return str(value)
+        if self.kind == "number":
+            number = _number(value)
+            return value if number is None else number
+        if self.kind == "boolean" and isinstance(value, str):
+            lowered = value.lower()
+            return lowered in ("true", "on") if lowered in ("true", "false", "on", "off") else value
+        return value
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "required": self.required}
         for key in ("label", "help", "minimum", "maximum"):
@@ -187,11 +207,11 @@ class Form:
     def check_suggestion(self, suggestion: Mapping[str, Any]) -> dict[str, Any]:
         """A suggestion names fields of the form; its values are shown, not enforced
         (a model may suggest a label the form no longer offers)."""
-        known = {f.name for f in self.fields}
-        unknown = [name for name in suggestion if name not in known]
+        by_name = {f.name: f for f in self.fields}
+        unknown = [name for name in suggestion if name not in by_name]
         if unknown:
             raise DefinitionError(f"suggestion names fields not in the form: {unknown}")
-        return dict(suggestion)
+        return {name: by_name[name].normalise(value) for name, value in suggestion.items()}
 
     def to_list(self) -> list[dict[str, Any]]:
         return [f.to_dict() for f in self.fields]

@@ -9,6 +9,7 @@ transaction.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -18,8 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .. import codec
-from ..errors import TaskConflictError, TaskNotFoundError
-from ..task import Feedback, Form, Task, TaskStatus
+from ..errors import AevosError, TaskConflictError, TaskNotFoundError
+from ..task import ESCALATION_BOOST, Feedback, Form, Task, TaskStatus
 from .schema import feedback, steps, tasks
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from .store import StepRecord
 
 _LIVE = (TaskStatus.OPEN.value, TaskStatus.CLAIMED.value)
+log = logging.getLogger("aevos.tasks")
 Also = Callable[[Connection, Task], object]
 
 
@@ -443,29 +445,40 @@ class Tasks:
                 )
             )
         for task_id, tenant in due:
-            with self._tx() as conn:
-                result = conn.execute(
-                    sa.update(tasks)
-                    .where(
-                        tasks.c.task_id == task_id,
-                        tasks.c.status.in_(_LIVE),
-                        tasks.c.escalated_at.is_(None),
-                    )
-                    .values(
-                        status="OPEN",
-                        assignee=None,
-                        claimed_at=None,
-                        queue=sa.func.coalesce(tasks.c.escalate_to, tasks.c.queue),
-                        priority=tasks.c.priority + ESCALATION_BOOST,
-                        escalated_at=now,
-                        updated_at=now,
-                    )
-                )
-                if result.rowcount == 1:
-                    task = self._row(conn, task_id, tenant)
-                    also(conn, task)
-                    done.append(task)
+            try:
+                escalated = self._escalate_one(task_id, tenant, now, also)
+            except AevosError as exc:
+                # One task that cannot be escalated must not hold up every other tenant's.
+                log.error("escalating task %s failed: %s", task_id, exc.code)
+                continue
+            if escalated is not None:
+                done.append(escalated)
         return done
+
+    def _escalate_one(self, task_id: str, tenant: str, now: float, also: Also) -> Task | None:
+        with self._tx() as conn:
+            result = conn.execute(
+                sa.update(tasks)
+                .where(
+                    tasks.c.task_id == task_id,
+                    tasks.c.status.in_(_LIVE),
+                    tasks.c.escalated_at.is_(None),
+                )
+                .values(
+                    status="OPEN",
+                    assignee=None,
+                    claimed_at=None,
+                    queue=sa.func.coalesce(tasks.c.escalate_to, tasks.c.queue),
+                    priority=tasks.c.priority + ESCALATION_BOOST,
+                    escalated_at=now,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount != 1:
+                return None
+            task = self._row(conn, task_id, tenant)
+            also(conn, task)
+            return task
 
     @staticmethod
     def cancel_tasks(conn: Connection, run_ids: Sequence[str], now: float) -> None:
@@ -491,10 +504,6 @@ class Tasks:
         if row is None or row.tenant != tenant:
             raise TaskNotFoundError(f"no task with id {task_id!r}")
         return task_of(row)
-
-
-# An escalated task goes ahead of every task that was not escalated.
-ESCALATION_BOOST = 1_000_000
 
 
 def _feedback_fields(values: dict[str, Any]) -> dict[str, Any]:
