@@ -236,17 +236,19 @@ def test_a_reviewer_works_three_tasks_from_the_inbox_and_their_runs_complete(
         expect(suggestion).to_contain_text("intent@1")
         meter = suggestion.locator("meter")
         assert float(meter.get_attribute("value") or "nan") == pytest.approx(escalated.confidence)
-        chosen = page.locator(f"input[name=intent][value={escalated.suggestion['intent']}]")
+        chosen = page.locator(f"input[name='field.intent'][value={escalated.suggestion['intent']}]")
         expect(chosen).to_be_checked()
-        expect(page.locator("input[name=intent]")).to_have_count(len(INTENTS))
-        expect(page.locator("input[type=number][name=refund]")).to_have_attribute("max", "500")
-        expect(page.locator("input[type=checkbox][name=urgent]")).not_to_be_checked()
-        expect(page.locator("select[name=team] option")).to_have_count(len(TEAMS) + 1)
-        expect(page.locator("select[name=team]")).to_have_value("")
+        expect(page.locator("input[name='field.intent']")).to_have_count(len(INTENTS))
+        expect(page.locator("input[type=number][name='field.refund']")).to_have_attribute(
+            "max", "500"
+        )
+        expect(page.locator("input[type=checkbox][name='field.urgent']")).not_to_be_checked()
+        expect(page.locator("select[name='field.team'] option")).to_have_count(len(TEAMS) + 1)
+        expect(page.locator("select[name='field.team']")).to_have_value("")
 
         # 1: the suggestion stands, with a refund and marked urgent.
-        page.fill("input[name=refund]", "25")
-        page.check("input[name=urgent]")
+        page.fill("input[name='field.refund']", "25")
+        page.check("input[name='field.urgent']")
         page.get_by_role("button", name="Submit").click()
         expect(page.get_by_role("status")).to_contain_text("Decision recorded")
         decisions: dict[str, dict[str, Any]] = {
@@ -264,9 +266,9 @@ def test_a_reviewer_works_three_tasks_from_the_inbox_and_their_runs_complete(
         assert second.status is TaskStatus.CLAIMED and second.task_id not in decisions
         expect(page.locator("#suggestion")).to_contain_text(second.suggestion["intent"])
         changed = other_intent(second.suggestion["intent"])
-        page.check(f"input[name=intent][value={changed}]")
-        page.fill("textarea[name=note]", "The customer's own words say otherwise.")
-        page.select_option("select[name=team]", "fraud")
+        page.check(f"input[name='field.intent'][value={changed}]")
+        page.fill("textarea[name='field.note']", "The customer's own words say otherwise.")
+        page.select_option("select[name='field.team']", "fraud")
         page.get_by_role("button", name="Submit").click()
         expect(page.get_by_role("status")).to_contain_text("Decision recorded")
         decisions[second.task_id] = {
@@ -388,9 +390,9 @@ def test_a_bad_value_shows_the_field_error_and_changes_nothing(
     page.locator(f"tr[data-task='{task.task_id}']").get_by_role("button", name="Claim").click()
     page.wait_for_url(f"**/console/tasks/{task.task_id}")
     changed = other_intent(task.suggestion["intent"])
-    page.check(f"input[name=intent][value={changed}]")
-    page.fill("input[name=refund]", "900")
-    page.fill("textarea[name=note]", "kept as typed")
+    page.check(f"input[name='field.intent'][value={changed}]")
+    page.fill("input[name='field.refund']", "900")
+    page.fill("textarea[name='field.note']", "kept as typed")
     with page.expect_response(lambda r: r.request.method == "POST") as posted:
         page.get_by_role("button", name="Submit").click()
     response = posted.value
@@ -400,19 +402,19 @@ def test_a_bad_value_shows_the_field_error_and_changes_nothing(
     expect(field).to_have_count(1)
     expect(field).to_have_attribute("data-field", "refund")
     expect(field.locator(".field-error")).to_have_text("Refund must be at most 500")
-    expect(page.locator("input[name=refund]")).to_have_attribute("aria-invalid", "true")
-    expect(page.locator("input[name=refund]")).to_have_attribute(
+    expect(page.locator("input[name='field.refund']")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("input[name='field.refund']")).to_have_attribute(
         "aria-describedby", "field-refund-error"
     )
     # What the reviewer entered is still there, not the suggestion.
-    expect(page.locator("input[name=refund]")).to_have_value("900")
-    expect(page.locator(f"input[name=intent][value={changed}]")).to_be_checked()
-    expect(page.locator("textarea[name=note]")).to_have_value("kept as typed")
+    expect(page.locator("input[name='field.refund']")).to_have_value("900")
+    expect(page.locator(f"input[name='field.intent'][value={changed}]")).to_be_checked()
+    expect(page.locator("textarea[name='field.note']")).to_have_value("kept as typed")
     now = app.tasks.get(task.task_id)
     assert now.status is TaskStatus.CLAIMED and now.result is None
     assert app.tasks.feedback(tenant="acme") == []
 
-    page.fill("input[name=refund]", "50")
+    page.fill("input[name='field.refund']", "50")
     page.get_by_role("button", name="Submit").click()
     expect(page.get_by_role("status")).to_contain_text("Decision recorded")
     output = app.handle(task.run_id).result(timeout=20)
@@ -575,3 +577,33 @@ def test_an_operator_sees_live_tasks_without_working_them(
     expect(page.locator("#case")).to_contain_text(TICKETS["rate"])
     expect(page.locator("#task-form")).to_have_count(0)
     expect(page.locator("main")).to_contain_text("Waiting for a reviewer.")
+
+
+def test_form_fields_cannot_collide_with_the_pages_own_inputs() -> None:
+    """A form may name a field "queue" or "csrf_token" like the page's hidden inputs: the
+    field's value is posted under its own prefixed name, never taken from the page's."""
+    from starlette.datastructures import FormData
+
+    from aevos import Field
+    from aevos.server.console import _values
+
+    fields = (Field.choice("queue", ["a", "b"], required=False), Field.text("csrf_token"))
+    posted = FormData(
+        [
+            ("csrf_token", "session-secret"),
+            ("queue", "general"),
+            ("field.csrf_token", "typed"),
+            ("field.queue", ""),
+        ]
+    )
+    assert _values(fields, posted) == {"queue": None, "csrf_token": "typed"}
+
+
+def test_the_console_does_not_name_the_database_in_error_pages() -> None:
+    from aevos.errors import StorageError, StorageUnavailableError
+    from aevos.server.errors import public_message
+
+    locked = StorageUnavailableError("the database sqlite:////srv/a.db stayed locked")
+    assert "srv" not in public_message(locked) and "unavailable" in public_message(locked)
+    broken = StorageError("database error on postgresql://u@db.internal/prod: DataError")
+    assert "db.internal" not in public_message(broken)

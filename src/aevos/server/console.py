@@ -69,7 +69,7 @@ from ..metrics import Dashboard, ModelMetrics
 from ..status import RunStatus
 from ..task import Field, Task, TaskStatus
 from .deps import AccessDep
-from .errors import status_for
+from .errors import public_message, status_for
 
 log = logging.getLogger("aevos.server.console")
 
@@ -302,7 +302,7 @@ class _ConsoleRoute(APIRoute):
             except _SignIn as exc:
                 return _to_login(request, exc.reason)
             except e.AevosError as exc:
-                return _page(request, "error.html", status_for(exc), message=exc.message)
+                return _page(request, "error.html", status_for(exc), message=public_message(exc))
             except RequestValidationError:
                 return _page(request, "error.html", 422, message="invalid request parameters")
             except HTTPException:
@@ -714,7 +714,8 @@ def _values(fields: tuple[Field, ...], posted: FormData) -> dict[str, Any]:
     where the form's own check says it is required."""
     values: dict[str, Any] = {}
     for f in fields:
-        raw = posted.get(f.name)
+        # Prefixed: a form field may be called "queue" or "csrf_token" like the page's own.
+        raw = posted.get(f"field.{f.name}")
         text = raw if isinstance(raw, str) else None
         if f.kind == "boolean":
             values[f.name] = text is not None

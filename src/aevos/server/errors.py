@@ -78,6 +78,15 @@ def status_for(error: e.AevosError) -> int:
     return 400
 
 
+def public_message(error: e.AevosError) -> str:
+    """What a client is told: the error's message, except for storage errors, whose
+    messages name the database (host, name, file); those go to the server's log."""
+    if isinstance(error, e.StorageError):
+        log.error("storage error in a request: %s", error.message)
+        return _STORAGE_MESSAGES[503 if status_for(error) == 503 else 500]
+    return error.message
+
+
 def body(code: str, message: str, **extra: object) -> dict[str, object]:
     return {"error": {"code": code, "message": message, **extra}}
 
@@ -88,11 +97,11 @@ def install(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.AuthenticationError) else None
         # Structured details the error carries (a field name, a task's status), never values.
         extra = {k: v for k, v in exc.to_dict().items() if k not in ("code", "message")}
-        status, message = status_for(exc), exc.message
-        if isinstance(exc, e.StorageError):
-            log.error("storage error in a request: %s", exc.message)
-            message = _STORAGE_MESSAGES[503 if status == 503 else 500]
-        return JSONResponse(body(exc.code, message, **extra), status_code=status, headers=headers)
+        return JSONResponse(
+            body(exc.code, public_message(exc), **extra),
+            status_code=status_for(exc),
+            headers=headers,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def framework_refusal(request: Request, exc: StarletteHTTPException) -> Response:
