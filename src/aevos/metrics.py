@@ -145,7 +145,7 @@ def snapshot(app: Aevos, tenant: str) -> Snapshot:
     ]
     calls = _model_calls(store, tenant)
     call_key = (calls.c.model, calls.c.version, calls.c.route, calls.c.outcome)
-    with store._tx() as conn:
+    with store._read() as conn:
         run_counts = conn.execute(
             sa.select(r.workflow, r.status, sa.func.count())
             .where(r.tenant == tenant)
@@ -427,7 +427,7 @@ def dashboard(
         sa.func.count(),
         sa.func.coalesce(sa.func.sum(binned.c.cost), 0.0),
     ).group_by(binned.c.b, binned.c.model, binned.c.bin)
-    with store._tx() as conn:
+    with store._read() as conn:
         run_rows = conn.execute(run_query).all()
         feedback_rows = conn.execute(feedback_query).all()
         call_rows = conn.execute(calls_query).all()
@@ -543,7 +543,7 @@ def model_metrics(
     feedback_query = sa.select(f.decided_at, f.model_version, f.overridden).where(
         f.tenant == tenant, f.model == model, f.decided_at >= since, f.decided_at < until
     )
-    with app.store._tx() as conn:
+    with app.store._read() as conn:
         call_rows = conn.execute(call_query).all()
         feedback_rows = conn.execute(feedback_query).all()
 

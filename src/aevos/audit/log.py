@@ -171,7 +171,7 @@ class AuditLog:
 
     def head(self, tenant: str) -> AuditHead | None:
         """The chain's end as its head row records it; None for a tenant with no records."""
-        with self.store._tx() as conn:
+        with self.store._read() as conn:
             row = conn.execute(self._head, {"tenant": tenant}).first()
         return None if row is None else AuditHead(int(row.seq), str(row.hash))
 
@@ -203,7 +203,7 @@ class AuditLog:
             stmt = stmt.where(audit.c.at >= _timestamp(since))
         if until is not None:
             stmt = stmt.where(audit.c.at < _timestamp(until))
-        with self.store._tx() as conn:
+        with self.store._read() as conn:
             rows = conn.execute(stmt.order_by(audit.c.seq).limit(limit)).all()
         return [_record(row) for row in rows]
 

@@ -351,7 +351,7 @@ class ModelRegistry:
             ).where(a.alias == ref)
         else:
             raise DefinitionError(f"a model ref is a version number or an alias, not {ref!r}")
-        with self.store._tx() as conn:
+        with self.store._read() as conn:
             row = conn.execute(query).first()
             if row is None:
                 raise self._not_found(conn, tenant, name, ref)
@@ -360,7 +360,7 @@ class ModelRegistry:
     def versions(self, name: str, *, tenant: str = "default") -> list[ModelVersion]:
         """Every version of ``name``, oldest first."""
         v = model_versions.c
-        with self.store._tx() as conn:
+        with self.store._read() as conn:
             rows = conn.execute(
                 sa.select(model_versions)
                 .where(v.tenant == tenant, v.name == name)
@@ -372,7 +372,7 @@ class ModelRegistry:
 
     def names(self, *, tenant: str = "default") -> list[str]:
         """The names of ``tenant``'s models, sorted."""
-        with self.store._tx() as conn:
+        with self.store._read() as conn:
             return self._names(conn, tenant)
 
     def aliases(self, name: str, *, tenant: str = "default") -> dict[str, int]:
@@ -382,7 +382,7 @@ class ModelRegistry:
     def alias_details(self, name: str, *, tenant: str = "default") -> list[ModelAlias]:
         """Every alias of ``name`` with its previous version and last mover, by alias."""
         a = model_aliases.c
-        with self.store._tx() as conn:
+        with self.store._read() as conn:
             rows = conn.execute(
                 sa.select(model_aliases).where(a.tenant == tenant, a.name == name).order_by(a.alias)
             ).all()
