@@ -580,3 +580,31 @@ def test_a_task_cancelled_under_a_live_run_fails_the_wait_instead_of_hanging(app
         assert app.tasks.get(task.task_id).status is TaskStatus.CANCELLED
     finally:
         worker.stop()
+
+
+def test_moving_a_task_to_another_queue_in_the_code_keeps_waiting_runs_replayable(
+    make_app: Callable[..., Aevos],
+) -> None:
+    def build(app: Aevos, queue: str) -> None:
+        @app.workflow(name="routed")
+        def routed(ctx: WorkflowContext) -> str:
+            return str(ctx.ask_human("?", form=[Field.text("v")], queue=queue)["v"])
+
+    before = make_app(code_version="v1")
+    build(before, "old-queue")
+    handle = before.start("routed", queue="default")
+    worker = before.worker().start()
+    wait_for(lambda: handle.status() is RunStatus.WAITING)
+    worker.stop()
+    before.close()
+
+    after = make_app(code_version="v1")
+    build(after, "new-queue")  # a deploy renamed the inbox; the waiting run keeps its task
+    (task,) = after.tasks.list()
+    assert task.queue == "old-queue"
+    after.tasks.submit(task.task_id, {"v": "fine"}, actor=ALICE)
+    worker = after.worker().start()
+    try:
+        assert after.handle(handle.run_id).result(timeout=15) == "fine"
+    finally:
+        worker.stop()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast, ov
 from sqlalchemy.engine import Connection
 
 from . import codec
-from .context import Cancelled, Suspend, WorkflowContext
+from .context import TASK_STEP, Cancelled, Suspend, WorkflowContext
 from .errors import (
     AevosError,
     DefinitionError,
@@ -785,7 +785,7 @@ class Aevos:
         source = self.store.get_run(run_id)
         target = queue or (source.queue if source.queue != INLINE_QUEUE else "default")
         before = self.store.load_steps(run_id, strict=False).get(from_step - 1)
-        if before is not None and before.name.startswith("aevos.task:"):
+        if before is not None and before.name == TASK_STEP:
             # A task belongs to its run: forking between a question and its answer asks
             # again, instead of waiting on (or reusing) the source run's task.
             from_step -= 1

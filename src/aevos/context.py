@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# The two positions of ctx.ask_human: the task's creation, and the person's decision.
+TASK_STEP = "aevos.task"
+DECISION_STEP = "aevos.decision"
+
 # Longest a wait without a deadline may last; JSON has no infinity.
 _FOREVER = 100 * 365 * 24 * 3600.0
 
@@ -418,9 +422,9 @@ class WorkflowContext:
             ),
             timeout,
         )
-        seq, recorded, started = self._begin_answer(queue)
+        seq, recorded, started = self._begin_answer()
         while recorded is None:
-            recorded = self._poll_answer(seq, queue, task_id, deadline, started)
+            recorded = self._poll_answer(seq, task_id, deadline, started)
             if recorded is None:
                 arrived = self.app._signal_arrived(self.run_id)
                 arrived.wait(min(self.app.poll_interval, max(0.0, deadline - time.time())))
@@ -451,9 +455,9 @@ class WorkflowContext:
             ),
             timeout,
         )
-        seq, recorded, started = self._begin_answer(queue)
+        seq, recorded, started = self._begin_answer()
         while recorded is None:
-            recorded = self._poll_answer(seq, queue, task_id, deadline, started)
+            recorded = self._poll_answer(seq, task_id, deadline, started)
             if recorded is None:
                 await self._pause_async(
                     min(self.app.poll_interval, max(0.0, deadline - time.time()))
@@ -466,7 +470,9 @@ class WorkflowContext:
         """Create the task as this position's result, with its audit record, atomically."""
         from .audit import AuditEvent
 
-        name = f"aevos.task:{request.queue}"
+        # Named without the queue: moving a task to another queue in the code must not break
+        # the replay of runs already waiting.
+        name = TASK_STEP
         seq, recorded = self._begin_step(name)
         if recorded is not None:
             value = self._replay_value(recorded)
@@ -534,17 +540,17 @@ class WorkflowContext:
         self._remember(step, output)
         return task_id, deadline
 
-    def _begin_answer(self, queue: str) -> tuple[int, StepInfo | None, float]:
-        seq, recorded = self._begin_step(f"aevos.human:{queue}")
+    def _begin_answer(self) -> tuple[int, StepInfo | None, float]:
+        seq, recorded = self._begin_step(DECISION_STEP)
         return seq, recorded, time.time()
 
     def _poll_answer(
-        self, seq: int, queue: str, task_id: str, deadline: float, started: float
+        self, seq: int, task_id: str, deadline: float, started: float
     ) -> StepInfo | None:
         """The task's outcome recorded at ``seq`` if it has one; parks the run if not."""
         from .audit import AuditEvent
 
-        name = f"aevos.human:{queue}"
+        name = DECISION_STEP
         audit = self.app.audit
         actor = f"system:workflow/{self.workflow}"
 
