@@ -43,7 +43,7 @@ def served(database_url: str) -> Iterator[tuple[Aevos, TestClient]]:
 
     @app.workflow(name="senior")
     def senior(ctx: WorkflowContext) -> str:
-        return str(ctx.ask_human("Sign off", form=[Field.text("ok")], role="operator")["ok"])
+        return str(ctx.ask_human("Sign off", form=[Field.text("ok")], role="admin")["ok"])
 
     worker = app.worker(concurrency=4).start()
     with TestClient(create_app(app), raise_server_exceptions=False) as client:
@@ -220,7 +220,7 @@ def test_roles_permissions_and_reassignment(served: tuple[Aevos, TestClient]) ->
     assert {"task.created", "task.claimed", "task.reassigned", "task.released"} <= set(actions)
 
 
-def test_operator_tasks_are_worked_by_operators(served: tuple[Aevos, TestClient]) -> None:
+def test_admin_tasks_are_worked_by_admins_only(served: tuple[Aevos, TestClient]) -> None:
     app, client = served
     ops = _token(app, "acme", "operator")
     alice = _token(app, "acme", "reviewer", "alice")
@@ -228,10 +228,11 @@ def test_operator_tasks_are_worked_by_operators(served: tuple[Aevos, TestClient]
     run_id = client.post("/v1/runs", json={"workflow": "senior"}, headers=ops).json()["run_id"]
     wait_for(lambda: bool(client.get("/v1/tasks", params={"run_id": run_id}, headers=ops).json()))
     (task,) = client.get("/v1/tasks", params={"run_id": run_id}, headers=ops).json()
-    assert task["role"] == "operator"
-    # Operators have no tasks:work permission at all; reviewers are the wrong role;
-    # admins may work every role's tasks.
+    assert task["role"] == "admin"
+    # Reviewers are the wrong role; operators work no tasks at all (no tasks:work).
     assert client.post(f"/v1/tasks/{task['task_id']}/claim", headers=alice).status_code == 403
+    assert client.post(f"/v1/tasks/{task['task_id']}/claim", headers=ops).status_code == 403
+    assert client.post("/v1/tasks/next", json={}, headers=alice).json() == {"task": None}
     submitted = client.post(
         f"/v1/tasks/{task['task_id']}/submit", json={"values": {"ok": "yes"}}, headers=admin
     )

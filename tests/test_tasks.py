@@ -369,7 +369,7 @@ def test_the_wait_survives_a_restart_of_every_process(make_app: Callable[..., Ae
                 form=[Field.choice("verdict", ["approve", "deny"])],
                 suggestion={"verdict": "approve"},
                 case={"amount": amount},
-                role="operator",
+                role="admin",
             )
             return {"verdict": decision["verdict"], "amount": amount}
 
@@ -383,9 +383,9 @@ def test_the_wait_survives_a_restart_of_every_process(make_app: Callable[..., Ae
 
     second = make_app(code_version="v1")  # a new process, days later
     build(second)
-    (task,) = second.tasks.list(roles=["operator"])
-    assert task.role == "operator" and task.case == {"amount": 120}
-    second.tasks.submit(task.task_id, {"verdict": "deny"}, actor="operator:olga#t3")
+    (task,) = second.tasks.list(roles=["admin"])
+    assert task.role == "admin" and task.case == {"amount": 120}
+    second.tasks.submit(task.task_id, {"verdict": "deny"}, actor="admin:ada#t3")
     worker = second.worker().start()
     try:
         assert second.handle(handle.run_id).result(timeout=15) == {"verdict": "deny", "amount": 120}

@@ -27,7 +27,7 @@ from .errors import (
     TaskConflictError,
     TaskExpiredError,
 )
-from .identity import Role
+from .identity import ROLE_PERMISSIONS, Permission, Role
 from .run import NewRun, StepInfo
 from .status import RunStatus
 from .step import step_error
@@ -778,9 +778,11 @@ def _task_request(
             f"ask_human priority must be an integer within +-{MAX_PRIORITY:,} "
             "(escalation adds more to put escalated tasks first)"
         )
-    if role not in {r.value for r in Role}:
+    workers = sorted(r.value for r in Role if Permission.TASKS_WORK in ROLE_PERMISSIONS[r])
+    if role not in workers:
+        # A task for a role that may not work tasks could only ever expire.
         raise DefinitionError(
-            f"ask_human role {role!r} is not a role ({', '.join(r.value for r in Role)})"
+            f"ask_human role {role!r} is not a role that works tasks ({', '.join(workers)})"
         )
     if suggestion is None and prediction is not None:
         suggestion = {form.fields[0].name: prediction.label}
