@@ -431,7 +431,7 @@ class Tasks:
         """Escalate live tasks past their SLA, once each: back to OPEN in their escalation
         queue (their own if none), ahead of every unescalated task."""
         done: list[Task] = []
-        with self._tx() as conn:
+        with self._read() as conn:
             due = list(
                 conn.execute(
                     sa.select(tasks.c.task_id, tasks.c.tenant)
