@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from sqlalchemy.engine import Connection
 
@@ -29,14 +29,15 @@ from .errors import (
     UnknownWorkflowError,
 )
 from .handle import RunHandle, result_of
+from .lease import Leases
 from .queue import INLINE_QUEUE, Queue
-from .retry import RetryPolicy, retries
+from .retry import RetryPolicy, as_retry_policy
 from .run import NewRun, RunInfo, StepInfo
 from .status import RunStatus
 from .step import Step, StepContext, error_dict
 from .storage import Store, open_store
 from .storage.store import DEFAULT_BLOB_THRESHOLD
-from .workflow import StartOptions, Workflow
+from .workflow import StartOptions, Workflow, WorkflowDecorator
 
 if TYPE_CHECKING:
     from .access import Access
@@ -102,7 +103,7 @@ class Aevos:
         self.queues: dict[str, Queue] = {"default": Queue("default")}
         self._store: Store | None = None
         self._store_lock = threading.Lock()
-        self._leases = _Leases(self)
+        self._leases = Leases(self)
         self._signal_events: dict[str, threading.Event] = {}
         self._work_available = threading.Event()
         self._timeout_pool: ThreadPoolExecutor | None = None
@@ -329,7 +330,7 @@ class Aevos:
         ``retries`` is the maximum number of attempts (an int) or a :class:`RetryPolicy`;
         ``timeout`` bounds each attempt, in seconds.
         """
-        policy = _retry_policy(retries)
+        policy = as_retry_policy(retries)
         if timeout is not None and timeout <= 0:
             raise DefinitionError(f"step timeout must be > 0 seconds, got {timeout}")
 
@@ -836,80 +837,6 @@ class Aevos:
         return Worker(self, queues, concurrency=concurrency)
 
 
-class WorkflowDecorator:
-    """What ``@app.workflow(...)`` returns; overloads type async and plain functions."""
-
-    def __init__(self, app: Aevos, name: str | None, queue: str) -> None:
-        self._app = app
-        self._name = name
-        self._queue = queue
-
-    @overload
-    def __call__(
-        self, func: Callable[Concatenate[WorkflowContext, P], Coroutine[Any, Any, R]]
-    ) -> Workflow[P, R]: ...
-
-    @overload
-    def __call__(self, func: Callable[Concatenate[WorkflowContext, P], R]) -> Workflow[P, R]: ...
-
-    def __call__(self, func: Callable[..., Any]) -> Workflow[Any, Any]:
-        return self._app._register_workflow(func, self._name, self._queue)
-
-
-class _Leases:
-    """Keeps this process's runs alive: one heartbeat extends every lease it holds."""
-
-    def __init__(self, app: Aevos) -> None:
-        self._app = app
-        self._runs: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add(self, run_id: str, cancel: threading.Event) -> None:
-        with self._lock:
-            self._runs[run_id] = cancel
-            if self._thread is None:
-                self._stop.clear()
-                self._thread = threading.Thread(
-                    target=self._loop, name="aevos-heartbeat", daemon=True
-                )
-                self._thread.start()
-
-    def discard(self, run_id: str) -> None:
-        with self._lock:
-            self._runs.pop(run_id, None)
-
-    def cancel_local(self, run_id: str) -> None:
-        with self._lock:
-            event = self._runs.get(run_id)
-        if event is not None:
-            event.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        interval = max(0.05, self._app.lease_seconds / 3)
-        while not self._stop.wait(interval):
-            with self._lock:
-                run_ids = list(self._runs)
-            if not run_ids:
-                continue
-            try:
-                lost = self._app.store.heartbeat(self._app.owner, run_ids, self._app.lease_seconds)
-            except AevosError as exc:
-                log.warning("heartbeat failed (%s); leases may lapse", exc.code)
-                continue
-            for run_id in lost:
-                # Cancelled or taken over: stop before the next step instead of running it
-                # only to have its commit refused.
-                self.cancel_local(run_id)
-
-
 def _qualified(func: Callable[..., Any]) -> str:
     return f"{func.__module__}.{func.__qualname__}"
 
@@ -928,11 +855,3 @@ def _check_callable(func: Any, kind: str, name: str) -> None:
         )
     if len(name) > 200:
         raise DefinitionError(f"{kind} name {name[:40]!r}... is longer than 200 characters")
-
-
-def _retry_policy(value: int | RetryPolicy) -> RetryPolicy:
-    if isinstance(value, RetryPolicy):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise DefinitionError(f"retries must be an int or a RetryPolicy, got {value!r}")
-    return retries(value)

@@ -84,3 +84,12 @@ def retries(
         retry_on=retry_on,
         non_retryable=non_retryable,
     )
+
+
+def as_retry_policy(value: int | RetryPolicy) -> RetryPolicy:
+    """``@app.step(retries=...)``'s value as a policy: an int is a number of attempts."""
+    if isinstance(value, RetryPolicy):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DefinitionError(f"retries must be an int or a RetryPolicy, got {value!r}")
+    return retries(value)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from . import codec
 from .context import WorkflowContext
@@ -128,3 +128,23 @@ class Workflow(Generic[P, R]):
     def start(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]:
         """Enqueue a run for a worker; returns at once with a handle."""
         return self.app._enqueue(self, args, kwargs, self._options)
+
+
+class WorkflowDecorator:
+    """What ``@app.workflow(...)`` returns; overloads type async and plain functions."""
+
+    def __init__(self, app: Aevos, name: str | None, queue: str) -> None:
+        self._app = app
+        self._name = name
+        self._queue = queue
+
+    @overload
+    def __call__(
+        self, func: Callable[Concatenate[WorkflowContext, P], Coroutine[Any, Any, R]]
+    ) -> Workflow[P, R]: ...
+
+    @overload
+    def __call__(self, func: Callable[Concatenate[WorkflowContext, P], R]) -> Workflow[P, R]: ...
+
+    def __call__(self, func: Callable[..., Any]) -> Workflow[Any, Any]:
+        return self._app._register_workflow(func, self._name, self._queue)

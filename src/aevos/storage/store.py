@@ -28,6 +28,7 @@ from ..errors import (
 from ..queue import Queue
 from ..run import NewRun, RunInfo, StepInfo
 from ..status import RunStatus
+from .claims import Claims
 from .dialect import READ_ONLY, dialect_for, redact_url
 from .fastpath import Compiled, RawConnections
 from .operations import OperatorActions
@@ -83,7 +84,7 @@ class _Hot:
             self._store._raise_classified(exc)
 
 
-class Store(OperatorActions, Signals, Tasks):
+class Store(Claims, OperatorActions, Signals, Tasks):
     """Durable state of runs, steps, signals and queues in one SQL database."""
 
     def __init__(
@@ -661,212 +662,6 @@ class Store(OperatorActions, Signals, Tasks):
             .where(runs.c.run_id == run_id, runs.c.status.in_(["WAITING", "RUNNING"]))
             .values(wake_at=now, updated_at=now)
         )
-
-    def park(self, run_id: str, owner: str, wake_at: float) -> bool:
-        """Release a run that waits (sleep, signal, child) until ``wake_at`` or a wake-up."""
-        now = time.time()
-        with self._tx() as conn:
-            result = conn.execute(
-                sa.update(runs)
-                .where(runs.c.run_id == run_id, runs.c.owner == owner, runs.c.status == "RUNNING")
-                .values(
-                    status="WAITING",
-                    owner=None,
-                    lease_until=None,
-                    # A wake-up recorded while running (see _wake) wins over the timer.
-                    wake_at=sa.case(
-                        (
-                            sa.and_(runs.c.wake_at.is_not(None), runs.c.wake_at < wake_at),
-                            runs.c.wake_at,
-                        ),
-                        else_=wake_at,
-                    ),
-                    updated_at=now,
-                )
-            )
-            return result.rowcount == 1
-
-    def release(self, run_id: str, owner: str) -> bool:
-        """Give a run back to its queue (a worker shutting down mid-run)."""
-        now = time.time()
-        with self._tx() as conn:
-            result = conn.execute(
-                sa.update(runs)
-                .where(runs.c.run_id == run_id, runs.c.owner == owner, runs.c.status == "RUNNING")
-                .values(status="ENQUEUED", owner=None, lease_until=None, updated_at=now)
-            )
-            return result.rowcount == 1
-
-    def _claimable(self, now: float) -> Any:
-        return sa.or_(
-            runs.c.status == "ENQUEUED",
-            sa.and_(runs.c.status == "WAITING", runs.c.wake_at <= now),
-            sa.and_(runs.c.status == "RUNNING", runs.c.lease_until < now),
-        )
-
-    def acquire(self, run_id: str, owner: str, lease_seconds: float) -> RunInfo | None:
-        """Take a run to execute in this process now (an idempotent re-start, a child run).
-
-        Succeeds if the run is claimable, or already ours; None if someone else holds it
-        or it is finished.
-        """
-        now = time.time()
-        with self._tx() as conn:
-            result = conn.execute(
-                sa.update(runs)
-                .where(
-                    runs.c.run_id == run_id,
-                    sa.or_(
-                        self._claimable(now),
-                        sa.and_(runs.c.status == "RUNNING", runs.c.owner == owner),
-                    ),
-                )
-                .values(
-                    status="RUNNING",
-                    owner=owner,
-                    lease_until=now + lease_seconds,
-                    claimed_at=now,
-                    updated_at=now,
-                    wake_at=None,
-                    executions=runs.c.executions + 1,
-                )
-            )
-            if result.rowcount != 1:
-                return None
-            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one()
-            return self._run_info(conn, row)
-
-    def claim(
-        self,
-        owner: str,
-        queue: Queue,
-        workflows: Sequence[str],
-        slots: int,
-        lease_seconds: float,
-    ) -> list[RunInfo]:
-        """Claim up to ``slots`` runs of ``queue`` for ``owner``, honouring its limits."""
-        if slots <= 0 or not workflows:
-            return []
-        now = time.time()
-        with self._tx() as conn:
-            self.dialect.lock_queue(conn, queue.name)
-            in_queue = runs.c.queue == queue.name
-            live = sa.and_(in_queue, runs.c.status == "RUNNING", runs.c.lease_until >= now)
-            if queue.concurrency is not None:
-                running = conn.execute(sa.select(sa.func.count()).where(live)).scalar_one()
-                slots = min(slots, queue.concurrency - running)
-            if queue.worker_concurrency is not None:
-                mine = conn.execute(
-                    sa.select(sa.func.count()).where(live, runs.c.owner == owner)
-                ).scalar_one()
-                slots = min(slots, queue.worker_concurrency - mine)
-            if queue.rate_limit is not None:
-                recent = conn.execute(
-                    sa.select(sa.func.count()).where(
-                        in_queue, runs.c.claimed_at >= now - queue.rate_period
-                    )
-                ).scalar_one()
-                slots = min(slots, queue.rate_limit - recent)
-            if slots <= 0:
-                return []
-            # One indexed lookup per claimable state: an OR across statuses would defeat the
-            # (queue, status, priority, created_at) index and scan the whole queue.
-            known = runs.c.workflow.in_(list(workflows))
-            found: list[Any] = []
-            for state in (
-                runs.c.status == "ENQUEUED",
-                sa.and_(runs.c.status == "WAITING", runs.c.wake_at <= now),
-                sa.and_(runs.c.status == "RUNNING", runs.c.lease_until < now),
-            ):
-                candidates = (
-                    sa.select(runs.c.run_id, runs.c.priority, runs.c.created_at)
-                    .where(in_queue, state, known)
-                    .order_by(runs.c.priority, runs.c.created_at)
-                    .limit(slots)
-                )
-                if self.dialect.skip_locked:
-                    candidates = candidates.with_for_update(skip_locked=True)
-                found.extend(conn.execute(candidates).all())
-            found.sort(key=lambda row: (row.priority, row.created_at))
-            ids = [row.run_id for row in found[:slots]]
-            if not ids:
-                return []
-            conn.execute(
-                sa.update(runs)
-                .where(runs.c.run_id.in_(ids), self._claimable(now))
-                .values(
-                    status="RUNNING",
-                    owner=owner,
-                    lease_until=now + lease_seconds,
-                    claimed_at=now,
-                    updated_at=now,
-                    wake_at=None,
-                    executions=runs.c.executions + 1,
-                )
-            )
-            rows = conn.execute(
-                sa.select(runs).where(runs.c.run_id.in_(ids), runs.c.owner == owner)
-            ).all()
-            claimed = []
-            for row in rows:
-                try:
-                    claimed.append(self._run_info(conn, row))
-                except ValueError as exc:
-                    # A row that no longer decodes must not block the queue for every worker.
-                    self._fail_corrupt(conn, row.run_id, "corrupt_run", exc, now)
-            return claimed
-
-    def _fail_corrupt(
-        self, conn: Connection, run_id: str, code: str, exc: Exception, now: float
-    ) -> None:
-        error = {
-            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "code": code,
-            "message": f"the run's stored data cannot be decoded: {str(exc)[:200]}",
-        }
-        conn.execute(
-            sa.update(runs)
-            .where(runs.c.run_id == run_id)
-            .values(
-                status="FAILED",
-                error=codec.encode(error, "run error"),
-                owner=None,
-                lease_until=None,
-                updated_at=now,
-                finished_at=now,
-            )
-        )
-
-    def fail_corrupt(self, run_id: str, code: str, exc: Exception) -> None:
-        """Mark a run FAILED because its recorded history cannot be read back."""
-        with self._tx() as conn:
-            self._fail_corrupt(conn, run_id, code, exc, time.time())
-
-    def heartbeat(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> list[str]:
-        """Extend the leases of the runs ``owner`` is executing; returns those of them that
-        are no longer its to run (cancelled, or taken over after a missed heartbeat).
-
-        Only the listed runs: a run abandoned in this process (its thread died) must lapse
-        and be recovered elsewhere, not be kept alive by its neighbours' heartbeats.
-        """
-        if not run_ids:
-            return []
-        now = time.time()
-        ids = list(run_ids)
-        with self._tx() as conn:
-            conn.execute(
-                sa.update(runs)
-                .where(runs.c.run_id.in_(ids), runs.c.owner == owner, runs.c.status == "RUNNING")
-                .values(lease_until=now + lease_seconds)
-            )
-            still_mine = set(
-                conn.execute(
-                    sa.select(runs.c.run_id).where(
-                        runs.c.run_id.in_(ids), runs.c.owner == owner, runs.c.status == "RUNNING"
-                    )
-                ).scalars()
-            )
-        return [run_id for run_id in ids if run_id not in still_mine]
 
     def upsert_queue(self, queue: Queue) -> None:
         values = {

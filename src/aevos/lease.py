@@ -1,0 +1,73 @@
+"""The leases this process holds: one heartbeat thread keeps every executing run's alive.
+
+A run's lease lives in its database row (see :mod:`aevos.storage.claims`). While this
+process executes a run, the heartbeat extends it every ``lease_seconds / 3``; a run the
+heartbeat finds cancelled or taken over is stopped before its next step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from .errors import AevosError
+
+if TYPE_CHECKING:
+    from .app import Aevos
+
+log = logging.getLogger("aevos")
+
+
+class Leases:
+    """Keeps this process's runs alive: one heartbeat extends every lease it holds."""
+
+    def __init__(self, app: Aevos) -> None:
+        self._app = app
+        self._runs: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, run_id: str, cancel: threading.Event) -> None:
+        with self._lock:
+            self._runs[run_id] = cancel
+            if self._thread is None:
+                self._stop.clear()
+                self._thread = threading.Thread(
+                    target=self._loop, name="aevos-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def discard(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def cancel_local(self, run_id: str) -> None:
+        with self._lock:
+            event = self._runs.get(run_id)
+        if event is not None:
+            event.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        interval = max(0.05, self._app.lease_seconds / 3)
+        while not self._stop.wait(interval):
+            with self._lock:
+                run_ids = list(self._runs)
+            if not run_ids:
+                continue
+            try:
+                lost = self._app.store.heartbeat(self._app.owner, run_ids, self._app.lease_seconds)
+            except AevosError as exc:
+                log.warning("heartbeat failed (%s); leases may lapse", exc.code)
+                continue
+            for run_id in lost:
+                # Cancelled or taken over: stop before the next step instead of running it
+                # only to have its commit refused.
+                self.cancel_local(run_id)
