@@ -416,13 +416,10 @@ class WorkflowContext:
         ``timeout`` it expires and this raises :class:`TaskExpiredError`. Under a worker the
         run is parked in the database while it waits; a submission wakes it.
         """
-        task_id, deadline = self._open_task(
-            _task_request(
-                title, form, case, suggestion, prediction, queue, role, priority, sla, escalate_to
-            ),
-            timeout,
+        request = _task_request(
+            title, form, case, suggestion, prediction, queue, role, priority, sla, escalate_to
         )
-        seq, recorded, started = self._begin_answer()
+        task_id, deadline, seq, recorded, started = self._ask(request, timeout)
         while recorded is None:
             recorded = self._poll_answer(seq, task_id, deadline, started)
             if recorded is None:
@@ -449,13 +446,10 @@ class WorkflowContext:
         timeout: float | timedelta | None = None,
     ) -> HumanDecision:
         """:meth:`ask_human` for ``async`` workflows."""
-        task_id, deadline = self._open_task(
-            _task_request(
-                title, form, case, suggestion, prediction, queue, role, priority, sla, escalate_to
-            ),
-            timeout,
+        request = _task_request(
+            title, form, case, suggestion, prediction, queue, role, priority, sla, escalate_to
         )
-        seq, recorded, started = self._begin_answer()
+        task_id, deadline, seq, recorded, started = self._ask(request, timeout)
         while recorded is None:
             recorded = self._poll_answer(seq, task_id, deadline, started)
             if recorded is None:
@@ -540,9 +534,14 @@ class WorkflowContext:
         self._remember(step, output)
         return task_id, deadline
 
-    def _begin_answer(self) -> tuple[int, StepInfo | None, float]:
+    def _ask(
+        self, request: TaskRequest, timeout: float | timedelta | None
+    ) -> tuple[str, float, int, StepInfo | None, float]:
+        """The task (created, or found on replay) and the decision's position: its recorded
+        value if there is one already."""
+        task_id, deadline = self._open_task(request, timeout)
         seq, recorded = self._begin_step(DECISION_STEP)
-        return seq, recorded, time.time()
+        return task_id, deadline, seq, recorded, time.time()
 
     def _poll_answer(
         self, seq: int, task_id: str, deadline: float, started: float
