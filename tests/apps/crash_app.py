@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -186,7 +188,21 @@ def build(url: str, *, lease_seconds: float = 1.0, poll_interval: float = 0.02) 
     return CrashApp(app, fx, crash_flow, limited_flow)
 
 
+def _exit_with_parent() -> None:
+    """Stop this worker when the test that started it is gone (killed, say): an orphaned
+    worker would go on claiming the next test's runs from the shared database."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)  # the worker's own graceful stop
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main() -> None:
+    _exit_with_parent()
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s pid=%(process)d %(name)s %(levelname)s %(message)s",
