@@ -337,6 +337,54 @@ def test_a_model_page_shows_versions_aliases_and_rollout(
     assert drawn == [["claims-risk@1", "claims-risk@2"]] * 4
 
 
+def test_a_second_person_approves_a_promotion_on_the_model_page(
+    console: Console, open_page: Callable[[Console], Page]
+) -> None:
+    from playwright.sync_api import expect
+
+    from aevos import PolicySet
+
+    app = console.app
+    app._policies = PolicySet.load(Path(__file__).resolve().parents[1] / "examples" / "policies")
+    ops = app.identity.create_token(tenant="acme", role="operator", name="ops", created_by="t")
+    asked = app.access.promote_model(
+        ops.principal,
+        "claims-risk",
+        2,
+        evidence={  # a clear gain on too few cases: the example gate asks a person
+            "candidate": {"accuracy": 0.9, "calibration_error": 0.05, "samples": 120},
+            "champion": {"accuracy": 0.8, "calibration_error": 0.05},
+        },
+    )
+    assert asked.approval is not None
+
+    # The requester sees their request and may only withdraw it.
+    requester = open_page(console)
+    sign_in(requester, ops.token)
+    requester.goto("/console/models/claims-risk")
+    row = requester.locator("#approval-list tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("v2 to champion (was v1)")
+    expect(row).to_contain_text("samples 120")
+    expect(row.get_by_role("button", name="Withdraw")).to_be_visible()
+    expect(row.get_by_role("button", name="Approve and promote")).to_have_count(0)
+
+    lead = open_page(console)
+    sign_in(lead, console.token("acme", "admin", "lead"))
+    lead.goto("/console/models/claims-risk")
+    lead.fill("#approval-list input[name=reason]", "read the 120 cases myself")
+    lead.get_by_role("button", name="Approve and promote").click()
+    lead.wait_for_url("**/console/models/claims-risk#approvals")
+    expect(lead.locator("#approval-list tbody tr")).to_contain_text("APPROVED")
+    expect(lead.locator("#approval-list tbody tr")).to_contain_text("read the 120 cases myself")
+    expect(lead.locator("#aliases")).to_contain_text("v2")
+    assert app.models.aliases("claims-risk", tenant="acme")["champion"] == 2
+
+    # A request past its decision cannot be decided again, from a stale page either.
+    requester.get_by_role("button", name="Withdraw").click()
+    expect(requester.locator("main")).to_contain_text("APPROVED: it was already decided")
+
+
 # -- roles, tenants and CSRF -----------------------------------------------------------------
 
 

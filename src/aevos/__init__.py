@@ -15,6 +15,8 @@ from .app import Aevos
 from .context import WorkflowContext
 from .errors import (
     AevosError,
+    ApprovalConflictError,
+    ApprovalNotFoundError,
     AuditChainError,
     AuditError,
     AuditKeyError,
@@ -67,6 +69,7 @@ from .workflow import Workflow
 
 if TYPE_CHECKING:
     from .access import Access
+    from .approval import Approval, Approvals, ApprovalStatus
     from .audit import AuditEvent, AuditHead, AuditLog, AuditProblem, AuditRecord, VerifyReport
     from .identity import Permission, Principal, Role
     from .inbox import Inbox
@@ -83,6 +86,9 @@ __version__ = "0.1.0"
 # name -> module, imported on first access (PEP 562).
 _LAZY = {
     "Access": "access",
+    "Approval": "approval",
+    "ApprovalStatus": "approval",
+    "Approvals": "approval",
     "AuditEvent": "audit",
     "AuditLog": "audit",
     "AuditRecord": "audit",
@@ -126,6 +132,11 @@ __all__ = [
     "Access",
     "Aevos",
     "AevosError",
+    "Approval",
+    "ApprovalConflictError",
+    "ApprovalNotFoundError",
+    "ApprovalStatus",
+    "Approvals",
     "AuditChainError",
     "AuditError",
     "AuditEvent",

@@ -24,6 +24,7 @@ from .task import Feedback, Task, TaskStatus
 
 if TYPE_CHECKING:
     from .app import Aevos
+    from .approval import Approval, ApprovalStatus
     from .audit import AuditRecord, VerifyReport
     from .metrics import Dashboard, ModelMetrics
     from .models.gateway import CallResult
@@ -35,11 +36,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Promotion:
-    """What a promotion request came to: the policy's decision, and the promoted version
-    (None when the policy denied it or it awaits a person's approval)."""
+    """What a promotion request came to: the policy's decision, the promoted version (None
+    when the policy denied it or it awaits a person's approval) and, when it awaits one, the
+    pending :class:`~aevos.approval.Approval` another person approves or rejects."""
 
     decision: Decision
     promoted: ModelVersion | None
+    approval: Approval | None = None
 
     @property
     def needs_approval(self) -> bool:
@@ -217,13 +220,16 @@ class Access:
         alias: str = "champion",
         policy: str = "promotion-gate",
         approved_by: Principal | None = None,
+        expires_in: float | None = None,
     ) -> Promotion:
         """Move ``alias`` to ``version`` if the promotion policy allows it (an approval gate).
 
         The policy sees ``{"model": {"name": ...}, **evidence}`` (the candidate's and the
-        champion's metrics). ``allow`` promotes; ``approve`` promotes only with
-        ``approved_by``, a different principal of the tenant who may promote (four eyes);
-        ``deny`` never does. The decision is audited either way.
+        champion's metrics). ``allow`` promotes; ``deny`` never does; ``approve`` promotes
+        with ``approved_by``, a different principal of the tenant who may promote (four eyes,
+        both present), and otherwise records a pending approval (``Promotion.approval``)
+        that such a principal approves later with :meth:`approve` (it expires after
+        ``expires_in`` seconds, a week by default). The decision is audited either way.
         """
         self._allow(principal, Permission.MODELS_PROMOTE, "promote models")
         self.app.models.get(name, version, tenant=principal.tenant)  # 404 before deciding
@@ -253,7 +259,70 @@ class Access:
                 name, version, alias=alias, tenant=principal.tenant, by=by
             )
             return Promotion(decision, promoted)
+        if decision.result == "approve":
+            from .approval import DEFAULT_TTL
+
+            approval = self.app.approvals.request(
+                principal,
+                name,
+                version,
+                alias=alias,
+                policy=policy,
+                evidence=evidence,
+                decision=decision,
+                ttl=DEFAULT_TTL if expires_in is None else expires_in,
+            )
+            return Promotion(decision, None, approval)
         return Promotion(decision, None)
+
+    # -- approvals ----------------------------------------------------------------------------
+
+    def approvals(
+        self,
+        principal: Principal,
+        *,
+        status: ApprovalStatus | str | None = None,
+        model: str | None = None,
+        limit: int = 100,
+    ) -> list[Approval]:
+        """The tenant's approvals, newest first."""
+        self._allow(principal, Permission.MODELS_READ, "read approvals")
+        return self.app.approvals.list(
+            tenant=principal.tenant, status=status, model=model, limit=limit
+        )
+
+    def approval(self, principal: Principal, approval_id: str) -> Approval:
+        self._allow(principal, Permission.MODELS_READ, "read approvals")
+        return self._own_approval(principal, approval_id)
+
+    def approve(
+        self, principal: Principal, approval_id: str, *, reason: str | None = None
+    ) -> tuple[Approval, ModelVersion]:
+        """Approve a pending promotion and promote (four eyes: not the requester)."""
+        self._allow(principal, Permission.MODELS_PROMOTE, "approve promotions")
+        self._own_approval(principal, approval_id)
+        try:
+            return self.app.approvals.approve(approval_id, approver=principal, reason=reason)
+        except AuthorizationError as exc:
+            self._audit(
+                principal, "authz.denied", reason=exc.message, attempted=f"approve {approval_id}"
+            )
+            raise
+
+    def reject(
+        self, principal: Principal, approval_id: str, *, reason: str | None = None
+    ) -> Approval:
+        """Reject (or, as its requester, withdraw) a pending promotion."""
+        self._allow(principal, Permission.MODELS_PROMOTE, "reject promotions")
+        self._own_approval(principal, approval_id)
+        return self.app.approvals.reject(approval_id, by=principal, reason=reason)
+
+    def _own_approval(self, principal: Principal, approval_id: str) -> Approval:
+        approval = self.app.approvals.get(approval_id)  # ApprovalNotFoundError if unknown
+        if approval.tenant != principal.tenant:
+            self.app.identity.deny_cross_tenant(principal, "approval", approval_id)
+            raise AuthorizationError(f"approval {approval_id!r} is not accessible with this token")
+        return approval
 
     def models(self, principal: Principal) -> list[ModelOverview]:
         """The tenant's models, by name, each with its versions and aliases."""

@@ -41,6 +41,7 @@ from .workflow import StartOptions, Workflow, WorkflowDecorator
 
 if TYPE_CHECKING:
     from .access import Access
+    from .approval import Approvals
     from .audit import AuditEvent, AuditLog
     from .audit.buffer import AuditBuffer
     from .identity import Identity
@@ -201,6 +202,13 @@ class Aevos:
         from .inbox import Inbox
 
         return Inbox(self)
+
+    @property
+    def approvals(self) -> Approvals:
+        """Gated actions (promotions) waiting for a second person: list, approve, reject."""
+        from .approval import Approvals
+
+        return Approvals(self)
 
     @property
     def identity(self) -> Identity:

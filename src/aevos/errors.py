@@ -510,3 +510,25 @@ class TaskExpiredError(AevosError, TimeoutError):
     def __init__(self, task_id: str) -> None:
         super().__init__(f"nobody decided task {task_id} before its timeout")
         self.task_id = task_id
+
+
+# -- approvals --------------------------------------------------------------------------------
+#     ApprovalNotFoundError   no approval has that id (in the caller's tenant)
+#     ApprovalConflictError   it is no longer pending: decided, expired, superseded by a move of
+#                             its alias, or rejected because the policy now denies it
+
+
+class ApprovalNotFoundError(AevosError, LookupError):
+    code = "approval_not_found"
+
+
+class ApprovalConflictError(AevosError):
+    code = "approval_conflict"
+
+    def __init__(self, approval_id: str, status: str, reason: str) -> None:
+        super().__init__(f"approval {approval_id} is {status}: {reason}")
+        self.approval_id = approval_id
+        self.status = status
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "approval_id": self.approval_id, "status": self.status}

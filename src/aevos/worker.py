@@ -61,7 +61,8 @@ class Worker:
         self._turn = 0
         self._next_recovery_scan = 0.0
         self._next_escalation_sweep = 0.0
-        # How often this worker looks for human tasks past their SLA.
+        # How often this worker looks for human tasks past their SLA and approvals past
+        # their expiry.
         self.escalation_interval = 5.0
         self.executed = 0
 
@@ -113,7 +114,7 @@ class Worker:
         workflows = sorted(self.app.workflows)
         while not self._stopping.is_set():
             try:
-                self._escalate_overdue_tasks()
+                self._sweep_overdue()
                 claimed = self._claim_round(workflows)
                 backoff = self.app.poll_interval
             except StorageUnavailableError as exc:
@@ -132,15 +133,17 @@ class Worker:
                 self.app._work_available.wait(self.app.poll_interval)
                 self.app._work_available.clear()
 
-    def _escalate_overdue_tasks(self) -> None:
-        # Every worker sweeps; each escalation is a conditional update, so sweeps on many
-        # hosts escalate a task once.
+    def _sweep_overdue(self) -> None:
+        # Every worker sweeps; each escalation or expiry is a conditional update, so sweeps
+        # on many hosts escalate a task, or expire an approval, once.
         now = time.monotonic()
         if now < self._next_escalation_sweep:
             return
         self._next_escalation_sweep = now + self.escalation_interval
         for task in self.app.tasks.escalate_overdue():
             log.info("task %s escalated to queue %s", task.task_id, task.queue)
+        for approval in self.app.approvals.expire_overdue():
+            log.info("approval %s expired", approval.approval_id)
 
     def _claim_round(self, workflows: list[str]) -> int:
         claimed = 0

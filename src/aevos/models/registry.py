@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -407,12 +407,22 @@ class ModelRegistry:
         alias: str = "champion",
         tenant: str = "default",
         by: str = "system",
+        also: Callable[[Connection], object] | None = None,
     ) -> ModelVersion:
-        """:meth:`set_alias`, recorded as a promotion (``model.promoted``)."""
-        return self._set_alias(name, alias, version, tenant, by, "model.promoted")
+        """:meth:`set_alias`, recorded as a promotion (``model.promoted``). ``also`` runs in
+        the same transaction once the model is locked (an approval's conditional update):
+        if it raises, nothing moves."""
+        return self._set_alias(name, alias, version, tenant, by, "model.promoted", also)
 
     def _set_alias(
-        self, name: str, alias: str, version: int, tenant: str, by: str, action: str
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        tenant: str,
+        by: str,
+        action: str,
+        also: Callable[[Connection], object] | None = None,
     ) -> ModelVersion:
         check_alias(alias)
         _check_version(version)
@@ -428,6 +438,8 @@ class ModelRegistry:
             if row is None:
                 raise self._not_found(conn, tenant, name, version)
             target = _version(row)
+            if also is not None:
+                also(conn)
             event = self._move(conn, target, alias, by, action, time.time())
             self._record(conn, [] if event is None else [event])
         return target

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from .. import __version__
 from ..app import Aevos
 from . import console, errors
-from .api import audit, events, metrics, models, policies, runs, tasks
+from .api import approvals, audit, events, metrics, models, policies, runs, tasks
 from .schemas import Status
 
 
@@ -24,6 +24,7 @@ def create_app(aevos: Aevos) -> FastAPI:
     api.include_router(tasks.router)
     api.include_router(audit.router)
     api.include_router(models.router)
+    api.include_router(approvals.router)
     api.include_router(policies.router)
     api.include_router(metrics.router)
     api.include_router(events.router)

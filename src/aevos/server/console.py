@@ -533,10 +533,20 @@ def model(
     pointing: dict[int, list[str]] = {}
     for alias in overview.aliases:
         pointing.setdefault(alias.version, []).append(alias.alias)
+    me = viewer.principal
     return _page(
         request,
         "model.html",
         model=overview,
+        approvals=access.approvals(me, model=name, limit=20),
+        can_decide=viewer.can("models:promote"),
+        # Four eyes: Access refuses the requester's own approval; the page offers them only
+        # the withdrawal.
+        asked_by_viewer={
+            a.approval_id
+            for a in access.approvals(me, status="PENDING", model=name, limit=20)
+            if me.token_id == a.requester_token or me.name == a.requester_name
+        },
         versions=list(reversed(overview.versions)),
         pointing=pointing,
         route=route,
@@ -546,6 +556,25 @@ def model(
         window_title=title,
         live=_model_series(live, label_format),
     )
+
+
+ReasonForm = Annotated[str, Form(max_length=2000)]
+
+
+@router.post("/approvals/{approval_id}/approve")
+def approve(
+    approval_id: str, access: AccessDep, viewer: CheckedViewerDep, reason: ReasonForm = ""
+) -> Response:
+    approval, _ = access.approve(viewer.principal, approval_id, reason=reason or None)
+    return RedirectResponse(f"/console/models/{quote(approval.model)}#approvals", 303)
+
+
+@router.post("/approvals/{approval_id}/reject")
+def reject(
+    approval_id: str, access: AccessDep, viewer: CheckedViewerDep, reason: ReasonForm = ""
+) -> Response:
+    approval = access.reject(viewer.principal, approval_id, reason=reason or None)
+    return RedirectResponse(f"/console/models/{quote(approval.model)}#approvals", 303)
 
 
 # -- the inbox -------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.TaskNotFoundError, 404),
     (e.TaskConflictError, 409),
     (e.TaskInputError, 422),
+    (e.ApprovalNotFoundError, 404),
+    (e.ApprovalConflictError, 409),
     (e.UnknownSourceError, 404),
     (e.IdempotencyConflictError, 409),
     (e.InvalidRunStateError, 409),

@@ -309,3 +309,33 @@ events = Table(
     Column("received_at", Float, nullable=False),
 )
 Index("ix_aevos_events_source", events.c.tenant, events.c.source, events.c.received_at)
+
+# -- approvals (revision 0005) -------------------------------------------------------------
+
+approvals = Table(
+    "aevos_approvals",
+    metadata,
+    # A gated action waiting for a second person (four eyes): today a promotion that the
+    # promotion policy answered with "approve". Decided once, by a conditional UPDATE.
+    Column("approval_id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),  # "promotion"
+    Column("model", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("alias", String(100), nullable=False),
+    Column("alias_was", Integer, nullable=True),  # where the alias pointed when asked
+    Column("policy", String(200), nullable=False),
+    Column("evidence", Text, nullable=False),  # JSON: what the policy judged
+    Column("decision", Text, nullable=False),  # JSON: the policy's decision record
+    Column("status", String(16), nullable=False),  # PENDING APPROVED REJECTED EXPIRED SUPERSEDED
+    Column("requested_by", String(300), nullable=False),  # the requester's actor
+    Column("requester_token", String(32), nullable=False),
+    Column("requester_name", String(200), nullable=False),
+    Column("requested_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("decided_by", String(300), nullable=True),
+    Column("decided_at", Float, nullable=True),
+    Column("reason", Text, nullable=True),
+)
+Index("ix_aevos_approvals_tenant", approvals.c.tenant, approvals.c.status, approvals.c.requested_at)
+Index("ix_aevos_approvals_due", approvals.c.status, approvals.c.expires_at)

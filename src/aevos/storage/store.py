@@ -28,6 +28,7 @@ from ..errors import (
 from ..queue import Queue
 from ..run import NewRun, RunInfo, StepInfo
 from ..status import RunStatus
+from .approvals import Approvals
 from .claims import Claims
 from .dialect import READ_ONLY, dialect_for, redact_url
 from .fastpath import Compiled, RawConnections
@@ -84,7 +85,7 @@ class _Hot:
             self._store._raise_classified(exc)
 
 
-class Store(Claims, OperatorActions, Signals, Tasks):
+class Store(Approvals, Claims, OperatorActions, Signals, Tasks):
     """Durable state of runs, steps, signals and queues in one SQL database."""
 
     def __init__(

@@ -228,10 +228,14 @@ class Registered(BaseModel):
 class Promotion(BaseModel):
     decision: DecisionOut
     needs_approval: bool = Field(
-        description="The policy asks a person to approve; nothing moved (approvals come with "
-        "the task inbox)."
+        description="The policy asks a second person to approve; nothing moved yet."
     )
     promoted: Version | None = Field(description="The version the alias now names, if it moved.")
+    approval_id: str | None = Field(
+        default=None,
+        description="The pending approval, when one is needed: another principal approves "
+        "it with POST /v1/approvals/{approval_id}/approve.",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -323,7 +327,8 @@ def promote(
     name: NameParam, body: Promote, access: AccessDep, principal: PrincipalDep
 ) -> Promotion:
     """Ask the ``promotion-gate`` policy to move the alias to the version: ``allow``
-    promotes, ``deny`` refuses, ``approve`` waits for a person. Audited either way."""
+    promotes, ``deny`` refuses, ``approve`` records a pending approval for a second person
+    (``/v1/approvals``). Audited either way."""
     result = access.promote_model(
         principal, name, body.version, evidence=body.evidence, alias=body.alias
     )
@@ -331,6 +336,7 @@ def promote(
         decision=DecisionOut.of(result.decision),
         needs_approval=result.needs_approval,
         promoted=None if result.promoted is None else Version.of(result.promoted),
+        approval_id=None if result.approval is None else result.approval.approval_id,
     )
 
 
