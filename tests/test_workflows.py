@@ -462,6 +462,68 @@ def test_an_orphaned_run_lapses_while_its_process_heartbeats_others(
         worker.stop()
 
 
+def test_a_lapsed_lease_is_not_re_claimed_by_the_process_executing_the_run(
+    make_app: Callable[..., Aevos],
+) -> None:
+    """A heartbeat late past the lease (a loaded host) must not let this same process claim
+    the run again: the fence cannot tell its threads apart, so the step would run twice."""
+    import threading
+
+    app = make_app(lease_seconds=0.3, poll_interval=0.02)
+    app.store.heartbeat = lambda owner, run_ids, lease_seconds: []  # type: ignore[method-assign]
+    effects: list[str] = []
+
+    @app.step(name="slow")
+    def slow(ctx: StepContext) -> str:
+        effects.append(ctx.idempotency_key)
+        threading.Event().wait(1.2)  # four leases: the worker scans for lapsed ones meanwhile
+        return "done"
+
+    @app.workflow(name="long")
+    def long(ctx: WorkflowContext) -> str:
+        return slow(ctx)
+
+    handle = long.start()
+    worker = app.worker(concurrency=4).start()
+    try:
+        assert handle.result(timeout=15) == "done"
+    finally:
+        worker.stop()
+    assert effects == [f"{handle.run_id}/0"]
+    assert app.get_run(handle.run_id).executions == 1
+
+
+def test_two_threads_starting_one_key_execute_it_once(make_app: Callable[..., Aevos]) -> None:
+    import threading
+
+    app = make_app()
+    effects: list[str] = []
+    entered = threading.Event()
+
+    @app.step(name="charge")
+    def charge(ctx: StepContext, order: str) -> str:
+        effects.append(order)
+        entered.set()
+        threading.Event().wait(0.5)
+        return f"charged {order}"
+
+    @app.workflow(name="pay")
+    def pay(ctx: WorkflowContext, order: str) -> str:
+        return charge(ctx, order)
+
+    results: list[str] = []
+    first = threading.Thread(
+        target=lambda: results.append(pay.options(idempotency_key="o-9").run("o-9"))
+    )
+    first.start()
+    assert entered.wait(10)
+    # The same key while the first thread is inside the step: the run is this process's own
+    # (same owner), yet it must be awaited, not executed a second time.
+    results.append(pay.options(idempotency_key="o-9").run("o-9"))
+    first.join()
+    assert results == ["charged o-9", "charged o-9"] and effects == ["o-9"]
+
+
 def test_large_inputs_are_stored_by_reference_and_start_once(
     make_app: Callable[..., Aevos],
 ) -> None:

@@ -642,6 +642,8 @@ class Aevos:
                 return Outcome(info.status, result_of(info))
             except AevosError as exc:
                 return Outcome(info.status, error=exc)
+        if info.run_id in self._leases.held():
+            return Outcome(None)  # another thread of this process executes it; wait on it
         acquired = self.store.acquire(info.run_id, self.owner, self.lease_seconds)
         if acquired is None:
             return Outcome(None)  # someone else holds it; callers wait on its status
@@ -653,7 +655,8 @@ class Aevos:
         payload = info.input or {}
         # Hold the lease from here: loading a long history must not let it lapse.
         cancel = threading.Event()
-        self._leases.add(info.run_id, cancel)
+        if not self._leases.add(info.run_id, cancel):
+            return Outcome(None)  # another thread of this process executes it; wait on it
         try:
             history = self.store.load_steps(info.run_id)
         except ValueError as exc:
@@ -691,8 +694,10 @@ class Aevos:
         cancel: threading.Event | None = None,
     ) -> Outcome:
         run_id = info.run_id
-        cancel = cancel or threading.Event()
-        self._leases.add(run_id, cancel)
+        if cancel is None:  # else _execute_recorded holds the run already
+            cancel = threading.Event()
+            if not self._leases.add(run_id, cancel):
+                return Outcome(None)  # another thread of this process executes it
         ctx = WorkflowContext(
             self,
             run_id,

@@ -29,8 +29,15 @@ class Leases:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, run_id: str, cancel: threading.Event) -> None:
+    def add(self, run_id: str, cancel: threading.Event) -> bool:
+        """Hold ``run_id`` for the thread about to execute it; False if another thread of
+        this process executes it already. The fence cannot tell two threads apart (they
+        share the owner), so this is what keeps a run executed once per process: a lease
+        that lapsed under load and was re-claimed by this same process, or two threads
+        starting the same idempotency key, find the run held and wait for it instead."""
         with self._lock:
+            if run_id in self._runs:
+                return False
             self._runs[run_id] = cancel
             if self._thread is None:
                 self._stop.clear()
@@ -38,6 +45,12 @@ class Leases:
                     target=self._loop, name="aevos-heartbeat", daemon=True
                 )
                 self._thread.start()
+        return True
+
+    def held(self) -> frozenset[str]:
+        """The runs that threads of this process are executing now."""
+        with self._lock:
+            return frozenset(self._runs)
 
     def discard(self, run_id: str) -> None:
         with self._lock:

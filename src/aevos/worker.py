@@ -162,8 +162,11 @@ class Worker:
                 if now < self._next_recovery_scan:
                     continue
                 self._next_recovery_scan = now + max(0.05, self.app.lease_seconds / 4)
+            # Never re-claim a run this process is executing, even if its lease lapsed
+            # (a late heartbeat on a loaded host): the fence cannot tell our threads apart.
+            held = self.app._leases.held()
             for info in self.app.store.claim(
-                self.app.owner, queue, workflows, free, self.app.lease_seconds
+                self.app.owner, queue, workflows, free, self.app.lease_seconds, exclude=held
             ):
                 with self._lock:
                     self._active += 1

@@ -8,7 +8,7 @@ commit, and any worker on any host may claim a run whose lease lapsed.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -113,8 +113,11 @@ class Claims:
         workflows: Sequence[str],
         slots: int,
         lease_seconds: float,
+        *,
+        exclude: Collection[str] = (),
     ) -> list[RunInfo]:
-        """Claim up to ``slots`` runs of ``queue`` for ``owner``, honouring its limits."""
+        """Claim up to ``slots`` runs of ``queue`` for ``owner``, honouring its limits;
+        ``exclude`` names runs whose lapsed leases must not be taken (the caller's own)."""
         if slots <= 0 or not workflows:
             return []
         now = time.time()
@@ -146,7 +149,11 @@ class Claims:
             for state in (
                 runs.c.status == "ENQUEUED",
                 sa.and_(runs.c.status == "WAITING", runs.c.wake_at <= now),
-                sa.and_(runs.c.status == "RUNNING", runs.c.lease_until < now),
+                sa.and_(
+                    runs.c.status == "RUNNING",
+                    runs.c.lease_until < now,
+                    *([runs.c.run_id.not_in(list(exclude))] if exclude else []),
+                ),
             ):
                 candidates = (
                     sa.select(runs.c.run_id, runs.c.priority, runs.c.created_at)
