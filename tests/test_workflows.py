@@ -493,6 +493,46 @@ def test_a_lapsed_lease_is_not_re_claimed_by_the_process_executing_the_run(
     assert app.get_run(handle.run_id).executions == 1
 
 
+def test_a_run_resumed_while_its_thread_winds_down_is_claimed_once(
+    make_app: Callable[..., Aevos],
+) -> None:
+    """Cancel a run mid-step and resume it at once: the worker must not claim it while the
+    old thread still holds it (that claim would execute nothing and leave the run parked on
+    our lease until it lapsed), but right after the old thread lets go."""
+    import threading
+
+    app = make_app(lease_seconds=30.0, poll_interval=0.02)
+    inside, leave = threading.Event(), threading.Event()
+    effects: list[str] = []
+
+    @app.step(name="work")
+    def work(ctx: StepContext, n: int) -> int:
+        effects.append(f"{ctx.idempotency_key}")
+        if n == 0 and not leave.is_set():
+            inside.set()
+            leave.wait(10)
+        return n
+
+    @app.workflow(name="job")
+    def job(ctx: WorkflowContext) -> list[int]:
+        return [work(ctx, 0), work(ctx, 1)]
+
+    handle = job.start()
+    worker = app.worker(concurrency=4).start()
+    try:
+        assert inside.wait(10)
+        app.cancel(handle.run_id)
+        app.resume(handle.run_id)
+        threading.Event().wait(0.3)  # several claim rounds while the old thread holds it
+        leave.set()
+        assert handle.result(timeout=10) == [0, 1]  # long before a 30 s lease could lapse
+    finally:
+        worker.stop()
+    info = app.get_run(handle.run_id)
+    assert info.executions == 2  # the first claim, and one after the resume
+    assert effects.count(f"{handle.run_id}/1") == 1
+
+
 def test_two_threads_starting_one_key_execute_it_once(make_app: Callable[..., Aevos]) -> None:
     import threading
 

@@ -642,7 +642,7 @@ class Aevos:
                 return Outcome(info.status, result_of(info))
             except AevosError as exc:
                 return Outcome(info.status, error=exc)
-        if info.run_id in self._leases.held():
+        if self._leases.holds(info.run_id):
             return Outcome(None)  # another thread of this process executes it; wait on it
         acquired = self.store.acquire(info.run_id, self.owner, self.lease_seconds)
         if acquired is None:

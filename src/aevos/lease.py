@@ -47,6 +47,10 @@ class Leases:
                 self._thread.start()
         return True
 
+    def holds(self, run_id: str) -> bool:
+        with self._lock:
+            return run_id in self._runs
+
     def held(self) -> frozenset[str]:
         """The runs that threads of this process are executing now."""
         with self._lock:

@@ -117,7 +117,7 @@ class Claims:
         exclude: Collection[str] = (),
     ) -> list[RunInfo]:
         """Claim up to ``slots`` runs of ``queue`` for ``owner``, honouring its limits;
-        ``exclude`` names runs whose lapsed leases must not be taken (the caller's own)."""
+        ``exclude`` names runs not to take (those the caller's threads are executing)."""
         if slots <= 0 or not workflows:
             return []
         now = time.time()
@@ -145,19 +145,18 @@ class Claims:
             # One indexed lookup per claimable state: an OR across statuses would defeat the
             # (queue, status, priority, created_at) index and scan the whole queue.
             known = runs.c.workflow.in_(list(workflows))
+            # In any state: a run resumed or woken while a thread of ours still winds it
+            # down is claimed once that thread lets go, not handed to a second thread.
+            not_held = [runs.c.run_id.not_in(list(exclude))] if exclude else []
             found: list[Any] = []
             for state in (
                 runs.c.status == "ENQUEUED",
                 sa.and_(runs.c.status == "WAITING", runs.c.wake_at <= now),
-                sa.and_(
-                    runs.c.status == "RUNNING",
-                    runs.c.lease_until < now,
-                    *([runs.c.run_id.not_in(list(exclude))] if exclude else []),
-                ),
+                sa.and_(runs.c.status == "RUNNING", runs.c.lease_until < now),
             ):
                 candidates = (
                     sa.select(runs.c.run_id, runs.c.priority, runs.c.created_at)
-                    .where(in_queue, state, known)
+                    .where(in_queue, state, known, *not_held)
                     .order_by(runs.c.priority, runs.c.created_at)
                     .limit(slots)
                 )
