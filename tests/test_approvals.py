@@ -16,7 +16,14 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.test_api_models import _register, _table, _token
 
-from aevos import Aevos, ApprovalConflictError, ApprovalStatus, AuthorizationError, PolicySet
+from aevos import (
+    Aevos,
+    ApprovalConflictError,
+    ApprovalStatus,
+    AuthorizationError,
+    DefinitionError,
+    PolicySet,
+)
 from aevos.identity import Principal
 from aevos.server import create_app
 
@@ -117,9 +124,9 @@ def test_a_second_person_approves_and_the_alias_moves(served: tuple[Aevos, TestC
         "approval.approved",
         "model.promoted",
     ]
-    assert records[2].actor.startswith("operator:ops#") and " approved by admin:lead#" in (
-        records[2].actor
-    )
+    # The approver moved the alias; the approval record beside it names who asked.
+    assert records[2].actor.startswith("admin:lead#")
+    assert records[1].data["requested_by"].startswith("operator:ops#")
     # The reason is kept on the approval; the audit record holds only its digest.
     assert "checked the samples" not in str(records[1].data)
 
@@ -308,3 +315,109 @@ def test_bad_requests_name_the_cause(served: tuple[Aevos, TestClient]) -> None:
     assert client.get("/v1/approvals").status_code == 401
     with pytest.raises(AuthorizationError, match="reject promotions"):
         app.access.reject(_principal(app, "reviewer", "rita"), "0123abcd")
+
+
+def test_asking_again_reuses_the_pending_approval_only_while_nothing_changed(
+    served: tuple[Aevos, TestClient],
+) -> None:
+    app, client = served
+    ops = _token(app, "acme", "operator", "ops")
+    _versions(app, client, ops)
+    first = _promote(client, ops, 3, UNSURE)["approval_id"]
+    assert _promote(client, ops, 3, UNSURE)["approval_id"] == first
+
+    fresher = {**UNSURE, "candidate": {**UNSURE["candidate"], "samples": 300}}
+    second = _promote(client, ops, 3, fresher)["approval_id"]
+    assert second != first
+    assert client.get(f"/v1/approvals/{first}", headers=ops).json()["status"] == "SUPERSEDED"
+
+    assert _promote(client, ops, 2, CLEAR)["promoted"]["version"] == 2  # the alias moves
+    third = _promote(client, ops, 3, fresher)["approval_id"]
+    assert third != second
+    shown = client.get(f"/v1/approvals/{third}", headers=ops).json()
+    assert shown["alias_was"] == 2 and shown["evidence"] == fresher
+    assert client.get(f"/v1/approvals/{second}", headers=ops).json()["status"] == "SUPERSEDED"
+    pending = client.get("/v1/approvals", params={"status": "PENDING"}, headers=ops).json()
+    assert [a["approval_id"] for a in pending] == [third]
+
+
+def test_long_names_fit_and_a_bare_post_approves(served: tuple[Aevos, TestClient]) -> None:
+    app, client = served
+    asker, approver = "a" * 100, "b" * 100  # the longest names a token may have
+    ops = _token(app, "acme", "operator", asker)
+    lead = _token(app, "acme", "admin", approver)
+    _versions(app, client, ops)
+    approval_id = _promote(client, ops, 2, UNSURE)["approval_id"]
+    approved = client.post(f"/v1/approvals/{approval_id}/approve", headers=lead)  # no body
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["promoted"]["version"] == 2 and _champion(app) == 2
+    # A longer name would make an actor too long for the audit log: refused when issued.
+    with pytest.raises(DefinitionError, match="1-100 characters"):
+        app.identity.create_token(tenant="acme", role="admin", name="c" * 101, created_by="t")
+
+
+def test_both_people_present_promote_in_one_call_under_the_same_checks(
+    served: tuple[Aevos, TestClient],
+) -> None:
+    app, client = served
+    _versions(app, client, _token(app, "acme", "operator", "ops"))
+    ops, lead = _principal(app, "operator", "ops2"), _principal(app, "admin", "lead")
+    ops_again = _principal(app, "admin", "ops2")  # the same person's second token
+    with pytest.raises(AuthorizationError, match="four eyes"):
+        app.access.promote_model(ops, "m", 2, evidence=UNSURE, approved_by=ops_again)
+    assert _champion(app) is None
+    done = app.access.promote_model(ops, "m", 2, evidence=UNSURE, approved_by=lead)
+    assert done.promoted is not None and done.promoted.version == 2
+    assert done.approval is not None and done.approval.status is ApprovalStatus.APPROVED
+    assert done.approval.decided_by == lead.actor and done.approval.requested_by == ops.actor
+
+
+def test_an_approval_cannot_be_approved_past_its_expiry(
+    served: tuple[Aevos, TestClient],
+) -> None:
+    import time
+
+    app, client = served
+    _versions(app, client, _token(app, "acme", "operator", "ops"))
+    asked = app.access.promote_model(_principal(app, "operator", "ops2"), "m", 2, evidence=UNSURE)
+    assert asked.approval is not None
+    # The approving UPDATE itself checks the expiry: an approval that expired between the
+    # approver's checks and the commit is not approved.
+    with app.store._tx() as conn, pytest.raises(ApprovalConflictError, match="EXPIRED"):
+        app.store.close_approval(
+            conn,
+            asked.approval,
+            ApprovalStatus.APPROVED,
+            "admin:lead",
+            None,
+            asked.approval.expires_at + 1,
+            lambda conn, done: None,
+            before_expiry=True,
+        )
+    assert app.approvals.get(asked.approval.approval_id).status is ApprovalStatus.PENDING
+    assert time.time() < asked.approval.expires_at
+
+
+def test_one_approval_that_cannot_expire_does_not_hold_up_the_others(
+    served: tuple[Aevos, TestClient],
+) -> None:
+    from aevos import AuditChainError
+
+    app, client = served
+    _versions(app, client, _token(app, "acme", "operator", "ops"))
+    ops = _principal(app, "operator", "ops2")
+    stuck = app.access.promote_model(ops, "m", 2, evidence=UNSURE, expires_in=0.01).approval
+    fine = app.access.promote_model(ops, "m", 3, evidence=UNSURE, expires_in=0.02).approval
+    assert stuck is not None and fine is not None
+    threading.Event().wait(0.05)
+    close = app.store.close_approval
+
+    def broken(conn: Any, approval: Any, *args: Any, **kwargs: Any) -> Any:
+        if approval.approval_id == stuck.approval_id:
+            raise AuditChainError("the tenant's chain head is missing")
+        return close(conn, approval, *args, **kwargs)
+
+    app.store.close_approval = broken  # type: ignore[method-assign]
+    expired = app.approvals.expire_overdue()
+    assert [a.approval_id for a in expired] == [fine.approval_id]
+    assert app.approvals.get(stuck.approval_id).status is ApprovalStatus.PENDING

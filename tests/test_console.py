@@ -347,15 +347,11 @@ def test_a_second_person_approves_a_promotion_on_the_model_page(
     app = console.app
     app._policies = PolicySet.load(Path(__file__).resolve().parents[1] / "examples" / "policies")
     ops = app.identity.create_token(tenant="acme", role="operator", name="ops", created_by="t")
-    asked = app.access.promote_model(
-        ops.principal,
-        "claims-risk",
-        2,
-        evidence={  # a clear gain on too few cases: the example gate asks a person
-            "candidate": {"accuracy": 0.9, "calibration_error": 0.05, "samples": 120},
-            "champion": {"accuracy": 0.8, "calibration_error": 0.05},
-        },
-    )
+    evidence = {  # a clear gain on too few cases: the example gate asks a person
+        "candidate": {"accuracy": 0.9, "calibration_error": 0.05, "samples": 120},
+        "champion": {"accuracy": 0.8, "calibration_error": 0.05},
+    }
+    asked = app.access.promote_model(ops.principal, "claims-risk", 2, evidence=evidence)
     assert asked.approval is not None
 
     # The requester sees their request and may only withdraw it.
@@ -372,17 +368,28 @@ def test_a_second_person_approves_a_promotion_on_the_model_page(
     lead = open_page(console)
     sign_in(lead, console.token("acme", "admin", "lead"))
     lead.goto("/console/models/claims-risk")
-    lead.fill("#approval-list input[name=reason]", "read the 120 cases myself")
-    lead.get_by_role("button", name="Approve and promote").click()
+    # Enter in a reason box submits that box's action only: here the rejection.
+    lead.get_by_role("textbox", name="reason to reject").fill("too few cases")
+    lead.get_by_role("textbox", name="reason to reject").press("Enter")
     lead.wait_for_url("**/console/models/claims-risk#approvals")
-    expect(lead.locator("#approval-list tbody tr")).to_contain_text("APPROVED")
-    expect(lead.locator("#approval-list tbody tr")).to_contain_text("read the 120 cases myself")
+    expect(lead.locator("#approval-list tbody tr")).to_contain_text("REJECTED")
+    assert app.models.aliases("claims-risk", tenant="acme")["champion"] == 1
+
+    again = app.access.promote_model(ops.principal, "claims-risk", 2, evidence=evidence)
+    assert again.approval is not None
+    lead.goto("/console/models/claims-risk")
+    lead.get_by_role("textbox", name="reason to approve and promote").fill("read them myself")
+    lead.get_by_role("textbox", name="reason to approve and promote").press("Enter")
+    lead.wait_for_url("**/console/models/claims-risk#approvals")
+    newest = lead.locator("#approval-list tbody tr").first
+    expect(newest).to_contain_text("APPROVED")
+    expect(newest).to_contain_text("read them myself")
     expect(lead.locator("#aliases")).to_contain_text("v2")
     assert app.models.aliases("claims-risk", tenant="acme")["champion"] == 2
 
     # A request past its decision cannot be decided again, from a stale page either.
     requester.get_by_role("button", name="Withdraw").click()
-    expect(requester.locator("main")).to_contain_text("APPROVED: it was already decided")
+    expect(requester.locator("main")).to_contain_text("REJECTED: it was already decided")
 
 
 # -- roles, tenants and CSRF -----------------------------------------------------------------

@@ -180,5 +180,6 @@ def test_promotion_passes_the_policy_gate(served: Aevos) -> None:
     actions = [
         r.action for r in app.audit.query("acme") if r.action.startswith(("policy", "model"))
     ]
-    assert actions.count("policy.decided") == 5 and actions.count("model.promoted") == 2
+    # Six decisions: the approved promotion is judged again when it is approved.
+    assert actions.count("policy.decided") == 6 and actions.count("model.promoted") == 2
     assert "model.rolled_back" in actions

@@ -232,7 +232,17 @@ class Access:
         ``expires_in`` seconds, a week by default). The decision is audited either way.
         """
         self._allow(principal, Permission.MODELS_PROMOTE, "promote models")
-        self.app.models.get(name, version, tenant=principal.tenant)  # 404 before deciding
+        registry = self.app.models
+        registry.get(name, version, tenant=principal.tenant)  # 404 before deciding
+        if approved_by is not None:
+            self._allow(approved_by, Permission.MODELS_PROMOTE, "approve promotions")
+            if approved_by.tenant != principal.tenant:
+                raise AuthorizationError(
+                    "a promotion must be approved by a principal of the same tenant"
+                )
+        # What the alias names now, read before the policy judges the evidence: a promotion
+        # landing in between makes the approval stale rather than silently judged.
+        alias_was = registry.aliases(name, tenant=principal.tenant).get(alias)
         # The model's name comes last: evidence cannot make the policy see another model.
         decision = self.app.policies.evaluate(policy, {**evidence, "model": {"name": name}})
         self._audit(
@@ -242,38 +252,31 @@ class Access:
             **decision.to_record(),
             model=f"{name}@{version}",
         )
-        approver = None
-        if decision.result == "approve" and approved_by is not None:
-            self._allow(approved_by, Permission.MODELS_PROMOTE, "approve promotions")
-            if approved_by.tenant != principal.tenant or approved_by.token_id == principal.token_id:
-                raise AuthorizationError(
-                    "a promotion needing approval must be approved by another principal of "
-                    "the same tenant"
-                )
-            approver = approved_by.actor
-        if decision.result == "allow" or approver is not None:
-            by = (
-                principal.actor if approver is None else f"{principal.actor} approved by {approver}"
-            )
-            promoted = self.app.models.promote(
-                name, version, alias=alias, tenant=principal.tenant, by=by
+        if decision.result == "allow":
+            promoted = registry.promote(
+                name, version, alias=alias, tenant=principal.tenant, by=principal.actor
             )
             return Promotion(decision, promoted)
-        if decision.result == "approve":
-            from .approval import DEFAULT_TTL
+        if decision.result != "approve":
+            return Promotion(decision, None)
+        from .approval import DEFAULT_TTL
 
-            approval = self.app.approvals.request(
-                principal,
-                name,
-                version,
-                alias=alias,
-                policy=policy,
-                evidence=evidence,
-                decision=decision,
-                ttl=DEFAULT_TTL if expires_in is None else expires_in,
-            )
+        approval = self.app.approvals.request(
+            principal,
+            name,
+            version,
+            alias=alias,
+            alias_was=alias_was,
+            policy=policy,
+            evidence=evidence,
+            decision=decision,
+            ttl=DEFAULT_TTL if expires_in is None else expires_in,
+        )
+        if approved_by is None:
             return Promotion(decision, None, approval)
-        return Promotion(decision, None)
+        # Both people present: the same approval, approved at once, under the same checks.
+        approved, promoted = self.approve(approved_by, approval.approval_id)
+        return Promotion(decision, promoted, approved)
 
     # -- approvals ----------------------------------------------------------------------------
 

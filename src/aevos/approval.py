@@ -25,6 +25,7 @@ trusts its caller about who is acting; requests with a token go through
 from __future__ import annotations
 
 import builtins
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -36,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import codec
-from .errors import ApprovalConflictError, AuthorizationError, DefinitionError
+from .errors import AevosError, ApprovalConflictError, AuthorizationError, DefinitionError
 
 if TYPE_CHECKING:
     from .app import Aevos
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from .identity import Principal
     from .models.types import ModelVersion
     from .policy import Decision
+
+log = logging.getLogger("aevos.approvals")
 
 #: How long a request waits for its second person by default (seconds): a week.
 DEFAULT_TTL = 7 * 24 * 3600.0
@@ -130,21 +133,38 @@ class Approvals:
         version: int,
         *,
         alias: str,
+        alias_was: int | None,
         policy: str,
         evidence: Mapping[str, Any],
         decision: Decision,
         ttl: float = DEFAULT_TTL,
     ) -> Approval:
-        """Record a promotion waiting for a second person. Asking again for the same
-        promotion while one is pending returns that one (nothing new is recorded)."""
+        """Record a promotion of ``model@version`` to ``alias`` (which named ``alias_was``
+        when the policy judged ``evidence``) waiting for a second person.
+
+        Asking again for the same promotion, on the same evidence, while the alias still
+        names the same version, returns the pending approval (nothing new is recorded); a
+        pending one that differs is superseded by the new request."""
         if not ttl > 0:
             raise DefinitionError("an approval's ttl must be > 0 seconds")
         tenant, store = requester.tenant, self.app.store
+        evidence = dict(evidence)
         existing = store.pending_approval(tenant, model, version, alias)
-        if existing is not None and existing.expires_at > time.time():
-            return existing
+        if existing is not None:
+            if (
+                existing.expires_at > time.time()
+                and existing.alias_was == alias_was
+                and existing.evidence == evidence
+            ):
+                return existing
+            self._close_if_pending(
+                existing,
+                ApprovalStatus.SUPERSEDED,
+                requester.actor,
+                "asked again on new evidence or after the alias moved",
+                None,
+            )
         now = time.time()
-        alias_was = self.app.models.aliases(model, tenant=tenant).get(alias)
         values = {
             "approval_id": uuid.uuid4().hex,
             "tenant": tenant,
@@ -154,7 +174,7 @@ class Approvals:
             "alias": alias,
             "alias_was": alias_was,
             "policy": policy,
-            "evidence": codec.encode(dict(evidence), "the promotion's evidence"),
+            "evidence": codec.encode(evidence, "the promotion's evidence"),
             "decision": codec.encode(decision.to_record(), "the policy's decision"),
             "status": ApprovalStatus.PENDING.value,
             "requested_by": requester.actor,
@@ -237,16 +257,23 @@ class Approvals:
                 approver.actor,
                 reason,
                 time.time(),
-                self._audited(approver.actor, decision_id=decision.decision_id),
+                self._audited(
+                    approver.actor,
+                    requested_by=approval.requested_by,
+                    decision_id=decision.decision_id,
+                ),
+                before_expiry=True,
             )
 
         try:
+            # The approver moves the alias; the approval record beside it, in the same
+            # transaction, names who asked.
             promoted = self.app.models.promote(
                 approval.model,
                 approval.version,
                 alias=approval.alias,
                 tenant=approval.tenant,
-                by=f"{approval.requested_by} approved by {approver.actor}",
+                by=approver.actor,
                 also=also,
             )
         except _Stale:
@@ -270,9 +297,15 @@ class Approvals:
         now = time.time() if now is None else now
         closed = []
         for approval in self.app.store.overdue_approvals(now):
-            done = self._close_if_pending(
-                approval, ApprovalStatus.EXPIRED, f"system:{self.app.owner}", "expired", now
-            )
+            try:
+                done = self._close_if_pending(
+                    approval, ApprovalStatus.EXPIRED, f"system:{self.app.owner}", "expired", now
+                )
+            except AevosError as exc:
+                # One approval that cannot be closed (its tenant's audit chain is broken,
+                # say) must not hold up every other tenant's.
+                log.error("approval %s could not expire: %s", approval.approval_id, exc.code)
+                continue
             if done is not None:
                 closed.append(done)
         return closed

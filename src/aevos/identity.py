@@ -98,6 +98,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 
+# A token's name: its actor ("operator:<name>#<token id>") must fit the 200-character actor
+# columns of the audit log and the registry.
+MAX_NAME = 100
 # How fresh a token's last_used_at is kept: it is rewritten at most this often (seconds).
 LAST_USED_RESOLUTION = 60.0
 
@@ -187,8 +190,8 @@ class Identity:
             raise DefinitionError(
                 f"unknown role {role!r}; roles: {', '.join(r.value for r in Role)}"
             ) from None
-        if not name or len(name) > 200:
-            raise DefinitionError("a token needs a name of 1-200 characters")
+        if not name or len(name) > MAX_NAME:
+            raise DefinitionError(f"a token needs a name of 1-{MAX_NAME} characters")
         if expires_in is not None and expires_in <= 0:
             raise DefinitionError("expires_in must be > 0 seconds")
         token_id = secrets.token_hex(6)

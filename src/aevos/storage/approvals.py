@@ -137,18 +137,30 @@ class Approvals:
         reason: str | None,
         now: float,
         also: Also,
+        *,
+        before_expiry: bool = False,
     ) -> Approval:
         """Move a pending approval to ``status`` in the caller's transaction, then run
-        ``also`` (its audit record); ApprovalConflictError if it is no longer pending."""
+        ``also`` (its audit record); ApprovalConflictError if it is no longer pending (or,
+        with ``before_expiry``, if it expired)."""
         c = approvals.c
+        condition = [c.approval_id == approval.approval_id, c.status == _PENDING]
+        if before_expiry:
+            condition.append(c.expires_at > now)
         result = conn.execute(
             sa.update(approvals)
-            .where(c.approval_id == approval.approval_id, c.status == _PENDING)
+            .where(*condition)
             .values(status=status.value, decided_by=by, decided_at=now, reason=reason)
         )
         row = conn.execute(sa.select(approvals).where(c.approval_id == approval.approval_id)).one()
         done = approval_of(row)
         if result.rowcount != 1:
+            if done.status is ApprovalStatus.PENDING:  # only the expiry stood in the way
+                raise ApprovalConflictError(
+                    approval.approval_id,
+                    ApprovalStatus.EXPIRED.value,
+                    "it expired before it was approved",
+                )
             raise ApprovalConflictError(
                 approval.approval_id, done.status.value, "it was decided meanwhile"
             )

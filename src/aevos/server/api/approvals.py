@@ -97,16 +97,20 @@ def get_approval(approval_id: IdParam, access: AccessDep, principal: PrincipalDe
 
 @router.post("/{approval_id}/approve")
 def approve(
-    approval_id: IdParam, body: Decide, access: AccessDep, principal: PrincipalDep
+    approval_id: IdParam, access: AccessDep, principal: PrincipalDep, body: Decide | None = None
 ) -> Approved:
     """Approve and promote (403 for the requester; 409 if no longer pending)."""
-    approval, promoted = access.approve(principal, approval_id, reason=body.reason)
+    approval, promoted = access.approve(
+        principal, approval_id, reason=None if body is None else body.reason
+    )
     return Approved(approval=ApprovalOut.of(approval), promoted=Version.of(promoted))
 
 
 @router.post("/{approval_id}/reject")
 def reject(
-    approval_id: IdParam, body: Decide, access: AccessDep, principal: PrincipalDep
+    approval_id: IdParam, access: AccessDep, principal: PrincipalDep, body: Decide | None = None
 ) -> ApprovalOut:
     """Reject a pending approval (its requester withdraws it this way)."""
-    return ApprovalOut.of(access.reject(principal, approval_id, reason=body.reason))
+    return ApprovalOut.of(
+        access.reject(principal, approval_id, reason=None if body is None else body.reason)
+    )
