@@ -585,7 +585,7 @@ def test_form_fields_cannot_collide_with_the_pages_own_inputs() -> None:
     from starlette.datastructures import FormData
 
     from aevos import Field
-    from aevos.server.console import _values
+    from aevos.server.console.inbox import _values
 
     fields = (Field.choice("queue", ["a", "b"], required=False), Field.text("csrf_token"))
     posted = FormData(

@@ -1,0 +1,111 @@
+"""Model pages: versions, aliases, rollout, live metrics, and promotion approvals."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from ...metrics import ModelMetrics
+from ..deps import AccessDep
+from .page import (
+    WINDOWS,
+    CheckedViewerDep,
+    ViewerDep,
+    Window,
+    render,
+    router,
+)
+
+
+@router.get("/models")
+def models(request: Request, access: AccessDep, viewer: ViewerDep) -> Response:
+    return render(request, "models.html", models=access.models(viewer.principal))
+
+
+@router.get("/models/{name}")
+def model(
+    request: Request, name: str, access: AccessDep, viewer: ViewerDep, window: Window = "day"
+) -> Response:
+    overview = access.model(viewer.principal, name)
+    route, breakers = access.model_rollout(viewer.principal, name)
+    title, seconds, buckets, label_format = WINDOWS[window]
+    width = seconds / buckets
+    until = (time.time() // width + 1) * width
+    live = access.model_metrics(
+        viewer.principal, name, since=until - seconds, until=until, buckets=buckets
+    )
+    pointing: dict[int, list[str]] = {}
+    for alias in overview.aliases:
+        pointing.setdefault(alias.version, []).append(alias.alias)
+    me = viewer.principal
+    return render(
+        request,
+        "model.html",
+        model=overview,
+        approvals=access.approvals(me, model=name, limit=20),
+        can_decide=viewer.can("models:promote"),
+        # Four eyes: Access refuses the requester's own approval; the page offers them only
+        # the withdrawal.
+        asked_by_viewer={
+            a.approval_id
+            for a in access.approvals(me, status="PENDING", model=name, limit=20)
+            if me.token_id == a.requester_token or me.name == a.requester_name
+        },
+        versions=list(reversed(overview.versions)),
+        pointing=pointing,
+        route=route,
+        breakers=breakers,
+        window=window,
+        windows=[(key, spec[0]) for key, spec in WINDOWS.items()],
+        window_title=title,
+        live=_model_series(live, label_format),
+    )
+
+
+ReasonForm = Annotated[str, Form(max_length=2000)]
+
+
+@router.post("/approvals/{approval_id}/approve")
+def approve(
+    approval_id: str, access: AccessDep, viewer: CheckedViewerDep, reason: ReasonForm = ""
+) -> Response:
+    approval, _ = access.approve(viewer.principal, approval_id, reason=reason or None)
+    return RedirectResponse(f"/console/models/{quote(approval.model)}#approvals", 303)
+
+
+@router.post("/approvals/{approval_id}/reject")
+def reject(
+    approval_id: str, access: AccessDep, viewer: CheckedViewerDep, reason: ReasonForm = ""
+) -> Response:
+    approval = access.reject(viewer.principal, approval_id, reason=reason or None)
+    return RedirectResponse(f"/console/models/{quote(approval.model)}#approvals", 303)
+
+
+def _model_series(live: ModelMetrics, label_format: str) -> dict[str, Any]:
+    """Per version, one list per chart (null: no data in that bucket), for console.js."""
+    versions = live.versions
+    return {
+        "labels": [datetime.fromtimestamp(t, tz=UTC).strftime(label_format) for t in live.starts],
+        "versions": sorted(versions),
+        "calls": {ref: [b.calls for b in series] for ref, series in versions.items()},
+        "p95": {ref: [b.latency_p95_ms for b in series] for ref, series in versions.items()},
+        "errors": {ref: [b.error_rate for b in series] for ref, series in versions.items()},
+        "confidence": {
+            ref: [b.mean_confidence for b in series] for ref, series in versions.items()
+        },
+        "overrides": {ref: [b.override_rate for b in series] for ref, series in versions.items()},
+        "totals": {
+            ref: {
+                "calls": sum(b.calls for b in series),
+                "errors": sum(b.errors for b in series),
+                "decisions": sum(b.decisions for b in series),
+                "overrides": sum(b.overrides for b in series),
+            }
+            for ref, series in versions.items()
+        },
+    }
