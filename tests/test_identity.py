@@ -142,3 +142,24 @@ def test_last_used_is_recorded_at_most_once_a_minute(tmp_path: Any) -> None:
         assert [t.last_used_at for t in app.identity.list_tokens("t")] == [first]
     finally:
         app.close()
+
+
+def test_a_flood_of_failed_sign_ins_is_counted_not_audited_one_by_one(identity: Any) -> None:
+    import math
+
+    ident, recorder = identity
+    for _ in range(65):
+        with pytest.raises(AuthenticationError):
+            ident.authenticate("aevos_000000000000_" + "x" * 43, tenant_hint="acme")
+    with pytest.raises(AuthenticationError):
+        ident.authenticate(None, tenant_hint="acme")
+    issued = ident.create_token(tenant="acme", role="operator", name="ops", created_by="b")
+    assert ident.authenticate(issued.token).name == "ops"  # a real token is never held back
+    ident.flush_refusals(math.inf)
+    actions = [event[0] for event in recorder.events]
+    assert actions.count("auth.denied") == 60
+    (summary,) = [event for event in recorder.events if event[0] == "auth.denied_counted"]
+    assert summary[2] == "acme" and summary[4]["count"] == 6
+    assert summary[4]["reasons"] == {"unknown token": 5, "missing token": 1}
+    ident.flush_refusals(math.inf)  # nothing is counted twice
+    assert [event[0] for event in recorder.events].count("auth.denied_counted") == 1

@@ -489,3 +489,59 @@ def test_the_documented_signature_example_matches(served: Served) -> None:
         client, "crm", body, secret=None, event_id="evt_doc", headers={"X-Aevos-Signature": header}
     )
     assert response.status_code == 202, response.text
+
+
+def test_a_flood_of_bad_deliveries_is_counted_not_written_row_by_row(served: Served) -> None:
+    """Past a source's budget, rejected deliveries keep their own error but are counted and
+    recorded as one summary a minute; signed deliveries are never held back by a flood."""
+    app, client = served
+    app.webhook("tight", workflow="intake", tenant="acme", secret=SECRET, rejections_per_minute=3)
+    refused = [_post(client, "tight", _event(f"bad_{i}"), secret=OLD_SECRET) for i in range(10)]
+    assert {r.status_code for r in refused} == {401}
+    assert {r.json()["error"]["code"] for r in refused} == {"invalid_signature"}
+    good = _post(client, "tight", _event("good_1"), event_id="good_1")
+    assert good.status_code == 202, good.text
+    # Undeclared names share one budget, however many names a flood makes up.
+    unknown = [_post(client, f"made-up-{i}", _event()) for i in range(70)]
+    assert {r.status_code for r in unknown} == {404}
+
+    rows = _rows(app)
+    tight = [r for r in rows if r.source == "tight"]
+    assert [r.status for r in tight] == ["REJECTED"] * 3 + ["ACCEPTED"]
+    assert len([r for r in rows if r.source.startswith("made-up")]) == 60
+    audited = [r for r in app.audit.query("acme") if r.action == "event.rejected"]
+    assert len(audited) == 3
+
+    # The minute ends (a worker's sweep, or close): one summary per flooded source.
+    Ingress(app).flush_refusals(time.time() + 61)
+    summaries = [r for r in _rows(app) if r.reason and r.reason.startswith("too_many")]
+    assert sorted((r.tenant, r.source) for r in summaries) == [("acme", "tight"), ("default", "*")]
+    tight_summary = next(r for r in summaries if r.source == "tight")
+    assert tight_summary.status == "REJECTED" and tight_summary.size == 0
+    assert "7 more refusals" in tight_summary.reason
+    assert "invalid_signature 7" in tight_summary.reason
+    (record,) = [
+        r for r in app.audit.query("acme") if r.action == "event.rejected" and "count" in r.data
+    ]
+    assert record.data["count"] == 7 and record.data["reasons"] == {"invalid_signature": 7}
+    unknown_summary = next(r for r in summaries if r.source == "*")
+    assert "10 more refusals" in unknown_summary.reason
+    listed = client.get("/v1/events", headers=_token(app, "acme", "operator")).json()
+    assert any(e["code"] == "too_many_rejections" for e in listed)
+    Ingress(app).flush_refusals(time.time() + 61)  # nothing counted twice
+    assert len([r for r in _rows(app) if r.reason and r.reason.startswith("too_many")]) == 2
+
+
+def test_counted_rejections_are_recorded_when_the_app_closes(database_url: str) -> None:
+    app = Aevos(database_url)
+    app.webhook("hook", workflow="w", tenant="acme", secret=SECRET, rejections_per_minute=1)
+    for i in range(3):
+        with pytest.raises(SignatureError):
+            Ingress(app).receive(Delivery("hook", _event(f"e{i}"), 10, signature="t=1,v1=00"))
+    app.close()
+    reopened = Aevos(database_url)
+    try:
+        reasons = [r.reason for r in _rows(reopened)]
+        assert len(reasons) == 2 and "2 more refusals" in reasons[1]
+    finally:
+        reopened.close()

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import inspect
 import logging
+import math
 import os
 import socket
 import threading
@@ -31,6 +32,7 @@ from .errors import (
 from .handle import RunHandle, result_of
 from .lease import Leases
 from .queue import INLINE_QUEUE, Queue
+from .rejections import RejectionBudget
 from .retry import RetryPolicy, as_retry_policy
 from .run import NewRun, RunInfo, StepInfo
 from .status import RunStatus
@@ -117,6 +119,8 @@ class Aevos:
         self._audit_buffer: AuditBuffer | None = None
         self._identity: Identity | None = None
         self.webhooks: dict[str, WebhookSource] = {}
+        # Rejected webhook deliveries recorded one by one, per source; a flood is counted.
+        self._webhook_refusals = RejectionBudget()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -235,7 +239,23 @@ class Aevos:
             AuditEvent(action=action, actor=actor, tenant=tenant, data={"reason": reason, **data})
         )
 
+    def flush_refusals(self, now: float | None = None) -> None:
+        """Record the counts of refusals (failed authentications, rejected webhook
+        deliveries) whose flood window ended; workers call this, and ``close`` with every
+        window."""
+        from .webhook import Ingress
+
+        moment = time.time() if now is None else now
+        Ingress(self).flush_refusals(moment)
+        if self._identity is not None:
+            self._identity.flush_refusals(moment)
+
     def close(self) -> None:
+        if self._store is not None:
+            try:
+                self.flush_refusals(math.inf)
+            except AevosError as exc:  # closing must not fail for want of a summary
+                log.error("counted refusals could not be recorded at close: %s", exc.code)
         if self._gateway is not None:
             # Writes its buffered call records and returns unspent leased budget.
             self._gateway.close()
@@ -371,6 +391,7 @@ class Aevos:
         queue: str | None = None,
         tolerance: float | None = None,
         max_body: int | None = None,
+        rejections_per_minute: int | None = None,
     ) -> WebhookSource:
         """Declare a webhook source: each ``POST /v1/events/{name}`` starts a run of
         ``workflow`` in ``tenant`` with the keyword arguments ``map(event)`` returns,
@@ -379,7 +400,9 @@ class Aevos:
         With ``secret`` (and ``previous_secret`` while rotating it), deliveries must be
         signed (HMAC-SHA256, ``X-Aevos-Signature``, within ``tolerance`` seconds, default
         300); without, they need a bearer token of ``tenant`` that may start runs. Bodies
-        past ``max_body`` bytes (default 1 MiB) are refused. See :mod:`aevos.webhook`.
+        past ``max_body`` bytes (default 1 MiB) are refused. Past ``rejections_per_minute``
+        rejected deliveries (default 60) a minute's further rejections are counted and
+        recorded as one summary (:mod:`aevos.rejections`). See :mod:`aevos.webhook`.
         """
         from .webhook import WebhookSource
 
@@ -397,6 +420,7 @@ class Aevos:
             queue=queue,
             tolerance=tolerance,
             max_body=max_body,
+            rejections_per_minute=rejections_per_minute,
         )
         self.webhooks[name] = source
         return source

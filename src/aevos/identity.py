@@ -27,6 +27,7 @@ from .errors import (
     DefinitionError,
     TokenNotFoundError,
 )
+from .rejections import RejectionBudget
 from .storage import Store
 from .storage.schema import tokens
 
@@ -169,6 +170,8 @@ class Identity:
     def __init__(self, store: Store, audit: AuditHook | None = None) -> None:
         self.store = store
         self._audit = audit
+        # Failed authentications per tenant recorded one by one; a flood is counted.
+        self.refusals = RejectionBudget()
 
     def _record(self, action: str, actor: str, tenant: str, reason: str, **data: Any) -> None:
         if self._audit is not None:
@@ -218,6 +221,29 @@ class Identity:
         )
         return IssuedToken(f"{TOKEN_PREFIX}_{token_id}_{secret}", principal, expires_at)
 
+    def _denied(self, actor: str, tenant: str, reason: str) -> None:
+        """Audit a failed authentication, unless a flood of them is being counted."""
+        now = time.time()
+        self.flush_refusals(now, tenant)
+        if self.refusals.admit(tenant, reason, now):
+            self._record("auth.denied", actor, tenant, reason)
+
+    def flush_refusals(self, now: float | None = None, tenant: str | None = None) -> None:
+        """Audit the counts of failed authentications whose window ended (``math.inf``:
+        every window, at shutdown) as one ``auth.denied_counted`` record per tenant."""
+        moment = time.time() if now is None else now
+        for counted in self.refusals.due(moment, tenant):
+            self._record(
+                "auth.denied_counted",
+                "system",
+                str(counted.key),
+                counted.describe(),
+                count=counted.count,
+                reasons=dict(counted.reasons),
+                window_start=counted.start,
+                window_end=counted.end,
+            )
+
     def authenticate(self, token: str | None, *, tenant_hint: str = "default") -> Principal:
         """The principal a bearer token stands for, or AuthenticationError (HTTP 401).
 
@@ -225,11 +251,11 @@ class Identity:
         tenant the request was addressed to), since such a token names no tenant itself.
         """
         if not token:
-            self._record("auth.denied", "anonymous", tenant_hint, "missing token")
+            self._denied("anonymous", tenant_hint, "missing token")
             raise AuthenticationError("missing API token")
         match = _TOKEN.match(token.strip())
         if match is None:
-            self._record("auth.denied", "anonymous", tenant_hint, "malformed token")
+            self._denied("anonymous", tenant_hint, "malformed token")
             raise AuthenticationError("malformed API token")
         token_id, secret = match.groups()
         with self.store._read() as conn:
@@ -251,7 +277,7 @@ class Identity:
                 )
         if reason is not None:
             tenant = row.tenant if row is not None and reason != "unknown token" else tenant_hint
-            self._record("auth.denied", f"token#{token_id}", tenant, reason)
+            self._denied(f"token#{token_id}", tenant, reason)
             raise AuthenticationError(f"{reason} ({token_id})")
         assert row is not None
         return Principal(row.token_id, row.tenant, Role(row.role), row.name)

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 
@@ -62,6 +62,7 @@ from .errors import (
     UnknownWorkflowError,
 )
 from .identity import Permission, Principal, check_tenant
+from .rejections import DEFAULT_LIMIT
 from .storage.schema import events
 from .workflow import StartOptions
 
@@ -88,6 +89,8 @@ _MAX_SIGNATURES = 8
 _MAX_RECORDED_SIZE = 2**31 - 1  # the size column is a 32-bit integer
 # Where deliveries to no declared source are recorded: the request names no tenant we trust.
 UNKNOWN_SOURCE_TENANT = "default"
+# Their rejections recorded one by one per minute, all undeclared names together.
+UNKNOWN_SOURCE_LIMIT = DEFAULT_LIMIT
 
 log = logging.getLogger("aevos.webhook")
 
@@ -127,6 +130,8 @@ class WebhookSource:
     queue: str | None = None
     tolerance: float = DEFAULT_TOLERANCE
     max_body: int = DEFAULT_MAX_BODY
+    # Rejected deliveries recorded one by one per minute; past it a flood is counted.
+    rejections_per_minute: int = DEFAULT_LIMIT
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -147,6 +152,11 @@ class WebhookSource:
             raise DefinitionError(
                 f"max_body of webhook source {self.name!r} must be 1 to {MAX_BODY_LIMIT} bytes"
             )
+        rate = self.rejections_per_minute
+        if isinstance(rate, bool) or not isinstance(rate, int) or not 0 < rate <= 100_000:
+            raise DefinitionError(
+                f"rejections_per_minute of webhook source {self.name!r} must be 1 to 100000"
+            )
 
     @classmethod
     def declare(
@@ -161,6 +171,7 @@ class WebhookSource:
         queue: str | None = None,
         tolerance: float | None = None,
         max_body: int | None = None,
+        rejections_per_minute: int | None = None,
     ) -> WebhookSource:
         """A source from the arguments of :meth:`aevos.Aevos.webhook`."""
         if previous_secret is not None and secret is None:
@@ -182,6 +193,7 @@ class WebhookSource:
             queue,
             DEFAULT_TOLERANCE if tolerance is None else tolerance,
             DEFAULT_MAX_BODY if max_body is None else max_body,
+            DEFAULT_LIMIT if rejections_per_minute is None else rejections_per_minute,
         )
 
     @property
@@ -361,12 +373,20 @@ class Ingress:
             run_id, created = self._start(source, kwargs, got)
         except Exception as exc:
             error = exc if isinstance(exc, AevosError) else None
+            code = error.code if error is not None else "internal_error"
             reason = (
-                f"{error.code}: {error.message}"
+                f"{code}: {error.message}"
                 if error is not None
-                else f"internal_error: unexpected {type(exc).__name__}"
+                else f"{code}: unexpected {type(exc).__name__}"
             )
-            self._record(got, EventStatus.REJECTED, reason=reason)
+            # Anyone can send deliveries: past the source's budget a flood of rejections is
+            # counted and recorded as one summary a minute, not a row and an audit record
+            # per request. Undeclared sources share one budget (their names are free).
+            key = (got.tenant, got.source if source is not None else "*")
+            limit = UNKNOWN_SOURCE_LIMIT if source is None else source.rejections_per_minute
+            self.flush_refusals(got.received_at, key)
+            if self.app._webhook_refusals.admit(key, code, got.received_at, limit):
+                self._record(got, EventStatus.REJECTED, reason=reason)
             raise
         status = EventStatus.ACCEPTED if created else EventStatus.DUPLICATE
         return self._record(got, status, run_id=run_id)
@@ -416,6 +436,27 @@ class Ingress:
         # ACCEPTED row, never the run, and the sender's retry is then recorded as DUPLICATE.
         handle = app._enqueue(workflow, (), kwargs, opts)
         return handle.run_id, handle.run_id == opts.run_id
+
+    def flush_refusals(self, now: float, key: tuple[str, str] | None = None) -> None:
+        """Record each counted flood of rejections whose minute ended (of ``key``, or all)
+        as one REJECTED event, reason ``too_many_rejections``, with its counts by code."""
+        for counted in self.app._webhook_refusals.due(now, key):
+            tenant, source = cast(tuple[str, str], counted.key)
+            got = _Received(
+                tenant=tenant,
+                source=source,
+                size=0,
+                payload_digest=None,
+                received_at=counted.start,
+                actor=f"system:{self.app.owner}",
+                extra={
+                    "count": counted.count,
+                    "reasons": dict(counted.reasons),
+                    "window_end": counted.end,
+                },
+            )
+            reason = f"too_many_rejections: {counted.describe()}"
+            self._record(got, EventStatus.REJECTED, reason=reason)
 
     def _record(
         self,

@@ -144,6 +144,7 @@ class Worker:
             log.info("task %s escalated to queue %s", task.task_id, task.queue)
         for approval in self.app.approvals.expire_overdue():
             log.info("approval %s expired", approval.approval_id)
+        self.app.flush_refusals()
 
     def _claim_round(self, workflows: list[str]) -> int:
         claimed = 0
