@@ -150,3 +150,34 @@ def test_errors_are_one_line_with_a_code(
     pickled.write_bytes(pickle.dumps({"weights": [1, 2]}))
     warned = run("register", "legacy", str(pickled), "--flavor", "sklearn")
     assert "is a pickle" in warned.stderr and warned.stdout.startswith("legacy@1")
+
+
+def test_approvals_lists_promotions_waiting_for_a_second_person(database_url: str) -> None:
+    from aevos import PolicySet
+
+    policies = Path(__file__).resolve().parents[1] / "examples" / "policies"
+    app = Aevos(database_url, policies=PolicySet.load(policies))
+    try:
+        app.models.register("m", b'{"input": {}, "table": [], "default": {"label": "a"}}',
+                            flavor="rules", tenant="acme", aliases=["champion"])  # fmt: skip
+        app.models.register("m", b'{"input": {}, "table": [], "default": {"label": "b"}}',
+                            flavor="rules", tenant="acme")  # fmt: skip
+        ops = app.identity.create_token(tenant="acme", role="operator", name="ops", created_by="t")
+        evidence = {
+            "candidate": {"accuracy": 0.9, "calibration_error": 0.05, "samples": 120},
+            "champion": {"accuracy": 0.8, "calibration_error": 0.05},
+        }
+        asked = app.access.promote_model(ops.principal, "m", 2, evidence=evidence).approval
+        assert asked is not None
+    finally:
+        app.close()
+    run = Cli(database_url)
+    listed = run("approvals", "m", "--tenant", "acme", "--status", "pending", "--json")
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert row["approval_id"] == asked.approval_id and row["status"] == "PENDING"
+    assert (row["version"], row["alias"], row["alias_was"]) == (2, "champion", 1)
+    table = run("approvals", "--tenant", "acme").stdout
+    assert asked.approval_id in table and "m@2 -> champion (was 1)" in table
+    assert "0 approval(s)" in run("approvals", "--tenant", "globex").stdout
+    bad = run("approvals", "--status", "maybe", code=2)
+    assert "unknown approval status 'maybe'" in bad.stderr

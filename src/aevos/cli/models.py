@@ -1,4 +1,5 @@
-"""``aevos models``: register, inspect, alias, roll back and verify model versions.
+"""``aevos models``: register, inspect, alias, roll back and verify model versions; list
+promotion approvals.
 
 Like ``aevos tokens``, it talks to the database directly, so changes are audited as
 ``cli:<user>``. ``NAME@REF`` names a version by number, alias or ``latest``; a bare NAME
@@ -297,6 +298,66 @@ def models_rollback(
         before = registry.aliases(name, tenant=tenant).get(alias)
         target = registry.rollback(name, alias, tenant=tenant, by=_actor())
     out.print(f"{name}: {alias} rolled back {before} -> {target.version}", markup=False)
+
+
+@models_cli.command("approvals")
+@_reports_errors
+def models_approvals(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Only this model's.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="PENDING, APPROVED, REJECTED, ...")
+    ] = None,
+    tenant: TenantOption = "default",
+    as_json: JsonFlag = False,
+) -> None:
+    """List promotions waiting for (or given) a second person's approval, newest first.
+
+    People approve with their own token, in the console or over the API (four eyes needs
+    to know who approves); this is the operator's view."""
+    from ..approval import ApprovalStatus
+
+    try:
+        wanted = None if status is None else ApprovalStatus(status.upper())
+    except ValueError:
+        choices = ", ".join(s.value for s in ApprovalStatus)
+        raise DefinitionError(f"unknown approval status {status!r}; one of {choices}") from None
+    with _app(ctx) as app:
+        found = app.approvals.list(tenant=tenant, status=wanted, model=name)
+    if as_json:
+        for a in found:
+            _emit_json(
+                {
+                    "approval_id": a.approval_id,
+                    "model": a.model,
+                    "version": a.version,
+                    "alias": a.alias,
+                    "alias_was": a.alias_was,
+                    "status": a.status.value,
+                    "requested_by": a.requested_by,
+                    "requested_at": a.requested_at,
+                    "expires_at": a.expires_at,
+                    "decided_by": a.decided_by,
+                    "decided_at": a.decided_at,
+                    "policy_reason": a.decision.get("reason"),
+                }
+            )
+        return
+    table = Table(title=f"{len(found)} approval(s) of tenant {tenant}", title_justify="left")
+    table.box = box.SIMPLE
+    for column in ("id", "promotion", "status", "asked by", "asked", "decided by"):
+        table.add_column(column)
+    for a in found:
+        promotion = f"{a.model}@{a.version} -> {a.alias} (was {a.alias_was or '-'})"
+        table.add_row(
+            a.approval_id,
+            promotion,
+            a.status.value,
+            a.requested_by,
+            _when(a.requested_at),
+            a.decided_by or "-",
+        )
+    _print_wide(table)
 
 
 @models_cli.command("verify")
