@@ -148,3 +148,32 @@ def test_lost_connection_mid_run_is_reported_and_the_run_recovers(postgres_url: 
     finally:
         worker.stop()
         app.close()
+
+
+def test_revision_0006_gives_earlier_tasks_one_escalation(sqlite_url: str) -> None:
+    """Tasks asked before escalation chains: one escalation if they had an SLA, already made
+    if they were escalated."""
+    import sqlalchemy as sa
+
+    from aevos.storage.migration import upgrade
+
+    engine = sa.create_engine(sqlite_url)
+    upgrade(engine, "0005")
+    columns = "task_id, tenant, run_id, workflow, seq, title, queue, role, status, priority, form"
+    with engine.begin() as conn:
+        for task_id, sla, escalated in (("a", 60.0, None), ("b", 60.0, 1.0), ("c", None, None)):
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO aevos_tasks ({columns}, sla_seconds, escalated_at, created_at, "
+                    "updated_at) VALUES (:id, 'default', 'r', 'w', 0, 't', 'q', 'reviewer', "
+                    "'OPEN', 0, '[]', :sla, :escalated, 0, 0)"
+                ),
+                {"id": task_id, "sla": sla, "escalated": escalated},
+            )
+    upgrade(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT task_id, escalations, escalation_level FROM aevos_tasks ORDER BY 1")
+        ).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("a", 1, 0), ("b", 1, 1), ("c", 0, 0)]

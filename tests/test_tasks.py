@@ -291,6 +291,72 @@ def test_a_task_past_its_sla_escalates_once_ahead_of_the_queue(triage_app: Aevos
         worker.stop()
 
 
+def test_an_escalation_chain_moves_a_task_up_one_level_per_sla(app: Aevos) -> None:
+    @app.workflow(name="claim.review")
+    def review(ctx: WorkflowContext) -> str:
+        decision = ctx.ask_human(
+            "Approve this claim?",
+            form=[Field.boolean("approve")],
+            queue="adjusters",
+            sla=60,
+            escalate_to=["senior-adjusters", "claims-managers"],
+        )
+        return str(decision["approve"])
+
+    handle = review.start()
+    worker = app.worker()
+    worker.escalation_interval = 3600.0  # these escalations are driven by the test's clock
+    worker.start()
+    try:
+        task = _open_task(app, handle.run_id)
+        assert (task.escalations, task.escalation_level) == (2, 0)
+        assert task.escalation_chain == ("senior-adjusters", "claims-managers")
+        assert app.tasks.escalate_overdue(now=task.created_at + 30) == []
+        (first,) = app.tasks.escalate_overdue(now=task.created_at + 61)
+        assert (first.queue, first.escalation_level) == ("senior-adjusters", 1)
+        assert first.due_at is not None and first.due_at >= task.created_at + 121  # a new SLA
+        # The same sweep on another host, a moment later, finds nothing left to do.
+        assert app.tasks.escalate_overdue(now=task.created_at + 62) == []
+        app.tasks.claim(task.task_id, actor=ALICE)
+        (second,) = app.tasks.escalate_overdue(now=task.created_at + 200)
+        assert (second.queue, second.escalation_level, second.assignee) == (
+            "claims-managers",
+            2,
+            None,
+        )
+        assert second.priority > first.priority > task.priority  # each level ranks higher
+        assert app.tasks.escalate_overdue(now=task.created_at + 10_000) == []  # chain done
+        events = app.audit.query("default", action="task.escalated")
+        assert [(e.data["queue"], e.data["escalation_level"]) for e in events] == [
+            ("senior-adjusters", 1),
+            ("claims-managers", 2),
+        ]
+        app.tasks.submit(task.task_id, {"approve": True}, actor=ALICE)
+        assert handle.result(timeout=15) == "True"
+    finally:
+        worker.stop()
+
+
+@pytest.mark.parametrize(
+    ("escalate_to", "sla", "problem"),
+    [
+        (["a"] * 11, 60, "at most 10 queues"),
+        (["ok", ""], 60, "1 to 100 characters"),
+        ("leads", None, "needs an sla"),
+    ],
+)
+def test_escalation_chains_are_checked_before_anything_is_recorded(
+    app: Aevos, escalate_to: Any, sla: float | None, problem: str
+) -> None:
+    @app.workflow(name="bad.chain")
+    def bad(ctx: WorkflowContext) -> None:
+        ctx.ask_human("?", form=[Field.text("x")], sla=sla, escalate_to=escalate_to)
+
+    with pytest.raises(DefinitionError, match=problem):
+        bad.run()
+    assert app.tasks.list() == []
+
+
 def test_workers_escalate_overdue_tasks_on_their_own(app: Aevos) -> None:
     @app.workflow(name="urgent")
     def urgent(ctx: WorkflowContext) -> str:

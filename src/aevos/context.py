@@ -33,6 +33,7 @@ from .status import RunStatus
 from .step import step_error
 from .storage import LeaseLost, StepRecord
 from .task import (
+    MAX_ESCALATIONS,
     MAX_PRIORITY,
     Field,
     Form,
@@ -403,7 +404,7 @@ class WorkflowContext:
         role: str = "reviewer",
         priority: int = 0,
         sla: float | timedelta | None = None,
-        escalate_to: str | None = None,
+        escalate_to: str | Sequence[str] | None = None,
         timeout: float | timedelta | None = None,
     ) -> HumanDecision:
         """Ask a person to decide, and wait durably (for days if need be) until they do.
@@ -411,8 +412,10 @@ class WorkflowContext:
         Creates a task in ``queue`` for people of ``role`` showing ``case`` and a ``form``
         pre-filled with ``suggestion`` (by default the ``prediction``'s label in the form's
         first field; the prediction also gives the task its confidence and the model
-        version its feedback record points at). Past ``sla`` the task escalates once: it
-        moves to ``escalate_to`` (or stays in its queue) ahead of every other task. Past
+        version its feedback record points at). Past ``sla`` the task escalates: it moves
+        to ``escalate_to`` (or stays in its queue) ahead of every task escalated fewer times.
+        ``escalate_to`` may name a chain of queues (``["leads", "managers"]``): each time
+        another ``sla`` passes undecided, it escalates to the next one. Past
         ``timeout`` it expires and this raises :class:`TaskExpiredError`. Under a worker the
         run is parked in the database while it waits; a submission wakes it.
         """
@@ -442,7 +445,7 @@ class WorkflowContext:
         role: str = "reviewer",
         priority: int = 0,
         sla: float | timedelta | None = None,
-        escalate_to: str | None = None,
+        escalate_to: str | Sequence[str] | None = None,
         timeout: float | timedelta | None = None,
     ) -> HumanDecision:
         """:meth:`ask_human` for ``async`` workflows."""
@@ -499,7 +502,14 @@ class WorkflowContext:
             "call_id": request.call_id,
             "sla_seconds": request.sla_seconds,
             "due_at": None if request.sla_seconds is None else started + request.sla_seconds,
-            "escalate_to": request.escalate_to,
+            "escalate_to": request.escalate_to[0] if request.escalate_to else None,
+            "escalation_chain": (
+                codec.encode(list(request.escalate_to), "escalate_to")
+                if len(request.escalate_to) > 1
+                else None
+            ),
+            # Past each SLA one escalation, one per queue named (one in place if none).
+            "escalations": 0 if request.sla_seconds is None else max(1, len(request.escalate_to)),
             "created_at": started,
             "updated_at": started,
         }
@@ -763,15 +773,20 @@ def _task_request(
     role: str,
     priority: int,
     sla: float | timedelta | None,
-    escalate_to: str | None,
+    escalate_to: str | Sequence[str] | None,
 ) -> TaskRequest:
     """Check what a workflow asks for before anything is recorded (DefinitionError)."""
     form = form if isinstance(form, Form) else Form(list(form))
     if not title or len(title) > 500:
         raise DefinitionError("ask_human needs a title of 1 to 500 characters")
-    for what, value in (("queue", queue), ("escalate_to", escalate_to)):
-        if value is not None and not (0 < len(value) <= 100):
-            raise DefinitionError(f"ask_human {what} must be 1 to 100 characters")
+    chain = (escalate_to,) if isinstance(escalate_to, str) else tuple(escalate_to or ())
+    for what, value in (("queue", queue), *(("escalate_to", q) for q in chain)):
+        if not isinstance(value, str) or not (0 < len(value) <= 100):
+            raise DefinitionError(f"ask_human {what} must be queue names of 1 to 100 characters")
+    if len(chain) > MAX_ESCALATIONS:
+        raise DefinitionError(f"ask_human escalate_to names at most {MAX_ESCALATIONS} queues")
+    if chain and sla is None:
+        raise DefinitionError("ask_human escalate_to needs an sla: escalation happens past it")
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
         raise DefinitionError(
             f"ask_human priority must be an integer within +-{MAX_PRIORITY:,} "
@@ -799,5 +814,5 @@ def _task_request(
         role=role,
         priority=int(priority),
         sla_seconds=_seconds(sla, "sla"),
-        escalate_to=escalate_to,
+        escalate_to=chain,
     )

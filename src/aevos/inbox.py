@@ -32,13 +32,14 @@ class Inbox:
         audit = self.app.audit
 
         def append(conn: Connection, task: Task, *_: Any) -> None:
+            level = {"escalation_level": task.escalation_level} if task.escalated else {}
             event = AuditEvent(
                 action=action,
                 actor=actor,
                 tenant=task.tenant,
                 subject=f"task:{task.task_id}",
                 run_id=task.run_id,
-                data={"queue": task.queue, "status": task.status.value, **data},
+                data={"queue": task.queue, "status": task.status.value, **level, **data},
             )
             audit.append(event, conn=conn)
 
@@ -181,7 +182,7 @@ class Inbox:
         return done, record
 
     def escalate_overdue(self, now: float | None = None) -> builtins.list[Task]:
-        """Escalate every live task past its SLA (all tenants); workers call this."""
+        """Escalate every live task past its SLA one level (all tenants); workers call this."""
         return self.app.store.escalate_overdue(
             time.time() if now is None else now,
             self._audited("task.escalated", f"system:{self.app.owner}"),

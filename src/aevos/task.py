@@ -20,10 +20,12 @@ from .errors import DefinitionError, TaskInputError
 FieldKind = Literal["choice", "text", "number", "boolean"]
 _KINDS = ("choice", "text", "number", "boolean")
 _MAX_TEXT = 10_000
-# A task's priority is within +-MAX_PRIORITY; escalation adds ESCALATION_BOOST, which puts an
-# escalated task ahead of every task that was not, and keeps it in a 32-bit column.
+# A task's priority is within +-MAX_PRIORITY; each escalation adds ESCALATION_BOOST, which puts
+# an escalated task ahead of every task escalated fewer times, and keeps MAX_ESCALATIONS of
+# them in a 32-bit column.
 MAX_PRIORITY = 1_000_000
 ESCALATION_BOOST = 2 * MAX_PRIORITY
+MAX_ESCALATIONS = 10
 
 
 class TaskStatus(StrEnum):
@@ -247,17 +249,21 @@ class Task:
     claimed_at: float | None
     sla_seconds: float | None
     due_at: float | None
-    escalate_to: str | None
-    escalated_at: float | None
+    escalate_to: str | None  # the first queue it escalates to (None: its own)
+    escalated_at: float | None  # when it last escalated
     result: dict[str, Any] | None
     submitted_by: str | None
     submitted_at: float | None
     created_at: float
     updated_at: float
+    # The queues its escalations move it to, in order; how many it has and has had.
+    escalation_chain: tuple[str, ...] = ()
+    escalations: int = 0
+    escalation_level: int = 0
 
     @property
     def escalated(self) -> bool:
-        return self.escalated_at is not None
+        return self.escalation_level > 0
 
     def overdue(self, now: float) -> bool:
         return not self.status.closed and self.due_at is not None and now >= self.due_at
@@ -350,4 +356,4 @@ class TaskRequest:
     role: str = "reviewer"
     priority: int = 0
     sla_seconds: float | None = None
-    escalate_to: str | None = None
+    escalate_to: tuple[str, ...] = ()  # one queue per escalation level

@@ -52,6 +52,8 @@ def _task_dict(task: Task) -> dict[str, Any]:
         "assignee": task.assignee,
         "due_at": task.due_at,
         "escalated_at": task.escalated_at,
+        "escalation_level": task.escalation_level,
+        "escalations": task.escalations,
         "result": task.result,
         "submitted_by": task.submitted_by,
         "submitted_at": task.submitted_at,
@@ -83,7 +85,9 @@ def tasks_list(
     for column in ("id", "title", "queue", "status", "assignee", "suggestion", "due"):
         table.add_column(column, overflow="fold")
     for task in tasks:
-        due = _when(task.due_at) + (" (escalated)" if task.escalated else "")
+        due = _when(task.due_at) + (
+            f" (escalated {task.escalation_level}/{task.escalations})" if task.escalated else ""
+        )
         table.add_row(
             task.task_id,
             task.title,

@@ -250,6 +250,12 @@ tasks = Table(
     Column("due_at", Float, nullable=True),
     Column("escalate_to", String(100), nullable=True),
     Column("escalated_at", Float, nullable=True),
+    # Revision 0006: an escalation chain. The queues each escalation moves the task to, in
+    # order (JSON; null: escalate_to alone, or its own queue), how many escalations the
+    # task has (0 without an SLA) and how many it has had.
+    Column("escalation_chain", Text, nullable=True),
+    Column("escalations", Integer, nullable=False, server_default="0"),
+    Column("escalation_level", Integer, nullable=False, server_default="0"),
     Column("result", Text, nullable=True),  # JSON: the submitted values
     Column("submitted_by", String(300), nullable=True),
     Column("submitted_at", Float, nullable=True),

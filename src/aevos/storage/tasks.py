@@ -67,7 +67,16 @@ def task_of(row: Any) -> Task:
         submitted_at=row.submitted_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        escalation_chain=_chain(row),
+        escalations=row.escalations,
+        escalation_level=row.escalation_level,
     )
+
+
+def _chain(row: Any) -> tuple[str, ...]:
+    if row.escalation_chain is not None:
+        return tuple(codec.decode(row.escalation_chain))
+    return () if row.escalate_to is None else (row.escalate_to,)
 
 
 def feedback_of(row: Any) -> Feedback:
@@ -428,25 +437,27 @@ class Tasks:
             return task, record
 
     def escalate_overdue(self, now: float, also: Also, *, limit: int = 100) -> list[Task]:
-        """Escalate live tasks past their SLA, once each: back to OPEN in their escalation
-        queue (their own if none), ahead of every unescalated task."""
+        """Escalate live tasks past their SLA one level each: back to OPEN in the next queue
+        of their chain (their own if none), ahead of every task escalated fewer times; a
+        level with another after it gives the task a new SLA."""
         done: list[Task] = []
+        c = tasks.c
         with self._read() as conn:
             due = list(
                 conn.execute(
-                    sa.select(tasks.c.task_id, tasks.c.tenant)
+                    sa.select(c.task_id, c.tenant, c.escalation_level)
                     .where(
-                        tasks.c.status.in_(_LIVE),
-                        tasks.c.due_at <= now,
-                        tasks.c.escalated_at.is_(None),
+                        c.status.in_(_LIVE),
+                        c.due_at <= now,
+                        c.escalation_level < c.escalations,
                     )
-                    .order_by(tasks.c.due_at)
+                    .order_by(c.due_at)
                     .limit(limit)
                 )
             )
-        for task_id, tenant in due:
+        for task_id, tenant, level in due:
             try:
-                escalated = self._escalate_one(task_id, tenant, now, also)
+                escalated = self._escalate_one(task_id, tenant, level, now, also)
             except AevosError as exc:
                 # One task that cannot be escalated must not hold up every other tenant's.
                 log.error("escalating task %s failed: %s", task_id, exc.code)
@@ -455,22 +466,32 @@ class Tasks:
                 done.append(escalated)
         return done
 
-    def _escalate_one(self, task_id: str, tenant: str, now: float, also: Also) -> Task | None:
+    def _escalate_one(
+        self, task_id: str, tenant: str, level: int, now: float, also: Also
+    ) -> Task | None:
+        c = tasks.c
         with self._tx() as conn:
+            task = self._row(conn, task_id, tenant)
+            chain = task.escalation_chain
+            queue = chain[level] if level < len(chain) else task.queue
+            last = level + 1 >= task.escalations
             result = conn.execute(
                 sa.update(tasks)
                 .where(
-                    tasks.c.task_id == task_id,
-                    tasks.c.status.in_(_LIVE),
-                    tasks.c.escalated_at.is_(None),
+                    c.task_id == task_id,
+                    c.status.in_(_LIVE),
+                    c.escalation_level == level,  # a sweep on another host got here first
                 )
                 .values(
                     status="OPEN",
                     assignee=None,
                     claimed_at=None,
-                    queue=sa.func.coalesce(tasks.c.escalate_to, tasks.c.queue),
-                    priority=tasks.c.priority + ESCALATION_BOOST,
+                    queue=queue,
+                    priority=c.priority + ESCALATION_BOOST,
                     escalated_at=now,
+                    escalation_level=level + 1,
+                    # The next level's SLA starts now; past the last, it stays overdue.
+                    due_at=c.due_at if last or task.sla_seconds is None else now + task.sla_seconds,
                     updated_at=now,
                 )
             )

@@ -53,6 +53,9 @@ class TaskOut(BaseModel):
     claimed_at: float | None
     due_at: float | None
     escalated: bool
+    escalation_level: int = Field(description="How many times it escalated.")
+    escalations: int = Field(description="How many escalations its SLA has (0: no SLA).")
+    escalation_chain: list[str] = Field(description="The queues its escalations move it to.")
     result: dict[str, Any] | None
     submitted_by: str | None
     submitted_at: float | None
@@ -79,6 +82,9 @@ class TaskOut(BaseModel):
             claimed_at=task.claimed_at,
             due_at=task.due_at,
             escalated=task.escalated,
+            escalation_level=task.escalation_level,
+            escalations=task.escalations,
+            escalation_chain=list(task.escalation_chain),
             result=task.result,
             submitted_by=task.submitted_by,
             submitted_at=task.submitted_at,
