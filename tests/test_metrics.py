@@ -272,6 +272,30 @@ def test_prometheus_exposition_counts_known_inputs(app: Aevos, make_app: Any) ->
     assert exposition(make_app(), "acme").decode() == text
 
 
+def test_model_call_counters_add_only_what_was_appended_and_agree_with_a_recount(
+    app: Aevos, make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def calls(text: str) -> dict[Any, float]:
+        return {k: v for k, v in _samples(text).items() if k[0].startswith("aevos_model_calls")}
+
+    _calls(app, monkeypatch, "acme", 1000.0, "risk", [0.9, 0.8], cost=0.5)
+    first = calls(exposition(app, "acme").decode())
+    _calls(app, monkeypatch, "acme", 1001.0, "risk", [0.7], cost=0.5)
+    _calls(app, monkeypatch, "acme", 1002.0, "other", [None])
+    app.audit.append_many([])  # nothing appended: nothing changes
+    second = calls(exposition(app, "acme").decode())
+    assert sum(v for (n, _), v in first.items() if n == "aevos_model_calls_total") == 2
+    assert sum(v for (n, _), v in second.items() if n == "aevos_model_calls_total") == 4
+    # Another process adds everything up from the start, and agrees.
+    fresh = make_app()
+    assert calls(exposition(fresh, "acme").decode()) == second
+    # A log that shrank (a reset) is added up again, not subtracted from.
+    app.store.truncate_all()
+    _calls(app, monkeypatch, "acme", 1003.0, "risk", [0.6])
+    after = calls(exposition(app, "acme").decode())
+    assert sum(v for (n, _), v in after.items() if n == "aevos_model_calls_total") == 1
+
+
 def test_metrics_endpoint(app: Aevos, monkeypatch: pytest.MonkeyPatch) -> None:
     from aevos.identity import ROLE_PERMISSIONS, Role
 

@@ -31,6 +31,7 @@ from .errors import (
 )
 from .handle import RunHandle, result_of
 from .lease import Leases
+from .metrics import CallTotalsCache
 from .queue import INLINE_QUEUE, Queue
 from .rejections import RejectionBudget
 from .retry import RetryPolicy, as_retry_policy
@@ -121,6 +122,8 @@ class Aevos:
         self.webhooks: dict[str, WebhookSource] = {}
         # Rejected webhook deliveries recorded one by one, per source; a flood is counted.
         self._webhook_refusals = RejectionBudget()
+        # /metrics adds up each tenant's model calls once, then only what was appended since.
+        self._call_totals = CallTotalsCache()
 
     # -- lifecycle --------------------------------------------------------------------------
 

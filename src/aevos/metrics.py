@@ -1,10 +1,13 @@
 """Metrics of one tenant, read from the database: a Prometheus exposition and the console's
 time series.
 
-Everything is computed per request from the tables every process writes (runs, human
-tasks, feedback, and the ``model.called`` audit records), never from counters in memory, so
+Everything is computed from the tables every process writes (runs, human tasks, feedback,
+and the ``model.called`` audit records), never from counters kept in memory alone, so
 whichever process answers, the numbers agree and survive restarts. Each request costs a
-handful of aggregate queries over the tenant's rows.
+handful of aggregate queries over the tenant's rows, except the model-call counters, the
+largest: a process adds up each tenant's ``model.called`` records once and then, on every
+scrape, only the records appended since (a range of the audit log's ``(tenant, seq)`` key),
+so a scrape stays cheap however long the log grows.
 
 - :func:`exposition`: Prometheus text (``GET /metrics``). Counters and the run-duration
   histogram cover everything the database holds, so they only grow and ``rate()`` works.
@@ -19,6 +22,7 @@ and are not counted as finished. Child runs count like any other run.
 from __future__ import annotations
 
 import math
+import threading
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
 
 from .errors import DefinitionError
 from .status import RunStatus
@@ -80,9 +85,10 @@ def _payload_field(store: Store, key: str) -> Any:
     return document[("data", key)]
 
 
-def _model_calls(store: Store, tenant: str) -> Any:
-    """The tenant's ``model.called`` records as rows of (at, model, version, route, outcome,
-    confidence, cost, latency_ms): a subquery, so its JSON paths are bound once."""
+def _model_calls(store: Store, tenant: str, seqs: tuple[int, int] | None = None) -> Any:
+    """The tenant's ``model.called`` records (those with ``seqs[0] < seq <= seqs[1]``, if
+    given) as rows of (at, model, version, route, outcome, confidence, cost, latency_ms): a
+    subquery, so its JSON paths are bound once."""
 
     def data(key: str) -> Any:
         return _payload_field(store, key)
@@ -98,9 +104,74 @@ def _model_calls(store: Store, tenant: str) -> Any:
             data("cost").as_float().label("cost"),
             data("latency_ms").as_float().label("latency_ms"),
         )
-        .where(audit.c.tenant == tenant, audit.c.action == "model.called")
+        .where(
+            audit.c.tenant == tenant,
+            audit.c.action == "model.called",
+            *([] if seqs is None else [audit.c.seq > seqs[0], audit.c.seq <= seqs[1]]),
+        )
         .subquery("calls")
     )
+
+
+CallKey = tuple[str, str, str, str]  # model, version, route, outcome
+
+
+class CallTotalsCache:
+    """Each tenant's model-call totals up to an audit ``seq``, extended on each read by the
+    records after it. Audit records of a tenant commit in ``seq`` order (appends hold the
+    tenant's head row), so nothing below the mark can appear later; a log that shrank (a
+    reset) is added up again from the start."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tenants: dict[str, tuple[int, dict[CallKey, CallTotals]]] = {}
+
+    def totals(self, store: Store, conn: Connection, tenant: str) -> dict[CallKey, CallTotals]:
+        with self._lock:  # one reader per process adds up a range; the others wait for it
+            mark, totals = self._tenants.get(tenant, (0, {}))
+            head = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.max(audit.c.seq), 0)).where(
+                    audit.c.tenant == tenant
+                )
+            ).scalar_one()
+            if head < mark:
+                mark, totals = 0, {}
+            if head > mark:
+                totals = dict(totals)
+                for key, more in _call_rows(store, conn, tenant, (mark, int(head))).items():
+                    before = totals.get(key, CallTotals(0, 0.0, 0.0))
+                    totals[key] = CallTotals(
+                        before.calls + more.calls,
+                        before.cost + more.cost,
+                        before.seconds + more.seconds,
+                    )
+                self._tenants[tenant] = (int(head), totals)
+            return totals
+
+
+def _call_rows(
+    store: Store, conn: Connection, tenant: str, seqs: tuple[int, int]
+) -> dict[CallKey, CallTotals]:
+    calls = _model_calls(store, tenant, seqs)
+    call_key = (calls.c.model, calls.c.version, calls.c.route, calls.c.outcome)
+    # Grouped by plain columns: PostgreSQL cannot match a GROUP BY expression holding
+    # bound parameters with the same expression in the SELECT list.
+    rows = conn.execute(
+        sa.select(
+            *call_key,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(calls.c.cost), 0.0),
+            sa.func.coalesce(sa.func.sum(calls.c.latency_ms), 0.0),
+        ).group_by(*call_key)
+    ).all()
+    found: dict[CallKey, CallTotals] = {}
+    for *key, n, cost, ms in rows:
+        labels = (key[0] or "", key[1] or "", key[2] or "", key[3] or "")
+        before = found.get(labels, CallTotals(0, 0.0, 0.0))
+        found[labels] = CallTotals(
+            before.calls + int(n), before.cost + float(cost), before.seconds + float(ms) / 1000
+        )
+    return found
 
 
 # -- Prometheus ------------------------------------------------------------------------------
@@ -143,8 +214,6 @@ def snapshot(app: Aevos, tenant: str) -> Snapshot:
         sa.func.coalesce(sa.func.sum(sa.case((duration <= bound, 1), else_=0)), 0)
         for bound in LATENCY_BUCKETS
     ]
-    calls = _model_calls(store, tenant)
-    call_key = (calls.c.model, calls.c.version, calls.c.route, calls.c.outcome)
     with store._read() as conn:
         run_counts = conn.execute(
             sa.select(r.workflow, r.status, sa.func.count())
@@ -168,29 +237,11 @@ def snapshot(app: Aevos, tenant: str) -> Snapshot:
             .where(f.tenant == tenant)
             .group_by(f.model)
         ).all()
-        # Grouped by plain columns: PostgreSQL cannot match a GROUP BY expression holding
-        # bound parameters with the same expression in the SELECT list.
-        call_rows = conn.execute(
-            sa.select(
-                *call_key,
-                sa.func.count(),
-                sa.func.coalesce(sa.func.sum(calls.c.cost), 0.0),
-                sa.func.coalesce(sa.func.sum(calls.c.latency_ms), 0.0),
-            ).group_by(*call_key)
-        ).all()
+        call_totals = app._call_totals.totals(store, conn, tenant)
     feedback_counts: dict[str, tuple[int, int]] = {}
     for model, n, overridden in feedback_rows:
         before = feedback_counts.get(model or "", (0, 0))
         feedback_counts[model or ""] = (before[0] + int(n), before[1] + int(overridden))
-    call_totals: dict[tuple[str, str, str, str], CallTotals] = {}
-    for *key, n, cost, ms in call_rows:
-        labels = (key[0] or "", key[1] or "", key[2] or "", key[3] or "")
-        before_call = call_totals.get(labels, CallTotals(0, 0.0, 0.0))
-        call_totals[labels] = CallTotals(
-            before_call.calls + int(n),
-            before_call.cost + float(cost),
-            before_call.seconds + float(ms) / 1000,
-        )
     return Snapshot(
         runs={(str(w), str(s)): int(n) for w, s, n in run_counts},
         durations={
