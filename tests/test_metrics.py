@@ -288,7 +288,9 @@ def test_model_call_counters_add_only_what_was_appended_and_agree_with_a_recount
     assert sum(v for (n, _), v in second.items() if n == "aevos_model_calls_total") == 4
     # Another process adds everything up from the start, and agrees.
     fresh = make_app()
-    assert calls(exposition(fresh, "acme").decode()) == second
+    recount = calls(exposition(fresh, "acme").decode())
+    assert recount.keys() == second.keys()
+    assert all(math.isclose(recount[k], second[k], rel_tol=1e-9) for k in second)  # rounding
     # A log that shrank (a reset) is added up again, not subtracted from.
     app.store.truncate_all()
     _calls(app, monkeypatch, "acme", 1003.0, "risk", [0.6])
