@@ -337,12 +337,63 @@ def test_an_escalation_chain_moves_a_task_up_one_level_per_sla(app: Aevos) -> No
         worker.stop()
 
 
+def test_escalation_during_a_rolling_upgrade_neither_skips_nor_repeats(app: Aevos) -> None:
+    """Processes older than revision 0006 keep running while newer ones migrate: tasks they
+    ask have no escalation count, and tasks they escalate keep level 0. Both are swept as
+    the older code would have: one escalation, made once."""
+    import sqlalchemy as sa
+
+    from aevos.storage.schema import tasks as tasks_table
+
+    @app.workflow(name="old.style")
+    def ask(ctx: WorkflowContext, chain: list[str]) -> str:
+        decision = ctx.ask_human("?", form=[Field.text("x")], sla=60, escalate_to=chain)
+        return str(decision["x"])
+
+    @app.workflow(name="no.sla")
+    def unlimited(ctx: WorkflowContext) -> str:
+        # Before chains, escalate_to without an sla was accepted and did nothing: still so,
+        # so that runs parked on such a task replay after the upgrade.
+        return str(ctx.ask_human("?", form=[Field.text("x")], escalate_to="leads")["x"])
+
+    asked_by_old = ask.start(["leads"])
+    escalated_by_old = ask.start(["leads", "managers"])
+    never = unlimited.start()
+    worker = app.worker()
+    worker.escalation_interval = 3600.0
+    worker.start()
+    try:
+        old = _open_task(app, asked_by_old.run_id)
+        chained = _open_task(app, escalated_by_old.run_id)
+        _open_task(app, never.run_id)
+        c = tasks_table.c
+        with app.store._tx() as conn:
+            conn.execute(
+                sa.update(tasks_table).where(c.task_id == old.task_id).values(escalations=0)
+            )
+            conn.execute(  # an old sweep moved it to its escalate_to queue, level left at 0
+                sa.update(tasks_table)
+                .where(c.task_id == chained.task_id)
+                .values(queue="leads", escalated_at=time.time(), due_at=0.0)
+            )
+        now = time.time() + 61
+        swept = {t.task_id: t for t in app.tasks.escalate_overdue(now=now)}
+        assert set(swept) == {old.task_id, chained.task_id}
+        assert (swept[old.task_id].queue, swept[old.task_id].escalation_level) == ("leads", 1)
+        assert swept[chained.task_id].queue == "managers"  # the next level, not "leads" again
+        assert swept[chained.task_id].escalation_level == 2
+        assert app.tasks.escalate_overdue(now=now + 10_000) == []
+    finally:
+        for handle in (asked_by_old, escalated_by_old, never):
+            app.cancel(handle.run_id)
+        worker.stop()
+
+
 @pytest.mark.parametrize(
     ("escalate_to", "sla", "problem"),
     [
         (["a"] * 11, 60, "at most 10 queues"),
         (["ok", ""], 60, "1 to 100 characters"),
-        ("leads", None, "needs an sla"),
     ],
 )
 def test_escalation_chains_are_checked_before_anything_is_recorded(

@@ -785,8 +785,6 @@ def _task_request(
             raise DefinitionError(f"ask_human {what} must be queue names of 1 to 100 characters")
     if len(chain) > MAX_ESCALATIONS:
         raise DefinitionError(f"ask_human escalate_to names at most {MAX_ESCALATIONS} queues")
-    if chain and sla is None:
-        raise DefinitionError("ask_human escalate_to needs an sla: escalation happens past it")
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
         raise DefinitionError(
             f"ask_human priority must be an integer within +-{MAX_PRIORITY:,} "

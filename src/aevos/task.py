@@ -263,7 +263,7 @@ class Task:
 
     @property
     def escalated(self) -> bool:
-        return self.escalation_level > 0
+        return self.escalation_level > 0 or self.escalated_at is not None
 
     def overdue(self, now: float) -> bool:
         return not self.status.closed and self.due_at is not None and now >= self.due_at

@@ -68,8 +68,27 @@ def task_of(row: Any) -> Task:
         created_at=row.created_at,
         updated_at=row.updated_at,
         escalation_chain=_chain(row),
-        escalations=row.escalations,
-        escalation_level=row.escalation_level,
+        escalations=row.escalations or (0 if row.sla_seconds is None else 1),
+        escalation_level=row.escalation_level or (0 if row.escalated_at is None else 1),
+    )
+
+
+def _level() -> Any:
+    """A task's escalation level; a task a process older than revision 0006 escalated (its
+    level left at 0, ``escalated_at`` set) counts as level 1."""
+    c = tasks.c
+    return sa.case(
+        (sa.and_(c.escalation_level == 0, c.escalated_at.is_not(None)), 1),
+        else_=c.escalation_level,
+    )
+
+
+def _escalations() -> Any:
+    """How many escalations a task has; one an older process asked (the column's default
+    0 with an SLA) has one, as it would have had."""
+    c = tasks.c
+    return sa.case(
+        (sa.and_(c.escalations == 0, c.sla_seconds.is_not(None)), 1), else_=c.escalations
     )
 
 
@@ -445,12 +464,8 @@ class Tasks:
         with self._read() as conn:
             due = list(
                 conn.execute(
-                    sa.select(c.task_id, c.tenant, c.escalation_level)
-                    .where(
-                        c.status.in_(_LIVE),
-                        c.due_at <= now,
-                        c.escalation_level < c.escalations,
-                    )
+                    sa.select(c.task_id, c.tenant, _level())
+                    .where(c.status.in_(_LIVE), c.due_at <= now, _level() < _escalations())
                     .order_by(c.due_at)
                     .limit(limit)
                 )
@@ -480,7 +495,7 @@ class Tasks:
                 .where(
                     c.task_id == task_id,
                     c.status.in_(_LIVE),
-                    c.escalation_level == level,  # a sweep on another host got here first
+                    _level() == level,  # else a sweep on another host got here first
                 )
                 .values(
                     status="OPEN",
