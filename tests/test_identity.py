@@ -163,3 +163,11 @@ def test_a_flood_of_failed_sign_ins_is_counted_not_audited_one_by_one(identity: 
     assert summary[4]["reasons"] == {"unknown token": 5, "missing token": 1}
     ident.flush_refusals(math.inf)  # nothing is counted twice
     assert [event[0] for event in recorder.events].count("auth.denied_counted") == 1
+    # A real token's refusal names it, flood or not: it is never only counted.
+    admin = ident.create_token(tenant="acme", role="admin", name="root", created_by="b")
+    ident.revoke(issued.principal.token_id, by=admin.principal)
+    for _ in range(3):
+        with pytest.raises(AuthenticationError, match="revoked"):
+            ident.authenticate(issued.token)
+    revoked = [e for e in recorder.events if e[0] == "auth.denied" and e[3] == "revoked token"]
+    assert len(revoked) == 3 and revoked[0][1] == f"token#{issued.principal.token_id}"

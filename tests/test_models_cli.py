@@ -162,7 +162,9 @@ def test_approvals_lists_promotions_waiting_for_a_second_person(database_url: st
                             flavor="rules", tenant="acme", aliases=["champion"])  # fmt: skip
         app.models.register("m", b'{"input": {}, "table": [], "default": {"label": "b"}}',
                             flavor="rules", tenant="acme")  # fmt: skip
-        ops = app.identity.create_token(tenant="acme", role="operator", name="ops", created_by="t")
+        ops = app.identity.create_token(  # a name Rich would read as markup
+            tenant="acme", role="operator", name="ops[/bold]", created_by="t"
+        )
         evidence = {
             "candidate": {"accuracy": 0.9, "calibration_error": 0.05, "samples": 120},
             "champion": {"accuracy": 0.8, "calibration_error": 0.05},

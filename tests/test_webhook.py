@@ -545,3 +545,56 @@ def test_counted_rejections_are_recorded_when_the_app_closes(database_url: str) 
         assert len(reasons) == 2 and "2 more refusals" in reasons[1]
     finally:
         reopened.close()
+
+
+def test_the_server_writes_counted_rejections_when_it_stops(database_url: str) -> None:
+    app = Aevos(database_url)
+    app.webhook("hook", workflow="w", tenant="acme", secret=SECRET, rejections_per_minute=1)
+    try:
+        with TestClient(create_app(app)) as client:
+            for i in range(4):
+                assert _post(client, "hook", _event(f"e{i}"), secret=OLD_SECRET).status_code == 401
+            assert len(_rows(app)) == 1  # one recorded, three counted
+        reasons = [r.reason for r in _rows(app)]
+        assert len(reasons) == 2 and "3 more refusals" in reasons[1]
+    finally:
+        app.close()
+
+
+def test_a_rejection_after_authentication_is_always_recorded(served: Served) -> None:
+    """A flood of bad signatures must not hide a signed delivery that fails to map: it is
+    the sender's real event, kept with its id."""
+    app, client = served
+    app.webhook(
+        "strict", workflow="triage", tenant="acme", secret=SECRET, rejections_per_minute=2,
+        map=lambda e: {"ticket": e["missing"]},
+    )  # fmt: skip
+    for i in range(5):
+        _post(client, "strict", _event(f"bad_{i}"), secret=OLD_SECRET)
+    signed = _post(client, "strict", _event("real_1"), event_id="real_1")
+    assert signed.status_code == 422, signed.text
+    rows = [r for r in _rows(app) if r.source == "strict"]
+    assert [r.event_id for r in rows][-1] == "real_1"
+    assert len(rows) == 3  # two bad signatures recorded, three counted, the signed one kept
+
+
+def test_a_summary_that_cannot_be_written_is_kept_for_the_next_try(served: Served) -> None:
+    from aevos.errors import StorageUnavailableError
+
+    app, client = served
+    app.webhook("blip", workflow="intake", tenant="acme", secret=SECRET, rejections_per_minute=1)
+    for i in range(3):
+        _post(client, "blip", _event(f"e{i}"), secret=OLD_SECRET)
+    ingress = Ingress(app)
+    record = ingress._record_counted
+
+    def unavailable(counted: Any) -> None:
+        raise StorageUnavailableError("the database is unavailable")
+
+    ingress._record_counted = unavailable  # type: ignore[method-assign]
+    with pytest.raises(StorageUnavailableError):
+        ingress.flush_refusals(time.time() + 61)
+    ingress._record_counted = record  # type: ignore[method-assign]
+    ingress.flush_refusals(time.time() + 61)
+    (summary,) = [r for r in _rows(app) if r.reason and r.reason.startswith("too_many")]
+    assert "2 more refusals" in summary.reason

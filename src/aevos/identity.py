@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .errors import (
+    AevosError,
     AuthenticationError,
     AuthorizationError,
     DefinitionError,
@@ -30,6 +32,8 @@ from .errors import (
 from .rejections import RejectionBudget
 from .storage import Store
 from .storage.schema import tokens
+
+log = logging.getLogger("aevos.identity")
 
 TOKEN_PREFIX = "aevos"
 _TOKEN = re.compile(r"^aevos_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -99,6 +103,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 
+# Refusals of a token that exists: always audited, never counted in a flood summary.
+_REAL_TOKEN_REASONS = frozenset({"revoked token", "expired token"})
 # A token's name: its actor ("operator:<name>#<token id>") must fit the 200-character actor
 # columns of the audit log and the registry.
 MAX_NAME = 100
@@ -222,27 +228,38 @@ class Identity:
         return IssuedToken(f"{TOKEN_PREFIX}_{token_id}_{secret}", principal, expires_at)
 
     def _denied(self, actor: str, tenant: str, reason: str) -> None:
-        """Audit a failed authentication, unless a flood of them is being counted."""
+        """Audit a failed authentication. Those anyone can produce (no token, a malformed or
+        unknown one) are counted past a budget; a real token's refusal is always audited."""
         now = time.time()
-        self.flush_refusals(now, tenant)
-        if self.refusals.admit(tenant, reason, now):
+        try:
+            self.flush_refusals(now)
+        except AevosError as exc:  # kept for the next try; the refusal itself goes on
+            log.error("counted refusals could not be recorded: %s", exc.code)
+        if reason in _REAL_TOKEN_REASONS or self.refusals.admit(tenant, reason, now):
             self._record("auth.denied", actor, tenant, reason)
 
-    def flush_refusals(self, now: float | None = None, tenant: str | None = None) -> None:
+    def flush_refusals(self, now: float | None = None) -> None:
         """Audit the counts of failed authentications whose window ended (``math.inf``:
         every window, at shutdown) as one ``auth.denied_counted`` record per tenant."""
         moment = time.time() if now is None else now
-        for counted in self.refusals.due(moment, tenant):
-            self._record(
-                "auth.denied_counted",
-                "system",
-                str(counted.key),
-                counted.describe(),
-                count=counted.count,
-                reasons=dict(counted.reasons),
-                window_start=counted.start,
-                window_end=counted.end,
-            )
+        pending = self.refusals.due(moment)
+        while pending:
+            counted = pending[0]
+            try:
+                self._record(
+                    "auth.denied_counted",
+                    "system",
+                    str(counted.key),
+                    counted.describe(),
+                    count=counted.count,
+                    reasons=dict(counted.reasons),
+                    window_start=counted.start,
+                    window_end=counted.end,
+                )
+            except BaseException:
+                self.refusals.put_back(pending)
+                raise
+            pending.pop(0)
 
     def authenticate(self, token: str | None, *, tenant_hint: str = "default") -> Principal:
         """The principal a bearer token stands for, or AuthenticationError (HTTP 401).

@@ -7,9 +7,16 @@ first ``limit`` refusals of a key (a webhook source, a tenant's failed sign-ins)
 window be recorded one by one; past that, refusals are still refused with their own error,
 but only counted, by reason, and the count is recorded as one summary when the window ends.
 
+Only refusals that come before anyone is authenticated are budgeted (no token, an unknown
+token, a bad signature, an undeclared source): anyone can produce those. A refusal that
+names something real (a revoked token, a signed delivery that does not map) is always
+recorded one by one.
+
 Nothing is silent: every refusal is either its own record or counted in a summary. The
-counts wait in memory until their window ends (workers and ``Aevos.close`` write due
-summaries), so a process killed mid-window loses at most that window's unrecorded counts.
+counts wait in memory until their window ends; summaries are written by the next refusal,
+by workers' sweeps, when the server shuts down and by ``Aevos.close``, and a summary whose
+write fails is kept for the next try. A process killed before a summary is written loses
+its counts.
 """
 
 from __future__ import annotations
@@ -75,6 +82,13 @@ class RejectionBudget:
                 return True
             window.counted[reason] += 1
             return False
+
+    def put_back(self, summaries: list[Suppressed]) -> None:
+        """Keep summaries whose recording failed, for the next :meth:`due` to return."""
+        with self._lock:
+            for summary in summaries:
+                window = _Window(summary.start, counted=Counter(summary.reasons))
+                self._ended.append((summary.key, window))
 
     def due(self, now: float, key: Hashable | None = None) -> list[Suppressed]:
         """Take the windows that ended by ``now`` (of ``key``, or all) and return the ones

@@ -62,7 +62,7 @@ from .errors import (
     UnknownWorkflowError,
 )
 from .identity import Permission, Principal, check_tenant
-from .rejections import DEFAULT_LIMIT
+from .rejections import DEFAULT_LIMIT, Suppressed
 from .storage.schema import events
 from .workflow import StartOptions
 
@@ -329,6 +329,7 @@ class _Received:
     payload_digest: str | None
     received_at: float
     actor: str = "anonymous"
+    authenticated: bool = False  # the signature or token checked out
     event_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -368,6 +369,7 @@ class Ingress:
                     f"{source.name!r} accepts at most {source.max_body}"
                 )
             self._authenticate(source, delivery, body, got)
+            got.authenticated = True
             got.event_id = _event_id(delivery.event_id, got.payload_digest)
             kwargs = _mapped(source, _parse(body))
             run_id, created = self._start(source, kwargs, got)
@@ -379,13 +381,18 @@ class Ingress:
                 if error is not None
                 else f"{code}: unexpected {type(exc).__name__}"
             )
-            # Anyone can send deliveries: past the source's budget a flood of rejections is
-            # counted and recorded as one summary a minute, not a row and an audit record
-            # per request. Undeclared sources share one budget (their names are free).
+            # Anyone can send deliveries that fail before authentication: past the source's
+            # budget a flood of those is counted and recorded as one summary a minute, not a
+            # row and an audit record per request. Undeclared sources share one budget
+            # (their names are free). An authenticated delivery's rejection is always kept.
             key = (got.tenant, got.source if source is not None else "*")
             limit = UNKNOWN_SOURCE_LIMIT if source is None else source.rejections_per_minute
-            self.flush_refusals(got.received_at, key)
-            if self.app._webhook_refusals.admit(key, code, got.received_at, limit):
+            try:
+                self.flush_refusals(got.received_at)
+            except AevosError as flush_error:  # kept for the next try; answer this one
+                log.error("counted rejections could not be recorded: %s", flush_error.code)
+            budget = self.app._webhook_refusals
+            if got.authenticated or budget.admit(key, code, got.received_at, limit):
                 self._record(got, EventStatus.REJECTED, reason=reason)
             raise
         status = EventStatus.ACCEPTED if created else EventStatus.DUPLICATE
@@ -437,26 +444,37 @@ class Ingress:
         handle = app._enqueue(workflow, (), kwargs, opts)
         return handle.run_id, handle.run_id == opts.run_id
 
-    def flush_refusals(self, now: float, key: tuple[str, str] | None = None) -> None:
-        """Record each counted flood of rejections whose minute ended (of ``key``, or all)
-        as one REJECTED event, reason ``too_many_rejections``, with its counts by code."""
-        for counted in self.app._webhook_refusals.due(now, key):
-            tenant, source = cast(tuple[str, str], counted.key)
-            got = _Received(
-                tenant=tenant,
-                source=source,
-                size=0,
-                payload_digest=None,
-                received_at=counted.start,
-                actor=f"system:{self.app.owner}",
-                extra={
-                    "count": counted.count,
-                    "reasons": dict(counted.reasons),
-                    "window_end": counted.end,
-                },
-            )
-            reason = f"too_many_rejections: {counted.describe()}"
-            self._record(got, EventStatus.REJECTED, reason=reason)
+    def flush_refusals(self, now: float) -> None:
+        """Record each counted flood of rejections whose minute ended as one REJECTED event,
+        reason ``too_many_rejections``, with its counts by code (``math.inf``: every one)."""
+        budget = self.app._webhook_refusals
+        pending = budget.due(now)
+        while pending:
+            counted = pending[0]
+            try:
+                self._record_counted(counted)
+            except BaseException:
+                budget.put_back(pending)  # written on the next try
+                raise
+            pending.pop(0)
+
+    def _record_counted(self, counted: Suppressed) -> None:
+        tenant, source = cast(tuple[str, str], counted.key)
+        got = _Received(
+            tenant=tenant,
+            source=source,
+            size=0,
+            payload_digest=None,
+            received_at=counted.start,
+            actor=f"system:{self.app.owner}",
+            extra={
+                "count": counted.count,
+                "reasons": dict(counted.reasons),
+                "window_end": counted.end,
+            },
+        )
+        reason = f"too_many_rejections: {counted.describe()}"
+        self._record(got, EventStatus.REJECTED, reason=reason)
 
     def _record(
         self,

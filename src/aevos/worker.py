@@ -140,11 +140,21 @@ class Worker:
         if now < self._next_escalation_sweep:
             return
         self._next_escalation_sweep = now + self.escalation_interval
+        # Each chore on its own: one that fails (its database write, say) is logged and
+        # tried again next sweep without holding up the others.
+        for chore in (self._escalate_tasks, self._expire_approvals, self.app.flush_refusals):
+            try:
+                chore()
+            except AevosError as exc:
+                log.warning("%s failed (%s); retrying next sweep", chore.__name__, exc.code)
+
+    def _escalate_tasks(self) -> None:
         for task in self.app.tasks.escalate_overdue():
             log.info("task %s escalated to queue %s", task.task_id, task.queue)
+
+    def _expire_approvals(self) -> None:
         for approval in self.app.approvals.expire_overdue():
             log.info("approval %s expired", approval.approval_id)
-        self.app.flush_refusals()
 
     def _claim_round(self, workflows: list[str]) -> int:
         claimed = 0

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import AevosError, DefinitionError
 from ..models.artifact import is_pickle
@@ -349,13 +350,13 @@ def models_approvals(
         table.add_column(column)
     for a in found:
         promotion = f"{a.model}@{a.version} -> {a.alias} (was {a.alias_was or '-'})"
-        table.add_row(
+        table.add_row(  # actors hold token names, free text: never read as Rich markup
             a.approval_id,
-            promotion,
+            Text(promotion),
             a.status.value,
-            a.requested_by,
+            Text(a.requested_by),
             _when(a.requested_at),
-            a.decided_by or "-",
+            Text(a.decided_by or "-"),
         )
     _print_wide(table)
 

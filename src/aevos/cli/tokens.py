@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from ..identity import Principal, Role, check_tenant
 from .common import _app, _emit_json, _print_wide, _reports_errors, _when, err, out
@@ -75,7 +76,7 @@ def tokens_list(
     for info in infos:
         table.add_row(
             info.token_id,
-            info.name,
+            Text(info.name),  # a name is free text: never read as Rich markup
             info.role.value,
             _when(info.created_at),
             _when(info.expires_at),

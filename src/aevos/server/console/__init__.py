@@ -45,9 +45,17 @@ from fastapi.staticfiles import StaticFiles
 # The page modules register their routes on the shared router when imported.
 from . import dashboard, inbox, login, models, runs  # noqa: F401
 from .page import HERE, router
-from .session import Sessions
+from .session import KEY_ENV, LOGIN_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Sessions
 
-__all__ = ["Sessions", "install", "router"]
+__all__ = [
+    "KEY_ENV",
+    "LOGIN_COOKIE",
+    "SESSION_COOKIE",
+    "SESSION_SECONDS",
+    "Sessions",
+    "install",
+    "router",
+]
 
 
 def install(api: FastAPI, sessions: Sessions | None = None) -> None:
