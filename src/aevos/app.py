@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 import logging
@@ -12,24 +11,22 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy.engine import Connection
 
 from . import codec
-from .context import TASK_STEP, Cancelled, Suspend, WorkflowContext
+from .context import TASK_STEP
 from .errors import (
     AevosError,
     DefinitionError,
-    RunCancelledError,
     SerializationError,
-    StorageUnavailableError,
     UnknownWorkflowError,
 )
-from .handle import RunHandle, result_of
+from .executor import Executor
+from .handle import RunHandle
 from .lease import Leases
 from .metrics import CallTotalsCache
 from .queue import INLINE_QUEUE, Queue
@@ -37,7 +34,7 @@ from .rejections import RejectionBudget
 from .retry import RetryPolicy, as_retry_policy
 from .run import NewRun, RunInfo, StepInfo
 from .status import RunStatus
-from .step import Step, StepContext, error_dict
+from .step import Step, StepContext
 from .storage import Store, open_store
 from .storage.store import DEFAULT_BLOB_THRESHOLD
 from .workflow import StartOptions, Workflow, WorkflowDecorator
@@ -62,16 +59,7 @@ DEFAULT_DATABASE_URL = "sqlite:///./aevos.db"
 log = logging.getLogger("aevos")
 
 
-@dataclass
-class Outcome:
-    """How one execution of a run ended, as seen by the executor."""
-
-    status: RunStatus | None  # None: parked or abandoned, the run continues elsewhere
-    value: Any = None
-    error: BaseException | None = None
-
-
-class Aevos:
+class Aevos(Executor):
     """One aevos application: its workflows, steps, queues, and a connection to its database.
 
     ``Aevos()`` reads ``AEVOS_DATABASE_URL`` (default ``sqlite:///./aevos.db``). The database
@@ -598,197 +586,6 @@ class Aevos:
 
     def _notify_enqueued(self) -> None:
         self._work_available.set()
-
-    def _run_inline(
-        self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
-    ) -> Any:
-        input_json = self._encode_or_reject(workflow, args, kwargs, opts)
-        info, created = self.store.insert_run(
-            NewRun(
-                run_id=opts.run_id or uuid.uuid4().hex,
-                workflow=workflow.name,
-                queue=INLINE_QUEUE,
-                input_json=input_json,
-                code_version=self.code_version,
-                status=RunStatus.RUNNING,
-                tenant=opts.tenant,
-                priority=opts.priority,
-                idempotency_key=opts.idempotency_key,
-                owner=self.owner,
-                lease_until=time.time() + self.lease_seconds,
-            )
-        )
-        if created:
-            self._buffer_start(info.run_id, workflow.name, opts.tenant, opts.actor, input_json)
-            outcome = self._execute(info, workflow, args, kwargs, {}, can_park=False)
-        else:
-            outcome = self._continue(info, workflow, can_park=False)
-        if outcome.status is RunStatus.SUCCEEDED:
-            return outcome.value
-        if outcome.error is not None:
-            raise outcome.error
-        return RunHandle(self, info.run_id).result()
-
-    def _execute_inline(
-        self,
-        workflow: Workflow[Any, Any],
-        run_id: str,
-        args: Any,
-        kwargs: Any,
-        input_json: str,
-        *,
-        tenant: str,
-        parent_run_id: str,
-        can_park: bool,
-        raise_errors: bool,
-    ) -> Outcome:
-        """Create (or take over) run ``run_id`` and execute it in this thread (child runs)."""
-        info, created = self.store.insert_run(
-            NewRun(
-                run_id=run_id,
-                workflow=workflow.name,
-                queue=INLINE_QUEUE,
-                input_json=input_json,
-                code_version=self.code_version,
-                status=RunStatus.RUNNING,
-                tenant=tenant,
-                parent_run_id=parent_run_id,
-                owner=self.owner,
-                lease_until=time.time() + self.lease_seconds,
-            )
-        )
-        if created:
-            self._buffer_start(run_id, workflow.name, tenant, None, input_json, parent_run_id)
-            return self._execute(info, workflow, args, kwargs, {}, can_park=can_park)
-        return self._continue(info, workflow, can_park=can_park)
-
-    def _continue(self, info: RunInfo, workflow: Workflow[Any, Any], *, can_park: bool) -> Outcome:
-        """An existing run: its result if finished, else take it over if nobody holds it."""
-        if info.status.terminal:
-            try:
-                return Outcome(info.status, result_of(info))
-            except AevosError as exc:
-                return Outcome(info.status, error=exc)
-        if self._leases.holds(info.run_id):
-            return Outcome(None)  # another thread of this process executes it; wait on it
-        acquired = self.store.acquire(info.run_id, self.owner, self.lease_seconds)
-        if acquired is None:
-            return Outcome(None)  # someone else holds it; callers wait on its status
-        return self._execute_recorded(acquired, workflow, can_park=can_park)
-
-    def _execute_recorded(
-        self, info: RunInfo, workflow: Workflow[Any, Any], *, can_park: bool
-    ) -> Outcome:
-        payload = info.input or {}
-        # Hold the lease from here: loading a long history must not let it lapse.
-        cancel = threading.Event()
-        if not self._leases.add(info.run_id, cancel):
-            return Outcome(None)  # another thread of this process executes it; wait on it
-        try:
-            history = self.store.load_steps(info.run_id)
-        except ValueError as exc:
-            self._leases.discard(info.run_id)
-            # Replaying it can never succeed; failing it beats retrying every lease period.
-            self.store.fail_corrupt(info.run_id, "corrupt_history", exc)
-            return Outcome(RunStatus.FAILED, error=exc)
-        except BaseException:
-            self._leases.discard(info.run_id)
-            raise
-        return self._execute(
-            info,
-            workflow,
-            payload.get("args", []),
-            payload.get("kwargs", {}),
-            history,
-            can_park=can_park,
-            cancel=cancel,
-        )
-
-    def _execute_claimed(self, info: RunInfo) -> Outcome:
-        """Entry point for workers: execute a run this app's owner has claimed."""
-        workflow = self.workflows[info.workflow]
-        return self._execute_recorded(info, workflow, can_park=True)
-
-    def _execute(
-        self,
-        info: RunInfo,
-        workflow: Workflow[Any, Any],
-        args: Sequence[Any],
-        kwargs: dict[str, Any],
-        history: dict[int, StepInfo],
-        *,
-        can_park: bool,
-        cancel: threading.Event | None = None,
-    ) -> Outcome:
-        run_id = info.run_id
-        if cancel is None:  # else _execute_recorded holds the run already
-            cancel = threading.Event()
-            if not self._leases.add(run_id, cancel):
-                return Outcome(None)  # another thread of this process executes it
-        ctx = WorkflowContext(
-            self,
-            run_id,
-            workflow.name,
-            self.owner,
-            self.code_version,
-            info.code_version,
-            history,
-            can_park,
-            cancel,
-            info.executions,
-            info.tenant,
-        )
-        store = self.store
-        try:
-            try:
-                if workflow.is_async:
-                    coroutine = cast(Coroutine[Any, Any, Any], workflow.func(ctx, *args, **kwargs))
-                    value = asyncio.run(coroutine)
-                else:
-                    value = workflow.func(ctx, *args, **kwargs)
-                if ctx.fatal is not None:
-                    raise ctx.fatal
-                output = codec.encode(value, f"output of workflow {workflow.name!r}")
-            except Suspend as suspend:
-                store.park(run_id, self.owner, suspend.wake_at)
-                return Outcome(None)
-            except Cancelled:
-                return self._abandoned(run_id)
-            except StorageUnavailableError:
-                # Not the run's fault: it keeps its lease, which lapses, and it is replayed
-                # by whichever executor reaches the database next.
-                raise
-            except Exception as exc:
-                error = ctx.fatal or exc
-                if not store.finish_run(
-                    run_id,
-                    self.owner,
-                    RunStatus.FAILED,
-                    error=error_dict(error),
-                    parent_run_id=info.parent_run_id,
-                    step=ctx.take_pending(),
-                ):
-                    return self._abandoned(run_id)
-                return Outcome(RunStatus.FAILED, error=error)
-            if not store.finish_run(
-                run_id,
-                self.owner,
-                RunStatus.SUCCEEDED,
-                output_json=output,
-                parent_run_id=info.parent_run_id,
-                step=ctx.take_pending(),
-            ):
-                return self._abandoned(run_id)
-            return Outcome(RunStatus.SUCCEEDED, value)
-        finally:
-            self._leases.discard(run_id)
-            self._signal_events.pop(run_id, None)
-
-    def _abandoned(self, run_id: str) -> Outcome:
-        status = self.store.run_status(run_id)
-        if status is RunStatus.CANCELLED:
-            return Outcome(status, error=RunCancelledError(run_id))
-        return Outcome(None)  # taken over by another executor after our lease lapsed
 
     # -- queries and operator actions -------------------------------------------------------
 
