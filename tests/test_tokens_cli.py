@@ -25,7 +25,9 @@ def test_create_list_revoke(database_url: str) -> None:
         assert (principal.tenant, principal.role.value) == ("acme", "admin")
         listed = runner.invoke(cli, [*base, "list", "--tenant", "acme", "--json"])
         (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
-        assert row["name"] == "root" and token.split("_")[2] not in listed.stdout
+        assert (
+            row["name"] == "root" and token.split("_", 2)[2] not in listed.stdout
+        )  # the whole secret
         revoked = runner.invoke(cli, [*base, "revoke", principal.token_id, "--tenant", "acme"])
         assert revoked.exit_code == 0, revoked.output
         again = runner.invoke(cli, [*base, "revoke", principal.token_id, "--tenant", "acme"])
