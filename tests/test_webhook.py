@@ -431,6 +431,8 @@ def test_sources_are_checked_when_declared(sqlite_url: str) -> None:
         {"name": "big", "workflow": "triage", "max_body": 1 << 30},
         {"name": "slack", "workflow": "triage", "tolerance": 0},
         {"name": "map", "workflow": "triage", "map": "not callable"},
+        {"name": "flood", "workflow": "triage", "rejections_per_minute": 0},
+        {"name": "flood2", "workflow": "triage", "rejections_per_minute": True},
     ]
     for options in bad:
         with pytest.raises(DefinitionError) as raised:

@@ -429,18 +429,23 @@ def _bin_of(column: Any) -> Any:
     return sa.case((column.is_(None), sa.null()), *whens, else_=CONFIDENCE_BINS - 1)
 
 
+def _bucket_starts(since: float, until: float, buckets: int) -> list[float]:
+    """The starts of ``buckets`` equal buckets over ``[since, until)``, checked."""
+    if not (math.isfinite(since) and math.isfinite(until)) or until <= since:
+        raise DefinitionError("until must be a time after since (epoch seconds)")
+    if isinstance(buckets, bool) or not 1 <= buckets <= MAX_BUCKETS:
+        raise DefinitionError(f"buckets must be between 1 and {MAX_BUCKETS}")
+    width = (until - since) / buckets
+    return [since + i * width for i in range(buckets)]
+
+
 def dashboard(
     app: Aevos, tenant: str, *, since: float, until: float, buckets: int = 24
 ) -> Dashboard:
     """The tenant's time series over ``[since, until)`` (epoch seconds) in ``buckets``
     equal buckets. A run belongs to the bucket it finished in, a feedback row to the one it
     was decided in, a model call to the one it was recorded in."""
-    if not (math.isfinite(since) and math.isfinite(until)) or until <= since:
-        raise DefinitionError("until must be a time after since (epoch seconds)")
-    if isinstance(buckets, bool) or not 1 <= buckets <= MAX_BUCKETS:
-        raise DefinitionError(f"buckets must be between 1 and {MAX_BUCKETS}")
-    width = (until - since) / buckets
-    starts = [since + i * width for i in range(buckets)]
+    starts = _bucket_starts(since, until, buckets)
     ends = [*starts[1:], until]
     store = app.store
     r, f = runs.c, feedback.c
@@ -538,7 +543,7 @@ def dashboard(
         tenant=tenant,
         since=since,
         until=until,
-        bucket_seconds=width,
+        bucket_seconds=(until - since) / buckets,
         buckets=tuple(out),
         drift_reference=references,
     )
@@ -580,12 +585,7 @@ def model_metrics(
 ) -> ModelMetrics:
     """``model``'s calls (``model.called`` records) and the feedback on its suggestions over
     ``[since, until)`` in ``buckets`` equal buckets, per version."""
-    if not (math.isfinite(since) and math.isfinite(until)) or until <= since:
-        raise DefinitionError("until must be a time after since (epoch seconds)")
-    if isinstance(buckets, bool) or not 1 <= buckets <= MAX_BUCKETS:
-        raise DefinitionError(f"buckets must be between 1 and {MAX_BUCKETS}")
-    width = (until - since) / buckets
-    starts = [since + i * width for i in range(buckets)]
+    starts = _bucket_starts(since, until, buckets)
     calls = _model_calls(app.store, tenant)
     f = feedback.c
     call_query = sa.select(
@@ -638,7 +638,7 @@ def model_metrics(
         model=model,
         since=since,
         until=until,
-        bucket_seconds=width,
+        bucket_seconds=(until - since) / buckets,
         starts=tuple(starts),
         versions={ref: tuple(bucket(c) for c in cells) for ref, cells in sorted(acc.items())},
     )

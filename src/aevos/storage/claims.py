@@ -74,6 +74,19 @@ class Claims:
             sa.and_(runs.c.status == "RUNNING", runs.c.lease_until < now),
         )
 
+    @staticmethod
+    def _taken_by(owner: str, now: float, lease_seconds: float) -> dict[str, Any]:
+        """What a run becomes when ``owner`` takes it to execute (claim or acquire)."""
+        return {
+            "status": "RUNNING",
+            "owner": owner,
+            "lease_until": now + lease_seconds,
+            "claimed_at": now,
+            "updated_at": now,
+            "wake_at": None,
+            "executions": runs.c.executions + 1,
+        }
+
     def acquire(self, run_id: str, owner: str, lease_seconds: float) -> RunInfo | None:
         """Take a run to execute in this process now (an idempotent re-start, a child run).
 
@@ -91,15 +104,7 @@ class Claims:
                         sa.and_(runs.c.status == "RUNNING", runs.c.owner == owner),
                     ),
                 )
-                .values(
-                    status="RUNNING",
-                    owner=owner,
-                    lease_until=now + lease_seconds,
-                    claimed_at=now,
-                    updated_at=now,
-                    wake_at=None,
-                    executions=runs.c.executions + 1,
-                )
+                .values(self._taken_by(owner, now, lease_seconds))
             )
             if result.rowcount != 1:
                 return None
@@ -170,15 +175,7 @@ class Claims:
             conn.execute(
                 sa.update(runs)
                 .where(runs.c.run_id.in_(ids), self._claimable(now))
-                .values(
-                    status="RUNNING",
-                    owner=owner,
-                    lease_until=now + lease_seconds,
-                    claimed_at=now,
-                    updated_at=now,
-                    wake_at=None,
-                    executions=runs.c.executions + 1,
-                )
+                .values(self._taken_by(owner, now, lease_seconds))
             )
             rows = conn.execute(
                 sa.select(runs).where(runs.c.run_id.in_(ids), runs.c.owner == owner)

@@ -25,7 +25,7 @@ IdParam = Annotated[str, Path(min_length=1, max_length=32)]
 
 
 class ApprovalOut(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
+    model_config = ConfigDict(protected_namespaces=(), from_attributes=True)
 
     approval_id: str
     kind: str = Field(description="What waits for approval: promotion.")
@@ -46,24 +46,7 @@ class ApprovalOut(BaseModel):
 
     @classmethod
     def of(cls, approval: Approval) -> ApprovalOut:
-        return cls(
-            approval_id=approval.approval_id,
-            kind=approval.kind,
-            model=approval.model,
-            version=approval.version,
-            alias=approval.alias,
-            alias_was=approval.alias_was,
-            policy=approval.policy,
-            evidence=dict(approval.evidence),
-            decision=dict(approval.decision),
-            status=approval.status,
-            requested_by=approval.requested_by,
-            requested_at=approval.requested_at,
-            expires_at=approval.expires_at,
-            decided_by=approval.decided_by,
-            decided_at=approval.decided_at,
-            reason=approval.reason,
-        )
+        return cls.model_validate(approval, from_attributes=True)
 
 
 class Decide(BaseModel):

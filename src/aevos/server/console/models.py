@@ -43,17 +43,18 @@ def model(
     for alias in overview.aliases:
         pointing.setdefault(alias.version, []).append(alias.alias)
     me = viewer.principal
+    approvals = access.approvals(me, model=name, limit=20)
     return render(
         request,
         "model.html",
         model=overview,
-        approvals=access.approvals(me, model=name, limit=20),
+        approvals=approvals,
         can_decide=viewer.can("models:promote"),
         # Four eyes: Access refuses the requester's own approval; the page offers them only
         # the withdrawal.
         asked_by_viewer={
             a.approval_id
-            for a in access.approvals(me, status="PENDING", model=name, limit=20)
+            for a in approvals
             if me.token_id == a.requester_token or me.name == a.requester_name
         },
         versions=list(reversed(overview.versions)),
