@@ -19,7 +19,7 @@ also timed in thread CPU time, which leaves out time spent waiting for a core or
 on a shared machine it moves far less with other load than the wall-clock figures.
 
 LiteLLM: ``Router.completion`` with ``mock_response`` (no network; the shape of
-``../shared/baselines/litellm_router.py``), in a subprocess under ``--peer-python`` (default:
+the team's LiteLLM baseline script, ``baselines/litellm_router.py``), in a subprocess under ``--peer-python`` (default:
 ``/tmp/litellm/bin/python`` if it exists, else this interpreter if it imports litellm). All
 of its time is routing overhead, so the ratio is LiteLLM's p50 over aevos's p50 overhead.
 
@@ -43,8 +43,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aevos.public_data import data_file
+
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "banking77"
+DATA = data_file("banking77")
 TARGET_US = 100.0
 DEFAULT_PEER = "/tmp/litellm/bin/python"
 INSTALL_HINT = (

@@ -19,7 +19,6 @@ Run it with ``aevos demo`` or ``python -m examples.claims_intake [N]``.
 from __future__ import annotations
 
 import csv
-import os
 import sys
 import threading
 import time
@@ -36,6 +35,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from aevos import Aevos, RunHandle, StepContext, StepFailedError, WorkflowContext
+from aevos.public_data import data_file
 
 WORKFLOW = "claims.intake_claim"
 QUEUE = "claims"
@@ -321,11 +321,8 @@ def make_app(database_url: str | None = None, **options: Any) -> Aevos:
 
 
 def default_data_file() -> Path:
-    """``$AEVOS_DATA_DIR/insurance_claims/insurance_claims.csv``, else the copy shared with
-    this repository (``<repo>/../shared/data``)."""
-    data_dir = os.environ.get("AEVOS_DATA_DIR")
-    root = Path(data_dir) if data_dir else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return root / DATA_FILE
+    """The claims CSV of the data sets aevos ships (``data/``, or ``$AEVOS_DATA_DIR``)."""
+    return data_file(*DATA_FILE.parts)
 
 
 def load_claims(path: Path, limit: int | None = None) -> list[dict[str, str]]:

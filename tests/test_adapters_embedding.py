@@ -15,7 +15,6 @@ import csv
 import importlib.util
 import threading
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +26,7 @@ from aevos.errors import (
     UnsafeArtifactError,
 )
 from aevos.models.flavors import load_adapter
+from aevos.public_data import data_file
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("sentence_transformers") is None
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(
     reason="the embedding extra is not installed (pip install 'aevos[embedding]')",
 )
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "banking77"
+DATA = data_file("banking77")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The ``ocr`` flavor on the 40 real receipts of ``../shared/data/receipts`` (SROIE 2019).
+"""The ``ocr`` flavor on the 40 real receipts of ``data/receipts`` (SROIE 2019).
 
 A receipt's ``total`` counts as extracted when it equals the key's amount (currency marks
 and thousands separators aside); one key (033) has an empty total, so 39 are attainable.
@@ -35,8 +35,9 @@ from aevos.errors import DefinitionError, ModelInputError
 from aevos.models.adapters.ocr import Segment, lines
 from aevos.models.flavors import load_adapter
 from aevos.models.types import Prediction
+from aevos.public_data import data_file
 
-RECEIPTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "receipts"
+RECEIPTS = data_file("receipts")
 FIELDS = {"fields": ["total", "date", "company"], "label": "total"}
 
 

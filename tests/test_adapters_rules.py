@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,15 +21,9 @@ from aevos.errors import DefinitionError, InvalidArtifactError, ModelInputError
 from aevos.models.adapters.rules import RulesAdapter
 from aevos.models.flavors import load_adapter
 from aevos.models.types import Prediction
+from aevos.public_data import data_file
 
-CLAIMS = (
-    Path(__file__).resolve().parents[1]
-    / ".."
-    / "shared"
-    / "data"
-    / "insurance_claims"
-    / "insurance_claims.csv"
-)
+CLAIMS = data_file("insurance_claims", "insurance_claims.csv")
 
 TABLE_YAML = b"""
 input:

@@ -1,6 +1,6 @@
 """The ``sklearn`` flavor against real models on real data.
 
-The text model is the reference of ``../shared/data/README.md`` (TF-IDF word 1-2 + char
+The text model is the reference of ``data/README.md`` (TF-IDF word 1-2 + char
 2-5 grams, LogisticRegression C=20) trained on 30 examples per intent of banking77 (2,310
 rows, the first 30 of each intent in file order) and evaluated on all 3,080 test queries:
 85.2% there, 85.3% measured here, so the floor of 80% only catches a broken pipeline or a
@@ -26,8 +26,9 @@ from tests.conftest import IN_CI
 from aevos.errors import InvalidArtifactError, ModelInputError, UnsafeArtifactError
 from aevos.models.adapters.sklearn import SklearnAdapter, dumps, train_text_classifier
 from aevos.models.flavors import load_adapter
+from aevos.public_data import data_dir
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = data_dir()
 PER_INTENT = 30
 NUMERIC = ["months_as_customer", "age", "policy_annual_premium", "total_claim_amount"]
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 import csv
 import random
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from tests.conftest import IN_CI
 
 from aevos.pii import Redactor
+from aevos.public_data import data_file
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "banking77" / "test.csv"
+DATA = data_file("banking77", "test.csv")
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aevos import Aevos, AuthorizationError, ModelCard, StepContext, WorkflowContext
+from aevos.public_data import data_file
 from aevos.server import create_app
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
+DATA = data_file("banking77")
 INTENTS = ("card_arrival", "lost_or_stolen_card", "exchange_rate", "pin_blocked")
 
 

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,10 +31,11 @@ from aevos.errors import (
 from aevos.models import ModelCard, Prediction, flavors
 from aevos.models.artifact import dump_sklearn, is_pickle, is_skops, load_sklearn
 from aevos.models.registry import ModelRegistry, card_from_dict, split_ref
+from aevos.public_data import data_file
 from aevos.storage import open_store
 from aevos.storage.schema import blobs
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "banking77"
+DATA = data_file("banking77")
 INTENTS = (
     "card_arrival",
     "exchange_rate",

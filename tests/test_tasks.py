@@ -10,7 +10,6 @@ import csv
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +28,9 @@ from aevos import (
 )
 from aevos.errors import DefinitionError
 from aevos.lineage import lineage
+from aevos.public_data import data_file
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
+DATA = data_file("banking77")
 INTENTS = ["card_arrival", "lost_or_stolen_card", "exchange_rate", "pin_blocked"]
 FORM = [
     Field.choice("intent", INTENTS, label="Intent"),

@@ -18,6 +18,7 @@ secrets (database passwords are stripped from URLs before they reach a message).
     ├── StepFailedError            a step raised after its retries (same live and on replay)
     │   └── StepTimeoutError       a step attempt ran past its timeout
     ├── RunTimeoutError            waited for a run's result longer than asked
+    ├── DataNotFoundError          a shipped public data set is not where it was looked for
     └── StorageError
         ├── StorageUnavailableError  the database cannot be reached
         ├── SchemaError              the schema is missing, corrupt, or newer than this code
@@ -147,6 +148,12 @@ class StepFailedError(AevosError):
 
 class StepTimeoutError(StepFailedError):
     code = "step_timeout"
+
+
+class DataNotFoundError(AevosError, FileNotFoundError):
+    """A public data set (``data/``, or ``$AEVOS_DATA_DIR``) is missing."""
+
+    code = "data_not_found"
 
 
 class StorageError(AevosError):

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..app import Aevos
-from ..errors import RunTimeoutError
+from ..errors import DataNotFoundError, RunTimeoutError
 from ..status import RunStatus
 from ..storage.dialect import dialect_for, redact_url
 from .common import (
@@ -80,13 +80,10 @@ def demo(
     Idempotent: claims already taken in (same policy number) start no new run.
     """
     example = load_example("claims_intake")
-    data: Path = example.default_data_file()
-    if not data.is_file():
-        raise CliError(
-            "data_not_found",
-            f"the claims data set is not at {data}; set AEVOS_DATA_DIR to the directory "
-            "holding insurance_claims/insurance_claims.csv",
-        )
+    try:
+        data: Path = example.default_data_file()
+    except DataNotFoundError as exc:
+        raise CliError(exc.code, exc.message) from None
     url = _state(ctx).url
     dialect_for(_parse_url(url))
     rows: list[dict[str, str]] = example.load_claims(data, claims)

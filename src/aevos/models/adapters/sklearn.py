@@ -57,7 +57,7 @@ def train_text_classifier(
     """Fit the house text classifier: TF-IDF word and character n-grams feeding a
     multinomial logistic regression. Returns the fitted scikit-learn ``Pipeline``.
 
-    With the defaults this is the reference model of ``../shared/data/README.md`` (85.2%
+    With the defaults this is the reference model of ``data/README.md`` (85.2%
     accuracy on banking77 from 30 examples per intent, 91.6% from the full training set).
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
