@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from aevos import Aevos
-from aevos.metrics import CallTotalsCache, exposition
+from aevos.telemetry.metrics import CallTotalsCache, exposition
 
 TABLE = {
     "input": {"amount": "number"},

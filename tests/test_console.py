@@ -26,9 +26,9 @@ from tests.conftest import IN_CI
 from aevos import Aevos, StepContext, WorkflowContext
 from aevos.errors import DefinitionError
 from aevos.models.routing import Canary
+from aevos.records.status import RunStatus
 from aevos.server import create_app
 from aevos.server.console import Sessions
-from aevos.status import RunStatus
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page

@@ -22,10 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aevos import Aevos, StepContext, WorkflowContext
 from aevos.errors import DefinitionError, ModelInputError
-from aevos.metrics import dashboard, exposition, model_metrics, percentile, psi
 from aevos.models.recorder import CallRecord
 from aevos.server import create_app
 from aevos.storage.schema import feedback, runs, tasks
+from aevos.telemetry.metrics import dashboard, exposition, model_metrics, percentile, psi
 
 T0 = 2_000_000_000.0  # a fixed time after every real record of the test
 

@@ -14,9 +14,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from aevos import RetryPolicy, RunStatus, SerializationError
 from aevos.codec import decode, encode
-from aevos.queue import Queue
-from aevos.run import NewRun
-from aevos.status import TERMINAL, TRANSITIONS, can_transition
+from aevos.records.queue import Queue
+from aevos.records.run import NewRun
+from aevos.records.status import TERMINAL, TRANSITIONS, can_transition
 from aevos.storage import LeaseLost, StepRecord, Store, open_store
 
 policies = st.builds(

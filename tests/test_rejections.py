@@ -9,7 +9,7 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aevos.rejections import RejectionBudget
+from aevos.audit.rejections import RejectionBudget
 
 refusals = st.lists(
     st.tuples(st.sampled_from(["a", "b"]), st.floats(0, 5), st.sampled_from(["x", "y"])),

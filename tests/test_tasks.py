@@ -26,8 +26,8 @@ from aevos import (
     TaskStatus,
     WorkflowContext,
 )
+from aevos.audit.lineage import lineage
 from aevos.errors import DefinitionError
-from aevos.lineage import lineage
 from aevos.public_data import data_file
 
 DATA = data_file("banking77")

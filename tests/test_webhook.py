@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 
 from aevos import Aevos, DefinitionError, RunStatus, StepContext, WorkflowContext
 from aevos.errors import SignatureError, StaleSignatureError
+from aevos.events.webhook import Delivery, EventStatus, Ingress, WebhookSource, sign
 from aevos.server import create_app
 from aevos.storage.schema import events
-from aevos.webhook import Delivery, EventStatus, Ingress, WebhookSource, sign
 
 SECRET = "whsec_current-7f3a9c1e5b2d4f6a8c0e"
 OLD_SECRET = "whsec_previous-1b3d5f7a9c2e4a6c8e0f"

@@ -12,7 +12,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .app import Aevos
-from .context import WorkflowContext
 from .errors import (
     AevosError,
     ApprovalConflictError,
@@ -57,27 +56,28 @@ from .errors import (
     TaskNotFoundError,
     UnknownWorkflowError,
 )
-from .handle import RunHandle
-from .queue import Queue
-from .retry import RetryPolicy
-from .run import RunInfo, StepInfo
-from .status import RunStatus
-from .step import Step, StepContext
-from .task import Feedback, Field, Form, HumanDecision, Task, TaskStatus
-from .worker import Worker
-from .workflow import Workflow
+from .kernel.context import WorkflowContext
+from .kernel.handle import RunHandle
+from .kernel.retry import RetryPolicy
+from .kernel.step import Step, StepContext
+from .kernel.worker import Worker
+from .kernel.workflow import Workflow
+from .records.queue import Queue
+from .records.run import RunInfo, StepInfo
+from .records.status import RunStatus
+from .records.task import Feedback, Field, Form, HumanDecision, Task, TaskStatus
 
 if TYPE_CHECKING:
     from .access import Access
-    from .approval import Approval, Approvals, ApprovalStatus
     from .audit import AuditEvent, AuditHead, AuditLog, AuditProblem, AuditRecord, VerifyReport
+    from .audit.lineage import Lineage
     from .identity import Permission, Principal, Role
-    from .inbox import Inbox
-    from .lineage import Lineage
     from .models import ModelCard, ModelVersion, Prediction
     from .models.gateway import CallResult, Gateway
     from .models.registry import ModelRegistry
     from .models.routing import Canary, Cascade, Route
+    from .people.approvals import Approval, Approvals, ApprovalStatus
+    from .people.inbox import Inbox
     from .pii import Redaction, Redactor, Vault
     from .policy import Decision, PolicySet, Verdict, python_policy
 
@@ -86,16 +86,16 @@ __version__ = "0.1.0"
 # name -> module, imported on first access (PEP 562).
 _LAZY = {
     "Access": "access",
-    "Approval": "approval",
-    "ApprovalStatus": "approval",
-    "Approvals": "approval",
+    "Approval": "people.approvals",
+    "ApprovalStatus": "people.approvals",
+    "Approvals": "people.approvals",
     "AuditEvent": "audit",
     "AuditLog": "audit",
     "AuditRecord": "audit",
     "AuditHead": "audit",
     "AuditProblem": "audit",
     "VerifyReport": "audit",
-    "Inbox": "inbox",
+    "Inbox": "people.inbox",
     "Permission": "identity",
     "Principal": "identity",
     "Role": "identity",
@@ -104,7 +104,7 @@ _LAZY = {
     "Cascade": "models.routing",
     "Gateway": "models.gateway",
     "Route": "models.routing",
-    "Lineage": "lineage",
+    "Lineage": "audit.lineage",
     "ModelCard": "models",
     "ModelRegistry": "models.registry",
     "ModelVersion": "models",

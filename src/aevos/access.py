@@ -14,31 +14,31 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from .audit.lineage import Lineage, lineage
 from .errors import AuthorizationError, ModelNotFoundError
-from .handle import RunHandle
 from .identity import Permission, Principal, Role
-from .lineage import Lineage, lineage
-from .run import RunInfo, StepInfo
-from .status import RunStatus
-from .task import Feedback, Task, TaskStatus
+from .kernel.handle import RunHandle
+from .records.run import RunInfo, StepInfo
+from .records.status import RunStatus
+from .records.task import Feedback, Task, TaskStatus
 
 if TYPE_CHECKING:
     from .app import Aevos
-    from .approval import Approval, ApprovalStatus
     from .audit import AuditRecord, VerifyReport
-    from .metrics import Dashboard, ModelMetrics
     from .models.gateway import CallResult
     from .models.registry import ModelAlias
     from .models.routing import Route
     from .models.types import ModelCard, ModelVersion
+    from .people.approvals import Approval, ApprovalStatus
     from .policy import Decision, Explanation, Policy, PolicySet
+    from .telemetry.metrics import Dashboard, ModelMetrics
 
 
 @dataclass(frozen=True)
 class Promotion:
     """What a promotion request came to: the policy's decision, the promoted version (None
     when the policy denied it or it awaits a person's approval) and, when it awaits one, the
-    pending :class:`~aevos.approval.Approval` another person approves or rejects."""
+    pending :class:`~aevos.people.approvals.Approval` another person approves or rejects."""
 
     decision: Decision
     promoted: ModelVersion | None
@@ -259,7 +259,7 @@ class Access:
             return Promotion(decision, promoted)
         if decision.result != "approve":
             return Promotion(decision, None)
-        from .approval import DEFAULT_TTL
+        from .people.approvals import DEFAULT_TTL
 
         approval = self.app.approvals.request(
             principal,
@@ -522,29 +522,29 @@ class Access:
     # -- metrics ----------------------------------------------------------------------------
 
     def metrics(self, principal: Principal) -> bytes:
-        """The tenant's Prometheus exposition, read from the database (see aevos.metrics)."""
+        """The tenant's Prometheus exposition, read from the database (see aevos.telemetry.metrics)."""
         self._allow(principal, Permission.RUNS_READ, "read metrics")
-        from .metrics import exposition
+        from .telemetry.metrics import exposition
 
         return exposition(self.app, principal.tenant)
 
     def dashboard(
         self, principal: Principal, *, since: float, until: float, buckets: int
     ) -> Dashboard:
-        """The console's time series for the tenant (see :func:`aevos.metrics.dashboard`)."""
+        """The console's time series for the tenant (see :func:`aevos.telemetry.metrics.dashboard`)."""
         self._allow(principal, Permission.RUNS_READ, "read metrics")
-        from .metrics import dashboard
+        from .telemetry.metrics import dashboard
 
         return dashboard(self.app, principal.tenant, since=since, until=until, buckets=buckets)
 
     def model_metrics(
         self, principal: Principal, name: str, *, since: float, until: float, buckets: int
     ) -> ModelMetrics:
-        """One model's live metrics per version (see :func:`aevos.metrics.model_metrics`);
+        """One model's live metrics per version (see :func:`aevos.telemetry.metrics.model_metrics`);
         404 for a model the tenant does not have."""
         self._allow(principal, Permission.MODELS_READ, "read model metrics")
         self.app.models.versions(name, tenant=principal.tenant)  # ModelNotFoundError
-        from .metrics import model_metrics
+        from .telemetry.metrics import model_metrics
 
         return model_metrics(
             self.app, principal.tenant, name, since=since, until=until, buckets=buckets

@@ -18,39 +18,39 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy.engine import Connection
 
 from . import codec
-from .context import TASK_STEP
+from .audit.rejections import RejectionBudget
 from .errors import (
     AevosError,
     DefinitionError,
     SerializationError,
     UnknownWorkflowError,
 )
-from .executor import Executor
-from .handle import RunHandle
-from .lease import Leases
-from .metrics import CallTotalsCache
-from .queue import INLINE_QUEUE, Queue
-from .rejections import RejectionBudget
-from .retry import RetryPolicy, as_retry_policy
-from .run import NewRun, RunInfo, StepInfo
-from .status import RunStatus
-from .step import Step, StepContext
+from .kernel.context import TASK_STEP
+from .kernel.executor import Executor
+from .kernel.handle import RunHandle
+from .kernel.lease import Leases
+from .kernel.retry import RetryPolicy, as_retry_policy
+from .kernel.step import Step, StepContext
+from .kernel.workflow import StartOptions, Workflow, WorkflowDecorator
+from .records.queue import INLINE_QUEUE, Queue
+from .records.run import NewRun, RunInfo, StepInfo
+from .records.status import RunStatus
 from .storage import Store, open_store
 from .storage.store import DEFAULT_BLOB_THRESHOLD
-from .workflow import StartOptions, Workflow, WorkflowDecorator
+from .telemetry.metrics import CallTotalsCache
 
 if TYPE_CHECKING:
     from .access import Access
-    from .approval import Approvals
     from .audit import AuditEvent, AuditLog
     from .audit.buffer import AuditBuffer
+    from .events.webhook import Mapper, WebhookSource
     from .identity import Identity
-    from .inbox import Inbox
     from .models.gateway import Gateway
     from .models.registry import ModelRegistry
+    from .people.approvals import Approvals
+    from .people.inbox import Inbox
     from .pii import Redactor, Vault
     from .policy import PolicySet
-    from .webhook import Mapper, WebhookSource
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -194,14 +194,14 @@ class Aevos(Executor):
     @property
     def tasks(self) -> Inbox:
         """Human tasks: list, claim, release, reassign, submit, escalate; feedback records."""
-        from .inbox import Inbox
+        from .people.inbox import Inbox
 
         return Inbox(self)
 
     @property
     def approvals(self) -> Approvals:
         """Gated actions (promotions) waiting for a second person: list, approve, reject."""
-        from .approval import Approvals
+        from .people.approvals import Approvals
 
         return Approvals(self)
 
@@ -234,7 +234,7 @@ class Aevos(Executor):
         """Record the counts of refusals (failed authentications, rejected webhook
         deliveries) whose flood window ended; workers call this, and ``close`` with every
         window."""
-        from .webhook import Ingress
+        from .events.webhook import Ingress
 
         moment = time.time() if now is None else now
         Ingress(self).flush_refusals(moment)
@@ -393,9 +393,9 @@ class Aevos(Executor):
         300); without, they need a bearer token of ``tenant`` that may start runs. Bodies
         past ``max_body`` bytes (default 1 MiB) are refused. Past ``rejections_per_minute``
         rejected deliveries (default 60) a minute's further rejections are counted and
-        recorded as one summary (:mod:`aevos.rejections`). See :mod:`aevos.webhook`.
+        recorded as one summary (:mod:`aevos.audit.rejections`). See :mod:`aevos.events.webhook`.
         """
-        from .webhook import WebhookSource
+        from .events.webhook import WebhookSource
 
         if name in self.webhooks:
             raise DefinitionError(f"webhook source {name!r} is declared twice")
@@ -669,7 +669,7 @@ class Aevos(Executor):
         concurrency: int = 8,
     ) -> Any:
         """A worker pulling this app's queues (all of them unless named)."""
-        from .worker import Worker
+        from .kernel.worker import Worker
 
         return Worker(self, queues, concurrency=concurrency)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .audit.rejections import RejectionBudget
 from .errors import (
     AevosError,
     AuthenticationError,
@@ -29,7 +30,6 @@ from .errors import (
     DefinitionError,
     TokenNotFoundError,
 )
-from .rejections import RejectionBudget
 from .storage import Store
 from .storage.schema import tokens
 

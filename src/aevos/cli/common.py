@@ -30,8 +30,8 @@ from sqlalchemy.engine import URL, make_url
 
 from ..app import DEFAULT_DATABASE_URL, Aevos
 from ..errors import AevosError, StorageError
-from ..run import RunInfo, StepInfo
-from ..status import RunStatus
+from ..records.run import RunInfo, StepInfo
+from ..records.status import RunStatus
 from ..storage.dialect import Dialect, dialect_for
 
 P = ParamSpec("P")

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from ..app import Aevos
 from ..errors import DataNotFoundError, RunTimeoutError
-from ..status import RunStatus
+from ..records.status import RunStatus
 from ..storage.dialect import dialect_for, redact_url
 from .common import (
     _STATUS_STYLE,

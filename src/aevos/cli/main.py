@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from .. import __version__
 from ..app import DEFAULT_DATABASE_URL
-from ..queue import INLINE_QUEUE
+from ..records.queue import INLINE_QUEUE
 from ..storage.dialect import dialect_for, redact_url
 from ..storage.migration import current_revision, ensure_schema, head_revision
 from .common import (

@@ -10,8 +10,8 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from ..queue import INLINE_QUEUE, Queue
-from ..status import RunStatus
+from ..records.queue import INLINE_QUEUE, Queue
+from ..records.status import RunStatus
 from ..storage.dialect import redact_url
 from .common import (
     CliError,

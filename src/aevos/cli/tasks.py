@@ -12,7 +12,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from ..task import Task, TaskStatus
+from ..records.task import Task, TaskStatus
 from .common import CliError, _app, _emit_json, _preview, _print_wide, _reports_errors, _when, out
 
 tasks_cli = typer.Typer(

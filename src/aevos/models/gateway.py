@@ -67,8 +67,8 @@ from ..errors import (
     UnsafeArtifactError,
 )
 from ..identity import check_tenant
-from ..run import StepInfo
-from ..step import error_dict
+from ..kernel.step import error_dict
+from ..records.run import StepInfo
 from ..storage import LeaseLost, StepRecord
 from .breaker import BreakerConfig, Breakers, BreakerState
 from .budget import Budget, Budgets, Leasing, Reservation, Usage
@@ -78,7 +78,7 @@ from .types import ModelAdapter, ModelVersion, Prediction
 
 if TYPE_CHECKING:
     from ..audit import AuditLog
-    from ..context import WorkflowContext
+    from ..kernel.context import WorkflowContext
     from ..storage import Store
     from .registry import ModelRegistry
 
@@ -414,7 +414,7 @@ class Gateway:
         recorded result (or raises the recorded error, as the same class) without calling
         the model or spending budget again.
         """
-        from ..context import Cancelled
+        from ..kernel.context import Cancelled
 
         name = STEP_PREFIX + model
         seq, recorded = ctx._begin_step(name)

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..lineage import Lineage
-from ..run import RunInfo, StepInfo
+from ..audit.lineage import Lineage
+from ..records.run import RunInfo, StepInfo
 
 # Names and keys: no control characters (PostgreSQL cannot even store U+0000 in text).
 NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"

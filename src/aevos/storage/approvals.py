@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .. import codec
-from ..approval import Approval, ApprovalStatus
 from ..errors import ApprovalConflictError, ApprovalNotFoundError
+from ..people.approvals import Approval, ApprovalStatus
 from .schema import approvals
 
 _PENDING = ApprovalStatus.PENDING.value

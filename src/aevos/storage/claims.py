@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .. import codec
-from ..queue import Queue
-from ..run import RunInfo
+from ..records.queue import Queue
+from ..records.run import RunInfo
 from .schema import runs
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..errors import InvalidRunStateError, RunNotFoundError
-from ..run import RunInfo
-from ..status import RunStatus
+from ..records.run import RunInfo
+from ..records.status import RunStatus
 from .schema import runs, steps
 from .tasks import Tasks
 

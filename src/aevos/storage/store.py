@@ -25,9 +25,9 @@ from ..errors import (
     StorageError,
     StorageUnavailableError,
 )
-from ..queue import Queue
-from ..run import NewRun, RunInfo, StepInfo
-from ..status import RunStatus
+from ..records.queue import Queue
+from ..records.run import NewRun, RunInfo, StepInfo
+from ..records.status import RunStatus
 from .approvals import Approvals
 from .claims import Claims
 from .dialect import READ_ONLY, dialect_for, redact_url

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from .. import codec
 from ..errors import AevosError, TaskConflictError, TaskNotFoundError
-from ..task import ESCALATION_BOOST, Feedback, Form, Task, TaskStatus
+from ..records.task import ESCALATION_BOOST, Feedback, Form, Task, TaskStatus
 from .schema import feedback, steps, tasks
 
 if TYPE_CHECKING:

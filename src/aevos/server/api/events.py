@@ -1,7 +1,7 @@
 """``/v1/events``: webhook deliveries that start runs, and the record of every one received.
 
 ``POST /v1/events/{source}`` authenticates itself (a signature, or a bearer token for a
-source without a secret), so it takes no principal dependency; see :mod:`aevos.webhook`.
+source without a secret), so it takes no principal dependency; see :mod:`aevos.events.webhook`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from ...webhook import (
+from ...events.webhook import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
     Delivery,

@@ -1,5 +1,5 @@
 """Metrics of the caller's tenant: ``GET /metrics`` for Prometheus, and
-``GET /v1/metrics/dashboard`` for the console's time series (see :mod:`aevos.metrics`).
+``GET /v1/metrics/dashboard`` for the console's time series (see :mod:`aevos.telemetry.metrics`).
 
 Both are computed from the database per request, so every serving process answers the
 same; both need ``runs:read`` (a ``service`` token suits a Prometheus scraper).
@@ -14,7 +14,7 @@ from fastapi import APIRouter, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...metrics import MAX_BUCKETS, Dashboard, ModelMetrics
+from ...telemetry.metrics import MAX_BUCKETS, Dashboard, ModelMetrics
 from ..deps import AccessDep, PrincipalDep
 
 router = APIRouter(tags=["metrics"])

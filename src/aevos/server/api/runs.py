@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from ...status import RunStatus
+from ...records.status import RunStatus
 from ..deps import AccessDep, PrincipalDep
 from ..schemas import ForkRun, LineageOut, Run, StartRun, Status, Step
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...task import Feedback, Task, TaskStatus
+from ...records.task import Feedback, Task, TaskStatus
 from ..deps import AccessDep, PrincipalDep
 
 router = APIRouter(tags=["tasks"])

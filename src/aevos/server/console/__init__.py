@@ -33,7 +33,7 @@ goes straight on to the viewer's next task (their oldest claim, else ``claim_nex
 reviewer's loop is claim, read, decide, next. The form is checked by the server only
 (``novalidate``): the messages beside the fields are the API's, for every browser.
 
-**The dashboard** (``/console/dashboard``) draws :func:`aevos.metrics.dashboard` for the
+**The dashboard** (``/console/dashboard``) draws :func:`aevos.telemetry.metrics.dashboard` for the
 last hour, day or week with Chart.js; the series travel as JSON in the page, not in script.
 """
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
-from ...metrics import Dashboard
+from ...telemetry.metrics import Dashboard
 from ..deps import AccessDep
 from .page import (
     WINDOWS,

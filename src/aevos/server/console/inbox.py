@@ -13,7 +13,7 @@ from starlette.datastructures import FormData
 
 from ... import errors as e
 from ...identity import Permission, Principal, Role
-from ...task import Field, Task, TaskStatus
+from ...records.task import Field, Task, TaskStatus
 from ..deps import AccessDep
 from .page import (
     PAGE_SIZE,

@@ -10,7 +10,7 @@ from urllib.parse import quote
 from fastapi import Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from ...metrics import ModelMetrics
+from ...telemetry.metrics import ModelMetrics
 from ..deps import AccessDep
 from .page import (
     WINDOWS,

@@ -9,7 +9,7 @@ from fastapi import Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ... import errors as e
-from ...status import RunStatus
+from ...records.status import RunStatus
 from ..deps import AccessDep
 from .page import (
     PAGE_SIZE,

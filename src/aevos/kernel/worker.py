@@ -16,12 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from .errors import AevosError, DefinitionError, StorageUnavailableError
-from .queue import INLINE_QUEUE, Queue
-from .run import RunInfo
+from ..errors import AevosError, DefinitionError, StorageUnavailableError
+from ..records.queue import INLINE_QUEUE, Queue
+from ..records.run import RunInfo
 
 if TYPE_CHECKING:
-    from .app import Aevos
+    from ..app import Aevos
 
 log = logging.getLogger("aevos.worker")
 

@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 
-from .errors import (
+from ..audit.rejections import DEFAULT_LIMIT, Suppressed
+from ..errors import (
     AevosError,
     AuthorizationError,
     DefinitionError,
@@ -61,13 +62,12 @@ from .errors import (
     UnknownSourceError,
     UnknownWorkflowError,
 )
-from .identity import Permission, Principal, check_tenant
-from .rejections import DEFAULT_LIMIT, Suppressed
-from .storage.schema import events
-from .workflow import StartOptions
+from ..identity import Permission, Principal, check_tenant
+from ..kernel.workflow import StartOptions
+from ..storage.schema import events
 
 if TYPE_CHECKING:
-    from .app import Aevos
+    from ..app import Aevos
 
 SIGNATURE_HEADER = "X-Aevos-Signature"
 EVENT_ID_HEADER = "X-Aevos-Event-Id"
@@ -484,7 +484,7 @@ class Ingress:
         run_id: str | None = None,
         reason: str | None = None,
     ) -> EventRecord:
-        from .audit import AuditEvent
+        from ..audit import AuditEvent
 
         row = {
             "tenant": got.tenant,

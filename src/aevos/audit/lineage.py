@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import codec
+from .. import codec
 
 if TYPE_CHECKING:
-    from .app import Aevos
+    from ..app import Aevos
 
 # Audit actions recorded by the kernel itself rather than by a person or a service.
 _SYSTEM_ACTORS = ("system", "kernel")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import DefinitionError
+from ..errors import DefinitionError
 
 INLINE_QUEUE = "_inline"  # runs executed by the caller's own process; no limits apply
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")

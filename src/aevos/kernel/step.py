@@ -12,10 +12,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
-from . import codec
-from .errors import DefinitionError, SerializationError, StepFailedError, StepTimeoutError
+from .. import codec
+from ..errors import DefinitionError, SerializationError, StepFailedError, StepTimeoutError
+from ..storage import StepRecord
 from .retry import RetryPolicy
-from .storage import StepRecord
 
 if TYPE_CHECKING:
     from .context import WorkflowContext

@@ -18,20 +18,20 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from . import codec
+from .. import codec
+from ..errors import AevosError, RunCancelledError, StorageUnavailableError
+from ..records.queue import INLINE_QUEUE
+from ..records.run import NewRun, RunInfo, StepInfo
+from ..records.status import RunStatus
 from .context import Cancelled, Suspend, WorkflowContext
-from .errors import AevosError, RunCancelledError, StorageUnavailableError
 from .handle import RunHandle, result_of
-from .queue import INLINE_QUEUE
-from .run import NewRun, RunInfo, StepInfo
-from .status import RunStatus
 from .step import error_dict
 from .workflow import StartOptions, Workflow
 
 if TYPE_CHECKING:
-    from .app import Aevos
+    from ..app import Aevos
+    from ..storage import Store
     from .lease import Leases
-    from .storage import Store
 
 
 @dataclass

@@ -36,15 +36,15 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import codec
-from .errors import AevosError, ApprovalConflictError, AuthorizationError, DefinitionError
+from .. import codec
+from ..errors import AevosError, ApprovalConflictError, AuthorizationError, DefinitionError
 
 if TYPE_CHECKING:
-    from .app import Aevos
-    from .audit import AuditEvent
-    from .identity import Principal
-    from .models.types import ModelVersion
-    from .policy import Decision
+    from ..app import Aevos
+    from ..audit import AuditEvent
+    from ..identity import Principal
+    from ..models.types import ModelVersion
+    from ..policy import Decision
 
 log = logging.getLogger("aevos.approvals")
 
@@ -91,7 +91,7 @@ class Approval:
 
 
 def _event(**fields: Any) -> AuditEvent:
-    from .audit import AuditEvent  # the audit package imports storage, which imports this
+    from ..audit import AuditEvent  # the audit package imports storage, which imports this
 
     return AuditEvent(**fields)
 
@@ -239,7 +239,7 @@ class Approvals:
         stale: list[int | None] = []
 
         def also(conn: Connection) -> None:
-            from .storage.schema import model_aliases  # storage imports this module
+            from ..storage.schema import model_aliases  # storage imports this module
 
             a = model_aliases.c
             current = conn.execute(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
-from .errors import RunCancelledError, RunFailedError, RunTimeoutError
-from .run import RunInfo, StepInfo
-from .status import RunStatus
+from ..errors import RunCancelledError, RunFailedError, RunTimeoutError
+from ..records.run import RunInfo, StepInfo
+from ..records.status import RunStatus
 
 if TYPE_CHECKING:
-    from .app import Aevos
+    from ..app import Aevos
 
 R = TypeVar("R")
 

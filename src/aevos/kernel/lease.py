@@ -11,10 +11,10 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from .errors import AevosError
+from ..errors import AevosError
 
 if TYPE_CHECKING:
-    from .app import Aevos
+    from ..app import Aevos
 
 log = logging.getLogger("aevos")
 

@@ -9,12 +9,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
-from . import codec
+from .. import codec
+from ..errors import DefinitionError
 from .context import WorkflowContext
-from .errors import DefinitionError
 
 if TYPE_CHECKING:
-    from .app import Aevos
+    from ..app import Aevos
     from .handle import RunHandle
 
 P = ParamSpec("P")

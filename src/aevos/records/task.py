@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from .errors import DefinitionError, TaskInputError
+from ..errors import DefinitionError, TaskInputError
 
 FieldKind = Literal["choice", "text", "number", "boolean"]
 _KINDS = ("choice", "text", "number", "boolean")

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from . import codec
-from .errors import (
+from .. import codec
+from ..errors import (
     DefinitionError,
     ReplayMismatchError,
     RunCancelledError,
@@ -27,12 +27,10 @@ from .errors import (
     TaskConflictError,
     TaskExpiredError,
 )
-from .identity import ROLE_PERMISSIONS, Permission, Role
-from .run import NewRun, StepInfo
-from .status import RunStatus
-from .step import step_error
-from .storage import LeaseLost, StepRecord
-from .task import (
+from ..identity import ROLE_PERMISSIONS, Permission, Role
+from ..records.run import NewRun, StepInfo
+from ..records.status import RunStatus
+from ..records.task import (
     MAX_ESCALATIONS,
     MAX_PRIORITY,
     Field,
@@ -43,11 +41,13 @@ from .task import (
     TaskStatus,
     overridden,
 )
+from ..storage import LeaseLost, StepRecord
+from .step import step_error
 
 if TYPE_CHECKING:
-    from .app import Aevos
-    from .models.gateway import CallResult
-    from .policy import Decision
+    from ..app import Aevos
+    from ..models.gateway import CallResult
+    from ..policy import Decision
     from .workflow import Workflow
 
 T = TypeVar("T")
@@ -219,8 +219,8 @@ class WorkflowContext:
         even if the policy file changed since) and appended to the audit log in the same
         transaction, with the input's digest, never the input.
         """
-        from .audit import AuditEvent
-        from .policy import Decision
+        from ..audit import AuditEvent
+        from ..policy import Decision
 
         name = f"aevos.decide:{policy}"
         seq, recorded = self._begin_step(name)
@@ -465,7 +465,7 @@ class WorkflowContext:
         self, request: TaskRequest, timeout: float | timedelta | None
     ) -> tuple[str, float]:
         """Create the task as this position's result, with its audit record, atomically."""
-        from .audit import AuditEvent
+        from ..audit import AuditEvent
 
         # Named without the queue: moving a task to another queue in the code must not break
         # the replay of runs already waiting.
@@ -557,7 +557,7 @@ class WorkflowContext:
         self, seq: int, task_id: str, deadline: float, started: float
     ) -> StepInfo | None:
         """The task's outcome recorded at ``seq`` if it has one; parks the run if not."""
-        from .audit import AuditEvent
+        from ..audit import AuditEvent
 
         name = DECISION_STEP
         audit = self.app.audit
@@ -723,7 +723,7 @@ class WorkflowContext:
         if error.get("status") == "CANCELLED":
             raise RunCancelledError(str(error.get("run_id")))
         if error.get("type") == "aevos.ChildRunTimeout":
-            from .errors import RunTimeoutError
+            from ..errors import RunTimeoutError
 
             raise RunTimeoutError(f"child run {error.get('run_id')} did not finish in time")
         raise RunFailedError(str(error.get("run_id")), error.get("child_error"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .errors import DefinitionError
+from ..errors import DefinitionError
 
 
 @dataclass(frozen=True)

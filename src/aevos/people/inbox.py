@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
 
-from . import codec
-from .audit import AuditEvent
-from .task import Feedback, Task, TaskStatus, overridden
+from .. import codec
+from ..audit import AuditEvent
+from ..records.task import Feedback, Task, TaskStatus, overridden
 
 if TYPE_CHECKING:
-    from .app import Aevos
+    from ..app import Aevos
 
 
 class Inbox:
@@ -145,7 +145,7 @@ class Inbox:
         raises TaskConflictError and changes nothing."""
         task = self.app.store.get_task(task_id, tenant=tenant)
         if task.status.closed or (task.status is TaskStatus.CLAIMED and task.assignee != actor):
-            from .storage.tasks import _refusal
+            from ..storage.tasks import _refusal
 
             raise _refusal(task, actor)
         decision = task.form.validate(values)

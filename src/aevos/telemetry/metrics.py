@@ -32,15 +32,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from .errors import DefinitionError
-from .status import RunStatus
-from .storage.schema import audit, feedback, runs, tasks
+from ..errors import DefinitionError
+from ..records.status import RunStatus
+from ..storage.schema import audit, feedback, runs, tasks
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from .app import Aevos
-    from .storage import Store
+    from ..app import Aevos
+    from ..storage import Store
 
 __all__ = [
     "CONFIDENCE_BINS",

@@ -1,0 +1,2 @@
+"""Events from outside that start runs: webhook sources, signed or authenticated
+deliveries, idempotent by the sender's event id."""

@@ -1,0 +1,2 @@
+"""What operators watch: Prometheus metrics and the console's dashboards, read from the
+database (runs, tasks, audit records of model calls)."""
