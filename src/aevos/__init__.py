@@ -76,18 +76,19 @@ if TYPE_CHECKING:
     from .models.gateway import CallResult, Gateway
     from .models.registry import ModelRegistry
     from .models.routing import Canary, Cascade, Route
-    from .people.approvals import Approval, Approvals, ApprovalStatus
+    from .people.approvals import Approvals
     from .people.inbox import Inbox
     from .pii import Redaction, Redactor, Vault
     from .policy import Decision, PolicySet, Verdict, python_policy
+    from .records.approval import Approval, ApprovalStatus
 
 __version__ = "0.1.0"
 
 # name -> module, imported on first access (PEP 562).
 _LAZY = {
     "Access": "access",
-    "Approval": "people.approvals",
-    "ApprovalStatus": "people.approvals",
+    "Approval": "records.approval",
+    "ApprovalStatus": "records.approval",
     "Approvals": "people.approvals",
     "AuditEvent": "audit",
     "AuditLog": "audit",

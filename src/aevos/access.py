@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from .models.registry import ModelAlias
     from .models.routing import Route
     from .models.types import ModelCard, ModelVersion
-    from .people.approvals import Approval, ApprovalStatus
     from .policy import Decision, Explanation, Policy, PolicySet
+    from .records.approval import Approval, ApprovalStatus
     from .telemetry.metrics import Dashboard, ModelMetrics
 
 

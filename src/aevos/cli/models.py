@@ -316,7 +316,7 @@ def models_approvals(
 
     People approve with their own token, in the console or over the API (four eyes needs
     to know who approves); this is the operator's view."""
-    from ..people.approvals import ApprovalStatus
+    from ..records.approval import ApprovalStatus
 
     try:
         wanted = None if status is None else ApprovalStatus(status.upper())

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from .. import codec
 from ..errors import ApprovalConflictError, ApprovalNotFoundError
-from ..people.approvals import Approval, ApprovalStatus
+from ..records.approval import Approval, ApprovalStatus
 from .schema import approvals
 
 _PENDING = ApprovalStatus.PENDING.value

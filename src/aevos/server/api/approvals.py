@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...people.approvals import Approval, ApprovalStatus
+from ...records.approval import Approval, ApprovalStatus
 from ..deps import AccessDep, PrincipalDep
 from .models import Version
 
