@@ -153,6 +153,11 @@ def _token(app: Aevos, tenant: str, role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {issued.token}"}
 
 
+def _scrape(app: Aevos) -> tuple[Any, Any]:
+    """What ``exposition`` reads: the app's store and its running call totals."""
+    return app.store, app.call_totals
+
+
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
@@ -221,7 +226,7 @@ def test_prometheus_exposition_counts_known_inputs(app: Aevos, make_app: Any) ->
     )
     app.audit.append_many([priced.event(), priced.event()])
 
-    text = exposition(app, "acme").decode()
+    text = exposition(*_scrape(app), "acme").decode()
     samples = _samples(text)
 
     def value(name: str, **labels: str) -> float:
@@ -257,7 +262,7 @@ def test_prometheus_exposition_counts_known_inputs(app: Aevos, make_app: Any) ->
     assert value("aevos_model_call_duration_seconds_count", **llm) == 2
 
     # Tenant B's exposition holds only B's rows.
-    other = _samples(exposition(app, "tenant-b").decode())
+    other = _samples(exposition(*_scrape(app), "tenant-b").decode())
     assert (
         other[("aevos_runs", frozenset({("workflow", "claims.intake"), ("status", "SUCCEEDED")}))]
         == 1
@@ -269,7 +274,7 @@ def test_prometheus_exposition_counts_known_inputs(app: Aevos, make_app: Any) ->
     assert not [key for key in other if ("status", "FAILED") in key[1]]
 
     # Another process on the same database says the same.
-    assert exposition(make_app(), "acme").decode() == text
+    assert exposition(*_scrape(make_app()), "acme").decode() == text
 
 
 def test_model_call_counters_add_only_what_was_appended_and_agree_with_a_recount(
@@ -279,22 +284,22 @@ def test_model_call_counters_add_only_what_was_appended_and_agree_with_a_recount
         return {k: v for k, v in _samples(text).items() if k[0].startswith("aevos_model_calls")}
 
     _calls(app, monkeypatch, "acme", 1000.0, "risk", [0.9, 0.8], cost=0.5)
-    first = calls(exposition(app, "acme").decode())
+    first = calls(exposition(*_scrape(app), "acme").decode())
     _calls(app, monkeypatch, "acme", 1001.0, "risk", [0.7], cost=0.5)
     _calls(app, monkeypatch, "acme", 1002.0, "other", [None])
     app.audit.append_many([])  # nothing appended: nothing changes
-    second = calls(exposition(app, "acme").decode())
+    second = calls(exposition(*_scrape(app), "acme").decode())
     assert sum(v for (n, _), v in first.items() if n == "aevos_model_calls_total") == 2
     assert sum(v for (n, _), v in second.items() if n == "aevos_model_calls_total") == 4
     # Another process adds everything up from the start, and agrees.
     fresh = make_app()
-    recount = calls(exposition(fresh, "acme").decode())
+    recount = calls(exposition(*_scrape(fresh), "acme").decode())
     assert recount.keys() == second.keys()
     assert all(math.isclose(recount[k], second[k], rel_tol=1e-9) for k in second)  # rounding
     # A log that shrank (a reset) is added up again, not subtracted from.
     app.store.truncate_all()
     _calls(app, monkeypatch, "acme", 1003.0, "risk", [0.6])
-    after = calls(exposition(app, "acme").decode())
+    after = calls(exposition(*_scrape(app), "acme").decode())
     assert sum(v for (n, _), v in after.items() if n == "aevos_model_calls_total") == 1
 
 
@@ -366,7 +371,7 @@ def _dashboard_inputs(app: Aevos, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_dashboard_from_known_inputs(app: Aevos, monkeypatch: pytest.MonkeyPatch) -> None:
     _dashboard_inputs(app, monkeypatch)
-    board = dashboard(app, "acme", since=T0, until=T0 + 300, buckets=3)
+    board = dashboard(app.store, "acme", since=T0, until=T0 + 300, buckets=3)
     assert board.bucket_seconds == 100
     first, second, third = board.buckets
     assert [(b.start, b.end) for b in board.buckets] == [
@@ -405,13 +410,15 @@ def test_dashboard_from_known_inputs(app: Aevos, monkeypatch: pytest.MonkeyPatch
     assert third.drift == {"router": None, "ocr": pytest.approx(ocr_shift)}
 
     # One bucket over the same window sums the three.
-    (whole,) = dashboard(app, "acme", since=T0, until=T0 + 300, buckets=1).buckets
+    (whole,) = dashboard(app.store, "acme", since=T0, until=T0 + 300, buckets=1).buckets
     assert (whole.throughput, whole.automated, whole.feedback, whole.overrides) == (5, 2, 6, 4)
     assert whole.latency_p50 == 3.0 and whole.cost == pytest.approx(3.0)
     assert whole.drift == {"router": 0.0, "ocr": 0.0}
 
     # Tenant B sees only its own rows.
-    (b_first, b_second, _) = dashboard(app, "tenant-b", since=T0, until=T0 + 300, buckets=3).buckets
+    (b_first, b_second, _) = dashboard(
+        app.store, "tenant-b", since=T0, until=T0 + 300, buckets=3
+    ).buckets
     assert (b_first.throughput, b_first.latency_p50, b_first.feedback) == (1, 15.0, 1)
     assert (b_first.model_calls, b_first.cost, b_first.cost_per_decision) == (7, 35.0, 35.0)
     assert b_second.throughput == 0 and b_second.model_calls == 0
@@ -474,10 +481,10 @@ def test_percentile_and_psi() -> None:
 
 def test_dashboard_refuses_bad_windows(app: Aevos) -> None:
     with pytest.raises(DefinitionError):
-        dashboard(app, "acme", since=T0, until=T0, buckets=3)
+        dashboard(app.store, "acme", since=T0, until=T0, buckets=3)
     with pytest.raises(DefinitionError):
-        dashboard(app, "acme", since=T0, until=T0 + 1, buckets=0)
-    empty = dashboard(app, "acme", since=T0, until=T0 + 60, buckets=2)
+        dashboard(app.store, "acme", since=T0, until=T0 + 1, buckets=0)
+    empty = dashboard(app.store, "acme", since=T0, until=T0 + 60, buckets=2)
     assert [b.throughput for b in empty.buckets] == [0, 0]
     assert empty.drift_reference == {} and all(b.drift == {} for b in empty.buckets)
 
@@ -493,7 +500,9 @@ def test_model_metrics_per_version_from_known_inputs(
     _feedback(app, "acme", overridden=False, at=start + 30)
     _feedback(app, "acme", overridden=False, at=start + 3620)
 
-    live = model_metrics(app, "acme", "claims-router", since=start, until=start + 7200, buckets=2)
+    live = model_metrics(
+        app.store, "acme", "claims-router", since=start, until=start + 7200, buckets=2
+    )
     assert list(live.versions) == ["claims-router@1"]
     first, second = live.versions["claims-router@1"]
     assert (first.calls, first.errors, first.error_rate) == (3, 0, 0.0)

@@ -151,7 +151,7 @@ def test_a_person_decides_and_the_parked_run_resumes_with_a_feedback_record(
     assert submitted.actor == ALICE and submitted.data["overridden"] is True
     assert "stolen" not in str(submitted.to_dict())  # the decision only as a digest
     assert app.audit.verify("default").ok
-    assert ALICE in lineage(app, handle.run_id).people
+    assert ALICE in lineage(app.store, app.audit, handle.run_id).people
 
 
 def test_an_accepted_suggestion_is_not_an_override(triage_app: Aevos) -> None:

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from aevos import Aevos, DefinitionError, RunStatus, StepContext, WorkflowContext
 from aevos.errors import SignatureError, StaleSignatureError
-from aevos.events.webhook import Delivery, EventStatus, Ingress, WebhookSource, sign
+from aevos.events.webhook import Delivery, EventStatus, WebhookSource, sign
 from aevos.server import create_app
 from aevos.storage.schema import events
 
@@ -159,7 +159,7 @@ def test_concurrent_deliveries_of_one_event_start_one_run(served: Served) -> Non
     body = _event("race")
     signature = sign(SECRET, body, event_id="race")
     delivery = Delivery("crm", body, len(body), signature=signature, event_id="race")
-    ingress = Ingress(app)
+    ingress = app.ingress
     with ThreadPoolExecutor(8) as pool:
         records = list(pool.map(lambda _: ingress.receive(delivery), range(8)))
     statuses = sorted(record.status.value for record in records)
@@ -515,7 +515,7 @@ def test_a_flood_of_bad_deliveries_is_counted_not_written_row_by_row(served: Ser
     assert len(audited) == 3
 
     # The minute ends (a worker's sweep, or close): one summary per flooded source.
-    Ingress(app).flush_refusals(time.time() + 61)
+    app.ingress.flush_refusals(time.time() + 61)
     summaries = [r for r in _rows(app) if r.reason and r.reason.startswith("too_many")]
     assert sorted((r.tenant, r.source) for r in summaries) == [("acme", "tight"), ("default", "*")]
     tight_summary = next(r for r in summaries if r.source == "tight")
@@ -530,7 +530,7 @@ def test_a_flood_of_bad_deliveries_is_counted_not_written_row_by_row(served: Ser
     assert "10 more refusals" in unknown_summary.reason
     listed = client.get("/v1/events", headers=_token(app, "acme", "operator")).json()
     assert any(e["code"] == "too_many_rejections" for e in listed)
-    Ingress(app).flush_refusals(time.time() + 61)  # nothing counted twice
+    app.ingress.flush_refusals(time.time() + 61)  # nothing counted twice
     assert len([r for r in _rows(app) if r.reason and r.reason.startswith("too_many")]) == 2
 
 
@@ -539,7 +539,7 @@ def test_counted_rejections_are_recorded_when_the_app_closes(database_url: str) 
     app.webhook("hook", workflow="w", tenant="acme", secret=SECRET, rejections_per_minute=1)
     for i in range(3):
         with pytest.raises(SignatureError):
-            Ingress(app).receive(Delivery("hook", _event(f"e{i}"), 10, signature="t=1,v1=00"))
+            app.ingress.receive(Delivery("hook", _event(f"e{i}"), 10, signature="t=1,v1=00"))
     app.close()
     reopened = Aevos(database_url)
     try:
@@ -587,7 +587,7 @@ def test_a_summary_that_cannot_be_written_is_kept_for_the_next_try(served: Serve
     app.webhook("blip", workflow="intake", tenant="acme", secret=SECRET, rejections_per_minute=1)
     for i in range(3):
         _post(client, "blip", _event(f"e{i}"), secret=OLD_SECRET)
-    ingress = Ingress(app)
+    ingress = app.ingress
     record = ingress._record_counted
 
     def unavailable(counted: Any) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .audit.lineage import Lineage, lineage
 from .errors import AuthorizationError, ModelNotFoundError
@@ -23,15 +23,67 @@ from .records.status import RunStatus
 from .records.task import Feedback, Task, TaskStatus
 
 if TYPE_CHECKING:
-    from .app import Aevos
-    from .audit import AuditRecord, VerifyReport
-    from .models.gateway import CallResult
-    from .models.registry import ModelAlias
+    from .audit import AuditLog, AuditRecord, VerifyReport
+    from .identity import Identity
+    from .models.gateway import CallResult, Gateway
+    from .models.registry import ModelAlias, ModelRegistry
     from .models.routing import Route
     from .models.types import ModelCard, ModelVersion
+    from .people.approvals import Approvals
+    from .people.inbox import Inbox
+    from .pii import Redactor, Vault
     from .policy import Decision, Explanation, Policy, PolicySet
     from .records.approval import Approval, ApprovalStatus
-    from .telemetry.metrics import Dashboard, ModelMetrics
+    from .storage import Store
+    from .telemetry.metrics import CallTotalsCache, Dashboard, ModelMetrics
+
+
+class Services(Protocol):
+    """What the guard reaches behind it: the services of one app (:class:`aevos.Aevos`
+    provides them, each built on first use)."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def audit(self) -> AuditLog: ...
+    @property
+    def identity(self) -> Identity: ...
+    @property
+    def policies(self) -> PolicySet: ...
+    @property
+    def redactor(self) -> Redactor: ...
+    @property
+    def vault(self) -> Vault: ...
+    @property
+    def models(self) -> ModelRegistry: ...
+    @property
+    def gateway(self) -> Gateway: ...
+    @property
+    def tasks(self) -> Inbox: ...
+    @property
+    def approvals(self) -> Approvals: ...
+    @property
+    def call_totals(self) -> CallTotalsCache: ...
+
+    def start(
+        self,
+        workflow: str,
+        *args: Any,
+        idempotency_key: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        tenant: str = "default",
+        actor: str | None = None,
+        **kwargs: Any,
+    ) -> RunHandle[Any]: ...
+
+    def cancel(self, run_id: str) -> RunStatus: ...
+
+    def resume(self, run_id: str) -> RunHandle[Any]: ...
+
+    def fork(
+        self, run_id: str, from_step: int = 0, *, queue: str | None = None
+    ) -> RunHandle[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -75,8 +127,10 @@ GATED_ALIASES = frozenset({"champion"})
 
 
 class Access:
-    def __init__(self, app: Aevos) -> None:
-        self.app = app
+    """The guard: allow (the role's permission), own tenant, audit; then the service."""
+
+    def __init__(self, services: Services) -> None:
+        self.app = services
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -196,7 +250,7 @@ class Access:
         """Why was this case decided so: the run, its steps, decisions and people."""
         self._allow(principal, Permission.RUNS_READ, "read lineage")
         self._own_run(principal, run_id)
-        return lineage(self.app, run_id)
+        return lineage(self.app.store, self.app.audit, run_id)
 
     # -- models -----------------------------------------------------------------------------
 
@@ -526,7 +580,7 @@ class Access:
         self._allow(principal, Permission.RUNS_READ, "read metrics")
         from .telemetry.metrics import exposition
 
-        return exposition(self.app, principal.tenant)
+        return exposition(self.app.store, self.app.call_totals, principal.tenant)
 
     def dashboard(
         self, principal: Principal, *, since: float, until: float, buckets: int
@@ -535,7 +589,9 @@ class Access:
         self._allow(principal, Permission.RUNS_READ, "read metrics")
         from .telemetry.metrics import dashboard
 
-        return dashboard(self.app, principal.tenant, since=since, until=until, buckets=buckets)
+        return dashboard(
+            self.app.store, principal.tenant, since=since, until=until, buckets=buckets
+        )
 
     def model_metrics(
         self, principal: Principal, name: str, *, since: float, until: float, buckets: int
@@ -547,7 +603,7 @@ class Access:
         from .telemetry.metrics import model_metrics
 
         return model_metrics(
-            self.app, principal.tenant, name, since=since, until=until, buckets=buckets
+            self.app.store, principal.tenant, name, since=since, until=until, buckets=buckets
         )
 
     # -- human tasks --------------------------------------------------------------------------

@@ -1,39 +1,36 @@
-"""The application object: registry of workflows, steps and queues, and the run executor."""
+"""The application object: the composition root of aevos.
+
+:class:`Aevos` builds every service once, bottom-up, on first use, and hands each only the
+collaborators it uses: the store; the audit log over it; identity (tokens and roles); the
+policies, the PII redactor and vault; the model registry and the gateway over it; the
+kernel's :class:`~aevos.kernel.runtime.Runtime` (workflows, steps, queues, runs), which
+reaches these through :class:`~aevos.kernel.services.Services`; the reviewer inbox, the
+approvals and webhook ingress above the kernel; and :class:`~aevos.access.Access`, the
+guard the HTTP API and the console go through. Nothing below this module imports it
+(``docs/architecture.md``; import-linter checks it).
+"""
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import logging
 import math
 import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy.engine import Connection
-
-from . import codec
 from .audit.rejections import RejectionBudget
-from .errors import (
-    AevosError,
-    DefinitionError,
-    SerializationError,
-    UnknownWorkflowError,
-)
-from .kernel.context import TASK_STEP
-from .kernel.executor import Executor
+from .errors import AevosError, DefinitionError
 from .kernel.handle import RunHandle
-from .kernel.lease import Leases
-from .kernel.retry import RetryPolicy, as_retry_policy
+from .kernel.retry import RetryPolicy
+from .kernel.runtime import Runtime
 from .kernel.step import Step, StepContext
-from .kernel.workflow import StartOptions, Workflow, WorkflowDecorator
-from .records.queue import INLINE_QUEUE, Queue
-from .records.run import NewRun, RunInfo, StepInfo
+from .kernel.worker import Worker
+from .kernel.workflow import StartOptions, WorkflowDecorator
+from .people.asking import Asking
+from .records.queue import Queue
+from .records.run import RunInfo, StepInfo
 from .records.status import RunStatus
 from .storage import Store, open_store
 from .storage.store import DEFAULT_BLOB_THRESHOLD
@@ -41,10 +38,10 @@ from .telemetry.metrics import CallTotalsCache
 
 if TYPE_CHECKING:
     from .access import Access
-    from .audit import AuditEvent, AuditLog
-    from .audit.buffer import AuditBuffer
-    from .events.webhook import Mapper, WebhookSource
+    from .audit import AuditLog
+    from .events.webhook import Ingress, Mapper, WebhookSource
     from .identity import Identity
+    from .kernel.workflow import Workflow
     from .models.gateway import Gateway
     from .models.registry import ModelRegistry
     from .people.approvals import Approvals
@@ -59,7 +56,7 @@ DEFAULT_DATABASE_URL = "sqlite:///./aevos.db"
 log = logging.getLogger("aevos")
 
 
-class Aevos(Executor):
+class Aevos:
     """One aevos application: its workflows, steps, queues, and a connection to its database.
 
     ``Aevos()`` reads ``AEVOS_DATABASE_URL`` (default ``sqlite:///./aevos.db``). The database
@@ -82,38 +79,32 @@ class Aevos(Executor):
         self.database_url = (
             database_url or os.environ.get("AEVOS_DATABASE_URL") or DEFAULT_DATABASE_URL
         )
-        self.lease_seconds = lease_seconds
-        self.park_after = park_after
-        self.poll_interval = poll_interval
         self.blob_threshold = blob_threshold
         self._migrate = migrate
-        self._explicit_version = code_version
-        self._computed_version: str | None = None
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.workflows: dict[str, Workflow[Any, Any]] = {}
-        self.steps: dict[str, Step[Any, Any]] = {}
-        self.queues: dict[str, Queue] = {"default": Queue("default")}
         self._store: Store | None = None
         self._store_lock = threading.Lock()
-        self._leases = Leases(self)
-        self._signal_events: dict[str, threading.Event] = {}
-        self._work_available = threading.Event()
-        self._timeout_pool: ThreadPoolExecutor | None = None
         self._audit: AuditLog | None = None
         self._policies = policies
         self._redactor: Redactor | None = None
         self._vault: Vault | None = None
         self._models: ModelRegistry | None = None
         self._gateway: Gateway | None = None
-        self._audit_buffer: AuditBuffer | None = None
         self._identity: Identity | None = None
         self.webhooks: dict[str, WebhookSource] = {}
         # Rejected webhook deliveries recorded one by one, per source; a flood is counted.
-        self._webhook_refusals = RejectionBudget()
+        self.webhook_refusals = RejectionBudget()
         # /metrics adds up each tenant's model calls once, then only what was appended since.
-        self._call_totals = CallTotalsCache()
+        self.call_totals = CallTotalsCache()
+        self._asking = Asking()
+        self.runtime = Runtime(
+            self,
+            code_version=code_version,
+            lease_seconds=lease_seconds,
+            park_after=park_after,
+            poll_interval=poll_interval,
+        )
 
-    # -- lifecycle --------------------------------------------------------------------------
+    # -- services, built bottom-up on first use ------------------------------------------------
 
     @property
     def store(self) -> Store:
@@ -192,18 +183,23 @@ class Aevos(Executor):
         return self._gateway
 
     @property
+    def human_tasks(self) -> Asking:
+        """How ``ctx.ask_human`` asks a person (the kernel's view of :mod:`aevos.people`)."""
+        return self._asking
+
+    @property
     def tasks(self) -> Inbox:
         """Human tasks: list, claim, release, reassign, submit, escalate; feedback records."""
         from .people.inbox import Inbox
 
-        return Inbox(self)
+        return Inbox(self.store, self.audit, self.runtime.wake, self.owner)
 
     @property
     def approvals(self) -> Approvals:
         """Gated actions (promotions) waiting for a second person: list, approve, reject."""
         from .people.approvals import Approvals
 
-        return Approvals(self)
+        return Approvals(self.store, self.audit, lambda: self.policies, self.models, self.owner)
 
     @property
     def identity(self) -> Identity:
@@ -213,6 +209,15 @@ class Aevos(Executor):
 
             self._identity = Identity(self.store, self._audit_refusal)
         return self._identity
+
+    @property
+    def ingress(self) -> Ingress:
+        """Webhook deliveries: received, authenticated, mapped to runs, recorded."""
+        from .events.webhook import Ingress
+
+        return Ingress(
+            self.runtime, self.webhooks, self.webhook_refusals, self.identity, self.audit
+        )
 
     @property
     def access(self) -> Access:
@@ -234,10 +239,8 @@ class Aevos(Executor):
         """Record the counts of refusals (failed authentications, rejected webhook
         deliveries) whose flood window ended; workers call this, and ``close`` with every
         window."""
-        from .events.webhook import Ingress
-
         moment = time.time() if now is None else now
-        Ingress(self).flush_refusals(moment)
+        self.ingress.flush_refusals(moment)
         if self._identity is not None:
             self._identity.flush_refusals(moment)
 
@@ -251,12 +254,7 @@ class Aevos(Executor):
             # Writes its buffered call records and returns unspent leased budget.
             self._gateway.close()
             self._gateway = None
-        self._leases.stop()
-        if self._audit_buffer is not None:
-            self._audit_buffer.close()  # writes what is buffered while the store is open
-            self._audit_buffer = None
-        if self._timeout_pool is not None:
-            self._timeout_pool.shutdown(wait=False, cancel_futures=True)
+        self.runtime.close()
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -272,24 +270,41 @@ class Aevos(Executor):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- the kernel's settings and registry ----------------------------------------------------
+
+    @property
+    def owner(self) -> str:
+        """This process's name in leases and audit records (host:pid:random)."""
+        return self.runtime.owner
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.runtime.lease_seconds
+
+    @property
+    def park_after(self) -> float:
+        return self.runtime.park_after
+
+    @property
+    def poll_interval(self) -> float:
+        return self.runtime.poll_interval
+
+    @property
+    def workflows(self) -> dict[str, Workflow[Any, Any]]:
+        return self.runtime.workflows
+
+    @property
+    def steps(self) -> dict[str, Step[Any, Any]]:
+        return self.runtime.steps
+
+    @property
+    def queues(self) -> dict[str, Queue]:
+        return self.runtime.queues
+
     @property
     def code_version(self) -> str:
         """A digest of every registered workflow's and step's source, unless set explicitly."""
-        if self._explicit_version is not None:
-            return self._explicit_version
-        if self._computed_version is None:
-            digest = hashlib.sha256()
-            for name, func in sorted(
-                [(n, w.func) for n, w in self.workflows.items()]
-                + [(n, s.func) for n, s in self.steps.items()]
-            ):
-                digest.update(name.encode())
-                try:
-                    digest.update(inspect.getsource(func).encode())
-                except (OSError, TypeError):
-                    digest.update(getattr(func, "__qualname__", name).encode())
-            self._computed_version = digest.hexdigest()[:16]
-        return self._computed_version
+        return self.runtime.code_version
 
     # -- registration -----------------------------------------------------------------------
 
@@ -303,18 +318,13 @@ class Aevos(Executor):
         rate_period: float = 1.0,
     ) -> Queue:
         """Declare a queue; workers of this app pull from it."""
-        queue = Queue(name, concurrency, worker_concurrency, rate_limit, rate_period)
-        self.queues[name] = queue
-        return queue
-
-    def _queue_named(self, name: str) -> Queue:
-        try:
-            return self.queues[name]
-        except KeyError:
-            raise DefinitionError(
-                f"unknown queue {name!r}; declare it with app.queue({name!r}) "
-                f"(known: {', '.join(sorted(self.queues))})"
-            ) from None
+        return self.runtime.queue(
+            name,
+            concurrency=concurrency,
+            worker_concurrency=worker_concurrency,
+            rate_limit=rate_limit,
+            rate_period=rate_period,
+        )
 
     def workflow(self, *, name: str | None = None, queue: str = "default") -> WorkflowDecorator:
         """Register a workflow; its first parameter receives the :class:`WorkflowContext`.
@@ -322,20 +332,7 @@ class Aevos(Executor):
         Plain and ``async def`` functions both work; the decorated object keeps the
         function's signature for type checkers (minus the context).
         """
-        self._queue_named(queue)
-        return WorkflowDecorator(self, name, queue)
-
-    def _register_workflow(
-        self, func: Callable[..., Any], name: str | None, queue: str
-    ) -> Workflow[Any, Any]:
-        wf_name = name or _qualified(func)
-        _check_callable(func, "workflow", wf_name)
-        if wf_name in self.workflows:
-            raise DefinitionError(f"workflow {wf_name!r} is registered twice")
-        workflow: Workflow[Any, Any] = Workflow(self, func, wf_name, queue)
-        self.workflows[wf_name] = workflow
-        self._computed_version = None
-        return workflow
+        return self.runtime.workflow(name=name, queue=queue)
 
     def step(
         self,
@@ -349,26 +346,7 @@ class Aevos(Executor):
         ``retries`` is the maximum number of attempts (an int) or a :class:`RetryPolicy`;
         ``timeout`` bounds each attempt, in seconds.
         """
-        policy = as_retry_policy(retries)
-        if timeout is not None and timeout <= 0:
-            raise DefinitionError(f"step timeout must be > 0 seconds, got {timeout}")
-
-        def decorate(func: Callable[Concatenate[StepContext, P], R]) -> Step[P, R]:
-            step_name = name or _qualified(func)
-            _check_callable(func, "step", step_name)
-            if step_name in self.steps:
-                raise DefinitionError(f"step {step_name!r} is registered twice")
-            step = Step(func, step_name, policy, timeout, self._pool)
-            self.steps[step_name] = step
-            self._computed_version = None
-            return step
-
-        return decorate
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._timeout_pool is None:
-            self._timeout_pool = ThreadPoolExecutor(64, thread_name_prefix="aevos-step")
-        return self._timeout_pool
+        return self.runtime.step(name=name, retries=retries, timeout=timeout)
 
     def webhook(
         self,
@@ -400,7 +378,7 @@ class Aevos(Executor):
         if name in self.webhooks:
             raise DefinitionError(f"webhook source {name!r} is declared twice")
         if queue is not None:
-            self._queue_named(queue)
+            self.runtime.queue_named(queue)
         source = WebhookSource.declare(
             name,
             workflow=workflow,
@@ -417,44 +395,6 @@ class Aevos(Executor):
         return source
 
     # -- starting runs ----------------------------------------------------------------------
-
-    def _encode_or_reject(
-        self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
-    ) -> str:
-        try:
-            return workflow._encode_input(args, kwargs)
-        except (SerializationError, DefinitionError) as exc:
-            self._reject(workflow.name, opts, exc)
-            raise
-
-    def _reject(self, workflow: str, opts: StartOptions, error: AevosError) -> str:
-        """Record a run that was refused before it started, so it is visible with its reason."""
-        run_id = uuid.uuid4().hex
-        details = error.to_dict()
-        if opts.idempotency_key is not None:
-            details["idempotency_key"] = opts.idempotency_key
-        self.store.insert_run(
-            NewRun(
-                run_id=run_id,
-                workflow=workflow[:200],
-                queue=opts.queue or "default",
-                input_json=None,
-                code_version=self.code_version,
-                status=RunStatus.REJECTED,
-                tenant=opts.tenant,
-                error=details,
-            ),
-            also=self._audit_start(
-                "run.rejected",
-                run_id,
-                workflow[:200],
-                opts.tenant,
-                opts.actor,
-                None,
-                reason=error.code,
-            ),
-        )
-        return run_id
 
     def start(
         self,
@@ -476,219 +416,58 @@ class Aevos(Executor):
             tenant=tenant,
             actor=actor,
         )
-        wf = self.workflows.get(workflow)
-        if wf is None:
-            error = UnknownWorkflowError(
-                f"no workflow named {workflow!r} is registered "
-                f"(known: {', '.join(sorted(self.workflows)) or 'none'})"
-            )
-            self._reject(workflow, opts, error)
-            raise error
-        if queue is not None:
-            self._queue_named(queue)
-        return self._enqueue(wf, args, kwargs, opts)
-
-    def _enqueue(
-        self, workflow: Workflow[Any, R], args: Any, kwargs: Any, opts: StartOptions
-    ) -> RunHandle[R]:
-        input_json = self._encode_or_reject(workflow, args, kwargs, opts)
-        run_id = opts.run_id or uuid.uuid4().hex
-        info, _ = self.store.insert_run(
-            NewRun(
-                run_id=run_id,
-                workflow=workflow.name,
-                queue=opts.queue or workflow.queue,
-                input_json=input_json,
-                code_version=self.code_version,
-                tenant=opts.tenant,
-                priority=opts.priority,
-                idempotency_key=opts.idempotency_key,
-            ),
-            also=self._audit_start(
-                "run.started",
-                run_id,
-                workflow.name,
-                opts.tenant,
-                opts.actor,
-                input_json,
-                idempotency_key=opts.idempotency_key,
-            ),
-        )
-        self._notify_enqueued()
-        return RunHandle(self, info.run_id)
-
-    def _start_event(
-        self,
-        action: str,
-        run_id: str,
-        workflow: str,
-        tenant: str,
-        actor: str | None,
-        input_json: str | None,
-        **data: Any,
-    ) -> AuditEvent:
-        from .audit import AuditEvent
-
-        if input_json is not None:
-            # The same digest lineage shows: canonical JSON of the recorded input.
-            data["input_digest"] = codec.digest(codec.decode(input_json))
-        return AuditEvent(
-            action=action,
-            actor=actor or f"system:{self.owner}",
-            tenant=tenant,
-            subject=f"workflow:{workflow}",
-            run_id=run_id,
-            data={k: v for k, v in data.items() if v is not None},
-        )
-
-    def _audit_start(
-        self,
-        action: str,
-        run_id: str,
-        workflow: str,
-        tenant: str,
-        actor: str | None,
-        input_json: str | None,
-        **data: Any,
-    ) -> Callable[[Connection], object]:
-        """The audit append that commits with a new run's row."""
-        event = self._start_event(action, run_id, workflow, tenant, actor, input_json, **data)
-        audit = self.audit
-        return lambda conn: audit.append(event, conn=conn)
-
-    def _buffer_start(
-        self,
-        run_id: str,
-        workflow: str,
-        tenant: str,
-        actor: str | None,
-        input_json: str,
-        parent_run_id: str | None = None,
-    ) -> None:
-        """Audit an inline run's start in the background: its row is already durable, and
-        a commit per start would double the cost of starting a run."""
-        if self._audit_buffer is None:
-            from .audit.buffer import AuditBuffer
-
-            self._audit_buffer = AuditBuffer(self.audit)
-        self._audit_buffer.add(
-            lambda: self._start_event(
-                "run.started",
-                run_id,
-                workflow,
-                tenant,
-                actor,
-                input_json,
-                parent_run_id=parent_run_id,
-                inline=True,
-            )
-        )
-
-    def _notify_enqueued(self) -> None:
-        self._work_available.set()
+        return self.runtime.start(workflow, args, kwargs, opts)
 
     # -- queries and operator actions -------------------------------------------------------
 
     def handle(self, run_id: str) -> RunHandle[Any]:
-        self.store.run_status(run_id)  # RunNotFoundError for unknown ids
-        return RunHandle(self, run_id)
+        return self.runtime.handle(run_id)
 
     def get_run(self, run_id: str) -> RunInfo:
-        return self.store.get_run(run_id)
+        return self.runtime.get_run(run_id)
 
     def list_runs(self, **filters: Any) -> list[RunInfo]:
-        return self.store.list_runs(**filters)
+        return self.runtime.list_runs(**filters)
 
     def list_steps(self, run_id: str) -> list[StepInfo]:
-        return self.store.list_steps(run_id)
+        return self.runtime.list_steps(run_id)
 
     def cancel(self, run_id: str) -> RunStatus:
         """Cancel a run (and its unfinished children). A step already executing finishes,
         but its result is not recorded and no further step starts."""
-        status = self.store.cancel(run_id)
-        self._leases.cancel_local(run_id)
-        return status
+        return self.runtime.cancel(run_id)
 
     def resume(self, run_id: str) -> RunHandle[Any]:
         """Re-enqueue a FAILED or CANCELLED run; completed steps are not run again."""
-        info = self.store.resume(run_id)
-        if info.queue == INLINE_QUEUE or info.queue not in self.queues:
-            log.info("resumed run %s is served by any worker's recovery of %s", run_id, info.queue)
-        self._notify_enqueued()
-        return RunHandle(self, run_id)
+        return self.runtime.resume(run_id)
 
     def fork(self, run_id: str, from_step: int = 0, *, queue: str | None = None) -> RunHandle[Any]:
         """A new run of the same input on the current code, reusing recorded steps before
         ``from_step``; ``from_step=0`` restarts from scratch."""
-        source = self.store.get_run(run_id)
-        target = queue or (source.queue if source.queue != INLINE_QUEUE else "default")
-        before = self.store.load_steps(run_id, strict=False).get(from_step - 1)
-        if before is not None and before.name == TASK_STEP:
-            # A task belongs to its run: forking between a question and its answer asks
-            # again, instead of waiting on (or reusing) the source run's task.
-            from_step -= 1
-        if queue is not None:
-            self._queue_named(queue)
-        audit = self.audit
-
-        def record(conn: Connection, new: RunInfo) -> None:
-            event = self._start_event(
-                "run.started",
-                new.run_id,
-                new.workflow,
-                new.tenant,
-                None,
-                None,
-                forked_from=run_id,
-                from_step=from_step,
-            )
-            audit.append(event, conn=conn)
-
-        info = self.store.fork(
-            run_id, from_step, uuid.uuid4().hex, self.code_version, target, also=record
-        )
-        self._notify_enqueued()
-        return RunHandle(self, info.run_id)
+        return self.runtime.fork(run_id, from_step, queue=queue)
 
     def send_signal(self, run_id: str, topic: str, payload: Any = None) -> None:
         """Deliver ``payload`` to a run waiting (or about to wait) on ``topic``."""
-        text = codec.encode(payload, f"signal payload for topic {topic!r}")
-        self.store.send_signal(run_id, topic, text)
-        event = self._signal_events.get(run_id)
-        if event is not None:
-            event.set()
-        self._notify_enqueued()
-
-    def _signal_arrived(self, run_id: str) -> threading.Event:
-        return self._signal_events.setdefault(run_id, threading.Event())
+        self.runtime.send_signal(run_id, topic, payload)
 
     def worker(
         self,
         queues: Sequence[str] | None = None,
         *,
         concurrency: int = 8,
-    ) -> Any:
-        """A worker pulling this app's queues (all of them unless named)."""
-        from .kernel.worker import Worker
-
-        return Worker(self, queues, concurrency=concurrency)
-
-
-def _qualified(func: Callable[..., Any]) -> str:
-    return f"{func.__module__}.{func.__qualname__}"
-
-
-def _check_callable(func: Any, kind: str, name: str) -> None:
-    if not callable(func):
-        raise DefinitionError(f"@{kind} must decorate a function, got {type(func).__name__}")
-    params = list(inspect.signature(func).parameters.values())
-    if not params or params[0].kind not in (
-        inspect.Parameter.POSITIONAL_ONLY,
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    ):
-        raise DefinitionError(
-            f"{kind} {name!r} must take the context as its first positional parameter "
-            f"(def {getattr(func, '__name__', 'f')}(ctx, ...))"
+    ) -> Worker:
+        """A worker pulling this app's queues (all of them unless named). Between claims it
+        escalates tasks past their SLA, expires approvals and records counted refusals."""
+        return self.runtime.worker(
+            queues,
+            concurrency=concurrency,
+            chores=(self._escalate_tasks, self._expire_approvals, self.flush_refusals),
         )
-    if len(name) > 200:
-        raise DefinitionError(f"{kind} name {name[:40]!r}... is longer than 200 characters")
+
+    def _escalate_tasks(self) -> None:
+        for task in self.tasks.escalate_overdue():
+            log.info("task %s escalated to queue %s", task.task_id, task.queue)
+
+    def _expire_approvals(self) -> None:
+        for approval in self.approvals.expire_overdue():
+            log.info("approval %s expired", approval.approval_id)

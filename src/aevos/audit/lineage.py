@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from .. import codec
 
 if TYPE_CHECKING:
-    from ..app import Aevos
+    from ..storage import Store
+    from .log import AuditLog
 
 # Audit actions recorded by the kernel itself rather than by a person or a service.
 _SYSTEM_ACTORS = ("system", "kernel")
@@ -63,11 +64,11 @@ def _maybe(value: Any) -> str | None:
     return None if value is None else codec.digest(value)
 
 
-def lineage(app: Aevos, run_id: str, *, depth: int = 5) -> Lineage:
+def lineage(store: Store, audit_log: AuditLog, run_id: str, *, depth: int = 5) -> Lineage:
     """The lineage of ``run_id`` and (up to ``depth`` levels of) its children."""
-    info = app.store.get_run(run_id)
+    info = store.get_run(run_id)
     steps = []
-    for step in app.store.list_steps(run_id):
+    for step in store.list_steps(run_id):
         decision = step.output if step.name.startswith("aevos.decide:") else None
         steps.append(
             StepLineage(
@@ -82,7 +83,7 @@ def lineage(app: Aevos, run_id: str, *, depth: int = 5) -> Lineage:
                 decision=decision if isinstance(decision, dict) else None,
             )
         )
-    records = app.audit.query(info.tenant, run_id=run_id, limit=10_000)
+    records = audit_log.query(info.tenant, run_id=run_id, limit=10_000)
     audit: list[dict[str, Any]] = [
         {
             "seq": r.seq,
@@ -97,8 +98,8 @@ def lineage(app: Aevos, run_id: str, *, depth: int = 5) -> Lineage:
     ]
     children = []
     if depth > 0:
-        for child in app.store.list_runs(parent_run_id=run_id, limit=1000):
-            children.append(lineage(app, child.run_id, depth=depth - 1))
+        for child in store.list_runs(parent_run_id=run_id, limit=1000):
+            children.append(lineage(store, audit_log, child.run_id, depth=depth - 1))
     return Lineage(
         run_id=info.run_id,
         tenant=info.tenant,

@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 
-from ..audit.rejections import DEFAULT_LIMIT, Suppressed
+from ..audit import AuditEvent
+from ..audit.rejections import DEFAULT_LIMIT, RejectionBudget, Suppressed
 from ..errors import (
     AevosError,
     AuthorizationError,
@@ -67,7 +68,9 @@ from ..kernel.workflow import StartOptions
 from ..storage.schema import events
 
 if TYPE_CHECKING:
-    from ..app import Aevos
+    from ..audit import AuditLog
+    from ..identity import Identity
+    from ..kernel.runtime import Runtime
 
 SIGNATURE_HEADER = "X-Aevos-Signature"
 EVENT_ID_HEADER = "X-Aevos-Event-Id"
@@ -335,14 +338,29 @@ class _Received:
 
 
 class Ingress:
-    """Receives deliveries for an app's declared sources and lists what was received."""
+    """Receives deliveries for an app's declared sources and lists what was received.
 
-    def __init__(self, app: Aevos) -> None:
-        self.app = app
+    ``refusals`` counts rejected deliveries past each source's budget; ``runtime`` starts
+    (or refuses) the runs they ask for.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        sources: Mapping[str, WebhookSource],
+        refusals: RejectionBudget,
+        identity: Identity,
+        audit: AuditLog,
+    ) -> None:
+        self.runtime = runtime
+        self.sources = sources
+        self.refusals = refusals
+        self.identity = identity
+        self.audit = audit
 
     def max_body(self, source: str) -> int:
         """How many bytes of body the server should read for ``source``."""
-        declared = self.app.webhooks.get(source)
+        declared = self.sources.get(source)
         return DEFAULT_MAX_BODY if declared is None else declared.max_body
 
     def receive(self, delivery: Delivery) -> EventRecord:
@@ -351,7 +369,7 @@ class Ingress:
         Returns the ACCEPTED or DUPLICATE record; a refusal is recorded as REJECTED (and
         audited) before its error is raised.
         """
-        source = self.app.webhooks.get(delivery.source)
+        source = self.sources.get(delivery.source)
         body = delivery.body
         got = _Received(
             tenant=UNKNOWN_SOURCE_TENANT if source is None else source.tenant,
@@ -391,7 +409,7 @@ class Ingress:
                 self.flush_refusals(got.received_at)
             except AevosError as flush_error:  # kept for the next try; answer this one
                 log.error("counted rejections could not be recorded: %s", flush_error.code)
-            budget = self.app._webhook_refusals
+            budget = self.refusals
             if got.authenticated or budget.admit(key, code, got.received_at, limit):
                 self._record(got, EventStatus.REJECTED, reason=reason)
             raise
@@ -406,7 +424,7 @@ class Ingress:
             got.actor = f"webhook:{source.name}"
             got.extra["secret"] = "current" if matched == 0 else "previous"
             return
-        identity = self.app.identity
+        identity = self.identity
         # Audits its own refusals (auth.denied / authz.denied) besides the event's.
         principal = identity.authenticate(delivery.token, tenant_hint=source.tenant)
         got.actor = principal.actor
@@ -430,24 +448,24 @@ class Ingress:
             tenant=source.tenant,
             actor=got.actor,
         )
-        app = self.app
-        workflow = app.workflows.get(source.workflow)
+        runtime = self.runtime
+        workflow = runtime.workflows.get(source.workflow)
         if workflow is None:
             error = UnknownWorkflowError(
                 f"webhook source {source.name!r} starts workflow {source.workflow!r}, "
                 "which is not registered"
             )
-            app._reject(source.workflow, opts, error)
+            runtime.reject(source.workflow, opts, error)
             raise error
         # The run commits first, the event row after it: a crash in between loses the
         # ACCEPTED row, never the run, and the sender's retry is then recorded as DUPLICATE.
-        handle = app._enqueue(workflow, (), kwargs, opts)
+        handle = runtime.enqueue(workflow, (), kwargs, opts)
         return handle.run_id, handle.run_id == opts.run_id
 
     def flush_refusals(self, now: float) -> None:
         """Record each counted flood of rejections whose minute ended as one REJECTED event,
         reason ``too_many_rejections``, with its counts by code (``math.inf``: every one)."""
-        budget = self.app._webhook_refusals
+        budget = self.refusals
         pending = budget.due(now)
         while pending:
             counted = pending[0]
@@ -466,7 +484,7 @@ class Ingress:
             size=0,
             payload_digest=None,
             received_at=counted.start,
-            actor=f"system:{self.app.owner}",
+            actor=f"system:{self.runtime.owner}",
             extra={
                 "count": counted.count,
                 "reasons": dict(counted.reasons),
@@ -484,8 +502,6 @@ class Ingress:
         run_id: str | None = None,
         reason: str | None = None,
     ) -> EventRecord:
-        from ..audit import AuditEvent
-
         row = {
             "tenant": got.tenant,
             "source": got.source,
@@ -513,9 +529,9 @@ class Ingress:
             run_id=run_id,
             data={k: v for k, v in data.items() if v is not None},
         )
-        with self.app.store._tx() as conn:
+        with self.runtime.store._tx() as conn:
             event_row_id = conn.execute(events.insert().returning(events.c.id), row).scalar_one()
-            self.app.audit.append(audit, conn=conn)
+            self.audit.append(audit, conn=conn)
         record = EventRecord(
             id=int(event_row_id),
             tenant=got.tenant,
@@ -545,14 +561,14 @@ class Ingress:
         offset: int = 0,
     ) -> list[EventRecord]:
         """The events received for the principal's tenant, newest first (``runs:read``)."""
-        self.app.identity.authorize(principal, Permission.RUNS_READ, action="read events")
+        self.identity.authorize(principal, Permission.RUNS_READ, action="read events")
         stmt = sa.select(events).where(events.c.tenant == principal.tenant)
         if source is not None:
             stmt = stmt.where(events.c.source == source)
         if status is not None:
             stmt = stmt.where(events.c.status.in_([EventStatus(s).value for s in status]))
         stmt = stmt.order_by(events.c.received_at.desc(), events.c.id.desc())
-        with self.app.store._read() as conn:
+        with self.runtime.store._read() as conn:
             rows = conn.execute(stmt.limit(limit).offset(offset)).all()
         return [
             EventRecord(

@@ -1,78 +1,49 @@
 """The workflow context: how a workflow body talks to the kernel.
 
 Every interaction with the outside world goes through a numbered position (``seq``) in the
-run's history. Executing a run is replaying it: positions already recorded return their
-recorded value without running anything; the first unrecorded position runs for real and
-is committed before the workflow moves on. A position holding a different step than the
-code now asks for means the code changed incompatibly, and the run stops with
-:class:`ReplayMismatchError` instead of guessing.
+run's history, its :class:`~aevos.kernel.journal.Journal`. Executing a run is replaying it:
+positions already recorded return their recorded value without running anything; the first
+unrecorded position runs for real and is committed before the workflow moves on. A position
+holding a different step than the code now asks for means the code changed incompatibly,
+and the run stops with :class:`ReplayMismatchError` instead of guessing.
+
+The context composes the journal with the services of the runtime that executes the run:
+policy decisions, PII redaction, governed model calls (the gateway governs the call and
+returns its records; the context records both at one position) and human tasks (asked
+through :class:`~aevos.kernel.services.HumanTasks`, which :mod:`aevos.people` provides).
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .. import codec
-from ..errors import (
-    DefinitionError,
-    ReplayMismatchError,
-    RunCancelledError,
-    RunFailedError,
-    TaskConflictError,
-    TaskExpiredError,
-)
-from ..identity import ROLE_PERMISSIONS, Permission, Role
-from ..records.run import NewRun, StepInfo
+from ..audit import AuditEvent
+from ..errors import RunCancelledError, RunFailedError, RunTimeoutError, SerializationError
+from ..records.run import NewRun, StepInfo, error_dict
 from ..records.status import RunStatus
-from ..records.task import (
-    MAX_ESCALATIONS,
-    MAX_PRIORITY,
-    Field,
-    Form,
-    HumanDecision,
-    Task,
-    TaskRequest,
-    TaskStatus,
-    overridden,
-)
-from ..storage import LeaseLost, StepRecord
-from .step import step_error
+from ..storage import StepRecord
+from .journal import Cancelled, Journal, Suspend
+from .services import AskHuman
 
 if TYPE_CHECKING:
-    from ..app import Aevos
     from ..models.gateway import CallResult
     from ..policy import Decision
+    from ..records.task import Field, Form, HumanDecision
+    from .runtime import Runtime
     from .workflow import Workflow
+
+__all__ = ["Cancelled", "Suspend", "WorkflowContext"]
 
 T = TypeVar("T")
 
-# The two positions of ctx.ask_human: the task's creation, and the person's decision.
-TASK_STEP = "aevos.task"
-DECISION_STEP = "aevos.decision"
-
 # Longest a wait without a deadline may last; JSON has no infinity.
 _FOREVER = 100 * 365 * 24 * 3600.0
-
-
-class Suspend(BaseException):
-    """Unwinds a workflow that parks until ``wake_at``.
-
-    A BaseException so that a workflow's ``except Exception`` cannot swallow it.
-    """
-
-    def __init__(self, wake_at: float) -> None:
-        super().__init__(wake_at)
-        self.wake_at = wake_at
-
-
-class Cancelled(BaseException):
-    """Unwinds a workflow whose run was cancelled or taken over by another executor."""
 
 
 class WorkflowContext:
@@ -80,135 +51,60 @@ class WorkflowContext:
 
     def __init__(
         self,
-        app: Aevos,
-        run_id: str,
+        runtime: Runtime,
+        journal: Journal,
         workflow: str,
-        owner: str,
-        code_version: str,
-        recorded_version: str,
-        history: dict[int, StepInfo],
+        *,
         can_park: bool,
-        cancel: threading.Event,
         executions: int = 1,
         tenant: str = "default",
     ) -> None:
-        self.app = app
-        self.run_id = run_id
+        self._runtime = runtime
+        self.journal = journal
+        self.run_id = journal.run_id
         self.workflow = workflow
         self.tenant = tenant
         self.executions = executions
-        self._owner = owner
-        self._code_version = code_version
-        self._recorded_version = recorded_version
-        self._history = history
         self._can_park = can_park
-        self._cancel = cancel
-        self._seq = -1
+        self._cancel = journal.cancel
         self._seq_pending = -1
-        self._pending: StepRecord | None = None
-        self.fatal: BaseException | None = None
 
-    # -- internals used by steps ------------------------------------------------------------
+    # -- waiting, for the kernel and the services built on it -------------------------------
 
-    def _begin_step(self, name: str) -> tuple[int, StepInfo | None]:
-        if self._pending is not None:
-            # The previous step's result becomes durable before anything else can happen.
-            self._flush()
-        self._seq += 1
-        seq = self._seq
-        recorded = self._history.get(seq)
-        if recorded is not None:
-            if recorded.name != name:
-                error = ReplayMismatchError(
-                    self.run_id,
-                    seq,
-                    recorded.name,
-                    name,
-                    self._recorded_version,
-                    self._code_version,
-                )
-                # Remembered so that a workflow catching it cannot carry on regardless.
-                self.fatal = error
-                raise error
-            return seq, recorded
-        if self._cancel.is_set():
-            raise Cancelled()
-        return seq, None
-
-    def _replay_value(self, recorded: StepInfo) -> Any:
-        if recorded.status == "FAILED":
-            raise step_error(recorded.name, recorded.seq, recorded.error or {})
-        return recorded.output
-
-    def _defer(self, record: StepRecord, output: Any) -> None:
-        """Record a step result, committed before the next durable operation begins or in the
-        same transaction as the run's completion, whichever comes first.
-
-        Between a step's return and that point the workflow only runs its own deterministic
-        code, so nothing observable happens in between; for the last step of a run this saves
-        one commit. A crash in that window re-runs the step, as a crash just before its
-        commit would.
-        """
-        self._pending = record
-        self._remember(record, output)
-
-    def _flush(self) -> None:
-        record, self._pending = self._pending, None
-        if record is not None:
-            self._write(record)
-
-    def take_pending(self) -> StepRecord | None:
-        """The deferred step result, for the executor to commit with the run's completion."""
-        record, self._pending = self._pending, None
-        return record
-
-    def _commit(self, record: StepRecord, output: Any = None) -> None:
-        self._write(record)
-        self._remember(record, output)
-
-    def _remember(self, record: StepRecord, output: Any) -> None:
-        self._history[record.seq] = StepInfo(
-            self.run_id,
-            record.seq,
-            record.name,
-            record.status,
-            output,
-            record.error,
-            record.attempts,
-            record.started_at,
-            record.finished_at,
-        )
-
-    def _write(self, record: StepRecord) -> None:
-        try:
-            self.app.store.record_step(self.run_id, self._owner, record)
-        except LeaseLost:
-            raise Cancelled() from None
-
-    def _record(self, name: str, produce: Callable[[], Any]) -> Any:
-        """A kernel-internal step: run ``produce`` once, replay its value ever after."""
-        seq, recorded = self._begin_step(name)
-        if recorded is not None:
-            return self._replay_value(recorded)
-        started = time.time()
-        value = produce()
-        self._commit(
-            StepRecord(
-                seq, name, "SUCCEEDED", codec.encode(value, name), None, 1, started, time.time()
-            )
-        )
-        return value
-
-    def _pause(self, seconds: float) -> None:
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` unless the run is cancelled first (then :class:`Cancelled`)."""
         if self._cancel.wait(seconds):
             raise Cancelled()
 
-    async def _pause_async(self, seconds: float) -> None:
+    async def pause_async(self, seconds: float) -> None:
         deadline = time.time() + seconds
         while (remaining := deadline - time.time()) > 0:
             if self._cancel.is_set():
                 raise Cancelled()
             await asyncio.sleep(min(remaining, 0.25))
+
+    def park_until(self, deadline: float) -> None:
+        """Park the run until ``deadline`` (:class:`Suspend`) if it may park and the wait is
+        longer than ``park_after``; a worker's thread is then free for other runs."""
+        if self._can_park and deadline - time.time() > self._runtime.park_after:
+            raise Suspend(deadline)
+
+    def idle(self, deadline: float) -> None:
+        """Wait until something arrives for this run (a signal, a submitted task), the poll
+        interval passes or ``deadline`` comes, whichever is first."""
+        arrived = self._runtime.signal_arrived(self.run_id)
+        arrived.wait(min(self._runtime.poll_interval, max(0.0, deadline - time.time())))
+        arrived.clear()
+        if self._cancel.is_set():
+            raise Cancelled()
+
+    async def idle_async(self, deadline: float) -> None:
+        await self.pause_async(min(self._runtime.poll_interval, max(0.0, deadline - time.time())))
+
+    def _deadline(self, timeout: float | None) -> float:
+        return float(
+            self.journal.once("aevos.deadline", lambda: time.time() + (timeout or _FOREVER))
+        )
 
     # -- policy -----------------------------------------------------------------------------
 
@@ -219,15 +115,14 @@ class WorkflowContext:
         even if the policy file changed since) and appended to the audit log in the same
         transaction, with the input's digest, never the input.
         """
-        from ..audit import AuditEvent
-        from ..policy import Decision
+        from ..policy import Decision  # on first use: policies read YAML
 
         name = f"aevos.decide:{policy}"
-        seq, recorded = self._begin_step(name)
+        seq, recorded = self.journal.begin(name)
         if recorded is not None:
-            return Decision.from_record(self._replay_value(recorded))
+            return Decision.from_record(self.journal.replay_value(recorded))
         started = time.time()
-        decision = self.app.policies.evaluate(policy, inputs)
+        decision = self._runtime.services.policies.evaluate(policy, inputs)
         record = decision.to_record()
         event = AuditEvent(
             action="policy.decided",
@@ -240,15 +135,7 @@ class WorkflowContext:
         step = StepRecord(
             seq, name, "SUCCEEDED", codec.encode(record, name), None, 1, started, time.time()
         )
-        try:
-            self.app.store.record_step_with(
-                self.run_id, self._owner, step, lambda conn: self.app.audit.append(event, conn=conn)
-            )
-        except LeaseLost:
-            raise Cancelled() from None
-        self._history[seq] = StepInfo(
-            self.run_id, seq, name, "SUCCEEDED", record, None, 1, started, step.finished_at
-        )
+        self.journal.record(step, record, events=[event])
         return decision
 
     def redact(
@@ -260,24 +147,26 @@ class WorkflowContext:
         downstream is reproducible on replay. ``fields`` limits it to dotted paths (as a
         ``model_call`` policy's ``redact`` list names them); ``kinds`` to some kinds.
         """
+        services = self._runtime.services
 
         def produce() -> Any:
-            return self.app.redactor.redact_value(value, fields=fields, kinds=kinds)
+            return services.redactor.redact_value(value, fields=fields, kinds=kinds)
 
-        return cast(T, self._record("aevos.redact", produce))
+        return cast(T, self.journal.once("aevos.redact", produce))
 
     def tokenize(self, text: str, *, kinds: list[str] | None = None) -> str:
         """``text`` with personal data replaced by reversible tokens (``<EMAIL:tok_...>``),
         recorded. The originals go to the tenant's encrypted vault; only principals allowed
         ``pii:reveal`` get them back, through :meth:`Access.reveal`."""
+        services = self._runtime.services
 
         def produce() -> str:
-            redaction = self.app.redactor.tokenize(
-                text, tenant=self.tenant, vault=self.app.vault, kinds=kinds
+            redaction = services.redactor.tokenize(
+                text, tenant=self.tenant, vault=services.vault, kinds=kinds
             )
             return redaction.text
 
-        return str(self._record("aevos.tokenize", produce))
+        return str(self.journal.once("aevos.tokenize", produce))
 
     # -- models -----------------------------------------------------------------------------
 
@@ -289,25 +178,68 @@ class WorkflowContext:
         Routed (canary sticky by ``key``, shadow, cascade, fallbacks), governed (budgets and
         rate limits of this tenant and workflow, circuit breakers) and recorded: the result
         is this position's value, committed with its ``model.called`` audit records, so a
-        replay returns it without calling the model or spending budget again.
+        replay returns it without calling the model or spending budget again (a recorded
+        failure is raised again as the same class).
         """
-        return self.app.gateway.predict_step(self, model, input, key=key, timeout=timeout)
+        # On first use: a workflow that calls no model never loads the gateway.
+        from ..models.gateway import STEP_PREFIX, CallResult, rebuild_error
+
+        name = STEP_PREFIX + model
+        seq, recorded = self.journal.begin(name)
+        if recorded is not None:
+            if recorded.status == "FAILED":
+                raise rebuild_error(recorded.error or {}, name, seq)
+            return CallResult.from_record(recorded.output)
+        started = time.time()
+        gateway = self._runtime.services.gateway
+        governed = gateway.govern(
+            model,
+            input,
+            key=key,
+            tenant=self.tenant,
+            workflow=self.workflow,
+            actor=f"system:workflow/{self.workflow}",
+            timeout=timeout,
+            run_id=self.run_id,
+            seq=seq,
+        )
+        result, failure = governed.result, governed.error
+        output: Any = None
+        text: str | None = None
+        if result is not None:
+            output = result.to_record()
+            try:
+                text = codec.encode(output, f"prediction of model {model!r}")
+            except SerializationError as exc:
+                failure, result, output = exc, None, None
+        if failure is not None:
+            error = error_dict(failure)
+            error["attempts"] = 1
+            step = StepRecord(seq, name, "FAILED", None, error, 1, started, time.time())
+        else:
+            step = StepRecord(seq, name, "SUCCEEDED", text, None, 1, started, time.time())
+        self.journal.record(step, output, events=governed.events())
+        gateway.recorded(governed)
+        if failure is not None:
+            raise failure
+        assert result is not None
+        return result
 
     # -- durable time -----------------------------------------------------------------------
 
     def now(self) -> float:
         """The current time (epoch seconds), recorded: a replay sees the same value."""
-        return float(self._record("aevos.now", time.time))
+        return float(self.journal.once("aevos.now", time.time))
 
     def uuid4(self) -> str:
         """A random UUID, recorded: a replay sees the same value."""
-        return str(self._record("aevos.uuid4", lambda: str(uuid.uuid4())))
+        return str(self.journal.once("aevos.uuid4", lambda: str(uuid.uuid4())))
 
     def _sleep_until(self, seconds: float) -> float:
-        wake_at = float(self._record("aevos.sleep", lambda: time.time() + max(0.0, seconds)))
+        wake_at = float(self.journal.once("aevos.sleep", lambda: time.time() + max(0.0, seconds)))
         remaining = wake_at - time.time()
-        if remaining > 0 and self._can_park and remaining > self.app.park_after:
-            raise Suspend(wake_at)
+        if remaining > 0:
+            self.park_until(wake_at)
         return max(0.0, remaining)
 
     def sleep(self, seconds: float) -> None:
@@ -316,53 +248,50 @@ class WorkflowContext:
         Under a worker, sleeps longer than ``app.park_after`` release the worker's thread and
         park the run in the database until it is due (days are fine).
         """
-        self._pause(self._sleep_until(seconds))
+        self.pause(self._sleep_until(seconds))
 
     async def sleep_async(self, seconds: float) -> None:
-        await self._pause_async(self._sleep_until(seconds))
+        await self.pause_async(self._sleep_until(seconds))
 
     # -- signals ----------------------------------------------------------------------------
 
     def send_signal(self, run_id: str, topic: str, payload: Any = None) -> None:
         """Send ``payload`` to another run's ``topic``, exactly once across replays."""
         text = codec.encode(payload, f"signal payload for topic {topic!r}")
+        runtime = self._runtime
 
         def send() -> None:
-            self.app.send_signal(run_id, topic, codec.decode(text))
+            runtime.send_signal(run_id, topic, codec.decode(text))
 
-        self._record(f"aevos.send:{topic}", send)
+        self.journal.once(f"aevos.send:{topic}", send)
 
     def _signal_attempt(self, topic: str, timeout: float | None) -> tuple[bool, Any, float]:
-        deadline = float(
-            self._record("aevos.deadline", lambda: time.time() + (timeout or _FOREVER))
-        )
+        deadline = self._deadline(timeout)
         name = f"aevos.signal:{topic}"
-        seq, recorded = self._begin_step(name)
+        seq, recorded = self.journal.begin(name)
         if recorded is not None:
-            return True, self._replay_value(recorded), deadline
+            return True, self.journal.replay_value(recorded), deadline
         self._seq_pending = seq
         return False, None, deadline
 
     def _signal_poll(self, topic: str, deadline: float, started: float) -> tuple[bool, Any]:
         seq = self._seq_pending
         name = f"aevos.signal:{topic}"
-        try:
-            taken, payload = self.app.store.consume_signal(
-                self.run_id, self._owner, seq, name, topic, started
+        journal = self.journal
+        with journal.fenced():
+            taken, payload = journal.store.consume_signal(
+                self.run_id, journal.owner, seq, name, topic, started
             )
-        except LeaseLost:
-            raise Cancelled() from None
         if taken:
-            self._history[seq] = StepInfo(
-                self.run_id, seq, name, "SUCCEEDED", payload, None, 1, started, time.time()
+            journal.remember(
+                StepRecord(seq, name, "SUCCEEDED", None, None, 1, started, time.time()), payload
             )
             return True, payload
         now = time.time()
         if now >= deadline:
-            self._commit(StepRecord(seq, name, "SUCCEEDED", "null", None, 1, started, now))
+            journal.record(StepRecord(seq, name, "SUCCEEDED", "null", None, 1, started, now))
             return True, None
-        if self._can_park and deadline - now > self.app.park_after:
-            raise Suspend(deadline)
+        self.park_until(deadline)
         return False, None
 
     def wait_signal(self, topic: str, timeout: float | None = None) -> Any:
@@ -372,11 +301,7 @@ class WorkflowContext:
         while not done:
             done, value = self._signal_poll(topic, deadline, started)
             if not done:
-                arrived = self.app._signal_arrived(self.run_id)
-                arrived.wait(min(self.app.poll_interval, max(0.0, deadline - time.time())))
-                arrived.clear()
-                if self._cancel.is_set():
-                    raise Cancelled()
+                self.idle(deadline)
         return value
 
     async def wait_signal_async(self, topic: str, timeout: float | None = None) -> Any:
@@ -385,9 +310,7 @@ class WorkflowContext:
         while not done:
             done, value = self._signal_poll(topic, deadline, started)
             if not done:
-                await self._pause_async(
-                    min(self.app.poll_interval, max(0.0, deadline - time.time()))
-                )
+                await self.idle_async(deadline)
         return value
 
     # -- people ----------------------------------------------------------------------------
@@ -419,19 +342,20 @@ class WorkflowContext:
         ``timeout`` it expires and this raises :class:`TaskExpiredError`. Under a worker the
         run is parked in the database while it waits; a submission wakes it.
         """
-        request = _task_request(
-            title, form, case, suggestion, prediction, queue, role, priority, sla, escalate_to
+        call = AskHuman(
+            title,
+            form,
+            case,
+            suggestion,
+            prediction,
+            queue,
+            role,
+            priority,
+            sla,
+            escalate_to,
+            timeout,
         )
-        task_id, deadline, seq, recorded, started = self._ask(request, timeout)
-        while recorded is None:
-            recorded = self._poll_answer(seq, task_id, deadline, started)
-            if recorded is None:
-                arrived = self.app._signal_arrived(self.run_id)
-                arrived.wait(min(self.app.poll_interval, max(0.0, deadline - time.time())))
-                arrived.clear()
-                if self._cancel.is_set():
-                    raise Cancelled()
-        return self._answer(recorded, task_id)
+        return self._runtime.services.human_tasks.ask(self, call)
 
     async def ask_human_async(
         self,
@@ -449,183 +373,20 @@ class WorkflowContext:
         timeout: float | timedelta | None = None,
     ) -> HumanDecision:
         """:meth:`ask_human` for ``async`` workflows."""
-        request = _task_request(
-            title, form, case, suggestion, prediction, queue, role, priority, sla, escalate_to
+        call = AskHuman(
+            title,
+            form,
+            case,
+            suggestion,
+            prediction,
+            queue,
+            role,
+            priority,
+            sla,
+            escalate_to,
+            timeout,
         )
-        task_id, deadline, seq, recorded, started = self._ask(request, timeout)
-        while recorded is None:
-            recorded = self._poll_answer(seq, task_id, deadline, started)
-            if recorded is None:
-                await self._pause_async(
-                    min(self.app.poll_interval, max(0.0, deadline - time.time()))
-                )
-        return self._answer(recorded, task_id)
-
-    def _open_task(
-        self, request: TaskRequest, timeout: float | timedelta | None
-    ) -> tuple[str, float]:
-        """Create the task as this position's result, with its audit record, atomically."""
-        from ..audit import AuditEvent
-
-        # Named without the queue: moving a task to another queue in the code must not break
-        # the replay of runs already waiting.
-        name = TASK_STEP
-        seq, recorded = self._begin_step(name)
-        if recorded is not None:
-            value = self._replay_value(recorded)
-            return str(value["task_id"]), float(value["deadline"])
-        started = time.time()
-        task_id = f"{self.run_id}.{seq}"
-        wait = _seconds(timeout, "timeout")
-        deadline = started + (wait if wait is not None else _FOREVER)
-        output = {"task_id": task_id, "deadline": deadline}
-        row = {
-            "task_id": task_id,
-            "tenant": self.tenant,
-            "run_id": self.run_id,
-            "workflow": self.workflow,
-            "seq": seq,
-            "title": request.title,
-            "queue": request.queue,
-            "role": request.role,
-            "status": "OPEN",
-            "priority": request.priority,
-            "form": codec.encode(request.form.to_list(), "form"),
-            "case_data": codec.encode(request.case, f"the case of task {task_id!r}"),
-            "suggestion": None
-            if request.suggestion is None
-            else codec.encode(request.suggestion, f"the suggestion of task {task_id!r}"),
-            "confidence": request.confidence,
-            "model": request.model,
-            "model_version": request.model_version,
-            "input_digest": request.input_digest,
-            "call_id": request.call_id,
-            "sla_seconds": request.sla_seconds,
-            "due_at": None if request.sla_seconds is None else started + request.sla_seconds,
-            "escalate_to": request.escalate_to[0] if request.escalate_to else None,
-            "escalation_chain": (
-                codec.encode(list(request.escalate_to), "escalate_to")
-                if len(request.escalate_to) > 1
-                else None
-            ),
-            # Past each SLA one escalation, one per queue named (one in place if none).
-            "escalations": 0 if request.sla_seconds is None else max(1, len(request.escalate_to)),
-            "created_at": started,
-            "updated_at": started,
-        }
-        event = AuditEvent(
-            action="task.created",
-            actor=f"system:workflow/{self.workflow}",
-            tenant=self.tenant,
-            subject=f"task:{task_id}",
-            run_id=self.run_id,
-            data={
-                "queue": request.queue,
-                "role": request.role,
-                "model_version": request.model_version,
-                "call_id": request.call_id,
-                "sla_seconds": request.sla_seconds,
-                "seq": seq,
-            },
-        )
-        step = StepRecord(
-            seq, name, "SUCCEEDED", codec.encode(output, name), None, 1, started, time.time()
-        )
-        store, audit = self.app.store, self.app.audit
-
-        def also(conn: Any) -> None:
-            store.insert_task(conn, row)
-            audit.append(event, conn=conn)
-
-        try:
-            store.record_step_with(self.run_id, self._owner, step, also)
-        except LeaseLost:
-            raise Cancelled() from None
-        self._remember(step, output)
-        return task_id, deadline
-
-    def _ask(
-        self, request: TaskRequest, timeout: float | timedelta | None
-    ) -> tuple[str, float, int, StepInfo | None, float]:
-        """The task (created, or found on replay) and the decision's position: its recorded
-        value if there is one already."""
-        task_id, deadline = self._open_task(request, timeout)
-        seq, recorded = self._begin_step(DECISION_STEP)
-        return task_id, deadline, seq, recorded, time.time()
-
-    def _poll_answer(
-        self, seq: int, task_id: str, deadline: float, started: float
-    ) -> StepInfo | None:
-        """The task's outcome recorded at ``seq`` if it has one; parks the run if not."""
-        from ..audit import AuditEvent
-
-        name = DECISION_STEP
-        audit = self.app.audit
-        actor = f"system:workflow/{self.workflow}"
-
-        def record(task: Task, now: float) -> StepRecord | None:
-            if task.status is TaskStatus.SUBMITTED:
-                answer = HumanDecision(
-                    task_id=task.task_id,
-                    values=task.result or {},
-                    reviewer=task.submitted_by or "",
-                    decided_at=task.submitted_at or now,
-                    overridden=overridden(task.suggestion, task.result or {}),
-                )
-                output = codec.encode(answer.to_dict(), name)
-                return StepRecord(seq, name, "SUCCEEDED", output, None, 1, started, now)
-            if task.status in (TaskStatus.EXPIRED, TaskStatus.CANCELLED):
-                # A cancelled task of a run that is itself cancelled never gets here (the
-                # fence refuses the write); one cancelled under a live run fails the wait.
-                expired = task.status is TaskStatus.EXPIRED
-                error = {
-                    "type": "aevos.TaskExpired" if expired else "aevos.TaskCancelled",
-                    "message": f"nobody decided task {task.task_id} before its timeout"
-                    if expired
-                    else f"task {task.task_id} was cancelled",
-                    "task_id": task.task_id,
-                }
-                return StepRecord(seq, name, "FAILED", None, error, 1, started, now)
-            return None
-
-        def expired(conn: Any, task: Task) -> None:
-            audit.append(
-                AuditEvent(
-                    action="task.expired",
-                    actor=actor,
-                    tenant=task.tenant,
-                    subject=f"task:{task.task_id}",
-                    run_id=task.run_id,
-                    data={"queue": task.queue},
-                ),
-                conn=conn,
-            )
-
-        try:
-            _, step = self.app.store.take_task_outcome(
-                self.run_id, self._owner, task_id, deadline, record, expired
-            )
-        except LeaseLost:
-            raise Cancelled() from None
-        if step is not None:
-            output = None if step.output_json is None else codec.decode(step.output_json)
-            self._remember(step, output)
-            return self._history[seq]
-        if self._can_park and deadline - time.time() > self.app.park_after:
-            # A submission wakes the run (submit_task sets its wake_at).
-            raise Suspend(deadline)
-        return None
-
-    @staticmethod
-    def _answer(recorded: StepInfo, task_id: str) -> HumanDecision:
-        if recorded.status == "FAILED":
-            error = recorded.error or {}
-            if error.get("type") == "aevos.TaskCancelled":
-                raise TaskConflictError(
-                    str(error.get("task_id", task_id)), "CANCELLED", "it was cancelled"
-                )
-            raise TaskExpiredError(str(error.get("task_id", task_id)))
-        return HumanDecision.from_dict(recorded.output)
+        return await self._runtime.services.human_tasks.ask_async(self, call)
 
     # -- child runs -------------------------------------------------------------------------
 
@@ -641,22 +402,23 @@ class WorkflowContext:
         **kwargs: Any,
     ) -> str:
         """Enqueue a child run (picked up by any worker) and return its run id."""
-        input_json = workflow._encode_input(args, kwargs)
+        input_json = workflow.encode_input(args, kwargs)
+        runtime = self._runtime
 
         def start() -> str:
-            child_id = self._child_id(self._seq)
-            self.app.store.insert_run(
+            child_id = self._child_id(self.journal.seq)
+            runtime.store.insert_run(
                 NewRun(
                     run_id=child_id,
                     workflow=workflow.name,
                     queue=queue or workflow.queue,
                     input_json=input_json,
-                    code_version=self._code_version,
+                    code_version=runtime.code_version,
                     priority=priority,
                     tenant=self.tenant,
                     parent_run_id=self.run_id,
                 ),
-                also=self.app._audit_start(
+                also=runtime.audit_start(
                     "run.started",
                     child_id,
                     workflow.name,
@@ -666,30 +428,27 @@ class WorkflowContext:
                     parent_run_id=self.run_id,
                 ),
             )
-            self.app._notify_enqueued()
+            runtime.wake()
             return child_id
 
-        return str(self._record(f"aevos.start_child:{workflow.name}", start))
+        return str(self.journal.once(f"aevos.start_child:{workflow.name}", start))
 
     def wait_child(self, child_run_id: str, timeout: float | None = None) -> Any:
         """Wait for a child run's result; raises RunFailedError / RunCancelledError."""
-        deadline = float(
-            self._record("aevos.deadline", lambda: time.time() + (timeout or _FOREVER))
-        )
+        deadline = self._deadline(timeout)
         name = f"aevos.child_result:{child_run_id}"
-        seq, recorded = self._begin_step(name)
+        seq, recorded = self.journal.begin(name)
         if recorded is None:
             started = time.time()
             while True:
-                info = self.app.store.get_run(child_run_id)
+                info = self._runtime.store.get_run(child_run_id)
                 if info.status.terminal or time.time() >= deadline:
-                    self._commit(self._child_record(seq, name, info, started), info.output)
-                    recorded = self._history[seq]
+                    record = self._child_record(seq, name, info, started)
+                    recorded = self.journal.record(record, info.output)
                     break
-                if self._can_park and deadline - time.time() > self.app.park_after:
-                    # The child's completion wakes us (finish_run wakes the parent).
-                    raise Suspend(deadline)
-                self._pause(min(self.app.poll_interval, max(0.0, deadline - time.time())))
+                # The child's completion wakes us (finish_run wakes the parent).
+                self.park_until(deadline)
+                self.pause(min(self._runtime.poll_interval, max(0.0, deadline - time.time())))
         return self._child_value(recorded)
 
     def _child_record(self, seq: int, name: str, info: Any, started: float) -> StepRecord:
@@ -723,8 +482,6 @@ class WorkflowContext:
         if error.get("status") == "CANCELLED":
             raise RunCancelledError(str(error.get("run_id")))
         if error.get("type") == "aevos.ChildRunTimeout":
-            from ..errors import RunTimeoutError
-
             raise RunTimeoutError(f"child run {error.get('run_id')} did not finish in time")
         raise RunFailedError(str(error.get("run_id")), error.get("child_error"))
 
@@ -734,13 +491,13 @@ class WorkflowContext:
         return self.wait_child(child_id)
 
     def start_child_inline(self, workflow: Workflow[..., Any], args: Any, kwargs: Any) -> str:
-        input_json = workflow._encode_input(args, kwargs)
+        input_json = workflow.encode_input(args, kwargs)
 
         def start() -> str:
-            return self._child_id(self._seq)
+            return self._child_id(self.journal.seq)
 
-        child_id = str(self._record(f"aevos.child:{workflow.name}", start))
-        self.app._execute_inline(
+        child_id = str(self.journal.once(f"aevos.child:{workflow.name}", start))
+        self._runtime.executor.execute_inline(
             workflow,
             child_id,
             args,
@@ -752,65 +509,3 @@ class WorkflowContext:
             raise_errors=False,
         )
         return child_id
-
-
-def _seconds(value: float | timedelta | None, what: str) -> float | None:
-    if value is None:
-        return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if not seconds > 0:
-        raise DefinitionError(f"ask_human {what} must be positive, got {value!r}")
-    return seconds
-
-
-def _task_request(
-    title: str,
-    form: Form | Sequence[Field],
-    case: Any,
-    suggestion: Mapping[str, Any] | None,
-    prediction: CallResult | None,
-    queue: str,
-    role: str,
-    priority: int,
-    sla: float | timedelta | None,
-    escalate_to: str | Sequence[str] | None,
-) -> TaskRequest:
-    """Check what a workflow asks for before anything is recorded (DefinitionError)."""
-    form = form if isinstance(form, Form) else Form(list(form))
-    if not title or len(title) > 500:
-        raise DefinitionError("ask_human needs a title of 1 to 500 characters")
-    chain = (escalate_to,) if isinstance(escalate_to, str) else tuple(escalate_to or ())
-    for what, value in (("queue", queue), *(("escalate_to", q) for q in chain)):
-        if not isinstance(value, str) or not (0 < len(value) <= 100):
-            raise DefinitionError(f"ask_human {what} must be queue names of 1 to 100 characters")
-    if len(chain) > MAX_ESCALATIONS:
-        raise DefinitionError(f"ask_human escalate_to names at most {MAX_ESCALATIONS} queues")
-    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
-        raise DefinitionError(
-            f"ask_human priority must be an integer within +-{MAX_PRIORITY:,} "
-            "(escalation adds more to put escalated tasks first)"
-        )
-    workers = sorted(r.value for r in Role if Permission.TASKS_WORK in ROLE_PERMISSIONS[r])
-    if role not in workers:
-        # A task for a role that may not work tasks could only ever expire.
-        raise DefinitionError(
-            f"ask_human role {role!r} is not a role that works tasks ({', '.join(workers)})"
-        )
-    if suggestion is None and prediction is not None:
-        suggestion = {form.fields[0].name: prediction.label}
-    return TaskRequest(
-        title=title,
-        form=form,
-        case=case,
-        suggestion=None if suggestion is None else form.check_suggestion(suggestion),
-        confidence=None if prediction is None else prediction.confidence,
-        model=None if prediction is None else prediction.model,
-        model_version=None if prediction is None else prediction.version_ref,
-        input_digest=None if prediction is None else prediction.input_digest,
-        call_id=None if prediction is None else prediction.call_id,
-        queue=queue,
-        role=role,
-        priority=int(priority),
-        sla_seconds=_seconds(sla, "sla"),
-        escalate_to=chain,
-    )

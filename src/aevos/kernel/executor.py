@@ -1,5 +1,5 @@
 """Executing a run: creating or taking it over, replaying its history through the workflow
-function, and recording how it ended. A mixin of :class:`~aevos.app.Aevos`.
+function, and recording how it ended. One per :class:`~aevos.kernel.runtime.Runtime`.
 
 Every execution goes through :meth:`Executor._execute` (inline runs, child runs, runs a
 worker claimed, runs taken over after their owner died). It holds the run in the process's
@@ -21,17 +21,15 @@ from typing import TYPE_CHECKING, Any, cast
 from .. import codec
 from ..errors import AevosError, RunCancelledError, StorageUnavailableError
 from ..records.queue import INLINE_QUEUE
-from ..records.run import NewRun, RunInfo, StepInfo
+from ..records.run import NewRun, RunInfo, StepInfo, error_dict
 from ..records.status import RunStatus
-from .context import Cancelled, Suspend, WorkflowContext
+from .context import WorkflowContext
 from .handle import RunHandle, result_of
-from .step import error_dict
+from .journal import Cancelled, Journal, Suspend
 from .workflow import StartOptions, Workflow
 
 if TYPE_CHECKING:
-    from ..app import Aevos
-    from ..storage import Store
-    from .lease import Leases
+    from .runtime import Runtime
 
 
 @dataclass
@@ -44,54 +42,33 @@ class Outcome:
 
 
 class Executor:
-    if TYPE_CHECKING:
-        owner: str
-        lease_seconds: float
-        workflows: dict[str, Workflow[Any, Any]]
-        _leases: Leases
-        _signal_events: dict[str, threading.Event]
+    """Executes runs for one runtime: inline, as children, claimed by workers, taken over."""
 
-        @property
-        def store(self) -> Store: ...
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
-        @property
-        def code_version(self) -> str: ...
-
-        def _encode_or_reject(
-            self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
-        ) -> str: ...
-
-        def _buffer_start(
-            self,
-            run_id: str,
-            workflow: str,
-            tenant: str,
-            actor: str | None,
-            input_json: str,
-            parent_run_id: str | None = None,
-        ) -> None: ...
-
-    def _run_inline(
+    def run_inline(
         self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
     ) -> Any:
-        input_json = self._encode_or_reject(workflow, args, kwargs, opts)
-        info, created = self.store.insert_run(
+        runtime = self.runtime
+        input_json = runtime.encode_or_reject(workflow, args, kwargs, opts)
+        info, created = runtime.store.insert_run(
             NewRun(
                 run_id=opts.run_id or uuid.uuid4().hex,
                 workflow=workflow.name,
                 queue=INLINE_QUEUE,
                 input_json=input_json,
-                code_version=self.code_version,
+                code_version=runtime.code_version,
                 status=RunStatus.RUNNING,
                 tenant=opts.tenant,
                 priority=opts.priority,
                 idempotency_key=opts.idempotency_key,
-                owner=self.owner,
-                lease_until=time.time() + self.lease_seconds,
+                owner=runtime.owner,
+                lease_until=time.time() + runtime.lease_seconds,
             )
         )
         if created:
-            self._buffer_start(info.run_id, workflow.name, opts.tenant, opts.actor, input_json)
+            runtime.buffer_start(info.run_id, workflow.name, opts.tenant, opts.actor, input_json)
             outcome = self._execute(info, workflow, args, kwargs, {}, can_park=False)
         else:
             outcome = self._continue(info, workflow, can_park=False)
@@ -99,9 +76,9 @@ class Executor:
             return outcome.value
         if outcome.error is not None:
             raise outcome.error
-        return RunHandle(cast("Aevos", self), info.run_id).result()
+        return RunHandle(runtime, info.run_id).result()
 
-    def _execute_inline(
+    def execute_inline(
         self,
         workflow: Workflow[Any, Any],
         run_id: str,
@@ -115,22 +92,23 @@ class Executor:
         raise_errors: bool,
     ) -> Outcome:
         """Create (or take over) run ``run_id`` and execute it in this thread (child runs)."""
-        info, created = self.store.insert_run(
+        runtime = self.runtime
+        info, created = runtime.store.insert_run(
             NewRun(
                 run_id=run_id,
                 workflow=workflow.name,
                 queue=INLINE_QUEUE,
                 input_json=input_json,
-                code_version=self.code_version,
+                code_version=runtime.code_version,
                 status=RunStatus.RUNNING,
                 tenant=tenant,
                 parent_run_id=parent_run_id,
-                owner=self.owner,
-                lease_until=time.time() + self.lease_seconds,
+                owner=runtime.owner,
+                lease_until=time.time() + runtime.lease_seconds,
             )
         )
         if created:
-            self._buffer_start(run_id, workflow.name, tenant, None, input_json, parent_run_id)
+            runtime.buffer_start(run_id, workflow.name, tenant, None, input_json, parent_run_id)
             return self._execute(info, workflow, args, kwargs, {}, can_park=can_park)
         return self._continue(info, workflow, can_park=can_park)
 
@@ -141,9 +119,10 @@ class Executor:
                 return Outcome(info.status, result_of(info))
             except AevosError as exc:
                 return Outcome(info.status, error=exc)
-        if self._leases.holds(info.run_id):
+        if self.runtime.leases.holds(info.run_id):
             return Outcome(None)  # another thread of this process executes it; wait on it
-        acquired = self.store.acquire(info.run_id, self.owner, self.lease_seconds)
+        runtime = self.runtime
+        acquired = runtime.store.acquire(info.run_id, runtime.owner, runtime.lease_seconds)
         if acquired is None:
             return Outcome(None)  # someone else holds it; callers wait on its status
         return self._execute_recorded(acquired, workflow, can_park=can_park)
@@ -154,17 +133,18 @@ class Executor:
         payload = info.input or {}
         # Hold the lease from here: loading a long history must not let it lapse.
         cancel = threading.Event()
-        if not self._leases.add(info.run_id, cancel):
+        leases, store = self.runtime.leases, self.runtime.store
+        if not leases.add(info.run_id, cancel):
             return Outcome(None)  # another thread of this process executes it; wait on it
         try:
-            history = self.store.load_steps(info.run_id)
+            history = store.load_steps(info.run_id)
         except ValueError as exc:
-            self._leases.discard(info.run_id)
+            leases.discard(info.run_id)
             # Replaying it can never succeed; failing it beats retrying every lease period.
-            self.store.fail_corrupt(info.run_id, "corrupt_history", exc)
+            store.fail_corrupt(info.run_id, "corrupt_history", exc)
             return Outcome(RunStatus.FAILED, error=exc)
         except BaseException:
-            self._leases.discard(info.run_id)
+            leases.discard(info.run_id)
             raise
         return self._execute(
             info,
@@ -176,9 +156,9 @@ class Executor:
             cancel=cancel,
         )
 
-    def _execute_claimed(self, info: RunInfo) -> Outcome:
+    def execute_claimed(self, info: RunInfo) -> Outcome:
         """Entry point for workers: execute a run this app's owner has claimed."""
-        workflow = self.workflows[info.workflow]
+        workflow = self.runtime.workflows[info.workflow]
         return self._execute_recorded(info, workflow, can_park=True)
 
     def _execute(
@@ -193,24 +173,31 @@ class Executor:
         cancel: threading.Event | None = None,
     ) -> Outcome:
         run_id = info.run_id
+        runtime = self.runtime
+        owner = runtime.owner
         if cancel is None:  # else _execute_recorded holds the run already
             cancel = threading.Event()
-            if not self._leases.add(run_id, cancel):
+            if not runtime.leases.add(run_id, cancel):
                 return Outcome(None)  # another thread of this process executes it
-        ctx = WorkflowContext(
-            cast("Aevos", self),
+        store = runtime.store
+        journal = Journal(
+            store,
+            lambda: runtime.services.audit,
             run_id,
-            workflow.name,
-            self.owner,
-            self.code_version,
-            info.code_version,
+            owner,
             history,
-            can_park,
             cancel,
-            info.executions,
-            info.tenant,
+            runtime.code_version,
+            info.code_version,
         )
-        store = self.store
+        ctx = WorkflowContext(
+            runtime,
+            journal,
+            workflow.name,
+            can_park=can_park,
+            executions=info.executions,
+            tenant=info.tenant,
+        )
         try:
             try:
                 if workflow.is_async:
@@ -218,11 +205,11 @@ class Executor:
                     value = asyncio.run(coroutine)
                 else:
                     value = workflow.func(ctx, *args, **kwargs)
-                if ctx.fatal is not None:
-                    raise ctx.fatal
+                if journal.fatal is not None:
+                    raise journal.fatal
                 output = codec.encode(value, f"output of workflow {workflow.name!r}")
             except Suspend as suspend:
-                store.park(run_id, self.owner, suspend.wake_at)
+                store.park(run_id, owner, suspend.wake_at)
                 return Outcome(None)
             except Cancelled:
                 return self._abandoned(run_id)
@@ -231,33 +218,33 @@ class Executor:
                 # by whichever executor reaches the database next.
                 raise
             except Exception as exc:
-                error = ctx.fatal or exc
+                error = journal.fatal or exc
                 if not store.finish_run(
                     run_id,
-                    self.owner,
+                    owner,
                     RunStatus.FAILED,
                     error=error_dict(error),
                     parent_run_id=info.parent_run_id,
-                    step=ctx.take_pending(),
+                    step=journal.take_pending(),
                 ):
                     return self._abandoned(run_id)
                 return Outcome(RunStatus.FAILED, error=error)
             if not store.finish_run(
                 run_id,
-                self.owner,
+                owner,
                 RunStatus.SUCCEEDED,
                 output_json=output,
                 parent_run_id=info.parent_run_id,
-                step=ctx.take_pending(),
+                step=journal.take_pending(),
             ):
                 return self._abandoned(run_id)
             return Outcome(RunStatus.SUCCEEDED, value)
         finally:
-            self._leases.discard(run_id)
-            self._signal_events.pop(run_id, None)
+            runtime.leases.discard(run_id)
+            runtime.forget_signals(run_id)
 
     def _abandoned(self, run_id: str) -> Outcome:
-        status = self.store.run_status(run_id)
+        status = self.runtime.store.run_status(run_id)
         if status is RunStatus.CANCELLED:
             return Outcome(status, error=RunCancelledError(run_id))
         return Outcome(None)  # taken over by another executor after our lease lapsed

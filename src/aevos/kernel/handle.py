@@ -10,30 +10,32 @@ from ..records.run import RunInfo, StepInfo
 from ..records.status import RunStatus
 
 if TYPE_CHECKING:
-    from ..app import Aevos
+    from .runtime import Runtime
 
 R = TypeVar("R")
 
 
 class RunHandle(Generic[R]):
-    def __init__(self, app: Aevos, run_id: str) -> None:
-        self.app = app
+    """One run of a workflow, by id: its status, its steps, its result; cancelling it."""
+
+    def __init__(self, runtime: Runtime, run_id: str) -> None:
+        self._runtime = runtime
         self.run_id = run_id
 
     def __repr__(self) -> str:
         return f"RunHandle({self.run_id!r})"
 
     def info(self) -> RunInfo:
-        return self.app.get_run(self.run_id)
+        return self._runtime.store.get_run(self.run_id)
 
     def status(self) -> RunStatus:
-        return self.app.store.run_status(self.run_id)
+        return self._runtime.store.run_status(self.run_id)
 
     def steps(self) -> list[StepInfo]:
-        return self.app.list_steps(self.run_id)
+        return self._runtime.store.list_steps(self.run_id)
 
     def cancel(self) -> RunStatus:
-        return self.app.cancel(self.run_id)
+        return self._runtime.cancel(self.run_id)
 
     def result(self, timeout: float | None = None, poll: float = 0.05) -> R:
         """Wait for the run to end; its output, or RunFailedError / RunCancelledError."""
@@ -42,7 +44,7 @@ class RunHandle(Generic[R]):
         while True:
             status = self.status()
             if status.terminal:
-                return cast(R, result_of(self.app.get_run(self.run_id)))
+                return cast(R, result_of(self._runtime.store.get_run(self.run_id)))
             if deadline is not None and time.monotonic() >= deadline:
                 raise RunTimeoutError(f"run {self.run_id} is still {status.value} after {timeout}s")
             time.sleep(delay)

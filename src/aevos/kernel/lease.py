@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..errors import AevosError
 
 if TYPE_CHECKING:
-    from ..app import Aevos
+    from .runtime import Runtime
 
 log = logging.getLogger("aevos")
 
@@ -22,8 +22,8 @@ log = logging.getLogger("aevos")
 class Leases:
     """Keeps this process's runs alive: one heartbeat extends every lease it holds."""
 
-    def __init__(self, app: Aevos) -> None:
-        self._app = app
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
         self._runs: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -73,14 +73,15 @@ class Leases:
             thread.join(timeout=5)
 
     def _loop(self) -> None:
-        interval = max(0.05, self._app.lease_seconds / 3)
+        runtime = self._runtime
+        interval = max(0.05, runtime.lease_seconds / 3)
         while not self._stop.wait(interval):
             with self._lock:
                 run_ids = list(self._runs)
             if not run_ids:
                 continue
             try:
-                lost = self._app.store.heartbeat(self._app.owner, run_ids, self._app.lease_seconds)
+                lost = runtime.store.heartbeat(runtime.owner, run_ids, runtime.lease_seconds)
             except AevosError as exc:
                 log.warning("heartbeat failed (%s); leases may lapse", exc.code)
                 continue

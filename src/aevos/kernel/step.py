@@ -10,15 +10,15 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 from .. import codec
-from ..errors import DefinitionError, SerializationError, StepFailedError, StepTimeoutError
+from ..errors import DefinitionError, SerializationError, StepFailedError
+from ..records.run import error_dict
 from ..storage import StepRecord
+from .context import WorkflowContext
+from .journal import step_error
 from .retry import RetryPolicy
-
-if TYPE_CHECKING:
-    from .context import WorkflowContext
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,19 +44,6 @@ class StepContext:
         return f"{self.run_id}/{self.seq}"
 
 
-def error_dict(error: BaseException) -> dict[str, Any]:
-    """How an exception is recorded: its qualified type and message, never a pickle."""
-    kind = type(error)
-    data: dict[str, Any] = {
-        "type": f"{kind.__module__}.{kind.__qualname__}",
-        "message": str(error)[:2000],
-    }
-    code = getattr(error, "code", None)
-    if isinstance(code, str):
-        data["code"] = code
-    return data
-
-
 class Step(Generic[P, R]):
     """A decorated step; call it from a workflow as ``step(ctx, *args, **kwargs)``."""
 
@@ -77,8 +64,6 @@ class Step(Generic[P, R]):
         functools.update_wrapper(self, func)
 
     def __call__(self, ctx: WorkflowContext | StepContext, *args: P.args, **kwargs: P.kwargs) -> R:
-        from .context import WorkflowContext
-
         if isinstance(ctx, StepContext):
             # A step called from inside another step is a plain function call of that step.
             return self.func(ctx, *args, **kwargs)
@@ -94,9 +79,9 @@ class Step(Generic[P, R]):
     # -- sync -------------------------------------------------------------------------------
 
     def _call_sync(self, ctx: WorkflowContext, args: Any, kwargs: Any) -> R:
-        seq, recorded = ctx._begin_step(self.name)
+        seq, recorded = ctx.journal.begin(self.name)
         if recorded is not None:
-            return cast(R, ctx._replay_value(recorded))
+            return cast(R, ctx.journal.replay_value(recorded))
         started = time.time()
         failures = 0
         while True:
@@ -110,7 +95,7 @@ class Step(Generic[P, R]):
             except Exception as exc:
                 failures += 1
                 if self.retry.should_retry(exc, failures):
-                    ctx._pause(self.retry.delay(failures))
+                    ctx.pause(self.retry.delay(failures))
                     continue
                 raise self._fail(ctx, seq, started, failures, exc) from exc
         return self._succeed(ctx, seq, started, failures + 1, value)
@@ -127,9 +112,9 @@ class Step(Generic[P, R]):
     # -- async ------------------------------------------------------------------------------
 
     async def _call_async(self, ctx: WorkflowContext, args: Any, kwargs: Any) -> R:
-        seq, recorded = ctx._begin_step(self.name)
+        seq, recorded = ctx.journal.begin(self.name)
         if recorded is not None:
-            return cast(R, ctx._replay_value(recorded))
+            return cast(R, ctx.journal.replay_value(recorded))
         started = time.time()
         failures = 0
         func = cast(Callable[..., Awaitable[R]], self.func)
@@ -149,7 +134,7 @@ class Step(Generic[P, R]):
             except Exception as exc:
                 failures += 1
                 if self.retry.should_retry(exc, failures):
-                    await ctx._pause_async(self.retry.delay(failures))
+                    await ctx.pause_async(self.retry.delay(failures))
                     continue
                 raise self._fail(ctx, seq, started, failures, exc) from exc
         return self._succeed(ctx, seq, started, failures + 1, value)
@@ -164,7 +149,7 @@ class Step(Generic[P, R]):
         except SerializationError as exc:
             # Deterministic: retrying cannot help, so it is recorded as the step's failure.
             raise self._fail(ctx, seq, started, attempts, exc) from None
-        ctx._defer(
+        ctx.journal.defer(
             StepRecord(seq, self.name, "SUCCEEDED", text, None, attempts, started, time.time()),
             value,
         )
@@ -175,15 +160,7 @@ class Step(Generic[P, R]):
     ) -> StepFailedError:
         error = error_dict(exc)
         error["attempts"] = attempts
-        ctx._commit(
+        ctx.journal.record(
             StepRecord(seq, self.name, "FAILED", None, error, attempts, started, time.time())
         )
         return step_error(self.name, seq, error)
-
-
-def step_error(name: str, seq: int, error: dict[str, Any]) -> StepFailedError:
-    """The exception a workflow sees for a failed step, built the same live and on replay."""
-    kind = StepTimeoutError if error.get("type") == "builtins.TimeoutError" else StepFailedError
-    return kind(
-        name, seq, str(error.get("type")), str(error.get("message")), int(error.get("attempts", 1))
-    )

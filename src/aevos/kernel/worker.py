@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -21,7 +21,7 @@ from ..records.queue import INLINE_QUEUE, Queue
 from ..records.run import RunInfo
 
 if TYPE_CHECKING:
-    from ..app import Aevos
+    from .runtime import Runtime
 
 log = logging.getLogger("aevos.worker")
 
@@ -42,16 +42,28 @@ def _recovery_queue() -> Queue:
 
 
 class Worker:
-    """Executes runs of ``app``'s workflows from the named queues, ``concurrency`` at a time."""
+    """Executes runs of a runtime's workflows from the named queues, ``concurrency`` at a
+    time (``app.worker()`` builds one).
+
+    Between claims it does the ``chores`` it is given, each on its own every
+    ``escalation_interval`` seconds: the app gives it the sweeps of the services above the
+    kernel (human tasks past their SLA, approvals past their expiry, counted refusals).
+    """
 
     def __init__(
-        self, app: Aevos, queues: Sequence[str] | None = None, *, concurrency: int = 8
+        self,
+        runtime: Runtime,
+        queues: Sequence[str] | None = None,
+        *,
+        concurrency: int = 8,
+        chores: Sequence[Callable[[], object]] = (),
     ) -> None:
         if concurrency < 1:
             raise DefinitionError(f"worker concurrency must be >= 1, got {concurrency}")
-        self.app = app
-        names = list(queues) if queues else list(app.queues)
-        self.queues = [app._queue_named(name) for name in names] + [_recovery_queue()]
+        self.runtime = runtime
+        names = list(queues) if queues else list(runtime.queues)
+        self.queues = [runtime.queue_named(name) for name in names] + [_recovery_queue()]
+        self.chores = tuple(chores)
         self.concurrency = concurrency
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="aevos-run")
         self._active = 0
@@ -74,7 +86,7 @@ class Worker:
     def start(self) -> Worker:
         """Start polling in a background thread (embedded worker)."""
         for queue in self.queues:
-            self.app.store.upsert_queue(queue)
+            self.runtime.store.upsert_queue(queue)
         self._thread = threading.Thread(target=self._poll_loop, name="aevos-poll", daemon=True)
         self._thread.start()
         return self
@@ -86,7 +98,7 @@ class Worker:
         another worker takes them over and replays them from their last committed step.
         """
         self._stopping.set()
-        self.app._work_available.set()
+        self.runtime.work_available.set()
         if self._thread is not None:
             self._thread.join(timeout)
         deadline = time.monotonic() + timeout
@@ -100,7 +112,7 @@ class Worker:
         def _handle(signum: int, _frame: FrameType | None) -> None:
             log.info("signal %s: stopping worker", signum)
             self._stopping.set()
-            self.app._work_available.set()
+            self.runtime.work_available.set()
 
         signal.signal(signal.SIGTERM, _handle)
         signal.signal(signal.SIGINT, _handle)
@@ -110,13 +122,14 @@ class Worker:
         self.stop()
 
     def _poll_loop(self) -> None:
-        backoff = self.app.poll_interval
-        workflows = sorted(self.app.workflows)
+        runtime = self.runtime
+        backoff = runtime.poll_interval
+        workflows = sorted(runtime.workflows)
         while not self._stopping.is_set():
             try:
                 self._sweep_overdue()
                 claimed = self._claim_round(workflows)
-                backoff = self.app.poll_interval
+                backoff = runtime.poll_interval
             except StorageUnavailableError as exc:
                 log.warning("database unavailable, retrying in %.1fs: %s", backoff, exc.message)
                 self._stopping.wait(backoff)
@@ -130,8 +143,8 @@ class Worker:
                 backoff = min(backoff * 2, 5.0)
                 continue
             if not claimed:
-                self.app._work_available.wait(self.app.poll_interval)
-                self.app._work_available.clear()
+                runtime.work_available.wait(runtime.poll_interval)
+                runtime.work_available.clear()
 
     def _sweep_overdue(self) -> None:
         # Every worker sweeps; each escalation or expiry is a conditional update, so sweeps
@@ -142,19 +155,12 @@ class Worker:
         self._next_escalation_sweep = now + self.escalation_interval
         # Each chore on its own: one that fails (its database write, say) is logged and
         # tried again next sweep without holding up the others.
-        for chore in (self._escalate_tasks, self._expire_approvals, self.app.flush_refusals):
+        for chore in self.chores:
             try:
                 chore()
             except AevosError as exc:
-                log.warning("%s failed (%s); retrying next sweep", chore.__name__, exc.code)
-
-    def _escalate_tasks(self) -> None:
-        for task in self.app.tasks.escalate_overdue():
-            log.info("task %s escalated to queue %s", task.task_id, task.queue)
-
-    def _expire_approvals(self) -> None:
-        for approval in self.app.approvals.expire_overdue():
-            log.info("approval %s expired", approval.approval_id)
+                name = getattr(chore, "__name__", repr(chore))
+                log.warning("%s failed (%s); retrying next sweep", name, exc.code)
 
     def _claim_round(self, workflows: list[str]) -> int:
         claimed = 0
@@ -172,12 +178,13 @@ class Worker:
                 # operator resumes one), so scanning for them every poll would be wasted work.
                 if now < self._next_recovery_scan:
                     continue
-                self._next_recovery_scan = now + max(0.05, self.app.lease_seconds / 4)
+                self._next_recovery_scan = now + max(0.05, self.runtime.lease_seconds / 4)
             # Never re-claim a run this process is executing, even if its lease lapsed
             # (a late heartbeat on a loaded host): the fence cannot tell our threads apart.
-            held = self.app._leases.held()
-            for info in self.app.store.claim(
-                self.app.owner, queue, workflows, free, self.app.lease_seconds, exclude=held
+            runtime = self.runtime
+            held = runtime.leases.held()
+            for info in runtime.store.claim(
+                runtime.owner, queue, workflows, free, runtime.lease_seconds, exclude=held
             ):
                 with self._lock:
                     self._active += 1
@@ -187,7 +194,7 @@ class Worker:
 
     def _execute(self, info: RunInfo) -> None:
         try:
-            self.app._execute_claimed(info)
+            self.runtime.executor.execute_claimed(info)
         except AevosError as exc:
             # The run keeps its lease and is retried after it lapses; say why, without data.
             log.error("run %s interrupted: %s", info.run_id, exc.code)
@@ -197,4 +204,4 @@ class Worker:
             with self._lock:
                 self._active -= 1
                 self.executed += 1
-            self.app._work_available.set()
+            self.runtime.work_available.set()

@@ -14,8 +14,8 @@ from ..errors import DefinitionError
 from .context import WorkflowContext
 
 if TYPE_CHECKING:
-    from ..app import Aevos
     from .handle import RunHandle
+    from .runtime import Runtime
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,14 +44,14 @@ class Workflow(Generic[P, R]):
 
     def __init__(
         self,
-        app: Aevos,
+        runtime: Runtime,
         func: Callable[Concatenate[WorkflowContext, P], R]
         | Callable[Concatenate[WorkflowContext, P], Awaitable[R]],
         name: str,
         queue: str,
         options: StartOptions | None = None,
     ) -> None:
-        self.app = app
+        self._runtime = runtime
         self.func = func
         self.name = name
         self.queue = queue
@@ -86,10 +86,11 @@ class Workflow(Generic[P, R]):
             tenant=tenant or self._options.tenant,
         )
         if opts.queue is not None:
-            self.app._queue_named(opts.queue)  # unknown queue names fail here, not in a worker
-        return Workflow(self.app, self.func, self.name, self.queue, opts)
+            self._runtime.queue_named(opts.queue)  # unknown queue names fail here, not in a worker
+        return Workflow(self._runtime, self.func, self.name, self.queue, opts)
 
-    def _encode_input(self, args: Any, kwargs: Any) -> str:
+    def encode_input(self, args: Any, kwargs: Any) -> str:
+        """The run's recorded input, checked against the signature (DefinitionError)."""
         # Plain positional calls with exactly the declared parameters need no binding
         # (the common case, and bind() is the costliest part of starting a run).
         if kwargs or len(args) != self._positional:
@@ -117,24 +118,27 @@ class Workflow(Generic[P, R]):
         With an idempotency key that already started a run, returns (or waits for) that
         run's result instead of starting another.
         """
-        return cast(R, self.app._run_inline(self, args, kwargs, self._options))
+        return cast(R, self._runtime.executor.run_inline(self, args, kwargs, self._options))
 
     async def run_async(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """``run`` for async workflows, from inside a running event loop."""
         return cast(
-            R, await asyncio.to_thread(self.app._run_inline, self, args, kwargs, self._options)
+            R,
+            await asyncio.to_thread(
+                self._runtime.executor.run_inline, self, args, kwargs, self._options
+            ),
         )
 
     def start(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]:
         """Enqueue a run for a worker; returns at once with a handle."""
-        return self.app._enqueue(self, args, kwargs, self._options)
+        return self._runtime.enqueue(self, args, kwargs, self._options)
 
 
 class WorkflowDecorator:
     """What ``@app.workflow(...)`` returns; overloads type async and plain functions."""
 
-    def __init__(self, app: Aevos, name: str | None, queue: str) -> None:
-        self._app = app
+    def __init__(self, runtime: Runtime, name: str | None, queue: str) -> None:
+        self._runtime = runtime
         self._name = name
         self._queue = queue
 
@@ -147,4 +151,4 @@ class WorkflowDecorator:
     def __call__(self, func: Callable[Concatenate[WorkflowContext, P], R]) -> Workflow[P, R]: ...
 
     def __call__(self, func: Callable[..., Any]) -> Workflow[Any, Any]:
-        return self._app._register_workflow(func, self._name, self._queue)
+        return self._runtime.register_workflow(func, self._name, self._queue)

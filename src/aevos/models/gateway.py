@@ -1,7 +1,7 @@
 """The governed model gateway: every model call routed, budgeted, guarded and recorded.
 
-``gateway.predict(model, input)`` (and ``ctx.predict`` inside a workflow, through
-:meth:`Gateway.predict_step`) resolves the model's :class:`~aevos.models.routing.Route` to a
+``gateway.predict(model, input)`` (and ``ctx.predict`` inside a workflow, which records what
+:meth:`Gateway.govern` returns at a position of the run) resolves the model's :class:`~aevos.models.routing.Route` to a
 version (alias, sticky canary split), then for each model call it makes:
 
 1. asks the version's circuit breaker (:mod:`.breaker`): an open breaker rejects the call at
@@ -49,7 +49,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import codec
 from ..errors import (
     AevosError,
     ArtifactIntegrityError,
@@ -67,9 +66,6 @@ from ..errors import (
     UnsafeArtifactError,
 )
 from ..identity import check_tenant
-from ..kernel.step import error_dict
-from ..records.run import StepInfo
-from ..storage import LeaseLost, StepRecord
 from .breaker import BreakerConfig, Breakers, BreakerState
 from .budget import Budget, Budgets, Leasing, Reservation, Usage
 from .recorder import CallRecord, CallStats, Recorder, input_digest
@@ -77,12 +73,11 @@ from .routing import Canary, Cascade, Route, Target, bucket_of, key_hash
 from .types import ModelAdapter, ModelVersion, Prediction
 
 if TYPE_CHECKING:
-    from ..audit import AuditLog
-    from ..kernel.context import WorkflowContext
+    from ..audit import AuditEvent, AuditLog
     from ..storage import Store
     from .registry import ModelRegistry
 
-__all__ = ["CallResult", "Gateway"]
+__all__ = ["CallResult", "Gateway", "Governed"]
 
 # Errors that stop the call: retrying elsewhere cannot help, or would hide a real problem.
 _FINAL: tuple[type[BaseException], ...] = (
@@ -173,6 +168,20 @@ class CallResult:
             call_id=str(data["call_id"]),
             attempts=int(data.get("attempts", 1)),
         )
+
+
+@dataclass(frozen=True)
+class Governed:
+    """What :meth:`Gateway.govern` returns: the result or the error, and the records of the
+    model calls made (cascades, fallbacks), which the caller writes."""
+
+    result: CallResult | None
+    error: AevosError | None
+    records: list[CallRecord]
+
+    def events(self) -> list[AuditEvent]:
+        """The records as ``model.called`` audit events."""
+        return [r.event() for r in self.records]
 
 
 @dataclass(slots=True)
@@ -398,72 +407,39 @@ class Gateway:
         finally:
             self.recorder.add(call.records)
 
-    def predict_step(
+    def govern(
         self,
-        ctx: WorkflowContext,
         model: str,
         input: Any,
         *,
         key: str | int | None = None,
+        tenant: str = "default",
+        workflow: str | None = None,
+        actor: str = "system",
         timeout: float | None = None,
-    ) -> CallResult:
-        """``ctx.predict``: a governed call as a durable step of the workflow.
+        run_id: str | None = None,
+        seq: int | None = None,
+    ) -> Governed:
+        """Govern one call and return its result (or the error that stopped it) with the
+        records of the model calls it made, none of them written.
 
-        The result (or the error) is the step's recorded value, committed in one
-        transaction with the call's ``model.called`` audit records; a replay returns the
-        recorded result (or raises the recorded error, as the same class) without calling
-        the model or spending budget again.
+        What ``ctx.predict`` builds on: the workflow context commits the result as a
+        position of run ``run_id`` (``seq``) in one transaction with these records' audit
+        events, then tells :meth:`recorded`. Errors of aevos are returned, not raised: they
+        are the position's recorded value too.
         """
-        from ..kernel.context import Cancelled
-
-        name = STEP_PREFIX + model
-        seq, recorded = ctx._begin_step(name)
-        if recorded is not None:
-            if recorded.status == "FAILED":
-                raise rebuild_error(recorded.error or {}, name, seq)
-            return CallResult.from_record(recorded.output)
-        started = time.time()
-        actor = f"system:workflow/{ctx.workflow}"
-        failure: AevosError | None = None
-        result: CallResult | None = None
         records: list[CallRecord] = []
         try:
-            call, route = self._start(model, input, key, ctx.tenant, ctx.workflow, actor, timeout)
-            call.run_id, call.seq, records = ctx.run_id, seq, call.records
-            result = self._govern(call, route, model, key)
+            call, route = self._start(model, input, key, tenant, workflow, actor, timeout)
+            call.run_id, call.seq, records = run_id, seq, call.records
+            return Governed(self._govern(call, route, model, key), None, records)
         except AevosError as exc:
             # Recorded against the run like any step failure (a non-JSON input included).
-            failure = exc
-        output: Any = None
-        text: str | None = None
-        if result is not None:
-            output = result.to_record()
-            try:
-                text = codec.encode(output, f"prediction of model {model!r}")
-            except SerializationError as exc:
-                failure, result, output = exc, None, None
-        if failure is not None:
-            error = error_dict(failure)
-            error["attempts"] = 1
-            step = StepRecord(seq, name, "FAILED", None, error, 1, started, time.time())
-        else:
-            error = None
-            step = StepRecord(seq, name, "SUCCEEDED", text, None, 1, started, time.time())
-        events = [r.event() for r in records]
-        try:
-            ctx.app.store.record_step_with(
-                ctx.run_id, ctx._owner, step, lambda conn: self.audit.append_many(events, conn=conn)
-            )
-        except LeaseLost:
-            raise Cancelled() from None
-        self.recorder.count(records)
-        ctx._history[seq] = StepInfo(
-            ctx.run_id, seq, name, step.status, output, error, 1, started, step.finished_at
-        )
-        if failure is not None:
-            raise failure
-        assert result is not None
-        return result
+            return Governed(None, exc, records)
+
+    def recorded(self, governed: Governed) -> None:
+        """Count a governed call's records, written by the caller (see :meth:`govern`)."""
+        self.recorder.count(governed.records)
 
     # -- the governed call --------------------------------------------------------------------
 

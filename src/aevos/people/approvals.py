@@ -28,22 +28,24 @@ import builtins
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .. import codec
+from ..audit import AuditEvent
 from ..errors import AevosError, ApprovalConflictError, AuthorizationError, DefinitionError
 from ..records.approval import Approval, ApprovalStatus
 
 if TYPE_CHECKING:
-    from ..app import Aevos
-    from ..audit import AuditEvent
+    from ..audit import AuditLog
     from ..identity import Principal
+    from ..models.registry import ModelRegistry
     from ..models.types import ModelVersion
-    from ..policy import Decision
+    from ..policy import Decision, PolicySet
+    from ..storage import Store
 
 log = logging.getLogger("aevos.approvals")
 
@@ -53,8 +55,6 @@ _MAX_REASON = 2_000
 
 
 def _event(**fields: Any) -> AuditEvent:
-    from ..audit import AuditEvent  # the audit package imports storage, which imports this
-
     return AuditEvent(**fields)
 
 
@@ -65,14 +65,29 @@ def _reason(reason: str | None) -> str | None:
 
 
 class Approvals:
-    def __init__(self, app: Aevos) -> None:
-        self.app = app
+    """Promotions waiting for a second person (``app.approvals``). ``policies`` is read
+    when an approval is judged again (loading them on first use), ``registry`` moves the
+    alias when one is approved."""
+
+    def __init__(
+        self,
+        store: Store,
+        audit: AuditLog,
+        policies: Callable[[], PolicySet],
+        registry: ModelRegistry,
+        owner: str,
+    ) -> None:
+        self.store = store
+        self.audit = audit
+        self._policies = policies
+        self.registry = registry
+        self._owner = owner
 
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, approval_id: str, *, tenant: str | None = None) -> Approval:
         """The approval (ApprovalNotFoundError if unknown, or of another ``tenant``)."""
-        return self.app.store.get_approval(approval_id, tenant=tenant)
+        return self.store.get_approval(approval_id, tenant=tenant)
 
     def list(
         self,
@@ -84,7 +99,7 @@ class Approvals:
     ) -> builtins.list[Approval]:
         """The tenant's approvals, newest first."""
         chosen = None if status is None else ApprovalStatus(status)
-        return self.app.store.list_approvals(tenant, status=chosen, model=model, limit=limit)
+        return self.store.list_approvals(tenant, status=chosen, model=model, limit=limit)
 
     # -- asking -------------------------------------------------------------------------------
 
@@ -109,7 +124,7 @@ class Approvals:
         pending one that differs is superseded by the new request."""
         if not ttl > 0:
             raise DefinitionError("an approval's ttl must be > 0 seconds")
-        tenant, store = requester.tenant, self.app.store
+        tenant, store = requester.tenant, self.store
         evidence = dict(evidence)
         existing = store.pending_approval(tenant, model, version, alias)
         if existing is not None:
@@ -159,7 +174,7 @@ class Approvals:
                 "expires_at": values["expires_at"],
             },
         )
-        audit = self.app.audit
+        audit = self.audit
         return store.insert_approval(values, lambda conn: audit.append(event, conn=conn))
 
     # -- deciding -----------------------------------------------------------------------------
@@ -182,7 +197,7 @@ class Approvals:
                 f"asked for it ({approval.requested_by})"
             )
         self._check_open(approval)
-        decision = self.app.policies.evaluate(
+        decision = self._policies().evaluate(
             approval.policy, {**approval.evidence, "model": {"name": approval.model}}
         )
         self._audit_decision(approver, approval, decision)
@@ -212,7 +227,7 @@ class Approvals:
             if current != approval.alias_was:
                 stale.append(current)
                 raise _Stale
-            self.app.store.close_approval(
+            self.store.close_approval(
                 conn,
                 approval,
                 ApprovalStatus.APPROVED,
@@ -230,7 +245,7 @@ class Approvals:
         try:
             # The approver moves the alias; the approval record beside it, in the same
             # transaction, names who asked.
-            promoted = self.app.models.promote(
+            promoted = self.registry.promote(
                 approval.model,
                 approval.version,
                 alias=approval.alias,
@@ -242,7 +257,7 @@ class Approvals:
             was = "nothing" if approval.alias_was is None else f"version {approval.alias_was}"
             now = "nothing" if stale[0] is None else f"version {stale[0]}"
             why = f"alias {approval.alias!r} moved from {was} to {now} since the request"
-            self._close(approval, ApprovalStatus.SUPERSEDED, f"system:{self.app.owner}", why)
+            self._close(approval, ApprovalStatus.SUPERSEDED, f"system:{self._owner}", why)
             raise ApprovalConflictError(approval_id, ApprovalStatus.SUPERSEDED.value, why) from None
         return self.get(approval_id), promoted
 
@@ -258,10 +273,10 @@ class Approvals:
         this. Each is a conditional update, so many workers expire an approval once."""
         now = time.time() if now is None else now
         closed = []
-        for approval in self.app.store.overdue_approvals(now):
+        for approval in self.store.overdue_approvals(now):
             try:
                 done = self._close_if_pending(
-                    approval, ApprovalStatus.EXPIRED, f"system:{self.app.owner}", "expired", now
+                    approval, ApprovalStatus.EXPIRED, f"system:{self._owner}", "expired", now
                 )
             except AevosError as exc:
                 # One approval that cannot be closed (its tenant's audit chain is broken,
@@ -281,7 +296,7 @@ class Approvals:
             )
         if approval.expires_at <= time.time():
             self._close_if_pending(
-                approval, ApprovalStatus.EXPIRED, f"system:{self.app.owner}", "expired", None
+                approval, ApprovalStatus.EXPIRED, f"system:{self._owner}", "expired", None
             )
             raise ApprovalConflictError(
                 approval.approval_id,
@@ -298,8 +313,8 @@ class Approvals:
         now: float | None = None,
     ) -> Approval:
         at = time.time() if now is None else now
-        with self.app.store._tx() as conn:
-            return self.app.store.close_approval(
+        with self.store._tx() as conn:
+            return self.store.close_approval(
                 conn, approval, status, by, reason, at, self._audited(by)
             )
 
@@ -317,7 +332,7 @@ class Approvals:
             return None  # decided meanwhile (another worker's sweep, an approver)
 
     def _audited(self, actor: str, **data: Any) -> Any:
-        audit = self.app.audit
+        audit = self.audit
 
         def append(conn: Connection, done: Approval) -> None:
             audit.append(
@@ -341,7 +356,7 @@ class Approvals:
         return append
 
     def _audit_decision(self, approver: Principal, approval: Approval, decision: Decision) -> None:
-        self.app.audit.append(
+        self.audit.append(
             _event(
                 action="policy.decided",
                 actor=approver.actor,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
@@ -20,16 +20,25 @@ from ..audit import AuditEvent
 from ..records.task import Feedback, Task, TaskStatus, overridden
 
 if TYPE_CHECKING:
-    from ..app import Aevos
+    from ..audit import AuditLog
+    from ..storage import Store
 
 
 class Inbox:
-    def __init__(self, app: Aevos) -> None:
-        self.app = app
+    """The reviewer inbox (``app.tasks``). ``wake(run_id)`` tells the kernel that a run
+    waiting on a task has its answer."""
+
+    def __init__(
+        self, store: Store, audit: AuditLog, wake: Callable[[str], None], owner: str
+    ) -> None:
+        self.store = store
+        self.audit = audit
+        self._wake = wake
+        self._owner = owner
 
     def _audited(self, action: str, actor: str, **data: Any) -> Any:
         """An ``also`` callback that audits ``action`` on the task it is given."""
-        audit = self.app.audit
+        audit = self.audit
 
         def append(conn: Connection, task: Task, *_: Any) -> None:
             level = {"escalation_level": task.escalation_level} if task.escalated else {}
@@ -48,7 +57,7 @@ class Inbox:
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, task_id: str, *, tenant: str | None = None) -> Task:
-        return self.app.store.get_task(task_id, tenant=tenant)
+        return self.store.get_task(task_id, tenant=tenant)
 
     def list(
         self,
@@ -62,7 +71,7 @@ class Inbox:
         limit: int = 100,
         offset: int = 0,
     ) -> builtins.list[Task]:
-        return self.app.store.list_tasks(
+        return self.store.list_tasks(
             tenant,
             status=status,
             queue=queue,
@@ -83,16 +92,14 @@ class Inbox:
         limit: int = 100,
         offset: int = 0,
     ) -> builtins.list[Feedback]:
-        return self.app.store.list_feedback(
+        return self.store.list_feedback(
             tenant, model=model, workflow=workflow, since=since, limit=limit, offset=offset
         )
 
     # -- actions ------------------------------------------------------------------------------
 
     def claim(self, task_id: str, *, actor: str, tenant: str = "default") -> Task:
-        return self.app.store.claim_task(
-            task_id, tenant, actor, self._audited("task.claimed", actor)
-        )
+        return self.store.claim_task(task_id, tenant, actor, self._audited("task.claimed", actor))
 
     def claim_next(
         self,
@@ -103,14 +110,14 @@ class Inbox:
         queue: str | None = None,
     ) -> Task | None:
         """Claim the next task in inbox order that one of ``roles`` may work."""
-        return self.app.store.claim_next(
+        return self.store.claim_next(
             tenant, actor, roles, queue, self._audited("task.claimed", actor, next=True)
         )
 
     def release(
         self, task_id: str, *, actor: str, tenant: str = "default", anyone: bool = False
     ) -> Task:
-        return self.app.store.release_task(
+        return self.store.release_task(
             task_id, tenant, actor, self._audited("task.released", actor), anyone=anyone
         )
 
@@ -123,7 +130,7 @@ class Inbox:
         queue: str | None = None,
         assignee: str | None = None,
     ) -> Task:
-        return self.app.store.reassign_task(
+        return self.store.reassign_task(
             task_id,
             tenant,
             queue=queue,
@@ -143,7 +150,7 @@ class Inbox:
         field), then the task, its feedback record and the audit record commit together and
         the waiting run resumes. A second submission, or one after the run was cancelled,
         raises TaskConflictError and changes nothing."""
-        task = self.app.store.get_task(task_id, tenant=tenant)
+        task = self.store.get_task(task_id, tenant=tenant)
         if task.status.closed or (task.status is TaskStatus.CLAIMED and task.assignee != actor):
             from ..storage.tasks import _refusal
 
@@ -151,7 +158,7 @@ class Inbox:
         decision = task.form.validate(values)
         changed = overridden(task.suggestion, decision)
         result_json = codec.encode(decision, f"the decision on task {task_id}")
-        audit = self.app.audit
+        audit = self.audit
 
         def also(conn: Connection, done: Task, record: Feedback) -> None:
             audit.append(
@@ -174,16 +181,13 @@ class Inbox:
                 conn=conn,
             )
 
-        done, record = self.app.store.submit_task(
-            task_id, tenant, actor, result_json, changed, also
-        )
-        self.app._signal_arrived(done.run_id).set()
-        self.app._notify_enqueued()
+        done, record = self.store.submit_task(task_id, tenant, actor, result_json, changed, also)
+        self._wake(done.run_id)
         return done, record
 
     def escalate_overdue(self, now: float | None = None) -> builtins.list[Task]:
         """Escalate every live task past its SLA one level (all tenants); workers call this."""
-        return self.app.store.escalate_overdue(
+        return self.store.escalate_overdue(
             time.time() if now is None else now,
-            self._audited("task.escalated", f"system:{self.app.owner}"),
+            self._audited("task.escalated", f"system:{self._owner}"),
         )

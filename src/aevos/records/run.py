@@ -67,3 +67,16 @@ class NewRun:
     owner: str | None = None
     lease_until: float | None = None
     error: dict[str, Any] | None = None
+
+
+def error_dict(error: BaseException) -> dict[str, Any]:
+    """How an exception is recorded: its qualified type and message, never a pickle."""
+    kind = type(error)
+    data: dict[str, Any] = {
+        "type": f"{kind.__module__}.{kind.__qualname__}",
+        "message": str(error)[:2000],
+    }
+    code = getattr(error, "code", None)
+    if isinstance(code, str):
+        data["code"] = code
+    return data

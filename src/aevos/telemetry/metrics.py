@@ -39,7 +39,6 @@ from ..storage.schema import audit, feedback, runs, tasks
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from ..app import Aevos
     from ..storage import Store
 
 __all__ = [
@@ -204,9 +203,8 @@ class Snapshot:
     model_calls: Mapping[tuple[str, str, str, str], CallTotals]  # model, version, route, outcome
 
 
-def snapshot(app: Aevos, tenant: str) -> Snapshot:
+def snapshot(store: Store, call_totals: CallTotalsCache, tenant: str) -> Snapshot:
     """The tenant's counts, in one read transaction."""
-    store = app.store
     r, t, f = runs.c, tasks.c, feedback.c
     duration = r.finished_at - r.created_at
     finished = sa.and_(r.tenant == tenant, r.status.in_(FINISHED), r.finished_at.is_not(None))
@@ -237,7 +235,7 @@ def snapshot(app: Aevos, tenant: str) -> Snapshot:
             .where(f.tenant == tenant)
             .group_by(f.model)
         ).all()
-        call_totals = app._call_totals.totals(store, conn, tenant)
+        totals = call_totals.totals(store, conn, tenant)
     feedback_counts: dict[str, tuple[int, int]] = {}
     for model, n, overridden in feedback_rows:
         before = feedback_counts.get(model or "", (0, 0))
@@ -250,7 +248,7 @@ def snapshot(app: Aevos, tenant: str) -> Snapshot:
         },
         open_tasks={(str(q), str(s)): int(n) for q, s, n in task_rows},
         feedback=feedback_counts,
-        model_calls=call_totals,
+        model_calls=totals,
     )
 
 
@@ -332,13 +330,13 @@ class _Collector:
         yield seconds
 
 
-def exposition(app: Aevos, tenant: str) -> bytes:
+def exposition(store: Store, call_totals: CallTotalsCache, tenant: str) -> bytes:
     """The tenant's metrics in the Prometheus text format (``CONTENT_TYPE_LATEST``)."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     # A registry per request: nothing is shared between requests or tenants.
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(snapshot(app, tenant)))
+    registry.register(_Collector(snapshot(store, call_totals, tenant)))
     return generate_latest(registry)
 
 
@@ -440,14 +438,13 @@ def _bucket_starts(since: float, until: float, buckets: int) -> list[float]:
 
 
 def dashboard(
-    app: Aevos, tenant: str, *, since: float, until: float, buckets: int = 24
+    store: Store, tenant: str, *, since: float, until: float, buckets: int = 24
 ) -> Dashboard:
     """The tenant's time series over ``[since, until)`` (epoch seconds) in ``buckets``
     equal buckets. A run belongs to the bucket it finished in, a feedback row to the one it
     was decided in, a model call to the one it was recorded in."""
     starts = _bucket_starts(since, until, buckets)
     ends = [*starts[1:], until]
-    store = app.store
     r, f = runs.c, feedback.c
 
     asked = sa.exists().where(tasks.c.run_id == r.run_id)
@@ -581,12 +578,12 @@ class ModelMetrics:
 
 
 def model_metrics(
-    app: Aevos, tenant: str, model: str, *, since: float, until: float, buckets: int = 24
+    store: Store, tenant: str, model: str, *, since: float, until: float, buckets: int = 24
 ) -> ModelMetrics:
     """``model``'s calls (``model.called`` records) and the feedback on its suggestions over
     ``[since, until)`` in ``buckets`` equal buckets, per version."""
     starts = _bucket_starts(since, until, buckets)
-    calls = _model_calls(app.store, tenant)
+    calls = _model_calls(store, tenant)
     f = feedback.c
     call_query = sa.select(
         calls.c.at, calls.c.version, calls.c.outcome, calls.c.latency_ms, calls.c.confidence
@@ -594,7 +591,7 @@ def model_metrics(
     feedback_query = sa.select(f.decided_at, f.model_version, f.overridden).where(
         f.tenant == tenant, f.model == model, f.decided_at >= since, f.decided_at < until
     )
-    with app.store._read() as conn:
+    with store._read() as conn:
         call_rows = conn.execute(call_query).all()
         feedback_rows = conn.execute(feedback_query).all()
 

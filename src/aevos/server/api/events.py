@@ -18,7 +18,6 @@ from ...events.webhook import (
     Delivery,
     EventRecord,
     EventStatus,
-    Ingress,
 )
 from ..deps import AppDep, PrincipalDep
 
@@ -90,7 +89,7 @@ def _bearer(authorization: str | None) -> str | None:
 async def receive(source: str, request: Request, response: Response, app: AppDep) -> Event:
     """Receive an event: ACCEPTED (202) starts a run, a redelivery of the same event id is
     DUPLICATE (200) with the same run. Every refusal is recorded with its reason."""
-    ingress = Ingress(app)
+    ingress = app.ingress
     body, size = await _read_bounded(request, ingress.max_body(source))
     delivery = Delivery(
         source=source,
@@ -117,7 +116,7 @@ def list_events(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> list[Event]:
     """The events received for the token's tenant, newest first (needs ``runs:read``)."""
-    records = Ingress(app).list_events(
+    records = app.ingress.list_events(
         principal, source=source, status=status, limit=limit, offset=offset
     )
     return [Event.of(record) for record in records]

@@ -1,0 +1,226 @@
+"""The journal of one run's execution: what the run did at each numbered position.
+
+This is the kernel's one durable-record primitive. Steps, policy decisions, model calls,
+human tasks, signals, child runs and the kernel's own recorded values (time, UUIDs, sleeps)
+are all built on it, the same way:
+
+1. :meth:`Journal.begin` takes the next position. On replay it returns what was recorded
+   there (a different name there means the code changed incompatibly:
+   :class:`~aevos.errors.ReplayMismatchError`, remembered so the workflow cannot carry on);
+   live, it checks the run was not cancelled.
+2. :meth:`Journal.record` commits the position's result, fenced by this executor's lease,
+   in one transaction with whatever must commit with it (audit events, a task row). A lease
+   lost meanwhile (the run was cancelled, or taken over by another executor after ours
+   lapsed) becomes :class:`Cancelled`: the result is not ours to record.
+3. The result is remembered, so the rest of this execution replays it without a query.
+
+A step's success may instead be deferred (:meth:`Journal.defer`) to the next commit, which
+saves the commit of a run's last step (it goes with the run's completion).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from .. import codec
+from ..errors import ReplayMismatchError, StepFailedError, StepTimeoutError
+from ..records.run import StepInfo
+from ..storage import LeaseLost, StepRecord
+
+if TYPE_CHECKING:
+    import threading
+
+    from sqlalchemy.engine import Connection
+
+    from ..audit import AuditEvent, AuditLog
+    from ..storage import Store
+
+
+class Suspend(BaseException):
+    """Unwinds a workflow that parks until ``wake_at``.
+
+    A BaseException so that a workflow's ``except Exception`` cannot swallow it.
+    """
+
+    def __init__(self, wake_at: float) -> None:
+        super().__init__(wake_at)
+        self.wake_at = wake_at
+
+
+class Cancelled(BaseException):
+    """Unwinds a workflow whose run was cancelled or taken over by another executor."""
+
+
+class Journal:
+    """The positions of one execution of one run, recorded and replayed."""
+
+    def __init__(
+        self,
+        store: Store,
+        audit: Callable[[], AuditLog],
+        run_id: str,
+        owner: str,
+        history: dict[int, StepInfo],
+        cancel: threading.Event,
+        code_version: str,
+        recorded_version: str,
+    ) -> None:
+        self.store = store
+        self._audit = audit  # built on first use: a run that audits nothing never opens it
+        self.run_id = run_id
+        self.owner = owner
+        self.cancel = cancel
+        self._history = history
+        self._code_version = code_version
+        self._recorded_version = recorded_version
+        self._seq = -1
+        self._pending: StepRecord | None = None
+        self.fatal: BaseException | None = None
+
+    @property
+    def seq(self) -> int:
+        """The position taken last (-1 before the first)."""
+        return self._seq
+
+    # -- taking a position ----------------------------------------------------------------------
+
+    def begin(self, name: str) -> tuple[int, StepInfo | None]:
+        """Take the next position for ``name``: its recorded result on replay, else None."""
+        if self._pending is not None:
+            # The previous step's result becomes durable before anything else can happen.
+            self.flush()
+        self._seq += 1
+        seq = self._seq
+        recorded = self._history.get(seq)
+        if recorded is not None:
+            if recorded.name != name:
+                error = ReplayMismatchError(
+                    self.run_id,
+                    seq,
+                    recorded.name,
+                    name,
+                    self._recorded_version,
+                    self._code_version,
+                )
+                # Remembered so that a workflow catching it cannot carry on regardless.
+                self.fatal = error
+                raise error
+            return seq, recorded
+        if self.cancel.is_set():
+            raise Cancelled()
+        return seq, None
+
+    @staticmethod
+    def replay_value(recorded: StepInfo) -> Any:
+        """A recorded step's value, or its failure raised as the workflow saw it live."""
+        if recorded.status == "FAILED":
+            raise step_error(recorded.name, recorded.seq, recorded.error or {})
+        return recorded.output
+
+    # -- recording a result ---------------------------------------------------------------------
+
+    def record(
+        self,
+        record: StepRecord,
+        output: Any = None,
+        *,
+        events: Sequence[AuditEvent] = (),
+        also: Callable[[Connection], object] | None = None,
+    ) -> StepInfo:
+        """Commit ``record`` now, with ``events`` appended to the audit log and ``also``
+        run in the same transaction; remember ``output`` as its value, and return it."""
+        with self.fenced():
+            if events or also is not None:
+                audit = self._audit() if events else None
+
+                def write(conn: Connection) -> None:
+                    if also is not None:
+                        also(conn)
+                    if audit is not None:
+                        audit.append_many(list(events), conn=conn)
+
+                self.store.record_step_with(self.run_id, self.owner, record, write)
+            else:
+                self.store.record_step(self.run_id, self.owner, record)
+        return self.remember(record, output)
+
+    def defer(self, record: StepRecord, output: Any) -> None:
+        """Record a step result, committed before the next durable operation begins or in the
+        same transaction as the run's completion, whichever comes first.
+
+        Between a step's return and that point the workflow only runs its own deterministic
+        code, so nothing observable happens in between; for the last step of a run this saves
+        one commit. A crash in that window re-runs the step, as a crash just before its
+        commit would.
+        """
+        self._pending = record
+        self.remember(record, output)
+
+    def flush(self) -> None:
+        """Commit the deferred step result, if there is one."""
+        record, self._pending = self._pending, None
+        if record is not None:
+            with self.fenced():
+                self.store.record_step(self.run_id, self.owner, record)
+
+    def take_pending(self) -> StepRecord | None:
+        """The deferred step result, for the executor to commit with the run's completion."""
+        record, self._pending = self._pending, None
+        return record
+
+    def remember(self, record: StepRecord, output: Any) -> StepInfo:
+        """Keep a committed result as this execution's view of its position."""
+        info = StepInfo(
+            self.run_id,
+            record.seq,
+            record.name,
+            record.status,
+            output,
+            record.error,
+            record.attempts,
+            record.started_at,
+            record.finished_at,
+        )
+        self._history[record.seq] = info
+        return info
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit log, for fenced writes that audit what they find (a task's expiry)."""
+        return self._audit()
+
+    @contextmanager
+    def fenced(self) -> Iterator[None]:
+        """A fenced write of this run: a lost lease becomes :class:`Cancelled`."""
+        try:
+            yield
+        except LeaseLost:
+            raise Cancelled() from None
+
+    # -- the kernel's own recorded values -------------------------------------------------------
+
+    def once(self, name: str, produce: Callable[[], Any]) -> Any:
+        """A kernel-internal step: run ``produce`` once, replay its value ever after."""
+        seq, recorded = self.begin(name)
+        if recorded is not None:
+            return self.replay_value(recorded)
+        started = time.time()
+        value = produce()
+        self.record(
+            StepRecord(
+                seq, name, "SUCCEEDED", codec.encode(value, name), None, 1, started, time.time()
+            ),
+            value,
+        )
+        return value
+
+
+def step_error(name: str, seq: int, error: dict[str, Any]) -> StepFailedError:
+    """The exception a workflow sees for a failed step, built the same live and on replay."""
+    kind = StepTimeoutError if error.get("type") == "builtins.TimeoutError" else StepFailedError
+    return kind(
+        name, seq, str(error.get("type")), str(error.get("message")), int(error.get("attempts", 1))
+    )

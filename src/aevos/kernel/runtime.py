@@ -1,0 +1,447 @@
+"""The kernel's runtime for one app: its workflows, steps and queues, starting and operating
+runs, and the executor that runs them.
+
+Workflows, steps, handles, workers and contexts all act through the runtime that made them
+(as Temporal's ``workflow.*`` functions act through the runtime of the running workflow),
+never through the app object: the runtime is given the services it records through
+(:class:`~aevos.kernel.services.Services`) when the app builds it, and nothing in the
+kernel imports the app.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+
+from .. import codec
+from ..audit import AuditEvent
+from ..errors import AevosError, DefinitionError, SerializationError, UnknownWorkflowError
+from ..records.queue import INLINE_QUEUE, Queue
+from ..records.run import NewRun, RunInfo, StepInfo
+from ..records.status import RunStatus
+from .executor import Executor
+from .handle import RunHandle
+from .lease import Leases
+from .retry import RetryPolicy, as_retry_policy
+from .services import TASK_STEP, Services
+from .step import Step, StepContext
+from .worker import Worker
+from .workflow import StartOptions, Workflow, WorkflowDecorator
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from ..audit.buffer import AuditBuffer
+    from ..storage import Store
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+log = logging.getLogger("aevos")
+
+
+class Runtime:
+    """Registers workflows, steps and queues; starts, queries and operates runs; holds this
+    process's owner name and lease table. See :class:`aevos.Aevos` for the settings."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        code_version: str | None = None,
+        lease_seconds: float = 15.0,
+        park_after: float = 5.0,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.services = services
+        self.lease_seconds = lease_seconds
+        self.park_after = park_after
+        self.poll_interval = poll_interval
+        self._explicit_version = code_version
+        self._computed_version: str | None = None
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.workflows: dict[str, Workflow[Any, Any]] = {}
+        self.steps: dict[str, Step[Any, Any]] = {}
+        self.queues: dict[str, Queue] = {"default": Queue("default")}
+        self.leases = Leases(self)
+        self.executor = Executor(self)
+        # Set when a run is enqueued or woken: idle workers claim at once instead of polling.
+        self.work_available = threading.Event()
+        self._signal_events: dict[str, threading.Event] = {}
+        self._timeout_pool: ThreadPoolExecutor | None = None
+        self._audit_buffer: AuditBuffer | None = None
+
+    @property
+    def store(self) -> Store:
+        return self.services.store
+
+    @property
+    def code_version(self) -> str:
+        """A digest of every registered workflow's and step's source, unless set explicitly."""
+        if self._explicit_version is not None:
+            return self._explicit_version
+        if self._computed_version is None:
+            digest = hashlib.sha256()
+            for name, func in sorted(
+                [(n, w.func) for n, w in self.workflows.items()]
+                + [(n, s.func) for n, s in self.steps.items()]
+            ):
+                digest.update(name.encode())
+                try:
+                    digest.update(inspect.getsource(func).encode())
+                except (OSError, TypeError):
+                    digest.update(getattr(func, "__qualname__", name).encode())
+            self._computed_version = digest.hexdigest()[:16]
+        return self._computed_version
+
+    def close(self) -> None:
+        """Stop the heartbeat, write the buffered audit records, stop step timeouts' threads."""
+        self.leases.stop()
+        if self._audit_buffer is not None:
+            self._audit_buffer.close()  # writes what is buffered while the store is open
+            self._audit_buffer = None
+        if self._timeout_pool is not None:
+            self._timeout_pool.shutdown(wait=False, cancel_futures=True)
+            self._timeout_pool = None
+
+    # -- registration -----------------------------------------------------------------------
+
+    def queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        worker_concurrency: int | None = None,
+        rate_limit: int | None = None,
+        rate_period: float = 1.0,
+    ) -> Queue:
+        queue = Queue(name, concurrency, worker_concurrency, rate_limit, rate_period)
+        self.queues[name] = queue
+        return queue
+
+    def queue_named(self, name: str) -> Queue:
+        """The declared queue ``name`` (DefinitionError naming the known ones if not)."""
+        try:
+            return self.queues[name]
+        except KeyError:
+            raise DefinitionError(
+                f"unknown queue {name!r}; declare it with app.queue({name!r}) "
+                f"(known: {', '.join(sorted(self.queues))})"
+            ) from None
+
+    def workflow(self, *, name: str | None = None, queue: str = "default") -> WorkflowDecorator:
+        self.queue_named(queue)
+        return WorkflowDecorator(self, name, queue)
+
+    def register_workflow(
+        self, func: Callable[..., Any], name: str | None, queue: str
+    ) -> Workflow[Any, Any]:
+        wf_name = name or _qualified(func)
+        _check_callable(func, "workflow", wf_name)
+        if wf_name in self.workflows:
+            raise DefinitionError(f"workflow {wf_name!r} is registered twice")
+        workflow: Workflow[Any, Any] = Workflow(self, func, wf_name, queue)
+        self.workflows[wf_name] = workflow
+        self._computed_version = None
+        return workflow
+
+    def step(
+        self,
+        *,
+        name: str | None = None,
+        retries: int | RetryPolicy = 1,
+        timeout: float | None = None,
+    ) -> Callable[[Callable[Concatenate[StepContext, P], R]], Step[P, R]]:
+        policy = as_retry_policy(retries)
+        if timeout is not None and timeout <= 0:
+            raise DefinitionError(f"step timeout must be > 0 seconds, got {timeout}")
+
+        def decorate(func: Callable[Concatenate[StepContext, P], R]) -> Step[P, R]:
+            step_name = name or _qualified(func)
+            _check_callable(func, "step", step_name)
+            if step_name in self.steps:
+                raise DefinitionError(f"step {step_name!r} is registered twice")
+            step = Step(func, step_name, policy, timeout, self._pool)
+            self.steps[step_name] = step
+            self._computed_version = None
+            return step
+
+        return decorate
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._timeout_pool is None:
+            self._timeout_pool = ThreadPoolExecutor(64, thread_name_prefix="aevos-step")
+        return self._timeout_pool
+
+    # -- starting runs ----------------------------------------------------------------------
+
+    def encode_or_reject(
+        self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
+    ) -> str:
+        """The run's input, or the run recorded as REJECTED and the error raised."""
+        try:
+            return workflow.encode_input(args, kwargs)
+        except (SerializationError, DefinitionError) as exc:
+            self.reject(workflow.name, opts, exc)
+            raise
+
+    def reject(self, workflow: str, opts: StartOptions, error: AevosError) -> str:
+        """Record a run that was refused before it started, so it is visible with its reason."""
+        run_id = uuid.uuid4().hex
+        details = error.to_dict()
+        if opts.idempotency_key is not None:
+            details["idempotency_key"] = opts.idempotency_key
+        self.store.insert_run(
+            NewRun(
+                run_id=run_id,
+                workflow=workflow[:200],
+                queue=opts.queue or "default",
+                input_json=None,
+                code_version=self.code_version,
+                status=RunStatus.REJECTED,
+                tenant=opts.tenant,
+                error=details,
+            ),
+            also=self.audit_start(
+                "run.rejected",
+                run_id,
+                workflow[:200],
+                opts.tenant,
+                opts.actor,
+                None,
+                reason=error.code,
+            ),
+        )
+        return run_id
+
+    def start(self, workflow: str, args: Any, kwargs: Any, opts: StartOptions) -> RunHandle[Any]:
+        """Enqueue a run of a workflow by name; an unknown name is recorded as refused."""
+        wf = self.workflows.get(workflow)
+        if wf is None:
+            error = UnknownWorkflowError(
+                f"no workflow named {workflow!r} is registered "
+                f"(known: {', '.join(sorted(self.workflows)) or 'none'})"
+            )
+            self.reject(workflow, opts, error)
+            raise error
+        if opts.queue is not None:
+            self.queue_named(opts.queue)
+        return self.enqueue(wf, args, kwargs, opts)
+
+    def enqueue(
+        self, workflow: Workflow[Any, R], args: Any, kwargs: Any, opts: StartOptions
+    ) -> RunHandle[R]:
+        """Record a run for a worker (its start audited in the same transaction)."""
+        input_json = self.encode_or_reject(workflow, args, kwargs, opts)
+        run_id = opts.run_id or uuid.uuid4().hex
+        info, _ = self.store.insert_run(
+            NewRun(
+                run_id=run_id,
+                workflow=workflow.name,
+                queue=opts.queue or workflow.queue,
+                input_json=input_json,
+                code_version=self.code_version,
+                tenant=opts.tenant,
+                priority=opts.priority,
+                idempotency_key=opts.idempotency_key,
+            ),
+            also=self.audit_start(
+                "run.started",
+                run_id,
+                workflow.name,
+                opts.tenant,
+                opts.actor,
+                input_json,
+                idempotency_key=opts.idempotency_key,
+            ),
+        )
+        self.wake()
+        return RunHandle(self, info.run_id)
+
+    def _start_event(
+        self,
+        action: str,
+        run_id: str,
+        workflow: str,
+        tenant: str,
+        actor: str | None,
+        input_json: str | None,
+        **data: Any,
+    ) -> AuditEvent:
+        if input_json is not None:
+            # The same digest lineage shows: canonical JSON of the recorded input.
+            data["input_digest"] = codec.digest(codec.decode(input_json))
+        return AuditEvent(
+            action=action,
+            actor=actor or f"system:{self.owner}",
+            tenant=tenant,
+            subject=f"workflow:{workflow}",
+            run_id=run_id,
+            data={k: v for k, v in data.items() if v is not None},
+        )
+
+    def audit_start(
+        self,
+        action: str,
+        run_id: str,
+        workflow: str,
+        tenant: str,
+        actor: str | None,
+        input_json: str | None,
+        **data: Any,
+    ) -> Callable[[Connection], object]:
+        """The audit append that commits with a new run's row."""
+        event = self._start_event(action, run_id, workflow, tenant, actor, input_json, **data)
+        audit = self.services.audit
+        return lambda conn: audit.append(event, conn=conn)
+
+    def buffer_start(
+        self,
+        run_id: str,
+        workflow: str,
+        tenant: str,
+        actor: str | None,
+        input_json: str,
+        parent_run_id: str | None = None,
+    ) -> None:
+        """Audit an inline run's start in the background: its row is already durable, and
+        a commit per start would double the cost of starting a run."""
+        if self._audit_buffer is None:
+            from ..audit.buffer import AuditBuffer  # its thread only for apps that run inline
+
+            self._audit_buffer = AuditBuffer(self.services.audit)
+        self._audit_buffer.add(
+            lambda: self._start_event(
+                "run.started",
+                run_id,
+                workflow,
+                tenant,
+                actor,
+                input_json,
+                parent_run_id=parent_run_id,
+                inline=True,
+            )
+        )
+
+    def wake(self, run_id: str | None = None) -> None:
+        """Something is due: a run was enqueued or, for ``run_id``, something it waits for
+        arrived (a signal, a task's decision); its waiting thread and idle workers look now."""
+        if run_id is not None:
+            self.signal_arrived(run_id).set()
+        self.work_available.set()
+
+    # -- queries and operator actions -------------------------------------------------------
+
+    def handle(self, run_id: str) -> RunHandle[Any]:
+        self.store.run_status(run_id)  # RunNotFoundError for unknown ids
+        return RunHandle(self, run_id)
+
+    def get_run(self, run_id: str) -> RunInfo:
+        return self.store.get_run(run_id)
+
+    def list_runs(self, **filters: Any) -> list[RunInfo]:
+        return self.store.list_runs(**filters)
+
+    def list_steps(self, run_id: str) -> list[StepInfo]:
+        return self.store.list_steps(run_id)
+
+    def cancel(self, run_id: str) -> RunStatus:
+        """Cancel a run (and its unfinished children). A step already executing finishes,
+        but its result is not recorded and no further step starts."""
+        status = self.store.cancel(run_id)
+        self.leases.cancel_local(run_id)
+        return status
+
+    def resume(self, run_id: str) -> RunHandle[Any]:
+        """Re-enqueue a FAILED or CANCELLED run; completed steps are not run again."""
+        info = self.store.resume(run_id)
+        if info.queue == INLINE_QUEUE or info.queue not in self.queues:
+            log.info("resumed run %s is served by any worker's recovery of %s", run_id, info.queue)
+        self.wake()
+        return RunHandle(self, run_id)
+
+    def fork(self, run_id: str, from_step: int = 0, *, queue: str | None = None) -> RunHandle[Any]:
+        """A new run of the same input on the current code, reusing recorded steps before
+        ``from_step``; ``from_step=0`` restarts from scratch."""
+        source = self.store.get_run(run_id)
+        target = queue or (source.queue if source.queue != INLINE_QUEUE else "default")
+        before = self.store.load_steps(run_id, strict=False).get(from_step - 1)
+        if before is not None and before.name == TASK_STEP:
+            # A task belongs to its run: forking between a question and its answer asks
+            # again, instead of waiting on (or reusing) the source run's task.
+            from_step -= 1
+        if queue is not None:
+            self.queue_named(queue)
+        audit = self.services.audit
+
+        def record(conn: Connection, new: RunInfo) -> None:
+            event = self._start_event(
+                "run.started",
+                new.run_id,
+                new.workflow,
+                new.tenant,
+                None,
+                None,
+                forked_from=run_id,
+                from_step=from_step,
+            )
+            audit.append(event, conn=conn)
+
+        info = self.store.fork(
+            run_id, from_step, uuid.uuid4().hex, self.code_version, target, also=record
+        )
+        self.wake()
+        return RunHandle(self, info.run_id)
+
+    def send_signal(self, run_id: str, topic: str, payload: Any = None) -> None:
+        """Deliver ``payload`` to a run waiting (or about to wait) on ``topic``."""
+        text = codec.encode(payload, f"signal payload for topic {topic!r}")
+        self.store.send_signal(run_id, topic, text)
+        event = self._signal_events.get(run_id)
+        if event is not None:
+            event.set()
+        self.wake()
+
+    def signal_arrived(self, run_id: str) -> threading.Event:
+        """Set when something arrives for ``run_id`` while a thread of this process waits."""
+        return self._signal_events.setdefault(run_id, threading.Event())
+
+    def forget_signals(self, run_id: str) -> None:
+        self._signal_events.pop(run_id, None)
+
+    def worker(
+        self,
+        queues: Sequence[str] | None = None,
+        *,
+        concurrency: int = 8,
+        chores: Sequence[Callable[[], object]] = (),
+    ) -> Worker:
+        return Worker(self, queues, concurrency=concurrency, chores=chores)
+
+
+def _qualified(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def _check_callable(func: Any, kind: str, name: str) -> None:
+    if not callable(func):
+        raise DefinitionError(f"@{kind} must decorate a function, got {type(func).__name__}")
+    params = list(inspect.signature(func).parameters.values())
+    if not params or params[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        raise DefinitionError(
+            f"{kind} {name!r} must take the context as its first positional parameter "
+            f"(def {getattr(func, '__name__', 'f')}(ctx, ...))"
+        )
+    if len(name) > 200:
+        raise DefinitionError(f"{kind} name {name[:40]!r}... is longer than 200 characters")

@@ -1,0 +1,291 @@
+"""Asking a person from a workflow: ``ctx.ask_human`` as two positions of the run.
+
+The first position creates the task: the task row, the step and a ``task.created`` audit
+record commit in one transaction (:meth:`~aevos.kernel.journal.Journal.record`). The second
+holds the person's decision (or the task's expiry or cancellation), taken from the task row
+under the run's lease, so that a decision is recorded once however many executors race.
+Between the two the run waits: parked in the database under a worker (a submission wakes
+it), or polling in the thread that runs it inline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from .. import codec
+from ..audit import AuditEvent
+from ..errors import DefinitionError, TaskConflictError, TaskExpiredError
+from ..identity import ROLE_PERMISSIONS, Permission, Role
+from ..kernel.services import DECISION_STEP, TASK_STEP, AskHuman
+from ..records.run import StepInfo
+from ..records.task import (
+    MAX_ESCALATIONS,
+    MAX_PRIORITY,
+    Field,
+    Form,
+    HumanDecision,
+    Task,
+    TaskRequest,
+    TaskStatus,
+    overridden,
+)
+from ..storage import StepRecord
+
+if TYPE_CHECKING:
+    from ..kernel.context import WorkflowContext
+    from ..models.gateway import CallResult
+
+# Longest a wait without a deadline may last; JSON has no infinity.
+_FOREVER = 100 * 365 * 24 * 3600.0
+
+
+class Asking:
+    """The kernel's :class:`~aevos.kernel.services.HumanTasks`: ``ctx.ask_human``."""
+
+    def ask(self, ctx: WorkflowContext, call: AskHuman) -> HumanDecision:
+        request = _request(call)
+        task_id, deadline, seq, recorded, started = self._ask(ctx, request, call.timeout)
+        while recorded is None:
+            recorded = self._poll_answer(ctx, seq, task_id, deadline, started)
+            if recorded is None:
+                ctx.idle(deadline)
+        return self._answer(recorded, task_id)
+
+    async def ask_async(self, ctx: WorkflowContext, call: AskHuman) -> HumanDecision:
+        request = _request(call)
+        task_id, deadline, seq, recorded, started = self._ask(ctx, request, call.timeout)
+        while recorded is None:
+            recorded = self._poll_answer(ctx, seq, task_id, deadline, started)
+            if recorded is None:
+                await ctx.idle_async(deadline)
+        return self._answer(recorded, task_id)
+
+    def _open_task(
+        self, ctx: WorkflowContext, request: TaskRequest, timeout: float | timedelta | None
+    ) -> tuple[str, float]:
+        """Create the task as this position's result, with its audit record, atomically."""
+        journal = ctx.journal
+        # Named without the queue: moving a task to another queue in the code must not break
+        # the replay of runs already waiting.
+        name = TASK_STEP
+        seq, recorded = journal.begin(name)
+        if recorded is not None:
+            value = journal.replay_value(recorded)
+            return str(value["task_id"]), float(value["deadline"])
+        started = time.time()
+        task_id = f"{ctx.run_id}.{seq}"
+        wait = _seconds(timeout, "timeout")
+        deadline = started + (wait if wait is not None else _FOREVER)
+        output = {"task_id": task_id, "deadline": deadline}
+        row = {
+            "task_id": task_id,
+            "tenant": ctx.tenant,
+            "run_id": ctx.run_id,
+            "workflow": ctx.workflow,
+            "seq": seq,
+            "title": request.title,
+            "queue": request.queue,
+            "role": request.role,
+            "status": "OPEN",
+            "priority": request.priority,
+            "form": codec.encode(request.form.to_list(), "form"),
+            "case_data": codec.encode(request.case, f"the case of task {task_id!r}"),
+            "suggestion": None
+            if request.suggestion is None
+            else codec.encode(request.suggestion, f"the suggestion of task {task_id!r}"),
+            "confidence": request.confidence,
+            "model": request.model,
+            "model_version": request.model_version,
+            "input_digest": request.input_digest,
+            "call_id": request.call_id,
+            "sla_seconds": request.sla_seconds,
+            "due_at": None if request.sla_seconds is None else started + request.sla_seconds,
+            "escalate_to": request.escalate_to[0] if request.escalate_to else None,
+            "escalation_chain": (
+                codec.encode(list(request.escalate_to), "escalate_to")
+                if len(request.escalate_to) > 1
+                else None
+            ),
+            # Past each SLA one escalation, one per queue named (one in place if none).
+            "escalations": 0 if request.sla_seconds is None else max(1, len(request.escalate_to)),
+            "created_at": started,
+            "updated_at": started,
+        }
+        event = AuditEvent(
+            action="task.created",
+            actor=f"system:workflow/{ctx.workflow}",
+            tenant=ctx.tenant,
+            subject=f"task:{task_id}",
+            run_id=ctx.run_id,
+            data={
+                "queue": request.queue,
+                "role": request.role,
+                "model_version": request.model_version,
+                "call_id": request.call_id,
+                "sla_seconds": request.sla_seconds,
+                "seq": seq,
+            },
+        )
+        step = StepRecord(
+            seq, name, "SUCCEEDED", codec.encode(output, name), None, 1, started, time.time()
+        )
+        store = journal.store
+        journal.record(step, output, events=[event], also=lambda conn: store.insert_task(conn, row))
+        return task_id, deadline
+
+    def _ask(
+        self, ctx: WorkflowContext, request: TaskRequest, timeout: float | timedelta | None
+    ) -> tuple[str, float, int, StepInfo | None, float]:
+        """The task (created, or found on replay) and the decision's position: its recorded
+        value if there is one already."""
+        task_id, deadline = self._open_task(ctx, request, timeout)
+        seq, recorded = ctx.journal.begin(DECISION_STEP)
+        return task_id, deadline, seq, recorded, time.time()
+
+    def _poll_answer(
+        self, ctx: WorkflowContext, seq: int, task_id: str, deadline: float, started: float
+    ) -> StepInfo | None:
+        """The task's outcome recorded at ``seq`` if it has one; parks the run if not."""
+        name = DECISION_STEP
+        journal = ctx.journal
+        actor = f"system:workflow/{ctx.workflow}"
+
+        def record(task: Task, now: float) -> StepRecord | None:
+            if task.status is TaskStatus.SUBMITTED:
+                answer = HumanDecision(
+                    task_id=task.task_id,
+                    values=task.result or {},
+                    reviewer=task.submitted_by or "",
+                    decided_at=task.submitted_at or now,
+                    overridden=overridden(task.suggestion, task.result or {}),
+                )
+                output = codec.encode(answer.to_dict(), name)
+                return StepRecord(seq, name, "SUCCEEDED", output, None, 1, started, now)
+            if task.status in (TaskStatus.EXPIRED, TaskStatus.CANCELLED):
+                # A cancelled task of a run that is itself cancelled never gets here (the
+                # fence refuses the write); one cancelled under a live run fails the wait.
+                expired = task.status is TaskStatus.EXPIRED
+                error = {
+                    "type": "aevos.TaskExpired" if expired else "aevos.TaskCancelled",
+                    "message": f"nobody decided task {task.task_id} before its timeout"
+                    if expired
+                    else f"task {task.task_id} was cancelled",
+                    "task_id": task.task_id,
+                }
+                return StepRecord(seq, name, "FAILED", None, error, 1, started, now)
+            return None
+
+        def expired(conn: Any, task: Task) -> None:
+            journal.audit.append(
+                AuditEvent(
+                    action="task.expired",
+                    actor=actor,
+                    tenant=task.tenant,
+                    subject=f"task:{task.task_id}",
+                    run_id=task.run_id,
+                    data={"queue": task.queue},
+                ),
+                conn=conn,
+            )
+
+        with journal.fenced():
+            _, step = journal.store.take_task_outcome(
+                ctx.run_id, journal.owner, task_id, deadline, record, expired
+            )
+        if step is not None:
+            output = None if step.output_json is None else codec.decode(step.output_json)
+            return journal.remember(step, output)
+        # A submission wakes the run (submit_task sets its wake_at).
+        ctx.park_until(deadline)
+        return None
+
+    @staticmethod
+    def _answer(recorded: StepInfo, task_id: str) -> HumanDecision:
+        if recorded.status == "FAILED":
+            error = recorded.error or {}
+            if error.get("type") == "aevos.TaskCancelled":
+                raise TaskConflictError(
+                    str(error.get("task_id", task_id)), "CANCELLED", "it was cancelled"
+                )
+            raise TaskExpiredError(str(error.get("task_id", task_id)))
+        return HumanDecision.from_dict(recorded.output)
+
+
+def _seconds(value: float | timedelta | None, what: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not seconds > 0:
+        raise DefinitionError(f"ask_human {what} must be positive, got {value!r}")
+    return seconds
+
+
+def task_request(
+    title: str,
+    form: Form | Sequence[Field],
+    case: Any,
+    suggestion: Mapping[str, Any] | None,
+    prediction: CallResult | None,
+    queue: str,
+    role: str,
+    priority: int,
+    sla: float | timedelta | None,
+    escalate_to: str | Sequence[str] | None,
+) -> TaskRequest:
+    """Check what a workflow asks for before anything is recorded (DefinitionError)."""
+    form = form if isinstance(form, Form) else Form(list(form))
+    if not title or len(title) > 500:
+        raise DefinitionError("ask_human needs a title of 1 to 500 characters")
+    chain = (escalate_to,) if isinstance(escalate_to, str) else tuple(escalate_to or ())
+    for what, value in (("queue", queue), *(("escalate_to", q) for q in chain)):
+        if not isinstance(value, str) or not (0 < len(value) <= 100):
+            raise DefinitionError(f"ask_human {what} must be queue names of 1 to 100 characters")
+    if len(chain) > MAX_ESCALATIONS:
+        raise DefinitionError(f"ask_human escalate_to names at most {MAX_ESCALATIONS} queues")
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
+        raise DefinitionError(
+            f"ask_human priority must be an integer within +-{MAX_PRIORITY:,} "
+            "(escalation adds more to put escalated tasks first)"
+        )
+    workers = sorted(r.value for r in Role if Permission.TASKS_WORK in ROLE_PERMISSIONS[r])
+    if role not in workers:
+        # A task for a role that may not work tasks could only ever expire.
+        raise DefinitionError(
+            f"ask_human role {role!r} is not a role that works tasks ({', '.join(workers)})"
+        )
+    if suggestion is None and prediction is not None:
+        suggestion = {form.fields[0].name: prediction.label}
+    return TaskRequest(
+        title=title,
+        form=form,
+        case=case,
+        suggestion=None if suggestion is None else form.check_suggestion(suggestion),
+        confidence=None if prediction is None else prediction.confidence,
+        model=None if prediction is None else prediction.model,
+        model_version=None if prediction is None else prediction.version_ref,
+        input_digest=None if prediction is None else prediction.input_digest,
+        call_id=None if prediction is None else prediction.call_id,
+        queue=queue,
+        role=role,
+        priority=int(priority),
+        sla_seconds=_seconds(sla, "sla"),
+        escalate_to=chain,
+    )
+
+
+def _request(call: AskHuman) -> TaskRequest:
+    return task_request(
+        call.title,
+        call.form,
+        call.case,
+        call.suggestion,
+        call.prediction,
+        call.queue,
+        call.role,
+        call.priority,
+        call.sla,
+        call.escalate_to,
+    )
