@@ -38,16 +38,31 @@ class Cli:
         return result
 
 
+POLICIES = str(Path(__file__).resolve().parents[1] / "examples" / "policies")
+CLEAR = json.dumps(  # a clear improvement on plenty of traffic: examples' promotion-gate allows it
+    {
+        "candidate": {"accuracy": 0.93, "calibration_error": 0.03, "samples": 5000},
+        "champion": {"accuracy": 0.90, "calibration_error": 0.03, "accuracy_stderr": 0.004},
+    }
+)
+
+
 def test_register_show_alias_rollback_verify(
     database_url: str, model_file: Path, tmp_path: Path
 ) -> None:
     run = Cli(database_url)
     card = json.dumps({"intended_use": "demo", "owner": "ml", "metrics": {"accuracy": 1.0}})
+    gated = run(
+        "register", "intent", str(model_file), "--flavor", "sklearn", "--alias", "champion", code=2
+    )
+    assert "error [gated_alias]" in gated.stderr and "aevos models promote" in gated.stderr
     first = run(
         "register", "intent", str(model_file), "--flavor", "sklearn", "--card", card,
-        "--alias", "champion", "--tag", "team=support", "--config", '{"top_k": 3}',
+        "--tag", "team=support", "--config", '{"top_k": 3}',
     )  # fmt: skip
     assert first.stdout.startswith("intent@1 sha256:")
+    promoted = run("promote", "intent", "1", "--evidence", CLEAR, "--policies", POLICIES)
+    assert promoted.stdout.startswith("intent: champion - -> 1 (policy promotion-gate@")
     again = run(
         "register", "intent", str(model_file), "--flavor", "sklearn", "--config", '{"top_k": 3}'
     )
@@ -76,7 +91,28 @@ def test_register_show_alias_rollback_verify(
     text = run("show", "intent").stdout  # bare NAME: latest
     assert text.startswith("intent@2") and "champion -> 1" in text
 
-    assert run("alias", "intent", "champion", "2").stdout.strip() == "intent: champion 1 -> 2"
+    assert "error [gated_alias]" in run("alias", "intent", "champion", "2", code=2).stderr
+    promoted = run("promote", "intent", "2", "--evidence", CLEAR, "--policies", POLICIES)
+    assert promoted.stdout.startswith("intent: champion 1 -> 2 (")
+    small = json.loads(CLEAR)
+    small["candidate"]["accuracy"] = 0.91  # a small improvement needs a second person
+    needs = run(
+        "promote", "intent", "1", "--evidence", json.dumps(small), "--policies", POLICIES, code=2
+    )
+    assert (
+        "error [approval_required]" in needs.stderr and "/v1/models/intent/promote" in needs.stderr
+    )
+    small["candidate"]["accuracy"] = 0.85  # worse than the champion
+    denied = run(
+        "promote", "intent", "1", "--evidence", json.dumps(small), "--policies", POLICIES, code=2
+    )
+    assert "error [promotion_denied]" in denied.stderr
+    reader = Aevos(database_url)
+    try:
+        decided = [r for r in reader.audit.query("default") if r.action == "policy.decided"]
+    finally:
+        reader.close()
+    assert [r.data["result"] for r in decided[-4:]] == ["allow", "allow", "approve", "deny"]
     assert run("alias", "intent", "challenger", "2").stdout.strip() == "intent: challenger - -> 2"
     assert "already -> 2" in run("alias", "intent", "challenger", "2").stdout
     rolled = run("rollback", "intent")
@@ -89,7 +125,7 @@ def test_register_show_alias_rollback_verify(
     assert verified.stdout.count("ok intent@") == 2
     lineage = json.loads(run("lineage", "intent@2").stdout)
     assert [h["action"] for h in lineage["alias_history"]] == [
-        "model.alias_moved",
+        "model.promoted",
         "model.alias_moved",
         "model.rolled_back",
     ]

@@ -18,6 +18,7 @@ from .audit.lineage import Lineage, lineage
 from .errors import AuthorizationError, ModelNotFoundError
 from .identity import Permission, Principal, Role
 from .kernel.handle import RunHandle
+from .models.promotion import is_gated
 from .records.run import RunInfo, StepInfo
 from .records.status import RunStatus
 from .records.task import Feedback, Task, TaskStatus
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from .audit import AuditLog, AuditRecord, VerifyReport
     from .identity import Identity
     from .models.gateway import CallResult, Gateway
+    from .models.promotion import PromotionGate
     from .models.registry import ModelAlias, ModelRegistry
     from .models.routing import Route
     from .models.types import ModelCard, ModelVersion
@@ -64,6 +66,8 @@ class Services(Protocol):
     def approvals(self) -> Approvals: ...
     @property
     def call_totals(self) -> CallTotalsCache: ...
+    @property
+    def promotions(self) -> PromotionGate: ...
 
     def start(
         self,
@@ -122,8 +126,6 @@ class Registration:
 #: make the server call URLs, read environment variables or import packages named by the
 #: version; only someone trusted with the server registers those (``aevos models register``).
 API_FLAVORS = frozenset({"rules", "sklearn"})
-#: Aliases that only a promotion through the policy gate may move over the API.
-GATED_ALIASES = frozenset({"champion"})
 
 
 class Access:
@@ -286,28 +288,26 @@ class Access:
         ``expires_in`` seconds, a week by default). The decision is audited either way.
         """
         self._allow(principal, Permission.MODELS_PROMOTE, "promote models")
-        registry = self.app.models
-        registry.get(name, version, tenant=principal.tenant)  # 404 before deciding
+        gate = self.app.promotions
+        self.app.models.get(name, version, tenant=principal.tenant)  # 404 before deciding
         if approved_by is not None:
             self._allow(approved_by, Permission.MODELS_PROMOTE, "approve promotions")
             if approved_by.tenant != principal.tenant:
                 raise AuthorizationError(
                     "a promotion must be approved by a principal of the same tenant"
                 )
-        # What the alias names now, read before the policy judges the evidence: a promotion
-        # landing in between makes the approval stale rather than silently judged.
-        alias_was = registry.aliases(name, tenant=principal.tenant).get(alias)
-        # The model's name comes last: evidence cannot make the policy see another model.
-        decision = self.app.policies.evaluate(policy, {**evidence, "model": {"name": name}})
-        self._audit(
-            principal,
-            "policy.decided",
-            subject=f"policy:{decision.policy}@{decision.version}",
-            **decision.to_record(),
-            model=f"{name}@{version}",
+        judged = gate.judge(
+            name,
+            version,
+            evidence=evidence,
+            tenant=principal.tenant,
+            actor=principal.actor,
+            alias=alias,
+            policy=policy,
         )
+        decision, alias_was = judged.decision, judged.alias_was
         if decision.result == "allow":
-            promoted = registry.promote(
+            promoted = gate.promote(
                 name, version, alias=alias, tenant=principal.tenant, by=principal.actor
             )
             return Promotion(decision, promoted)
@@ -481,7 +481,7 @@ class Access:
         return AuthorizationError(f"{principal.role.value} {principal.name!r} may not {reason}")
 
     def _check_ungated(self, principal: Principal, name: str, alias: str) -> None:
-        if alias in GATED_ALIASES:
+        if is_gated(alias):
             raise self._refuse(
                 principal,
                 f"move alias {alias} of model {name}",

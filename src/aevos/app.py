@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .identity import Identity
     from .kernel.workflow import Workflow
     from .models.gateway import Gateway
+    from .models.promotion import PromotionGate
     from .models.registry import ModelRegistry
     from .people.approvals import Approvals
     from .people.inbox import Inbox
@@ -181,6 +182,14 @@ class Aevos:
 
             self._gateway = Gateway(self.store, self.models, self.audit)
         return self._gateway
+
+    @property
+    def promotions(self) -> PromotionGate:
+        """The promotion gate: the policy judges, the registry promotes (the API, the
+        console and ``aevos models promote`` all go through it)."""
+        from .models.promotion import PromotionGate
+
+        return PromotionGate(self.models, lambda: self.policies, self.audit)
 
     @property
     def human_tasks(self) -> Asking:

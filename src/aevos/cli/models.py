@@ -22,8 +22,10 @@ from rich.text import Text
 
 from ..errors import AevosError, DefinitionError
 from ..models.artifact import is_pickle
+from ..models.promotion import DEFAULT_POLICY, PromotionGate, is_gated
 from ..models.registry import ModelRegistry, card_from_dict, card_to_dict, split_ref
 from ..models.types import ModelVersion
+from ..policy import PolicySet
 from .common import (
     CliError,
     _app,
@@ -227,6 +229,8 @@ def models_register(
         card_value = card_from_dict(_json_option("--card", card, dict))
     except DefinitionError as exc:
         raise CliError("bad_json", f"--card: {exc.message}") from None
+    for alias in aliases or ():
+        _check_ungated(name, alias)
     tag_values: dict[str, str] = {}
     for item in tags or []:
         key, sep, value = item.partition("=")
@@ -276,7 +280,10 @@ def models_alias(
     version: Annotated[int, typer.Argument(help="The version it should name.", min=1)],
     tenant: TenantOption = "default",
 ) -> None:
-    """Point ALIAS of NAME at VERSION (its old target becomes its previous version)."""
+    """Point ALIAS of NAME at VERSION (its old target becomes its previous version).
+
+    A gated alias (champion) moves only by ``aevos models promote``."""
+    _check_ungated(name, alias)
     with _registry(ctx) as registry:
         before = registry.aliases(name, tenant=tenant).get(alias)
         target = registry.set_alias(name, alias, version, tenant=tenant, by=_actor())
@@ -299,6 +306,71 @@ def models_rollback(
         before = registry.aliases(name, tenant=tenant).get(alias)
         target = registry.rollback(name, alias, tenant=tenant, by=_actor())
     out.print(f"{name}: {alias} rolled back {before} -> {target.version}", markup=False)
+
+
+@models_cli.command("promote")
+@_reports_errors
+def models_promote(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[int, typer.Argument(help="The candidate version.", min=1)],
+    evidence: Annotated[
+        str,
+        typer.Option(
+            "--evidence",
+            help="What the policy judges, a JSON object: the candidate's and the champion's "
+            'metrics, e.g. \'{"candidate": {"accuracy": 0.93}, "champion": {...}}\'.',
+        ),
+    ],
+    alias: Annotated[str, typer.Option("--alias", help="The alias to move.")] = "champion",
+    policy: Annotated[str, typer.Option("--policy", help="The promotion policy.")] = DEFAULT_POLICY,
+    policies: Annotated[
+        Path | None,
+        typer.Option(
+            "--policies", help="Policy directory (default: the app's, or AEVOS_POLICY_DIR)."
+        ),
+    ] = None,
+    tenant: TenantOption = "default",
+) -> None:
+    """Promote VERSION of NAME through the promotion gate, as the API and the console do.
+
+    The policy judges the evidence (audited either way): ``allow`` moves the alias now;
+    ``deny`` refuses; ``approve`` needs a second person, who approves it with their own
+    token in the console or over the API (``POST /v1/models/NAME/promote``), where four
+    eyes know who asks and who approves."""
+    facts = _json_option("--evidence", evidence, dict)
+    with _app(ctx) as app:
+        gate = app.promotions
+        if policies is not None:
+            loaded = PolicySet.load(policies)
+            gate = PromotionGate(app.models, lambda: loaded, app.audit)
+        judged = gate.judge(
+            name, version, evidence=facts, tenant=tenant, actor=_actor(), alias=alias, policy=policy
+        )
+        decision = judged.decision
+        verdict = f"policy {decision.policy}@{decision.version}: {decision.result}"
+        if decision.reason:
+            verdict += f" ({decision.reason})"
+        if decision.result == "deny":
+            raise CliError("promotion_denied", f"{name}@{version} is not promoted: {verdict}")
+        if decision.result != "allow":
+            raise CliError(
+                "approval_required",
+                f"{name}@{version} needs a second person's approval ({verdict}): ask for it "
+                f"over the API or in the console (POST /v1/models/{name}/promote)",
+            )
+        gate.promote(name, version, alias=alias, tenant=tenant, by=_actor())
+    before = judged.alias_was
+    out.print(f"{name}: {alias} {before or '-'} -> {version} ({verdict})", markup=False)
+
+
+def _check_ungated(name: str, alias: str) -> None:
+    if is_gated(alias):
+        raise CliError(
+            "gated_alias",
+            f"alias {alias!r} of {name} moves only through the promotion gate: "
+            f"aevos models promote {name} VERSION --evidence '{{...}}'",
+        )
 
 
 @models_cli.command("approvals")

@@ -19,8 +19,9 @@ import asyncio
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from .. import codec
 from ..audit import AuditEvent
@@ -29,16 +30,21 @@ from ..records.run import NewRun, StepInfo, error_dict
 from ..records.status import RunStatus
 from ..storage import StepRecord
 from .journal import Cancelled, Journal, Suspend
-from .services import AskHuman
 
 if TYPE_CHECKING:
-    from ..models.gateway import CallResult
-    from ..policy import Decision
-    from ..records.task import Field, Form, HumanDecision
-    from .runtime import Runtime
-    from .workflow import Workflow
+    import threading
+    from collections.abc import Callable
 
-__all__ = ["Cancelled", "Suspend", "WorkflowContext"]
+    from sqlalchemy.engine import Connection
+
+    from ..audit import AuditLog
+    from ..models.gateway import CallResult, Gateway
+    from ..pii import Redactor, Vault
+    from ..policy import Decision, PolicySet
+    from ..records.task import Field, Form, HumanDecision
+    from ..storage import Store
+
+__all__ = ["AskHuman", "Cancelled", "HumanTasks", "Suspend", "WorkflowContext"]
 
 T = TypeVar("T")
 
@@ -46,12 +52,115 @@ T = TypeVar("T")
 _FOREVER = 100 * 365 * 24 * 3600.0
 
 
+@dataclass(frozen=True)
+class AskHuman:
+    """One ``ctx.ask_human`` call, as the workflow made it (new fields come with defaults)."""
+
+    title: str
+    form: Form | Sequence[Field]
+    case: Any = None
+    suggestion: Mapping[str, Any] | None = None
+    prediction: CallResult | None = None
+    queue: str = "review"
+    role: str = "reviewer"
+    priority: int = 0
+    sla: float | timedelta | None = None
+    escalate_to: str | Sequence[str] | None = None
+    timeout: float | timedelta | None = None
+
+
+class HumanTasks(Protocol):
+    """Asks a person as two positions of the run (see :mod:`aevos.people.asking`)."""
+
+    def ask(self, ctx: WorkflowContext, call: AskHuman) -> HumanDecision: ...
+
+    async def ask_async(self, ctx: WorkflowContext, call: AskHuman) -> HumanDecision: ...
+
+
+class ContextServices(Protocol):
+    """The services a workflow context composes with its journal."""
+
+    @property
+    def audit(self) -> AuditLog: ...
+
+    @property
+    def policies(self) -> PolicySet: ...
+
+    @property
+    def redactor(self) -> Redactor: ...
+
+    @property
+    def vault(self) -> Vault: ...
+
+    @property
+    def gateway(self) -> Gateway: ...
+
+    @property
+    def human_tasks(self) -> HumanTasks: ...
+
+
+class ChildWorkflow(Protocol):
+    """What the context needs of a workflow it starts as a child run."""
+
+    name: str
+    queue: str
+
+    def encode_input(self, args: Any, kwargs: Any) -> str: ...
+
+
+class Host(Protocol):
+    """What a context acts through (the kernel's runtime that executes the run)."""
+
+    park_after: float
+    poll_interval: float
+
+    @property
+    def services(self) -> ContextServices: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def code_version(self) -> str: ...
+
+    def signal_arrived(self, run_id: str) -> threading.Event: ...
+
+    def send_signal(self, run_id: str, topic: str, payload: Any = None) -> None: ...
+
+    def wake(self, run_id: str | None = None) -> None: ...
+
+    def audit_start(
+        self,
+        action: str,
+        run_id: str,
+        workflow: str,
+        tenant: str,
+        actor: str | None,
+        input_json: str | None,
+        **data: Any,
+    ) -> Callable[[Connection], object]: ...
+
+    def execute_inline(
+        self,
+        workflow: Any,
+        run_id: str,
+        args: Any,
+        kwargs: Any,
+        input_json: str,
+        *,
+        tenant: str,
+        parent_run_id: str,
+        can_park: bool,
+        raise_errors: bool,
+    ) -> object: ...
+
+
 class WorkflowContext:
     """Passed as the first argument to every workflow function."""
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: Host,
         journal: Journal,
         workflow: str,
         *,
@@ -395,7 +504,7 @@ class WorkflowContext:
 
     def start_child(
         self,
-        workflow: Workflow[..., Any],
+        workflow: ChildWorkflow,
         *args: Any,
         queue: str | None = None,
         priority: int = 0,
@@ -485,19 +594,19 @@ class WorkflowContext:
             raise RunTimeoutError(f"child run {error.get('run_id')} did not finish in time")
         raise RunFailedError(str(error.get("run_id")), error.get("child_error"))
 
-    def run_child(self, workflow: Workflow[..., Any], args: Any, kwargs: Any) -> Any:
+    def run_child(self, workflow: ChildWorkflow, args: Any, kwargs: Any) -> Any:
         """Run a child workflow now, in this thread, as its own durable run."""
         child_id = self.start_child_inline(workflow, args, kwargs)
         return self.wait_child(child_id)
 
-    def start_child_inline(self, workflow: Workflow[..., Any], args: Any, kwargs: Any) -> str:
+    def start_child_inline(self, workflow: ChildWorkflow, args: Any, kwargs: Any) -> str:
         input_json = workflow.encode_input(args, kwargs)
 
         def start() -> str:
             return self._child_id(self.journal.seq)
 
         child_id = str(self.journal.once(f"aevos.child:{workflow.name}", start))
-        self._runtime.executor.execute_inline(
+        self._runtime.execute_inline(
             workflow,
             child_id,
             args,

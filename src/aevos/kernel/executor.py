@@ -16,20 +16,50 @@ import time
 import uuid
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .. import codec
 from ..errors import AevosError, RunCancelledError, StorageUnavailableError
 from ..records.queue import INLINE_QUEUE
 from ..records.run import NewRun, RunInfo, StepInfo, error_dict
 from ..records.status import RunStatus
+from .context import Host as ContextHost
 from .context import WorkflowContext
-from .handle import RunHandle, result_of
+from .handle import RunHandle, Runs, result_of
 from .journal import Cancelled, Journal, Suspend
 from .workflow import StartOptions, Workflow
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from collections.abc import Mapping
+
+    from .lease import Leases
+
+
+class Host(ContextHost, Runs, Protocol):
+    """What an executor runs through (the kernel's runtime)."""
+
+    owner: str
+    lease_seconds: float
+    leases: Leases
+
+    @property
+    def workflows(self) -> Mapping[str, Workflow[Any, Any]]: ...
+
+    def encode_or_reject(
+        self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
+    ) -> str: ...
+
+    def buffer_start(
+        self,
+        run_id: str,
+        workflow: str,
+        tenant: str,
+        actor: str | None,
+        input_json: str,
+        parent_run_id: str | None = None,
+    ) -> None: ...
+
+    def forget_signals(self, run_id: str) -> None: ...
 
 
 @dataclass
@@ -44,7 +74,7 @@ class Outcome:
 class Executor:
     """Executes runs for one runtime: inline, as children, claimed by workers, taken over."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Host) -> None:
         self.runtime = runtime
 
     def run_inline(

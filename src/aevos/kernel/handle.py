@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, cast
 
 from ..errors import RunCancelledError, RunFailedError, RunTimeoutError
 from ..records.run import RunInfo, StepInfo
 from ..records.status import RunStatus
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..storage import Store
 
 R = TypeVar("R")
+
+
+class Runs(Protocol):
+    """What a handle acts through (the kernel's runtime)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    def cancel(self, run_id: str) -> RunStatus: ...
 
 
 class RunHandle(Generic[R]):
     """One run of a workflow, by id: its status, its steps, its result; cancelling it."""
 
-    def __init__(self, runtime: Runtime, run_id: str) -> None:
+    def __init__(self, runtime: Runs, run_id: str) -> None:
         self._runtime = runtime
         self.run_id = run_id
 

@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import AevosError
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..storage import Store
+
+
+class Holder(Protocol):
+    """Whose leases these are (the kernel's runtime)."""
+
+    owner: str
+    lease_seconds: float
+
+    @property
+    def store(self) -> Store: ...
+
 
 log = logging.getLogger("aevos")
 
@@ -22,7 +33,7 @@ log = logging.getLogger("aevos")
 class Leases:
     """Keeps this process's runs alive: one heartbeat extends every lease it holds."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Holder) -> None:
         self._runtime = runtime
         self._runs: dict[str, threading.Event] = {}
         self._lock = threading.Lock()

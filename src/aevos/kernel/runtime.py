@@ -417,6 +417,41 @@ class Runtime:
     def forget_signals(self, run_id: str) -> None:
         self._signal_events.pop(run_id, None)
 
+    # -- executing runs (the executor's, for workflows, workers and child runs) ---------------
+
+    def run_inline(
+        self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
+    ) -> Any:
+        return self.executor.run_inline(workflow, args, kwargs, opts)
+
+    def execute_inline(
+        self,
+        workflow: Workflow[Any, Any],
+        run_id: str,
+        args: Any,
+        kwargs: Any,
+        input_json: str,
+        *,
+        tenant: str,
+        parent_run_id: str,
+        can_park: bool,
+        raise_errors: bool,
+    ) -> object:
+        return self.executor.execute_inline(
+            workflow,
+            run_id,
+            args,
+            kwargs,
+            input_json,
+            tenant=tenant,
+            parent_run_id=parent_run_id,
+            can_park=can_park,
+            raise_errors=raise_errors,
+        )
+
+    def execute_claimed(self, info: RunInfo) -> object:
+        return self.executor.execute_claimed(info)
+
     def worker(
         self,
         queues: Sequence[str] | None = None,

@@ -11,17 +11,42 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import AevosError, DefinitionError, StorageUnavailableError
 from ..records.queue import INLINE_QUEUE, Queue
 from ..records.run import RunInfo
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..storage import Store
+    from .lease import Leases
+
+
+class Host(Protocol):
+    """What a worker claims for and executes through (the kernel's runtime)."""
+
+    owner: str
+    lease_seconds: float
+    poll_interval: float
+    leases: Leases
+    work_available: threading.Event
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def queues(self) -> Mapping[str, Queue]: ...
+
+    @property
+    def workflows(self) -> Mapping[str, object]: ...
+
+    def queue_named(self, name: str) -> Queue: ...
+
+    def execute_claimed(self, info: RunInfo) -> object: ...
+
 
 log = logging.getLogger("aevos.worker")
 
@@ -52,7 +77,7 @@ class Worker:
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: Host,
         queues: Sequence[str] | None = None,
         *,
         concurrency: int = 8,
@@ -194,7 +219,7 @@ class Worker:
 
     def _execute(self, info: RunInfo) -> None:
         try:
-            self.runtime.executor.execute_claimed(info)
+            self.runtime.execute_claimed(info)
         except AevosError as exc:
             # The run keeps its lease and is retried after it lapses; say why, without data.
             log.error("run %s interrupted: %s", info.run_id, exc.code)

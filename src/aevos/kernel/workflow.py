@@ -7,15 +7,25 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from .. import codec
 from ..errors import DefinitionError
 from .context import WorkflowContext
 
 if TYPE_CHECKING:
+    from ..records.queue import Queue
     from .handle import RunHandle
-    from .runtime import Runtime
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,6 +43,24 @@ class StartOptions:
     actor: str | None = None  # who started it, for the audit log (None: this process)
 
 
+class Host(Protocol):
+    """What workflows are registered with and run through (the kernel's runtime)."""
+
+    def queue_named(self, name: str) -> Queue: ...
+
+    def register_workflow(
+        self, func: Callable[..., Any], name: str | None, queue: str
+    ) -> Workflow[Any, Any]: ...
+
+    def run_inline(
+        self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
+    ) -> Any: ...
+
+    def enqueue(
+        self, workflow: Workflow[Any, R], args: Any, kwargs: Any, opts: StartOptions
+    ) -> RunHandle[R]: ...
+
+
 class Workflow(Generic[P, R]):
     """A decorated workflow.
 
@@ -44,7 +72,7 @@ class Workflow(Generic[P, R]):
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: Host,
         func: Callable[Concatenate[WorkflowContext, P], R]
         | Callable[Concatenate[WorkflowContext, P], Awaitable[R]],
         name: str,
@@ -118,15 +146,13 @@ class Workflow(Generic[P, R]):
         With an idempotency key that already started a run, returns (or waits for) that
         run's result instead of starting another.
         """
-        return cast(R, self._runtime.executor.run_inline(self, args, kwargs, self._options))
+        return cast(R, self._runtime.run_inline(self, args, kwargs, self._options))
 
     async def run_async(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """``run`` for async workflows, from inside a running event loop."""
         return cast(
             R,
-            await asyncio.to_thread(
-                self._runtime.executor.run_inline, self, args, kwargs, self._options
-            ),
+            await asyncio.to_thread(self._runtime.run_inline, self, args, kwargs, self._options),
         )
 
     def start(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]:
@@ -137,7 +163,7 @@ class Workflow(Generic[P, R]):
 class WorkflowDecorator:
     """What ``@app.workflow(...)`` returns; overloads type async and plain functions."""
 
-    def __init__(self, runtime: Runtime, name: str | None, queue: str) -> None:
+    def __init__(self, runtime: Host, name: str | None, queue: str) -> None:
         self._runtime = runtime
         self._name = name
         self._queue = queue

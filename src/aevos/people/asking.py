@@ -19,7 +19,8 @@ from .. import codec
 from ..audit import AuditEvent
 from ..errors import DefinitionError, TaskConflictError, TaskExpiredError
 from ..identity import ROLE_PERMISSIONS, Permission, Role
-from ..kernel.services import DECISION_STEP, TASK_STEP, AskHuman
+from ..kernel.context import AskHuman
+from ..kernel.services import DECISION_STEP, TASK_STEP
 from ..records.run import StepInfo
 from ..records.task import (
     MAX_ESCALATIONS,

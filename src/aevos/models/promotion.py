@@ -1,0 +1,92 @@
+"""The promotion gate: how a model version comes to serve as the champion.
+
+A gated alias (:data:`GATED_ALIASES`) moves only through the gate. The promotion policy
+judges the evidence (the candidate's and the champion's metrics) and answers ``allow``
+(promote now), ``deny`` (never) or ``approve`` (a second person must approve it; the
+approvals of :mod:`aevos.people.approvals` do the rest). The decision is audited whatever
+it is, with who asked.
+
+These are the registry's rules, so they live beside it and every entry point applies the
+same ones: the HTTP API and the console (through :class:`~aevos.access.Access`) and the
+``aevos models`` command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..audit import AuditEvent
+
+if TYPE_CHECKING:
+    from ..audit import AuditLog
+    from ..policy import Decision, PolicySet
+    from .registry import ModelRegistry
+    from .types import ModelVersion
+
+#: Aliases that only a promotion through the policy gate may move.
+GATED_ALIASES = frozenset({"champion"})
+#: The policy that judges promotions unless another is named.
+DEFAULT_POLICY = "promotion-gate"
+
+
+def is_gated(alias: str) -> bool:
+    """Whether ``alias`` moves only by promotion (never by setting it, nor at registration)."""
+    return alias in GATED_ALIASES
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The policy's decision on a promotion, and what the alias named when it was judged
+    (an approval granted later is stale if the alias moved since)."""
+
+    decision: Decision
+    alias_was: int | None
+
+
+class PromotionGate:
+    """Judges promotions of one registry's models by the policies, and promotes."""
+
+    def __init__(
+        self, registry: ModelRegistry, policies: Callable[[], PolicySet], audit: AuditLog
+    ) -> None:
+        self.registry = registry
+        self._policies = policies  # loaded on first use: no policy, no promotion
+        self.audit = audit
+
+    def judge(
+        self,
+        name: str,
+        version: int,
+        *,
+        evidence: Mapping[str, Any],
+        tenant: str,
+        actor: str,
+        alias: str = "champion",
+        policy: str = DEFAULT_POLICY,
+    ) -> Judgement:
+        """Evaluate ``policy`` on ``{"model": {"name": ...}, **evidence}`` for moving
+        ``alias`` of the tenant's ``name`` to ``version``, and audit the decision
+        (``policy.decided``, by ``actor``). ModelNotFoundError before anything is decided."""
+        registry = self.registry
+        registry.get(name, version, tenant=tenant)  # 404 before deciding
+        # What the alias names now, read before the policy judges the evidence: a promotion
+        # landing in between makes the approval stale rather than silently judged.
+        alias_was = registry.aliases(name, tenant=tenant).get(alias)
+        # The model's name comes last: evidence cannot make the policy see another model.
+        decision = self._policies().evaluate(policy, {**evidence, "model": {"name": name}})
+        self.audit.append(
+            AuditEvent(
+                action="policy.decided",
+                actor=actor,
+                tenant=tenant,
+                subject=f"policy:{decision.policy}@{decision.version}",
+                data={**decision.to_record(), "model": f"{name}@{version}"},
+            )
+        )
+        return Judgement(decision, alias_was)
+
+    def promote(self, name: str, version: int, *, alias: str, tenant: str, by: str) -> ModelVersion:
+        """Move ``alias`` to ``version`` as a promotion the policy allowed (``model.promoted``)."""
+        return self.registry.promote(name, version, alias=alias, tenant=tenant, by=by)
