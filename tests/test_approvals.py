@@ -239,15 +239,15 @@ def test_approvals_expire_and_workers_sweep_them(served: tuple[Aevos, TestClient
     _versions(app, client, ops_headers)
     ops, lead = _principal(app, "operator", "ops2"), _principal(app, "admin", "lead")
 
-    soon = app.access.promote_model(ops, "m", 2, evidence=UNSURE, expires_in=0.05)
+    soon = app.access.models.promote(ops, "m", 2, evidence=UNSURE, expires_in=0.05)
     assert soon.approval is not None and soon.approval.status is ApprovalStatus.PENDING
     threading.Event().wait(0.1)
     with pytest.raises(ApprovalConflictError, match="EXPIRED"):
-        app.access.approve(lead, soon.approval.approval_id)
+        app.access.approvals.approve(lead, soon.approval.approval_id)
     assert app.approvals.get(soon.approval.approval_id).status is ApprovalStatus.EXPIRED
 
     # Nobody looks at this one: a worker's sweep expires it, once.
-    swept = app.access.promote_model(ops, "m", 3, evidence=UNSURE, expires_in=0.05)
+    swept = app.access.models.promote(ops, "m", 3, evidence=UNSURE, expires_in=0.05)
     assert swept.approval is not None
     worker = app.worker()
     worker.escalation_interval = 0.02
@@ -275,7 +275,7 @@ def test_two_approvers_racing_promote_once(served: tuple[Aevos, TestClient]) -> 
     _versions(app, client, _token(app, "acme", "operator", "ops"))
     ops = _principal(app, "operator", "ops2")
     approvers = [_principal(app, "admin", f"lead{i}") for i in range(4)]
-    promotion = app.access.promote_model(ops, "m", 2, evidence=UNSURE)
+    promotion = app.access.models.promote(ops, "m", 2, evidence=UNSURE)
     assert promotion.approval is not None
     approval_id = promotion.approval.approval_id
 
@@ -285,7 +285,7 @@ def test_two_approvers_racing_promote_once(served: tuple[Aevos, TestClient]) -> 
     def approve(who: Principal) -> None:
         barrier.wait()
         try:
-            app.access.approve(who, approval_id)
+            app.access.approvals.approve(who, approval_id)
             outcomes.append("won")
         except ApprovalConflictError as exc:
             outcomes.append(exc.status)
@@ -314,7 +314,7 @@ def test_bad_requests_name_the_cause(served: tuple[Aevos, TestClient]) -> None:
     assert bad_status.status_code == 422 and "status" in bad_status.text
     assert client.get("/v1/approvals").status_code == 401
     with pytest.raises(AuthorizationError, match="reject promotions"):
-        app.access.reject(_principal(app, "reviewer", "rita"), "0123abcd")
+        app.access.approvals.reject(_principal(app, "reviewer", "rita"), "0123abcd")
 
 
 def test_asking_again_reuses_the_pending_approval_only_while_nothing_changed(
@@ -364,9 +364,9 @@ def test_both_people_present_promote_in_one_call_under_the_same_checks(
     ops, lead = _principal(app, "operator", "ops2"), _principal(app, "admin", "lead")
     ops_again = _principal(app, "admin", "ops2")  # the same person's second token
     with pytest.raises(AuthorizationError, match="four eyes"):
-        app.access.promote_model(ops, "m", 2, evidence=UNSURE, approved_by=ops_again)
+        app.access.models.promote(ops, "m", 2, evidence=UNSURE, approved_by=ops_again)
     assert _champion(app) is None
-    done = app.access.promote_model(ops, "m", 2, evidence=UNSURE, approved_by=lead)
+    done = app.access.models.promote(ops, "m", 2, evidence=UNSURE, approved_by=lead)
     assert done.promoted is not None and done.promoted.version == 2
     assert done.approval is not None and done.approval.status is ApprovalStatus.APPROVED
     assert done.approval.decided_by == lead.actor and done.approval.requested_by == ops.actor
@@ -379,7 +379,7 @@ def test_an_approval_cannot_be_approved_past_its_expiry(
 
     app, client = served
     _versions(app, client, _token(app, "acme", "operator", "ops"))
-    asked = app.access.promote_model(_principal(app, "operator", "ops2"), "m", 2, evidence=UNSURE)
+    asked = app.access.models.promote(_principal(app, "operator", "ops2"), "m", 2, evidence=UNSURE)
     assert asked.approval is not None
     # The approving UPDATE itself checks the expiry: an approval that expired between the
     # approver's checks and the commit is not approved.
@@ -406,8 +406,8 @@ def test_one_approval_that_cannot_expire_does_not_hold_up_the_others(
     app, client = served
     _versions(app, client, _token(app, "acme", "operator", "ops"))
     ops = _principal(app, "operator", "ops2")
-    stuck = app.access.promote_model(ops, "m", 2, evidence=UNSURE, expires_in=0.01).approval
-    fine = app.access.promote_model(ops, "m", 3, evidence=UNSURE, expires_in=0.02).approval
+    stuck = app.access.models.promote(ops, "m", 2, evidence=UNSURE, expires_in=0.01).approval
+    fine = app.access.models.promote(ops, "m", 3, evidence=UNSURE, expires_in=0.02).approval
     assert stuck is not None and fine is not None
     threading.Event().wait(0.05)
     close = app.store.close_approval

@@ -115,8 +115,8 @@ def serving(database_url: str) -> Iterator[Console]:
         tenant="globex", role="operator", name="starter", created_by="test"
     ).principal
     claim = {"id": 1, "amount": 500, "note": "<img src=x onerror=alert(1)>"}  # shown as text
-    done = app.access.start_run(operator, "claims.intake", [claim])
-    other_run = app.access.start_run(other, "support.triage", ["invoice missing"])
+    done = app.access.runs.start(operator, "claims.intake", [claim])
+    other_run = app.access.runs.start(other, "support.triage", ["invoice missing"])
     worker = app.worker().start()
     try:
         for run_id in (done.run_id, other_run.run_id):
@@ -124,7 +124,7 @@ def serving(database_url: str) -> Iterator[Console]:
     finally:
         worker.stop()
     # No worker from here on: this run stays ENQUEUED.
-    pending = app.access.start_run(operator, "claims.intake", [{"id": 3, "amount": 5000}])
+    pending = app.access.runs.start(operator, "claims.intake", [{"id": 3, "amount": 5000}])
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -351,7 +351,7 @@ def test_a_second_person_approves_a_promotion_on_the_model_page(
         "candidate": {"accuracy": 0.9, "calibration_error": 0.05, "samples": 120},
         "champion": {"accuracy": 0.8, "calibration_error": 0.05},
     }
-    asked = app.access.promote_model(ops.principal, "claims-risk", 2, evidence=evidence)
+    asked = app.access.models.promote(ops.principal, "claims-risk", 2, evidence=evidence)
     assert asked.approval is not None
 
     # The requester sees their request and may only withdraw it.
@@ -375,7 +375,7 @@ def test_a_second_person_approves_a_promotion_on_the_model_page(
     expect(lead.locator("#approval-list tbody tr")).to_contain_text("REJECTED")
     assert app.models.aliases("claims-risk", tenant="acme")["champion"] == 1
 
-    again = app.access.promote_model(ops.principal, "claims-risk", 2, evidence=evidence)
+    again = app.access.models.promote(ops.principal, "claims-risk", 2, evidence=evidence)
     assert again.approval is not None
     lead.goto("/console/models/claims-risk")
     lead.get_by_role("textbox", name="reason to approve and promote").fill("read them myself")

@@ -122,7 +122,7 @@ def serving(database_url: str, model: bytes) -> Iterator[Served]:
 
     def start(tenant: str, text: str, **options: Any) -> str:
         ticket = {"text": text, "customer": CUSTOMER, "channel": "chat"}
-        return app.access.start_run(operators[tenant], "support.triage", [ticket], options).run_id
+        return app.access.runs.start(operators[tenant], "support.triage", [ticket], options).run_id
 
     worker = app.worker().start()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -455,7 +455,7 @@ def test_a_cancelled_run_or_a_decision_elsewhere_shows_a_conflict(
     page.goto(f"/console/tasks/{other.task_id}")
     expect(page.locator("#task-form")).to_be_visible()
     bob = app.identity.create_token(tenant="acme", role="reviewer", name="bob", created_by="t")
-    app.access.submit_task(bob.principal, other.task_id, {"intent": INTENTS[0]})
+    app.access.tasks.submit(bob.principal, other.task_id, {"intent": INTENTS[0]})
     with page.expect_response(lambda r: r.request.method == "POST") as posted:
         page.get_by_role("button", name="Submit").click()
     assert posted.value.status == 409
@@ -469,7 +469,7 @@ def test_a_cancelled_run_or_a_decision_elsewhere_shows_a_conflict(
     # ...or claims it first.
     (last,) = app.tasks.list(tenant="acme", status=[TaskStatus.OPEN])
     page.goto(f"/console/tasks/{last.task_id}")
-    app.access.claim_task(bob.principal, last.task_id)
+    app.access.tasks.claim(bob.principal, last.task_id)
     page.get_by_role("button", name="Claim").click()
     expect(page.locator("#conflict")).to_have_text(
         "Someone else claimed this task first. Nothing was changed."

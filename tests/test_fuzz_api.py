@@ -78,7 +78,7 @@ class World:
         """Open and claimed tasks now (the fuzzing submits some and starts runs that ask)."""
         principal = self.app.access.authenticate(self.admin)
         live = [TaskStatus.OPEN, TaskStatus.CLAIMED]
-        return [t.task_id for t in self.app.access.list_tasks(principal, status=live, limit=20)]
+        return [t.task_id for t in self.app.access.tasks.list(principal, status=live, limit=20)]
 
     def live_task_id(self, index: int) -> str:
         ids = self.live_task_ids()

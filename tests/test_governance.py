@@ -64,7 +64,7 @@ def test_decide_is_recorded_replayed_and_audited(gov: Aevos) -> None:
 
     trail = gov.access  # lineage through the governed entry point
     admin = gov.identity.create_token(tenant="default", role="auditor", name="ann", created_by="t")
-    lineage = trail.lineage(admin.principal, runs[0.99].run_id)
+    lineage = trail.runs.lineage(admin.principal, runs[0.99].run_id)
     assert [d["data"]["result"] for d in lineage.decisions] == ["allow"]
     assert lineage.steps[0].decision is not None
     assert lineage.steps[1].name == pay.name and lineage.steps[1].output_digest
@@ -82,20 +82,21 @@ def test_red_team_token_for_tenant_a_cannot_see_tenant_b(gov: Aevos) -> None:
     access = gov.access
     pa = access.authenticate(a.token)
     pb = access.authenticate(b.token)
-    b_run = access.start_run(pb, "claims.intake", [{"id": 1}])
+    b_run = access.runs.start(pb, "claims.intake", [{"id": 1}])
 
-    for attempt in (access.get_run, access.cancel_run, access.lineage, access.list_steps):
+    runs = access.runs
+    for attempt in (runs.get, runs.cancel, runs.lineage, runs.steps):
         with pytest.raises(AuthorizationError, match="not accessible") as refused:
             attempt(pa, b_run.run_id)
         assert "tenant-b" not in refused.value.message
     with pytest.raises(RunNotFoundError):
-        access.get_run(pa, "no-such-run")
-    assert access.list_runs(pa) == []
-    assert [r.run_id for r in access.list_runs(pb)] == [b_run.run_id]
-    assert access.audit_query(pa) and all(r.tenant == "tenant-a" for r in access.audit_query(pa))
+        access.runs.get(pa, "no-such-run")
+    assert access.runs.list(pa) == []
+    assert [r.run_id for r in access.runs.list(pb)] == [b_run.run_id]
+    assert access.audit.query(pa) and all(r.tenant == "tenant-a" for r in access.audit.query(pa))
     denied = [r for r in gov.audit.query("tenant-a") if r.action == "authz.denied"]
     assert len(denied) == 4 and all(r.data["object"] == f"run:{b_run.run_id}" for r in denied)
-    assert access.get_run(pb, b_run.run_id).status.value == "ENQUEUED"  # untouched
+    assert access.runs.get(pb, b_run.run_id).status.value == "ENQUEUED"  # untouched
     # The refused requests are audited in A's chain; B's chain records only B's own actions.
     assert {r.action for r in gov.audit.query("tenant-b")} == {"token.created", "run.started"}
 
@@ -109,9 +110,9 @@ def test_red_team_missing_expired_and_wrong_role_tokens(gov: Aevos) -> None:
     reviewer = gov.identity.create_token(tenant="acme", role="reviewer", name="r", created_by="t")
     principal = access.authenticate(reviewer.token)
     with pytest.raises(AuthorizationError):
-        access.audit_export(principal, io.StringIO())
+        access.audit.export(principal, io.StringIO())
     with pytest.raises(AuthorizationError):
-        access.start_run(principal, "anything")
+        access.runs.start(principal, "anything")
     actions = [r.action for r in gov.audit.query("acme")]
     assert actions.count("auth.denied") == 2 and actions.count("authz.denied") == 2
     assert gov.audit.verify("acme").ok
@@ -216,7 +217,7 @@ def test_reveal_needs_the_permission_and_stays_in_the_tenant(
     svc = access.authenticate(
         ident.create_token(tenant="acme", role="service", name="svc", created_by="t").token
     )
-    run = access.start_run(svc, "intake", ["Refund to DE89 3704 0044 0532 0130 00, ann@acme.test"])
+    run = access.runs.start(svc, "intake", ["Refund to DE89 3704 0044 0532 0130 00, ann@acme.test"])
     worker = gov.worker().start()
     try:
         tokenized = gov.handle(run.run_id).result(timeout=15)
@@ -232,10 +233,10 @@ def test_reveal_needs_the_permission_and_stays_in_the_tenant(
     other = access.authenticate(
         ident.create_token(tenant="evil", role="auditor", name="x", created_by="t").token
     )
-    assert "ann@acme.test" in access.reveal(auditor, tokenized)
+    assert "ann@acme.test" in access.pii.reveal(auditor, tokenized)
     with pytest.raises(AuthorizationError):
-        access.reveal(operator, tokenized)
-    assert "ann@acme.test" not in access.reveal(other, tokenized)  # tokens of another tenant
+        access.pii.reveal(operator, tokenized)
+    assert "ann@acme.test" not in access.pii.reveal(other, tokenized)  # tokens of another tenant
     revealed = [r for r in gov.audit.query("acme") if r.action == "pii.revealed"]
     assert len(revealed) == 1 and revealed[0].data == {"tokens": 2}
     assert "ann@acme.test" not in str([r.to_dict() for r in gov.audit.query("acme")])

@@ -205,7 +205,7 @@ def test_approvals_lists_promotions_waiting_for_a_second_person(database_url: st
             "candidate": {"accuracy": 0.9, "calibration_error": 0.05, "samples": 120},
             "champion": {"accuracy": 0.8, "calibration_error": 0.05},
         }
-        asked = app.access.promote_model(ops.principal, "m", 2, evidence=evidence).approval
+        asked = app.access.models.promote(ops.principal, "m", 2, evidence=evidence).approval
         assert asked is not None
     finally:
         app.close()

@@ -79,7 +79,7 @@ def test_ctx_predict_is_durable_audited_and_in_the_lineage(served: Aevos) -> Non
     assert call.subject is not None and "support-intent@1" in call.subject
     assert "received my new card" not in str(call.to_dict())  # only the input's digest
     auditor = app.identity.create_token(tenant="acme", role="auditor", name="a", created_by="t")
-    lineage = app.access.lineage(auditor.principal, handle.run_id)
+    lineage = app.access.runs.lineage(auditor.principal, handle.run_id)
     assert len(lineage.model_calls) == 1 and lineage.steps[0].name.endswith("support-intent")
 
 
@@ -149,17 +149,17 @@ def test_promotion_passes_the_policy_gate(served: Aevos) -> None:
     lead = ident.create_token(tenant="acme", role="admin", name="lead", created_by="t").principal
     reviewer = ident.create_token(tenant="acme", role="reviewer", name="r", created_by="t")
 
-    worse = access.promote_model(
+    worse = access.models.promote(
         ops, "support-intent", candidate.version, evidence=_evidence(0.70, 5000)
     )
     assert worse.decision.result == "deny" and worse.promoted is None
-    unsure = access.promote_model(
+    unsure = access.models.promote(
         ops, "support-intent", candidate.version, evidence=_evidence(0.81, 600)
     )
     assert unsure.needs_approval
     assert app.models.aliases("support-intent", tenant="acme")["champion"] == 1
     with pytest.raises(AuthorizationError):
-        access.promote_model(
+        access.models.promote(
             ops,
             "support-intent",
             candidate.version,
@@ -167,14 +167,16 @@ def test_promotion_passes_the_policy_gate(served: Aevos) -> None:
             approved_by=ops,  # no approving oneself
         )
     with pytest.raises(AuthorizationError):
-        access.promote_model(reviewer.principal, "support-intent", 1, evidence=_evidence(0.9, 5000))
-    approved = access.promote_model(
+        access.models.promote(
+            reviewer.principal, "support-intent", 1, evidence=_evidence(0.9, 5000)
+        )
+    approved = access.models.promote(
         ops, "support-intent", candidate.version, evidence=_evidence(0.81, 600), approved_by=lead
     )
     assert approved.promoted is not None and approved.promoted.version == candidate.version
     rolled = app.models.rollback("support-intent", tenant="acme", by=ops.actor)
     assert rolled.version == 1
-    clear = access.promote_model(
+    clear = access.models.promote(
         ops, "support-intent", candidate.version, evidence=_evidence(0.85, 5000)
     )
     assert clear.decision.result == "allow" and clear.promoted is not None

@@ -69,13 +69,13 @@ def list_approvals(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ApprovalOut]:
     """The tenant's approvals, newest first (``status=PENDING`` for those waiting)."""
-    found = access.approvals(principal, status=status, model=model, limit=limit)
+    found = access.approvals.list(principal, status=status, model=model, limit=limit)
     return [ApprovalOut.of(a) for a in found]
 
 
 @router.get("/{approval_id}")
 def get_approval(approval_id: IdParam, access: AccessDep, principal: PrincipalDep) -> ApprovalOut:
-    return ApprovalOut.of(access.approval(principal, approval_id))
+    return ApprovalOut.of(access.approvals.get(principal, approval_id))
 
 
 @router.post("/{approval_id}/approve")
@@ -83,7 +83,7 @@ def approve(
     approval_id: IdParam, access: AccessDep, principal: PrincipalDep, body: Decide | None = None
 ) -> Approved:
     """Approve and promote (403 for the requester; 409 if no longer pending)."""
-    approval, promoted = access.approve(
+    approval, promoted = access.approvals.approve(
         principal, approval_id, reason=None if body is None else body.reason
     )
     return Approved(approval=ApprovalOut.of(approval), promoted=Version.of(promoted))
@@ -95,5 +95,7 @@ def reject(
 ) -> ApprovalOut:
     """Reject a pending approval (its requester withdraws it this way)."""
     return ApprovalOut.of(
-        access.reject(principal, approval_id, reason=None if body is None else body.reason)
+        access.approvals.reject(
+            principal, approval_id, reason=None if body is None else body.reason
+        )
     )

@@ -29,7 +29,7 @@ def query(
     after_seq: Annotated[int, Query(ge=0, le=_MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[AuditRecordOut]:
-    records = access.audit_query(
+    records = access.audit.query(
         principal, run_id=run_id, action=action, after_seq=after_seq, limit=limit
     )
     return [AuditRecordOut(**{**r.to_dict(), "data": dict(r.data)}) for r in records]
@@ -37,7 +37,7 @@ def query(
 
 @router.post("/verify")
 def verify(access: AccessDep, principal: PrincipalDep) -> VerifyOut:
-    report = access.audit_verify(principal)
+    report = access.audit.verify(principal)
     problems = [{"seq": p.seq, "kind": p.kind, "detail": p.detail} for p in report.problems]
     return VerifyOut(ok=report.ok, checked=report.checked, problems=problems)
 
@@ -50,5 +50,5 @@ def export(
 ) -> JsonLinesResponse:
     """The chain as JSON Lines (verifiable offline with ``aevos audit verify-file``)."""
     out = io.StringIO()
-    access.audit_export(principal, out, after_seq=after_seq)
+    access.audit.export(principal, out, after_seq=after_seq)
     return JsonLinesResponse(out.getvalue())

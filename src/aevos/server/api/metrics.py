@@ -155,7 +155,7 @@ def model_metrics(
     """Per version and time bucket: calls, errors, latency, mean confidence and the human
     override rate of its suggestions (how a canary compares with its champion)."""
     start, end = _window(since, until)
-    metrics = access.model_metrics(principal, name, since=start, until=end, buckets=buckets)
+    metrics = access.metrics.model(principal, name, since=start, until=end, buckets=buckets)
     return ModelMetricsOut.of(metrics)
 
 
@@ -167,7 +167,7 @@ def model_metrics(
 def prometheus(access: AccessDep, principal: PrincipalDep) -> Response:
     """The tenant's metrics in the Prometheus text format: runs by workflow and status, run
     durations, open human tasks by queue, feedback decisions and overrides, model calls."""
-    return Response(access.metrics(principal), media_type=_EXPOSITION)
+    return Response(access.metrics.exposition(principal), media_type=_EXPOSITION)
 
 
 @router.get("/v1/metrics/dashboard")
@@ -181,4 +181,6 @@ def dashboard(
     """Per time bucket: throughput, latency percentiles, automation and override rates,
     cost per decision, and each model's confidence drift."""
     start, end = _window(since, until)
-    return DashboardOut.of(access.dashboard(principal, since=start, until=end, buckets=buckets))
+    return DashboardOut.of(
+        access.metrics.dashboard(principal, since=start, until=end, buckets=buckets)
+    )

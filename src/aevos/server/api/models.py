@@ -257,20 +257,20 @@ class PredictResponse(BaseModel):
 @router.get("")
 def list_models(access: AccessDep, principal: PrincipalDep) -> list[ModelSummary]:
     """The tenant's models, by name."""
-    return [ModelSummary.of(model) for model in access.models(principal)]
+    return [ModelSummary.of(model) for model in access.models.list(principal)]
 
 
 @router.get("/{name}")
 def get_model(name: NameParam, access: AccessDep, principal: PrincipalDep) -> Model:
     """One model with every version (oldest first) and its aliases."""
-    return Model.of(access.model(principal, name))
+    return Model.of(access.models.get(principal, name))
 
 
 @router.get("/{name}/versions/{version}")
 def get_version(
     name: NameParam, version: VersionParam, access: AccessDep, principal: PrincipalDep
 ) -> Version:
-    return Version.of(access.model_version(principal, name, version))
+    return Version.of(access.models.version(principal, name, version))
 
 
 @router.post("/{name}/versions", status_code=201)
@@ -282,7 +282,7 @@ def register_version(
     response: Response,
 ) -> Registered:
     """Register the next version (201), or return the identical one that exists (200)."""
-    registration = access.register_model(
+    registration = access.models.register(
         principal,
         name,
         body.data(),
@@ -303,7 +303,7 @@ def get_alias(
     name: NameParam, alias: AliasParam, access: AccessDep, principal: PrincipalDep
 ) -> Version:
     """The version an alias names."""
-    return Version.of(access.model_version(principal, name, alias))
+    return Version.of(access.models.version(principal, name, alias))
 
 
 @router.put("/{name}/aliases/{alias}")
@@ -311,7 +311,7 @@ def set_alias(
     name: NameParam, alias: AliasParam, body: SetAlias, access: AccessDep, principal: PrincipalDep
 ) -> Alias:
     """Point an alias at a version (not champion: it moves only by promotion)."""
-    return Alias.of(access.set_model_alias(principal, name, alias, body.version))
+    return Alias.of(access.models.set_alias(principal, name, alias, body.version))
 
 
 @router.post("/{name}/aliases/{alias}/rollback")
@@ -319,7 +319,7 @@ def rollback(
     name: NameParam, alias: AliasParam, access: AccessDep, principal: PrincipalDep
 ) -> Alias:
     """Move an alias back to its previous version (409 ``no_previous_version`` if none)."""
-    return Alias.of(access.rollback_model(principal, name, alias))
+    return Alias.of(access.models.rollback(principal, name, alias))
 
 
 @router.post("/{name}/promote")
@@ -329,7 +329,7 @@ def promote(
     """Ask the ``promotion-gate`` policy to move the alias to the version: ``allow``
     promotes, ``deny`` refuses, ``approve`` records a pending approval for a second person
     (``/v1/approvals``). Audited either way."""
-    result = access.promote_model(
+    result = access.models.promote(
         principal, name, body.version, evidence=body.evidence, alias=body.alias
     )
     return Promotion(
@@ -345,7 +345,7 @@ def predict(
     name: NameParam, body: PredictRequest, access: AccessDep, principal: PrincipalDep
 ) -> PredictResponse:
     """Call the model (its tenant's routes, budgets, rate limits and breakers apply)."""
-    result = access.predict(principal, name, body.input, key=body.key)
+    result = access.models.predict(principal, name, body.input, key=body.key)
     return PredictResponse(
         model=name,
         version=result.version_ref,

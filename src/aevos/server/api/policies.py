@@ -210,7 +210,7 @@ class EvaluationOut(BaseModel):
 @router.get("")
 def list_policies(access: AccessDep, principal: PrincipalDep) -> list[PolicySummary]:
     """Every loaded policy, by name then version."""
-    return [PolicySummary.of(policy) for policy in access.policies(principal)]
+    return [PolicySummary.of(policy) for policy in access.policies.list(principal)]
 
 
 @router.get("/{name}")
@@ -218,7 +218,7 @@ def get_policy(
     name: NameParam, access: AccessDep, principal: PrincipalDep, version: VersionQuery = None
 ) -> PolicyOut:
     """A policy's declaration: inputs, rules in order, default, redactions and source."""
-    return PolicyOut.of(access.policy(principal, name, version))
+    return PolicyOut.of(access.policies.get(principal, name, version))
 
 
 @router.post(
@@ -231,7 +231,7 @@ def evaluate(
 ) -> EvaluationOut | JSONResponse:
     """Decide on ``input`` and explain the decision rule by rule; enforces nothing."""
     try:
-        explanation = access.explain_policy(principal, name, body.input, version=body.version)
+        explanation = access.policies.explain(principal, name, body.input, version=body.version)
     except PolicyInputError as exc:
         # Named like any invalid field of the body: input.<the declared path>.
         path = exc.field or "input"

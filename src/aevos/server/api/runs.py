@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
 @router.post("", status_code=201)
 def start_run(body: StartRun, access: AccessDep, principal: PrincipalDep) -> Run:
     """Start a run of a registered workflow; the same idempotency key returns the same run."""
-    info = access.start_run(
+    info = access.runs.start(
         principal,
         body.workflow,
         body.args,
@@ -37,36 +37,36 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> list[Run]:
-    runs = access.list_runs(principal, status=status, workflow=workflow, limit=limit, offset=offset)
+    runs = access.runs.list(principal, status=status, workflow=workflow, limit=limit, offset=offset)
     return [Run.of(info) for info in runs]
 
 
 @router.get("/{run_id}")
 def get_run(run_id: str, access: AccessDep, principal: PrincipalDep) -> Run:
-    return Run.of(access.get_run(principal, run_id))
+    return Run.of(access.runs.get(principal, run_id))
 
 
 @router.get("/{run_id}/steps")
 def list_steps(run_id: str, access: AccessDep, principal: PrincipalDep) -> list[Step]:
-    return [Step.of(step) for step in access.list_steps(principal, run_id)]
+    return [Step.of(step) for step in access.runs.steps(principal, run_id)]
 
 
 @router.get("/{run_id}/lineage")
 def lineage(run_id: str, access: AccessDep, principal: PrincipalDep) -> LineageOut:
     """Why the case was decided so: steps, decisions, model calls, people, child runs."""
-    return LineageOut.of(access.lineage(principal, run_id))
+    return LineageOut.of(access.runs.lineage(principal, run_id))
 
 
 @router.post("/{run_id}/cancel")
 def cancel(run_id: str, access: AccessDep, principal: PrincipalDep) -> Status:
-    return Status(status=access.cancel_run(principal, run_id).value)
+    return Status(status=access.runs.cancel(principal, run_id).value)
 
 
 @router.post("/{run_id}/resume")
 def resume(run_id: str, access: AccessDep, principal: PrincipalDep) -> Run:
-    return Run.of(access.resume_run(principal, run_id))
+    return Run.of(access.runs.resume(principal, run_id))
 
 
 @router.post("/{run_id}/fork", status_code=201)
 def fork(run_id: str, body: ForkRun, access: AccessDep, principal: PrincipalDep) -> Run:
-    return Run.of(access.fork_run(principal, run_id, body.from_step))
+    return Run.of(access.runs.fork(principal, run_id, body.from_step))

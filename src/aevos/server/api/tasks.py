@@ -183,7 +183,7 @@ def list_tasks(
 ) -> list[TaskOut]:
     """Tasks of the token's tenant in inbox order (priority, then age). ``mine``: claimed
     by this token's principal; ``workable``: for a role this token may work."""
-    tasks = access.list_tasks(
+    tasks = access.tasks.list(
         principal,
         status=status,
         queue=queue,
@@ -199,24 +199,24 @@ def list_tasks(
 @router.post("/v1/tasks/next")
 def claim_next(body: ClaimNext, access: AccessDep, principal: PrincipalDep) -> NextTask:
     """Claim the next task this token's role may work (the inbox's "next" button)."""
-    task = access.claim_next_task(principal, queue=body.queue)
+    task = access.tasks.claim_next(principal, queue=body.queue)
     return NextTask(task=None if task is None else TaskOut.of(task))
 
 
 @router.get("/v1/tasks/{task_id}")
 def get_task(task_id: str, access: AccessDep, principal: PrincipalDep) -> TaskOut:
-    return TaskOut.of(access.get_task(principal, task_id))
+    return TaskOut.of(access.tasks.get(principal, task_id))
 
 
 @router.post("/v1/tasks/{task_id}/claim")
 def claim(task_id: str, access: AccessDep, principal: PrincipalDep) -> TaskOut:
     """Claim an open task (claiming one's own claimed task again is a no-op)."""
-    return TaskOut.of(access.claim_task(principal, task_id))
+    return TaskOut.of(access.tasks.claim(principal, task_id))
 
 
 @router.post("/v1/tasks/{task_id}/release")
 def release(task_id: str, access: AccessDep, principal: PrincipalDep) -> TaskOut:
-    return TaskOut.of(access.release_task(principal, task_id))
+    return TaskOut.of(access.tasks.release(principal, task_id))
 
 
 @router.post("/v1/tasks/{task_id}/reassign")
@@ -224,14 +224,14 @@ def reassign(
     task_id: str, body: ReassignTask, access: AccessDep, principal: PrincipalDep
 ) -> TaskOut:
     """Move a live task to another queue and/or person (operators and admins)."""
-    task = access.reassign_task(principal, task_id, queue=body.queue, assignee=body.assignee)
+    task = access.tasks.reassign(principal, task_id, queue=body.queue, assignee=body.assignee)
     return TaskOut.of(task)
 
 
 @router.post("/v1/tasks/{task_id}/submit")
 def submit(task_id: str, body: SubmitTask, access: AccessDep, principal: PrincipalDep) -> Submitted:
     """Decide the task; its run resumes with the decision."""
-    task, record = access.submit_task(principal, task_id, body.values)
+    task, record = access.tasks.submit(principal, task_id, body.values)
     return Submitted(task=TaskOut.of(task), feedback=FeedbackOut.of(record))
 
 
@@ -246,7 +246,7 @@ def list_feedback(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> list[FeedbackOut]:
     """Human decisions on model suggestions, oldest first: labelled data with lineage."""
-    records = access.list_feedback(
+    records = access.tasks.feedback(
         principal, model=model, workflow=workflow, since=since, limit=limit, offset=offset
     )
     return [FeedbackOut.of(record) for record in records]

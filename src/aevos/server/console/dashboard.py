@@ -67,7 +67,9 @@ def dashboard(
     width = seconds / buckets
     # Buckets on round boundaries, so the same minute always falls in the same bucket.
     until = (time.time() // width + 1) * width
-    board = access.dashboard(viewer.principal, since=until - seconds, until=until, buckets=buckets)
+    board = access.metrics.dashboard(
+        viewer.principal, since=until - seconds, until=until, buckets=buckets
+    )
     return render(
         request,
         "dashboard.html",

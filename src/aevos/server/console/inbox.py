@@ -72,16 +72,16 @@ def inbox(
     works = viewer.can("tasks:work")
     mine: list[Task] = []
     if works:
-        mine = access.list_tasks(
+        mine = access.tasks.list(
             principal, status=[TaskStatus.CLAIMED], mine=True, queue=only, limit=PAGE_SIZE
         )
-        waiting = access.list_tasks(
+        waiting = access.tasks.list(
             principal, status=[TaskStatus.OPEN], workable=True, queue=only, limit=PAGE_SIZE
         )
     else:
         # Operators and auditors work no tasks themselves: they see every live one.
         live = [TaskStatus.OPEN, TaskStatus.CLAIMED]
-        waiting = access.list_tasks(principal, status=live, queue=only, limit=PAGE_SIZE)
+        waiting = access.tasks.list(principal, status=live, queue=only, limit=PAGE_SIZE)
     return render(
         request,
         "inbox.html",
@@ -101,10 +101,10 @@ def _go_next(access: AccessDep, viewer: Viewer, queue: str, *, decided: bool) ->
     the inbox when there is none."""
     principal = viewer.principal
     only = queue or None
-    claimed = access.list_tasks(
+    claimed = access.tasks.list(
         principal, status=[TaskStatus.CLAIMED], mine=True, queue=only, limit=1
     )
-    task = claimed[0] if claimed else access.claim_next_task(principal, queue=only)
+    task = claimed[0] if claimed else access.tasks.claim_next(principal, queue=only)
     if task is None:
         target = _link("/console/inbox", queue=queue, note="done" if decided else "empty")
     else:
@@ -174,7 +174,7 @@ def _conflict(
     request: Request, access: AccessDep, viewer: Viewer, task_id: str, queue: str
 ) -> Response:
     """The task as it is now, with why the viewer's action did not happen."""
-    task = access.get_task(viewer.principal, task_id)
+    task = access.tasks.get(viewer.principal, task_id)
     message = _conflict_message(task, viewer.principal.actor)
     return _task_page(request, viewer, task, 409, queue=queue, conflict=message)
 
@@ -206,7 +206,7 @@ def task_page(
     queue: QueueQuery = "",
     decided: bool = False,
 ) -> Response:
-    task = access.get_task(viewer.principal, task_id)
+    task = access.tasks.get(viewer.principal, task_id)
     notice = "Decision recorded. Here is your next task." if decided else None
     return _task_page(request, viewer, task, queue=queue, notice=notice)
 
@@ -220,7 +220,7 @@ def claim_task(
     queue: QueueForm = "",
 ) -> Response:
     try:
-        access.claim_task(viewer.principal, task_id)
+        access.tasks.claim(viewer.principal, task_id)
     except e.TaskConflictError:
         return _conflict(request, access, viewer, task_id, queue)
     return RedirectResponse(_task_link(task_id, queue=queue), status_code=303)
@@ -235,7 +235,7 @@ def release_task(
     queue: QueueForm = "",
 ) -> Response:
     try:
-        access.release_task(viewer.principal, task_id)
+        access.tasks.release(viewer.principal, task_id)
     except e.TaskConflictError:
         return _conflict(request, access, viewer, task_id, queue)
     return RedirectResponse(_link("/console/inbox", queue=queue, note="released"), 303)
@@ -250,12 +250,12 @@ def submit_task(
     posted: PostedDep,
 ) -> Response:
     principal = viewer.principal
-    task = access.get_task(principal, task_id)
+    task = access.tasks.get(principal, task_id)
     queue = posted.get("queue")
     queue = queue[:200] if isinstance(queue, str) else ""
     values = _values(task.form.fields, posted)
     try:
-        access.submit_task(principal, task_id, values)
+        access.tasks.submit(principal, task_id, values)
     except e.TaskInputError as exc:
         return _task_page(request, viewer, task, 422, queue=queue, values=values, invalid=exc)
     except e.TaskConflictError:

@@ -24,26 +24,26 @@ from .page import (
 
 @router.get("/models")
 def models(request: Request, access: AccessDep, viewer: ViewerDep) -> Response:
-    return render(request, "models.html", models=access.models(viewer.principal))
+    return render(request, "models.html", models=access.models.list(viewer.principal))
 
 
 @router.get("/models/{name}")
 def model(
     request: Request, name: str, access: AccessDep, viewer: ViewerDep, window: Window = "day"
 ) -> Response:
-    overview = access.model(viewer.principal, name)
-    route, breakers = access.model_rollout(viewer.principal, name)
+    overview = access.models.get(viewer.principal, name)
+    route, breakers = access.models.rollout(viewer.principal, name)
     title, seconds, buckets, label_format = WINDOWS[window]
     width = seconds / buckets
     until = (time.time() // width + 1) * width
-    live = access.model_metrics(
+    live = access.metrics.model(
         viewer.principal, name, since=until - seconds, until=until, buckets=buckets
     )
     pointing: dict[int, list[str]] = {}
     for alias in overview.aliases:
         pointing.setdefault(alias.version, []).append(alias.alias)
     me = viewer.principal
-    approvals = access.approvals(me, model=name, limit=20)
+    approvals = access.approvals.list(me, model=name, limit=20)
     return render(
         request,
         "model.html",
@@ -75,7 +75,7 @@ ReasonForm = Annotated[str, Form(max_length=2000)]
 def approve(
     approval_id: str, access: AccessDep, viewer: CheckedViewerDep, reason: ReasonForm = ""
 ) -> Response:
-    approval, _ = access.approve(viewer.principal, approval_id, reason=reason or None)
+    approval, _ = access.approvals.approve(viewer.principal, approval_id, reason=reason or None)
     return RedirectResponse(f"/console/models/{quote(approval.model)}#approvals", 303)
 
 
@@ -83,7 +83,7 @@ def approve(
 def reject(
     approval_id: str, access: AccessDep, viewer: CheckedViewerDep, reason: ReasonForm = ""
 ) -> Response:
-    approval = access.reject(viewer.principal, approval_id, reason=reason or None)
+    approval = access.approvals.reject(viewer.principal, approval_id, reason=reason or None)
     return RedirectResponse(f"/console/models/{quote(approval.model)}#approvals", 303)
 
 

@@ -32,7 +32,7 @@ def runs(
         wanted = [RunStatus(status)] if status else None
     except ValueError:
         raise e.DefinitionError(f"unknown run status {status[:20]!r}") from None
-    listed = access.list_runs(viewer.principal, status=wanted, limit=PAGE_SIZE, offset=offset)
+    listed = access.runs.list(viewer.principal, status=wanted, limit=PAGE_SIZE, offset=offset)
     return render(
         request,
         "runs.html",
@@ -47,8 +47,8 @@ def runs(
 
 @router.get("/runs/{run_id}")
 def run(request: Request, run_id: str, access: AccessDep, viewer: ViewerDep) -> Response:
-    info = access.get_run(viewer.principal, run_id)
-    lineage = access.lineage(viewer.principal, run_id)
+    info = access.runs.get(viewer.principal, run_id)
+    lineage = access.runs.lineage(viewer.principal, run_id)
     start = min((s.started_at for s in lineage.steps), default=info.created_at)
     timeline = [
         {
@@ -73,11 +73,11 @@ def run(request: Request, run_id: str, access: AccessDep, viewer: ViewerDep) -> 
 
 @router.post("/runs/{run_id}/cancel")
 def cancel(run_id: str, access: AccessDep, viewer: CheckedViewerDep) -> Response:
-    access.cancel_run(viewer.principal, run_id)
+    access.runs.cancel(viewer.principal, run_id)
     return RedirectResponse(f"/console/runs/{quote(run_id)}", status_code=303)
 
 
 @router.post("/runs/{run_id}/resume")
 def resume(run_id: str, access: AccessDep, viewer: CheckedViewerDep) -> Response:
-    access.resume_run(viewer.principal, run_id)
+    access.runs.resume(viewer.principal, run_id)
     return RedirectResponse(f"/console/runs/{quote(run_id)}", status_code=303)

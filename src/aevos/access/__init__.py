@@ -1,0 +1,99 @@
+"""Governed entry points: every request that carries a token goes through here.
+
+Each operation authenticates nothing itself (callers pass the :class:`Principal` that
+``Access.authenticate`` returned) and passes the one :class:`~aevos.access.guard.Guard`:
+it checks the role's permission, scopes every read and write to the principal's tenant
+(objects of another tenant are refused, 403, like any operation a token may not perform,
+and the attempt is audited; nothing about the other tenant's object is returned or named),
+and records what it did in the audit log. The HTTP API and the console are thin layers
+over it. The operations are grouped by area, one module each:
+
+=================  =========================================================================
+``access.runs``    read, start, cancel, resume, fork runs; lineage (:mod:`.runs`)
+``access.models``  calls, versions, aliases, registration, promotions (:mod:`.models`)
+``access.approvals``  promotions waiting for a second person (:mod:`.approvals`)
+``access.tasks``   the inbox of human tasks and their feedback (:mod:`.tasks`)
+``access.policies``  the loaded policies, explained (:mod:`.policies`)
+``access.metrics``  Prometheus exposition, dashboards (:mod:`.metrics`)
+``access.pii``     revealing tokenized personal data (:mod:`.pii`)
+``access.audit``   the audit log: query, verify, export (:mod:`.audit`)
+=================  =========================================================================
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from .approvals import Approvals
+from .audit import AuditTrail
+from .guard import Guard
+from .metrics import Metrics
+from .models import API_FLAVORS, ModelOverview, Models, Promotion, Registration
+from .pii import Pii
+from .policies import Policies
+from .runs import Runs
+from .tasks import Tasks
+
+if TYPE_CHECKING:
+    from ..identity import Principal
+    from .approvals import Services as ApprovalServices
+    from .audit import Services as AuditServices
+    from .guard import Services as GuardServices
+    from .metrics import Services as MetricServices
+    from .models import Services as ModelServices
+    from .pii import Services as PiiServices
+    from .policies import Services as PolicyServices
+    from .runs import Services as RunServices
+    from .tasks import Services as TaskServices
+
+    class Services(
+        GuardServices,
+        RunServices,
+        ModelServices,
+        ApprovalServices,
+        TaskServices,
+        PolicyServices,
+        MetricServices,
+        PiiServices,
+        AuditServices,
+        Protocol,
+    ):
+        """Everything behind the guard: the services of one app (:class:`aevos.Aevos`)."""
+
+
+__all__ = [
+    "API_FLAVORS",
+    "Access",
+    "Approvals",
+    "AuditTrail",
+    "Guard",
+    "Metrics",
+    "ModelOverview",
+    "Models",
+    "Pii",
+    "Policies",
+    "Promotion",
+    "Registration",
+    "Runs",
+    "Tasks",
+]
+
+
+class Access:
+    """The governed entry point: :meth:`authenticate`, then one area per concept, each
+    behind the same :class:`Guard`."""
+
+    def __init__(self, services: Services) -> None:
+        self.guard = Guard(services)
+        self.runs = Runs(self.guard, services)
+        self.approvals = Approvals(self.guard, services)
+        self.models = Models(self.guard, services, self.approvals)
+        self.tasks = Tasks(self.guard, services)
+        self.policies = Policies(self.guard, services)
+        self.metrics = Metrics(self.guard, services)
+        self.pii = Pii(self.guard, services)
+        self.audit = AuditTrail(self.guard, services)
+
+    def authenticate(self, token: str | None, *, tenant_hint: str = "default") -> Principal:
+        """The principal behind a bearer token; AuthenticationError (401) otherwise."""
+        return self.guard.authenticate(token, tenant_hint=tenant_hint)

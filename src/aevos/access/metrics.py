@@ -1,0 +1,58 @@
+"""Metrics: the tenant's Prometheus exposition and the console's time series."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from ..identity import Permission, Principal
+from ..telemetry.metrics import dashboard, exposition, model_metrics
+from .guard import Guard
+
+if TYPE_CHECKING:
+    from ..models.registry import ModelRegistry
+    from ..storage import Store
+    from ..telemetry.metrics import CallTotalsCache, Dashboard, ModelMetrics
+
+
+class Services(Protocol):
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def call_totals(self) -> CallTotalsCache: ...
+
+    @property
+    def models(self) -> ModelRegistry: ...
+
+
+class Metrics:
+    """Metrics, behind the guard."""
+
+    def __init__(self, guard: Guard, services: Services) -> None:
+        self.guard = guard
+        self.services = services
+
+    def exposition(self, principal: Principal) -> bytes:
+        """The tenant's Prometheus exposition, read from the database (see aevos.telemetry.metrics)."""
+        self.guard.allow(principal, Permission.RUNS_READ, "read metrics")
+        return exposition(self.services.store, self.services.call_totals, principal.tenant)
+
+    def dashboard(
+        self, principal: Principal, *, since: float, until: float, buckets: int
+    ) -> Dashboard:
+        """The console's time series for the tenant (see :func:`aevos.telemetry.metrics.dashboard`)."""
+        self.guard.allow(principal, Permission.RUNS_READ, "read metrics")
+        return dashboard(
+            self.services.store, principal.tenant, since=since, until=until, buckets=buckets
+        )
+
+    def model(
+        self, principal: Principal, name: str, *, since: float, until: float, buckets: int
+    ) -> ModelMetrics:
+        """One model's live metrics per version (see :func:`aevos.telemetry.metrics.model_metrics`);
+        404 for a model the tenant does not have."""
+        self.guard.allow(principal, Permission.MODELS_READ, "read model metrics")
+        self.services.models.versions(name, tenant=principal.tenant)  # ModelNotFoundError
+        return model_metrics(
+            self.services.store, principal.tenant, name, since=since, until=until, buckets=buckets
+        )

@@ -1,0 +1,138 @@
+"""Runs: read, start, cancel, resume and fork the tenant's runs; a run's lineage."""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..audit.lineage import Lineage, lineage
+from ..identity import Permission, Principal
+from ..kernel.handle import RunHandle
+from ..records.run import RunInfo, StepInfo
+from ..records.status import RunStatus
+from .guard import Guard
+
+if TYPE_CHECKING:
+    from ..audit import AuditLog
+    from ..audit.lineage import Lineage
+    from ..kernel.handle import RunHandle
+    from ..storage import Store
+
+
+class Services(Protocol):
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
+
+    def start(
+        self,
+        workflow: str,
+        *args: Any,
+        idempotency_key: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        tenant: str = "default",
+        actor: str | None = None,
+        **kwargs: Any,
+    ) -> RunHandle[Any]: ...
+
+    def cancel(self, run_id: str) -> RunStatus: ...
+
+    def resume(self, run_id: str) -> RunHandle[Any]: ...
+
+    def fork(
+        self, run_id: str, from_step: int = 0, *, queue: str | None = None
+    ) -> RunHandle[Any]: ...
+
+
+class Runs:
+    """Runs, behind the guard."""
+
+    def __init__(self, guard: Guard, services: Services) -> None:
+        self.guard = guard
+        self.services = services
+
+    def _own(self, principal: Principal, run_id: str) -> RunInfo:
+        info = self.services.store.get_run(run_id)  # RunNotFoundError for unknown ids
+        self.guard.own(principal, "run", run_id, info.tenant)
+        return info
+
+    def get(self, principal: Principal, run_id: str) -> RunInfo:
+        self.guard.allow(principal, Permission.RUNS_READ, "read runs")
+        return self._own(principal, run_id)
+
+    def steps(self, principal: Principal, run_id: str) -> builtins.list[StepInfo]:
+        self.guard.allow(principal, Permission.RUNS_READ, "read runs")
+        self._own(principal, run_id)
+        return self.services.store.list_steps(run_id)
+
+    def list(
+        self,
+        principal: Principal,
+        *,
+        status: builtins.list[RunStatus] | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> builtins.list[RunInfo]:
+        self.guard.allow(principal, Permission.RUNS_READ, "read runs")
+        return self.services.store.list_runs(
+            status=status, workflow=workflow, tenant=principal.tenant, limit=limit, offset=offset
+        )
+
+    def start(
+        self,
+        principal: Principal,
+        workflow: str,
+        args: builtins.list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+    ) -> RunInfo:
+        self.guard.allow(principal, Permission.RUNS_START, "start runs")
+        # The kernel audits the start (or the refusal) in the run's own transaction, with
+        # the principal as its actor.
+        handle = self.services.start(
+            workflow,
+            *(args or []),
+            idempotency_key=idempotency_key,
+            queue=queue,
+            priority=priority,
+            tenant=principal.tenant,
+            actor=principal.actor,
+            **(kwargs or {}),
+        )
+        return self.services.store.get_run(handle.run_id)
+
+    def cancel(self, principal: Principal, run_id: str) -> RunStatus:
+        self.guard.allow(principal, Permission.RUNS_CONTROL, "cancel runs")
+        self._own(principal, run_id)
+        status = self.services.cancel(run_id)
+        self.guard.record(principal, "run.cancelled", run_id=run_id, status=status.value)
+        return status
+
+    def resume(self, principal: Principal, run_id: str) -> RunInfo:
+        self.guard.allow(principal, Permission.RUNS_CONTROL, "resume runs")
+        self._own(principal, run_id)
+        self.services.resume(run_id)
+        self.guard.record(principal, "run.resumed", run_id=run_id)
+        return self.services.store.get_run(run_id)
+
+    def fork(self, principal: Principal, run_id: str, from_step: int) -> RunInfo:
+        self.guard.allow(principal, Permission.RUNS_CONTROL, "fork runs")
+        self._own(principal, run_id)
+        handle: RunHandle[Any] = self.services.fork(run_id, from_step)
+        self.guard.record(
+            principal, "run.forked", run_id=handle.run_id, source=run_id, from_step=from_step
+        )
+        return self.services.store.get_run(handle.run_id)
+
+    def lineage(self, principal: Principal, run_id: str) -> Lineage:
+        """Why was this case decided so: the run, its steps, decisions and people."""
+        self.guard.allow(principal, Permission.RUNS_READ, "read lineage")
+        self._own(principal, run_id)
+        return lineage(self.services.store, self.services.audit, run_id)
