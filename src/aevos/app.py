@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy.engine import Connection
-
 from . import codec
 from .context import TASK_STEP
 from .errors import (
@@ -35,7 +33,7 @@ from .retry import RetryPolicy, as_retry_policy
 from .run import NewRun, RunInfo, StepInfo
 from .status import RunStatus
 from .step import Step, StepContext
-from .storage import Store, open_store
+from .storage import Store, UnitOfWork, open_store
 from .storage.store import DEFAULT_BLOB_THRESHOLD
 from .workflow import StartOptions, Workflow, WorkflowDecorator
 
@@ -550,11 +548,11 @@ class Aevos(Executor):
         actor: str | None,
         input_json: str | None,
         **data: Any,
-    ) -> Callable[[Connection], object]:
+    ) -> Callable[[UnitOfWork], object]:
         """The audit append that commits with a new run's row."""
         event = self._start_event(action, run_id, workflow, tenant, actor, input_json, **data)
         audit = self.audit
-        return lambda conn: audit.append(event, conn=conn)
+        return lambda uow: audit.append(event, uow=uow)
 
     def _buffer_start(
         self,
@@ -631,7 +629,7 @@ class Aevos(Executor):
             self._queue_named(queue)
         audit = self.audit
 
-        def record(conn: Connection, new: RunInfo) -> None:
+        def record(uow: UnitOfWork, new: RunInfo) -> None:
             event = self._start_event(
                 "run.started",
                 new.run_id,
@@ -642,7 +640,7 @@ class Aevos(Executor):
                 forked_from=run_id,
                 from_step=from_step,
             )
-            audit.append(event, conn=conn)
+            audit.append(event, uow=uow)
 
         info = self.store.fork(
             run_id, from_step, uuid.uuid4().hex, self.code_version, target, also=record

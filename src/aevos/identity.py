@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import sqlalchemy as sa
-
 from .errors import (
     AevosError,
     AuthenticationError,
@@ -31,7 +29,7 @@ from .errors import (
 )
 from .rejections import RejectionBudget
 from .storage import Store
-from .storage.schema import tokens
+from .storage.identity import TokenRow
 
 log = logging.getLogger("aevos.identity")
 
@@ -207,20 +205,20 @@ class Identity:
         secret = secrets.token_urlsafe(32)
         now = time.time()
         expires_at = None if expires_in is None else now + expires_in
-        with self.store._tx() as conn:
-            conn.execute(
-                tokens.insert(),
-                {
-                    "token_id": token_id,
-                    "tenant": tenant,
-                    "name": name,
-                    "role": role.value,
-                    "secret_hash": _digest(secret),
-                    "created_by": created_by,
-                    "created_at": now,
-                    "expires_at": expires_at,
-                },
-            )
+        row = TokenRow(
+            token_id=token_id,
+            tenant=tenant,
+            name=name,
+            role=role.value,
+            secret_hash=_digest(secret),
+            created_by=created_by,
+            created_at=now,
+            expires_at=expires_at,
+            revoked_at=None,
+            last_used_at=None,
+        )
+        with self.store.transaction() as uow:
+            uow.tokens.insert(row)
         principal = Principal(token_id, tenant, role, name)
         self._record(
             "token.created", created_by, tenant, "created", token_id=token_id, role=role.value
@@ -275,8 +273,8 @@ class Identity:
             self._denied("anonymous", tenant_hint, "malformed token")
             raise AuthenticationError("malformed API token")
         token_id, secret = match.groups()
-        with self.store._read() as conn:
-            row = conn.execute(sa.select(tokens).where(tokens.c.token_id == token_id)).first()
+        with self.store.reading() as uow:
+            row = uow.tokens.get(token_id)
         now = time.time()
         reason = None
         if row is None or not hmac.compare_digest(row.secret_hash, _digest(secret)):
@@ -288,10 +286,8 @@ class Identity:
         elif row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
             # Coarse on purpose: a write (a durable commit) per request would make every
             # read of the API a write transaction.
-            with self.store._tx() as conn:
-                conn.execute(
-                    sa.update(tokens).where(tokens.c.token_id == token_id).values(last_used_at=now)
-                )
+            with self.store.transaction() as uow:
+                uow.tokens.mark_used(token_id, now)
         if reason is not None:
             tenant = row.tenant if row is not None and reason != "unknown token" else tenant_hint
             self._denied(f"token#{token_id}", tenant, reason)
@@ -326,25 +322,15 @@ class Identity:
 
     def revoke(self, token_id: str, *, by: Principal) -> None:
         self.authorize(by, Permission.TOKENS_MANAGE, action="revoke tokens")
-        with self.store._tx() as conn:
-            result = conn.execute(
-                sa.update(tokens)
-                .where(
-                    tokens.c.token_id == token_id,
-                    tokens.c.tenant == by.tenant,
-                    tokens.c.revoked_at.is_(None),
-                )
-                .values(revoked_at=time.time())
-            )
-        if result.rowcount != 1:
+        with self.store.transaction() as uow:
+            revoked = uow.tokens.revoke(token_id, by.tenant, time.time())
+        if not revoked:
             raise TokenNotFoundError(f"no active token {token_id!r} in tenant {by.tenant!r}")
         self._record("token.revoked", by.actor, by.tenant, "revoked", token_id=token_id)
 
     def list_tokens(self, tenant: str) -> list[TokenInfo]:
-        with self.store._tx() as conn:
-            rows = conn.execute(
-                sa.select(tokens).where(tokens.c.tenant == tenant).order_by(tokens.c.created_at)
-            ).all()
+        with self.store.reading() as uow:
+            rows = uow.tokens.find(tenant)
         return [
             TokenInfo(
                 r.token_id,

@@ -452,7 +452,7 @@ class Gateway:
         events = [r.event() for r in records]
         try:
             ctx.app.store.record_step_with(
-                ctx.run_id, ctx._owner, step, lambda conn: self.audit.append_many(events, conn=conn)
+                ctx.run_id, ctx._owner, step, lambda uow: self.audit.append_many(events, uow=uow)
             )
         except LeaseLost:
             raise Cancelled() from None

@@ -1,6 +1,8 @@
-"""What differs between SQLite and PostgreSQL: engine setup, locking, error classification.
+"""What differs between SQLite and PostgreSQL: engine setup, locking, error classification,
+JSON operators.
 
-Everything else (every query) lives once, in :mod:`aevos.storage.store`.
+Everything else (every query) lives once, in :mod:`aevos.storage.store` and the
+repositories beside it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class Dialect(Protocol):
     def lock_queue(self, conn: Connection, queue: str) -> None: ...
 
     def classify(self, error: Exception, url: str) -> AevosError | None: ...
+
+    def json_field(self, column: Any, *path: str) -> Any:
+        """``column`` (JSON text) at ``path``, as a JSON expression (``.as_string()`` ...)."""
+        ...
 
 
 class SQLiteDialect:
@@ -90,6 +96,10 @@ class SQLiteDialect:
         # BEGIN IMMEDIATE already holds the database write lock.
         return None
 
+    def json_field(self, column: Any, *path: str) -> Any:
+        # JSON1's json_extract over the text as stored.
+        return sa.type_coerce(column, sa.JSON)[path]
+
     def classify(self, error: Exception, url: str) -> AevosError | None:
         text = str(getattr(error, "orig", error))
         if "file is not a database" in text or "database disk image is malformed" in text:
@@ -126,6 +136,10 @@ class PostgresDialect:
         from .schema import queues
 
         conn.execute(sa.select(queues.c.name).where(queues.c.name == queue).with_for_update())
+
+    def json_field(self, column: Any, *path: str) -> Any:
+        # The text column parsed as JSONB, then the #> path operator.
+        return sa.cast(column, postgresql.JSONB)[path]
 
     def classify(self, error: Exception, url: str) -> AevosError | None:
         import psycopg
