@@ -7,7 +7,8 @@ repositories beside it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from ..errors import (
     AevosError,
     CorruptDatabaseError,
     SerializationError,
+    StorageError,
     StorageUnavailableError,
 )
 
@@ -33,6 +35,48 @@ def redact_url(url: str | URL) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<unparseable database URL>"
+
+
+def parse_url(url: str | URL) -> URL:
+    """``url`` parsed; ValueError, which does not quote it (it may hold a password), if it
+    cannot be."""
+    try:
+        return make_url(url)
+    except Exception:
+        raise ValueError("the database URL cannot be parsed") from None
+
+
+def url_password(url: str) -> str | None:
+    """The password in ``url``, if it has one (to scrub it from messages that are not
+    ours); None for a URL that cannot be parsed."""
+    try:
+        return make_url(url).password
+    except Exception:
+        return None
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError if ``url`` cannot be parsed, StorageUnavailableError if no backend
+    serves its scheme; opens no connection."""
+    dialect_for(parse_url(url))
+
+
+@contextmanager
+def classified(dialect: Dialect, safe_url: str) -> Iterator[None]:
+    """Driver and SQLAlchemy errors raised inside, as the aevos errors they mean."""
+    try:
+        yield
+    except AevosError:
+        raise
+    except sa.exc.SQLAlchemyError as exc:
+        known = dialect.classify(exc, safe_url)
+        if known is not None:
+            raise known from None
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()
+        raise StorageError(
+            f"database error on {safe_url}: "
+            f"{type(getattr(exc, 'orig', exc)).__name__}: {reason[0] if reason else ''}"
+        ) from exc
 
 
 class Dialect(Protocol):

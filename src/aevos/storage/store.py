@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 
 from .. import codec
 from ..errors import (
@@ -29,7 +29,7 @@ from ..queue import Queue
 from ..run import NewRun, RunInfo, StepInfo
 from ..status import RunStatus
 from .claims import Claims
-from .dialect import READ_ONLY, dialect_for, redact_url
+from .dialect import READ_ONLY, classified, dialect_for, parse_url, redact_url
 from .fastpath import Compiled, RawConnections
 from .operations import OperatorActions
 from .schema import blobs, metadata, queues, runs, steps
@@ -98,8 +98,8 @@ class Store(Claims, OperatorActions, Signals):
         self.url = url
         self.safe_url = redact_url(url)
         try:
-            parsed = make_url(url)
-        except sa.exc.ArgumentError:
+            parsed = parse_url(url)
+        except ValueError:
             # The text itself may hold a password: do not echo it.
             raise StorageUnavailableError(
                 "the database URL cannot be parsed; expected sqlite:///path/to/file.db or "
@@ -262,20 +262,9 @@ class Store(Claims, OperatorActions, Signals):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _guard(self) -> Iterator[None]:
-        try:
-            yield
-        except AevosError:
-            raise
-        except sa.exc.SQLAlchemyError as exc:
-            classified = self.dialect.classify(exc, self.safe_url)
-            if classified is not None:
-                raise classified from None
-            raise StorageError(
-                f"database error on {self.safe_url}: {type(getattr(exc, 'orig', exc)).__name__}: "
-                f"{str(getattr(exc, 'orig', exc)).splitlines()[0] if str(exc) else ''}"
-            ) from exc
+    def _guard(self) -> AbstractContextManager[None]:
+        """Driver errors raised inside, as the aevos errors they mean."""
+        return classified(self.dialect, self.safe_url)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
