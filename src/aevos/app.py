@@ -220,12 +220,20 @@ class Aevos(Executor):
         return Access(self)
 
     def _audit_refusal(
-        self, action: str, actor: str, tenant: str, reason: str, data: dict[str, Any]
+        self,
+        action: str,
+        actor: str,
+        tenant: str,
+        reason: str,
+        data: dict[str, Any],
+        *,
+        uow: UnitOfWork | None = None,
     ) -> None:
         from .audit import AuditEvent
 
         self.audit.append(
-            AuditEvent(action=action, actor=actor, tenant=tenant, data={"reason": reason, **data})
+            AuditEvent(action=action, actor=actor, tenant=tenant, data={"reason": reason, **data}),
+            uow=uow,
         )
 
     def flush_refusals(self, now: float | None = None) -> None:

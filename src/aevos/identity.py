@@ -15,10 +15,9 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import (
     AevosError,
@@ -30,6 +29,9 @@ from .errors import (
 from .rejections import RejectionBudget
 from .storage import Store
 from .storage.identity import TokenRow
+
+if TYPE_CHECKING:
+    from .storage import UnitOfWork
 
 log = logging.getLogger("aevos.identity")
 
@@ -150,9 +152,21 @@ class TokenInfo:
     last_used_at: float | None
 
 
-# Called with (action, actor, tenant, reason, data) for every refusal and token change;
-# the app wires it to the audit log.
-AuditHook = Callable[[str, str, str, str, dict[str, Any]], None]
+class AuditHook(Protocol):
+    """Called for every refusal and token change; the app wires it to the audit log. A
+    token change passes ``uow``, the unit of work that makes it: the record must commit
+    with the change, or neither does."""
+
+    def __call__(
+        self,
+        action: str,
+        actor: str,
+        tenant: str,
+        reason: str,
+        data: dict[str, Any],
+        *,
+        uow: UnitOfWork | None = None,
+    ) -> None: ...
 
 
 def _digest(secret: str) -> str:
@@ -177,9 +191,18 @@ class Identity:
         # Failed authentications per tenant recorded one by one; a flood is counted.
         self.refusals = RejectionBudget()
 
-    def _record(self, action: str, actor: str, tenant: str, reason: str, **data: Any) -> None:
+    def _record(
+        self,
+        action: str,
+        actor: str,
+        tenant: str,
+        reason: str,
+        *,
+        uow: UnitOfWork | None = None,
+        **data: Any,
+    ) -> None:
         if self._audit is not None:
-            self._audit(action, actor, tenant, reason, data)
+            self._audit(action, actor, tenant, reason, data, uow=uow)
 
     def create_token(
         self,
@@ -219,10 +242,16 @@ class Identity:
         )
         with self.store.transaction() as uow:
             uow.tokens.insert(row)
+            self._record(
+                "token.created",
+                created_by,
+                tenant,
+                "created",
+                uow=uow,
+                token_id=token_id,
+                role=role.value,
+            )
         principal = Principal(token_id, tenant, role, name)
-        self._record(
-            "token.created", created_by, tenant, "created", token_id=token_id, role=role.value
-        )
         return IssuedToken(f"{TOKEN_PREFIX}_{token_id}_{secret}", principal, expires_at)
 
     def _denied(self, actor: str, tenant: str, reason: str) -> None:
@@ -323,10 +352,11 @@ class Identity:
     def revoke(self, token_id: str, *, by: Principal) -> None:
         self.authorize(by, Permission.TOKENS_MANAGE, action="revoke tokens")
         with self.store.transaction() as uow:
-            revoked = uow.tokens.revoke(token_id, by.tenant, time.time())
-        if not revoked:
-            raise TokenNotFoundError(f"no active token {token_id!r} in tenant {by.tenant!r}")
-        self._record("token.revoked", by.actor, by.tenant, "revoked", token_id=token_id)
+            if not uow.tokens.revoke(token_id, by.tenant, time.time()):
+                raise TokenNotFoundError(f"no active token {token_id!r} in tenant {by.tenant!r}")
+            self._record(
+                "token.revoked", by.actor, by.tenant, "revoked", uow=uow, token_id=token_id
+            )
 
     def list_tokens(self, tenant: str) -> list[TokenInfo]:
         with self.store.reading() as uow:
