@@ -32,7 +32,7 @@ from .people.asking import Asking
 from .records.queue import Queue
 from .records.run import RunInfo, StepInfo
 from .records.status import RunStatus
-from .storage import Store, open_store
+from .storage import Store, UnitOfWork, open_store
 from .storage.store import DEFAULT_BLOB_THRESHOLD
 from .telemetry.metrics import CallTotalsCache
 
@@ -236,12 +236,20 @@ class Aevos:
         return Access(self)
 
     def _audit_refusal(
-        self, action: str, actor: str, tenant: str, reason: str, data: dict[str, Any]
+        self,
+        action: str,
+        actor: str,
+        tenant: str,
+        reason: str,
+        data: dict[str, Any],
+        *,
+        uow: UnitOfWork | None = None,
     ) -> None:
         from .audit import AuditEvent
 
         self.audit.append(
-            AuditEvent(action=action, actor=actor, tenant=tenant, data={"reason": reason, **data})
+            AuditEvent(action=action, actor=actor, tenant=tenant, data={"reason": reason, **data}),
+            uow=uow,
         )
 
     def flush_refusals(self, now: float | None = None) -> None:

@@ -23,8 +23,8 @@ from ..audit import KEY_ENV, AuditHead, AuditLog, VerifyReport, key_from_env, ve
 from ..storage import open_store
 from .common import (
     CliError,
+    _check_url,
     _emit_json,
-    _parse_url,
     _preview,
     _print_wide,
     _reports_errors,
@@ -54,7 +54,7 @@ AnchorOption = Annotated[
 @contextmanager
 def _log(ctx: typer.Context) -> Iterator[AuditLog]:
     url = _state(ctx).url
-    _parse_url(url)
+    _check_url(url)
     # Reading the log never migrates: an auditor's command must not change the schema.
     store = open_store(url, migrate=False)
     try:

@@ -35,14 +35,12 @@ if TYPE_CHECKING:
     import threading
     from collections.abc import Callable
 
-    from sqlalchemy.engine import Connection
-
     from ..audit import AuditLog
     from ..models.gateway import CallResult, Gateway
     from ..pii import Redactor, Vault
     from ..policy import Decision, PolicySet
     from ..records.task import Field, Form, HumanDecision
-    from ..storage import Store
+    from ..storage import Store, UnitOfWork
 
 __all__ = ["AskHuman", "Cancelled", "HumanTasks", "Suspend", "WorkflowContext"]
 
@@ -138,7 +136,7 @@ class Host(Protocol):
         actor: str | None,
         input_json: str | None,
         **data: Any,
-    ) -> Callable[[Connection], object]: ...
+    ) -> Callable[[UnitOfWork], object]: ...
 
     def execute_inline(
         self,

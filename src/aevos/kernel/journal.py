@@ -33,10 +33,8 @@ from ..storage import LeaseLost, StepRecord
 if TYPE_CHECKING:
     import threading
 
-    from sqlalchemy.engine import Connection
-
     from ..audit import AuditEvent, AuditLog
-    from ..storage import Store
+    from ..storage import Store, UnitOfWork
 
 
 class Suspend(BaseException):
@@ -128,7 +126,7 @@ class Journal:
         output: Any = None,
         *,
         events: Sequence[AuditEvent] = (),
-        also: Callable[[Connection], object] | None = None,
+        also: Callable[[UnitOfWork], object] | None = None,
     ) -> StepInfo:
         """Commit ``record`` now, with ``events`` appended to the audit log and ``also``
         run in the same transaction; remember ``output`` as its value, and return it."""
@@ -136,11 +134,11 @@ class Journal:
             if events or also is not None:
                 audit = self._audit() if events else None
 
-                def write(conn: Connection) -> None:
+                def write(uow: UnitOfWork) -> None:
                     if also is not None:
-                        also(conn)
+                        also(uow)
                     if audit is not None:
-                        audit.append_many(list(events), conn=conn)
+                        audit.append_many(list(events), uow=uow)
 
                 self.store.record_step_with(self.run_id, self.owner, record, write)
             else:

@@ -37,10 +37,8 @@ from .worker import Worker
 from .workflow import StartOptions, Workflow, WorkflowDecorator
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-
     from ..audit.buffer import AuditBuffer
-    from ..storage import Store
+    from ..storage import Store, UnitOfWork
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -297,11 +295,11 @@ class Runtime:
         actor: str | None,
         input_json: str | None,
         **data: Any,
-    ) -> Callable[[Connection], object]:
+    ) -> Callable[[UnitOfWork], object]:
         """The audit append that commits with a new run's row."""
         event = self._start_event(action, run_id, workflow, tenant, actor, input_json, **data)
         audit = self.services.audit
-        return lambda conn: audit.append(event, conn=conn)
+        return lambda uow: audit.append(event, uow=uow)
 
     def buffer_start(
         self,
@@ -382,7 +380,7 @@ class Runtime:
             self.queue_named(queue)
         audit = self.services.audit
 
-        def record(conn: Connection, new: RunInfo) -> None:
+        def record(uow: UnitOfWork, new: RunInfo) -> None:
             event = self._start_event(
                 "run.started",
                 new.run_id,
@@ -393,7 +391,7 @@ class Runtime:
                 forked_from=run_id,
                 from_step=from_step,
             )
-            audit.append(event, conn=conn)
+            audit.append(event, uow=uow)
 
         info = self.store.fork(
             run_id, from_step, uuid.uuid4().hex, self.code_version, target, also=record

@@ -33,7 +33,7 @@ from ..records.task import (
     TaskStatus,
     overridden,
 )
-from ..storage import StepRecord
+from ..storage import StepRecord, UnitOfWork
 
 if TYPE_CHECKING:
     from ..kernel.context import WorkflowContext
@@ -81,40 +81,6 @@ class Asking:
         wait = _seconds(timeout, "timeout")
         deadline = started + (wait if wait is not None else _FOREVER)
         output = {"task_id": task_id, "deadline": deadline}
-        row = {
-            "task_id": task_id,
-            "tenant": ctx.tenant,
-            "run_id": ctx.run_id,
-            "workflow": ctx.workflow,
-            "seq": seq,
-            "title": request.title,
-            "queue": request.queue,
-            "role": request.role,
-            "status": "OPEN",
-            "priority": request.priority,
-            "form": codec.encode(request.form.to_list(), "form"),
-            "case_data": codec.encode(request.case, f"the case of task {task_id!r}"),
-            "suggestion": None
-            if request.suggestion is None
-            else codec.encode(request.suggestion, f"the suggestion of task {task_id!r}"),
-            "confidence": request.confidence,
-            "model": request.model,
-            "model_version": request.model_version,
-            "input_digest": request.input_digest,
-            "call_id": request.call_id,
-            "sla_seconds": request.sla_seconds,
-            "due_at": None if request.sla_seconds is None else started + request.sla_seconds,
-            "escalate_to": request.escalate_to[0] if request.escalate_to else None,
-            "escalation_chain": (
-                codec.encode(list(request.escalate_to), "escalate_to")
-                if len(request.escalate_to) > 1
-                else None
-            ),
-            # Past each SLA one escalation, one per queue named (one in place if none).
-            "escalations": 0 if request.sla_seconds is None else max(1, len(request.escalate_to)),
-            "created_at": started,
-            "updated_at": started,
-        }
         event = AuditEvent(
             action="task.created",
             actor=f"system:workflow/{ctx.workflow}",
@@ -133,8 +99,12 @@ class Asking:
         step = StepRecord(
             seq, name, "SUCCEEDED", codec.encode(output, name), None, 1, started, time.time()
         )
-        store = journal.store
-        journal.record(step, output, events=[event], also=lambda conn: store.insert_task(conn, row))
+        where = {"tenant": ctx.tenant, "run_id": ctx.run_id, "workflow": ctx.workflow}
+
+        def create(uow: UnitOfWork) -> None:
+            uow.tasks.create(request, task_id=task_id, seq=seq, created_at=started, **where)
+
+        journal.record(step, output, events=[event], also=create)
         return task_id, deadline
 
     def _ask(
@@ -179,23 +149,24 @@ class Asking:
                 return StepRecord(seq, name, "FAILED", None, error, 1, started, now)
             return None
 
-        def expired(conn: Any, task: Task) -> None:
-            journal.audit.append(
-                AuditEvent(
-                    action="task.expired",
-                    actor=actor,
-                    tenant=task.tenant,
-                    subject=f"task:{task.task_id}",
-                    run_id=task.run_id,
-                    data={"queue": task.queue},
-                ),
-                conn=conn,
-            )
+        def outcome(uow: UnitOfWork, now: float) -> StepRecord | None:
+            task, expired = uow.tasks.take(task_id, deadline, now)
+            if expired:
+                journal.audit.append(
+                    AuditEvent(
+                        action="task.expired",
+                        actor=actor,
+                        tenant=task.tenant,
+                        subject=f"task:{task.task_id}",
+                        run_id=task.run_id,
+                        data={"queue": task.queue},
+                    ),
+                    uow=uow,
+                )
+            return record(task, now)
 
         with journal.fenced():
-            _, step = journal.store.take_task_outcome(
-                ctx.run_id, journal.owner, task_id, deadline, record, expired
-            )
+            step = journal.store.record_with(ctx.run_id, journal.owner, outcome)
         if step is not None:
             output = None if step.output_json is None else codec.decode(step.output_json)
             return journal.remember(step, output)
