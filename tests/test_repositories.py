@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from aevos import AuditChainError, StorageError, TaskConflictError, TaskNotFoundError
-from aevos.approval import ApprovalStatus
+from aevos.approval import Approval, ApprovalStatus
 from aevos.audit import AuditEvent, AuditLog
 from aevos.errors import ApprovalConflictError, ApprovalNotFoundError
 from aevos.run import NewRun
@@ -309,32 +309,35 @@ def test_a_cancelled_runs_tasks_close_and_reopen_with_it(store: Store) -> None:
 # -- approvals -----------------------------------------------------------------------------
 
 
-def _approval(approval_id: str, *, version: int = 2, expires_at: float = 1e12) -> dict[str, Any]:
-    return {
-        "approval_id": approval_id,
-        "tenant": "acme",
-        "kind": "promotion",
-        "model": "intent",
-        "version": version,
-        "alias": "champion",
-        "alias_was": 1,
-        "policy": "promotion",
-        "evidence": '{"accuracy":0.9}',
-        "decision": '{"result":"approve"}',
-        "status": "PENDING",
-        "requested_by": "operator:ops#1",
-        "requester_token": "1",
-        "requester_name": "ops",
-        "requested_at": float(version),
-        "expires_at": expires_at,
-    }
+def _approval(approval_id: str, *, version: int = 2, expires_at: float = 1e12) -> Approval:
+    return Approval(
+        approval_id=approval_id,
+        tenant="acme",
+        kind="promotion",
+        model="intent",
+        version=version,
+        alias="champion",
+        alias_was=1,
+        policy="promotion",
+        evidence={"accuracy": 0.9},
+        decision={"result": "approve"},
+        status=ApprovalStatus.PENDING,
+        requested_by="operator:ops#1",
+        requester_token="1",
+        requester_name="ops",
+        requested_at=float(version),
+        expires_at=expires_at,
+        decided_by=None,
+        decided_at=None,
+        reason=None,
+    )
 
 
 def test_approvals_are_stored_found_and_closed_once(store: Store) -> None:
     with store.transaction() as uow:
         asked = uow.approvals.insert(_approval("a1"))
         uow.approvals.insert(_approval("a2", version=3, expires_at=50.0))
-    assert asked.status is ApprovalStatus.PENDING and asked.evidence == {"accuracy": 0.9}
+    assert asked == _approval("a1")
     with store.reading() as uow:
         assert [a.approval_id for a in uow.approvals.find("acme")] == ["a2", "a1"]
         assert [a.approval_id for a in uow.approvals.find("acme", model="x")] == []

@@ -166,40 +166,43 @@ class Approvals:
                 None,
             )
         now = time.time()
-        values = {
-            "approval_id": uuid.uuid4().hex,
-            "tenant": tenant,
-            "kind": "promotion",
-            "model": model,
-            "version": version,
-            "alias": alias,
-            "alias_was": alias_was,
-            "policy": policy,
-            "evidence": codec.encode(evidence, "the promotion's evidence"),
-            "decision": codec.encode(decision.to_record(), "the policy's decision"),
-            "status": ApprovalStatus.PENDING.value,
-            "requested_by": requester.actor,
-            "requester_token": requester.token_id,
-            "requester_name": requester.name,
-            "requested_at": now,
-            "expires_at": now + ttl,
-        }
+        asked = Approval(
+            approval_id=uuid.uuid4().hex,
+            tenant=tenant,
+            kind="promotion",
+            model=model,
+            version=version,
+            alias=alias,
+            alias_was=alias_was,
+            policy=policy,
+            evidence=evidence,
+            decision=decision.to_record(),
+            status=ApprovalStatus.PENDING,
+            requested_by=requester.actor,
+            requester_token=requester.token_id,
+            requester_name=requester.name,
+            requested_at=now,
+            expires_at=now + ttl,
+            decided_by=None,
+            decided_at=None,
+            reason=None,
+        )
         event = _event(
             action="approval.requested",
             actor=requester.actor,
             tenant=tenant,
-            subject=f"approval:{values['approval_id']}",
+            subject=f"approval:{asked.approval_id}",
             data={
                 "model": model,
                 "version": version,
                 "alias": alias,
                 "alias_was": alias_was,
                 "decision_id": decision.decision_id,
-                "expires_at": values["expires_at"],
+                "expires_at": asked.expires_at,
             },
         )
         with store.transaction() as uow:
-            approval = uow.approvals.insert(values)
+            approval = uow.approvals.insert(asked)
             self.app.audit.append(event, uow=uow)
         return approval
 

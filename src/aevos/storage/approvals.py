@@ -48,10 +48,33 @@ def approval_of(row: Any) -> Approval:
 class ApprovalRepository(Repository):
     """Pending and decided approvals, in the unit of work it is bound to."""
 
-    def insert(self, values: dict[str, Any]) -> Approval:
-        """Store a new approval (every column of ``aevos_approvals``)."""
-        self.conn.execute(approvals.insert(), values)
-        return self.get(values["approval_id"])
+    def insert(self, approval: Approval) -> Approval:
+        """Store a new approval; returns it as stored."""
+        self.conn.execute(
+            approvals.insert(),
+            {
+                "approval_id": approval.approval_id,
+                "tenant": approval.tenant,
+                "kind": approval.kind,
+                "model": approval.model,
+                "version": approval.version,
+                "alias": approval.alias,
+                "alias_was": approval.alias_was,
+                "policy": approval.policy,
+                "evidence": codec.encode(approval.evidence, "the promotion's evidence"),
+                "decision": codec.encode(approval.decision, "the policy's decision"),
+                "status": approval.status.value,
+                "requested_by": approval.requested_by,
+                "requester_token": approval.requester_token,
+                "requester_name": approval.requester_name,
+                "requested_at": approval.requested_at,
+                "expires_at": approval.expires_at,
+                "decided_by": approval.decided_by,
+                "decided_at": approval.decided_at,
+                "reason": approval.reason,
+            },
+        )
+        return self.get(approval.approval_id)
 
     def get(self, approval_id: str, *, tenant: str | None = None) -> Approval:
         """The approval (ApprovalNotFoundError if unknown, or of another ``tenant``)."""
