@@ -26,6 +26,7 @@ from ..models.promotion import DEFAULT_POLICY, PromotionGate, is_gated
 from ..models.registry import ModelRegistry, card_from_dict, card_to_dict, split_ref
 from ..models.types import ModelVersion
 from ..policy import PolicySet
+from ..records.approval import ApprovalStatus
 from .common import (
     CliError,
     _app,
@@ -388,8 +389,6 @@ def models_approvals(
 
     People approve with their own token, in the console or over the API (four eyes needs
     to know who approves); this is the operator's view."""
-    from ..records.approval import ApprovalStatus
-
     try:
         wanted = None if status is None else ApprovalStatus(status.upper())
     except ValueError:

@@ -25,11 +25,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from .. import codec
+from ..audit import AuditEvent
 from ..errors import (
     ArtifactIntegrityError,
     DefinitionError,
     ModelNotFoundError,
     NoPreviousVersionError,
+    RunNotFoundError,
     SerializationError,
 )
 from ..identity import check_tenant
@@ -126,8 +129,6 @@ def _json(value: Any, what: str) -> str:
     try:
         return _CANONICAL.encode(value)
     except (TypeError, ValueError):
-        from .. import codec
-
         codec.encode(value, what)  # raises with the path to the culprit
         raise SerializationError(f"{what} is not JSON-serialisable") from None
 
@@ -601,8 +602,6 @@ class ModelRegistry:
     def _run_summary(self, run_id: str | None, tenant: str) -> dict[str, Any] | None:
         if run_id is None:
             return None
-        from ..errors import RunNotFoundError
-
         try:
             info = self.store.get_run(run_id)
         except RunNotFoundError:
@@ -636,8 +635,6 @@ class ModelRegistry:
         return self._event(action, by, version, alias=alias, previous_version=previous)
 
     def _event(self, action: str, by: str, version: ModelVersion, **data: Any) -> AuditEvent:
-        from ..audit import AuditEvent
-
         return AuditEvent(
             action=action,
             actor=by,
