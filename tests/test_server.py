@@ -234,6 +234,7 @@ def test_aevos_serve_runs_the_api_and_workers(sqlite_url: str, tmp_path: Any) ->
         ("ModelInputError", 422),
         ("BudgetExceededError", 429),
         ("RateLimitedError", 429),
+        ("UndeclaredCostError", 409),
         ("CircuitOpenError", 502),
         ("ModelTimeoutError", 502),
         ("StorageUnavailableError", 503),

@@ -427,6 +427,8 @@ class ModelTimeoutError(ModelCallError, TimeoutError):
 #     ├── LimitExceededError       a budget or rate-limit scope has nothing left in its window
 #     │   ├── BudgetExceededError  calls, cost or tokens of a budget
 #     │   └── RateLimitedError     calls of a rate limit
+#     ├── UndeclaredCostError      a cost (or token) budget cannot reserve a call whose cost is
+#     │                            neither declared (max_cost) nor estimated (cost_estimate)
 #     └── CircuitOpenError         the version's circuit breaker is open and no fallback answered
 # A model that raises or times out surfaces as ModelCallError / ModelTimeoutError (above).
 # Gateway errors take the message first so that a recorded one is rebuilt as the same class
@@ -458,6 +460,25 @@ class BudgetExceededError(LimitExceededError):
 
 class RateLimitedError(LimitExceededError):
     code = "rate_limited"
+
+
+class UndeclaredCostError(GatewayError):
+    """A budget of ``scope`` limits ``limit`` (``cost`` or ``tokens``), and a call of ``model``
+    declares no upper bound of it (the route's ``max_cost`` / ``max_tokens``) and none of the
+    route or the budget configures an estimate (``cost_estimate`` / ``tokens_estimate``).
+    The budget could not reserve the call before it runs, so the call was refused: letting it
+    through at no cost would let concurrent calls overshoot the budget."""
+
+    code = "cost_undeclared"
+
+    def __init__(self, message: str, *, scope: str = "", limit: str = "", model: str = "") -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.limit = limit
+        self.model = model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "scope": self.scope, "limit": self.limit, "model": self.model}
 
 
 class CircuitOpenError(GatewayError):

@@ -50,6 +50,9 @@ _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.InvalidEventError, 422),
     (e.EventMappingError, 422),
     (e.LimitExceededError, 429),
+    # The deployment's budgets cannot admit the call until its cost is declared: the request
+    # is fine, and retrying it cannot help.
+    (e.UndeclaredCostError, 409),
     (e.CircuitOpenError, 502),
     (e.ModelCallError, 502),  # ModelTimeoutError too
     (e.StorageUnavailableError, 503),
