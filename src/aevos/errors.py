@@ -331,8 +331,14 @@ class PiiTokenNotFoundError(PiiError, LookupError):
 #     AuditError
 #     ├── InvalidAuditEventError  an event that cannot be recorded (bad field, non-JSON data)
 #     ├── AuditChainError         a chain that cannot be appended to (its head row is gone)
-#     └── AuditKeyError           the audit key is malformed (names the variable, never the value)
-# A tampered chain is not an error: AuditLog.verify returns a report naming each record.
+#     ├── AuditKeyError           the audit key is malformed (names the variable, never the value)
+#     ├── AuditSigningKeyError    an anchor signing or public key is malformed
+#     │   └── AuditSigningKeyMissingError  ... or not configured where one is needed
+#     └── AuditAnchorError        anchors cannot be written or read (no directory, an OS error)
+#         └── AuditAnchorRefusedError  a head not signed: its chain no longer extends the
+#                                      newest anchor, or does not verify
+# A tampered chain is not an error: AuditLog.verify returns a report naming each record (and
+# each anchor file that is not a valid anchor).
 
 
 class AuditError(AevosError):
@@ -349,6 +355,22 @@ class AuditChainError(AuditError):
 
 class AuditKeyError(AuditError):
     code = "audit_key_invalid"
+
+
+class AuditSigningKeyError(AuditError):
+    code = "audit_signing_key_invalid"
+
+
+class AuditSigningKeyMissingError(AuditSigningKeyError):
+    code = "audit_signing_key_missing"
+
+
+class AuditAnchorError(AuditError):
+    code = "audit_anchor_failed"
+
+
+class AuditAnchorRefusedError(AuditAnchorError):
+    code = "audit_anchor_refused"
 
 
 # -- model registry -------------------------------------------------------------------------

@@ -57,6 +57,8 @@ _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.ModelCallError, 502),  # ModelTimeoutError too
     (e.StorageUnavailableError, 503),
     (e.StorageError, 500),  # SchemaError, CorruptDatabaseError: the server's fault
+    (e.AuditSigningKeyError, 500),  # the server's anchor keys or directory are misconfigured
+    (e.AuditAnchorError, 500),
 ]
 
 # Storage errors name the database (host, name, file) for operators; HTTP clients get the
