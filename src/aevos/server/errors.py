@@ -93,17 +93,20 @@ def body(code: str, message: str, **extra: object) -> dict[str, object]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
+def error_response(exc: e.AevosError) -> JSONResponse:
+    """The API's answer to ``exc``: its status, and its code and public message."""
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.AuthenticationError) else None
+    # Structured details the error carries (a field name, a task's status), never values.
+    extra = {k: v for k, v in exc.to_dict().items() if k not in ("code", "message")}
+    return JSONResponse(
+        body(exc.code, public_message(exc), **extra), status_code=status_for(exc), headers=headers
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(e.AevosError)
     async def aevos_error(_request: Request, exc: e.AevosError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.AuthenticationError) else None
-        # Structured details the error carries (a field name, a task's status), never values.
-        extra = {k: v for k, v in exc.to_dict().items() if k not in ("code", "message")}
-        return JSONResponse(
-            body(exc.code, public_message(exc), **extra),
-            status_code=status_for(exc),
-            headers=headers,
-        )
+        return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def framework_refusal(request: Request, exc: StarletteHTTPException) -> Response:

@@ -44,7 +44,7 @@ from fastapi.staticfiles import StaticFiles
 
 # The page modules register their routes on the shared router when imported.
 from . import dashboard, inbox, login, models, runs  # noqa: F401
-from .page import HERE, router
+from .page import HERE, error_response, router
 from .session import KEY_ENV, LOGIN_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Sessions
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "SESSION_COOKIE",
     "SESSION_SECONDS",
     "Sessions",
+    "error_response",
     "install",
     "router",
 ]

@@ -19,10 +19,12 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
+from starlette.types import Scope
 
 from ... import errors as e
 from ...identity import Permission, Principal
 from ..deps import AccessDep
+from ..errors import error_response as api_error_response
 from ..errors import public_message, status_for
 from .session import SESSION_COOKIE, Session, Sessions
 
@@ -135,6 +137,14 @@ def render(
         status_code=status_code,
         headers=_HEADERS,
     )
+
+
+async def error_response(scope: Scope, error: e.AevosError) -> Response:
+    """A refusal made before any route ran (a body too large): under ``/console`` a page,
+    elsewhere the API's JSON."""
+    if not scope["path"].startswith("/console"):
+        return api_error_response(error)
+    return render(Request(scope), "error.html", status_for(error), message=public_message(error))
 
 
 def to_login(request: Request, reason: str | None) -> Response:
