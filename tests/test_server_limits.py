@@ -1,7 +1,9 @@
-"""Bounded requests: request bodies past their limit get 413 unread, and are recorded."""
+"""Bounded requests and responses: request bodies past their limit get 413 unread, and
+listings show large inputs, outputs and cases as summaries with a link to the whole value."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import threading
@@ -19,6 +21,7 @@ from aevos import Aevos, Field, StepContext, WorkflowContext
 from aevos.errors import DefinitionError
 from aevos.server import create_app
 from aevos.server.limits import DEFAULT_MAX_BODY_BYTES, MAX_BODY_ENV
+from aevos.server.summaries import DEFAULT_LISTED_VALUE_BYTES
 
 MiB = 1 << 20
 LIMIT = DEFAULT_MAX_BODY_BYTES
@@ -225,5 +228,98 @@ def test_a_real_server_refuses_20_mib_sent_either_way(sqlite_url: str) -> None:
         assert (declared.status_code, streamed.status_code, small.status_code) == (413, 413, 201)
         assert streamed.json()["error"]["code"] == "payload_too_large"
         assert len(app.list_runs(tenant="acme")) == 1
+    finally:
+        app.close()
+
+
+# -- listings --------------------------------------------------------------------------------
+
+
+def test_listings_summarise_large_inputs_and_outputs_with_a_link_to_them(
+    served: tuple[Aevos, TestClient],
+) -> None:
+    app, client = served
+    ops, other = _token(app), _token(app, "globex")
+    note = "é" * (DEFAULT_LISTED_VALUE_BYTES // 2)  # two bytes each in UTF-8: past the limit
+    big = client.post("/v1/runs", json={"workflow": "intake", "args": [note]}, headers=ops)
+    small = client.post("/v1/runs", json={"workflow": "intake", "args": ["hi"]}, headers=ops)
+    assert big.status_code == small.status_code == 201
+    run_id = big.json()["run_id"]
+    worker = app.worker().start()
+    try:
+        for created in (big, small):
+            app.handle(created.json()["run_id"]).result(timeout=30)
+    finally:
+        worker.stop()
+
+    listed = {r["run_id"]: r for r in client.get("/v1/runs", headers=ops).json()}
+    assert listed[small.json()["run_id"]]["input"] == {"args": ["hi"], "kwargs": {}}
+    assert listed[small.json()["run_id"]]["truncated"] == []
+    run = listed[run_id]
+    assert run["truncated"] == ["input", "output"]
+    summary = run["input"]
+    assert summary == {
+        "truncated": True,
+        "bytes": summary["bytes"],
+        "sha256": summary["sha256"],
+        "href": f"/v1/runs/{run_id}/input",
+    }
+    assert summary["bytes"] > DEFAULT_LISTED_VALUE_BYTES
+    whole = client.get(summary["href"], headers=ops)
+    assert whole.json() == {"args": [note], "kwargs": {}}
+    assert len(whole.content) == summary["bytes"]
+    assert hashlib.sha256(whole.content).hexdigest() == summary["sha256"]
+    output = client.get(run["output"]["href"], headers=ops).json()
+    assert output == {"steps": {"echo": note}, "size": len(note)}
+    # One run read by itself is whole.
+    assert client.get(f"/v1/runs/{run_id}", headers=ops).json()["input"]["args"] == [note]
+
+    (step,) = client.get(f"/v1/runs/{run_id}/steps", headers=ops).json()
+    assert step["truncated"] == ["output"]
+    assert step["output"]["href"] == f"/v1/runs/{run_id}/steps/0/output"
+    assert client.get(step["output"]["href"], headers=ops).json() == {"echo": note}
+    missing = client.get(f"/v1/runs/{run_id}/steps/7/output", headers=ops)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+    # The values are the run's tenant's: another tenant's token is refused (and audited).
+    for href in (summary["href"], run["output"]["href"], step["output"]["href"]):
+        refused = client.get(href, headers=other)
+        assert refused.status_code == 403, href
+        assert note[:10] not in refused.text
+    assert client.get(summary["href"]).status_code == 401
+
+
+def test_a_listed_tasks_large_case_is_a_summary(served: tuple[Aevos, TestClient]) -> None:
+    app, client = served
+    ops, reviewer, other = _token(app), _token(app, role="reviewer"), _token(app, "globex")
+    note = "n" * (DEFAULT_LISTED_VALUE_BYTES + 1)
+    started = client.post("/v1/runs", json={"workflow": "review", "args": [note]}, headers=ops)
+    run_id = started.json()["run_id"]
+    worker = app.worker().start()
+    try:
+        _wait_for(lambda: bool(app.tasks.list(tenant="acme", run_id=run_id)))
+    finally:
+        worker.stop()
+    (task,) = client.get("/v1/tasks", headers=reviewer).json()
+    assert task["truncated"] == ["case"]
+    assert task["case"]["href"] == f"/v1/tasks/{task['task_id']}/case"
+    assert client.get(task["case"]["href"], headers=reviewer).json() == note
+    assert client.get(f"/v1/tasks/{task['task_id']}", headers=reviewer).json()["case"] == note
+    assert client.get(task["case"]["href"], headers=other).status_code == 403
+
+
+def test_the_listing_threshold_is_an_option(sqlite_url: str) -> None:
+    app = _app(sqlite_url)
+    try:
+        ops = _token(app)
+        with TestClient(create_app(app, listed_value_bytes=10)) as client:
+            client.post(
+                "/v1/runs", json={"workflow": "intake", "args": ["twelve chars"]}, headers=ops
+            )
+            (run,) = client.get("/v1/runs", headers=ops).json()
+            assert run["truncated"] == ["input"]
+            assert run["input"]["bytes"] == len(b'{"args":["twelve chars"],"kwargs":{}}')
+        with pytest.raises(DefinitionError, match="listed_value_bytes"):
+            create_app(app, listed_value_bytes=0)
     finally:
         app.close()

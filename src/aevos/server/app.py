@@ -17,7 +17,7 @@ from starlette.types import Scope
 from .. import __version__
 from ..app import Aevos
 from ..errors import AevosError
-from . import console, errors
+from . import console, errors, summaries
 from .api import approvals, audit, events, metrics, models, policies, runs, tasks
 from .limits import BodyLimit, BodyLimits, BodyRule, RequestRefusals
 from .limits import max_body_bytes as resolve_max_body_bytes
@@ -30,14 +30,18 @@ def create_app(
     aevos: Aevos,
     *,
     max_body_bytes: int | None = None,
+    listed_value_bytes: int | None = None,
 ) -> FastAPI:
     """The HTTP API of ``aevos``: every route but ``/healthz`` needs a bearer token.
 
     ``max_body_bytes`` bounds every request body (default ``AEVOS_MAX_BODY_BYTES``, else
     1 MiB; webhook sources and model registrations have their own limits): a larger body
     is refused with 413 ``payload_too_large`` before it is read (:mod:`.limits`).
+    Listings show an input, output or case longer than ``listed_value_bytes`` as JSON
+    (default 8 KiB) as a summary with a link to the whole value (:mod:`.summaries`).
     """
     limit = resolve_max_body_bytes(max_body_bytes)
+    listed = summaries.listed_value_bytes(listed_value_bytes)
     refusals = RequestRefusals(aevos)
 
     @asynccontextmanager
@@ -58,6 +62,7 @@ def create_app(
         lifespan=lifespan,
     )
     api.state.aevos = aevos
+    api.state.listed_value_bytes = listed
     errors.install(api)
     api.include_router(runs.router)
     api.include_router(tasks.router)
