@@ -323,3 +323,27 @@ def test_the_listing_threshold_is_an_option(sqlite_url: str) -> None:
             create_app(app, listed_value_bytes=0)
     finally:
         app.close()
+
+
+# -- malformed bodies ------------------------------------------------------------------------
+
+
+def test_a_malformed_json_body_names_the_body_and_where(
+    served: tuple[Aevos, TestClient],
+) -> None:
+    app, client = served
+    headers = _token(app) | {"Content-Type": "application/json"}
+    response = client.post(
+        "/v1/runs", content=b'{"workflow": "intake",\n "args": [1,,]}', headers=headers
+    )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and error["message"] == "invalid body"
+    (field,) = error["fields"]
+    assert field == {
+        "field": "body",
+        "problem": "not valid JSON: Expecting value at line 2 column 13 (char 35)",
+        "position": 35,
+        "line": 2,
+        "column": 13,
+    }
