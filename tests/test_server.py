@@ -193,6 +193,8 @@ def test_aevos_serve_runs_the_api_and_workers(sqlite_url: str, tmp_path: Any) ->
             str(port),
             "--workers",
             "2",
+            "--max-body-bytes",
+            "4096",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -221,10 +223,45 @@ def test_aevos_serve_runs_the_api_and_workers(sqlite_url: str, tmp_path: Any) ->
                 break
             time.sleep(0.1)
         assert run["output"]["queue"] == "billing"
+        too_large = httpx.post(f"{base}/v1/runs", content=b"[" + b" " * 4096 + b"]")
+        assert too_large.status_code == 413  # --max-body-bytes
     finally:
         server.send_signal(signal.SIGINT)
         _, stderr = server.communicate(timeout=30)  # drains and closes the pipes
     assert "Traceback" not in stderr
+
+
+def test_aevos_serve_on_a_busy_port_says_so_before_serving(sqlite_url: str) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AEVOS_DATABASE_URL": sqlite_url}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "aevos", "serve", "--port", str(port), "--workers", "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""  # no "serving" banner
+    assert done.stderr.startswith(f"error [address_in_use]: cannot listen on 127.0.0.1:{port}")
+    assert "Traceback" not in done.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "aevos", "serve", "--max-body-bytes", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error [bad_option]: --max-body-bytes must be 1 to")
 
 
 @pytest.mark.parametrize(
