@@ -54,6 +54,20 @@ def test_requests_without_a_valid_token_get_401(
     assert [r.action for r in app.audit.query("default")][-1] == "auth.denied"
 
 
+def test_the_root_leads_to_the_console_and_unknown_paths_are_json_404s(
+    served: tuple[Aevos, TestClient],
+) -> None:
+    _, client = served
+    root = client.get("/", follow_redirects=False)
+    assert (root.status_code, root.headers["location"]) == (307, "/console")
+    landed = client.get("/")  # not signed in: the console's sign-in page
+    assert landed.url.path == "/console/login" and "text/html" in landed.headers["content-type"]
+    for path in ("/v1/nope", "/nope"):
+        missing = client.get(path)
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "not_found"
+
+
 def test_start_inspect_and_run_to_completion(served: tuple[Aevos, TestClient]) -> None:
     app, client = served
     ops = _token(app, "acme", "operator")

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
@@ -78,6 +79,11 @@ def create_app(
         """Liveness and database reachability (503 when the database is unreachable)."""
         aevos.store.ping()
         return Status(status="ok")
+
+    @api.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        # People who open the server's address find the console; API clients use /v1/...
+        return RedirectResponse("/console", status_code=307)
 
     console.install(api)  # the web console under /console, outside the OpenAPI schema
 

@@ -33,7 +33,7 @@ log = logging.getLogger("aevos.server.console")
 HERE = Path(__file__).parent.parent  # server/: templates/ and static/
 PAGE_SIZE = 50
 # No inline script or style anywhere: the pages work under this policy.
-_HEADERS = {
+HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -135,7 +135,7 @@ def render(
         template,
         {"viewer": getattr(request.state, "viewer", None), "status_code": status_code} | context,
         status_code=status_code,
-        headers=_HEADERS,
+        headers=HEADERS,
     )
 
 
@@ -239,7 +239,8 @@ CheckedViewerDep = Annotated[Viewer, Depends(checked_viewer)]
 def safe_next(target: str) -> str:
     # Only our own pages: never an absolute or protocol-relative URL (an open redirect).
     ok = target.startswith("/console/") and not target.startswith("/console/login")
-    return target if ok and "//" not in target and "\\" not in target else "/console/runs"
+    # Without one, /console sends the viewer to their landing page (by role).
+    return target if ok and "//" not in target and "\\" not in target else "/console"
 
 
 Window = Literal["hour", "day", "week"]
