@@ -140,6 +140,41 @@ def test_parameters_named_like_options_reach_the_workflow_every_way(app: Aevos) 
     assert "not-an-id" not in {r.run_id for r in runs}
 
 
+def test_child_runs_take_options_from_options_and_every_keyword_as_an_argument(
+    app: Aevos,
+) -> None:
+    app.queue("q")
+
+    @app.workflow(name="kid")
+    def kid(ctx: WorkflowContext, queue: str, priority: int) -> list[Any]:
+        return [queue, priority, ctx.tenant]
+
+    @app.workflow(name="enqueuing")
+    def enqueuing(ctx: WorkflowContext) -> list[Any]:
+        child = ctx.start_child(kid.options(queue="q", priority=4), queue="refunds", priority=7)
+        return [child, ctx.wait_child(child, timeout=30)]
+
+    @app.workflow(name="misusing")
+    def misusing(ctx: WorkflowContext, how: str) -> object:
+        if how == "inline":
+            return kid.options(queue="q")(ctx, queue="a", priority=1)
+        return ctx.start_child(kid.options(tenant="other"), queue="a", priority=1)
+
+    worker = app.worker().start()
+    try:
+        child_id, result = enqueuing.options(tenant="acme").run()
+    finally:
+        worker.stop()
+    assert result == ["refunds", 7, "acme"]
+    child = app.get_run(child_id)
+    assert (child.queue, child.priority, child.tenant) == ("q", 4, "acme")
+    assert child.input == {"args": [], "kwargs": {"queue": "refunds", "priority": 7}}
+    for how, refused in [("inline", "queue"), ("enqueued", "tenant")]:
+        with pytest.raises(DefinitionError, match=f"cannot take start option\\(s\\) {refused}:"):
+            misusing.run(how)
+    assert len(app.list_runs(workflow="kid")) == 1  # the refused children never started
+
+
 def test_arguments_are_checked_against_the_signature_before_the_run_exists(
     app: Aevos,
 ) -> None:

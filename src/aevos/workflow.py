@@ -145,7 +145,38 @@ class Workflow(Generic[P, R]):
                 f"{self.name}.start(...) to enqueue it, or pass the parent's context to run it "
                 "as a child workflow"
             )
+        self._child_options(enqueued=False)
         return cast(R, ctx.run_child(self, args, kwargs))
+
+    def _child_options(self, *, enqueued: bool) -> StartOptions:
+        """The options of a child run of this copy, refusing those a child cannot take: it
+        has its parent's tenant and an id derived from its parent's position, and an inline
+        child runs in the parent's thread (so it has no queue or priority either)."""
+        opts = self._options
+        refused = [
+            name
+            for name, given in (
+                ("idempotency_key", opts.idempotency_key is not None),
+                ("run_id", opts.run_id is not None),
+                ("tenant", opts.tenant != StartOptions.tenant),
+                ("queue", not enqueued and opts.queue is not None),
+                ("priority", not enqueued and opts.priority != StartOptions.priority),
+            )
+            if given
+        ]
+        if refused:
+            how = (
+                "an enqueued child takes only queue and priority"
+                if enqueued
+                else "an inline child runs in its parent's thread; to give it a queue or a "
+                "priority, enqueue it with ctx.start_child(wf.options(...), ...)"
+            )
+            raise DefinitionError(
+                f"child run of workflow {self.name!r} cannot take start option(s) "
+                f"{', '.join(refused)}: a child has its parent's tenant and an id derived "
+                f"from the parent's position, and {how}"
+            )
+        return opts
 
     def run(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run now, in this thread, durably; returns the result or raises the error.
