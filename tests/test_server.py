@@ -109,12 +109,12 @@ def test_errors_carry_stable_codes_and_name_the_field(served: tuple[Aevos, TestC
         "/v1/runs", json={"workflow": "claims.intake", "args": [1, 2, 3]}, headers=ops
     )
     assert wrong_args.status_code == 422
-    assert wrong_args.json()["error"]["code"] == "definition_error"
+    assert wrong_args.json()["error"]["code"] == "invalid_arguments"
     missing = client.get("/v1/runs/does-not-exist", headers=ops)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "run_not_found"
     # Every refused start is still visible, with its reason.
     rejected = client.get("/v1/runs", params={"status": "REJECTED"}, headers=ops).json()
-    assert {r["error"]["code"] for r in rejected} == {"unknown_workflow", "definition_error"}
+    assert {r["error"]["code"] for r in rejected} == {"unknown_workflow", "invalid_arguments"}
 
 
 def test_roles_and_tenants_are_enforced(served: tuple[Aevos, TestClient]) -> None:

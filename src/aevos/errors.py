@@ -7,6 +7,7 @@ secrets (database passwords are stripped from URLs before they reach a message).
 
     AevosError
     ├── DefinitionError            misuse of a decorator or app option, found at decoration time
+    │   └── WorkflowArgumentError  arguments that do not fit the workflow, found at start time
     ├── SerializationError         a workflow input or step output is not JSON-serialisable
     ├── UnknownWorkflowError       a run was asked for a workflow name nobody registered
     ├── RunNotFoundError           no run has that id
@@ -45,6 +46,23 @@ class AevosError(Exception):
 
 class DefinitionError(AevosError, TypeError):
     code = "definition_error"
+
+
+class WorkflowArgumentError(DefinitionError):
+    """A run's arguments do not fit its workflow's signature: an unknown keyword (start
+    options such as ``tenant`` are not arguments), a missing one, one given twice, or too
+    many positional ones. Raised before the run exists; ``argument`` names the parameter or
+    keyword concerned (None when the count of positional arguments is wrong).
+    """
+
+    code = "invalid_arguments"
+
+    def __init__(self, message: str, argument: str | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "argument": self.argument}
 
 
 class SerializationError(AevosError, TypeError):

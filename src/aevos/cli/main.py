@@ -27,6 +27,7 @@ from ..app import DEFAULT_DATABASE_URL
 from ..queue import INLINE_QUEUE
 from ..storage.dialect import dialect_for, redact_url
 from ..storage.migration import current_revision, ensure_schema, head_revision
+from ..workflow import StartOptions
 from .common import (
     CliError,
     _app,
@@ -111,8 +112,6 @@ def migrate(ctx: typer.Context) -> None:
 
 # -- starting runs ---------------------------------------------------------------------------
 
-_START_OPTIONS = frozenset({"idempotency_key", "queue", "priority", "tenant", "actor"})
-
 
 @cli.command()
 @_reports_errors
@@ -143,17 +142,11 @@ def start(
     """Enqueue a run of WORKFLOW; prints its id, or with --wait its result as JSON."""
     positional = _json_option("--args", args, list)
     named = _json_option("--kwargs", kwargs, dict)
-    clash = sorted(_START_OPTIONS & set(named))
-    if clash:
-        raise CliError(
-            "bad_json",
-            f"--kwargs cannot pass {', '.join(clash)}: those are start options "
-            "(use --key, --queue, --priority)",
-        )
+    # --kwargs are the workflow's alone (a key named "queue" is its argument); start options
+    # come only from --key, --queue and --priority.
+    options = StartOptions(queue=queue, idempotency_key=key, priority=priority)
     with _app(ctx, app_ref) as app:
-        handle = app.start(
-            workflow, *positional, idempotency_key=key, queue=queue, priority=priority, **named
-        )
+        handle = app._start_named(workflow, positional, named, options)
         info = handle.info()
         if not wait:
             err.print(
