@@ -56,6 +56,7 @@ from .errors import (
     TaskInputError,
     TaskNotFoundError,
     UnknownWorkflowError,
+    WorkflowArgumentError,
 )
 from .handle import RunHandle
 from .queue import Queue
@@ -218,6 +219,7 @@ __all__ = [
     "VerifyReport",
     "Worker",
     "Workflow",
+    "WorkflowArgumentError",
     "WorkflowContext",
     "__version__",
     "python_policy",

@@ -21,6 +21,7 @@ from .lineage import Lineage, lineage
 from .run import RunInfo, StepInfo
 from .status import RunStatus
 from .task import Feedback, Task, TaskStatus
+from .workflow import StartOptions
 
 if TYPE_CHECKING:
     from .app import Aevos
@@ -154,19 +155,20 @@ class Access:
         queue: str | None = None,
         priority: int = 0,
     ) -> RunInfo:
+        """Start a run in the principal's tenant. ``args`` and ``kwargs`` are the workflow's
+        alone (a keyword named ``tenant`` goes to the workflow, never sets the run's tenant);
+        arguments that do not fit it are a :class:`~aevos.errors.WorkflowArgumentError`."""
         self._allow(principal, Permission.RUNS_START, "start runs")
-        # The kernel audits the start (or the refusal) in the run's own transaction, with
-        # the principal as its actor.
-        handle = self.app.start(
-            workflow,
-            *(args or []),
-            idempotency_key=idempotency_key,
+        options = StartOptions(
             queue=queue,
+            idempotency_key=idempotency_key,
             priority=priority,
             tenant=principal.tenant,
             actor=principal.actor,
-            **(kwargs or {}),
         )
+        # The kernel audits the start (or the refusal) in the run's own transaction, with
+        # the principal as its actor.
+        handle = self.app._start_named(workflow, args or [], kwargs or {}, options)
         return self.app.store.get_run(handle.run_id)
 
     def cancel_run(self, principal: Principal, run_id: str) -> RunStatus:

@@ -462,36 +462,39 @@ class Aevos(Executor):
         )
         return run_id
 
-    def start(
-        self,
-        workflow: str,
-        *args: Any,
-        idempotency_key: str | None = None,
-        queue: str | None = None,
-        priority: int = 0,
-        tenant: str = "default",
-        actor: str | None = None,
-        **kwargs: Any,
-    ) -> RunHandle[Any]:
-        """Enqueue a run of a workflow by name (the CLI and API path); ``actor`` names who
-        started it in the audit log (the API passes its principal)."""
-        opts = StartOptions(
-            queue=queue,
-            idempotency_key=idempotency_key,
-            priority=priority,
-            tenant=tenant,
-            actor=actor,
-        )
-        wf = self.workflows.get(workflow)
-        if wf is None:
-            error = UnknownWorkflowError(
-                f"no workflow named {workflow!r} is registered "
+    def start(self, workflow: str, /, *args: Any, **kwargs: Any) -> RunHandle[Any]:
+        """Enqueue a run of the workflow registered as ``workflow``, with default options.
+
+        Every argument after the name, keywords included, is the workflow's: a keyword the
+        function does not take is a :class:`~aevos.errors.WorkflowArgumentError`, recorded
+        as a REJECTED run like an unknown name. To start by name with options, use
+        ``app.workflow_named(name).options(idempotency_key=..., ...).start(...)``.
+        """
+        return self._start_named(workflow, args, kwargs, StartOptions())
+
+    def workflow_named(self, name: str) -> Workflow[Any, Any]:
+        """The workflow registered as ``name`` (an :class:`UnknownWorkflowError` if none),
+        for starting it by name with options: ``app.workflow_named(name).options(...)``."""
+        workflow = self.workflows.get(name)
+        if workflow is None:
+            raise UnknownWorkflowError(
+                f"no workflow named {name[:200]!r} is registered "
                 f"(known: {', '.join(sorted(self.workflows)) or 'none'})"
             )
+        return workflow
+
+    def _start_named(
+        self, workflow: str, args: Sequence[Any], kwargs: dict[str, Any], opts: StartOptions
+    ) -> RunHandle[Any]:
+        """Start by name with options already checked (the API's and the CLI's path): an
+        unknown name is recorded as a REJECTED run, in ``opts.tenant``, before it is raised."""
+        try:
+            wf = self.workflow_named(workflow)
+        except UnknownWorkflowError as error:
             self._reject(workflow, opts, error)
-            raise error
-        if queue is not None:
-            self._queue_named(queue)
+            raise
+        if opts.queue is not None:
+            self._queue_named(opts.queue)
         return self._enqueue(wf, args, kwargs, opts)
 
     def _enqueue(

@@ -600,15 +600,13 @@ class WorkflowContext:
     def _child_id(self, seq: int) -> str:
         return f"{self.run_id}.{seq}"
 
-    def start_child(
-        self,
-        workflow: Workflow[..., Any],
-        *args: Any,
-        queue: str | None = None,
-        priority: int = 0,
-        **kwargs: Any,
-    ) -> str:
-        """Enqueue a child run (picked up by any worker) and return its run id."""
+    def start_child(self, workflow: Workflow[..., Any], /, *args: Any, **kwargs: Any) -> str:
+        """Enqueue a child run (picked up by any worker) and return its run id.
+
+        Every argument after the workflow is the child's; its queue and priority are given
+        with ``ctx.start_child(child.options(queue=..., priority=...), ...)``.
+        """
+        options = workflow._child_options(enqueued=True)
         input_json = workflow._encode_input(args, kwargs)
 
         def start() -> str:
@@ -617,10 +615,10 @@ class WorkflowContext:
                 NewRun(
                     run_id=child_id,
                     workflow=workflow.name,
-                    queue=queue or workflow.queue,
+                    queue=options.queue or workflow.queue,
                     input_json=input_json,
                     code_version=self._code_version,
-                    priority=priority,
+                    priority=options.priority,
                     tenant=self.tenant,
                     parent_run_id=self.run_id,
                 ),
