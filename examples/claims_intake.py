@@ -343,7 +343,8 @@ def claim_key(row: dict[str, str]) -> str | None:
 
 def start_claims(app: Aevos, rows: Iterable[dict[str, str]]) -> list[RunHandle[Any]]:
     """Enqueue one intake run per row; rows already started return their existing run."""
-    return [app.start(WORKFLOW, row, idempotency_key=claim_key(row)) for row in rows]
+    intake = app.workflow_named(WORKFLOW)
+    return [intake.options(idempotency_key=claim_key(row)).start(row) for row in rows]
 
 
 @dataclass

@@ -54,6 +54,10 @@ APP_SOURCE = textwrap.dedent(
         def waits(ctx: WorkflowContext) -> object:
             return ctx.wait_signal("go", timeout=60)
 
+        @app.workflow(name="route")
+        def route(ctx: WorkflowContext, queue: str, priority: int = 0) -> dict:
+            return {"queue": queue, "priority": priority}
+
         return app
 
     app = make_app()
@@ -198,7 +202,6 @@ def test_unknown_workflow_exits_2_and_leaves_a_rejected_run(aevos: Callable[...,
         ("--args", '{"x": 1}', "--args must be a JSON list"),
         ("--kwargs", "[1]", "--kwargs must be a JSON object"),
         ("--kwargs", "{x: 1}", "--kwargs is not valid JSON"),
-        ("--kwargs", '{"queue": "q"}', "--kwargs cannot pass queue"),
     ],
 )
 def test_malformed_json_names_the_option(
@@ -210,9 +213,31 @@ def test_malformed_json_names_the_option(
     assert aevos("runs", "list", "--json").stdout == ""  # refused before reaching the kernel
 
 
+def test_kwargs_are_the_workflows_and_options_come_from_flags(
+    aevos: Callable[..., Result],
+) -> None:
+    # A workflow whose parameters are named like start options receives them as arguments.
+    named = '{"queue": "refunds", "priority": 7}'
+    args = ("start", "route", "--app", "{app}", "--kwargs", named)
+    run_id = run_id_of(aevos(*args, "--queue", "work", "--priority", "2", "--key", "r-1"))
+    run = show(aevos, run_id)["run"]
+    assert (run["queue"], run["priority"], run["idempotency_key"]) == ("work", 2, "r-1")
+    assert run["input"] == {"args": [], "kwargs": {"queue": "refunds", "priority": 7}}
+    # One without such a parameter refuses the keyword by name; the refusal is recorded.
+    result = aevos("start", "double", "--app", "{app}", "--kwargs", '{"x": 1, "queue": "work"}')
+    assert_error(result, "invalid_arguments")
+    assert "no parameter 'queue'" in result.stderr
+    assert "start option" in result.stderr
+    listed = aevos("runs", "list", "--status", "rejected", "--json")
+    (rejected,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert rejected["workflow"] == "double"
+    assert rejected["error"]["code"] == "invalid_arguments"
+    assert rejected["error"]["argument"] == "queue"
+
+
 def test_wrong_arguments_for_the_workflow(aevos: Callable[..., Result]) -> None:
     result = aevos("start", "double", "--app", "{app}", "--args", "[1, 2, 3, 4]")
-    assert_error(result, "definition_error")
+    assert_error(result, "invalid_arguments")
     assert "bad arguments for workflow 'double'" in result.stderr
 
 

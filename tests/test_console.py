@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 import uvicorn
 from tests.conftest import IN_CI
@@ -84,6 +85,14 @@ def serving(database_url: str) -> Iterator[Console]:
     @app.workflow(name="support.triage")
     def triage(ctx: WorkflowContext, ticket: str) -> str:
         return route(ctx, "billing" if "invoice" in ticket else "general")
+
+    @app.step(name="shout")
+    def shout(ctx: StepContext, text: str) -> str:
+        return text.upper()
+
+    @app.workflow(name="echo")
+    def echo(ctx: WorkflowContext, text: str) -> str:
+        return shout(ctx, text)
 
     models = app.models
     models.register(
@@ -267,16 +276,58 @@ def test_an_operator_explores_runs_and_a_run_with_its_timeline_and_lineage(
     assert labels == ["#0 extract", "#1 aevos.predict:claims-risk", "#2 route"]
     assert len(bars) == 3 and all(end >= start >= 0 for start, end in bars)
     assert bars[0][1] - bars[0][0] >= 0.04  # extract slept 50 ms
-    expect(page.locator("#steps tbody tr")).to_have_count(3)
+    steps = page.locator("#steps tbody tr")
+    expect(steps).to_have_count(3)
+    # Each step's output, as GET /v1/runs/{id}/steps gives it to this operator.
+    expect(steps.nth(0).locator("td.output summary")).to_have_text("500.0")
+    expect(steps.nth(2).locator("td.output summary")).to_have_text('"queue:auto"')
+    token = {"Authorization": f"Bearer {console.token('acme', 'operator', 'olga')}"}
+    api_steps = httpx.get(f"{console.url}/v1/runs/{console.runs['done']}/steps", headers=token)
+    shown = [json.loads(pre.text_content() or "") for pre in steps.locator("td.output pre").all()]
+    assert shown == [s["output"] for s in api_steps.json()]
     lineage = page.locator("#lineage")
     expect(lineage).to_contain_text("operator:starter")  # who started it
     expect(lineage).to_contain_text("claims-risk@")  # the model call, by version
     expect(lineage.locator("summary")).to_contain_text("Audit trail")
-    expect(page.locator("pre").first).to_contain_text('"note": "<img src=x onerror=alert(1)>"')
+    page.locator("#input summary").click()
+    expect(page.locator("#input pre")).to_contain_text('"note": "<img src=x onerror=alert(1)>"')
     assert page.locator("main img").count() == 0
     page.screenshot(path=str(tmp_path / "console-run.png"), full_page=True)
     assert (tmp_path / "console-run.png").stat().st_size > 10_000
     assert problems == []  # nothing blocked by the CSP, no script errors
+
+
+def test_a_large_step_output_is_shown_in_part_with_a_link_to_all_of_it(
+    console: Console, open_page: Callable[[Console], Page]
+) -> None:
+    from playwright.sync_api import expect
+
+    app = console.app
+    operator = app.identity.create_token(tenant="acme", role="operator", name="o", created_by="t")
+    text = "ab" * 6000  # 12 KB of JSON: past the 8 KiB a page shows of a value
+    run_id = app.access.runs.start(operator.principal, "echo", [text]).run_id
+    worker = app.worker().start()
+    try:
+        assert app.handle(run_id).result(timeout=30) == text.upper()
+    finally:
+        worker.stop()
+    page = open_page(console)
+    sign_in(page, operator.token)
+    page.goto(f"/console/runs/{run_id}")
+    cell = page.locator("#steps tbody tr").first.locator("td.output")
+    expect(cell.locator("summary")).to_contain_text('"ABABAB')
+    cell.locator("summary").click()
+    expect(cell).to_contain_text(f"{len(text) + 2} bytes of JSON, shown in part")
+    href = cell.get_by_role("link", name="the whole value").get_attribute("href")
+    assert href == f"/console/runs/{run_id}/steps/0/output"
+    whole = page.request.get(href)
+    assert whole.headers["content-type"] == "application/json"
+    assert whole.json() == text.upper()
+    assert page.request.get(f"/console/runs/{run_id}/input").json() == {
+        "args": [text],
+        "kwargs": {},
+    }
+    assert page.request.get(f"/console/runs/{run_id}/steps/5/output").status == 404
 
 
 def test_an_operator_cancels_a_run_with_the_form(
@@ -402,6 +453,7 @@ def test_a_reviewer_cannot_control_runs(
 
     page = open_page(console)
     sign_in(page, console.token("acme", "reviewer", "rita"))
+    page.wait_for_url("**/console/inbox")  # a reviewer starts in their inbox
     page.goto(f"/console/runs/{console.runs['pending']}")
     expect(page.locator("h1")).to_contain_text("ENQUEUED")
     expect(page.get_by_role("button", name="Cancel run")).to_have_count(0)
@@ -433,6 +485,10 @@ def test_another_tenants_run_and_model_are_not_visible(
     expect(page.locator("h1")).to_have_text("Not allowed")
     expect(page.locator("main")).not_to_contain_text("claims.intake")
     expect(page.locator("main")).not_to_contain_text("acme")
+    for value in ("input", "output", "steps/0/output"):
+        response = page.goto(f"/console/runs/{console.runs['done']}/{value}")
+        assert response is not None and response.status == 403, value
+        expect(page.locator("main")).not_to_contain_text("onerror")
     response = page.goto("/console/models/claims-risk")
     assert response is not None and response.status == 404
     page.goto("/console/models")

@@ -201,9 +201,9 @@ def test_a_reviewer_works_three_tasks_from_the_inbox_and_their_runs_complete(
         page = open_page(served)
         problems = errors_of(page)
         sign_in(page, served.token("acme", "reviewer", "rita"))
-        page.wait_for_url("**/console/runs")
-        page.get_by_role("navigation", name="main").get_by_role("link", name="Inbox").click()
-        page.wait_for_url("**/console/inbox")
+        page.wait_for_url("**/console/inbox")  # where a reviewer starts
+        nav = page.get_by_role("navigation", name="main")
+        expect(nav.get_by_role("link", name="Inbox")).to_have_attribute("aria-current", "page")
 
         # The inbox: acme's three tasks in inbox order, the escalated one first.
         rows = page.locator("#waiting tbody tr")
@@ -519,6 +519,39 @@ def test_a_queue_filter_narrows_the_inbox_and_next_task(
     page.wait_for_url("**/console/inbox?queue=support&note=done")
     expect(page.locator("#inbox")).to_contain_text("No tasks waiting in support")
     assert served.task("arrival").status is TaskStatus.OPEN
+
+
+# -- small screens ---------------------------------------------------------------------------
+
+
+def test_the_console_fits_a_390_px_screen(served: Served, browser: Any) -> None:
+    """Nothing scrolls sideways on a phone: the inbox and the runs become cards, other tables
+    scroll in their own box, the header wraps."""
+    task, run_id = served.task("stolen").task_id, served.runs["stolen"]
+    pages = {
+        "reviewer": ["/console/inbox", f"/console/tasks/{task}", "/console/runs"],
+        "operator": [
+            "/console/inbox",
+            "/console/runs",
+            f"/console/runs/{run_id}",
+            "/console/models",
+            "/console/models/intent",
+            "/console/dashboard",
+        ],
+    }
+    for role, paths in pages.items():
+        context = browser.new_context(base_url=served.url, viewport={"width": 390, "height": 844})
+        try:
+            page = context.new_page()
+            sign_in(page, served.token("acme", role))
+            page.wait_for_url("**/console/*")
+            for path in paths:
+                page.goto(path)
+                page.wait_for_load_state("load")
+                width = page.evaluate("document.documentElement.scrollWidth")
+                assert width <= 390, (role, path, width)
+        finally:
+            context.close()
 
 
 # -- tenants and roles -----------------------------------------------------------------------

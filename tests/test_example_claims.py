@@ -99,7 +99,8 @@ def test_a_malformed_row_is_rejected_not_crashed(
     example: ModuleType, rows: list[dict[str, str]], claims_app: Aevos
 ) -> None:
     broken = {**rows[0], "policy_number": "X-1", "total_claim_amount": "lots"}
-    handle = claims_app.start(example.WORKFLOW, broken, idempotency_key="X-1")
+    intake = claims_app.workflow_named(example.WORKFLOW)
+    handle = intake.options(idempotency_key="X-1").start(broken)
     worker = claims_app.worker(queues=[example.QUEUE]).start()
     try:
         result = handle.result(timeout=20)

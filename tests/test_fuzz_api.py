@@ -301,6 +301,8 @@ BIG = "1" + "0" * 400  # a JSON integer past any float and any database integer
             422,
         ),
         ("POST", "/v1/runs", '{"workflow": "triage", "args": ["\\ud800"]}', 422),
+        # kwargs named like a start option collided with it inside the server (a TypeError).
+        ("POST", "/v1/runs", '{"workflow": "triage", "args": [1], "kwargs": {"tenant": "x"}}', 422),
         # The router's own refusals answer in the API's error shape too.
         ("GET", "/v1/runs/a%2Fb/steps", None, 404),
         ("DELETE", "/v1/runs", None, 405),

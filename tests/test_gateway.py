@@ -470,8 +470,9 @@ def test_long_labels_are_recorded_by_digest(env: Env) -> None:
 # -- inside workflows ------------------------------------------------------------------------
 
 
-def test_predict_step_is_durable_recorded_and_replayed(env: Env) -> None:
+def test_ctx_predict_is_durable_recorded_and_replayed(env: Env) -> None:
     app, gateway = env.app, env.gateway
+    app.gateway = gateway  # ctx.predict calls through this gateway
     _register(env.registry, "intent", label="card_arrival", confidence=0.93)
     gateway.set_budget(tenant="default", calls=100)
     broken = {"after": True}
@@ -484,7 +485,7 @@ def test_predict_step_is_durable_recorded_and_replayed(env: Env) -> None:
 
     @app.workflow()
     def triage(ctx: WorkflowContext, text: str) -> dict[str, Any]:
-        pred = gateway.predict_step(ctx, "intent", text)
+        pred = ctx.predict("intent", text)
         return {"label": pred.label, "version": pred.version_ref, "done": act(ctx, pred.label)}
 
     handle = triage.start("my card has not arrived")
@@ -518,8 +519,9 @@ def test_predict_step_is_durable_recorded_and_replayed(env: Env) -> None:
     assert usage is not None and usage.calls_used == 1
 
 
-def test_predict_step_failure_is_recorded_and_raised(env: Env) -> None:
+def test_ctx_predict_failure_is_recorded_and_raised(env: Env) -> None:
     app, gateway = env.app, env.gateway
+    app.gateway = gateway  # ctx.predict calls through this gateway
     _register(env.registry, "broken", mode="fail")
     gateway.set_budget(tenant="default", workflow="wf-budget", calls=0)
     _register(env.registry, "fine")
@@ -527,14 +529,14 @@ def test_predict_step_failure_is_recorded_and_raised(env: Env) -> None:
     @app.workflow()
     def uses_broken(ctx: WorkflowContext) -> str:
         try:
-            gateway.predict_step(ctx, "broken", "x")
+            ctx.predict("broken", "x")
         except ModelCallError as exc:
             return exc.code
         return "no error"
 
     @app.workflow(name="wf-budget")
     def over_budget(ctx: WorkflowContext) -> str:
-        return str(gateway.predict_step(ctx, "fine", "x").label)
+        return str(ctx.predict("fine", "x").label)
 
     assert uses_broken.run() == "model_call_failed"
     run = app.list_runs(workflow=uses_broken.name)[0]
@@ -561,6 +563,7 @@ def test_recorded_errors_are_rebuilt_as_the_same_class() -> None:
 
 def test_bad_callers_and_inputs_are_refused_up_front(env: Env) -> None:
     app, gateway = env.app, env.gateway
+    app.gateway = gateway  # ctx.predict calls through this gateway
     _register(env.registry, "m")
     with pytest.raises(DefinitionError, match="tenant"):
         gateway.predict("m", "x", tenant="Not A Tenant!")
@@ -570,7 +573,7 @@ def test_bad_callers_and_inputs_are_refused_up_front(env: Env) -> None:
     @app.workflow()
     def odd_input(ctx: WorkflowContext) -> str:
         try:
-            gateway.predict_step(ctx, "m", {1, 2})
+            ctx.predict("m", {1, 2})
         except SerializationError as exc:
             return exc.code
         return "accepted"

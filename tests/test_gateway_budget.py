@@ -1,5 +1,6 @@
 """Budgets and rate limits of the gateway: reserved before each call, shared through the
-database, exact under concurrency across processes, on both backends.
+database, exact under concurrency across processes, on both backends, whether a call's cost
+is declared in advance or only estimated.
 
 The two-process test runs this file as a script (``python tests/test_gateway_budget.py
 hammer ...``): each process calls with 8 threads until refused, then reports its count.
@@ -24,12 +25,16 @@ from aevos.errors import (
     BudgetExceededError,
     DefinitionError,
     LimitExceededError,
+    ModelCallError,
+    ModelTimeoutError,
     RateLimitedError,
+    UndeclaredCostError,
 )
 from aevos.models import flavors
 from aevos.models.budget import Budget, Leasing, window_start
-from aevos.models.gateway import Gateway
+from aevos.models.gateway import Gateway, rebuild_error
 from aevos.models.registry import ModelRegistry
+from aevos.models.routing import Route
 from aevos.models.types import Prediction
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +43,7 @@ FOREVER = 1e9
 
 
 class _Priced:
-    """Answers at once, reporting the cost its config names."""
+    """Answers at once, reporting the cost its config names (or raises, with ``fail``)."""
 
     flavor = "gwb"
 
@@ -46,19 +51,73 @@ class _Priced:
         self.cost = config.get("cost")
         self.tokens = config.get("tokens")
         self.label = config.get("label", "ok")
+        self.fail = bool(config.get("fail"))
 
     def predict(self, input: Any) -> Prediction:
+        if self.fail:
+            raise RuntimeError("the model is down")
         return Prediction(label=self.label, confidence=0.9, cost=self.cost, tokens_out=self.tokens)
 
 
+class _Gate:
+    """Holds every call inside the model until released, so that a test sees exactly which
+    calls the budgets admitted while all of them were in flight (no timing involved)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.inside = 0
+        self.refused = 0
+        self._open = False
+
+    def enter(self) -> None:
+        with self._cond:
+            self.inside += 1
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._open, timeout=60)
+
+    def note_refused(self) -> None:
+        with self._cond:
+            self.refused += 1
+            self._cond.notify_all()
+
+    def wait_for_all(self, callers: int) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: self.inside + self.refused == callers, 60)
+
+    def release(self) -> None:
+        with self._cond:
+            self._open = True
+            self._cond.notify_all()
+
+
+GATES: dict[str, _Gate] = {}
+
+
+class _Gated(_Priced):
+    """A priced model whose calls wait at the gate its config names."""
+
+    flavor = "gwg"
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        self.gate = GATES[str(config["gate"])]
+
+    def predict(self, input: Any) -> Prediction:
+        self.gate.enter()
+        return super().predict(input)
+
+
 flavors.register_flavor("gwb", lambda artifact, config, trusted: _Priced(config))
+flavors.register_flavor("gwg", lambda artifact, config, trusted: _Gated(config))
 
 
-def _register(app: Aevos, name: str, tenant: str = "default", **config: Any) -> None:
+def _register(
+    app: Aevos, name: str, tenant: str = "default", flavor: str = "gwb", **config: Any
+) -> None:
     registry = ModelRegistry(app.store, app.audit)
     artifact = json.dumps(config, sort_keys=True).encode()
     registry.register(
-        name, artifact, flavor="gwb", config=config, tenant=tenant, aliases=["champion"]
+        name, artifact, flavor=flavor, config=config, tenant=tenant, aliases=["champion"]
     )
 
 
@@ -157,9 +216,11 @@ def test_budgets_per_workflow(app: Aevos) -> None:
     gw.predict("m", "x", workflow="support")  # other workflows and plain calls are free
     gw.predict("m", "x")
 
+    app.gateway = gw  # ctx.predict calls through this gateway
+
     @app.workflow(name="claims")
     def claims(ctx: WorkflowContext) -> str:
-        return str(gw.predict_step(ctx, "m", "x").label)
+        return str(ctx.predict("m", "x").label)
 
     with pytest.raises(BudgetExceededError):
         claims.run()
@@ -241,6 +302,204 @@ def test_budget_definitions_are_validated() -> None:
         Leasing(chunk=0)
 
 
+# -- costs not known in advance --------------------------------------------------------------
+# A route without max_cost (the default) does not know a call's cost before it runs. Such a
+# call once reserved nothing, so a $0.20 budget let 4 calls of $0.066 through one after the
+# other, and any number at once.
+
+
+def _outcomes(app: Aevos, gw: Gateway) -> list[str]:
+    gw.flush()
+    records = app.audit.query("default", action="model.called", limit=100)
+    return [r.data["outcome"] for r in records]
+
+
+@pytest.mark.parametrize("estimated_by", ["route", "budget"])
+def test_a_cost_budget_refuses_an_undeclared_cost_and_reserves_an_estimate(
+    app: Aevos, estimated_by: str
+) -> None:
+    _register(app, "llm", cost=0.066)
+    _register(app, "rules")  # reports no cost
+    gw = _gateway(app)
+    scope = gw.set_budget(tenant="default", cost=0.20, window=FOREVER)
+    with pytest.raises(UndeclaredCostError) as raised:
+        gw.predict("llm", "x")
+    error = raised.value
+    assert (error.code, error.scope, error.limit, error.model) == (
+        "cost_undeclared",
+        "tenant:default",
+        "cost",
+        "llm",
+    )
+    assert "'llm'" in error.message and "tenant:default" in error.message
+    assert "max_cost" in error.message and "cost_estimate" in error.message
+    assert _outcomes(app, gw) == ["cost_undeclared"]  # recorded like any refusal
+    usage = gw.usage(scope)
+    assert usage is not None and (usage.calls_used, usage.cost_used) == (0, 0.0)
+
+    if estimated_by == "route":
+        gw.route("llm", cost_estimate=0.066)
+    else:
+        gw.set_budget(tenant="default", cost=0.20, cost_estimate=0.066, window=FOREVER)
+    for _ in range(3):
+        gw.predict("llm", "x")
+    with pytest.raises(BudgetExceededError) as exhausted:
+        gw.predict("llm", "x")
+    assert exhausted.value.limit == "cost"
+    gw.route("rules", max_cost=0)  # declared free: served from an exhausted cost budget
+    assert gw.predict("rules", "x").label == "ok"
+    gw.close()
+    usage = gw.usage(scope)
+    assert usage is not None and math.isclose(usage.cost_used, 3 * 0.066, abs_tol=1e-9)
+    assert usage.cost_used <= 0.20
+    outcomes = _outcomes(app, gw)
+    assert outcomes == ["cost_undeclared", "ok", "ok", "ok", "budget_exceeded", "ok"]
+
+
+def test_a_tokens_budget_reserves_the_estimate_and_settles_to_the_reported_tokens(
+    app: Aevos,
+) -> None:
+    _register(app, "llm", tokens=100)
+    gw = _gateway(app, leasing=Leasing(chunk=1))
+    scope = gw.set_budget(tenant="default", tokens=1000, window=FOREVER)
+    with pytest.raises(UndeclaredCostError) as raised:
+        gw.predict("llm", "x")
+    assert raised.value.limit == "tokens" and "tokens_estimate" in raised.value.message
+    gw.route("llm", tokens_estimate=250)
+    made = 0
+    with pytest.raises(BudgetExceededError, match="tokens"):
+        while True:
+            gw.predict("llm", "x")
+            made += 1
+    # Each call reserves 250 and gives 150 back: 800 used + 250 no longer fits.
+    assert made == 8
+    gw.close()
+    usage = gw.usage(scope)
+    assert usage is not None and usage.tokens_used == 800
+
+
+def test_an_estimate_that_runs_low_overshoots_by_that_calls_excess_then_refuses(
+    app: Aevos,
+) -> None:
+    _register(app, "llm", cost=0.12)
+    gw = _gateway(app)
+    gw.route("llm", cost_estimate=0.05)
+    scope = gw.set_budget(tenant="default", cost=0.20, window=FOREVER)
+    gw.predict("llm", "x")  # reserves 0.05, costs 0.12
+    gw.predict("llm", "x")  # 0.12 + 0.05 fits; costs 0.12: 0.24 spent
+    for _ in range(3):  # over the limit: nothing more until the window rolls
+        with pytest.raises(BudgetExceededError):
+            gw.predict("llm", "x")
+    gw.close()
+    usage = gw.usage(scope)
+    assert usage is not None and math.isclose(usage.cost_used, 0.24, abs_tol=1e-9)
+    assert usage.cost_used <= 0.20 + (0.12 - 0.05) + 1e-9  # the documented bound
+
+
+@pytest.mark.parametrize("chunk", [1, None])
+@pytest.mark.parametrize(
+    ("estimate", "admitted"),
+    [(0.066, 3), (0.1, 2), (0.05, 4)],
+    ids=["estimate-exact", "estimate-high", "estimate-low"],
+)
+def test_concurrent_calls_of_undeclared_cost_are_admitted_only_into_the_budget(
+    app: Aevos, request: pytest.FixtureRequest, chunk: int | None, estimate: float, admitted: int
+) -> None:
+    limit, actual, callers = 0.20, 0.066, 8
+    gate = GATES.setdefault(request.node.nodeid, _Gate())
+    _register(app, "llm", flavor="gwg", cost=actual, gate=request.node.nodeid)
+    gw = _gateway(app, leasing=Leasing(chunk=chunk))
+    scope = gw.set_budget(tenant="default", cost=limit, cost_estimate=estimate, window=FOREVER)
+    errors: list[Exception] = []
+
+    def caller() -> None:
+        try:
+            gw.predict("llm", "x")
+        except Exception as exc:
+            errors.append(exc)
+            gate.note_refused()
+
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    try:
+        # Every call is now inside the model or refused: none has settled yet.
+        gate.wait_for_all(callers)
+        assert gate.inside == admitted
+    finally:
+        gate.release()
+        for thread in threads:
+            thread.join()
+    assert all(isinstance(e, BudgetExceededError) and e.limit == "cost" for e in errors)
+    assert len(errors) == callers - admitted
+    with pytest.raises(BudgetExceededError):
+        gw.predict("llm", "x")
+    gw.close()
+    usage = gw.usage(scope)
+    assert usage is not None and math.isclose(usage.cost_used, admitted * actual, abs_tol=1e-9)
+    # The guarantee: the limit, plus the excess of the calls in flight (none unless low).
+    assert usage.cost_used <= limit + admitted * max(0.0, actual - estimate) + 1e-9
+    if estimate >= actual:
+        assert usage.cost_used <= limit
+
+
+def test_a_failed_call_gives_its_estimate_back_and_a_timed_out_one_keeps_it(
+    app: Aevos, request: pytest.FixtureRequest
+) -> None:
+    gate = GATES.setdefault(request.node.nodeid, _Gate())
+    _register(app, "broken", fail=True)
+    _register(app, "slow", flavor="gwg", cost=0.1, gate=request.node.nodeid)
+    _register(app, "llm", cost=0.1)
+    gw = _gateway(app)
+    scope = gw.set_budget(tenant="default", cost=0.2, cost_estimate=0.1, window=FOREVER)
+    try:
+        for _ in range(3):
+            with pytest.raises(ModelCallError):
+                gw.predict("broken", "x")
+        # The model may still be running, and billing: its estimate stays reserved.
+        with pytest.raises(ModelTimeoutError):
+            gw.predict("slow", "x", timeout=0.05)
+        gw.predict("llm", "x")
+        with pytest.raises(BudgetExceededError):
+            gw.predict("llm", "x")
+    finally:
+        gate.release()
+    gw.close()
+    usage = gw.usage(scope)
+    assert usage is not None and math.isclose(usage.cost_used, 0.2, abs_tol=1e-9)
+    assert usage.calls_used == 5  # the calls are counted, failed or not
+
+
+def test_a_models_own_undeclared_budget_fails_over_but_a_tenants_stops_the_call(
+    app: Aevos,
+) -> None:
+    _register(app, "llm", label="llm", cost=0.05)
+    _register(app, "rules", label="rules")
+    gw = _gateway(app)
+    gw.route("llm", fallbacks=["rules"])
+    gw.set_budget(tenant="default", model="llm", cost=1.0, window=FOREVER)
+    assert gw.predict("llm", "x").label == "rules"
+    assert _outcomes(app, gw) == ["cost_undeclared", "ok"]
+    gw.set_budget(tenant="default", cost=1.0, window=FOREVER)
+    with pytest.raises(UndeclaredCostError) as raised:
+        gw.predict("llm", "x")
+    assert raised.value.scope == "tenant:default"  # the fallback would meet it too
+    gw.close()
+    replayed = rebuild_error(raised.value.to_dict(), "aevos.predict:llm", 0)
+    assert isinstance(replayed, UndeclaredCostError)
+
+
+def test_estimates_are_validated() -> None:
+    with pytest.raises(DefinitionError, match="cost_estimate needs a cost limit"):
+        Budget(calls=1, cost_estimate=0.1)
+    with pytest.raises(DefinitionError, match="cost_estimate must be >= 0"):
+        Budget(cost=1.0, cost_estimate=-0.1)
+    with pytest.raises(DefinitionError, match="both max_cost and cost_estimate"):
+        Route("m", max_cost=0.1, cost_estimate=0.05)
+    with pytest.raises(DefinitionError, match="tokens_estimate must be >= 0"):
+        Route("m", tokens_estimate=-1)
+
+
 # -- many processes --------------------------------------------------------------------------
 
 
@@ -248,11 +507,14 @@ def _hammer(url: str, kind: str, chunk: int | None, limit: int, threads: int) ->
     """One process: ``threads`` callers, each until refused; prints the count made."""
     app = Aevos(url)
     gw = _gateway(app, leasing=Leasing(chunk=chunk))
-    gw.route("m", max_cost=0.01)
     if kind == "calls":
+        gw.route("m", max_cost=0.01)
         gw.set_budget(tenant="default", calls=limit, window=FOREVER)
-    else:
+    elif kind == "cost":
+        gw.route("m", max_cost=0.01)
         gw.set_budget(tenant="default", cost=limit * 0.01, window=FOREVER)
+    else:  # "estimated": the route declares no cost; the budget's estimate is reserved
+        gw.set_budget(tenant="default", cost=limit * 0.01, cost_estimate=0.01, window=FOREVER)
     made = [0] * threads
     refused: list[str] = []
 
@@ -280,8 +542,14 @@ def _hammer(url: str, kind: str, chunk: int | None, limit: int, threads: int) ->
 @pytest.mark.parametrize(
     ("kind", "chunk", "limit"),
     # Leased in chunks, a few hundred calls would be over before the second process starts.
-    [("calls", 1, 300), ("cost", 1, 200), ("calls", None, 3000)],
-    ids=["calls-per-call", "cost-per-call", "calls-leased"],
+    [
+        ("calls", 1, 300),
+        ("cost", 1, 200),
+        ("calls", None, 3000),
+        ("estimated", 1, 200),
+        ("estimated", None, 600),
+    ],
+    ids=["calls-per-call", "cost-per-call", "calls-leased", "estimated", "estimated-leased"],
 )
 def test_budget_hammered_from_two_processes_ends_exactly_at_its_limit(
     database_url: str, kind: str, chunk: int | None, limit: int
@@ -325,7 +593,9 @@ def test_budget_hammered_from_two_processes_ends_exactly_at_its_limit(
     # Every caller of both processes ran until the shared budget refused it. (How the calls
     # split between the processes varies: SQLite's lock can favour one of them for a while.)
     assert [len(r["refused"]) for r in results] == [8, 8]
-    assert {limit for r in results for limit in r["refused"]} == {kind}
+    assert {limit for r in results for limit in r["refused"]} == {
+        "cost" if kind == "estimated" else kind
+    }
 
     app = Aevos(database_url)
     try:

@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 
 from aevos import Aevos, RunStatus, StepContext, WorkflowContext
-from aevos.errors import AuthenticationError, AuthorizationError, RunNotFoundError
+from aevos.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    RunNotFoundError,
+    UnknownWorkflowError,
+)
 
 POLICIES = Path(__file__).resolve().parents[1] / "examples" / "policies"
 
@@ -296,9 +301,9 @@ def test_every_way_of_starting_a_run_is_audited(gov: Aevos) -> None:
     try:
         # Inline, with an enqueued child (the worker runs it) and an inline child.
         assert root.options(tenant="acme").run(1) == "leaf"
-        queued = gov.start("root", 2, tenant="acme")
-        with pytest.raises(Exception, match="no workflow named"):
-            gov.start("missing", tenant="acme")
+        queued = gov.workflow_named("root").options(tenant="acme").start(2)
+        with pytest.raises(UnknownWorkflowError, match="no workflow named"):
+            gov.start("missing")
         queued.result(timeout=30)
         forked = gov.fork(queued.run_id, from_step=0)
         forked.result(timeout=30)
@@ -312,7 +317,9 @@ def test_every_way_of_starting_a_run_is_audited(gov: Aevos) -> None:
     assert len(runs) == 9  # 3 each for the inline run, the queued run and its fork
     assert any(r.data.get("inline") for r in started.values())
     assert started[forked.run_id].data["forked_from"] == queued.run_id
-    (rejected,) = [r for r in records if r.action == "run.rejected"]
+    # Started by name without options: refused, and recorded in the default tenant.
+    assert not [r for r in records if r.action == "run.rejected"]
+    (rejected,) = [r for r in gov.audit.query("default") if r.action == "run.rejected"]
     assert rejected.data["reason"] == "unknown_workflow"
     digests = {r.data.get("input_digest") for r in started.values()}
     assert None not in digests - {started[forked.run_id].data.get("input_digest")}

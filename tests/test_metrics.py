@@ -176,7 +176,9 @@ def test_prometheus_exposition_counts_known_inputs(app: Aevos, make_app: Any) ->
         _times(app, run_id, 1000.0, 1000.0 + seconds)
     failed = _run(app, "acme", {"fail": True})
     _times(app, failed, 1000.0, 1020.0)
-    app.start("claims.intake", {"amount": 1}, tenant="acme")  # enqueued: no worker runs it
+    app.workflow_named("claims.intake").options(tenant="acme").start(
+        {"amount": 1}
+    )  # enqueued: no worker runs it
     _run(app, "tenant-b", {"amount": 1})
 
     for queue, status in [
@@ -351,7 +353,9 @@ def _dashboard_inputs(app: Aevos, monkeypatch: pytest.MonkeyPatch) -> None:
         _times(app, run_id, T0 + offset - latency, T0 + offset)
         if asked:
             _task(app, "acme", run_id, queue="claims", status="SUBMITTED")
-    app.start("claims.intake", {"amount": 1}, tenant="acme")  # never finishes
+    app.workflow_named("claims.intake").options(tenant="acme").start(
+        {"amount": 1}
+    )  # never finishes
     other = _run(app, "tenant-b", {"amount": 1})
     _times(app, other, T0 + 5, T0 + 20)
 

@@ -67,7 +67,7 @@ def test_ctx_predict_is_durable_audited_and_in_the_lineage(served: Aevos) -> Non
         prediction = ctx.predict("support-intent", text)
         return {"queue": route(ctx, prediction.label), "confidence": prediction.confidence}
 
-    handle = app.start("triage", "I still have not received my new card", tenant="acme")
+    handle = triage.options(tenant="acme").start("I still have not received my new card")
     worker = app.worker().start()
     try:
         result = handle.result(timeout=30)

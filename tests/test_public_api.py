@@ -97,6 +97,7 @@ EXPECTED = [
     "VerifyReport",
     "Worker",
     "Workflow",
+    "WorkflowArgumentError",
     "WorkflowContext",
     "__version__",
     "python_policy",

@@ -134,7 +134,9 @@ def test_audit_rows_heads_queries_and_chain_stream(store: Store) -> None:
         assert uow.audit.last_seq("beta") == 1
         after = uow.audit.query("acme", after_seq=3, limit=1)
         by_actor = uow.audit.query("acme", actor="u1")
+        heads = uow.audit.heads()
     assert head is not None and head.seq == 5
+    assert heads == {"acme": head, "beta": (1, log.query("beta")[0].hash)}
     assert [r.seq for r in rows] == [1, 3, 5]
     assert rows[0].tenant == "acme" and json.loads(rows[0].payload)["action"] == "a.0"
     assert [r.seq for r in after] == [4]

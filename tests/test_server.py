@@ -54,6 +54,20 @@ def test_requests_without_a_valid_token_get_401(
     assert [r.action for r in app.audit.query("default")][-1] == "auth.denied"
 
 
+def test_the_root_leads_to_the_console_and_unknown_paths_are_json_404s(
+    served: tuple[Aevos, TestClient],
+) -> None:
+    _, client = served
+    root = client.get("/", follow_redirects=False)
+    assert (root.status_code, root.headers["location"]) == (307, "/console")
+    landed = client.get("/")  # not signed in: the console's sign-in page
+    assert landed.url.path == "/console/login" and "text/html" in landed.headers["content-type"]
+    for path in ("/v1/nope", "/nope"):
+        missing = client.get(path)
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "not_found"
+
+
 def test_start_inspect_and_run_to_completion(served: tuple[Aevos, TestClient]) -> None:
     app, client = served
     ops = _token(app, "acme", "operator")
@@ -95,12 +109,12 @@ def test_errors_carry_stable_codes_and_name_the_field(served: tuple[Aevos, TestC
         "/v1/runs", json={"workflow": "claims.intake", "args": [1, 2, 3]}, headers=ops
     )
     assert wrong_args.status_code == 422
-    assert wrong_args.json()["error"]["code"] == "definition_error"
+    assert wrong_args.json()["error"]["code"] == "invalid_arguments"
     missing = client.get("/v1/runs/does-not-exist", headers=ops)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "run_not_found"
     # Every refused start is still visible, with its reason.
     rejected = client.get("/v1/runs", params={"status": "REJECTED"}, headers=ops).json()
-    assert {r["error"]["code"] for r in rejected} == {"unknown_workflow", "definition_error"}
+    assert {r["error"]["code"] for r in rejected} == {"unknown_workflow", "invalid_arguments"}
 
 
 def test_roles_and_tenants_are_enforced(served: tuple[Aevos, TestClient]) -> None:
@@ -193,6 +207,8 @@ def test_aevos_serve_runs_the_api_and_workers(sqlite_url: str, tmp_path: Any) ->
             str(port),
             "--workers",
             "2",
+            "--max-body-bytes",
+            "4096",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -221,10 +237,45 @@ def test_aevos_serve_runs_the_api_and_workers(sqlite_url: str, tmp_path: Any) ->
                 break
             time.sleep(0.1)
         assert run["output"]["queue"] == "billing"
+        too_large = httpx.post(f"{base}/v1/runs", content=b"[" + b" " * 4096 + b"]")
+        assert too_large.status_code == 413  # --max-body-bytes
     finally:
         server.send_signal(signal.SIGINT)
         _, stderr = server.communicate(timeout=30)  # drains and closes the pipes
     assert "Traceback" not in stderr
+
+
+def test_aevos_serve_on_a_busy_port_says_so_before_serving(sqlite_url: str) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AEVOS_DATABASE_URL": sqlite_url}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "aevos", "serve", "--port", str(port), "--workers", "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""  # no "serving" banner
+    assert done.stderr.startswith(f"error [address_in_use]: cannot listen on 127.0.0.1:{port}")
+    assert "Traceback" not in done.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "aevos", "serve", "--max-body-bytes", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error [bad_option]: --max-body-bytes must be 1 to")
 
 
 @pytest.mark.parametrize(
@@ -234,6 +285,7 @@ def test_aevos_serve_runs_the_api_and_workers(sqlite_url: str, tmp_path: Any) ->
         ("ModelInputError", 422),
         ("BudgetExceededError", 429),
         ("RateLimitedError", 429),
+        ("UndeclaredCostError", 409),
         ("CircuitOpenError", 502),
         ("ModelTimeoutError", 502),
         ("StorageUnavailableError", 503),

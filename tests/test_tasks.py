@@ -107,7 +107,7 @@ def test_a_person_decides_and_the_parked_run_resumes_with_a_feedback_record(
     triage_app: Aevos,
 ) -> None:
     app = triage_app
-    handle = app.start("triage", "My new card has still not arrived", queue="default")
+    handle = app.start("triage", "My new card has still not arrived")
     worker = app.worker(concurrency=2).start()
     try:
         task = _open_task(app, handle.run_id)
@@ -156,7 +156,7 @@ def test_a_person_decides_and_the_parked_run_resumes_with_a_feedback_record(
 
 def test_an_accepted_suggestion_is_not_an_override(triage_app: Aevos) -> None:
     app = triage_app
-    handle = app.start("triage", "I think my card was stolen yesterday", queue="default")
+    handle = app.start("triage", "I think my card was stolen yesterday")
     worker = app.worker().start()
     try:
         task = _open_task(app, handle.run_id)
@@ -173,8 +173,8 @@ def test_submitting_twice_or_after_cancellation_is_a_conflict_and_changes_nothin
     triage_app: Aevos,
 ) -> None:
     app = triage_app
-    first = app.start("triage", "What is the exchange rate for euros?", queue="default")
-    second = app.start("triage", "My PIN is blocked after three tries", queue="default")
+    first = app.start("triage", "What is the exchange rate for euros?")
+    second = app.start("triage", "My PIN is blocked after three tries")
     worker = app.worker().start()
     try:
         task = _open_task(app, first.run_id)
@@ -213,7 +213,7 @@ def test_submitting_twice_or_after_cancellation_is_a_conflict_and_changes_nothin
 
 def test_claim_release_reassign_and_someone_elses_claim(triage_app: Aevos) -> None:
     app = triage_app
-    handle = app.start("triage", "Card not delivered yet", queue="default")
+    handle = app.start("triage", "Card not delivered yet")
     worker = app.worker().start()
     try:
         task = _open_task(app, handle.run_id)
@@ -257,7 +257,7 @@ def test_a_value_that_does_not_fit_the_form_names_the_field(
     triage_app: Aevos, values: dict[str, Any], field: str
 ) -> None:
     app = triage_app
-    handle = app.start("triage", "card arrival?", queue="default")
+    handle = app.start("triage", "card arrival?")
     worker = app.worker().start()
     try:
         task = _open_task(app, handle.run_id)
@@ -273,7 +273,7 @@ def test_a_value_that_does_not_fit_the_form_names_the_field(
 
 def test_a_task_past_its_sla_escalates_once_ahead_of_the_queue(triage_app: Aevos) -> None:
     app = triage_app
-    handle = app.start("triage", "exchange rate please", queue="default")
+    handle = app.start("triage", "exchange rate please")
     worker = app.worker().start()
     try:
         task = _open_task(app, handle.run_id)
@@ -467,7 +467,7 @@ def test_async_workflows_ask_too(app: Aevos) -> None:
         decision = await ctx.ask_human_async("Name?", form=[Field.text("name")])
         return f"hello {decision['name']}"
 
-    handle = app.start("asyncask", queue="default")
+    handle = app.start("asyncask")
     worker = app.worker().start()
     try:
         task = _open_task(app, handle.run_id)
@@ -492,7 +492,7 @@ def test_the_wait_survives_a_restart_of_every_process(make_app: Callable[..., Ae
 
     first = make_app(code_version="v1")
     build(first)
-    handle = first.start("slow-review", 120, queue="default")
+    handle = first.start("slow-review", 120)
     worker = first.worker().start()
     wait_for(lambda: handle.status() is RunStatus.WAITING)
     worker.stop()
@@ -517,7 +517,7 @@ def test_many_reviewers_pressing_next_each_get_a_different_task(app: Aevos) -> N
             ctx.ask_human(f"case {n}", form=[Field.number("score")], priority=n % 3)["score"]
         )
 
-    handles = [app.start("bulk", n, queue="default") for n in range(12)]
+    handles = [app.start("bulk", n) for n in range(12)]
     worker = app.worker(concurrency=4).start()
     try:
         wait_for(lambda: len(app.tasks.list(status=[TaskStatus.OPEN])) == 12)
@@ -548,7 +548,7 @@ def test_inbox_order_is_priority_then_age(app: Aevos) -> None:
         ctx.ask_human(f"case {n}", form=[Field.text("x")], priority=priority)
 
     for n, priority in enumerate([0, 5, 0, 5]):
-        app.start("ordered", n, priority, queue="default")
+        app.start("ordered", n, priority)
     worker = app.worker(concurrency=1).start()  # tasks are created in run order
     try:
         wait_for(lambda: len(app.tasks.list()) == 4)
@@ -596,7 +596,7 @@ def test_the_cli_lists_shows_and_escalates_tasks(app: Aevos, database_url: str) 
     def clitask(ctx: WorkflowContext) -> None:
         ctx.ask_human("Check this", form=[Field.text("x")], case={"n": 1}, sla=0.05)
 
-    handle = app.start("clitask", queue="default")
+    handle = app.start("clitask")
     worker = app.worker()
     worker.escalation_interval = 3600.0  # the CLI escalates, not the worker
     worker.start()
@@ -635,7 +635,7 @@ def test_a_suggested_label_is_compared_as_the_form_would_take_it(app: Aevos) -> 
         )
         return decision.overridden
 
-    handle = app.start("labels", queue="default")
+    handle = app.start("labels")
     worker = app.worker().start()
     try:
         task = _open_task(app, handle.run_id)
@@ -652,8 +652,8 @@ def test_forking_between_a_question_and_its_answer_asks_again(app: Aevos) -> Non
     def ask_once(ctx: WorkflowContext) -> str:
         return str(ctx.ask_human("Verdict?", form=[Field.text("v")])["v"])
 
-    decided = app.start("ask-once", queue="default")
-    cancelled = app.start("ask-once", queue="default")
+    decided = app.start("ask-once")
+    cancelled = app.start("ask-once")
     worker = app.worker().start()
     try:
         first = _open_task(app, decided.run_id)
@@ -684,7 +684,7 @@ def test_a_task_cancelled_under_a_live_run_fails_the_wait_instead_of_hanging(app
         except TaskConflictError as exc:
             return f"gave up: {exc.status}"
 
-    handle = app.start("orphan", queue="default")
+    handle = app.start("orphan")
     worker = app.worker().start()
     try:
         task = _open_task(app, handle.run_id)
@@ -709,7 +709,7 @@ def test_moving_a_task_to_another_queue_in_the_code_keeps_waiting_runs_replayabl
 
     before = make_app(code_version="v1")
     build(before, "old-queue")
-    handle = before.start("routed", queue="default")
+    handle = before.start("routed")
     worker = before.worker().start()
     wait_for(lambda: handle.status() is RunStatus.WAITING)
     worker.stop()

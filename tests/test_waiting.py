@@ -249,7 +249,7 @@ def test_children_inherit_the_tenant(app: Aevos) -> None:
         queued = ctx.start_child(leaf)
         return [ctx.tenant, leaf(ctx), ctx.wait_child(queued, timeout=30)]
 
-    handle = app.start(root.name, tenant="acme")
+    handle = root.options(tenant="acme").start()
     worker = app.worker().start()
     try:
         assert handle.result(timeout=15) == ["acme", "acme", "acme"]

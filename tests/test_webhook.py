@@ -258,7 +258,7 @@ def test_every_rejection_is_recorded_with_its_reason_and_audited(served: Served)
             "event_mapping_failed",
         ),
         ("input not JSON", lambda: _post(client, "sets", body), 422, "not_serializable"),
-        ("wrong arguments", lambda: _post(client, "wrong", body), 422, "definition_error"),
+        ("wrong arguments", lambda: _post(client, "wrong", body), 422, "invalid_arguments"),
         ("unknown workflow", lambda: _post(client, "ghost", body), 404, "unknown_workflow"),
     ]
     for name, send, status, code in cases:
@@ -296,7 +296,7 @@ def test_every_rejection_is_recorded_with_its_reason_and_audited(served: Served)
     # Starts refused by the kernel are also REJECTED runs, as through POST /v1/runs.
     refused = app.list_runs(tenant="acme", status=[RunStatus.REJECTED])
     assert sorted(r.error["code"] for r in refused if r.error) == [
-        "definition_error",
+        "invalid_arguments",
         "not_serializable",
         "unknown_workflow",
     ]

@@ -55,6 +55,7 @@ from .errors import (
     TaskInputError,
     TaskNotFoundError,
     UnknownWorkflowError,
+    WorkflowArgumentError,
 )
 from .kernel.context import WorkflowContext
 from .kernel.handle import RunHandle
@@ -219,6 +220,7 @@ __all__ = [
     "VerifyReport",
     "Worker",
     "Workflow",
+    "WorkflowArgumentError",
     "WorkflowContext",
     "__version__",
     "python_policy",

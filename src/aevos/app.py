@@ -183,6 +183,12 @@ class Aevos:
             self._gateway = Gateway(self.store, self.models, self.audit)
         return self._gateway
 
+    @gateway.setter
+    def gateway(self, gateway: Gateway) -> None:
+        """Use ``gateway`` (one built with other breaker, leasing or flush settings) for
+        ``ctx.predict`` and the API; the app closes it when it closes."""
+        self._gateway = gateway
+
     @property
     def promotions(self) -> PromotionGate:
         """The promotion gate: the policy judges, the registry promotes (the API, the
@@ -413,27 +419,20 @@ class Aevos:
 
     # -- starting runs ----------------------------------------------------------------------
 
-    def start(
-        self,
-        workflow: str,
-        *args: Any,
-        idempotency_key: str | None = None,
-        queue: str | None = None,
-        priority: int = 0,
-        tenant: str = "default",
-        actor: str | None = None,
-        **kwargs: Any,
-    ) -> RunHandle[Any]:
-        """Enqueue a run of a workflow by name (the CLI and API path); ``actor`` names who
-        started it in the audit log (the API passes its principal)."""
-        opts = StartOptions(
-            queue=queue,
-            idempotency_key=idempotency_key,
-            priority=priority,
-            tenant=tenant,
-            actor=actor,
-        )
-        return self.runtime.start(workflow, args, kwargs, opts)
+    def start(self, workflow: str, /, *args: Any, **kwargs: Any) -> RunHandle[Any]:
+        """Enqueue a run of the workflow registered as ``workflow``, with default options.
+
+        Every argument after the name, keywords included, is the workflow's: a keyword the
+        function does not take is a :class:`~aevos.errors.WorkflowArgumentError`, recorded
+        as a REJECTED run like an unknown name. To start by name with options, use
+        ``app.workflow_named(name).options(idempotency_key=..., ...).start(...)``.
+        """
+        return self.runtime.start(workflow, args, kwargs, StartOptions())
+
+    def workflow_named(self, name: str) -> Workflow[Any, Any]:
+        """The workflow registered as ``name`` (an :class:`UnknownWorkflowError` if none),
+        for starting it by name with options: ``app.workflow_named(name).options(...)``."""
+        return self.runtime.workflow_named(name)
 
     # -- queries and operator actions -------------------------------------------------------
 

@@ -7,6 +7,7 @@ secrets (database passwords are stripped from URLs before they reach a message).
 
     AevosError
     ├── DefinitionError            misuse of a decorator or app option, found at decoration time
+    │   └── WorkflowArgumentError  arguments that do not fit the workflow, found at start time
     ├── SerializationError         a workflow input or step output is not JSON-serialisable
     ├── UnknownWorkflowError       a run was asked for a workflow name nobody registered
     ├── RunNotFoundError           no run has that id
@@ -45,6 +46,23 @@ class AevosError(Exception):
 
 class DefinitionError(AevosError, TypeError):
     code = "definition_error"
+
+
+class WorkflowArgumentError(DefinitionError):
+    """A run's arguments do not fit its workflow's signature: an unknown keyword (start
+    options such as ``tenant`` are not arguments), a missing one, one given twice, or too
+    many positional ones. Raised before the run exists; ``argument`` names the parameter or
+    keyword concerned (None when the count of positional arguments is wrong).
+    """
+
+    code = "invalid_arguments"
+
+    def __init__(self, message: str, argument: str | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "argument": self.argument}
 
 
 class SerializationError(AevosError, TypeError):
@@ -331,8 +349,14 @@ class PiiTokenNotFoundError(PiiError, LookupError):
 #     AuditError
 #     ├── InvalidAuditEventError  an event that cannot be recorded (bad field, non-JSON data)
 #     ├── AuditChainError         a chain that cannot be appended to (its head row is gone)
-#     └── AuditKeyError           the audit key is malformed (names the variable, never the value)
-# A tampered chain is not an error: AuditLog.verify returns a report naming each record.
+#     ├── AuditKeyError           the audit key is malformed (names the variable, never the value)
+#     ├── AuditSigningKeyError    an anchor signing or public key is malformed
+#     │   └── AuditSigningKeyMissingError  ... or not configured where one is needed
+#     └── AuditAnchorError        anchors cannot be written or read (no directory, an OS error)
+#         └── AuditAnchorRefusedError  a head not signed: its chain no longer extends the
+#                                      newest anchor, or does not verify
+# A tampered chain is not an error: AuditLog.verify returns a report naming each record (and
+# each anchor file that is not a valid anchor).
 
 
 class AuditError(AevosError):
@@ -349,6 +373,22 @@ class AuditChainError(AuditError):
 
 class AuditKeyError(AuditError):
     code = "audit_key_invalid"
+
+
+class AuditSigningKeyError(AuditError):
+    code = "audit_signing_key_invalid"
+
+
+class AuditSigningKeyMissingError(AuditSigningKeyError):
+    code = "audit_signing_key_missing"
+
+
+class AuditAnchorError(AuditError):
+    code = "audit_anchor_failed"
+
+
+class AuditAnchorRefusedError(AuditAnchorError):
+    code = "audit_anchor_refused"
 
 
 # -- model registry -------------------------------------------------------------------------
@@ -427,6 +467,8 @@ class ModelTimeoutError(ModelCallError, TimeoutError):
 #     ├── LimitExceededError       a budget or rate-limit scope has nothing left in its window
 #     │   ├── BudgetExceededError  calls, cost or tokens of a budget
 #     │   └── RateLimitedError     calls of a rate limit
+#     ├── UndeclaredCostError      a cost (or token) budget cannot reserve a call whose cost is
+#     │                            neither declared (max_cost) nor estimated (cost_estimate)
 #     └── CircuitOpenError         the version's circuit breaker is open and no fallback answered
 # A model that raises or times out surfaces as ModelCallError / ModelTimeoutError (above).
 # Gateway errors take the message first so that a recorded one is rebuilt as the same class
@@ -458,6 +500,25 @@ class BudgetExceededError(LimitExceededError):
 
 class RateLimitedError(LimitExceededError):
     code = "rate_limited"
+
+
+class UndeclaredCostError(GatewayError):
+    """A budget of ``scope`` limits ``limit`` (``cost`` or ``tokens``), and a call of ``model``
+    declares no upper bound of it (the route's ``max_cost`` / ``max_tokens``) and none of the
+    route or the budget configures an estimate (``cost_estimate`` / ``tokens_estimate``).
+    The budget could not reserve the call before it runs, so the call was refused: letting it
+    through at no cost would let concurrent calls overshoot the budget."""
+
+    code = "cost_undeclared"
+
+    def __init__(self, message: str, *, scope: str = "", limit: str = "", model: str = "") -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.limit = limit
+        self.model = model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "scope": self.scope, "limit": self.limit, "model": self.model}
 
 
 class CircuitOpenError(GatewayError):

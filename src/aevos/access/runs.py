@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..audit.lineage import Lineage, lineage
 from ..identity import Permission, Principal
 from ..kernel.handle import RunHandle
+from ..kernel.workflow import StartOptions
 from ..records.run import RunInfo, StepInfo
 from ..records.status import RunStatus
 from .guard import Guard
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from ..audit import AuditLog
     from ..audit.lineage import Lineage
     from ..kernel.handle import RunHandle
+    from ..kernel.runtime import Runtime
     from ..storage import Store
 
 
@@ -26,17 +28,8 @@ class Services(Protocol):
     @property
     def audit(self) -> AuditLog: ...
 
-    def start(
-        self,
-        workflow: str,
-        *args: Any,
-        idempotency_key: str | None = None,
-        queue: str | None = None,
-        priority: int = 0,
-        tenant: str = "default",
-        actor: str | None = None,
-        **kwargs: Any,
-    ) -> RunHandle[Any]: ...
+    @property
+    def runtime(self) -> Runtime: ...
 
     def cancel(self, run_id: str) -> RunStatus: ...
 
@@ -93,19 +86,20 @@ class Runs:
         queue: str | None = None,
         priority: int = 0,
     ) -> RunInfo:
+        """Start a run in the principal's tenant. ``args`` and ``kwargs`` are the workflow's
+        alone (a keyword named ``tenant`` goes to the workflow, never sets the run's tenant);
+        arguments that do not fit it are a :class:`~aevos.errors.WorkflowArgumentError`."""
         self.guard.allow(principal, Permission.RUNS_START, "start runs")
-        # The kernel audits the start (or the refusal) in the run's own transaction, with
-        # the principal as its actor.
-        handle = self.services.start(
-            workflow,
-            *(args or []),
-            idempotency_key=idempotency_key,
+        options = StartOptions(
             queue=queue,
+            idempotency_key=idempotency_key,
             priority=priority,
             tenant=principal.tenant,
             actor=principal.actor,
-            **(kwargs or {}),
         )
+        # The kernel audits the start (or the refusal) in the run's own transaction, with
+        # the principal as its actor.
+        handle = self.services.runtime.start(workflow, args or [], kwargs or {}, options)
         return self.services.store.get_run(handle.run_id)
 
     def cancel(self, principal: Principal, run_id: str) -> RunStatus:

@@ -17,18 +17,30 @@ What can be forged, by whom:
   rewrite the head, and such a rewrite verifies.
 * With a key (``AEVOS_AUDIT_KEY``) held outside the database, nobody without the key, a
   database administrator included, can produce a record that verifies: any edit, forged or
-  re-hashed record is detected and named. Deleting records is detected too, except deleting
-  the newest ones together with rolling the head row back, since every earlier
-  ``(seq, hash)`` is a valid end of chain. Against that, keep an anchor outside the database
-  (``aevos audit head`` from time to time, or the last line of each export) and pass it to
-  ``verify(anchor=...)``: a chain that no longer reaches it, or reaches it with another hash,
-  is reported.
+  re-hashed record is detected and named. Deleting records in the middle is detected too.
+* Neither detects deleting the newest records together with rolling the head row back:
+  every earlier ``(seq, hash)`` is a valid end of chain. Signed anchors (:mod:`.anchor`)
+  published outside the database, to a directory on write-once storage, close that gap down
+  to the records appended since the newest anchor: ``verify`` checks the chain against the
+  newest one and names a truncation below it, or a rewrite at or before it.
 
 Records hold digests, ids, versions and decisions: never secrets or raw personal data.
 """
 
 from __future__ import annotations
 
+from .anchor import (
+    ANCHOR_DIR_ENV,
+    PUBLIC_KEY_ENV,
+    SIGNING_KEY_ENV,
+    AnchorOutcome,
+    AnchorScan,
+    AuditAnchors,
+    InvalidAnchor,
+    SignedAnchor,
+    anchor_all,
+    anchor_chain,
+)
 from .log import AuditLog
 from .record import (
     GENESIS_HASH,
@@ -46,15 +58,25 @@ from .record import (
 from .verify import verify_jsonl
 
 __all__ = [
+    "ANCHOR_DIR_ENV",
     "GENESIS_HASH",
     "KEY_ENV",
+    "PUBLIC_KEY_ENV",
+    "SIGNING_KEY_ENV",
+    "AnchorOutcome",
+    "AnchorScan",
+    "AuditAnchors",
     "AuditEvent",
     "AuditHead",
     "AuditLog",
     "AuditProblem",
     "AuditRecord",
+    "InvalidAnchor",
     "ProblemKind",
+    "SignedAnchor",
     "VerifyReport",
+    "anchor_all",
+    "anchor_chain",
     "canonical_payload",
     "chain_hash",
     "key_from_env",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -10,7 +11,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import AuditKeyError, InvalidAuditEventError
 from ..storage.audit import AuditRow, read_chain
+from .anchor import AnchorOutcome, AuditAnchors, SignedAnchor, anchor_chain, anchor_parts
 from .record import (
+    GENESIS_HASH,
     MIN_KEY_BYTES,
     AuditEvent,
     AuditHead,
@@ -31,21 +34,27 @@ class AuditLog:
     """Appends to, queries, verifies and exports the per-tenant audit chains of one store.
 
     Give ``key`` (or set ``AEVOS_AUDIT_KEY`` and use :meth:`from_env`) to chain with
-    HMAC-SHA256: kept outside the database, it makes records unforgeable even by its
-    administrator. Every process appending to a chain must use the same key.
+    HMAC-SHA256: kept outside the database, it makes records unforgeable by anyone without
+    it. Every process appending to a chain must use the same key. ``anchors`` (from
+    ``AEVOS_AUDIT_ANCHOR_DIR`` with :meth:`from_env`) is where signed heads are published:
+    :meth:`verify` checks against the newest, which is what reveals a truncated tail.
     """
 
-    def __init__(self, store: Store, key: bytes | None = None) -> None:
+    def __init__(
+        self, store: Store, key: bytes | None = None, *, anchors: AuditAnchors | None = None
+    ) -> None:
         if key is not None and len(key) < MIN_KEY_BYTES:
             raise AuditKeyError(f"the audit key must be at least {MIN_KEY_BYTES} bytes")
         self.store = store
+        self.anchors = anchors
         self._key = key
         self._hash = _hasher(key)
 
     @classmethod
     def from_env(cls, store: Store, environ: Mapping[str, str] | None = None) -> AuditLog:
-        """A log keyed by ``AEVOS_AUDIT_KEY`` when it is set (see :func:`key_from_env`)."""
-        return cls(store, key_from_env(environ))
+        """A log keyed by ``AEVOS_AUDIT_KEY`` when it is set (see :func:`key_from_env`),
+        anchored in ``AEVOS_AUDIT_ANCHOR_DIR`` when that is set (see :class:`AuditAnchors`)."""
+        return cls(store, key_from_env(environ), anchors=AuditAnchors.from_env(environ))
 
     @property
     def keyed(self) -> bool:
@@ -118,6 +127,12 @@ class AuditLog:
             head = uow.audit.head(tenant)
         return None if head is None else AuditHead(head.seq, head.hash)
 
+    def heads(self) -> dict[str, AuditHead]:
+        """Every chain's end as its head row records it, by tenant."""
+        with self.store.reading() as uow:
+            heads = uow.audit.heads()
+        return {tenant: AuditHead(head.seq, head.hash) for tenant, head in heads.items()}
+
     def query(
         self,
         tenant: str,
@@ -162,7 +177,9 @@ class AuditLog:
         self,
         tenant: str,
         *,
-        anchor: AuditHead | None = None,
+        anchor: AuditHead | SignedAnchor | None = None,
+        since: AuditHead | SignedAnchor | None = None,
+        use_anchors: bool = True,
         max_problems: int = 1000,
         progress: Callable[[int], None] | None = None,
     ) -> VerifyReport:
@@ -172,16 +189,50 @@ class AuditLog:
         previous one, its payload names this seq and tenant and agrees with the index
         columns, its prev_hash is the previous record's hash, and its hash; then that the
         head row points at the last record, and that the chain still reaches ``anchor``
-        with the anchored hash. ``progress`` is called with the count checked so far, every
-        65,536 records.
+        with the anchored hash. Without ``anchor``, a log with :attr:`anchors` checks
+        against the tenant's newest signed anchor (unless ``use_anchors`` is False), and
+        reports anchor files newer than it that are not valid anchors (kind
+        ``anchor_invalid``); without either, a tail cut together with its head row goes
+        unnoticed.
+
+        ``since`` (an anchor checked before) skips the records below it: the record at its
+        seq must still have its hash, and every record after it is checked. ``progress`` is
+        called with the count checked so far, every 65,536 records.
         """
-        # From the very bottom: a row forged below seq 1 must be seen too.
-        with self._snapshot(tenant, -(2**63)) as (head, rows):
-            limit = head.seq if head is not None else None
-            checker = _Checker(tenant, self._key, limit=limit, anchor=anchor, progress=progress)
+        scan = None
+        if since is not None:
+            anchor = since
+        elif anchor is None and use_anchors and self.anchors is not None:
+            # Listed before the snapshot is taken: an anchor found was signed from a state
+            # committed before it, so one written meanwhile cannot pass for a truncation.
+            scan = self.anchors.newest(tenant)
+            anchor = scan.anchor
+        mark, label, anchor_file = anchor_parts(anchor)
+        # From the very bottom, unless told where to start: a row forged below seq 1 must be
+        # seen too.
+        after = -(2**63) if since is None else since.seq - 1
+        with self._snapshot(tenant, after) as (head, rows):
+            checker = _Checker(
+                tenant,
+                self._key,
+                start=1 if since is None else since.seq,
+                start_prev=GENESIS_HASH if since is None else None,
+                limit=head.seq if head is not None else None,
+                anchor=mark,
+                anchor_label=label,
+                progress=progress,
+            )
             checker.max_problems = max_problems
             checker.feed(rows)
-        return checker.finish(head=head, head_known=True)
+        report = checker.finish(head=head, head_known=True)
+        if anchor_file is not None:
+            report = dataclasses.replace(report, anchor_file=anchor_file)
+        return report if scan is None else scan.apply(report)
+
+    def anchor(self, tenant: str) -> AnchorOutcome:
+        """Sign ``tenant``'s head into :attr:`anchors` if it moved since the newest anchor,
+        after verifying the chain from that anchor on (see :func:`anchor_chain`)."""
+        return anchor_chain(self, tenant)
 
     def export_jsonl(self, tenant: str, out: IO[str], *, after_seq: int = 0) -> int:
         """Write the chain after ``after_seq`` to ``out``, one JSON object per line.

@@ -23,7 +23,9 @@ KEY_ENV = "AEVOS_AUDIT_KEY"
 MIN_KEY_BYTES = 16
 MAX_DATA_BYTES = 64 * 1024
 
-ProblemKind = Literal["modified", "deleted", "reordered", "inserted", "truncated", "head_mismatch"]
+ProblemKind = Literal[
+    "modified", "deleted", "reordered", "inserted", "truncated", "head_mismatch", "anchor_invalid"
+]
 
 _CANONICAL = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
@@ -209,7 +211,8 @@ class VerifyReport:
 
     ``last`` is the end of the chain as found (the newest record's seq and stored hash),
     to keep as an anchor. At most ``max_problems`` problems are listed, plus the first of
-    every kind; ``omitted`` counts the rest.
+    every kind; ``omitted`` counts the rest. ``anchor`` is the head the chain was checked
+    against, if any, and ``anchor_file`` the signed anchor file it came from.
     """
 
     tenant: str
@@ -220,6 +223,8 @@ class VerifyReport:
     head: AuditHead | None = None
     keyed: bool = False
     omitted: int = 0
+    anchor: AuditHead | None = None
+    anchor_file: str | None = None
 
 
 # -- verification ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Callable, Iterable, Sequence
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _esc
 from typing import Any, cast
 
+from .anchor import SignedAnchor, anchor_parts
 from .record import (
     _CANONICAL,
     _PROGRESS_EVERY,
@@ -73,10 +75,15 @@ class _Checker:
         start_prev: str | None = GENESIS_HASH,
         limit: int | None = None,
         anchor: AuditHead | None = None,
+        anchor_label: str = "the anchor",
         max_problems: int = 1000,
         progress: Callable[[int], None] | None = None,
     ) -> None:
         self.tenant = tenant
+        self.anchor_label = anchor_label
+        # Records before ``start`` taken on trust (a partial export, or verifying on from an
+        # anchor): with none read, the chain's end is wherever its head says.
+        self.trusting = start_prev is None
         self.hash, self.plain, self.keyed = _hasher(key), _hasher(None), key is not None
         self.tenant_suffix = f',"tenant":{_esc(tenant)}}}'
         self.start = self.expected = start
@@ -226,7 +233,7 @@ class _Checker:
         if self.anchor is not None and p == self.anchor.seq:
             self.anchor_seen = True
             if stored != self.anchor.hash:
-                why = f"the hash of seq {p} ({_short(stored)}) is not the anchored one ({_short(self.anchor.hash)}): the chain up to it was rewritten"
+                why = f"the hash of seq {p} ({_short(stored)}) is not the one {self.anchor_label} records ({_short(self.anchor.hash)}): the chain up to it was rewritten"
                 self.add(p, "modified", why)
         current = _Prev(status, stored, computed, offset)
         trusted = status != "modified" and not foreign
@@ -296,6 +303,12 @@ class _Checker:
                 why += f", renumbered by {-s.offset} to make room" if head_known else ""
                 self.add(first, "inserted", why)
         top, last = self.max_e, self.max_prev
+        if head_known and self.trusting and not self.checked:
+            # Nothing read from the trusted start on: the chain ends below it, where its head
+            # says (the records there were not read, so not contradicted either).
+            top = min(top, head.seq if head is not None else 0)
+            end_hash = head.hash if head is not None else GENESIS_HASH
+            last = _Prev("clean", end_hash, end_hash, 0)
         if head_known and head is None and self.checked:
             why = f"the chain reaches seq {top} but its head row is missing"
             self.add(top, "head_mismatch", why)
@@ -309,13 +322,22 @@ class _Checker:
             why = f"the head's hash ({_short(head.hash)}) is not that of record {head.seq}"
             self.add(head.seq, "head_mismatch", why)
         if self.anchor is not None and not self.anchor_seen and self.anchor.seq > top:
-            why = f"the anchor is at seq {self.anchor.seq} but the chain ends at seq {top}: records were deleted from the tail"
+            mark, where = self.anchor, "database" if head_known else "file"
+            why = f"{self.anchor_label} records seq {mark.seq} hash {_short(mark.hash)}; the {where} ends at seq {top}: {_records(top + 1, mark.seq)} missing from its end"
             self.add(top + 1, "truncated", why)
         problems = sorted(self.problems.values(), key=lambda problem: problem.seq)
         end = AuditHead(top, last.stored) if top >= self.start else None
         ok = not problems and not self.omitted
         return VerifyReport(
-            self.tenant, ok, self.checked, problems, end, head, self.keyed, self.omitted
+            self.tenant,
+            ok,
+            self.checked,
+            problems,
+            end,
+            head,
+            self.keyed,
+            self.omitted,
+            anchor=self.anchor,
         )
 
 
@@ -380,7 +402,7 @@ def verify_jsonl(
     *,
     tenant: str | None = None,
     partial: bool = False,
-    anchor: AuditHead | None = None,
+    anchor: AuditHead | SignedAnchor | None = None,
     max_problems: int = 1000,
     progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
@@ -388,8 +410,8 @@ def verify_jsonl(
 
     The file must start at seq 1 unless ``partial`` (an export ``--after`` some seq: its
     first record's link is then taken on trust). A file has no head row, so records cut
-    from its end go unnoticed unless ``anchor`` (e.g. ``aevos audit head`` taken from the
-    live database) says where the chain reached. Blank lines are ignored.
+    from its end go unnoticed unless ``anchor`` (a signed anchor, or ``aevos audit head``
+    taken from the live database) says where the chain reached. Blank lines are ignored.
     """
     stream = (line for line in (text.rstrip("\r\n") for text in lines) if line.strip())
     first = next(stream, None)
@@ -398,9 +420,19 @@ def verify_jsonl(
     tenant = tenant or (found if isinstance(found, str) else "default")
     start = seq if partial and type(seq) is int and seq > 0 else 1
     prev = None if partial else GENESIS_HASH
-    checker = _Checker(tenant, key, start=start, start_prev=prev, anchor=anchor, progress=progress)
+    mark, label, anchor_file = anchor_parts(anchor)
+    checker = _Checker(
+        tenant,
+        key,
+        start=start,
+        start_prev=prev,
+        anchor=mark,
+        anchor_label=label,
+        progress=progress,
+    )
     checker.max_problems = max_problems
     if first is not None:
         rows = itertools.chain([first], stream)
         checker.feed(_file_row(start + index, line) for index, line in enumerate(rows))
-    return checker.finish()
+    report = checker.finish()
+    return report if anchor_file is None else dataclasses.replace(report, anchor_file=anchor_file)

@@ -1,14 +1,20 @@
-"""``aevos audit``: verify, export and inspect the hash-chained audit log.
+"""``aevos audit``: verify, anchor, export and inspect the hash-chained audit log.
 
 ``verify`` and ``verify-file`` exit 0 when the chain is intact and 1 when it is not (a table
 names each record and what happened to it); errors exit 2 like every command. The audit key
-comes from ``AEVOS_AUDIT_KEY``, as for the processes that write the log.
+comes from ``AEVOS_AUDIT_KEY``, as for the processes that write the log; the anchor
+directory from ``--anchor-dir`` or ``AEVOS_AUDIT_ANCHOR_DIR``, and the anchor keys from
+``AEVOS_AUDIT_SIGNING_KEY`` / ``AEVOS_AUDIT_PUBLIC_KEY`` (or their ``_FILE`` variants).
+``anchor`` exits 1 when it refuses to sign a chain that does not verify.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +25,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ..audit import KEY_ENV, AuditHead, AuditLog, VerifyReport, key_from_env, verify_jsonl
+from ..audit import (
+    ANCHOR_DIR_ENV,
+    KEY_ENV,
+    PUBLIC_KEY_ENV,
+    SIGNING_KEY_ENV,
+    AnchorScan,
+    AuditAnchors,
+    AuditHead,
+    AuditLog,
+    VerifyReport,
+    anchor_all,
+    key_from_env,
+    verify_jsonl,
+)
+from ..errors import AuditAnchorRefusedError
 from ..storage import open_store
 from .common import (
     CliError,
@@ -46,19 +66,32 @@ AnchorOption = Annotated[
     str | None,
     typer.Option(
         "--anchor",
-        help="SEQ:HASH from an earlier `aevos audit head`: the chain must still reach it.",
+        help="SEQ:HASH from an earlier `aevos audit head`: the chain must still reach it "
+        "(instead of the newest signed anchor).",
+    ),
+]
+AnchorDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--anchor-dir",
+        envvar=ANCHOR_DIR_ENV,
+        show_envvar=True,
+        file_okay=False,
+        help="The directory of signed anchors (write-once storage).",
     ),
 ]
 
 
 @contextmanager
-def _log(ctx: typer.Context) -> Iterator[AuditLog]:
+def _log(ctx: typer.Context, anchor_dir: Path | None = None) -> Iterator[AuditLog]:
     url = _state(ctx).url
     _check_url(url)
     # Reading the log never migrates: an auditor's command must not change the schema.
     store = open_store(url, migrate=False)
     try:
-        yield AuditLog.from_env(store)
+        log = AuditLog.from_env(store)
+        log.anchors = AuditAnchors.from_env(directory=anchor_dir)
+        yield log
     finally:
         store.close()
 
@@ -92,6 +125,13 @@ def _report(report: VerifyReport, where: str) -> None:
         )
         if report.last is not None:
             out.print(f"last record: {report.last}", markup=False, soft_wrap=True)
+        if report.anchor is not None:
+            source = report.anchor_file or "the anchor given"
+            out.print(
+                f"anchor reached: seq {report.anchor.seq} as {source} records it",
+                markup=False,
+                soft_wrap=True,
+            )
         return
     table = Table(
         title=f"{where}: {len(report.problems) + report.omitted} problem(s) in "
@@ -118,17 +158,136 @@ def _report(report: VerifyReport, where: str) -> None:
 @audit_cli.command("verify")
 @_reports_errors
 def audit_verify(
-    ctx: typer.Context, tenant: TenantOption = "default", anchor: AnchorOption = None
+    ctx: typer.Context,
+    tenant: TenantOption = "default",
+    anchor: AnchorOption = None,
+    anchor_dir: AnchorDirOption = None,
 ) -> None:
-    """Check a tenant's chain: exit 0 if intact, 1 naming every record that is not."""
+    """Check a tenant's chain, against its newest signed anchor when there is an anchor
+    directory: exit 0 if intact, 1 naming every record (and anchor file) that is not."""
     mark = _anchor(anchor)
-    with _log(ctx) as log:
+    with _log(ctx, anchor_dir) as log:
         head = log.head(tenant)
         with _progress(head.seq if head else 0, "verifying") as progress:
             report = log.verify(tenant, anchor=mark, progress=progress)
+        anchors = log.anchors
     _report(report, f"tenant {tenant!r}")
+    if mark is None and report.anchor is None:
+        _no_anchor_note(tenant, anchors)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _no_anchor_note(tenant: str, anchors: AuditAnchors | None) -> None:
+    where = (
+        f"no anchor directory ({ANCHOR_DIR_ENV} or --anchor-dir)"
+        if anchors is None
+        else f"no valid anchor of tenant {tenant!r} in {anchors.directory} yet"
+    )
+    err.print(
+        f"{where}: records deleted from the end together with the head row would go "
+        "unnoticed (see `aevos audit anchor`)",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@audit_cli.command("anchor")
+@_reports_errors
+def audit_anchor(
+    ctx: typer.Context,
+    tenants: Annotated[
+        list[str] | None,
+        typer.Option("--tenant", help="Anchor this tenant's chain (repeatable; default all)."),
+    ] = None,
+    anchor_dir: AnchorDirOption = None,
+) -> None:
+    """Sign each chain's head into the anchor directory now (workers do it on a schedule).
+
+    A head already anchored is not signed again. A chain that does not verify from its
+    newest anchor on (truncated, rewritten) is refused: exit 1, naming the problem.
+    """
+    with _log(ctx, anchor_dir) as log:
+        outcomes = anchor_all(log, tenants or None)
+    refused = failed = False
+    for outcome in outcomes:
+        anchor = outcome.anchor
+        if outcome.error is not None:
+            refused |= isinstance(outcome.error, AuditAnchorRefusedError)
+            failed |= not isinstance(outcome.error, AuditAnchorRefusedError)
+            err.print(
+                Text.assemble(
+                    (f"{outcome.tenant}: error", "bold red"),
+                    f" [{outcome.error.code}]: {outcome.error.message}",
+                ),
+                soft_wrap=True,
+            )
+        elif anchor is None:
+            out.print(f"{outcome.tenant}: no audit records to anchor", markup=False)
+        else:
+            what = "anchored" if outcome.written else "already anchored"
+            out.print(
+                f"{outcome.tenant}: {what} seq {anchor.seq} -> {anchor.path}",
+                markup=False,
+                soft_wrap=True,
+            )
+    if not outcomes:
+        err.print("no audit chains to anchor", markup=False)
+    if failed:
+        raise typer.Exit(2)
+    if refused:
+        raise typer.Exit(1)
+
+
+@audit_cli.command("keygen")
+@_reports_errors
+def audit_keygen(
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            dir_okay=False,
+            help="Write the private key (PEM, mode 0600) here and the public key to OUT.pub, "
+            "instead of printing both.",
+        ),
+    ] = None,
+) -> None:
+    """Make an Ed25519 key pair for signing anchors.
+
+    The signing key belongs in the secret store of the processes that write anchors; the
+    public key goes to whoever verifies.
+    """
+    from ..audit import keys
+
+    key = keys.generate_signing_key()
+    public = key.public_key()
+    if out_path is None:
+        typer.echo(f"{SIGNING_KEY_ENV}={keys.signing_key_text(key)}")
+        typer.echo(f"{PUBLIC_KEY_ENV}={keys.public_key_text(public)}")
+    else:
+        public_path = out_path.with_name(out_path.name + ".pub")
+        _create(out_path, keys.signing_key_pem(key), 0o600)
+        _create(public_path, keys.public_key_pem(public), 0o644)
+        typer.echo(f"{SIGNING_KEY_ENV}_FILE={out_path}")
+        typer.echo(f"{PUBLIC_KEY_ENV}_FILE={public_path}")
+    err.print(
+        f"key id {keys.key_id(public)}: keep {SIGNING_KEY_ENV} secret, with the workers; "
+        f"give {PUBLIC_KEY_ENV} to verifiers",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _create(path: Path, data: bytes, mode: int) -> None:
+    # Exclusive: never replace a key (anchors signed with it would no longer verify).
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise CliError("file_exists", f"{path} exists; keys are never overwritten") from None
+    except OSError as exc:
+        raise CliError("bad_file", f"cannot create {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
 
 
 @audit_cli.command("head")
@@ -214,18 +373,55 @@ def audit_verify_file(
         bool, typer.Option("--partial", help="The export began after some seq (--after).")
     ] = False,
     anchor: AnchorOption = None,
+    anchor_dir: AnchorDirOption = None,
 ) -> None:
-    """Verify an exported chain without the database: exit 0 if intact, 1 if not."""
+    """Verify an exported chain without the database: exit 0 if intact, 1 if not.
+
+    With an anchor directory, the file must reach the newest anchor of its tenant: an
+    export cut short is named like a truncated database.
+    """
     mark = _anchor(anchor)
     secret = key_from_env()
+    anchors = None if mark is not None else AuditAnchors.from_env(directory=anchor_dir)
     if file == "-":
-        report = verify_jsonl(sys.stdin, secret, partial=partial, anchor=mark)
+        report = _verify_lines(sys.stdin, secret, partial, mark, anchors)
     else:
         path = Path(file)
         if not path.is_file():
             raise CliError("file_not_found", f"no such file: {file}")
         with path.open(encoding="utf-8", errors="surrogateescape", newline="\n") as lines:
-            report = verify_jsonl(lines, secret, partial=partial, anchor=mark)
+            report = _verify_lines(lines, secret, partial, mark, anchors)
     _report(report, file)
+    if mark is None and report.anchor is None:
+        _no_anchor_note(report.tenant, anchors)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _verify_lines(
+    lines: Iterable[str],
+    secret: bytes | None,
+    partial: bool,
+    mark: AuditHead | None,
+    anchors: AuditAnchors | None,
+) -> VerifyReport:
+    scan: AnchorScan | None = None
+    if anchors is not None:
+        # The file's tenant is in its first record; the anchors are that tenant's.
+        stream = iter(lines)
+        head: list[str] = []
+        for line in stream:
+            head.append(line)
+            if line.strip():
+                break
+        lines = itertools.chain(head, stream)
+        try:
+            first = json.loads(head[-1]) if head else {}
+        except ValueError:
+            first = {}
+        tenant = first.get("tenant") if isinstance(first, dict) else None
+        if isinstance(tenant, str):
+            scan = anchors.newest(tenant)
+    chosen = scan.anchor if scan is not None else mark
+    report = verify_jsonl(lines, secret, partial=partial, anchor=chosen)
+    return report if scan is None else scan.apply(report)

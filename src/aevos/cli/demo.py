@@ -122,8 +122,9 @@ def _demo_progress(
         enqueue = progress.add_task("enqueue", total=len(rows))
         finish = progress.add_task("process", total=len(rows))
         handles = []
+        intake = app.workflow_named(example.WORKFLOW)
         for row in rows:
-            handles.append(app.start(example.WORKFLOW, row, idempotency_key=example.claim_key(row)))
+            handles.append(intake.options(idempotency_key=example.claim_key(row)).start(row))
             progress.advance(enqueue)
         # Runs finish roughly in the order they were enqueued, so checking the oldest
         # unfinished one costs one query per finished run, not one per run per tick.

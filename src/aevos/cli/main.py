@@ -11,8 +11,10 @@ Results go to stdout (run ids, JSON, tables); progress, banners and errors go to
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import socket
 import sys
 from typing import Annotated, Any, ParamSpec
 
@@ -21,6 +23,7 @@ from rich.logging import RichHandler
 
 from .. import __version__
 from ..app import DEFAULT_DATABASE_URL
+from ..kernel.workflow import StartOptions
 from ..records.queue import INLINE_QUEUE
 from ..storage.dialect import redact_url, url_password
 from ..storage.migration import head_revision
@@ -97,8 +100,6 @@ def migrate(ctx: typer.Context) -> None:
 
 # -- starting runs ---------------------------------------------------------------------------
 
-_START_OPTIONS = frozenset({"idempotency_key", "queue", "priority", "tenant", "actor"})
-
 
 @cli.command()
 @_reports_errors
@@ -129,17 +130,11 @@ def start(
     """Enqueue a run of WORKFLOW; prints its id, or with --wait its result as JSON."""
     positional = _json_option("--args", args, list)
     named = _json_option("--kwargs", kwargs, dict)
-    clash = sorted(_START_OPTIONS & set(named))
-    if clash:
-        raise CliError(
-            "bad_json",
-            f"--kwargs cannot pass {', '.join(clash)}: those are start options "
-            "(use --key, --queue, --priority)",
-        )
+    # --kwargs are the workflow's alone (a key named "queue" is its argument); start options
+    # come only from --key, --queue and --priority.
+    options = StartOptions(queue=queue, idempotency_key=key, priority=priority)
     with _app(ctx, app_ref) as app:
-        handle = app.start(
-            workflow, *positional, idempotency_key=key, queue=queue, priority=priority, **named
-        )
+        handle = app.runtime.start(workflow, positional, named, options)
         info = handle.info()
         if not wait:
             err.print(
@@ -237,28 +232,75 @@ def serve(
     workers: Annotated[
         int, typer.Option("--workers", min=0, help="Embedded worker threads (0: none).")
     ] = 8,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-body-bytes",
+            help="The largest request body accepted, in bytes (default AEVOS_MAX_BODY_BYTES, "
+            "else 1 MiB); larger ones get 413 unread.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API, the web console (/console) and embedded workers, in one
     process, until SIGINT or SIGTERM."""
     import uvicorn
 
     from ..server import create_app
+    from ..server.limits import MAX_BODY_BYTES_LIMIT
 
-    with _app(ctx, app_ref) as app:
-        app.store.ping()
-        runner = app.worker(concurrency=workers).start() if workers else None
-        out.print(
-            f"aevos serving http://{host}:{port} (console: /console) | {workers} worker "
-            "thread(s) | "
-            f"{redact_url(app.database_url)}",
-            markup=False,
-            soft_wrap=True,
+    if max_body_bytes is not None and not 0 < max_body_bytes <= MAX_BODY_BYTES_LIMIT:
+        raise CliError(
+            "bad_option",
+            f"--max-body-bytes must be 1 to {MAX_BODY_BYTES_LIMIT} bytes, not {max_body_bytes}",
         )
+    with _app(ctx, app_ref) as app:
+        api = create_app(app, max_body_bytes=max_body_bytes)
+        app.store.ping()
+        # Bound before the banner: a busy port is an error of its own, not a server that
+        # says it serves and then dies.
+        sock = _listen(host, port)
         try:
-            uvicorn.run(create_app(app), host=host, port=port, log_level="warning")
+            runner = app.worker(concurrency=workers).start() if workers else None
+            out.print(
+                f"aevos serving http://{host}:{port} (console: /console) | {workers} worker "
+                "thread(s) | "
+                f"{redact_url(app.database_url)}",
+                markup=False,
+                soft_wrap=True,
+            )
+            sys.stdout.flush()
+            server = uvicorn.Server(uvicorn.Config(api, log_level="warning"))
+            try:
+                server.run(sockets=[sock])
+            except KeyboardInterrupt:  # uvicorn raises SIGINT again once it has stopped
+                pass
+            finally:
+                if runner is not None:
+                    runner.stop()
         finally:
-            if runner is not None:
-                runner.stop()
+            sock.close()
+        if not server.started:
+            raise CliError("server_failed", "the server did not start (see the log above)")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (as uvicorn binds one), or the reason it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CliError(
+                "address_in_use",
+                f"cannot listen on {host}:{port}: the address is already in use (another "
+                "server runs there; stop it or choose another --port)",
+            ) from None
+        reason = exc.strerror or type(exc).__name__
+        raise CliError("cannot_listen", f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
 
 
 # -- demo ------------------------------------------------------------------------------------

@@ -97,6 +97,16 @@ class ContextServices(Protocol):
     def human_tasks(self) -> HumanTasks: ...
 
 
+class ChildOptions(Protocol):
+    """The start options a child run takes (its tenant and id come from its parent)."""
+
+    @property
+    def queue(self) -> str | None: ...
+
+    @property
+    def priority(self) -> int: ...
+
+
 class ChildWorkflow(Protocol):
     """What the context needs of a workflow it starts as a child run."""
 
@@ -104,6 +114,8 @@ class ChildWorkflow(Protocol):
     queue: str
 
     def encode_input(self, args: Any, kwargs: Any) -> str: ...
+
+    def child_options(self, *, enqueued: bool) -> ChildOptions: ...
 
 
 class Host(Protocol):
@@ -500,15 +512,13 @@ class WorkflowContext:
     def _child_id(self, seq: int) -> str:
         return f"{self.run_id}.{seq}"
 
-    def start_child(
-        self,
-        workflow: ChildWorkflow,
-        *args: Any,
-        queue: str | None = None,
-        priority: int = 0,
-        **kwargs: Any,
-    ) -> str:
-        """Enqueue a child run (picked up by any worker) and return its run id."""
+    def start_child(self, workflow: ChildWorkflow, /, *args: Any, **kwargs: Any) -> str:
+        """Enqueue a child run (picked up by any worker) and return its run id.
+
+        Every argument after the workflow is the child's; its queue and priority are given
+        with ``ctx.start_child(child.options(queue=..., priority=...), ...)``.
+        """
+        options = workflow.child_options(enqueued=True)
         input_json = workflow.encode_input(args, kwargs)
         runtime = self._runtime
 
@@ -518,10 +528,10 @@ class WorkflowContext:
                 NewRun(
                     run_id=child_id,
                     workflow=workflow.name,
-                    queue=queue or workflow.queue,
+                    queue=options.queue or workflow.queue,
                     input_json=input_json,
                     code_version=runtime.code_version,
-                    priority=priority,
+                    priority=options.priority,
                     tenant=self.tenant,
                     parent_run_id=self.run_id,
                 ),

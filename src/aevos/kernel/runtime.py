@@ -220,16 +220,26 @@ class Runtime:
         )
         return run_id
 
-    def start(self, workflow: str, args: Any, kwargs: Any, opts: StartOptions) -> RunHandle[Any]:
-        """Enqueue a run of a workflow by name; an unknown name is recorded as refused."""
-        wf = self.workflows.get(workflow)
-        if wf is None:
-            error = UnknownWorkflowError(
-                f"no workflow named {workflow!r} is registered "
+    def workflow_named(self, name: str) -> Workflow[Any, Any]:
+        """The workflow registered as ``name`` (an :class:`UnknownWorkflowError` if none)."""
+        workflow = self.workflows.get(name)
+        if workflow is None:
+            raise UnknownWorkflowError(
+                f"no workflow named {name[:200]!r} is registered "
                 f"(known: {', '.join(sorted(self.workflows)) or 'none'})"
             )
+        return workflow
+
+    def start(
+        self, workflow: str, args: Sequence[Any], kwargs: dict[str, Any], opts: StartOptions
+    ) -> RunHandle[Any]:
+        """Start by name with options already checked (the API's and the CLI's path): an
+        unknown name is recorded as a REJECTED run, in ``opts.tenant``, before it is raised."""
+        try:
+            wf = self.workflow_named(workflow)
+        except UnknownWorkflowError as error:
             self.reject(workflow, opts, error)
-            raise error
+            raise
         if opts.queue is not None:
             self.queue_named(opts.queue)
         return self.enqueue(wf, args, kwargs, opts)

@@ -8,6 +8,8 @@ worker on every host exactly like a new one.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import signal
 import threading
 import time
@@ -16,13 +18,25 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING, Protocol
 
-from ..errors import AevosError, DefinitionError, StorageUnavailableError
+from ..audit import AnchorOutcome, anchor_all
+from ..errors import (
+    AevosError,
+    AuditSigningKeyError,
+    DefinitionError,
+    StorageUnavailableError,
+)
 from ..records.queue import INLINE_QUEUE, Queue
 from ..records.run import RunInfo
 
 if TYPE_CHECKING:
+    from ..audit import AuditLog
     from ..storage import Store
     from .lease import Leases
+
+
+class Services(Protocol):
+    @property
+    def audit(self) -> AuditLog: ...
 
 
 class Host(Protocol):
@@ -38,6 +52,9 @@ class Host(Protocol):
     def store(self) -> Store: ...
 
     @property
+    def services(self) -> Services: ...
+
+    @property
     def queues(self) -> Mapping[str, Queue]: ...
 
     @property
@@ -49,6 +66,22 @@ class Host(Protocol):
 
 
 log = logging.getLogger("aevos.worker")
+
+ANCHOR_INTERVAL_ENV = "AEVOS_AUDIT_ANCHOR_INTERVAL"
+DEFAULT_ANCHOR_INTERVAL = 300.0
+
+
+def _anchor_interval() -> float:
+    text = os.environ.get(ANCHOR_INTERVAL_ENV)
+    if not text:
+        return DEFAULT_ANCHOR_INTERVAL
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise DefinitionError(f"{ANCHOR_INTERVAL_ENV} must be a number of seconds > 0")
+    return seconds
 
 
 def _recovery_queue() -> Queue:
@@ -101,6 +134,12 @@ class Worker:
         # How often this worker looks for human tasks past their SLA and approvals past
         # their expiry.
         self.escalation_interval = 5.0
+        # How often this worker signs the audit chains' heads into the anchor directory,
+        # when there is one (AEVOS_AUDIT_ANCHOR_DIR): the longest stretch of newest records
+        # whose deletion would go unnoticed. Heads that have not moved are not signed again.
+        self.anchor_interval = _anchor_interval()
+        self._anchored_at = -math.inf
+        self._anchoring = True
         self.executed = 0
 
     @property
@@ -180,12 +219,50 @@ class Worker:
         self._next_escalation_sweep = now + self.escalation_interval
         # Each chore on its own: one that fails (its database write, say) is logged and
         # tried again next sweep without holding up the others.
-        for chore in self.chores:
+        for chore in (*self.chores, self._anchor_when_due):
             try:
                 chore()
             except AevosError as exc:
                 name = getattr(chore, "__name__", repr(chore))
                 log.warning("%s failed (%s); retrying next sweep", name, exc.code)
+
+    def _anchor_when_due(self) -> None:
+        now = time.monotonic()
+        if not self._anchoring or now - self._anchored_at < self.anchor_interval:
+            return
+        self._anchored_at = now
+        self.anchor_audit()
+
+    def anchor_audit(self) -> list[AnchorOutcome]:
+        """Sign the head of every audit chain that moved since its newest anchor (what the
+        schedule does every ``anchor_interval`` seconds); nothing without an anchor
+        directory. A tenant whose chain is refused is logged and does not stop the others.
+        """
+        audit = self.runtime.services.audit
+        if audit.anchors is None:
+            return []
+        try:
+            outcomes = anchor_all(audit)
+        except AuditSigningKeyError as exc:
+            # Configured to anchor but unable to sign: say so once, not every interval.
+            log.error("audit anchors will not be written by this worker: %s", exc.message)
+            self._anchoring = False
+            return []
+        for outcome in outcomes:
+            if outcome.error is not None:
+                log.error(
+                    "audit chain of tenant %r not anchored [%s]: %s",
+                    outcome.tenant,
+                    outcome.error.code,
+                    outcome.error.message,
+                )
+            elif outcome.written and outcome.anchor is not None:
+                log.info(
+                    "audit chain of tenant %r anchored at seq %d",
+                    outcome.tenant,
+                    outcome.anchor.seq,
+                )
+        return outcomes
 
     def _claim_round(self, workflows: list[str]) -> int:
         claimed = 0

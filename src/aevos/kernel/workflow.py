@@ -21,6 +21,7 @@ from typing import (
 
 from .. import codec
 from ..errors import DefinitionError
+from .arguments import check_arguments
 from .context import WorkflowContext
 
 if TYPE_CHECKING:
@@ -41,6 +42,35 @@ class StartOptions:
     priority: int = 0
     tenant: str = "default"
     actor: str | None = None  # who started it, for the audit log (None: this process)
+
+    def __post_init__(self) -> None:
+        # Checked here, where every start's options are made (wf.options, the API, the CLI,
+        # webhooks), so that a bad one is a precise error, not a database error at insert.
+        for name in ("queue", "idempotency_key", "run_id"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 200):
+                got = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+                raise DefinitionError(
+                    f"start option {name} must be a string of 1-200 characters, got {got}"
+                )
+        # bool is an int, but priority=True is a mistake; the column is a 32-bit integer.
+        priority = self.priority
+        if (
+            isinstance(priority, bool)
+            or not isinstance(priority, int)
+            or not -(2**31) <= priority < 2**31
+        ):
+            raise DefinitionError(
+                f"start option priority must be an integer from -2**31 to 2**31-1, got {priority!r}"
+            )
+        if self.tenant != "default":
+            from ..identity import check_tenant  # governance loads on first use, not on import
+
+            if not isinstance(self.tenant, str):
+                raise DefinitionError(
+                    f"start option tenant must be a string, got {type(self.tenant).__name__}"
+                )
+            check_tenant(self.tenant)
 
 
 class Host(Protocol):
@@ -67,7 +97,12 @@ class Workflow(Generic[P, R]):
     - ``wf.run(*args)`` runs it now in this process, durably, and returns its result;
     - ``wf.start(*args)`` enqueues it for a worker and returns a :class:`RunHandle`;
     - ``wf(ctx, *args)`` inside another workflow runs it as a durable child run;
-    - ``wf.options(idempotency_key=..., queue=..., priority=...)`` sets start options.
+    - ``wf.options(idempotency_key=..., queue=..., priority=..., tenant=..., run_id=...)``
+      returns a copy that starts runs with those options.
+
+    Every argument of ``run``, ``start`` and a child call, keywords included, is the
+    workflow's (checked against its signature before the run exists); start options are
+    given only through ``options``.
     """
 
     def __init__(
@@ -104,14 +139,18 @@ class Workflow(Generic[P, R]):
         run_id: str | None = None,
         tenant: str | None = None,
     ) -> Workflow[P, R]:
-        """A copy of this workflow that starts runs with these options."""
+        """A copy of this workflow that starts runs with these options (None keeps the
+        current one); the only way to give start options, so that none of them can be taken
+        for one of the workflow's arguments, or the reverse.
+        """
+        current = self._options
         opts = replace(
-            self._options,
-            idempotency_key=idempotency_key or self._options.idempotency_key,
-            queue=queue or self._options.queue,
-            priority=self._options.priority if priority is None else priority,
-            run_id=run_id or self._options.run_id,
-            tenant=tenant or self._options.tenant,
+            current,
+            idempotency_key=current.idempotency_key if idempotency_key is None else idempotency_key,
+            queue=current.queue if queue is None else queue,
+            priority=current.priority if priority is None else priority,
+            run_id=current.run_id if run_id is None else run_id,
+            tenant=current.tenant if tenant is None else tenant,
         )
         if opts.queue is not None:
             self._runtime.queue_named(opts.queue)  # unknown queue names fail here, not in a worker
@@ -122,25 +161,53 @@ class Workflow(Generic[P, R]):
         # Plain positional calls with exactly the declared parameters need no binding
         # (the common case, and bind() is the costliest part of starting a run).
         if kwargs or len(args) != self._positional:
-            try:
-                # Wrong arity or unknown keyword: refuse before anything is recorded or run.
-                self._signature.bind(None, *args, **kwargs)
-            except TypeError as exc:
-                raise DefinitionError(f"bad arguments for workflow {self.name!r}: {exc}") from None
+            # Wrong arity or unknown keyword: refuse before anything is recorded or run.
+            check_arguments(self._signature, self.name, args, kwargs)
         return codec.encode(
             {"args": list(args), "kwargs": kwargs}, f"input of workflow {self.name!r}"
         )
 
-    def __call__(self, ctx: WorkflowContext, *args: P.args, **kwargs: P.kwargs) -> R:
+    def __call__(self, ctx: WorkflowContext, /, *args: P.args, **kwargs: P.kwargs) -> R:
         if not isinstance(ctx, WorkflowContext):
             raise DefinitionError(
                 f"workflow {self.name!r} called directly: use {self.name}.run(...) to run it, "
                 f"{self.name}.start(...) to enqueue it, or pass the parent's context to run it "
                 "as a child workflow"
             )
+        self.child_options(enqueued=False)
         return cast(R, ctx.run_child(self, args, kwargs))
 
-    def run(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    def child_options(self, *, enqueued: bool) -> StartOptions:
+        """The options of a child run of this copy, refusing those a child cannot take: it
+        has its parent's tenant and an id derived from its parent's position, and an inline
+        child runs in the parent's thread (so it has no queue or priority either)."""
+        opts = self._options
+        refused = [
+            name
+            for name, given in (
+                ("idempotency_key", opts.idempotency_key is not None),
+                ("run_id", opts.run_id is not None),
+                ("tenant", opts.tenant != StartOptions.tenant),
+                ("queue", not enqueued and opts.queue is not None),
+                ("priority", not enqueued and opts.priority != StartOptions.priority),
+            )
+            if given
+        ]
+        if refused:
+            how = (
+                "an enqueued child takes only queue and priority"
+                if enqueued
+                else "an inline child runs in its parent's thread; to give it a queue or a "
+                "priority, enqueue it with ctx.start_child(wf.options(...), ...)"
+            )
+            raise DefinitionError(
+                f"child run of workflow {self.name!r} cannot take start option(s) "
+                f"{', '.join(refused)}: a child has its parent's tenant and an id derived "
+                f"from the parent's position, and {how}"
+            )
+        return opts
+
+    def run(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run now, in this thread, durably; returns the result or raises the error.
 
         With an idempotency key that already started a run, returns (or waits for) that
@@ -148,14 +215,14 @@ class Workflow(Generic[P, R]):
         """
         return cast(R, self._runtime.run_inline(self, args, kwargs, self._options))
 
-    async def run_async(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def run_async(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         """``run`` for async workflows, from inside a running event loop."""
         return cast(
             R,
             await asyncio.to_thread(self._runtime.run_inline, self, args, kwargs, self._options),
         )
 
-    def start(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]:
+    def start(self, /, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]:
         """Enqueue a run for a worker; returns at once with a handle."""
         return self._runtime.enqueue(self, args, kwargs, self._options)
 

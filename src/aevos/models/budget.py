@@ -25,12 +25,27 @@ rolls and after a second idle; a caller whose lease is empty waits for a refill 
 its way rather than being refused. ``Leasing(chunk=1)`` makes every call reserve in the
 database itself (and disables refills).
 
-After a call its reservation is settled to the actual cost and tokens, returning the unused
-part to the local chunk. Reservations use the route's ``max_cost`` / ``max_tokens``, which
-must be upper bounds for a cost or token budget to be exact: a call that costs more than it
-reserved is charged the excess (which then blocks later calls) but cannot be undone. A
-process killed while holding a chunk leaves it counted as used for the rest of the window:
-an undershoot, never an overshoot.
+What a call reserves is the budget logic's rule (:meth:`Scope.amounts`; the SQL above only
+enforces it): in a scope that limits cost, the route's declared ``max_cost`` (an upper
+bound); when the cost is not known in advance, an estimate, the route's ``cost_estimate``
+(per model) or else the budget's; with neither, the call is refused with
+:class:`UndeclaredCostError` before anything is reserved, never let through at no cost.
+Tokens likewise (``max_tokens``, ``tokens_estimate``). A scope that does not limit a
+dimension reserves what the route declares or estimates (or nothing) and only counts it.
+
+After a call its reservation is settled to the actual cost and tokens the model reported
+(a dimension it did not report is charged what was reserved), returning the unused part to
+the local chunk. A call that failed gives its cost and tokens back (the call itself stays
+counted); one that timed out keeps them (the model may still be running, and billing). A
+call that costs more than it reserved (an estimate that was too low) is charged the excess:
+it cannot be undone, but later calls are admitted only into what is left, and none once
+the budget is over its limit. Hence the guarantee: the calls admitted never reserve more
+than a limit, so the amount spent exceeds it by at most the excess (actual minus reserved)
+of the calls that were in flight when the last call was admitted: nothing when
+reservations are upper bounds (``max_cost``, or estimates that hold), whatever the
+concurrency; one call's excess when calls are sequential. A process killed while holding a
+chunk leaves it counted as used for the rest of the window: an undershoot, never an
+overshoot.
 
 Windows are fixed (not sliding): a rate limit of N per second can admit up to N calls at
 the end of one window and N more at the start of the next.
@@ -44,9 +59,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from ..errors import BudgetExceededError, DefinitionError, LimitExceededError, RateLimitedError
+from ..errors import (
+    BudgetExceededError,
+    DefinitionError,
+    LimitExceededError,
+    RateLimitedError,
+    UndeclaredCostError,
+)
 from ..storage import Store
 from ..storage.budgets import EPS, Limits
 from ..storage.budgets import Usage as Usage  # part of this module's API (gateway.usage)
@@ -59,21 +80,32 @@ _DIMS = ("calls", "cost", "tokens")
 @dataclass(frozen=True)
 class Budget:
     """Limits per window of ``window`` seconds; None means unlimited. ``rate=True`` makes it a
-    rate limit: refusals raise :class:`RateLimitedError` instead of BudgetExceededError."""
+    rate limit: refusals raise :class:`RateLimitedError` instead of BudgetExceededError.
+
+    ``cost_estimate`` / ``tokens_estimate``: what a call reserves here when neither its route
+    declares a ``max_cost`` / ``max_tokens`` nor estimates one; without them such a call is
+    refused (:class:`UndeclaredCostError`). Kept in this process, like the budget itself.
+    """
 
     calls: int | None = None
     cost: float | None = None
     tokens: int | None = None
     window: float = 86_400.0
     rate: bool = False
+    cost_estimate: float | None = None
+    tokens_estimate: int | None = None
 
     def __post_init__(self) -> None:
         if self.calls is None and self.cost is None and self.tokens is None:
             raise DefinitionError("a budget needs at least one of calls, cost or tokens")
-        for name in _DIMS:
+        for name in (*_DIMS, "cost_estimate", "tokens_estimate"):
             value = getattr(self, name)
-            if value is not None and value < 0:
+            if value is not None and not value >= 0:
                 raise DefinitionError(f"budget {name} must be >= 0, not {value}")
+        # An estimate is only ever reserved against a limit: one without is a mistake.
+        for dim in ("cost", "tokens"):
+            if getattr(self, f"{dim}_estimate") is not None and getattr(self, dim) is None:
+                raise DefinitionError(f"budget {dim}_estimate needs a {dim} limit")
         if not self.window > 0:
             raise DefinitionError(f"budget window must be > 0 seconds, not {self.window}")
 
@@ -103,6 +135,25 @@ class Leasing:
             raise DefinitionError(f"leasing chunk must be >= 1, not {self.chunk}")
         if self.max_chunk < 1 or not 0 < self.share <= 1:
             raise DefinitionError("leasing max_chunk must be >= 1 and share within (0, 1]")
+
+
+class Claim(Protocol):
+    """What the calls of a route declare before they run, for budgets to reserve (a
+    :class:`~aevos.models.routing.Route` is one; read as is, so a call builds nothing).
+
+    ``max_cost`` / ``max_tokens``: upper bounds of one call (None: not known in advance);
+    ``cost_estimate`` / ``tokens_estimate``: what to reserve when there is no bound (None:
+    none configured for the model; a budget's own estimate may still apply).
+    """
+
+    @property
+    def max_cost(self) -> float | None: ...
+    @property
+    def max_tokens(self) -> int | None: ...
+    @property
+    def cost_estimate(self) -> float | None: ...
+    @property
+    def tokens_estimate(self) -> int | None: ...
 
 
 def window_start(now: float, window: float) -> float:
@@ -220,6 +271,8 @@ class Scope:
         self._held = [0.0, 0.0, 0.0]  # calls, cost, tokens leased and not yet spent
         # Only limited dimensions need a lease to spend from; the others are counted.
         self._checked = tuple(d for d in range(3) if budget.limit(d) is not None)
+        self._cost_estimate = budget.cost_estimate
+        self._tokens_estimate = budget.tokens_estimate
         self._chunk = 1
         self._per_call: tuple[float, float, float] = (1.0, 0.0, 0.0)
         self._leased_at = 0.0
@@ -229,6 +282,33 @@ class Scope:
         self._retired = False  # replaced or closed: late refills go straight back
         self._returns: list[tuple[float, list[float]]] = []  # rolled windows' leftovers
         self.leases = 0  # database leases taken (metrics, tests)
+
+    def amounts(self, claim: Claim, model: str) -> tuple[float, float]:
+        """The cost and tokens one call of ``model`` reserves here: the declared bound, else
+        the route's estimate, else this budget's. A limited dimension with none of them
+        refuses the call (:class:`UndeclaredCostError`): reserving nothing would let any
+        number of concurrent calls through. An unlimited dimension reserves what the route
+        declares or estimates (or nothing), and is only counted."""
+        # On every call's path: plain branches, no allocation.
+        cost = claim.max_cost
+        if cost is None:
+            cost = claim.cost_estimate
+            if cost is None:
+                cost = self._cost_estimate
+                if cost is None:
+                    if 1 in self._checked:
+                        raise self._undeclared(model, "cost")
+                    cost = 0.0
+        tokens = claim.max_tokens
+        if tokens is None:
+            tokens = claim.tokens_estimate
+            if tokens is None:
+                tokens = self._tokens_estimate
+                if tokens is None:
+                    if 2 in self._checked:
+                        raise self._undeclared(model, "tokens")
+                    tokens = 0
+        return cost, tokens
 
     def take(self, cost: float, tokens: float, now: float) -> float:
         """Spend one call's reservation; returns its window (for ``settle``). Raises
@@ -384,6 +464,16 @@ class Scope:
                 chunk = min(chunk, max(1, math.floor(limit * leasing.share / per_call[d])))
         return chunk
 
+    def _undeclared(self, model: str, dim: str) -> UndeclaredCostError:
+        return UndeclaredCostError(
+            f"model {model!r} declares no {dim} per call and budget {self.name} limits {dim}: "
+            f"set the route's max_{dim} (an upper bound) or a {dim}_estimate (on the route, "
+            f"or on the budget) so that the call can be reserved before it runs",
+            scope=self.name,
+            limit=dim,
+            model=model,
+        )
+
     def _refusal(self, binding: int | None, row: Any, start: float) -> LimitExceededError:
         dim = _DIMS[binding or 0]
         budget = self.budget
@@ -406,7 +496,8 @@ class Scope:
         )
 
 
-Reservation = list[tuple[Scope, float]]
+# One call's reservation: per scope, its window and the cost and tokens it reserved there.
+Reservation = list[tuple[Scope, float, float, float]]
 
 
 class Budgets:
@@ -472,24 +563,42 @@ class Budgets:
                 self._lookup[key] = found
         return found
 
-    def reserve(
-        self, scopes: Sequence[Scope], cost: float, tokens: float, now: float
-    ) -> Reservation:
-        """Reserve one call in every scope, or in none (raising the first refusal)."""
+    def reserve(self, scopes: Sequence[Scope], claim: Claim, model: str, now: float) -> Reservation:
+        """Reserve one call of ``model`` in every scope, or in none (raising the first
+        refusal)."""
+        # Every scope's amounts first: an undeclared cost is refused before anything is taken.
+        amounts = [scope.amounts(claim, model) for scope in scopes]
         taken: Reservation = []
         try:
-            for scope in scopes:
-                taken.append((scope, scope.take(cost, tokens, now)))
+            for scope, (cost, tokens) in zip(scopes, amounts, strict=True):
+                taken.append((scope, scope.take(cost, tokens, now), cost, tokens))
         except BaseException:
-            for scope, start in taken:
+            for scope, start, cost, tokens in taken:
                 scope.settle(start, (1.0, cost, tokens))
             raise
         return taken
 
     @staticmethod
-    def settle(reserved: Reservation, delta: Sequence[float]) -> None:
-        for scope, start in reserved:
-            scope.settle(start, delta)
+    def settle(reserved: Reservation, cost: float | None, tokens: float | None) -> None:
+        """Settle a call that answered to the cost and tokens it reported: the unused part of
+        each reservation goes back, an excess is charged. None (not reported) charges what
+        was reserved."""
+        for scope, start, held_cost, held_tokens in reserved:
+            scope.settle(
+                start,
+                (
+                    0.0,
+                    0.0 if cost is None else held_cost - cost,
+                    0.0 if tokens is None else held_tokens - tokens,
+                ),
+            )
+
+    @staticmethod
+    def release(reserved: Reservation) -> None:
+        """A call that failed without spending: its cost and tokens go back, the call itself
+        stays counted."""
+        for scope, start, cost, tokens in reserved:
+            scope.settle(start, (0.0, cost, tokens))
 
     def _request(self) -> None:
         self._wake.set()

@@ -6,9 +6,10 @@ version (alias, sticky canary split), then for each model call it makes:
 
 1. asks the version's circuit breaker (:mod:`.breaker`): an open breaker rejects the call at
    once and the route's fallbacks answer instead;
-2. reserves one call and the route's ``max_cost`` / ``max_tokens`` from every budget and rate
-   limit that applies (tenant, workflow, model; :mod:`.budget`), before the call, so
-   concurrent callers in any number of processes cannot overshoot them;
+2. reserves one call and the route's ``max_cost`` / ``max_tokens`` (or, when the cost is
+   not known in advance, an estimate; a cost budget refuses a call with neither) from every
+   budget and rate limit that applies (tenant, workflow, model; :mod:`.budget`), before the
+   call, so concurrent callers in any number of processes cannot overshoot them;
 3. calls the adapter, in a worker thread when a timeout applies;
 4. settles the reservation to the actual cost and tokens, tells the breaker, and records the
    call (:mod:`.recorder`): model, version, route, outcome, confidence, input SHA-256,
@@ -63,6 +64,7 @@ from ..errors import (
     SerializationError,
     StepFailedError,
     StorageError,
+    UndeclaredCostError,
     UnsafeArtifactError,
 )
 from ..identity import check_tenant
@@ -286,8 +288,10 @@ class Gateway:
         cascade: list[Cascade] | tuple[Cascade, ...] = (),
         fallbacks: list[str | Target] | tuple[str | Target, ...] = (),
         timeout: float | None = None,
-        max_cost: float = 0.0,
-        max_tokens: int = 0,
+        max_cost: float | None = None,
+        max_tokens: int | None = None,
+        cost_estimate: float | None = None,
+        tokens_estimate: int | None = None,
     ) -> Route:
         """Build a :class:`Route` for ``model`` and :meth:`configure` it."""
         return self.configure(
@@ -301,6 +305,8 @@ class Gateway:
                 timeout=timeout,
                 max_cost=max_cost,
                 max_tokens=max_tokens,
+                cost_estimate=cost_estimate,
+                tokens_estimate=tokens_estimate,
             )
         )
 
@@ -317,13 +323,28 @@ class Gateway:
         cost: float | None = None,
         tokens: int | None = None,
         window: float = 86_400.0,
+        cost_estimate: float | None = None,
+        tokens_estimate: int | None = None,
     ) -> str:
         """Limit the calls, cost and tokens of a tenant, or of one of its workflows or
         models, per ``window`` seconds (a day by default); returns the scope's name. Every
         process that calls must configure the same budgets (they are code, like routes);
-        their usage is shared through the database."""
+        their usage is shared through the database.
+
+        ``cost_estimate`` / ``tokens_estimate``: what a call reserves here when its route
+        declares no ``max_cost`` / ``max_tokens`` and no estimate of its own; without any, a
+        call limited in cost (tokens) is refused with
+        :class:`~aevos.errors.UndeclaredCostError`."""
         name = Budgets.scope_name(tenant, workflow=workflow, model=model)
-        self.budgets.configure(name, Budget(calls, cost, tokens, window))
+        budget = Budget(
+            calls,
+            cost,
+            tokens,
+            window,
+            cost_estimate=cost_estimate,
+            tokens_estimate=tokens_estimate,
+        )
+        self.budgets.configure(name, budget)
         return name
 
     def set_rate_limit(
@@ -541,7 +562,6 @@ class Gateway:
         started = time.perf_counter()
         version: ModelVersion | None = None
         reserved: Reservation = []
-        cost, tokens = route.max_cost, float(route.max_tokens)
         prediction: Prediction | None = None
         try:
             version, adapter = self._resolve(call.tenant, target)
@@ -555,7 +575,7 @@ class Gateway:
             scopes = self.budgets.scopes(call.tenant, call.workflow, version.name)
             if scopes:
                 try:
-                    reserved = self.budgets.reserve(scopes, cost, tokens, time.time())
+                    reserved = self.budgets.reserve(scopes, route, version.name, time.time())
                 except BaseException:
                     breaker.cancel()
                     raise
@@ -572,17 +592,16 @@ class Gateway:
             # A call that never answered is settled at nothing spent but the call itself,
             # except a timeout: the model may still be running (and billing) it.
             if reserved and not isinstance(exc, ModelTimeoutError):
-                self.budgets.settle(reserved, (0.0, cost, tokens))
+                self.budgets.release(reserved)
             self._record(call, target, version, label, started, None, exc)
             return exc
         if reserved:
-            actual_cost = prediction.cost if prediction.cost is not None else cost
             used_tokens = (
                 float((prediction.tokens_in or 0) + (prediction.tokens_out or 0))
                 if prediction.tokens_in is not None or prediction.tokens_out is not None
-                else tokens
+                else None
             )
-            self.budgets.settle(reserved, (0.0, cost - actual_cost, tokens - used_tokens))
+            self.budgets.settle(reserved, prediction.cost, used_tokens)
         self._record(call, target, version, label, started, prediction, None)
         return _Answer(prediction, version, label)
 
@@ -719,7 +738,9 @@ class Gateway:
 
 def _final_limit(error: AevosError) -> bool:
     """A tenant or workflow limit refuses every target alike; a model's own does not."""
-    return isinstance(error, LimitExceededError) and ":model:" not in f":{error.scope}"
+    return isinstance(error, (LimitExceededError, UndeclaredCostError)) and (
+        ":model:" not in f":{error.scope}"
+    )
 
 
 def rebuild_error(error: Mapping[str, Any], step: str, seq: int) -> AevosError:

@@ -6,7 +6,7 @@ outcome, confidence, the input's SHA-256 (never the input), latency, tokens, cos
 and the workflow, run and step when called from one.
 
 Calls inside a workflow are recorded durably with the step's result, in its transaction
-(see :meth:`Gateway.predict_step`). Calls outside workflows, and shadow calls, are buffered
+(see :meth:`Gateway.govern`). Calls outside workflows, and shadow calls, are buffered
 here and appended in batches by a background thread, at most ``interval`` seconds apart (and
 sooner when ``batch`` records wait), and on ``flush()`` / ``close()``: a durable commit per
 call would cost more than the gateway's whole per-call overhead target. A process that dies

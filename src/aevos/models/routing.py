@@ -97,12 +97,16 @@ class Cascade:
 @dataclass(frozen=True)
 class Route:
     """How calls to ``model`` are routed. Fields not given keep the plain behaviour: one call
-    to ``model@champion``, no timeout, nothing reserved but one call per budget.
+    to ``model@champion``, no timeout, and a cost not known in advance.
 
-    ``max_cost`` / ``max_tokens`` are what one model call may cost at most (e.g. an LLM's
-    ``max_tokens`` at its price): the gateway reserves them from budgets before the call and
-    settles to the actual amounts after it, so they must be upper bounds for a cost budget to
-    be exact. ``timeout`` (seconds) applies to each model call of the route.
+    ``max_cost`` / ``max_tokens`` declare what one model call may cost at most (e.g. an LLM's
+    ``max_tokens`` at its price; ``0`` for a model that costs nothing): the gateway reserves
+    them from budgets before the call and settles to the actual amounts after it, so a budget
+    holds exactly when they are upper bounds. When the cost is not known in advance,
+    ``cost_estimate`` / ``tokens_estimate`` are reserved instead (a call that costs more is
+    charged the excess; see :mod:`aevos.models.budget`); with neither, a budget that limits
+    cost (tokens) refuses the call unless the budget has its own estimate. ``timeout``
+    (seconds) applies to each model call of the route.
     """
 
     model: str
@@ -112,8 +116,10 @@ class Route:
     cascade: Sequence[Cascade] = ()
     fallbacks: Sequence[str | Target] = ()
     timeout: float | None = None
-    max_cost: float = 0.0
-    max_tokens: int = 0
+    max_cost: float | None = None
+    max_tokens: int | None = None
+    cost_estimate: float | None = None
+    tokens_estimate: int | None = None
     # Compiled targets, filled in __post_init__.
     primary: Target = field(init=False, repr=False, compare=False)
     canary_target: Target | None = field(init=False, repr=False, compare=False)
@@ -126,8 +132,17 @@ class Route:
             raise DefinitionError(f"a route's model is a model name, not {self.model!r}")
         if self.timeout is not None and self.timeout <= 0:
             raise DefinitionError(f"route timeout must be > 0 seconds, not {self.timeout}")
-        if self.max_cost < 0 or self.max_tokens < 0:
-            raise DefinitionError("route max_cost and max_tokens must be >= 0")
+        for name in ("max_cost", "max_tokens", "cost_estimate", "tokens_estimate"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise DefinitionError(f"route {name} must be >= 0, not {value}")
+        for dim in ("cost", "tokens"):
+            bound, estimate = getattr(self, f"max_{dim}"), getattr(self, f"{dim}_estimate")
+            if bound is not None and estimate is not None:
+                raise DefinitionError(
+                    f"route {self.model!r} sets both max_{dim} and {dim}_estimate: an upper "
+                    f"bound is reserved as is, an estimate only stands in for a missing one"
+                )
         cascade = tuple(self.cascade)
         fallbacks = tuple(self.fallbacks)
         for stage in cascade:

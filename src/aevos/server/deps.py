@@ -37,6 +37,13 @@ def get_principal(
     return access.authenticate(token, tenant_hint="default")
 
 
+def get_listed_value_bytes(request: Request) -> int:
+    """Listings show a value longer than this as JSON as a summary (see .summaries)."""
+    limit: int = request.app.state.listed_value_bytes
+    return limit
+
+
 AppDep = Annotated[Aevos, Depends(get_app)]
 AccessDep = Annotated[Access, Depends(get_access)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+ListedDep = Annotated[int, Depends(get_listed_value_bytes)]

@@ -8,6 +8,8 @@ way), and unexpected exceptions become a 500 without their text.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -50,10 +52,15 @@ _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.InvalidEventError, 422),
     (e.EventMappingError, 422),
     (e.LimitExceededError, 429),
+    # The deployment's budgets cannot admit the call until its cost is declared: the request
+    # is fine, and retrying it cannot help.
+    (e.UndeclaredCostError, 409),
     (e.CircuitOpenError, 502),
     (e.ModelCallError, 502),  # ModelTimeoutError too
     (e.StorageUnavailableError, 503),
     (e.StorageError, 500),  # SchemaError, CorruptDatabaseError: the server's fault
+    (e.AuditSigningKeyError, 500),  # the server's anchor keys or directory are misconfigured
+    (e.AuditAnchorError, 500),
 ]
 
 # Storage errors name the database (host, name, file) for operators; HTTP clients get the
@@ -93,17 +100,44 @@ def body(code: str, message: str, **extra: object) -> dict[str, object]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
+def error_response(exc: e.AevosError) -> JSONResponse:
+    """The API's answer to ``exc``: its status, and its code and public message."""
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.AuthenticationError) else None
+    # Structured details the error carries (a field name, a task's status), never values.
+    extra = {k: v for k, v in exc.to_dict().items() if k not in ("code", "message")}
+    return JSONResponse(
+        body(exc.code, public_message(exc), **extra), status_code=status_for(exc), headers=headers
+    )
+
+
+def _field_problem(error: Mapping[str, Any], document: Any) -> dict[str, Any]:
+    """One entry of an ``invalid_request``'s ``fields``: the field and what is wrong with it.
+
+    A body that is not JSON at all is the field ``body``; FastAPI puts the decoder's
+    character offset where a field name goes, so it is moved to ``position`` (with the line
+    and column) and the decoder's message becomes the problem.
+    """
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid" and len(loc) == 2 and isinstance(loc[1], int):
+        position = loc[1]
+        reason = str((error.get("ctx") or {}).get("error", "invalid JSON"))
+        text = document if isinstance(document, str) else ""
+        line = text.count("\n", 0, position) + 1
+        column = position - text.rfind("\n", 0, position)
+        return {
+            "field": "body",
+            "problem": f"not valid JSON: {reason} at line {line} column {column} (char {position})",
+            "position": position,
+            "line": line,
+            "column": column,
+        }
+    return {"field": ".".join(str(p) for p in loc if p != "body"), "problem": error["msg"]}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(e.AevosError)
     async def aevos_error(_request: Request, exc: e.AevosError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.AuthenticationError) else None
-        # Structured details the error carries (a field name, a task's status), never values.
-        extra = {k: v for k, v in exc.to_dict().items() if k not in ("code", "message")}
-        return JSONResponse(
-            body(exc.code, public_message(exc), **extra),
-            status_code=status_for(exc),
-            headers=headers,
-        )
+        return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def framework_refusal(request: Request, exc: StarletteHTTPException) -> Response:
@@ -118,11 +152,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [
-            {"field": ".".join(str(p) for p in err["loc"] if p != "body"), "problem": err["msg"]}
-            for err in exc.errors()
-        ]
-        names = ", ".join(f["field"] for f in fields) or "the request"
+        fields = [_field_problem(err, exc.body) for err in exc.errors()]
+        names = ", ".join(str(f["field"]) for f in fields) or "the request"
         return JSONResponse(
             body("invalid_request", f"invalid {names}", fields=fields), status_code=422
         )

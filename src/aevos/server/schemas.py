@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..audit.lineage import Lineage
 from ..records.run import RunInfo, StepInfo
+from .summaries import Lister
 
 # Names and keys: no control characters (PostgreSQL cannot even store U+0000 in text).
 NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
@@ -32,6 +34,21 @@ class ForkRun(BaseModel):
     from_step: int = Field(ge=0, le=2**31 - 1)  # a step seq is a 32-bit integer
 
 
+_LISTED = (
+    "In listings, a value longer than the server's listed_value_bytes as JSON is a Summary "
+    "(see `truncated`)."
+)
+
+
+def truncated_field() -> Any:
+    """The ``truncated`` field of a listed item."""
+    return Field(
+        default_factory=list,
+        description="The fields shown as a Summary {truncated, bytes, sha256, href} instead "
+        "of their value (listings only); GET the summary's href for the value.",
+    )
+
+
 class Run(BaseModel):
     run_id: str
     tenant: str
@@ -40,8 +57,8 @@ class Run(BaseModel):
     queue: str
     priority: int
     idempotency_key: str | None
-    input: Any
-    output: Any
+    input: Any = Field(description=_LISTED)
+    output: Any = Field(description=_LISTED)
     error: dict[str, Any] | None
     code_version: str
     parent_run_id: str | None
@@ -49,6 +66,18 @@ class Run(BaseModel):
     created_at: float
     updated_at: float
     finished_at: float | None
+    truncated: list[str] = truncated_field()
+
+    @classmethod
+    def listed(cls, info: RunInfo, limit: int) -> Run:
+        """The run as a listing shows it: a large input or output as a summary."""
+        lister = Lister(limit)
+        href = f"/v1/runs/{quote(info.run_id, safe='')}"
+        run = cls.of(info)
+        run.input = lister("input", info.input, f"{href}/input")
+        run.output = lister("output", info.output, f"{href}/output")
+        run.truncated = lister.truncated
+        return run
 
     @classmethod
     def of(cls, info: RunInfo) -> Run:
@@ -76,11 +105,22 @@ class Step(BaseModel):
     seq: int
     name: str
     status: str
-    output: Any
+    output: Any = Field(description=_LISTED)
     error: dict[str, Any] | None
     attempts: int
     started_at: float
     finished_at: float
+    truncated: list[str] = truncated_field()
+
+    @classmethod
+    def listed(cls, run_id: str, step: StepInfo, limit: int) -> Step:
+        """The step as a listing shows it: a large output as a summary."""
+        lister = Lister(limit)
+        href = f"/v1/runs/{quote(run_id, safe='')}/steps/{step.seq}/output"
+        listed = cls.of(step)
+        listed.output = lister("output", step.output, href)
+        listed.truncated = lister.truncated
+        return listed
 
     @classmethod
     def of(cls, step: StepInfo) -> Step:

@@ -146,6 +146,12 @@ class AuditRepository(Repository):
         row = self.conn.execute(self._sql.head, {"tenant": tenant}).first()
         return None if row is None else Head(int(row.seq), str(row.hash))
 
+    def heads(self) -> dict[str, Head]:
+        """Every chain's end that has records, by tenant."""
+        h = audit_heads.c
+        rows = self.conn.execute(sa.select(h.tenant, h.seq, h.hash).where(h.seq > 0))
+        return {str(tenant): Head(int(seq), str(digest)) for tenant, seq, digest in rows}
+
     def last_seq(self, tenant: str) -> int:
         """The highest seq stored for ``tenant`` (0 for none), read from the records."""
         return int(

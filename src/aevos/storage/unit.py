@@ -1,15 +1,14 @@
 """The unit of work: one transaction that several repositories share.
 
-A domain service never writes SQL: it opens a unit of work on the store
-(:meth:`~aevos.storage.store.Store.transaction` to write, :meth:`~aevos.storage.store.Store.reading`
-to read) and calls the repositories of the domains it touches through it. Everything done in
-one unit commits together when its ``with`` block ends, or nothing does if the block raises,
-so a change and the audit record of that change are never apart::
+A domain service never writes SQL: it opens a unit of work on the store (``store.transaction()``
+to write, ``store.reading()`` to read) and calls the repositories of the domains it touches
+through it. Everything done in one unit commits together when its ``with`` block ends, or
+nothing does if the block raises, so a change and the audit record of that change are never
+apart::
 
     with store.transaction() as uow:
-        version = uow.models.lock("acme", "intent")
-        ...
-        audit.append(event, uow=uow)  # the record commits with the change
+        approval = uow.approvals.insert(asked)
+        audit.append(event, uow=uow)  # the record commits with the change, or neither does
 
 A write unit takes SQLite's write lock up front (``BEGIN IMMEDIATE``); a reading unit is one
 consistent snapshot that, on SQLite, takes no lock at all, so it must never write. Driver
@@ -43,8 +42,8 @@ T = TypeVar("T")
 class UnitOfWork:
     """One open transaction and the repositories bound to it.
 
-    Each repository is made on first use (and imported then: the repositories import the
-    domain records they return, some of which import this package).
+    Each repository is made on first use, and its module imported then: the repositories
+    subclass :class:`Repository` below, so this module cannot import them up front.
     """
 
     def __init__(self, store: Store, conn: Connection, *, read_only: bool = False) -> None:

@@ -1,17 +1,22 @@
 """``/v1/events``: webhook deliveries that start runs, and the record of every one received.
 
 ``POST /v1/events/{source}`` authenticates itself (a signature, or a bearer token for a
-source without a secret), so it takes no principal dependency; see :mod:`aevos.events.webhook`.
+source without a secret), so it takes no principal dependency; see :mod:`aevos.webhook`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
+from ...app import Aevos
+from ...errors import AevosError
 from ...events.webhook import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
@@ -56,29 +61,40 @@ class Event(BaseModel):
         )
 
 
-async def _read_bounded(request: Request, limit: int) -> tuple[bytes | None, int]:
-    """The body, or None (and how much was declared or had arrived) past ``limit`` bytes:
-    an oversized body is never held in memory whole."""
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit():
-        length = int(declared) if len(declared) <= 12 else 10**12
-        if length > limit:
-            return None, length
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None, size
-        chunks.append(chunk)
-    return b"".join(chunks), size
-
-
 def _bearer(authorization: str | None) -> str | None:
     if not authorization:
         return None
     scheme, _, value = authorization.partition(" ")
     return value.strip() if scheme.lower() == "bearer" else authorization
+
+
+def _delivery(source: str, headers: Headers, body: bytes | None, size: int) -> Delivery:
+    return Delivery(
+        source=source,
+        body=body,
+        size=size,
+        signature=headers.get(SIGNATURE_HEADER),
+        event_id=headers.get(EVENT_ID_HEADER),
+        token=_bearer(headers.get("authorization")),
+    )
+
+
+def max_body(app: Aevos, params: Mapping[str, Any]) -> int:
+    """The body limit of a delivery to the source named in ``params``."""
+    return app.ingress.max_body(str(params.get("source", "")))
+
+
+async def refuse_oversized(
+    app: Aevos, scope: Scope, params: Mapping[str, Any], size: int
+) -> AevosError:
+    """Record a delivery whose body passed its source's limit, as the ingress records every
+    refusal (a REJECTED event, counted past the source's budget), and return its error."""
+    delivery = _delivery(str(params.get("source", "")), Headers(scope=scope), None, size)
+    try:
+        await run_in_threadpool(app.ingress.receive, delivery)
+    except AevosError as exc:
+        return exc
+    raise AssertionError("the ingress accepted a delivery without a body")
 
 
 @router.post(
@@ -89,18 +105,12 @@ def _bearer(authorization: str | None) -> str | None:
 async def receive(source: str, request: Request, response: Response, app: AppDep) -> Event:
     """Receive an event: ACCEPTED (202) starts a run, a redelivery of the same event id is
     DUPLICATE (200) with the same run. Every refusal is recorded with its reason."""
-    ingress = app.ingress
-    body, size = await _read_bounded(request, ingress.max_body(source))
-    delivery = Delivery(
-        source=source,
-        body=body,
-        size=size,
-        signature=request.headers.get(SIGNATURE_HEADER),
-        event_id=request.headers.get(EVENT_ID_HEADER),
-        token=_bearer(request.headers.get("authorization")),
-    )
+    # Within the source's max_body: the server's body limit refused a larger one unread,
+    # through refuse_oversized below.
+    body = await request.body()
+    delivery = _delivery(source, request.headers, body, len(body))
     # Database work and the source's mapping function: off the event loop.
-    record = await run_in_threadpool(ingress.receive, delivery)
+    record = await run_in_threadpool(app.ingress.receive, delivery)
     if record.status is EventStatus.DUPLICATE:
         response.status_code = 200
     return Event.of(record)

@@ -28,6 +28,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 #: The largest artifact accepted (decoded); larger models are registered from the CLI.
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
 _MAX_BASE64 = 4 * -(-MAX_ARTIFACT_BYTES // 3)
+#: The body limit of a version's registration: the base64 artifact and 1 MiB for the rest.
+REGISTER_BODY_BYTES = _MAX_BASE64 + (1 << 20)
 
 NameParam = Annotated[str, Path(min_length=1, max_length=200)]
 AliasParam = Annotated[str, Path(min_length=1, max_length=100)]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import JSONResponse
 
 from ...records.status import RunStatus
-from ..deps import AccessDep, PrincipalDep
+from ..deps import AccessDep, ListedDep, PrincipalDep
 from ..schemas import ForkRun, LineageOut, Run, StartRun, Status, Step
+from ..summaries import value_response
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -32,13 +34,15 @@ def start_run(body: StartRun, access: AccessDep, principal: PrincipalDep) -> Run
 def list_runs(
     access: AccessDep,
     principal: PrincipalDep,
+    listed: ListedDep,
     status: Annotated[list[RunStatus] | None, Query()] = None,
     workflow: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> list[Run]:
+    """The tenant's runs, newest first; a large input or output is listed as a summary."""
     runs = access.runs.list(principal, status=status, workflow=workflow, limit=limit, offset=offset)
-    return [Run.of(info) for info in runs]
+    return [Run.listed(info, listed) for info in runs]
 
 
 @router.get("/{run_id}")
@@ -46,9 +50,44 @@ def get_run(run_id: str, access: AccessDep, principal: PrincipalDep) -> Run:
     return Run.of(access.runs.get(principal, run_id))
 
 
+# The whole value a listing's summary points at: any JSON value, exactly the bytes summarised.
+_VALUE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The value, as JSON", "content": {"application/json": {"schema": {}}}}
+}
+
+
+@router.get("/{run_id}/input", response_class=JSONResponse, responses=_VALUE)
+def run_input(run_id: str, access: AccessDep, principal: PrincipalDep) -> JSONResponse:
+    """The run's input (its arguments), whole."""
+    return value_response(access.runs.get(principal, run_id).input)
+
+
+@router.get("/{run_id}/output", response_class=JSONResponse, responses=_VALUE)
+def run_output(run_id: str, access: AccessDep, principal: PrincipalDep) -> JSONResponse:
+    """The run's output (null until it succeeds), whole."""
+    return value_response(access.runs.get(principal, run_id).output)
+
+
 @router.get("/{run_id}/steps")
-def list_steps(run_id: str, access: AccessDep, principal: PrincipalDep) -> list[Step]:
-    return [Step.of(step) for step in access.runs.steps(principal, run_id)]
+def list_steps(
+    run_id: str, access: AccessDep, principal: PrincipalDep, listed: ListedDep
+) -> list[Step]:
+    """Its recorded steps, in order; a large output is listed as a summary."""
+    return [Step.listed(run_id, step, listed) for step in access.runs.steps(principal, run_id)]
+
+
+@router.get("/{run_id}/steps/{seq}/output", response_class=JSONResponse, responses=_VALUE)
+def step_output(
+    run_id: str,
+    seq: Annotated[int, Path(ge=0, le=2**31 - 1)],
+    access: AccessDep,
+    principal: PrincipalDep,
+) -> JSONResponse:
+    """The output of the step at position ``seq``, whole."""
+    for step in access.runs.steps(principal, run_id):
+        if step.seq == seq:
+            return value_response(step.output)
+    raise HTTPException(404, f"run {run_id} has no step at position {seq}")
 
 
 @router.get("/{run_id}/lineage")

@@ -9,12 +9,16 @@ form is a 422 ``invalid_task_input`` naming the field.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...records.task import Feedback, Task, TaskStatus
-from ..deps import AccessDep, PrincipalDep
+from ..deps import AccessDep, ListedDep, PrincipalDep
+from ..schemas import truncated_field
+from ..summaries import Lister, value_response
 
 router = APIRouter(tags=["tasks"])
 
@@ -45,7 +49,10 @@ class TaskOut(BaseModel):
     status: TaskStatus
     priority: int
     form: list[FormFieldOut]
-    case: Any
+    case: Any = Field(
+        description="In listings, a case longer than the server's listed_value_bytes as JSON "
+        "is a Summary (see `truncated`)."
+    )
     suggestion: dict[str, Any] | None
     confidence: float | None
     model_version: str | None
@@ -61,6 +68,16 @@ class TaskOut(BaseModel):
     submitted_at: float | None
     created_at: float
     updated_at: float
+    truncated: list[str] = truncated_field()
+
+    @classmethod
+    def listed(cls, task: Task, limit: int) -> TaskOut:
+        """The task as a listing shows it: a large case as a summary."""
+        lister = Lister(limit)
+        out = cls.of(task)
+        out.case = lister("case", task.case, f"/v1/tasks/{quote(task.task_id, safe='')}/case")
+        out.truncated = lister.truncated
+        return out
 
     @classmethod
     def of(cls, task: Task) -> TaskOut:
@@ -173,6 +190,7 @@ class ReassignTask(BaseModel):
 def list_tasks(
     access: AccessDep,
     principal: PrincipalDep,
+    listed: ListedDep,
     status: Annotated[list[TaskStatus] | None, Query()] = None,
     queue: Annotated[str | None, Query(max_length=100)] = None,
     mine: bool = False,
@@ -182,7 +200,8 @@ def list_tasks(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> list[TaskOut]:
     """Tasks of the token's tenant in inbox order (priority, then age). ``mine``: claimed
-    by this token's principal; ``workable``: for a role this token may work."""
+    by this token's principal; ``workable``: for a role this token may work. A large case
+    is listed as a summary."""
     tasks = access.tasks.list(
         principal,
         status=status,
@@ -193,7 +212,7 @@ def list_tasks(
         limit=limit,
         offset=offset,
     )
-    return [TaskOut.of(task) for task in tasks]
+    return [TaskOut.listed(task, listed) for task in tasks]
 
 
 @router.post("/v1/tasks/next")
@@ -206,6 +225,18 @@ def claim_next(body: ClaimNext, access: AccessDep, principal: PrincipalDep) -> N
 @router.get("/v1/tasks/{task_id}")
 def get_task(task_id: str, access: AccessDep, principal: PrincipalDep) -> TaskOut:
     return TaskOut.of(access.tasks.get(principal, task_id))
+
+
+@router.get(
+    "/v1/tasks/{task_id}/case",
+    response_class=JSONResponse,
+    responses={
+        200: {"description": "The case, as JSON", "content": {"application/json": {"schema": {}}}}
+    },
+)
+def task_case(task_id: str, access: AccessDep, principal: PrincipalDep) -> JSONResponse:
+    """The task's case (what the reviewer decides on), whole."""
+    return value_response(access.tasks.get(principal, task_id).case)
 
 
 @router.post("/v1/tasks/{task_id}/claim")

@@ -26,6 +26,12 @@ CSRF secret: forms post it as ``csrf_token``; htmx requests send it as ``X-CSRF-
 (the layout puts it into ``hx-headers`` on ``<body>``, so every ``hx-post`` inherits it).
 The login form, before any session exists, is protected by a double-submit cookie.
 
+**Where people start.** ``/console`` (and ``/``) sends a reviewer, who works tasks and
+does not operate runs, to the inbox, and everyone else to the runs. A run's page shows its
+steps' outputs through the same :meth:`Access.runs.steps` read as the API's
+``GET /v1/runs/{id}/steps``; a value past the server's ``listed_value_bytes`` is shown in
+part, with a link to its whole JSON.
+
 **People's work.** The inbox (``/console/inbox``) lists the tasks the viewer's role may work
 and the viewer's own claims, in inbox order. A task page shows the case, the model's
 suggestion and confidence and the task's form pre-filled with the suggestion; a submission
@@ -44,7 +50,7 @@ from fastapi.staticfiles import StaticFiles
 
 # The page modules register their routes on the shared router when imported.
 from . import dashboard, inbox, login, models, runs  # noqa: F401
-from .page import HERE, router
+from .page import HERE, error_response, router
 from .session import KEY_ENV, LOGIN_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Sessions
 
 __all__ = [
@@ -53,6 +59,7 @@ __all__ = [
     "SESSION_COOKIE",
     "SESSION_SECONDS",
     "Sessions",
+    "error_response",
     "install",
     "router",
 ]

@@ -13,6 +13,8 @@ from ... import errors as e
 from ..deps import AccessDep
 from .page import (
     CheckedViewerDep,
+    Viewer,
+    ViewerDep,
     is_secure,
     render,
     router,
@@ -51,9 +53,19 @@ def _login_page(request: Request, status_code: int, error: str | None, next_: st
     return response
 
 
+def landing(viewer: Viewer) -> str:
+    """Where a viewer starts: people who work tasks and do not operate runs (reviewers) in
+    their inbox, everyone else among the runs."""
+    if viewer.can("tasks:work") and not viewer.can("runs:control"):
+        return "/console/inbox"
+    if viewer.can("runs:read"):
+        return "/console/runs"
+    return "/console/inbox" if viewer.can("tasks:read") else "/console/models"
+
+
 @router.get("")
-def home() -> Response:
-    return RedirectResponse("/console/runs", status_code=303)
+def home(viewer: ViewerDep) -> Response:
+    return RedirectResponse(landing(viewer), status_code=303)
 
 
 @router.get("/login")

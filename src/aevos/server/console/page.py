@@ -19,10 +19,12 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
+from starlette.types import Scope
 
 from ... import errors as e
 from ...identity import Permission, Principal
 from ..deps import AccessDep
+from ..errors import error_response as api_error_response
 from ..errors import public_message, status_for
 from .session import SESSION_COOKIE, Session, Sessions
 
@@ -31,7 +33,7 @@ log = logging.getLogger("aevos.server.console")
 HERE = Path(__file__).parent.parent  # server/: templates/ and static/
 PAGE_SIZE = 50
 # No inline script or style anywhere: the pages work under this policy.
-_HEADERS = {
+HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -133,8 +135,16 @@ def render(
         template,
         {"viewer": getattr(request.state, "viewer", None), "status_code": status_code} | context,
         status_code=status_code,
-        headers=_HEADERS,
+        headers=HEADERS,
     )
+
+
+async def error_response(scope: Scope, error: e.AevosError) -> Response:
+    """A refusal made before any route ran (a body too large): under ``/console`` a page,
+    elsewhere the API's JSON."""
+    if not scope["path"].startswith("/console"):
+        return api_error_response(error)
+    return render(Request(scope), "error.html", status_for(error), message=public_message(error))
 
 
 def to_login(request: Request, reason: str | None) -> Response:
@@ -229,7 +239,8 @@ CheckedViewerDep = Annotated[Viewer, Depends(checked_viewer)]
 def safe_next(target: str) -> str:
     # Only our own pages: never an absolute or protocol-relative URL (an open redirect).
     ok = target.startswith("/console/") and not target.startswith("/console/login")
-    return target if ok and "//" not in target and "\\" not in target else "/console/runs"
+    # Without one, /console sends the viewer to their landing page (by role).
+    return target if ok and "//" not in target and "\\" not in target else "/console"
 
 
 Window = Literal["hour", "day", "week"]
