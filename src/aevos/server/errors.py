@@ -25,6 +25,7 @@ _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.SignatureError, 401),  # StaleSignatureError too
     (e.AuthorizationError, 403),
     (e.PiiAccessDeniedError, 403),
+    (e.ModelAccessDeniedError, 403),
     (e.RunNotFoundError, 404),
     (e.UnknownWorkflowError, 404),
     (e.TokenNotFoundError, 404),
