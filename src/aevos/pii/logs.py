@@ -215,3 +215,9 @@ def redact_aevos_logs(enabled: bool = True) -> PiiLogFilter | None:
             if _default_filter not in logger.filters:
                 logger.addFilter(_default_filter)
         return _default_filter
+
+
+def active_log_filter() -> PiiLogFilter | None:
+    """The filter :func:`redact_aevos_logs` installed, if it is on: the CLI attaches it to
+    the handlers it configures, so other libraries' records are cleaned too."""
+    return _default_filter
