@@ -413,3 +413,29 @@ def test_child_runs_store_their_input_under_their_own_policy(
         worker.stop()
     children = [r for r in app.list_runs() if r.workflow == "child"]
     assert sorted(r.input["args"][0] for r in children) == ["<EMAIL>", "to <EMAIL>"]
+
+
+def test_the_scan_cache_remembers_only_clean_strings() -> None:
+    import inspect
+
+    from aevos.pii import Redactor
+    from aevos.pii.datapolicy import _clean, protect_input
+
+    redactor = Redactor()
+
+    def wf(ctx: Any, ticket: dict[str, Any]) -> None: ...
+
+    for _ in range(2):
+        protected = protect_input(
+            (TICKET,),
+            {},
+            inspect.signature(wf),
+            DataPolicy("redact"),
+            redactor=redactor,
+            tenant="acme",
+            vault=lambda: None,
+        )
+        assert protected.args[0]["customer"]["email"] == "<EMAIL>"  # found again, not skipped
+    remembered = [text for _, text in _clean[redactor]]
+    assert "gold" in remembered and "customer" in remembered
+    assert_no_raw(repr(remembered), "the scan cache")

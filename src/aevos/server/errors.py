@@ -53,6 +53,7 @@ _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.LimitExceededError, 429),
     (e.CircuitOpenError, 502),
     (e.ModelCallError, 502),  # ModelTimeoutError too
+    (e.VaultKeyError, 500),  # the server has no (or a malformed) vault key: its fault
     (e.StorageUnavailableError, 503),
     (e.StorageError, 500),  # SchemaError, CorruptDatabaseError: the server's fault
 ]
