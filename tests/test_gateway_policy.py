@@ -163,9 +163,16 @@ def test_a_denied_call_is_refused_recorded_and_never_reaches_the_model(gov: Aevo
     with pytest.raises(ModelAccessDeniedError, match="not approved") as refused:
         gov.gateway.predict("random-llm", "text", tenant="acme", actor="system:test")
     assert refused.value.policy == "model-access@1" and refused.value.decision_id
+    with pytest.raises(ModelAccessDeniedError) as again:
+        gov.gateway.predict("random-llm", "text", tenant="acme", actor="system:test")
     assert "random-llm" not in SEEN
-    (decided,) = [r for r in audit_of(gov, "acme", "policy.decided") if r.data["result"] == "deny"]
-    assert decided.data["decision_id"] == refused.value.decision_id
+    denials = [r for r in audit_of(gov, "acme", "policy.decided") if r.data["result"] == "deny"]
+    # Each call is its own decision, with its own id (the same verdict, on the same input).
+    assert [d.data["decision_id"] for d in denials] == [
+        refused.value.decision_id,
+        again.value.decision_id,
+    ]
+    assert denials[0].data["decision_id"] != denials[1].data["decision_id"]
 
 
 def test_the_workflows_data_classification_reaches_the_policy(gov: Aevos) -> None:
@@ -270,5 +277,37 @@ def test_a_named_policy_must_be_a_model_call_policy_that_can_decide(
         with pytest.raises(PolicyInputError, match="purpose"):
             app.gateway.predict("support-intent", "x")
         assert "support-intent" not in SEEN
+    finally:
+        app.close()
+
+
+def test_every_call_gets_its_own_decision_and_python_policies_decide_each_time(
+    database_url: str,
+) -> None:
+    from aevos.policy import PolicySet, Verdict, python_policy
+
+    asked: list[str] = []
+
+    @python_policy("office-hours", version=1, kind="model_call", input={"model.name": "string"})
+    def office_hours(input: Mapping[str, Any]) -> Verdict:
+        asked.append(input["model.name"])  # stands in for a clock: not a function of input
+        return Verdict("allow" if len(asked) < 3 else "deny", f"call {len(asked)}")
+
+    app = Aevos(database_url, policies=PolicySet([office_hours]))
+    try:
+        SEEN.clear()
+        register(app, "gpt-triage", tenant="default", provider="external")
+        register(app, "support-intent", tenant="default")
+        app.gateway.set_policy("gpt-triage", "office-hours")
+        app.gateway.predict("gpt-triage", "a")
+        app.gateway.predict("gpt-triage", "b")
+        with pytest.raises(ModelAccessDeniedError, match="call 3"):
+            app.gateway.predict("gpt-triage", "c")
+        assert asked == ["gpt-triage"] * 3
+        # No model-access policy in this app: other models are called undecided.
+        app.gateway.predict("support-intent", "d")
+        decided = audit_of(app, "default", "policy.decided")
+        assert [d.data["result"] for d in decided] == ["allow", "allow", "deny"]
+        assert len({d.data["decision_id"] for d in decided}) == 3
     finally:
         app.close()

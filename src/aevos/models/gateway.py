@@ -558,6 +558,9 @@ class Gateway:
             return call.input, {"bypassed": call.bypass}
         if self.gate is None:
             return call.input, None
+        policy = self.gate.policy_for(version.name)
+        if policy is None:
+            return call.input, None
         from ..policy.model_call import ModelCallCheck, provider_of
 
         check = ModelCallCheck(
@@ -571,9 +574,7 @@ class Gateway:
             classification=call.classification,
             workflow=call.workflow,
         )
-        clearance = self.gate.clear(check, call.input)
-        if clearance is None:
-            return call.input, None
+        clearance = self.gate.clear(policy, check, call.input)
         return clearance.input, clearance.decision.to_record()
 
     def _govern(self, call: _Call, route: Route, model: str, key: str | int | None) -> CallResult:

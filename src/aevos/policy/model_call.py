@@ -27,8 +27,10 @@ Either way the decision is a ``policy.decided`` audit record linked to the call 
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DefinitionError, PolicyNotFoundError
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from .policyset import PolicySet
 
 DEFAULT_POLICY = "model-access"
+_CACHE_SIZE = 4096
 #: Flavors whose models run outside this deployment unless a version says otherwise.
 EXTERNAL_FLAVORS = frozenset({"openai"})
 
@@ -110,6 +113,10 @@ class ModelCallGate:
         self._redactor = redactor
         self.default = default
         self._named: dict[str, str] = {}
+        # Verdicts of declarative policies by (policy, check): a rule policy is a pure
+        # function of its input, and a call's input is the check, so the same caller,
+        # model and data get the same verdict; each call still gets its own decision id.
+        self._verdicts: dict[tuple[str, int, str, ModelCallCheck], Decision] = {}
 
     def set_policy(self, model: str, policy: str) -> None:
         """Govern calls to ``model`` by ``policy`` instead of the default one."""
@@ -138,16 +145,28 @@ class ModelCallGate:
             )
         return policy
 
-    def clear(self, check: ModelCallCheck, input: Any) -> Clearance | None:
-        """The decision on a call (None when no policy governs the model) and, when it is
-        allowed, the input with the decision's fields redacted."""
-        policy = self.policy_for(check.model)
-        if policy is None:
-            return None
-        decision = policy.evaluate(check.policy_input())
+    def clear(self, policy: Policy, check: ModelCallCheck, input: Any) -> Clearance:
+        """``policy``'s decision on a call and, when it is allowed, the input with the
+        decision's fields redacted (``input`` itself is never changed)."""
+        decision = self._decide(policy, check)
         if not decision.allowed:
             return Clearance(decision, None)
         return Clearance(decision, redact_for_model(input, decision.redact, self._redactor()))
+
+    def _decide(self, policy: Policy, check: ModelCallCheck) -> Decision:
+        from .engine import RulePolicy
+
+        if not isinstance(policy, RulePolicy):
+            # A Python policy may read more than its input (the clock): decided every time.
+            return policy.evaluate(check.policy_input())
+        key = (policy.name, policy.version, policy.digest, check)
+        known = self._verdicts.get(key)
+        if known is None:
+            known = policy.evaluate(check.policy_input())
+            if len(self._verdicts) >= _CACHE_SIZE:
+                self._verdicts.clear()
+            self._verdicts[key] = known
+        return replace(known, decision_id=uuid.uuid4().hex, evaluated_at=time.time())
 
 
 def redact_for_model(value: Any, fields: tuple[str, ...], redactor: Redactor) -> Any:
