@@ -121,9 +121,40 @@ class Access:
 
     # -- runs -------------------------------------------------------------------------------
 
-    def get_run(self, principal: Principal, run_id: str) -> RunInfo:
+    def get_run(self, principal: Principal, run_id: str, *, reveal: bool = False) -> RunInfo:
+        """A run of the principal's tenant, its input as stored (its data policy applied).
+
+        ``reveal=True`` returns the input and output with their PII tokens replaced by the
+        originals: it needs ``pii:reveal`` as well (a refusal is a 403, audited), and each
+        reveal is audited as ``pii.revealed`` with the run and the number of tokens.
+        """
         self._allow(principal, Permission.RUNS_READ, "read runs")
-        return self._own_run(principal, run_id)
+        info = self._own_run(principal, run_id)
+        if reveal:
+            info = self._revealed_run(principal, info)
+        return info
+
+    def _revealed_run(self, principal: Principal, info: RunInfo) -> RunInfo:
+        from dataclasses import replace
+
+        from .pii.datapolicy import reveal_value
+
+        self._allow(principal, Permission.PII_REVEAL, "reveal personal data")
+        app = self.app
+        value, tokens = reveal_value(
+            {"input": info.input, "output": info.output},
+            tenant=principal.tenant,
+            vault=lambda: app.vault,
+            allowed=True,
+        )
+        self._audit(
+            principal,
+            "pii.revealed",
+            subject=f"run:{info.run_id}",
+            run_id=info.run_id,
+            tokens=tokens,
+        )
+        return replace(info, input=value["input"], output=value["output"])
 
     def list_steps(self, principal: Principal, run_id: str) -> list[StepInfo]:
         self._allow(principal, Permission.RUNS_READ, "read runs")
@@ -205,11 +236,18 @@ class Access:
     def predict(
         self, principal: Principal, model: str, input: Any, *, key: str | None = None
     ) -> CallResult:
-        """A governed model call outside workflows: the tenant's routes, budgets and rate
-        limits apply, and the call is recorded with the principal as its actor."""
+        """A governed model call outside workflows: the tenant's routes, budgets, rate
+        limits and the model's ``model_call`` policy (seeing the principal's role) apply,
+        and the call is recorded with the principal as its actor. Callers over the API
+        cannot bypass the policy."""
         self._allow(principal, Permission.MODELS_CALL, "call models")
         return self.app.gateway.predict(
-            model, input, key=key, tenant=principal.tenant, actor=principal.actor
+            model,
+            input,
+            key=key,
+            tenant=principal.tenant,
+            actor=principal.actor,
+            role=principal.role.value,
         )
 
     def promote_model(

@@ -22,6 +22,7 @@ from .context import TASK_STEP
 from .errors import (
     AevosError,
     DefinitionError,
+    PiiError,
     SerializationError,
     UnknownWorkflowError,
 )
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from .models.gateway import Gateway
     from .models.registry import ModelRegistry
     from .pii import Redactor, Vault
+    from .pii.datapolicy import DataPolicy, ProtectedInput
     from .policy import PolicySet
     from .webhook import Mapper, WebhookSource
 
@@ -64,7 +66,13 @@ class Aevos(Executor):
 
     ``Aevos()`` reads ``AEVOS_DATABASE_URL`` (default ``sqlite:///./aevos.db``). The database
     is opened (and migrated) on first use, so decorators can run at import time. Many apps
-    can live in one process; nothing is global.
+    can live in one process; nothing is global but the log filter below.
+
+    ``data_policy`` is what is done to personal data in run inputs before they are stored,
+    for workflows that declare none (:class:`~aevos.pii.DataPolicy`; by default findings are
+    tokenised, or redacted without a vault key). ``redact_logs`` installs the PII log filter
+    on aevos's loggers (:func:`aevos.pii.redact_aevos_logs`; ``AEVOS_LOG_REDACTION=off``
+    turns it off for the process).
     """
 
     def __init__(
@@ -78,6 +86,8 @@ class Aevos(Executor):
         blob_threshold: int = DEFAULT_BLOB_THRESHOLD,
         migrate: bool = True,
         policies: str | os.PathLike[str] | PolicySet | None = None,
+        data_policy: DataPolicy | str = "auto",
+        redact_logs: bool = True,
     ) -> None:
         self.database_url = (
             database_url or os.environ.get("AEVOS_DATABASE_URL") or DEFAULT_DATABASE_URL
@@ -101,6 +111,12 @@ class Aevos(Executor):
         self._timeout_pool: ThreadPoolExecutor | None = None
         self._audit: AuditLog | None = None
         self._policies = policies
+        self.data_policy: DataPolicy = _data_policy(data_policy, "Aevos(...)")
+        self._data_policies: dict[str, DataPolicy] = {}
+        if redact_logs:
+            from .pii.logs import redact_aevos_logs
+
+            redact_aevos_logs()
         self._redactor: Redactor | None = None
         self._vault: Vault | None = None
         self._models: ModelRegistry | None = None
@@ -150,6 +166,13 @@ class Aevos(Executor):
             self._policies = PolicySet.load(source)
         return self._policies
 
+    def _configured_policies(self) -> PolicySet | None:
+        """The policies, or None when the app has none configured (no error: the gateway
+        applies ``model_call`` policies only where there are some)."""
+        if self._policies is None and not os.environ.get("AEVOS_POLICY_DIR"):
+            return None
+        return self.policies
+
     @property
     def redactor(self) -> Redactor:
         """The PII redactor ``ctx.redact`` uses (built-in recognisers unless replaced)."""
@@ -172,6 +195,19 @@ class Aevos(Executor):
             self._vault = Vault.from_env(self.store)
         return self._vault
 
+    @vault.setter
+    def vault(self, vault: Vault) -> None:
+        """Use this vault (a key from a secret manager rather than the environment)."""
+        self._vault = vault
+
+    def _vault_if_configured(self) -> Vault | None:
+        """The vault, or None when no key is set (a malformed key still raises)."""
+        from .pii.vault import ENV_VAR
+
+        if self._vault is None and not os.environ.get(ENV_VAR):
+            return None
+        return self.vault
+
     @property
     def models(self) -> ModelRegistry:
         """The model registry: content-addressed versions, cards, aliases, rollback."""
@@ -184,11 +220,14 @@ class Aevos(Executor):
     @property
     def gateway(self) -> Gateway:
         """The model gateway: routing, canaries, shadows, cascades, fallbacks, breakers,
-        budgets and rate limits reserved before each call, every call recorded."""
+        budgets and rate limits reserved before each call, the ``model_call`` policy of
+        each model applied to every call (when the app has one), every call recorded."""
         if self._gateway is None:
             from .models.gateway import Gateway
+            from .policy.model_call import ModelCallGate
 
-            self._gateway = Gateway(self.store, self.models, self.audit)
+            gate = ModelCallGate(self._configured_policies, lambda: self.redactor)
+            self._gateway = Gateway(self.store, self.models, self.audit, gate=gate)
         return self._gateway
 
     @property
@@ -316,17 +355,30 @@ class Aevos(Executor):
                 f"(known: {', '.join(sorted(self.queues))})"
             ) from None
 
-    def workflow(self, *, name: str | None = None, queue: str = "default") -> WorkflowDecorator:
+    def workflow(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        data_policy: DataPolicy | str | None = None,
+    ) -> WorkflowDecorator:
         """Register a workflow; its first parameter receives the :class:`WorkflowContext`.
 
         Plain and ``async def`` functions both work; the decorated object keeps the
-        function's signature for type checkers (minus the context).
+        function's signature for type checkers (minus the context). ``data_policy`` says
+        what is done to personal data in its inputs before they are stored (the app's
+        ``data_policy`` when None; ``"keep"`` opts out; see :mod:`aevos.pii.datapolicy`).
         """
         self._queue_named(queue)
-        return WorkflowDecorator(self, name, queue)
+        policy = None if data_policy is None else _data_policy(data_policy, "@app.workflow")
+        return WorkflowDecorator(self, name, queue, policy)
 
     def _register_workflow(
-        self, func: Callable[..., Any], name: str | None, queue: str
+        self,
+        func: Callable[..., Any],
+        name: str | None,
+        queue: str,
+        data_policy: DataPolicy | None = None,
     ) -> Workflow[Any, Any]:
         wf_name = name or _qualified(func)
         _check_callable(func, "workflow", wf_name)
@@ -334,6 +386,8 @@ class Aevos(Executor):
             raise DefinitionError(f"workflow {wf_name!r} is registered twice")
         workflow: Workflow[Any, Any] = Workflow(self, func, wf_name, queue)
         self.workflows[wf_name] = workflow
+        if data_policy is not None:
+            self._data_policies[wf_name] = data_policy
         self._computed_version = None
         return workflow
 
@@ -383,6 +437,7 @@ class Aevos(Executor):
         tolerance: float | None = None,
         max_body: int | None = None,
         rejections_per_minute: int | None = None,
+        data_policy: DataPolicy | str | None = None,
     ) -> WebhookSource:
         """Declare a webhook source: each ``POST /v1/events/{name}`` starts a run of
         ``workflow`` in ``tenant`` with the keyword arguments ``map(event)`` returns,
@@ -393,7 +448,9 @@ class Aevos(Executor):
         300); without, they need a bearer token of ``tenant`` that may start runs. Bodies
         past ``max_body`` bytes (default 1 MiB) are refused. Past ``rejections_per_minute``
         rejected deliveries (default 60) a minute's further rejections are counted and
-        recorded as one summary (:mod:`aevos.rejections`). See :mod:`aevos.webhook`.
+        recorded as one summary (:mod:`aevos.rejections`). ``data_policy`` replaces the
+        workflow's for the runs this source starts (:mod:`aevos.pii.datapolicy`). See
+        :mod:`aevos.webhook`.
         """
         from .webhook import WebhookSource
 
@@ -412,6 +469,9 @@ class Aevos(Executor):
             tolerance=tolerance,
             max_body=max_body,
             rejections_per_minute=rejections_per_minute,
+            data_policy=None
+            if data_policy is None
+            else _data_policy(data_policy, f"webhook source {name!r}"),
         )
         self.webhooks[name] = source
         return source
@@ -420,12 +480,50 @@ class Aevos(Executor):
 
     def _encode_or_reject(
         self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
-    ) -> str:
+    ) -> tuple[str, ProtectedInput]:
+        """The run's input as stored, and the arguments the workflow receives; a refusal
+        (arguments that do not fit, non-JSON values, a data policy that cannot be applied)
+        is recorded as a rejected run."""
         try:
-            return workflow._encode_input(args, kwargs)
-        except (SerializationError, DefinitionError) as exc:
+            return self._stored_input(workflow, args, kwargs, opts.tenant, opts.data_policy)
+        except (SerializationError, DefinitionError, PiiError) as exc:
             self._reject(workflow.name, opts, exc)
             raise
+
+    def data_policy_of(self, workflow: str) -> DataPolicy:
+        """The data policy applied to ``workflow``'s inputs (its own, or the app's)."""
+        return self._data_policies.get(workflow, self.data_policy)
+
+    def _stored_input(
+        self,
+        workflow: Workflow[Any, Any],
+        args: Any,
+        kwargs: Any,
+        tenant: str,
+        policy: DataPolicy | None = None,
+    ) -> tuple[str, ProtectedInput]:
+        """Encode a run's input with its data policy applied (``policy``, else the
+        workflow's): the JSON the runs table holds and the arguments the workflow receives,
+        which are the same on its first execution and on every replay."""
+        from .pii.datapolicy import protect_input
+
+        # Arguments that do not fit the signature, or are not JSON, are refused first.
+        input_json = workflow._encode_input(args, kwargs)
+        protected = protect_input(
+            args,
+            kwargs,
+            workflow._signature,
+            policy or self.data_policy_of(workflow.name),
+            redactor=self.redactor,
+            tenant=tenant,
+            vault=self._vault_if_configured,
+        )
+        if protected.changed:
+            input_json = codec.encode(
+                {"args": list(protected.args), "kwargs": protected.kwargs},
+                f"input of workflow {workflow.name!r}",
+            )
+        return input_json, protected
 
     def _reject(self, workflow: str, opts: StartOptions, error: AevosError) -> str:
         """Record a run that was refused before it started, so it is visible with its reason."""
@@ -494,7 +592,7 @@ class Aevos(Executor):
     def _enqueue(
         self, workflow: Workflow[Any, R], args: Any, kwargs: Any, opts: StartOptions
     ) -> RunHandle[R]:
-        input_json = self._encode_or_reject(workflow, args, kwargs, opts)
+        input_json, protected = self._encode_or_reject(workflow, args, kwargs, opts)
         run_id = opts.run_id or uuid.uuid4().hex
         info, _ = self.store.insert_run(
             NewRun(
@@ -515,6 +613,7 @@ class Aevos(Executor):
                 opts.actor,
                 input_json,
                 idempotency_key=opts.idempotency_key,
+                pii=protected.summary(),
             ),
         )
         self._notify_enqueued()
@@ -567,6 +666,7 @@ class Aevos(Executor):
         actor: str | None,
         input_json: str,
         parent_run_id: str | None = None,
+        pii: dict[str, Any] | None = None,
     ) -> None:
         """Audit an inline run's start in the background: its row is already durable, and
         a commit per start would double the cost of starting a run."""
@@ -584,6 +684,7 @@ class Aevos(Executor):
                 input_json,
                 parent_run_id=parent_run_id,
                 inline=True,
+                pii=pii,
             )
         )
 
@@ -675,6 +776,16 @@ class Aevos(Executor):
         from .worker import Worker
 
         return Worker(self, queues, concurrency=concurrency)
+
+
+def _data_policy(value: Any, where: str) -> DataPolicy:
+    from .errors import PiiConfigError
+    from .pii.datapolicy import DataPolicy
+
+    try:
+        return DataPolicy.of(value)
+    except PiiConfigError as exc:
+        raise DefinitionError(f"{where} data_policy: {exc.message}") from None
 
 
 def _qualified(func: Callable[..., Any]) -> str:

@@ -46,6 +46,7 @@ from .task import (
 
 if TYPE_CHECKING:
     from .app import Aevos
+    from .audit import AuditEvent
     from .models.gateway import CallResult
     from .policy import Decision
     from .workflow import Workflow
@@ -237,8 +238,15 @@ class WorkflowContext:
             run_id=self.run_id,
             data={**record, "seq": seq},
         )
+        self._commit_audited(seq, name, record, event, started)
+        return decision
+
+    def _commit_audited(
+        self, seq: int, name: str, output: Any, event: AuditEvent, started: float
+    ) -> None:
+        """Record ``output`` at ``seq`` and append ``event``, in one transaction."""
         step = StepRecord(
-            seq, name, "SUCCEEDED", codec.encode(record, name), None, 1, started, time.time()
+            seq, name, "SUCCEEDED", codec.encode(output, name), None, 1, started, time.time()
         )
         try:
             self.app.store.record_step_with(
@@ -247,9 +255,8 @@ class WorkflowContext:
         except LeaseLost:
             raise Cancelled() from None
         self._history[seq] = StepInfo(
-            self.run_id, seq, name, "SUCCEEDED", record, None, 1, started, step.finished_at
+            self.run_id, seq, name, "SUCCEEDED", output, None, 1, started, step.finished_at
         )
-        return decision
 
     def redact(
         self, value: T, *, fields: list[str] | None = None, kinds: list[str] | None = None
@@ -279,19 +286,87 @@ class WorkflowContext:
 
         return str(self._record("aevos.tokenize", produce))
 
+    def reveal(self, value: T) -> T:
+        """``value`` (a string or JSON-like value) with this tenant's PII tokens replaced by
+        the original values, for code that must act on them (e-mail the customer).
+
+        The workflow's data policy must allow it (``DataPolicy(reveal=True)``), else
+        :class:`~aevos.errors.PiiAccessDeniedError`. Each call is a recorded position,
+        audited as ``pii.revealed`` with the number of tokens, never the values; the values
+        are not recorded either: a replay reads them from the vault again, so a replay after
+        an erasure fails (:class:`~aevos.errors.PiiTokenNotFoundError`) instead of bringing
+        them back. Pass what you reveal to steps; do not return it, or it is stored.
+        """
+        from .audit import AuditEvent
+        from .errors import PiiAccessDeniedError
+        from .pii.datapolicy import reveal_value
+
+        if not self.app.data_policy_of(self.workflow).reveal:
+            raise PiiAccessDeniedError(
+                f"workflow {self.workflow!r} may not reveal personal data: declare "
+                "@app.workflow(data_policy=DataPolicy(..., reveal=True)) to allow it"
+            )
+        name = "aevos.reveal"
+        seq, recorded = self._begin_step(name)
+        app = self.app
+
+        def read() -> tuple[Any, int]:
+            return reveal_value(
+                value, tenant=self.tenant, vault=lambda: app.vault, allowed=True, strict=True
+            )
+
+        if recorded is not None:
+            self._replay_value(recorded)
+            return cast(T, read()[0])
+        started = time.time()
+        revealed, tokens = read()
+        event = AuditEvent(
+            action="pii.revealed",
+            actor=f"system:workflow/{self.workflow}",
+            tenant=self.tenant,
+            subject=f"run:{self.run_id}",
+            run_id=self.run_id,
+            data={"tokens": tokens, "seq": seq},
+        )
+        self._commit_audited(seq, name, {"tokens": tokens}, event, started)
+        return cast(T, revealed)
+
     # -- models -----------------------------------------------------------------------------
 
     def predict(
-        self, model: str, input: Any, *, key: str | int | None = None, timeout: float | None = None
+        self,
+        model: str,
+        input: Any,
+        *,
+        key: str | int | None = None,
+        timeout: float | None = None,
+        classification: str | None = None,
+        bypass_policy: str | None = None,
     ) -> CallResult:
         """Call ``model`` through the gateway as a durable step of this run.
 
-        Routed (canary sticky by ``key``, shadow, cascade, fallbacks), governed (budgets and
-        rate limits of this tenant and workflow, circuit breakers) and recorded: the result
-        is this position's value, committed with its ``model.called`` audit records, so a
-        replay returns it without calling the model or spending budget again.
+        Routed (canary sticky by ``key``, shadow, cascade, fallbacks), governed (the
+        ``model_call`` policy that applies to the model, which may refuse the call or
+        redact fields first; budgets and rate limits of this tenant and workflow; circuit
+        breakers) and recorded: the result is this position's value, committed with its
+        ``policy.decided`` and ``model.called`` audit records, so a replay returns it
+        without calling the model or spending budget again.
+
+        ``classification`` is the policy's ``data.classification`` (default: the
+        workflow's data policy's). ``bypass_policy="why"`` skips the ``model_call`` policy
+        for this call; the reason is audited (``policy.bypassed``).
         """
-        return self.app.gateway.predict_step(self, model, input, key=key, timeout=timeout)
+        if classification is None:
+            classification = self.app.data_policy_of(self.workflow).classification
+        return self.app.gateway.predict_step(
+            self,
+            model,
+            input,
+            key=key,
+            timeout=timeout,
+            classification=classification,
+            bypass_policy=bypass_policy,
+        )
 
     # -- durable time -----------------------------------------------------------------------
 
@@ -639,10 +714,12 @@ class WorkflowContext:
         with ``ctx.start_child(child.options(queue=..., priority=...), ...)``.
         """
         options = workflow._child_options(enqueued=True)
-        input_json = workflow._encode_input(args, kwargs)
+        workflow._encode_input(args, kwargs)  # refused before anything is recorded
 
         def start() -> str:
             child_id = self._child_id(self._seq)
+            # The child's data policy applies to what the parent hands it.
+            input_json, protected = self.app._stored_input(workflow, args, kwargs, self.tenant)
             self.app.store.insert_run(
                 NewRun(
                     run_id=child_id,
@@ -662,6 +739,7 @@ class WorkflowContext:
                     f"system:workflow/{self.workflow}",
                     input_json,
                     parent_run_id=self.run_id,
+                    pii=protected.summary(),
                 ),
             )
             self.app._notify_enqueued()
@@ -732,7 +810,7 @@ class WorkflowContext:
         return self.wait_child(child_id)
 
     def start_child_inline(self, workflow: Workflow[..., Any], args: Any, kwargs: Any) -> str:
-        input_json = workflow._encode_input(args, kwargs)
+        input_json, protected = self.app._stored_input(workflow, args, kwargs, self.tenant)
 
         def start() -> str:
             return self._child_id(self._seq)
@@ -741,13 +819,14 @@ class WorkflowContext:
         self.app._execute_inline(
             workflow,
             child_id,
-            args,
-            kwargs,
+            protected.args,
+            protected.kwargs,
             input_json,
             tenant=self.tenant,
             parent_run_id=self.run_id,
             can_park=self._can_park,
             raise_errors=False,
+            pii=protected.summary(),
         )
         return child_id
 

@@ -31,6 +31,7 @@ from .workflow import StartOptions, Workflow
 if TYPE_CHECKING:
     from .app import Aevos
     from .lease import Leases
+    from .pii.datapolicy import ProtectedInput
     from .storage import Store
 
 
@@ -59,7 +60,7 @@ class Executor:
 
         def _encode_or_reject(
             self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
-        ) -> str: ...
+        ) -> tuple[str, ProtectedInput]: ...
 
         def _buffer_start(
             self,
@@ -69,12 +70,15 @@ class Executor:
             actor: str | None,
             input_json: str,
             parent_run_id: str | None = None,
+            pii: dict[str, Any] | None = None,
         ) -> None: ...
 
     def _run_inline(
         self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
     ) -> Any:
-        input_json = self._encode_or_reject(workflow, args, kwargs, opts)
+        input_json, protected = self._encode_or_reject(workflow, args, kwargs, opts)
+        # The workflow receives its input as stored, on this execution as on any replay.
+        args, kwargs = protected.args, protected.kwargs
         info, created = self.store.insert_run(
             NewRun(
                 run_id=opts.run_id or uuid.uuid4().hex,
@@ -91,7 +95,14 @@ class Executor:
             )
         )
         if created:
-            self._buffer_start(info.run_id, workflow.name, opts.tenant, opts.actor, input_json)
+            self._buffer_start(
+                info.run_id,
+                workflow.name,
+                opts.tenant,
+                opts.actor,
+                input_json,
+                pii=protected.summary(),
+            )
             outcome = self._execute(info, workflow, args, kwargs, {}, can_park=False)
         else:
             outcome = self._continue(info, workflow, can_park=False)
@@ -113,6 +124,7 @@ class Executor:
         parent_run_id: str,
         can_park: bool,
         raise_errors: bool,
+        pii: dict[str, Any] | None = None,
     ) -> Outcome:
         """Create (or take over) run ``run_id`` and execute it in this thread (child runs)."""
         info, created = self.store.insert_run(
@@ -130,7 +142,9 @@ class Executor:
             )
         )
         if created:
-            self._buffer_start(run_id, workflow.name, tenant, None, input_json, parent_run_id)
+            self._buffer_start(
+                run_id, workflow.name, tenant, None, input_json, parent_run_id, pii=pii
+            )
             return self._execute(info, workflow, args, kwargs, {}, can_park=can_park)
         return self._continue(info, workflow, can_park=can_park)
 

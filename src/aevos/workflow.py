@@ -17,6 +17,7 @@ from .errors import DefinitionError
 if TYPE_CHECKING:
     from .app import Aevos
     from .handle import RunHandle
+    from .pii.datapolicy import DataPolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,6 +33,8 @@ class StartOptions:
     priority: int = 0
     tenant: str = "default"
     actor: str | None = None  # who started it, for the audit log (None: this process)
+    # Replaces the workflow's data policy for this start (a webhook source's own).
+    data_policy: DataPolicy | None = None
 
     def __post_init__(self) -> None:
         # Checked here, where every start's options are made (wf.options, the API, the CLI,
@@ -200,10 +203,13 @@ class Workflow(Generic[P, R]):
 class WorkflowDecorator:
     """What ``@app.workflow(...)`` returns; overloads type async and plain functions."""
 
-    def __init__(self, app: Aevos, name: str | None, queue: str) -> None:
+    def __init__(
+        self, app: Aevos, name: str | None, queue: str, data_policy: DataPolicy | None = None
+    ) -> None:
         self._app = app
         self._name = name
         self._queue = queue
+        self._data_policy = data_policy
 
     @overload
     def __call__(
@@ -214,4 +220,4 @@ class WorkflowDecorator:
     def __call__(self, func: Callable[Concatenate[WorkflowContext, P], R]) -> Workflow[P, R]: ...
 
     def __call__(self, func: Callable[..., Any]) -> Workflow[Any, Any]:
-        return self._app._register_workflow(func, self._name, self._queue)
+        return self._app._register_workflow(func, self._name, self._queue, self._data_policy)
