@@ -26,6 +26,7 @@ from aevos import (
 )
 from aevos.identity import Principal
 from aevos.server import create_app
+from aevos.storage.approvals import ApprovalRepository
 
 POLICIES = Path(__file__).resolve().parents[1] / "examples" / "policies"
 UNSURE = {  # a clear gain on too few samples: the example promotion-gate asks a person
@@ -383,15 +384,13 @@ def test_an_approval_cannot_be_approved_past_its_expiry(
     assert asked.approval is not None
     # The approving UPDATE itself checks the expiry: an approval that expired between the
     # approver's checks and the commit is not approved.
-    with app.store._tx() as conn, pytest.raises(ApprovalConflictError, match="EXPIRED"):
-        app.store.close_approval(
-            conn,
+    with app.store.transaction() as uow, pytest.raises(ApprovalConflictError, match="EXPIRED"):
+        uow.approvals.close(
             asked.approval,
             ApprovalStatus.APPROVED,
             "admin:lead",
             None,
             asked.approval.expires_at + 1,
-            lambda conn, done: None,
             before_expiry=True,
         )
     assert app.approvals.get(asked.approval.approval_id).status is ApprovalStatus.PENDING
@@ -399,7 +398,7 @@ def test_an_approval_cannot_be_approved_past_its_expiry(
 
 
 def test_one_approval_that_cannot_expire_does_not_hold_up_the_others(
-    served: tuple[Aevos, TestClient],
+    served: tuple[Aevos, TestClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from aevos import AuditChainError
 
@@ -410,14 +409,14 @@ def test_one_approval_that_cannot_expire_does_not_hold_up_the_others(
     fine = app.access.promote_model(ops, "m", 3, evidence=UNSURE, expires_in=0.02).approval
     assert stuck is not None and fine is not None
     threading.Event().wait(0.05)
-    close = app.store.close_approval
+    close = ApprovalRepository.close
 
-    def broken(conn: Any, approval: Any, *args: Any, **kwargs: Any) -> Any:
+    def broken(self: ApprovalRepository, approval: Any, *args: Any, **kwargs: Any) -> Any:
         if approval.approval_id == stuck.approval_id:
             raise AuditChainError("the tenant's chain head is missing")
-        return close(conn, approval, *args, **kwargs)
+        return close(self, approval, *args, **kwargs)
 
-    app.store.close_approval = broken  # type: ignore[method-assign]
+    monkeypatch.setattr(ApprovalRepository, "close", broken)
     expired = app.approvals.expire_overdue()
     assert [a.approval_id for a in expired] == [fine.approval_id]
     assert app.approvals.get(stuck.approval_id).status is ApprovalStatus.PENDING

@@ -266,12 +266,12 @@ def test_append_commits_or_rolls_back_with_the_callers_transaction(
     log: AuditLog, store: Store
 ) -> None:
     log.append(_event(1))
-    with pytest.raises(RuntimeError), store._tx() as conn:
-        log.append(_event(2), conn=conn)
+    with pytest.raises(RuntimeError), store.transaction() as uow:
+        log.append(_event(2), uow=uow)
         raise RuntimeError("the state change failed")
     assert log.head("default") == AuditHead(1, log.query("default")[0].hash)
-    with store._tx() as conn:
-        record = log.append(_event(3), conn=conn)
+    with store.transaction() as uow:
+        record = log.append(_event(3), uow=uow)
     assert record.seq == 2
     assert log.verify("default").ok
 

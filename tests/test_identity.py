@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from aevos import Aevos
 from aevos.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -24,7 +25,14 @@ class Recorder:
         self.events: list[tuple[str, str, str, str, dict[str, Any]]] = []
 
     def __call__(
-        self, action: str, actor: str, tenant: str, reason: str, data: dict[str, Any]
+        self,
+        action: str,
+        actor: str,
+        tenant: str,
+        reason: str,
+        data: dict[str, Any],
+        *,
+        uow: object = None,
     ) -> None:
         self.events.append((action, actor, tenant, reason, data))
 
@@ -171,3 +179,21 @@ def test_a_flood_of_failed_sign_ins_is_counted_not_audited_one_by_one(identity: 
             ident.authenticate(issued.token)
     revoked = [e for e in recorder.events if e[0] == "auth.denied" and e[3] == "revoked token"]
     assert len(revoked) == 3 and revoked[0][1] == f"token#{issued.principal.token_id}"
+
+
+def test_a_token_change_commits_with_its_audit_record_or_not_at_all(app: Aevos) -> None:
+    from aevos import AuditChainError
+    from aevos.storage.schema import audit_heads
+
+    admin = app.identity.create_token(tenant="acme", role="admin", name="root", created_by="t")
+    kept = app.identity.create_token(tenant="acme", role="service", name="ci", created_by="t")
+    assert [r.action for r in app.audit.query("acme")] == ["token.created", "token.created"]
+    with app.store._tx() as conn:  # the chain's head row lost: no record can be appended
+        conn.execute(audit_heads.delete())
+    with pytest.raises(AuditChainError):
+        app.identity.create_token(tenant="acme", role="service", name="new", created_by="t")
+    with pytest.raises(AuditChainError):
+        app.identity.revoke(kept.principal.token_id, by=admin.principal)
+    # Neither change happened without its record.
+    assert [t.name for t in app.identity.list_tokens("acme")] == ["root", "ci"]
+    assert app.identity.authenticate(kept.token).name == "ci"

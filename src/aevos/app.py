@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy.engine import Connection
-
 from . import codec
 from .context import TASK_STEP
 from .errors import (
@@ -36,7 +34,7 @@ from .retry import RetryPolicy, as_retry_policy
 from .run import NewRun, RunInfo, StepInfo
 from .status import RunStatus
 from .step import Step, StepContext
-from .storage import Store, open_store
+from .storage import Store, UnitOfWork, open_store
 from .storage.store import DEFAULT_BLOB_THRESHOLD
 from .workflow import StartOptions, Workflow, WorkflowDecorator
 
@@ -261,12 +259,20 @@ class Aevos(Executor):
         return Access(self)
 
     def _audit_refusal(
-        self, action: str, actor: str, tenant: str, reason: str, data: dict[str, Any]
+        self,
+        action: str,
+        actor: str,
+        tenant: str,
+        reason: str,
+        data: dict[str, Any],
+        *,
+        uow: UnitOfWork | None = None,
     ) -> None:
         from .audit import AuditEvent
 
         self.audit.append(
-            AuditEvent(action=action, actor=actor, tenant=tenant, data={"reason": reason, **data})
+            AuditEvent(action=action, actor=actor, tenant=tenant, data={"reason": reason, **data}),
+            uow=uow,
         )
 
     def flush_refusals(self, now: float | None = None) -> None:
@@ -652,11 +658,11 @@ class Aevos(Executor):
         actor: str | None,
         input_json: str | None,
         **data: Any,
-    ) -> Callable[[Connection], object]:
+    ) -> Callable[[UnitOfWork], object]:
         """The audit append that commits with a new run's row."""
         event = self._start_event(action, run_id, workflow, tenant, actor, input_json, **data)
         audit = self.audit
-        return lambda conn: audit.append(event, conn=conn)
+        return lambda uow: audit.append(event, uow=uow)
 
     def _buffer_start(
         self,
@@ -735,7 +741,7 @@ class Aevos(Executor):
             self._queue_named(queue)
         audit = self.audit
 
-        def record(conn: Connection, new: RunInfo) -> None:
+        def record(uow: UnitOfWork, new: RunInfo) -> None:
             event = self._start_event(
                 "run.started",
                 new.run_id,
@@ -746,7 +752,7 @@ class Aevos(Executor):
                 forked_from=run_id,
                 from_step=from_step,
             )
-            audit.append(event, conn=conn)
+            audit.append(event, uow=uow)
 
         info = self.store.fork(
             run_id, from_step, uuid.uuid4().hex, self.code_version, target, also=record

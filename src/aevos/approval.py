@@ -33,9 +33,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
 from . import codec
 from .errors import AevosError, ApprovalConflictError, AuthorizationError, DefinitionError
 
@@ -45,6 +42,7 @@ if TYPE_CHECKING:
     from .identity import Principal
     from .models.types import ModelVersion
     from .policy import Decision
+    from .storage import UnitOfWork
 
 log = logging.getLogger("aevos.approvals")
 
@@ -110,7 +108,8 @@ class Approvals:
 
     def get(self, approval_id: str, *, tenant: str | None = None) -> Approval:
         """The approval (ApprovalNotFoundError if unknown, or of another ``tenant``)."""
-        return self.app.store.get_approval(approval_id, tenant=tenant)
+        with self.app.store.reading() as uow:
+            return uow.approvals.get(approval_id, tenant=tenant)
 
     def list(
         self,
@@ -122,7 +121,8 @@ class Approvals:
     ) -> builtins.list[Approval]:
         """The tenant's approvals, newest first."""
         chosen = None if status is None else ApprovalStatus(status)
-        return self.app.store.list_approvals(tenant, status=chosen, model=model, limit=limit)
+        with self.app.store.reading() as uow:
+            return uow.approvals.find(tenant, status=chosen, model=model, limit=limit)
 
     # -- asking -------------------------------------------------------------------------------
 
@@ -149,7 +149,8 @@ class Approvals:
             raise DefinitionError("an approval's ttl must be > 0 seconds")
         tenant, store = requester.tenant, self.app.store
         evidence = dict(evidence)
-        existing = store.pending_approval(tenant, model, version, alias)
+        with store.reading() as uow:
+            existing = uow.approvals.pending(tenant, model, version, alias)
         if existing is not None:
             if (
                 existing.expires_at > time.time()
@@ -165,40 +166,45 @@ class Approvals:
                 None,
             )
         now = time.time()
-        values = {
-            "approval_id": uuid.uuid4().hex,
-            "tenant": tenant,
-            "kind": "promotion",
-            "model": model,
-            "version": version,
-            "alias": alias,
-            "alias_was": alias_was,
-            "policy": policy,
-            "evidence": codec.encode(evidence, "the promotion's evidence"),
-            "decision": codec.encode(decision.to_record(), "the policy's decision"),
-            "status": ApprovalStatus.PENDING.value,
-            "requested_by": requester.actor,
-            "requester_token": requester.token_id,
-            "requester_name": requester.name,
-            "requested_at": now,
-            "expires_at": now + ttl,
-        }
+        asked = Approval(
+            approval_id=uuid.uuid4().hex,
+            tenant=tenant,
+            kind="promotion",
+            model=model,
+            version=version,
+            alias=alias,
+            alias_was=alias_was,
+            policy=policy,
+            evidence=evidence,
+            decision=decision.to_record(),
+            status=ApprovalStatus.PENDING,
+            requested_by=requester.actor,
+            requester_token=requester.token_id,
+            requester_name=requester.name,
+            requested_at=now,
+            expires_at=now + ttl,
+            decided_by=None,
+            decided_at=None,
+            reason=None,
+        )
         event = _event(
             action="approval.requested",
             actor=requester.actor,
             tenant=tenant,
-            subject=f"approval:{values['approval_id']}",
+            subject=f"approval:{asked.approval_id}",
             data={
                 "model": model,
                 "version": version,
                 "alias": alias,
                 "alias_was": alias_was,
                 "decision_id": decision.decision_id,
-                "expires_at": values["expires_at"],
+                "expires_at": asked.expires_at,
             },
         )
-        audit = self.app.audit
-        return store.insert_approval(values, lambda conn: audit.append(event, conn=conn))
+        with store.transaction() as uow:
+            approval = uow.approvals.insert(asked)
+            self.app.audit.append(event, uow=uow)
+        return approval
 
     # -- deciding -----------------------------------------------------------------------------
 
@@ -238,31 +244,25 @@ class Approvals:
             )
         stale: list[int | None] = []
 
-        def also(conn: Connection) -> None:
-            from .storage.schema import model_aliases  # storage imports this module
-
-            a = model_aliases.c
-            current = conn.execute(
-                sa.select(a.version).where(
-                    a.tenant == approval.tenant, a.name == approval.model, a.alias == approval.alias
-                )
-            ).scalar_one_or_none()
+        def also(uow: UnitOfWork) -> None:
+            current = uow.models.alias_version(approval.tenant, approval.model, approval.alias)
             if current != approval.alias_was:
                 stale.append(current)
                 raise _Stale
-            self.app.store.close_approval(
-                conn,
+            done = uow.approvals.close(
                 approval,
                 ApprovalStatus.APPROVED,
                 approver.actor,
                 reason,
                 time.time(),
-                self._audited(
-                    approver.actor,
-                    requested_by=approval.requested_by,
-                    decision_id=decision.decision_id,
-                ),
                 before_expiry=True,
+            )
+            self._audit(
+                uow,
+                approver.actor,
+                done,
+                requested_by=approval.requested_by,
+                decision_id=decision.decision_id,
             )
 
         try:
@@ -296,7 +296,9 @@ class Approvals:
         this. Each is a conditional update, so many workers expire an approval once."""
         now = time.time() if now is None else now
         closed = []
-        for approval in self.app.store.overdue_approvals(now):
+        with self.app.store.reading() as uow:
+            overdue = uow.approvals.overdue(now)
+        for approval in overdue:
             try:
                 done = self._close_if_pending(
                     approval, ApprovalStatus.EXPIRED, f"system:{self.app.owner}", "expired", now
@@ -336,10 +338,10 @@ class Approvals:
         now: float | None = None,
     ) -> Approval:
         at = time.time() if now is None else now
-        with self.app.store._tx() as conn:
-            return self.app.store.close_approval(
-                conn, approval, status, by, reason, at, self._audited(by)
-            )
+        with self.app.store.transaction() as uow:
+            done = uow.approvals.close(approval, status, by, reason, at)
+            self._audit(uow, by, done)
+            return done
 
     def _close_if_pending(
         self,
@@ -354,29 +356,25 @@ class Approvals:
         except ApprovalConflictError:
             return None  # decided meanwhile (another worker's sweep, an approver)
 
-    def _audited(self, actor: str, **data: Any) -> Any:
-        audit = self.app.audit
-
-        def append(conn: Connection, done: Approval) -> None:
-            audit.append(
-                _event(
-                    action=f"approval.{done.status.value.lower()}",
-                    actor=actor,
-                    tenant=done.tenant,
-                    subject=f"approval:{done.approval_id}",
-                    data={
-                        "model": done.model,
-                        "version": done.version,
-                        "alias": done.alias,
-                        # The reason as a digest: free text may hold personal data.
-                        "reason_digest": None if done.reason is None else codec.digest(done.reason),
-                        **data,
-                    },
-                ),
-                conn=conn,
-            )
-
-        return append
+    def _audit(self, uow: UnitOfWork, actor: str, done: Approval, **data: Any) -> None:
+        """Audit the transition ``done`` went through, in the unit of work that made it."""
+        self.app.audit.append(
+            _event(
+                action=f"approval.{done.status.value.lower()}",
+                actor=actor,
+                tenant=done.tenant,
+                subject=f"approval:{done.approval_id}",
+                data={
+                    "model": done.model,
+                    "version": done.version,
+                    "alias": done.alias,
+                    # The reason as a digest: free text may hold personal data.
+                    "reason_digest": None if done.reason is None else codec.digest(done.reason),
+                    **data,
+                },
+            ),
+            uow=uow,
+        )
 
     def _audit_decision(self, approver: Principal, approval: Approval, decision: Decision) -> None:
         self.app.audit.append(

@@ -31,7 +31,7 @@ from .identity import ROLE_PERMISSIONS, Permission, Role
 from .run import NewRun, StepInfo
 from .status import RunStatus
 from .step import step_error
-from .storage import LeaseLost, StepRecord
+from .storage import LeaseLost, StepRecord, UnitOfWork
 from .task import (
     MAX_ESCALATIONS,
     MAX_PRIORITY,
@@ -250,7 +250,7 @@ class WorkflowContext:
         )
         try:
             self.app.store.record_step_with(
-                self.run_id, self._owner, step, lambda conn: self.app.audit.append(event, conn=conn)
+                self.run_id, self._owner, step, lambda uow: self.app.audit.append(event, uow=uow)
             )
         except LeaseLost:
             raise Cancelled() from None
@@ -554,40 +554,6 @@ class WorkflowContext:
         wait = _seconds(timeout, "timeout")
         deadline = started + (wait if wait is not None else _FOREVER)
         output = {"task_id": task_id, "deadline": deadline}
-        row = {
-            "task_id": task_id,
-            "tenant": self.tenant,
-            "run_id": self.run_id,
-            "workflow": self.workflow,
-            "seq": seq,
-            "title": request.title,
-            "queue": request.queue,
-            "role": request.role,
-            "status": "OPEN",
-            "priority": request.priority,
-            "form": codec.encode(request.form.to_list(), "form"),
-            "case_data": codec.encode(request.case, f"the case of task {task_id!r}"),
-            "suggestion": None
-            if request.suggestion is None
-            else codec.encode(request.suggestion, f"the suggestion of task {task_id!r}"),
-            "confidence": request.confidence,
-            "model": request.model,
-            "model_version": request.model_version,
-            "input_digest": request.input_digest,
-            "call_id": request.call_id,
-            "sla_seconds": request.sla_seconds,
-            "due_at": None if request.sla_seconds is None else started + request.sla_seconds,
-            "escalate_to": request.escalate_to[0] if request.escalate_to else None,
-            "escalation_chain": (
-                codec.encode(list(request.escalate_to), "escalate_to")
-                if len(request.escalate_to) > 1
-                else None
-            ),
-            # Past each SLA one escalation, one per queue named (one in place if none).
-            "escalations": 0 if request.sla_seconds is None else max(1, len(request.escalate_to)),
-            "created_at": started,
-            "updated_at": started,
-        }
         event = AuditEvent(
             action="task.created",
             actor=f"system:workflow/{self.workflow}",
@@ -607,10 +573,11 @@ class WorkflowContext:
             seq, name, "SUCCEEDED", codec.encode(output, name), None, 1, started, time.time()
         )
         store, audit = self.app.store, self.app.audit
+        where = {"tenant": self.tenant, "run_id": self.run_id, "workflow": self.workflow}
 
-        def also(conn: Any) -> None:
-            store.insert_task(conn, row)
-            audit.append(event, conn=conn)
+        def also(uow: UnitOfWork) -> None:
+            uow.tasks.create(request, task_id=task_id, seq=seq, created_at=started, **where)
+            audit.append(event, uow=uow)
 
         try:
             store.record_step_with(self.run_id, self._owner, step, also)
@@ -663,23 +630,24 @@ class WorkflowContext:
                 return StepRecord(seq, name, "FAILED", None, error, 1, started, now)
             return None
 
-        def expired(conn: Any, task: Task) -> None:
-            audit.append(
-                AuditEvent(
-                    action="task.expired",
-                    actor=actor,
-                    tenant=task.tenant,
-                    subject=f"task:{task.task_id}",
-                    run_id=task.run_id,
-                    data={"queue": task.queue},
-                ),
-                conn=conn,
-            )
+        def outcome(uow: UnitOfWork, now: float) -> StepRecord | None:
+            task, expired = uow.tasks.take(task_id, deadline, now)
+            if expired:
+                audit.append(
+                    AuditEvent(
+                        action="task.expired",
+                        actor=actor,
+                        tenant=task.tenant,
+                        subject=f"task:{task.task_id}",
+                        run_id=task.run_id,
+                        data={"queue": task.queue},
+                    ),
+                    uow=uow,
+                )
+            return record(task, now)
 
         try:
-            _, step = self.app.store.take_task_outcome(
-                self.run_id, self._owner, task_id, deadline, record, expired
-            )
+            step = self.app.store.record_with(self.run_id, self._owner, outcome)
         except LeaseLost:
             raise Cancelled() from None
         if step is not None:

@@ -15,12 +15,9 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import (
     AevosError,
@@ -31,7 +28,10 @@ from .errors import (
 )
 from .rejections import RejectionBudget
 from .storage import Store
-from .storage.schema import tokens
+from .storage.identity import TokenRow
+
+if TYPE_CHECKING:
+    from .storage import UnitOfWork
 
 log = logging.getLogger("aevos.identity")
 
@@ -152,9 +152,21 @@ class TokenInfo:
     last_used_at: float | None
 
 
-# Called with (action, actor, tenant, reason, data) for every refusal and token change;
-# the app wires it to the audit log.
-AuditHook = Callable[[str, str, str, str, dict[str, Any]], None]
+class AuditHook(Protocol):
+    """Called for every refusal and token change; the app wires it to the audit log. A
+    token change passes ``uow``, the unit of work that makes it: the record must commit
+    with the change, or neither does."""
+
+    def __call__(
+        self,
+        action: str,
+        actor: str,
+        tenant: str,
+        reason: str,
+        data: dict[str, Any],
+        *,
+        uow: UnitOfWork | None = None,
+    ) -> None: ...
 
 
 def _digest(secret: str) -> str:
@@ -179,9 +191,18 @@ class Identity:
         # Failed authentications per tenant recorded one by one; a flood is counted.
         self.refusals = RejectionBudget()
 
-    def _record(self, action: str, actor: str, tenant: str, reason: str, **data: Any) -> None:
+    def _record(
+        self,
+        action: str,
+        actor: str,
+        tenant: str,
+        reason: str,
+        *,
+        uow: UnitOfWork | None = None,
+        **data: Any,
+    ) -> None:
         if self._audit is not None:
-            self._audit(action, actor, tenant, reason, data)
+            self._audit(action, actor, tenant, reason, data, uow=uow)
 
     def create_token(
         self,
@@ -207,24 +228,30 @@ class Identity:
         secret = secrets.token_urlsafe(32)
         now = time.time()
         expires_at = None if expires_in is None else now + expires_in
-        with self.store._tx() as conn:
-            conn.execute(
-                tokens.insert(),
-                {
-                    "token_id": token_id,
-                    "tenant": tenant,
-                    "name": name,
-                    "role": role.value,
-                    "secret_hash": _digest(secret),
-                    "created_by": created_by,
-                    "created_at": now,
-                    "expires_at": expires_at,
-                },
+        row = TokenRow(
+            token_id=token_id,
+            tenant=tenant,
+            name=name,
+            role=role.value,
+            secret_hash=_digest(secret),
+            created_by=created_by,
+            created_at=now,
+            expires_at=expires_at,
+            revoked_at=None,
+            last_used_at=None,
+        )
+        with self.store.transaction() as uow:
+            uow.tokens.insert(row)
+            self._record(
+                "token.created",
+                created_by,
+                tenant,
+                "created",
+                uow=uow,
+                token_id=token_id,
+                role=role.value,
             )
         principal = Principal(token_id, tenant, role, name)
-        self._record(
-            "token.created", created_by, tenant, "created", token_id=token_id, role=role.value
-        )
         return IssuedToken(f"{TOKEN_PREFIX}_{token_id}_{secret}", principal, expires_at)
 
     def _denied(self, actor: str, tenant: str, reason: str) -> None:
@@ -275,8 +302,8 @@ class Identity:
             self._denied("anonymous", tenant_hint, "malformed token")
             raise AuthenticationError("malformed API token")
         token_id, secret = match.groups()
-        with self.store._read() as conn:
-            row = conn.execute(sa.select(tokens).where(tokens.c.token_id == token_id)).first()
+        with self.store.reading() as uow:
+            row = uow.tokens.get(token_id)
         now = time.time()
         reason = None
         if row is None or not hmac.compare_digest(row.secret_hash, _digest(secret)):
@@ -288,10 +315,8 @@ class Identity:
         elif row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
             # Coarse on purpose: a write (a durable commit) per request would make every
             # read of the API a write transaction.
-            with self.store._tx() as conn:
-                conn.execute(
-                    sa.update(tokens).where(tokens.c.token_id == token_id).values(last_used_at=now)
-                )
+            with self.store.transaction() as uow:
+                uow.tokens.mark_used(token_id, now)
         if reason is not None:
             tenant = row.tenant if row is not None and reason != "unknown token" else tenant_hint
             self._denied(f"token#{token_id}", tenant, reason)
@@ -326,25 +351,16 @@ class Identity:
 
     def revoke(self, token_id: str, *, by: Principal) -> None:
         self.authorize(by, Permission.TOKENS_MANAGE, action="revoke tokens")
-        with self.store._tx() as conn:
-            result = conn.execute(
-                sa.update(tokens)
-                .where(
-                    tokens.c.token_id == token_id,
-                    tokens.c.tenant == by.tenant,
-                    tokens.c.revoked_at.is_(None),
-                )
-                .values(revoked_at=time.time())
+        with self.store.transaction() as uow:
+            if not uow.tokens.revoke(token_id, by.tenant, time.time()):
+                raise TokenNotFoundError(f"no active token {token_id!r} in tenant {by.tenant!r}")
+            self._record(
+                "token.revoked", by.actor, by.tenant, "revoked", uow=uow, token_id=token_id
             )
-        if result.rowcount != 1:
-            raise TokenNotFoundError(f"no active token {token_id!r} in tenant {by.tenant!r}")
-        self._record("token.revoked", by.actor, by.tenant, "revoked", token_id=token_id)
 
     def list_tokens(self, tenant: str) -> list[TokenInfo]:
-        with self.store._tx() as conn:
-            rows = conn.execute(
-                sa.select(tokens).where(tokens.c.tenant == tenant).order_by(tokens.c.created_at)
-            ).all()
+        with self.store.reading() as uow:
+            rows = uow.tokens.find(tenant)
         return [
             TokenInfo(
                 r.token_id,

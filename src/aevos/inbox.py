@@ -9,46 +9,48 @@ change it records.
 from __future__ import annotations
 
 import builtins
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import Connection
-
 from . import codec
 from .audit import AuditEvent
+from .errors import AevosError, TaskConflictError
+from .storage.tasks import refusal
 from .task import Feedback, Task, TaskStatus, overridden
 
 if TYPE_CHECKING:
     from .app import Aevos
+    from .storage import UnitOfWork
+
+log = logging.getLogger("aevos.tasks")
+# How often "next" looks again after losing its candidate to another reviewer.
+_CLAIM_NEXT_TRIES = 20
 
 
 class Inbox:
     def __init__(self, app: Aevos) -> None:
         self.app = app
 
-    def _audited(self, action: str, actor: str, **data: Any) -> Any:
-        """An ``also`` callback that audits ``action`` on the task it is given."""
-        audit = self.app.audit
-
-        def append(conn: Connection, task: Task, *_: Any) -> None:
-            level = {"escalation_level": task.escalation_level} if task.escalated else {}
-            event = AuditEvent(
-                action=action,
-                actor=actor,
-                tenant=task.tenant,
-                subject=f"task:{task.task_id}",
-                run_id=task.run_id,
-                data={"queue": task.queue, "status": task.status.value, **level, **data},
-            )
-            audit.append(event, conn=conn)
-
-        return append
+    def _audit(self, uow: UnitOfWork, action: str, actor: str, task: Task, **data: Any) -> None:
+        """Audit ``action`` on ``task`` in the unit of work that changed it."""
+        level = {"escalation_level": task.escalation_level} if task.escalated else {}
+        event = AuditEvent(
+            action=action,
+            actor=actor,
+            tenant=task.tenant,
+            subject=f"task:{task.task_id}",
+            run_id=task.run_id,
+            data={"queue": task.queue, "status": task.status.value, **level, **data},
+        )
+        self.app.audit.append(event, uow=uow)
 
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, task_id: str, *, tenant: str | None = None) -> Task:
-        return self.app.store.get_task(task_id, tenant=tenant)
+        with self.app.store.reading() as uow:
+            return uow.tasks.get(task_id, tenant=tenant)
 
     def list(
         self,
@@ -62,16 +64,17 @@ class Inbox:
         limit: int = 100,
         offset: int = 0,
     ) -> builtins.list[Task]:
-        return self.app.store.list_tasks(
-            tenant,
-            status=status,
-            queue=queue,
-            assignee=assignee,
-            roles=roles,
-            run_id=run_id,
-            limit=limit,
-            offset=offset,
-        )
+        with self.app.store.reading() as uow:
+            return uow.tasks.find(
+                tenant,
+                status=status,
+                queue=queue,
+                assignee=assignee,
+                roles=roles,
+                run_id=run_id,
+                limit=limit,
+                offset=offset,
+            )
 
     def feedback(
         self,
@@ -83,16 +86,22 @@ class Inbox:
         limit: int = 100,
         offset: int = 0,
     ) -> builtins.list[Feedback]:
-        return self.app.store.list_feedback(
-            tenant, model=model, workflow=workflow, since=since, limit=limit, offset=offset
-        )
+        with self.app.store.reading() as uow:
+            return uow.tasks.find_feedback(
+                tenant, model=model, workflow=workflow, since=since, limit=limit, offset=offset
+            )
 
     # -- actions ------------------------------------------------------------------------------
 
     def claim(self, task_id: str, *, actor: str, tenant: str = "default") -> Task:
-        return self.app.store.claim_task(
-            task_id, tenant, actor, self._audited("task.claimed", actor)
-        )
+        """Claim an OPEN task; claiming one's own claimed task again changes nothing."""
+        with self.app.store.transaction() as uow:
+            current = uow.tasks.get(task_id, tenant=tenant)
+            if current.status is TaskStatus.CLAIMED and current.assignee == actor:
+                return current
+            task = uow.tasks.claim(task_id, tenant, actor, time.time())
+            self._audit(uow, "task.claimed", actor, task)
+            return task
 
     def claim_next(
         self,
@@ -102,17 +111,28 @@ class Inbox:
         tenant: str = "default",
         queue: str | None = None,
     ) -> Task | None:
-        """Claim the next task in inbox order that one of ``roles`` may work."""
-        return self.app.store.claim_next(
-            tenant, actor, roles, queue, self._audited("task.claimed", actor, next=True)
-        )
+        """Claim the next task in inbox order that one of ``roles`` may work.
+
+        Many reviewers pressing "next" at once each get a different task: a candidate lost
+        to another is passed over (a new unit of work looks again)."""
+        for _ in range(_CLAIM_NEXT_TRIES):
+            try:
+                with self.app.store.transaction() as uow:
+                    task = uow.tasks.claim_next(tenant, actor, roles, queue, time.time())
+                    if task is not None:
+                        self._audit(uow, "task.claimed", actor, task, next=True)
+                    return task
+            except TaskConflictError:
+                continue
+        return None
 
     def release(
         self, task_id: str, *, actor: str, tenant: str = "default", anyone: bool = False
     ) -> Task:
-        return self.app.store.release_task(
-            task_id, tenant, actor, self._audited("task.released", actor), anyone=anyone
-        )
+        with self.app.store.transaction() as uow:
+            task = uow.tasks.release(task_id, tenant, actor, time.time(), anyone=anyone)
+            self._audit(uow, "task.released", actor, task)
+            return task
 
     def reassign(
         self,
@@ -123,13 +143,10 @@ class Inbox:
         queue: str | None = None,
         assignee: str | None = None,
     ) -> Task:
-        return self.app.store.reassign_task(
-            task_id,
-            tenant,
-            queue=queue,
-            assignee=assignee,
-            also=self._audited("task.reassigned", by, assignee=assignee),
-        )
+        with self.app.store.transaction() as uow:
+            task = uow.tasks.reassign(task_id, tenant, time.time(), queue=queue, assignee=assignee)
+            self._audit(uow, "task.reassigned", by, task, assignee=assignee)
+            return task
 
     def submit(
         self,
@@ -140,21 +157,20 @@ class Inbox:
         tenant: str = "default",
     ) -> tuple[Task, Feedback]:
         """Decide a task: ``values`` are checked against its form (TaskInputError names the
-        field), then the task, its feedback record and the audit record commit together and
-        the waiting run resumes. A second submission, or one after the run was cancelled,
-        raises TaskConflictError and changes nothing."""
-        task = self.app.store.get_task(task_id, tenant=tenant)
+        field), then the task, its feedback record, the run's wake-up and the audit record
+        commit together, and the waiting run resumes. A second submission, or one after the
+        run was cancelled, raises TaskConflictError and changes nothing."""
+        task = self.get(task_id, tenant=tenant)
         if task.status.closed or (task.status is TaskStatus.CLAIMED and task.assignee != actor):
-            from .storage.tasks import _refusal
-
-            raise _refusal(task, actor)
+            raise refusal(task, actor)
         decision = task.form.validate(values)
         changed = overridden(task.suggestion, decision)
         result_json = codec.encode(decision, f"the decision on task {task_id}")
-        audit = self.app.audit
-
-        def also(conn: Connection, done: Task, record: Feedback) -> None:
-            audit.append(
+        now = time.time()
+        with self.app.store.transaction() as uow:
+            done, record = uow.tasks.submit(task_id, tenant, actor, result_json, changed, now)
+            uow.runs.wake(done.run_id, now)
+            self.app.audit.append(
                 AuditEvent(
                     action="task.submitted",
                     actor=actor,
@@ -171,19 +187,32 @@ class Inbox:
                         "decision_digest": codec.digest(decision),
                     },
                 ),
-                conn=conn,
+                uow=uow,
             )
-
-        done, record = self.app.store.submit_task(
-            task_id, tenant, actor, result_json, changed, also
-        )
         self.app._signal_arrived(done.run_id).set()
         self.app._notify_enqueued()
         return done, record
 
     def escalate_overdue(self, now: float | None = None) -> builtins.list[Task]:
-        """Escalate every live task past its SLA one level (all tenants); workers call this."""
-        return self.app.store.escalate_overdue(
-            time.time() if now is None else now,
-            self._audited("task.escalated", f"system:{self.app.owner}"),
-        )
+        """Escalate every live task past its SLA one level (all tenants); workers call this.
+
+        Each escalation is its own unit of work, conditional on the level it started from,
+        so sweeps on many hosts escalate a task once."""
+        moment = time.time() if now is None else now
+        actor = f"system:{self.app.owner}"
+        with self.app.store.reading() as uow:
+            due = uow.tasks.overdue(moment)
+        done: builtins.list[Task] = []
+        for task_id, tenant, level in due:
+            try:
+                with self.app.store.transaction() as uow:
+                    task = uow.tasks.escalate(task_id, tenant, level, moment)
+                    if task is not None:
+                        self._audit(uow, "task.escalated", actor, task)
+            except AevosError as exc:
+                # One task that cannot be escalated must not hold up every other tenant's.
+                log.error("escalating task %s failed: %s", task_id, exc.code)
+                continue
+            if task is not None:
+                done.append(task)
+        return done

@@ -28,19 +28,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection
-
 from .errors import DefinitionError
-from .status import RunStatus
-from .storage.schema import audit, feedback, runs, tasks
+from .storage.metrics import CONFIDENCE_BINS
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from .app import Aevos
-    from .storage import Store
+    from .storage import UnitOfWork
 
 __all__ = [
     "CONFIDENCE_BINS",
@@ -56,17 +51,12 @@ __all__ = [
     "snapshot",
 ]
 
-FINISHED = (RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value)
 #: Upper bounds (seconds) of the run-duration histogram: processes with people in the loop
 #: take hours or days, fully automated ones under a second.
 LATENCY_BUCKETS = (
     *(0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0),
     *(300.0, 900.0, 3600.0, 14400.0, 86400.0, 604800.0),
 )
-#: Task statuses that still wait for a person.
-OPEN_TASK_STATUSES = ("OPEN", "CLAIMED")
-#: Equal-width bins of [0, 1] over which confidence distributions are compared.
-CONFIDENCE_BINS = 10
 #: The most buckets one dashboard request may ask for.
 MAX_BUCKETS = 500
 # A bin empty on one side would make the PSI infinite; proportions are floored at this.
@@ -74,43 +64,6 @@ _PSI_FLOOR = 1e-4
 
 
 # -- reading the database --------------------------------------------------------------------
-
-
-def _payload_field(store: Store, key: str) -> Any:
-    """``data.<key>`` of an audit record's payload (stored as JSON text), as SQL text."""
-    if store.backend == "sqlite":
-        document: Any = sa.type_coerce(audit.c.payload, sa.JSON)
-    else:
-        document = sa.cast(audit.c.payload, postgresql.JSONB)
-    return document[("data", key)]
-
-
-def _model_calls(store: Store, tenant: str, seqs: tuple[int, int] | None = None) -> Any:
-    """The tenant's ``model.called`` records (those with ``seqs[0] < seq <= seqs[1]``, if
-    given) as rows of (at, model, version, route, outcome, confidence, cost, latency_ms): a
-    subquery, so its JSON paths are bound once."""
-
-    def data(key: str) -> Any:
-        return _payload_field(store, key)
-
-    return (
-        sa.select(
-            audit.c.at.label("at"),
-            data("model").as_string().label("model"),
-            data("version").as_string().label("version"),
-            data("route").as_string().label("route"),
-            data("outcome").as_string().label("outcome"),
-            data("confidence").as_float().label("confidence"),
-            data("cost").as_float().label("cost"),
-            data("latency_ms").as_float().label("latency_ms"),
-        )
-        .where(
-            audit.c.tenant == tenant,
-            audit.c.action == "model.called",
-            *([] if seqs is None else [audit.c.seq > seqs[0], audit.c.seq <= seqs[1]]),
-        )
-        .subquery("calls")
-    )
 
 
 CallKey = tuple[str, str, str, str]  # model, version, route, outcome
@@ -126,51 +79,31 @@ class CallTotalsCache:
         self._lock = threading.Lock()
         self._tenants: dict[str, tuple[int, dict[CallKey, CallTotals]]] = {}
 
-    def totals(self, store: Store, conn: Connection, tenant: str) -> dict[CallKey, CallTotals]:
+    def totals(self, uow: UnitOfWork, tenant: str) -> dict[CallKey, CallTotals]:
         with self._lock:  # one reader per process adds up a range; the others wait for it
             mark, totals = self._tenants.get(tenant, (0, {}))
-            head = conn.execute(
-                sa.select(sa.func.coalesce(sa.func.max(audit.c.seq), 0)).where(
-                    audit.c.tenant == tenant
-                )
-            ).scalar_one()
+            head = uow.audit.last_seq(tenant)
             if head < mark:
                 mark, totals = 0, {}
             if head > mark:
                 totals = dict(totals)
-                for key, more in _call_rows(store, conn, tenant, (mark, int(head))).items():
+                for key, more in _call_rows(uow, tenant, (mark, head)).items():
                     before = totals.get(key, CallTotals(0, 0.0, 0.0))
                     totals[key] = CallTotals(
                         before.calls + more.calls,
                         before.cost + more.cost,
                         before.seconds + more.seconds,
                     )
-                self._tenants[tenant] = (int(head), totals)
+                self._tenants[tenant] = (head, totals)
             return totals
 
 
-def _call_rows(
-    store: Store, conn: Connection, tenant: str, seqs: tuple[int, int]
-) -> dict[CallKey, CallTotals]:
-    calls = _model_calls(store, tenant, seqs)
-    call_key = (calls.c.model, calls.c.version, calls.c.route, calls.c.outcome)
-    # Grouped by plain columns: PostgreSQL cannot match a GROUP BY expression holding
-    # bound parameters with the same expression in the SELECT list.
-    rows = conn.execute(
-        sa.select(
-            *call_key,
-            sa.func.count(),
-            sa.func.coalesce(sa.func.sum(calls.c.cost), 0.0),
-            sa.func.coalesce(sa.func.sum(calls.c.latency_ms), 0.0),
-        ).group_by(*call_key)
-    ).all()
+def _call_rows(uow: UnitOfWork, tenant: str, seqs: tuple[int, int]) -> dict[CallKey, CallTotals]:
     found: dict[CallKey, CallTotals] = {}
-    for *key, n, cost, ms in rows:
-        labels = (key[0] or "", key[1] or "", key[2] or "", key[3] or "")
+    for model, version, route, outcome, n, cost, ms in uow.metrics.call_totals(tenant, seqs):
+        labels = (model or "", version or "", route or "", outcome or "")
         before = found.get(labels, CallTotals(0, 0.0, 0.0))
-        found[labels] = CallTotals(
-            before.calls + int(n), before.cost + float(cost), before.seconds + float(ms) / 1000
-        )
+        found[labels] = CallTotals(before.calls + n, before.cost + cost, before.seconds + ms / 1000)
     return found
 
 
@@ -206,49 +139,20 @@ class Snapshot:
 
 def snapshot(app: Aevos, tenant: str) -> Snapshot:
     """The tenant's counts, in one read transaction."""
-    store = app.store
-    r, t, f = runs.c, tasks.c, feedback.c
-    duration = r.finished_at - r.created_at
-    finished = sa.and_(r.tenant == tenant, r.status.in_(FINISHED), r.finished_at.is_not(None))
-    histogram = [
-        sa.func.coalesce(sa.func.sum(sa.case((duration <= bound, 1), else_=0)), 0)
-        for bound in LATENCY_BUCKETS
-    ]
-    with store._read() as conn:
-        run_counts = conn.execute(
-            sa.select(r.workflow, r.status, sa.func.count())
-            .where(r.tenant == tenant)
-            .group_by(r.workflow, r.status)
-        ).all()
-        duration_rows = conn.execute(
-            sa.select(
-                r.workflow, sa.func.count(), sa.func.coalesce(sa.func.sum(duration), 0), *histogram
-            )
-            .where(finished)
-            .group_by(r.workflow)
-        ).all()
-        task_rows = conn.execute(
-            sa.select(t.queue, t.status, sa.func.count())
-            .where(t.tenant == tenant, t.status.in_(OPEN_TASK_STATUSES))
-            .group_by(t.queue, t.status)
-        ).all()
-        feedback_rows = conn.execute(
-            sa.select(f.model, sa.func.count(), sa.func.coalesce(sa.func.sum(f.overridden), 0))
-            .where(f.tenant == tenant)
-            .group_by(f.model)
-        ).all()
-        call_totals = app._call_totals.totals(store, conn, tenant)
+    with app.store.reading() as uow:
+        run_counts = uow.metrics.run_counts(tenant)
+        durations = uow.metrics.run_durations(tenant, LATENCY_BUCKETS)
+        open_tasks = uow.tasks.count_live(tenant)
+        feedback_rows = uow.metrics.feedback_counts(tenant)
+        call_totals = app._call_totals.totals(uow, tenant)
     feedback_counts: dict[str, tuple[int, int]] = {}
     for model, n, overridden in feedback_rows:
         before = feedback_counts.get(model or "", (0, 0))
-        feedback_counts[model or ""] = (before[0] + int(n), before[1] + int(overridden))
+        feedback_counts[model or ""] = (before[0] + n, before[1] + overridden)
     return Snapshot(
-        runs={(str(w), str(s)): int(n) for w, s, n in run_counts},
-        durations={
-            str(row[0]): RunDurations(int(row[1]), float(row[2]), tuple(int(n) for n in row[3:]))
-            for row in duration_rows
-        },
-        open_tasks={(str(q), str(s)): int(n) for q, s, n in task_rows},
+        runs={(w, s): n for w, s, n in run_counts},
+        durations={w: RunDurations(n, total, buckets) for w, n, total, buckets in durations},
+        open_tasks=open_tasks,
         feedback=feedback_counts,
         model_calls=call_totals,
     )
@@ -414,21 +318,6 @@ def psi(reference: Sequence[int], current: Sequence[int]) -> float:
     return value
 
 
-def _bucket_of(column: Any, starts: Sequence[float]) -> Any:
-    """SQL: the index of the bucket ``column`` falls in (rows are already in the window)."""
-    if len(starts) == 1:
-        return sa.literal(0)
-    return sa.case(
-        *((column < start, i) for i, start in enumerate(starts[1:])), else_=len(starts) - 1
-    )
-
-
-def _bin_of(column: Any) -> Any:
-    """SQL: the confidence bin of ``column`` (values outside [0, 1] fall in the edge bins)."""
-    whens = [(column < (i + 1) / CONFIDENCE_BINS, i) for i in range(CONFIDENCE_BINS - 1)]
-    return sa.case((column.is_(None), sa.null()), *whens, else_=CONFIDENCE_BINS - 1)
-
-
 def _bucket_starts(since: float, until: float, buckets: int) -> list[float]:
     """The starts of ``buckets`` equal buckets over ``[since, until)``, checked."""
     if not (math.isfinite(since) and math.isfinite(until)) or until <= since:
@@ -447,65 +336,28 @@ def dashboard(
     was decided in, a model call to the one it was recorded in."""
     starts = _bucket_starts(since, until, buckets)
     ends = [*starts[1:], until]
-    store = app.store
-    r, f = runs.c, feedback.c
-
-    asked = sa.exists().where(tasks.c.run_id == r.run_id)
-    run_query = sa.select(r.finished_at, r.finished_at - r.created_at, asked).where(
-        r.tenant == tenant,
-        r.status.in_(FINISHED),
-        r.finished_at >= since,
-        r.finished_at < until,
-    )
-    decided = (
-        sa.select(_bucket_of(f.decided_at, starts).label("b"), f.overridden)
-        .where(f.tenant == tenant, f.decided_at >= since, f.decided_at < until)
-        .subquery("decided")
-    )
-    feedback_query = sa.select(
-        decided.c.b, sa.func.count(), sa.func.coalesce(sa.func.sum(decided.c.overridden), 0)
-    ).group_by(decided.c.b)
-    calls = _model_calls(store, tenant)
-    binned = (
-        sa.select(
-            _bucket_of(calls.c.at, starts).label("b"),
-            calls.c.model,
-            _bin_of(calls.c.confidence).label("bin"),
-            calls.c.cost,
-        )
-        .where(calls.c.at >= since, calls.c.at < until)
-        .subquery("binned")
-    )
-    calls_query = sa.select(
-        binned.c.b,
-        binned.c.model,
-        binned.c.bin,
-        sa.func.count(),
-        sa.func.coalesce(sa.func.sum(binned.c.cost), 0.0),
-    ).group_by(binned.c.b, binned.c.model, binned.c.bin)
-    with store._read() as conn:
-        run_rows = conn.execute(run_query).all()
-        feedback_rows = conn.execute(feedback_query).all()
-        call_rows = conn.execute(calls_query).all()
+    with app.store.reading() as uow:
+        run_rows = uow.metrics.finished_runs(tenant, since, until)
+        feedback_rows = uow.metrics.feedback_by_bucket(tenant, starts, until)
+        call_rows = uow.metrics.calls_by_bucket(tenant, starts, until)
 
     latencies: list[list[float]] = [[] for _ in starts]
     automated = [0] * buckets
     for finished_at, latency, with_task in run_rows:
-        index = bisect_right(starts, float(finished_at)) - 1
-        latencies[index].append(float(latency))
+        index = bisect_right(starts, finished_at) - 1
+        latencies[index].append(latency)
         automated[index] += 0 if with_task else 1
     decisions, overrides = [0] * buckets, [0] * buckets
     for index, n, overridden in feedback_rows:
-        decisions[int(index)], overrides[int(index)] = int(n), int(overridden)
+        decisions[index], overrides[index] = n, overridden
     call_counts, costs = [0] * buckets, [0.0] * buckets
     histograms: dict[str, list[list[int]]] = {}
-    for index, model, bin_, n, cost in call_rows:
-        i = int(index)
-        call_counts[i] += int(n)
-        costs[i] += float(cost)
+    for i, model, bin_, n, cost in call_rows:
+        call_counts[i] += n
+        costs[i] += cost
         if bin_ is not None and model is not None:
-            bins = histograms.setdefault(str(model), [[0] * CONFIDENCE_BINS for _ in starts])
-            bins[i][int(bin_)] += int(n)
+            bins = histograms.setdefault(model, [[0] * CONFIDENCE_BINS for _ in starts])
+            bins[i][bin_] += n
 
     references: dict[str, int] = {}
     drift: list[dict[str, float | None]] = [{} for _ in starts]
@@ -586,17 +438,9 @@ def model_metrics(
     """``model``'s calls (``model.called`` records) and the feedback on its suggestions over
     ``[since, until)`` in ``buckets`` equal buckets, per version."""
     starts = _bucket_starts(since, until, buckets)
-    calls = _model_calls(app.store, tenant)
-    f = feedback.c
-    call_query = sa.select(
-        calls.c.at, calls.c.version, calls.c.outcome, calls.c.latency_ms, calls.c.confidence
-    ).where(calls.c.model == model, calls.c.at >= since, calls.c.at < until)
-    feedback_query = sa.select(f.decided_at, f.model_version, f.overridden).where(
-        f.tenant == tenant, f.model == model, f.decided_at >= since, f.decided_at < until
-    )
-    with app.store._read() as conn:
-        call_rows = conn.execute(call_query).all()
-        feedback_rows = conn.execute(feedback_query).all()
+    with app.store.reading() as uow:
+        call_rows = uow.metrics.model_calls(tenant, model, since, until)
+        feedback_rows = uow.metrics.model_feedback(tenant, model, since, until)
 
     def empty() -> list[dict[str, Any]]:
         return [

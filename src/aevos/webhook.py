@@ -51,8 +51,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import sqlalchemy as sa
-
 from .errors import (
     AevosError,
     AuthorizationError,
@@ -67,7 +65,7 @@ from .errors import (
 )
 from .identity import Permission, Principal, check_tenant
 from .rejections import DEFAULT_LIMIT, Suppressed
-from .storage.schema import events
+from .storage.events import EventRow
 from .workflow import StartOptions
 
 if TYPE_CHECKING:
@@ -496,17 +494,6 @@ class Ingress:
     ) -> EventRecord:
         from .audit import AuditEvent
 
-        row = {
-            "tenant": got.tenant,
-            "source": got.source,
-            "event_id": got.event_id,
-            "status": status.value,
-            "reason": reason,
-            "run_id": run_id,
-            "payload_digest": got.payload_digest,
-            "size": got.size,
-            "received_at": got.received_at,
-        }
         data = {
             "source": got.source,
             "event_id": got.event_id,
@@ -523,21 +510,20 @@ class Ingress:
             run_id=run_id,
             data={k: v for k, v in data.items() if v is not None},
         )
-        with self.app.store._tx() as conn:
-            event_row_id = conn.execute(events.insert().returning(events.c.id), row).scalar_one()
-            self.app.audit.append(audit, conn=conn)
-        record = EventRecord(
-            id=int(event_row_id),
-            tenant=got.tenant,
-            source=got.source,
-            event_id=got.event_id,
-            status=status,
-            reason=reason,
-            run_id=run_id,
-            payload_digest=got.payload_digest,
-            size=got.size,
-            received_at=got.received_at,
-        )
+        with self.app.store.transaction() as uow:
+            row = uow.events.insert(
+                tenant=got.tenant,
+                source=got.source,
+                event_id=got.event_id,
+                status=status.value,
+                reason=reason,
+                run_id=run_id,
+                payload_digest=got.payload_digest,
+                size=got.size,
+                received_at=got.received_at,
+            )
+            self.app.audit.append(audit, uow=uow)
+        record = _record_of(row)
         if status is EventStatus.REJECTED:
             # The code only: the message may name what the sender sent.
             log.info("webhook %r: event %s rejected (%s)", got.source, record.id, record.code)
@@ -556,29 +542,27 @@ class Ingress:
     ) -> list[EventRecord]:
         """The events received for the principal's tenant, newest first (``runs:read``)."""
         self.app.identity.authorize(principal, Permission.RUNS_READ, action="read events")
-        stmt = sa.select(events).where(events.c.tenant == principal.tenant)
-        if source is not None:
-            stmt = stmt.where(events.c.source == source)
-        if status is not None:
-            stmt = stmt.where(events.c.status.in_([EventStatus(s).value for s in status]))
-        stmt = stmt.order_by(events.c.received_at.desc(), events.c.id.desc())
-        with self.app.store._read() as conn:
-            rows = conn.execute(stmt.limit(limit).offset(offset)).all()
-        return [
-            EventRecord(
-                id=row.id,
-                tenant=row.tenant,
-                source=row.source,
-                event_id=row.event_id,
-                status=EventStatus(row.status),
-                reason=row.reason,
-                run_id=row.run_id,
-                payload_digest=row.payload_digest,
-                size=row.size,
-                received_at=row.received_at,
+        statuses = None if status is None else [EventStatus(s).value for s in status]
+        with self.app.store.reading() as uow:
+            rows = uow.events.find(
+                principal.tenant, source=source, statuses=statuses, limit=limit, offset=offset
             )
-            for row in rows
-        ]
+        return [_record_of(row) for row in rows]
+
+
+def _record_of(row: EventRow) -> EventRecord:
+    return EventRecord(
+        id=row.id,
+        tenant=row.tenant,
+        source=row.source,
+        event_id=row.event_id,
+        status=EventStatus(row.status),
+        reason=row.reason,
+        run_id=row.run_id,
+        payload_digest=row.payload_digest,
+        size=row.size,
+        received_at=row.received_at,
+    )
 
 
 def _event_id(header: str | None, payload_digest: str | None) -> str:

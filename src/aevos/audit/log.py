@@ -5,27 +5,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from ..errors import (
-    AevosError,
-    AuditChainError,
-    AuditKeyError,
-    InvalidAuditEventError,
-    StorageError,
-)
-from ..storage import Store
-from ..storage.fastpath import Compiled
-from ..storage.schema import audit, audit_heads
+from ..errors import AuditKeyError, InvalidAuditEventError
+from ..storage.audit import AuditRow, read_chain
 from .anchor import AnchorOutcome, AuditAnchors, SignedAnchor, anchor_chain, anchor_parts
 from .record import (
-    _BATCH,
-    _ROW,
     GENESIS_HASH,
     MIN_KEY_BYTES,
     AuditEvent,
@@ -37,7 +24,10 @@ from .record import (
     canonical_payload,
     key_from_env,
 )
-from .verify import _Checker, _export_line, _lenient_text, _parse
+from .verify import _Checker, _export_line, _parse
+
+if TYPE_CHECKING:
+    from ..storage import Store, UnitOfWork
 
 
 class AuditLog:
@@ -59,29 +49,6 @@ class AuditLog:
         self.anchors = anchors
         self._key = key
         self._hash = _hasher(key)
-        self._sqlite = store.backend == "sqlite"
-        head_of_tenant = audit_heads.c.tenant == sa.bindparam("tenant")
-        self._head = sa.select(audit_heads.c.seq, audit_heads.c.hash).where(head_of_tenant)
-        self._head_for_update = self._head.add_columns(audit_heads.c.updated_at).with_for_update()
-        self._new_head = (
-            store.dialect.insert(audit_heads)
-            .on_conflict_do_nothing(index_elements=["tenant"])
-            .returning(audit_heads.c.tenant)  # psycopg's rowcount says nothing here
-        )
-        self._any_record = (
-            sa.select(audit.c.seq).where(audit.c.tenant == sa.bindparam("tenant")).limit(1)
-        )
-        self._set_head = (
-            sa.update(audit_heads)
-            .where(audit_heads.c.tenant == sa.bindparam("w_tenant"))
-            .values({name: sa.bindparam(f"w_{name}") for name in ("seq", "hash", "updated_at")})
-        )
-        self._insert = Compiled(audit.insert(), store.engine)
-        self._rows = (
-            sa.select(*(audit.c[name] for name in _ROW))
-            .where(audit.c.tenant == sa.bindparam("tenant"), audit.c.seq > sa.bindparam("after"))
-            .order_by(audit.c.seq)
-        )
 
     @classmethod
     def from_env(cls, store: Store, environ: Mapping[str, str] | None = None) -> AuditLog:
@@ -95,55 +62,37 @@ class AuditLog:
 
     # -- appending ---------------------------------------------------------------------------
 
-    def append(self, event: AuditEvent, *, conn: Connection | None = None) -> AuditRecord:
+    def append(self, event: AuditEvent, *, uow: UnitOfWork | None = None) -> AuditRecord:
         """Record ``event`` at the end of its tenant's chain.
 
-        With ``conn``, inside the caller's transaction: the record commits or rolls back with
+        With ``uow``, inside the caller's unit of work: the record commits or rolls back with
         the caller's state change. The tenant's head row stays locked until then, so keep
-        that transaction short (and READ COMMITTED, PostgreSQL's default).
+        that unit of work short (and READ COMMITTED, PostgreSQL's default).
         """
-        return self.append_many([event], conn=conn)[0]
+        return self.append_many([event], uow=uow)[0]
 
     def append_many(
-        self, events: Sequence[AuditEvent], *, conn: Connection | None = None
+        self, events: Sequence[AuditEvent], *, uow: UnitOfWork | None = None
     ) -> list[AuditRecord]:
-        """Record several events in one transaction, in order; returns their records."""
+        """Record several events in one unit of work, in order; returns their records."""
         if not events:
             return []
-        if conn is not None:
-            with self.store._guard():
-                return self._append(conn, events)
-        with self.store._tx() as tx:
-            return self._append(tx, events)
+        if uow is not None:
+            return self._append(uow, events)
+        with self.store.transaction() as own:
+            return self._append(own, events)
 
-    def _lock_head(self, conn: Connection, tenant: str) -> tuple[int, str, float]:
-        # PostgreSQL: the head row's lock serialises appenders of this chain across
-        # processes. SQLite: the store's BEGIN IMMEDIATE already holds the write lock.
-        row = conn.execute(self._head_for_update, {"tenant": tenant}).first()
-        if row is None:
-            # A new chain. A concurrent first appender's insert makes ours wait and then do
-            # nothing; if ours creates the head, there must be no records yet (or the head
-            # row was deleted: appending would fork the chain).
-            head = {"tenant": tenant, "seq": 0, "hash": GENESIS_HASH, "updated_at": 0.0}
-            created = conn.execute(self._new_head, head).first() is not None
-            if created and conn.execute(self._any_record, {"tenant": tenant}).first():
-                raise AuditChainError(
-                    f"the audit chain of tenant {tenant!r} has records but no head row; "
-                    "run `aevos audit verify` before appending to it"
-                )
-            row = conn.execute(self._head_for_update, {"tenant": tenant}).one()
-        return int(row.seq), str(row.hash), float(row.updated_at)
-
-    def _append(self, conn: Connection, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+    def _append(self, uow: UnitOfWork, events: Sequence[AuditEvent]) -> list[AuditRecord]:
         by_tenant: dict[str, list[int]] = {}
         for index, event in enumerate(events):
             by_tenant.setdefault(event.tenant, []).append(index)
         records: list[AuditRecord | None] = [None] * len(events)
         rows: list[dict[str, Any]] = []
         now = time.time()
+        chains = uow.audit
         # Heads are locked in one order, so two batches spanning tenants cannot deadlock.
         for tenant in sorted(by_tenant):
-            seq, prev_hash, last_at = self._lock_head(conn, tenant)
+            seq, prev_hash, last_at = chains.lock_head(tenant)
             # Never before the previous record: seq order and time order agree.
             at = max(now, last_at)
             for index in by_tenant[tenant]:
@@ -166,29 +115,23 @@ class AuditLog:
                 records[index] = AuditRecord(**row, data=event._data)
                 rows.append({**row, "payload": payload})
                 prev_hash = digest
-            conn.execute(
-                self._set_head,
-                {"w_tenant": tenant, "w_seq": seq, "w_hash": prev_hash, "w_updated_at": at},
-            )
-        # Compiled once: SQLAlchemy's per-row parameter processing cost more than the rest
-        # of an append together in large batches.
-        conn.exec_driver_sql(self._insert.sql, [self._insert.params(row) for row in rows])
+            chains.move_head(tenant, seq, prev_hash, at)
+        chains.insert(rows)
         return [record for record in records if record is not None]
 
     # -- reading -----------------------------------------------------------------------------
 
     def head(self, tenant: str) -> AuditHead | None:
         """The chain's end as its head row records it; None for a tenant with no records."""
-        with self.store._read() as conn:
-            row = conn.execute(self._head, {"tenant": tenant}).first()
-        return None if row is None else AuditHead(int(row.seq), str(row.hash))
+        with self.store.reading() as uow:
+            head = uow.audit.head(tenant)
+        return None if head is None else AuditHead(head.seq, head.hash)
 
     def heads(self) -> dict[str, AuditHead]:
         """Every chain's end as its head row records it, by tenant."""
-        stmt = sa.select(audit_heads.c.tenant, audit_heads.c.seq, audit_heads.c.hash)
-        with self.store._read() as conn:
-            rows = conn.execute(stmt.where(audit_heads.c.seq > 0)).all()
-        return {str(row.tenant): AuditHead(int(row.seq), str(row.hash)) for row in rows}
+        with self.store.reading() as uow:
+            heads = uow.audit.heads()
+        return {tenant: AuditHead(head.seq, head.hash) for tenant, head in heads.items()}
 
     def query(
         self,
@@ -209,101 +152,26 @@ class AuditLog:
         """
         if limit < 1:
             raise InvalidAuditEventError("limit must be at least 1")
-        stmt = sa.select(audit).where(audit.c.tenant == tenant, audit.c.seq > after_seq)
-        for column, value in ((audit.c.run_id, run_id), (audit.c.action, action)):
-            stmt = stmt if value is None else stmt.where(column == value)
-        if actor is not None:
-            stmt = stmt.where(audit.c.actor == actor)
-        if since is not None:
-            stmt = stmt.where(audit.c.at >= _timestamp(since))
-        if until is not None:
-            stmt = stmt.where(audit.c.at < _timestamp(until))
-        with self.store._read() as conn:
-            rows = conn.execute(stmt.order_by(audit.c.seq).limit(limit)).all()
+        with self.store.reading() as uow:
+            rows = uow.audit.query(
+                tenant,
+                run_id=run_id,
+                action=action,
+                actor=actor,
+                since=None if since is None else _timestamp(since),
+                until=None if until is None else _timestamp(until),
+                after_seq=after_seq,
+                limit=limit,
+            )
         return [_record(row) for row in rows]
 
     @contextmanager
     def _snapshot(
         self, tenant: str, after_seq: int
     ) -> Iterator[tuple[AuditHead | None, Iterable[Sequence[Any]]]]:
-        """The head and a stream of the chain's rows, both from one read snapshot.
-
-        One snapshot, so that appends committed meanwhile are neither half-seen nor taken
-        for records beyond the head. Rows stream (SQLite steps its cursor; PostgreSQL uses a
-        server-side cursor), so memory stays flat however long the chain.
-        """
-        params = {"tenant": tenant, "after": after_seq}
-        if self._sqlite:
-            with self._sqlite_snapshot(tenant, params) as result:
-                yield result
-            return
-        with self.store._guard(), self.store.engine.connect() as conn:
-            conn = conn.execution_options(
-                isolation_level="REPEATABLE READ", postgresql_readonly=True
-            )
-            with conn.begin():
-                row = conn.execute(self._head, params).first()
-                head = None if row is None else AuditHead(int(row.seq), str(row.hash))
-                stream = conn.execution_options(yield_per=_BATCH).execute(self._rows, params)
-                yield head, stream
-
-    @contextmanager
-    def _sqlite_snapshot(
-        self, tenant: str, params: dict[str, Any]
-    ) -> Iterator[tuple[AuditHead | None, Iterable[Sequence[Any]]]]:
-        # A raw connection: the engine's transactions are BEGIN IMMEDIATE, which would hold
-        # the write lock (and stall every writer) for the whole scan. A deferred BEGIN in WAL
-        # mode is a read snapshot that blocks nobody.
-        engine = self.store.engine
-        head_sql, rows_sql = Compiled(self._head, engine), Compiled(self._rows, engine)
-        with self.store._guard():
-            raw = engine.raw_connection()
-        driver: Any = raw.driver_connection
-        cursor = raw.cursor()
-        try:
-            cursor.execute("BEGIN")
-            row = cursor.execute(head_sql.sql, head_sql.params(params)).fetchone()
-            head = None if row is None else AuditHead(int(row[0]), str(row[1]))
-            yield head, self._sqlite_rows(cursor, driver, rows_sql, params)
-        except driver.Error as exc:
-            raise self._storage_error(exc) from None
-        finally:
-            driver.text_factory = str
-            with suppress(driver.Error):  # broken: the pool's reset on return drops it
-                if driver.in_transaction:
-                    cursor.execute("ROLLBACK")
-            cursor.close()
-            raw.close()
-
-    @staticmethod
-    def _sqlite_rows(
-        cursor: Any, driver: Any, rows: Compiled, params: dict[str, Any]
-    ) -> Iterator[Sequence[Any]]:
-        after = params["after"]
-        while True:
-            try:
-                cursor.execute(rows.sql, rows.params({**params, "after": after}))
-                while batch := cursor.fetchmany(_BATCH):
-                    yield from batch
-                    after = batch[-1][0]
-                return
-            except driver.OperationalError as exc:
-                if driver.text_factory is _lenient_text or "decode" not in str(exc):
-                    raise
-                # A byte changed into invalid UTF-8 must be reported, not end the scan: read
-                # on from the last whole batch, decoding leniently (slower, so not from the
-                # start).
-                driver.text_factory = _lenient_text
-
-    def _storage_error(self, exc: Exception) -> AevosError:
-        classified = self.store.dialect.classify(exc, self.store.safe_url)
-        if classified is not None:
-            return classified
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()
-        return StorageError(
-            f"database error on {self.store.safe_url}: "
-            f"{reason[0] if reason else type(exc).__name__}"
-        )
+        """The head and a stream of the chain's rows, both from one read snapshot."""
+        with read_chain(self.store, tenant, after_seq) as (head, rows):
+            yield (None if head is None else AuditHead(head.seq, head.hash)), rows
 
     def verify(
         self,
@@ -389,7 +257,7 @@ def _timestamp(value: float | datetime) -> float:
     return float(value)
 
 
-def _record(row: Any) -> AuditRecord:
+def _record(row: AuditRow) -> AuditRecord:
     # The hashed payload is the record; the columns are only its index.
     parsed = _parse(row.payload) or {}
     data = parsed.get("data")

@@ -34,7 +34,6 @@ _PLAIN = json.JSONEncoder(allow_nan=False)
 _LIMITS = {"action": 100, "actor": 200, "subject": 300, "run_id": 200, "tenant": 64}
 # The columns the checker reads, in the order it unpacks them.
 _ROW = ("seq", "at", "actor", "action", "subject", "run_id", "payload", "prev_hash", "hash")
-_BATCH = 10_000
 _IPAD, _OPAD = bytes(x ^ 0x36 for x in range(256)), bytes(x ^ 0x5C for x in range(256))
 _PROGRESS_EVERY = 1 << 16
 

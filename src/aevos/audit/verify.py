@@ -39,10 +39,6 @@ def _short(digest: object) -> str:
     return str(digest)[:12]
 
 
-def _lenient_text(data: bytes) -> str:
-    return data.decode("utf-8", "surrogateescape")
-
-
 @dataclass
 class _Stretch:
     """Consecutive rows that hold genuine, linked records, all displaced by ``offset``."""

@@ -43,8 +43,8 @@ from ..errors import AuditAnchorRefusedError
 from ..storage import open_store
 from .common import (
     CliError,
+    _check_url,
     _emit_json,
-    _parse_url,
     _preview,
     _print_wide,
     _reports_errors,
@@ -85,7 +85,7 @@ AnchorDirOption = Annotated[
 @contextmanager
 def _log(ctx: typer.Context, anchor_dir: Path | None = None) -> Iterator[AuditLog]:
     url = _state(ctx).url
-    _parse_url(url)
+    _check_url(url)
     # Reading the log never migrates: an auditor's command must not change the schema.
     store = open_store(url, migrate=False)
     try:

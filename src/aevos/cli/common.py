@@ -22,17 +22,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.text import Text
-from sqlalchemy.engine import URL, make_url
 
 from ..app import DEFAULT_DATABASE_URL, Aevos
-from ..errors import AevosError, StorageError
+from ..errors import AevosError
 from ..run import RunInfo, StepInfo
 from ..status import RunStatus
-from ..storage.dialect import Dialect, dialect_for
+from ..storage.dialect import check_url
 
 P = ParamSpec("P")
 
@@ -102,11 +100,12 @@ def _state(ctx: typer.Context) -> _State:
 # -- loading apps ----------------------------------------------------------------------------
 
 
-def _parse_url(url: str) -> URL:
+def _check_url(url: str) -> None:
+    """Refuse a URL that cannot be parsed (without echoing it: it may carry a password) or
+    that no backend serves, before anything is imported or opened."""
     try:
-        return make_url(url)
-    except Exception:
-        # The URL itself is not echoed: it may carry a password.
+        check_url(url)
+    except ValueError:
         raise CliError(
             "bad_database_url",
             "cannot parse the database URL; use sqlite:///path/to/file.db or "
@@ -125,7 +124,7 @@ def load_app(ref: str, database_url: str | None = None) -> Aevos:
     if not sep or not module_name or not attribute:
         raise CliError("bad_app", f"--app must look like module:attribute, got {ref!r}")
     if database_url is not None:
-        dialect_for(_parse_url(database_url))
+        _check_url(database_url)
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -165,7 +164,7 @@ def _app(ctx: typer.Context, ref: str | None = None) -> Iterator[Aevos]:
     if ref is not None:
         app = load_app(ref, state.database_url)
     else:
-        dialect_for(_parse_url(state.url))
+        _check_url(state.url)
         app = Aevos(state.url)
     try:
         yield app
@@ -270,21 +269,3 @@ def _step_dict(step: StepInfo) -> dict[str, Any]:
         "started_at": step.started_at,
         "finished_at": step.finished_at,
     }
-
-
-# -- schema ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def _storage_errors(dialect: Dialect, safe_url: str) -> Iterator[None]:
-    """SQLAlchemy errors as aevos storage errors, the way the store classifies them."""
-    try:
-        yield
-    except sa.exc.SQLAlchemyError as exc:
-        classified = dialect.classify(exc, safe_url)
-        if classified is not None:
-            raise classified from None
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()
-        raise StorageError(
-            f"database error on {safe_url}: {reason[0] if reason else type(exc).__name__}"
-        ) from None

@@ -19,11 +19,11 @@ from rich.text import Text
 from ..app import Aevos
 from ..errors import DataNotFoundError, RunTimeoutError
 from ..status import RunStatus
-from ..storage.dialect import dialect_for, redact_url
+from ..storage.dialect import redact_url
 from .common import (
     _STATUS_STYLE,
     CliError,
-    _parse_url,
+    _check_url,
     _reports_errors,
     _state,
     err,
@@ -85,7 +85,7 @@ def demo(
     except DataNotFoundError as exc:
         raise CliError(exc.code, exc.message) from None
     url = _state(ctx).url
-    dialect_for(_parse_url(url))
+    _check_url(url)
     rows: list[dict[str, str]] = example.load_claims(data, claims)
     app: Aevos = example.make_app(url)
     with app:

@@ -20,25 +20,24 @@ from typing import Annotated, Any, ParamSpec
 
 import typer
 from rich.logging import RichHandler
-from sqlalchemy.engine import make_url
 
 from .. import __version__
 from ..app import DEFAULT_DATABASE_URL
 from ..queue import INLINE_QUEUE
-from ..storage.dialect import dialect_for, redact_url
-from ..storage.migration import current_revision, ensure_schema, head_revision
+from ..storage.dialect import redact_url, url_password
+from ..storage.migration import head_revision
+from ..storage.migration import migrate as migrate_database
 from ..workflow import StartOptions
 from .common import (
     CliError,
     _app,
+    _check_url,
     _emit_json,
     _json_option,
-    _parse_url,
     _reports_errors,
     _secret,
     _State,
     _state,
-    _storage_errors,
     err,
     out,
 )
@@ -79,10 +78,7 @@ def _root(
     ] = False,
 ) -> None:
     ctx.obj = _State(database_url or None)
-    try:
-        _secret.set(make_url(database_url).password if database_url else None)
-    except Exception:
-        _secret.set(None)
+    _secret.set(url_password(database_url) if database_url else None)
 
 
 @cli.command()
@@ -91,17 +87,9 @@ def migrate(ctx: typer.Context) -> None:
     """Bring the database schema up to this aevos version's newest revision."""
     url = _state(ctx).url
     safe = redact_url(url)
-    parsed = _parse_url(url)
-    dialect = dialect_for(parsed)
+    _check_url(url)
     with err.status(f"Migrating {safe} ...", spinner="dots"):
-        engine = dialect.create_engine(parsed)
-        try:
-            with _storage_errors(dialect, safe):
-                before = current_revision(engine)
-                ensure_schema(engine, migrate=True, url=safe)
-                after = current_revision(engine)
-        finally:
-            engine.dispose()
+        before, after = migrate_database(url)
     if before == after:
         out.print(f"{safe}: already at revision {after} (head)", markup=False)
     else:

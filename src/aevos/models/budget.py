@@ -61,8 +61,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import sqlalchemy as sa
-
 from ..errors import (
     BudgetExceededError,
     DefinitionError,
@@ -71,12 +69,11 @@ from ..errors import (
     UndeclaredCostError,
 )
 from ..storage import Store
-from ..storage.schema import budgets
+from ..storage.budgets import EPS, Limits
+from ..storage.budgets import Usage as Usage  # part of this module's API (gateway.usage)
 
 log = logging.getLogger("aevos.gateway")
 
-# Costs are floats: 0.1 added ten times must still fit a limit of 1.0.
-EPS = 1e-9
 _DIMS = ("calls", "cost", "tokens")
 
 
@@ -159,96 +156,20 @@ class Claim(Protocol):
     def tokens_estimate(self) -> int | None: ...
 
 
-@dataclass(frozen=True)
-class Usage:
-    """A scope's row for its current window, as the database holds it (including chunks
-    leased by processes and not yet spent)."""
-
-    scope: str
-    window_start: float
-    window_seconds: float
-    calls_limit: int | None
-    cost_limit: float | None
-    tokens_limit: int | None
-    calls_used: int
-    cost_used: float
-    tokens_used: int
-
-
 def window_start(now: float, window: float) -> float:
     return math.floor(now / window) * window
 
 
 class Ledger:
-    """The SQL side: every statement on ``aevos_budgets``, one short transaction each."""
+    """Leases from and returns to the budget windows, one short unit of work each."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        b, bp = budgets.c, sa.bindparam
-        n, c, t = bp("n", type_=sa.Integer), bp("c", type_=sa.Float), bp("t", type_=sa.Integer)
-        key = sa.and_(b.scope == bp("s"), b.window_start == bp("w", type_=sa.Float))
-        self._lease = (
-            sa.update(budgets)
-            .where(
-                key,
-                sa.or_(b.calls_limit.is_(None), b.calls_used + n <= b.calls_limit),
-                sa.or_(b.cost_limit.is_(None), b.cost_used + c <= b.cost_limit + EPS),
-                sa.or_(b.tokens_limit.is_(None), b.tokens_used + t <= b.tokens_limit),
-            )
-            .values(
-                calls_used=b.calls_used + n,
-                cost_used=b.cost_used + c,
-                tokens_used=b.tokens_used + t,
-                updated_at=bp("now"),
-            )
-        )
-
-        def minus(column: Any, amount: Any, zero: Any) -> Any:
-            # Never below zero: float sums of returned costs can drift a hair under.
-            return sa.case((column - amount < zero, zero), else_=column - amount)
-
-        self._give_back = (
-            sa.update(budgets)
-            .where(key)
-            .values(
-                calls_used=minus(b.calls_used, n, 0),
-                cost_used=minus(b.cost_used, c, 0.0),
-                tokens_used=minus(b.tokens_used, t, 0),
-                updated_at=bp("now"),
-            )
-        )
-        self._row = sa.select(budgets).where(key)
-        self._insert = store.dialect.insert(budgets)
-
-    def _values(self, scope: str, start: float, budget: Budget, now: float) -> dict[str, Any]:
-        return {
-            "scope": scope,
-            "window_start": start,
-            "window_seconds": budget.window,
-            "calls_limit": budget.calls,
-            "cost_limit": budget.cost,
-            "tokens_limit": budget.tokens,
-            "calls_used": 0,
-            "cost_used": 0.0,
-            "tokens_used": 0,
-            "updated_at": now,
-        }
 
     def set_limits(self, scope: str, start: float, budget: Budget) -> None:
         """Create the window's row, or move its limits to ``budget``'s (a reconfiguration)."""
-        values = self._values(scope, start, budget, time.time())
-        stmt = self._insert.values(values).on_conflict_do_update(
-            index_elements=["scope", "window_start"],
-            set_={
-                "window_seconds": budget.window,
-                "calls_limit": budget.calls,
-                "cost_limit": budget.cost,
-                "tokens_limit": budget.tokens,
-                "updated_at": values["updated_at"],
-            },
-        )
-        with self.store._tx() as conn:
-            conn.execute(stmt)
+        with self.store.transaction() as uow:
+            uow.budgets.set_limits(scope, start, _limits(budget), time.time())
 
     def lease(
         self,
@@ -266,27 +187,16 @@ class Ledger:
         the binding dimension and the row (for the error message) in place of the Nones.
         """
         now = time.time()
-        with self.store._tx() as conn:
+        with self.store.transaction() as uow:
+            windows = uow.budgets
             k = want
             for _ in range(8):
                 granted = [max(0.0, k * per_call[d] - held[d]) for d in range(3)]
-                params = {
-                    "s": scope,
-                    "w": start,
-                    "n": round(granted[0]),
-                    "c": granted[1],
-                    "t": round(granted[2]),
-                    "now": now,
-                }
-                if conn.execute(self._lease, params).rowcount == 1:
+                if windows.take(scope, start, granted, now):
                     return k, granted, None, None
-                row = conn.execute(self._row, {"s": scope, "w": start}).first()
+                row = windows.usage(scope, start)
                 if row is None:
-                    values = self._values(scope, start, budget, now)
-                    insert = self._insert.on_conflict_do_nothing(
-                        index_elements=["scope", "window_start"]
-                    )
-                    conn.execute(insert, values)
+                    windows.open(scope, start, _limits(budget), now)
                     continue
                 fits, binding = self._fits(row, per_call, held)
                 if fits < 1:
@@ -297,14 +207,15 @@ class Ledger:
             return 0, [0.0, 0.0, 0.0], 0, None
 
     @staticmethod
-    def _fits(row: Any, per_call: Sequence[float], held: Sequence[float]) -> tuple[int, int]:
+    def _fits(row: Usage, per_call: Sequence[float], held: Sequence[float]) -> tuple[int, int]:
         limits = (row.calls_limit, row.cost_limit, row.tokens_limit)
         used = (row.calls_used, row.cost_used, row.tokens_used)
         best, binding = 1 << 62, 0
         for d in range(3):
-            if limits[d] is None or per_call[d] <= 0:
+            limit = limits[d]
+            if limit is None or per_call[d] <= 0:
                 continue
-            room = float(limits[d]) - float(used[d]) + held[d] + (EPS if d == 1 else 0.0)
+            room = float(limit) - float(used[d]) + held[d] + (EPS if d == 1 else 0.0)
             fits = math.floor(room / per_call[d]) if room > 0 else 0
             if fits < best:
                 best, binding = fits, d
@@ -312,40 +223,24 @@ class Ledger:
             # Nothing needed in a limited dimension, so the refusal was a pool overdrawn by a
             # call that cost more than it reserved: give it time to be settled.
             for d in range(3):
-                if limits[d] is not None and float(used[d]) - held[d] > float(limits[d]) + EPS:
+                limit = limits[d]
+                if limit is not None and float(used[d]) - held[d] > float(limit) + EPS:
                     return 0, d
             return 1, 0
         return best, binding
 
     def give_back(self, scope: str, start: float, amounts: Sequence[float]) -> None:
         """Return unspent usage (negative amounts charge an overrun)."""
-        params = {
-            "s": scope,
-            "w": start,
-            "n": round(amounts[0]),
-            "c": amounts[1],
-            "t": round(amounts[2]),
-            "now": time.time(),
-        }
-        with self.store._tx() as conn:
-            conn.execute(self._give_back, params)
+        with self.store.transaction() as uow:
+            uow.budgets.give_back(scope, start, amounts, time.time())
 
     def usage(self, scope: str, start: float) -> Usage | None:
-        with self.store._tx() as conn:
-            row = conn.execute(self._row, {"s": scope, "w": start}).first()
-        if row is None:
-            return None
-        return Usage(
-            scope=row.scope,
-            window_start=row.window_start,
-            window_seconds=row.window_seconds,
-            calls_limit=row.calls_limit,
-            cost_limit=row.cost_limit,
-            tokens_limit=row.tokens_limit,
-            calls_used=int(row.calls_used),
-            cost_used=float(row.cost_used),
-            tokens_used=int(row.tokens_used),
-        )
+        with self.store.reading() as uow:
+            return uow.budgets.usage(scope, start)
+
+
+def _limits(budget: Budget) -> Limits:
+    return Limits(budget.window, budget.calls, budget.cost, budget.tokens)
 
 
 class Scope:

@@ -509,7 +509,7 @@ class Gateway:
         events = [event for r in records for event in r.events()]
         try:
             ctx.app.store.record_step_with(
-                ctx.run_id, ctx._owner, step, lambda conn: self.audit.append_many(events, conn=conn)
+                ctx.run_id, ctx._owner, step, lambda uow: self.audit.append_many(events, uow=uow)
             )
         except LeaseLost:
             raise Cancelled() from None

@@ -25,9 +25,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
 from ..errors import (
     ArtifactIntegrityError,
     DefinitionError,
@@ -36,14 +33,13 @@ from ..errors import (
     SerializationError,
 )
 from ..identity import check_tenant
-from ..storage.schema import blobs, model_aliases, model_versions, models
 from . import flavors
 from .artifact import is_pickle
 from .types import ModelAdapter, ModelCard, ModelVersion
 
 if TYPE_CHECKING:
     from ..audit import AuditEvent, AuditLog
-    from ..storage import Store
+    from ..storage import Store, UnitOfWork
 
 __all__ = ["LATEST", "ModelAlias", "ModelRegistry", "card_from_dict", "card_to_dict", "split_ref"]
 
@@ -192,10 +188,6 @@ def split_ref(text: str, default: int | str = LATEST) -> tuple[str, int | str]:
     return name, int(ref) if ref.isdigit() else ref
 
 
-def _of(tenant: str, name: str) -> tuple[Any, Any]:
-    return model_versions.c.tenant == tenant, model_versions.c.name == name
-
-
 def _subject(name: str, version: int) -> str:
     return f"model:{name}@{version}"
 
@@ -218,12 +210,6 @@ class ModelRegistry:
     ) -> None:
         self.store = store
         self.audit = audit
-        self._insert_blob = store.dialect.insert(blobs).on_conflict_do_nothing(
-            index_elements=["ref"]
-        )
-        self._insert_model = store.dialect.insert(models).on_conflict_do_nothing(
-            index_elements=["tenant", "name"]
-        )
         self._cache: OrderedDict[tuple[str, str, str, bool], ModelAdapter] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
@@ -275,40 +261,22 @@ class ModelRegistry:
         pickled = is_pickle(data)
         now = time.time()
         events: list[AuditEvent] = []
-        with self.store._tx() as conn:
-            conn.execute(
-                self._insert_model,
-                {"tenant": tenant, "name": name, "owner": card.owner or created_by}
-                | {"created_at": now, "updated_at": now},
-            )
-            self._lock(conn, tenant, name)
-            conn.execute(
-                self._insert_blob,
-                {"ref": digest, "data": data, "size": len(data), "created_at": now},
-            )
-            v = model_versions.c
-            existing = conn.execute(
-                sa.select(model_versions)
-                .where(v.tenant == tenant, v.name == name, v.digest == digest)
-                .where(v.flavor == flavor, v.config == config_json)
-                .order_by(v.version)
-                .limit(1)
-            ).first()
+        with self.store.transaction() as uow:
+            rows = uow.models
+            rows.ensure(tenant, name, card.owner or created_by, now)
+            rows.lock(tenant, name)
+            rows.store_artifact(digest, data, now)
+            existing = rows.same_version(tenant, name, digest, flavor, config_json)
             if existing is not None:
                 version = _version(existing)
             else:
-                highest = sa.select(sa.func.coalesce(sa.func.max(v.version), 0))
-                number = 1 + conn.execute(highest.where(*_of(tenant, name))).scalar_one()
+                number = rows.next_number(tenant, name)
                 row = {"tenant": tenant, "name": name, "version": number, "digest": digest}
                 row |= {"flavor": flavor, "config": config_json, "card": card_json}
                 row |= {"signature": signature_json, "tags": tags_json}
                 row |= {"created_by": created_by, "created_at": now}
-                conn.execute(model_versions.insert().values(row))
-                conn.execute(
-                    sa.update(models)
-                    .where(models.c.tenant == tenant, models.c.name == name)
-                    .values(updated_at=now)
-                )
+                rows.add_version(row)
+                rows.touch(tenant, name, now)
                 version = _version(row)
                 events.append(
                     self._event(
@@ -323,10 +291,10 @@ class ModelRegistry:
                     )
                 )
             for alias in alias_names:
-                event = self._move(conn, version, alias, created_by, "model.alias_moved", now)
+                event = self._move(uow, version, alias, created_by, "model.alias_moved", now)
                 if event is not None:
                     events.append(event)
-            self._record(conn, events)
+            self._record(uow, events)
         return version
 
     # -- resolving ---------------------------------------------------------------------------
@@ -335,45 +303,33 @@ class ModelRegistry:
         self, name: str, ref: int | str = "champion", *, tenant: str = "default"
     ) -> ModelVersion:
         """The version ``ref`` names: a version number, an alias, or ``"latest"``."""
-        v, a = model_versions.c, model_aliases.c
-        query = sa.select(model_versions).where(v.tenant == tenant, v.name == name)
+        wanted: int | str
         if isinstance(ref, int) and not isinstance(ref, bool):
-            query = query.where(v.version == ref)
+            wanted = ref
         elif isinstance(ref, str) and ref.isdigit():
-            query = query.where(v.version == int(ref))
-        elif ref == LATEST:
-            query = query.order_by(v.version.desc()).limit(1)
+            wanted = int(ref)
         elif isinstance(ref, str):
-            # One round trip: the alias and the version it names.
-            query = query.join(
-                model_aliases,
-                sa.and_(a.tenant == v.tenant, a.name == v.name, a.version == v.version),
-            ).where(a.alias == ref)
+            wanted = ref  # an alias, or LATEST
         else:
             raise DefinitionError(f"a model ref is a version number or an alias, not {ref!r}")
-        with self.store._read() as conn:
-            row = conn.execute(query).first()
+        with self.store.reading() as uow:
+            row = uow.models.version(tenant, name, wanted)
             if row is None:
-                raise self._not_found(conn, tenant, name, ref)
+                raise self._not_found(uow, tenant, name, ref)
         return _version(row)
 
     def versions(self, name: str, *, tenant: str = "default") -> list[ModelVersion]:
         """Every version of ``name``, oldest first."""
-        v = model_versions.c
-        with self.store._read() as conn:
-            rows = conn.execute(
-                sa.select(model_versions)
-                .where(v.tenant == tenant, v.name == name)
-                .order_by(v.version)
-            ).all()
+        with self.store.reading() as uow:
+            rows = uow.models.versions(tenant, name)
             if not rows:
-                raise self._not_found(conn, tenant, name, None)
+                raise self._not_found(uow, tenant, name, None)
         return [_version(row) for row in rows]
 
     def names(self, *, tenant: str = "default") -> list[str]:
         """The names of ``tenant``'s models, sorted."""
-        with self.store._read() as conn:
-            return self._names(conn, tenant)
+        with self.store.reading() as uow:
+            return uow.models.names(tenant)
 
     def aliases(self, name: str, *, tenant: str = "default") -> dict[str, int]:
         """``{alias: version}`` for ``name``."""
@@ -381,13 +337,10 @@ class ModelRegistry:
 
     def alias_details(self, name: str, *, tenant: str = "default") -> list[ModelAlias]:
         """Every alias of ``name`` with its previous version and last mover, by alias."""
-        a = model_aliases.c
-        with self.store._read() as conn:
-            rows = conn.execute(
-                sa.select(model_aliases).where(a.tenant == tenant, a.name == name).order_by(a.alias)
-            ).all()
-            if not rows and name not in self._names(conn, tenant, name):
-                raise self._not_found(conn, tenant, name, None)
+        with self.store.reading() as uow:
+            rows = uow.models.aliases(tenant, name)
+            if not rows and not uow.models.names(tenant, name):
+                raise self._not_found(uow, tenant, name, None)
         return [_alias(row) for row in rows]
 
     # -- moving aliases ----------------------------------------------------------------------
@@ -407,10 +360,10 @@ class ModelRegistry:
         alias: str = "champion",
         tenant: str = "default",
         by: str = "system",
-        also: Callable[[Connection], object] | None = None,
+        also: Callable[[UnitOfWork], object] | None = None,
     ) -> ModelVersion:
         """:meth:`set_alias`, recorded as a promotion (``model.promoted``). ``also`` runs in
-        the same transaction once the model is locked (an approval's conditional update):
+        the same unit of work once the model is locked (an approval's conditional update):
         if it raises, nothing moves."""
         return self._set_alias(name, alias, version, tenant, by, "model.promoted", also)
 
@@ -422,26 +375,21 @@ class ModelRegistry:
         tenant: str,
         by: str,
         action: str,
-        also: Callable[[Connection], object] | None = None,
+        also: Callable[[UnitOfWork], object] | None = None,
     ) -> ModelVersion:
         check_alias(alias)
         _check_version(version)
         _check_actor(by)
-        with self.store._tx() as conn:
-            self._lock_existing(conn, tenant, name)
-            v = model_versions.c
-            row = conn.execute(
-                sa.select(model_versions).where(
-                    v.tenant == tenant, v.name == name, v.version == version
-                )
-            ).first()
+        with self.store.transaction() as uow:
+            self._lock_existing(uow, tenant, name)
+            row = uow.models.version(tenant, name, version)
             if row is None:
-                raise self._not_found(conn, tenant, name, version)
+                raise self._not_found(uow, tenant, name, version)
             target = _version(row)
             if also is not None:
-                also(conn)
-            event = self._move(conn, target, alias, by, action, time.time())
-            self._record(conn, [] if event is None else [event])
+                also(uow)
+            event = self._move(uow, target, alias, by, action, time.time())
+            self._record(uow, [] if event is None else [event])
         return target
 
     def rollback(
@@ -456,42 +404,26 @@ class ModelRegistry:
         """
         check_alias(alias)
         _check_actor(by)
-        a = model_aliases.c
-        where = (a.tenant == tenant, a.name == name, a.alias == alias)
-        with self.store._tx() as conn:
-            self._lock_existing(conn, tenant, name)
-            row = conn.execute(sa.select(model_aliases).where(*where)).first()
+        with self.store.transaction() as uow:
+            self._lock_existing(uow, tenant, name)
+            row = uow.models.alias(tenant, name, alias)
             if row is None:
-                raise self._not_found(conn, tenant, name, alias)
-            if row.previous_version is None:
+                raise self._not_found(uow, tenant, name, alias)
+            if row["previous_version"] is None:
                 raise NoPreviousVersionError(
-                    f"alias {alias!r} of model {name!r} points at version {row.version} and has "
-                    f"no previous version to roll back to; move it with set_alias "
+                    f"alias {alias!r} of model {name!r} points at version {row['version']} and "
+                    f"has no previous version to roll back to; move it with set_alias "
                     f"(`aevos models alias {name} {alias} VERSION`)"
                 )
-            now = time.time()
-            conn.execute(
-                sa.update(model_aliases)
-                .where(*where)
-                .values(
-                    version=row.previous_version,
-                    previous_version=None,
-                    updated_by=by,
-                    updated_at=now,
-                )
-            )
-            v = model_versions.c
-            target = _version(
-                conn.execute(
-                    sa.select(model_versions).where(
-                        v.tenant == tenant, v.name == name, v.version == row.previous_version
-                    )
-                ).one()
-            )
+            previous = int(row["previous_version"])
+            uow.models.roll_back(tenant, name, alias, previous, by=by, now=time.time())
+            found = uow.models.version(tenant, name, previous)
+            assert found is not None  # versions are never deleted
+            target = _version(found)
             event = self._event(
-                "model.rolled_back", by, target, alias=alias, from_version=int(row.version)
+                "model.rolled_back", by, target, alias=alias, from_version=int(row["version"])
             )
-            self._record(conn, [event])
+            self._record(uow, [event])
         return target
 
     # -- tags --------------------------------------------------------------------------------
@@ -531,20 +463,18 @@ class ModelRegistry:
     ) -> ModelVersion:
         _check_version(version)
         _check_actor(by)
-        v = model_versions.c
-        where = (v.tenant == tenant, v.name == name, v.version == version)
-        with self.store._tx() as conn:
-            self._lock_existing(conn, tenant, name)
-            row = conn.execute(sa.select(model_versions).where(*where)).first()
+        with self.store.transaction() as uow:
+            self._lock_existing(uow, tenant, name)
+            row = uow.models.version(tenant, name, version)
             if row is None:
-                raise self._not_found(conn, tenant, name, version)
+                raise self._not_found(uow, tenant, name, version)
             current = _version(row)
             tags = {k: t for k, t in current.tags.items() if k not in remove} | add
             if tags == dict(current.tags):
                 return current
-            conn.execute(sa.update(model_versions).where(*where).values(tags=_json(tags, "tags")))
+            uow.models.set_tags(tenant, name, version, _json(tags, "tags"))
             removed = sorted(k for k in remove if k in current.tags)
-            self._record(conn, [self._event("model.tagged", by, current, set=add, removed=removed)])
+            self._record(uow, [self._event("model.tagged", by, current, set=add, removed=removed)])
         return replace(current, tags=tags)
 
     # -- artifacts ---------------------------------------------------------------------------
@@ -555,16 +485,13 @@ class ModelRegistry:
         Raises :class:`~aevos.errors.ArtifactIntegrityError` when the stored bytes are gone
         or no longer hash to the digest recorded at registration (the blob was altered).
         """
-        with self.store._tx() as conn:
-            data = conn.execute(
-                sa.select(blobs.c.data).where(blobs.c.ref == version.digest)
-            ).scalar_one_or_none()
+        with self.store.reading() as uow:
+            data = uow.models.artifact(version.digest)
         where = f"{version.name}@{version.version} (tenant {version.tenant!r})"
         if data is None:
             raise ArtifactIntegrityError(
                 f"the artifact of {where} is missing: no blob sha256 {version.digest}"
             )
-        data = bytes(data)
         actual = hashlib.sha256(data).hexdigest()
         if actual != version.digest:
             raise ArtifactIntegrityError(
@@ -686,44 +613,26 @@ class ModelRegistry:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _lock(self, conn: Connection, tenant: str, name: str) -> bool:
+    def _lock_existing(self, uow: UnitOfWork, tenant: str, name: str) -> None:
         # Every write to a model serialises on its row: version numbers cannot collide, and
         # the lock order (model row, then the audit head) is the same everywhere.
-        m = models.c
-        row = conn.execute(
-            sa.select(m.name).where(m.tenant == tenant, m.name == name).with_for_update()
-        ).first()
-        return row is not None
-
-    def _lock_existing(self, conn: Connection, tenant: str, name: str) -> None:
-        if not self._lock(conn, tenant, name):
-            raise self._not_found(conn, tenant, name, None)
+        if not uow.models.lock(tenant, name):
+            raise self._not_found(uow, tenant, name, None)
 
     def _move(
         self,
-        conn: Connection,
+        uow: UnitOfWork,
         version: ModelVersion,
         alias: str,
         by: str,
         action: str,
         now: float,
     ) -> AuditEvent | None:
-        a = model_aliases.c
-        where = (a.tenant == version.tenant, a.name == version.name, a.alias == alias)
-        row = conn.execute(sa.select(a.version).where(*where)).first()
-        previous = None if row is None else int(row.version)
+        tenant, name = version.tenant, version.name
+        previous = uow.models.alias_version(tenant, name, alias)
         if previous == version.version:
             return None
-        values: dict[str, Any] = {"version": version.version, "previous_version": previous}
-        values |= {"updated_by": by, "updated_at": now}
-        if row is None:
-            conn.execute(
-                model_aliases.insert().values(
-                    tenant=version.tenant, name=version.name, alias=alias, **values
-                )
-            )
-        else:
-            conn.execute(sa.update(model_aliases).where(*where).values(values))
+        uow.models.point(tenant, name, alias, version.version, previous=previous, by=by, now=now)
         return self._event(action, by, version, alias=alias, previous_version=previous)
 
     def _event(self, action: str, by: str, version: ModelVersion, **data: Any) -> AuditEvent:
@@ -737,40 +646,25 @@ class ModelRegistry:
             data={"model": version.name, "version": version.version, **data},
         )
 
-    def _record(self, conn: Connection, events: list[AuditEvent]) -> None:
+    def _record(self, uow: UnitOfWork, events: list[AuditEvent]) -> None:
         if events and self.audit is not None:
-            self.audit.append_many(events, conn=conn)
-
-    def _names(self, conn: Connection, tenant: str, only: str | None = None) -> list[str]:
-        m = models.c
-        query = sa.select(m.name).where(m.tenant == tenant).order_by(m.name)
-        if only is not None:
-            query = query.where(m.name == only)
-        return [str(name) for name in conn.execute(query).scalars()]
+            self.audit.append_many(events, uow=uow)
 
     def _not_found(
-        self, conn: Connection, tenant: str, name: str, ref: int | str | None
+        self, uow: UnitOfWork, tenant: str, name: str, ref: int | str | None
     ) -> ModelNotFoundError:
         """An error naming what was asked for and what exists instead."""
-        names = self._names(conn, tenant)
+        names = uow.models.names(tenant)
         if name not in names:
             known = _listing(names) if names else "none"
             return ModelNotFoundError(
                 f"no model {name!r} in tenant {tenant!r} (its models: {known})"
             )
-        v, a = model_versions.c, model_aliases.c
-        numbers = conn.execute(
-            sa.select(v.version).where(v.tenant == tenant, v.name == name).order_by(v.version)
-        ).scalars()
-        versions = [int(n) for n in numbers]
+        versions = uow.models.numbers(tenant, name)
         span = f"1..{versions[-1]}" if versions == list(range(1, len(versions) + 1)) else versions
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
             return ModelNotFoundError(f"model {name!r} has no version {ref} (versions: {span})")
-        pairs = conn.execute(
-            sa.select(a.alias, a.version)
-            .where(a.tenant == tenant, a.name == name)
-            .order_by(a.alias)
-        ).all()
+        pairs = [(row["alias"], row["version"]) for row in uow.models.aliases(tenant, name)]
         aliases = _listing([f"{alias} -> {number}" for alias, number in pairs]) or "none"
         return ModelNotFoundError(
             f"model {name!r} has no alias {ref!r} (aliases: {aliases}; versions: {span}; "
@@ -798,8 +692,7 @@ def _concerns(
     )
 
 
-def _version(row: Any) -> ModelVersion:
-    m: Mapping[str, Any] = row if isinstance(row, dict) else row._mapping
+def _version(m: Mapping[str, Any]) -> ModelVersion:
     signature = m["signature"]
     return ModelVersion(
         tenant=str(m["tenant"]),
@@ -816,12 +709,13 @@ def _version(row: Any) -> ModelVersion:
     )
 
 
-def _alias(row: Any) -> ModelAlias:
+def _alias(row: Mapping[str, Any]) -> ModelAlias:
+    previous = row["previous_version"]
     return ModelAlias(
-        name=str(row.name),
-        alias=str(row.alias),
-        version=int(row.version),
-        previous_version=None if row.previous_version is None else int(row.previous_version),
-        updated_by=str(row.updated_by),
-        updated_at=float(row.updated_at),
+        name=str(row["name"]),
+        alias=str(row["alias"]),
+        version=int(row["version"]),
+        previous_version=None if previous is None else int(previous),
+        updated_by=str(row["updated_by"]),
+        updated_at=float(row["updated_at"]),
     )

@@ -21,14 +21,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import PiiAccessDeniedError, PiiConfigError, PiiTokenNotFoundError, VaultKeyError
-from ..storage.schema import pii_vault
+from ..storage.vault import Sealed
 
 if TYPE_CHECKING:
     from ..storage import Store
@@ -38,7 +37,6 @@ _ALPHABET = "bcdfghjklmnpqrst"  # 16 letters: one per nibble
 _TOKEN_NIBBLES = 24  # 96 bits: collisions stay negligible for billions of values per tenant
 TOKEN = re.compile(rf"<(?P<kind>[A-Z][A-Z0-9_]*):(?P<token>tok_[{_ALPHABET}]{{{_TOKEN_NIBBLES}}})>")
 _FORMAT = b"\x01"  # ciphertext layout version: 0x01 | nonce(12) | AES-GCM ciphertext+tag
-_CHUNK = 500
 
 
 def _derive(key: bytes, purpose: bytes) -> bytes:
@@ -69,9 +67,6 @@ class Vault:
         self.store = store
         self._aead = AESGCM(_derive(key, b"aevos/pii-vault/encrypt/v1"))
         self._mac_key = _derive(key, b"aevos/pii-vault/token/v1")
-        self._insert = store.dialect.insert(pii_vault).on_conflict_do_nothing(
-            index_elements=["tenant", "token"]
-        )
 
     def __repr__(self) -> str:
         return f"Vault(store={self.store.safe_url!r})"
@@ -134,23 +129,16 @@ class Vault:
         """Tokens for ``(kind, value)`` pairs, storing each encrypted value once."""
         _check_tenant(tenant)
         tokens = [self.token(tenant, kind, value) for kind, value in values]
-        rows: dict[str, dict[str, object]] = {}
-        now = time.time()
+        rows: dict[str, Sealed] = {}
         for (kind, value), token in zip(values, tokens, strict=True):
             if token in rows:
                 continue
             nonce = secrets.token_bytes(12)
             sealed = self._aead.encrypt(nonce, value.encode(), self._aad(tenant, token, kind))
-            rows[token] = {
-                "tenant": tenant,
-                "token": token,
-                "kind": kind,
-                "ciphertext": _FORMAT + nonce + sealed,
-                "created_at": now,
-            }
+            rows[token] = Sealed(token, kind, _FORMAT + nonce + sealed)
         if rows:
-            with self.store._tx() as conn:
-                conn.execute(self._insert, list(rows.values()))
+            with self.store.transaction() as uow:
+                uow.vault.add(tenant, list(rows.values()), time.time())
         return tokens
 
     def reveal(
@@ -164,20 +152,13 @@ class Vault:
         """
         _authorised(allowed)
         _check_tenant(tenant)
-        wanted = sorted(set(tokens))
+        with self.store.reading() as uow:
+            stored = uow.vault.find(tenant, list(tokens))
         found: dict[str, tuple[str, str]] = {}
-        with self.store._tx() as conn:
-            for i in range(0, len(wanted), _CHUNK):
-                rows = conn.execute(
-                    sa.select(pii_vault.c.token, pii_vault.c.kind, pii_vault.c.ciphertext).where(
-                        pii_vault.c.tenant == tenant,
-                        pii_vault.c.token.in_(wanted[i : i + _CHUNK]),
-                    )
-                ).all()
-                for token, kind, blob in rows:
-                    value = self._open(tenant, token, kind, bytes(blob))
-                    if value is not None:
-                        found[token] = (kind, value)
+        for sealed in stored:
+            value = self._open(tenant, sealed.token, sealed.kind, sealed.ciphertext)
+            if value is not None:
+                found[sealed.token] = (sealed.kind, value)
         return found
 
     def _open(self, tenant: str, token: str, kind: str, blob: bytes) -> str | None:
@@ -222,21 +203,8 @@ class Vault:
         an erasure request is honoured without rewriting every tokenised record.
         """
         _check_tenant(tenant)
-        deleted = 0
-        with self.store._tx() as conn:
-            if tokens is None:
-                return conn.execute(
-                    sa.delete(pii_vault).where(pii_vault.c.tenant == tenant)
-                ).rowcount
-            wanted = sorted(set(tokens))
-            for i in range(0, len(wanted), _CHUNK):
-                deleted += conn.execute(
-                    sa.delete(pii_vault).where(
-                        pii_vault.c.tenant == tenant,
-                        pii_vault.c.token.in_(wanted[i : i + _CHUNK]),
-                    )
-                ).rowcount
-        return deleted
+        with self.store.transaction() as uow:
+            return uow.vault.erase(tenant, None if tokens is None else list(tokens))
 
 
 def _authorised(allowed: bool) -> None:

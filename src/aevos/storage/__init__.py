@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .signals import LeaseLost
 from .store import StepRecord, Store, open_store
+from .unit import UnitOfWork
 
-__all__ = ["LeaseLost", "StepRecord", "Store", "open_store"]
+__all__ = ["LeaseLost", "StepRecord", "Store", "UnitOfWork", "open_store"]

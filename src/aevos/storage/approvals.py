@@ -1,27 +1,24 @@
-"""Approvals: a mixin of :class:`~aevos.storage.store.Store`.
+"""Approvals: the approvals repository.
 
 An approval leaves ``pending`` exactly once: every transition is one UPDATE conditional on
 ``status = 'PENDING'``, so two approvers (or an approver and the expiry sweep) racing on
 either backend cannot both win; the loser gets :class:`ApprovalConflictError` naming the
-status the winner left, and its transaction (a promotion, say) rolls back.
+status the winner left, and its unit of work (a promotion, say) rolls back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from .. import codec
 from ..approval import Approval, ApprovalStatus
 from ..errors import ApprovalConflictError, ApprovalNotFoundError
 from .schema import approvals
+from .unit import Repository
 
 _PENDING = ApprovalStatus.PENDING.value
-Also = Callable[[Connection, Approval], object]
 
 
 def approval_of(row: Any) -> Approval:
@@ -48,35 +45,47 @@ def approval_of(row: Any) -> Approval:
     )
 
 
-class Approvals:
-    if TYPE_CHECKING:
+class ApprovalRepository(Repository):
+    """Pending and decided approvals, in the unit of work it is bound to."""
 
-        def _tx(self) -> AbstractContextManager[Connection]: ...
+    def insert(self, approval: Approval) -> Approval:
+        """Store a new approval; returns it as stored."""
+        self.conn.execute(
+            approvals.insert(),
+            {
+                "approval_id": approval.approval_id,
+                "tenant": approval.tenant,
+                "kind": approval.kind,
+                "model": approval.model,
+                "version": approval.version,
+                "alias": approval.alias,
+                "alias_was": approval.alias_was,
+                "policy": approval.policy,
+                "evidence": codec.encode(approval.evidence, "the promotion's evidence"),
+                "decision": codec.encode(approval.decision, "the policy's decision"),
+                "status": approval.status.value,
+                "requested_by": approval.requested_by,
+                "requester_token": approval.requester_token,
+                "requester_name": approval.requester_name,
+                "requested_at": approval.requested_at,
+                "expires_at": approval.expires_at,
+                "decided_by": approval.decided_by,
+                "decided_at": approval.decided_at,
+                "reason": approval.reason,
+            },
+        )
+        return self.get(approval.approval_id)
 
-        def _read(self) -> AbstractContextManager[Connection]: ...
-
-    def insert_approval(
-        self, values: dict[str, Any], also: Callable[[Connection], object]
-    ) -> Approval:
-        """Insert a pending approval and run ``also`` (its audit record) in one transaction."""
-        with self._tx() as conn:
-            conn.execute(approvals.insert(), values)
-            row = conn.execute(
-                sa.select(approvals).where(approvals.c.approval_id == values["approval_id"])
-            ).one()
-            also(conn)
-        return approval_of(row)
-
-    def get_approval(self, approval_id: str, *, tenant: str | None = None) -> Approval:
-        with self._read() as conn:
-            row = conn.execute(
-                sa.select(approvals).where(approvals.c.approval_id == approval_id)
-            ).one_or_none()
+    def get(self, approval_id: str, *, tenant: str | None = None) -> Approval:
+        """The approval (ApprovalNotFoundError if unknown, or of another ``tenant``)."""
+        row = self.conn.execute(
+            sa.select(approvals).where(approvals.c.approval_id == approval_id)
+        ).one_or_none()
         if row is None or (tenant is not None and row.tenant != tenant):
             raise ApprovalNotFoundError(f"no approval with id {approval_id!r}")
         return approval_of(row)
 
-    def list_approvals(
+    def find(
         self,
         tenant: str,
         *,
@@ -92,12 +101,9 @@ class Approvals:
         if model is not None:
             query = query.where(c.model == model)
         query = query.order_by(c.requested_at.desc(), c.approval_id).limit(limit)
-        with self._read() as conn:
-            return [approval_of(row) for row in conn.execute(query)]
+        return [approval_of(row) for row in self.conn.execute(query)]
 
-    def pending_approval(
-        self, tenant: str, model: str, version: int, alias: str
-    ) -> Approval | None:
+    def pending(self, tenant: str, model: str, version: int, alias: str) -> Approval | None:
         """The newest pending request to move ``alias`` of ``model`` to ``version``."""
         c = approvals.c
         query = (
@@ -112,11 +118,10 @@ class Approvals:
             .order_by(c.requested_at.desc())
             .limit(1)
         )
-        with self._read() as conn:
-            row = conn.execute(query).one_or_none()
+        row = self.conn.execute(query).one_or_none()
         return None if row is None else approval_of(row)
 
-    def overdue_approvals(self, now: float, *, limit: int = 100) -> list[Approval]:
+    def overdue(self, now: float, *, limit: int = 100) -> list[Approval]:
         """Pending approvals past their expiry, of every tenant."""
         c = approvals.c
         query = (
@@ -125,35 +130,30 @@ class Approvals:
             .order_by(c.expires_at)
             .limit(limit)
         )
-        with self._read() as conn:
-            return [approval_of(row) for row in conn.execute(query)]
+        return [approval_of(row) for row in self.conn.execute(query)]
 
-    @staticmethod
-    def close_approval(
-        conn: Connection,
+    def close(
+        self,
         approval: Approval,
         status: ApprovalStatus,
         by: str,
         reason: str | None,
         now: float,
-        also: Also,
         *,
         before_expiry: bool = False,
     ) -> Approval:
-        """Move a pending approval to ``status`` in the caller's transaction, then run
-        ``also`` (its audit record); ApprovalConflictError if it is no longer pending (or,
-        with ``before_expiry``, if it expired)."""
+        """Move a pending approval to ``status``; ApprovalConflictError if it is no longer
+        pending (or, with ``before_expiry``, if it expired)."""
         c = approvals.c
         condition = [c.approval_id == approval.approval_id, c.status == _PENDING]
         if before_expiry:
             condition.append(c.expires_at > now)
-        result = conn.execute(
+        result = self.conn.execute(
             sa.update(approvals)
             .where(*condition)
             .values(status=status.value, decided_by=by, decided_at=now, reason=reason)
         )
-        row = conn.execute(sa.select(approvals).where(c.approval_id == approval.approval_id)).one()
-        done = approval_of(row)
+        done = self.get(approval.approval_id)
         if result.rowcount != 1:
             if done.status is ApprovalStatus.PENDING:  # only the expiry stood in the way
                 raise ApprovalConflictError(
@@ -164,5 +164,4 @@ class Approvals:
             raise ApprovalConflictError(
                 approval.approval_id, done.status.value, "it was decided meanwhile"
             )
-        also(conn, done)
         return done

@@ -1,11 +1,14 @@
-"""What differs between SQLite and PostgreSQL: engine setup, locking, error classification.
+"""What differs between SQLite and PostgreSQL: engine setup, locking, error classification,
+JSON operators.
 
-Everything else (every query) lives once, in :mod:`aevos.storage.store`.
+Everything else (every query) lives once, in :mod:`aevos.storage.store` and the
+repositories beside it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -17,6 +20,7 @@ from ..errors import (
     AevosError,
     CorruptDatabaseError,
     SerializationError,
+    StorageError,
     StorageUnavailableError,
 )
 
@@ -33,6 +37,48 @@ def redact_url(url: str | URL) -> str:
         return "<unparseable database URL>"
 
 
+def parse_url(url: str | URL) -> URL:
+    """``url`` parsed; ValueError, which does not quote it (it may hold a password), if it
+    cannot be."""
+    try:
+        return make_url(url)
+    except Exception:
+        raise ValueError("the database URL cannot be parsed") from None
+
+
+def url_password(url: str) -> str | None:
+    """The password in ``url``, if it has one (to scrub it from messages that are not
+    ours); None for a URL that cannot be parsed."""
+    try:
+        return make_url(url).password
+    except Exception:
+        return None
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError if ``url`` cannot be parsed, StorageUnavailableError if no backend
+    serves its scheme; opens no connection."""
+    dialect_for(parse_url(url))
+
+
+@contextmanager
+def classified(dialect: Dialect, safe_url: str) -> Iterator[None]:
+    """Driver and SQLAlchemy errors raised inside, as the aevos errors they mean."""
+    try:
+        yield
+    except AevosError:
+        raise
+    except sa.exc.SQLAlchemyError as exc:
+        known = dialect.classify(exc, safe_url)
+        if known is not None:
+            raise known from None
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()
+        raise StorageError(
+            f"database error on {safe_url}: "
+            f"{type(getattr(exc, 'orig', exc)).__name__}: {reason[0] if reason else ''}"
+        ) from exc
+
+
 class Dialect(Protocol):
     name: str
     skip_locked: bool
@@ -44,6 +90,10 @@ class Dialect(Protocol):
     def lock_queue(self, conn: Connection, queue: str) -> None: ...
 
     def classify(self, error: Exception, url: str) -> AevosError | None: ...
+
+    def json_field(self, column: Any, *path: str) -> Any:
+        """``column`` (JSON text) at ``path``, as a JSON expression (``.as_string()`` ...)."""
+        ...
 
 
 class SQLiteDialect:
@@ -90,6 +140,10 @@ class SQLiteDialect:
         # BEGIN IMMEDIATE already holds the database write lock.
         return None
 
+    def json_field(self, column: Any, *path: str) -> Any:
+        # JSON1's json_extract over the text as stored.
+        return sa.type_coerce(column, sa.JSON)[path]
+
     def classify(self, error: Exception, url: str) -> AevosError | None:
         text = str(getattr(error, "orig", error))
         if "file is not a database" in text or "database disk image is malformed" in text:
@@ -126,6 +180,10 @@ class PostgresDialect:
         from .schema import queues
 
         conn.execute(sa.select(queues.c.name).where(queues.c.name == queue).with_for_update())
+
+    def json_field(self, column: Any, *path: str) -> Any:
+        # The text column parsed as JSONB, then the #> path operator.
+        return sa.cast(column, postgresql.JSONB)[path]
 
     def classify(self, error: Exception, url: str) -> AevosError | None:
         import psycopg

@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from ..errors import SchemaError
+from .dialect import classified, dialect_for, parse_url, redact_url
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -77,3 +78,25 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(7263540021)"))
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
+
+
+def migrate(url: str) -> tuple[str | None, str]:
+    """Bring the database at ``url`` to this aevos's newest revision, opening nothing else
+    (``aevos migrate``). Returns the revision before (None: a new database) and after.
+
+    ValueError if the URL cannot be parsed (it is not quoted); storage errors as the aevos
+    errors they mean.
+    """
+    parsed = parse_url(url)
+    dialect = dialect_for(parsed)
+    safe = redact_url(parsed)
+    engine = dialect.create_engine(parsed)
+    try:
+        with classified(dialect, safe):
+            before = current_revision(engine)
+            ensure_schema(engine, migrate=True, url=safe)
+            after = current_revision(engine)
+    finally:
+        engine.dispose()
+    assert after is not None  # ensure_schema left it at head
+    return before, after

@@ -18,20 +18,21 @@ from ..errors import InvalidRunStateError, RunNotFoundError
 from ..run import RunInfo
 from ..status import RunStatus
 from .schema import runs, steps
-from .tasks import Tasks
+from .unit import UnitOfWork
 
 
 class OperatorActions:
     if TYPE_CHECKING:
 
-        def _tx(self) -> AbstractContextManager[Connection]: ...
+        def transaction(self) -> AbstractContextManager[UnitOfWork]: ...
 
         def _run_info(self, conn: Connection, row: Any, *, strict: bool = True) -> RunInfo: ...
 
     def cancel(self, run_id: str) -> RunStatus:
         """Cancel a run and its unfinished children; returns the run's resulting status."""
         now = time.time()
-        with self._tx() as conn:
+        with self.transaction() as uow:
+            conn = uow.conn
             row = conn.execute(
                 sa.select(runs.c.status).where(runs.c.run_id == run_id)
             ).scalar_one_or_none()
@@ -42,7 +43,7 @@ class OperatorActions:
             pending = [run_id]
             while pending:
                 # A person can no longer decide for a cancelled run: close its tasks with it.
-                Tasks.cancel_tasks(conn, pending, now)
+                uow.tasks.cancel_for_runs(pending, now)
                 conn.execute(
                     sa.update(runs)
                     .where(
@@ -64,7 +65,8 @@ class OperatorActions:
     def resume(self, run_id: str) -> RunInfo:
         """Re-enqueue a FAILED or CANCELLED run; its recorded steps are kept and replayed."""
         now = time.time()
-        with self._tx() as conn:
+        with self.transaction() as uow:
+            conn = uow.conn
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one_or_none()
             if row is None:
                 raise RunNotFoundError(f"no run with id {run_id!r}")
@@ -73,7 +75,7 @@ class OperatorActions:
                     f"run {run_id} is {row.status}; only FAILED or CANCELLED runs can be resumed"
                 )
             # The tasks its cancellation closed wait for a person again.
-            Tasks.reopen_cancelled_tasks(conn, run_id, now)
+            uow.tasks.reopen_cancelled(run_id, now)
             # A failed step is recorded as a result; drop the failure so it runs again.
             conn.execute(
                 sa.delete(steps).where(steps.c.run_id == run_id, steps.c.status == "FAILED")
@@ -102,11 +104,13 @@ class OperatorActions:
         code_version: str,
         queue: str,
         *,
-        also: Callable[[Connection, RunInfo], object] | None = None,
+        also: Callable[[UnitOfWork, RunInfo], object] | None = None,
     ) -> RunInfo:
-        """A new run with the same input and the steps before ``from_seq`` copied over."""
+        """A new run with the same input and the steps before ``from_seq`` copied over;
+        ``also(uow, run)`` (its audit record) commits with it."""
         now = time.time()
-        with self._tx() as conn:
+        with self.transaction() as uow:
+            conn = uow.conn
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one_or_none()
             if row is None:
                 raise RunNotFoundError(f"no run with id {run_id!r}")
@@ -142,5 +146,5 @@ class OperatorActions:
             new_row = conn.execute(sa.select(runs).where(runs.c.run_id == new_run_id)).one()
             info = self._run_info(conn, new_row)
             if also is not None:
-                also(conn, info)
+                also(uow, info)
             return info

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 
 from .. import codec
 from ..errors import (
@@ -28,19 +28,19 @@ from ..errors import (
 from ..queue import Queue
 from ..run import NewRun, RunInfo, StepInfo
 from ..status import RunStatus
-from .approvals import Approvals
 from .claims import Claims
-from .dialect import READ_ONLY, dialect_for, redact_url
+from .dialect import READ_ONLY, classified, dialect_for, parse_url, redact_url
 from .fastpath import Compiled, RawConnections
 from .operations import OperatorActions
 from .schema import blobs, metadata, queues, runs, steps
 from .signals import LeaseLost, Signals
-from .tasks import Tasks
+from .unit import UnitOfWork
 
 DEFAULT_BLOB_THRESHOLD = 64 * 1024
 
 _ACTIVE = (RunStatus.RUNNING.value,)
 _S = RunStatus
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class _Hot:
             self._store._raise_classified(exc)
 
 
-class Store(Approvals, Claims, OperatorActions, Signals, Tasks):
+class Store(Claims, OperatorActions, Signals):
     """Durable state of runs, steps, signals and queues in one SQL database."""
 
     def __init__(
@@ -98,8 +98,8 @@ class Store(Approvals, Claims, OperatorActions, Signals, Tasks):
         self.url = url
         self.safe_url = redact_url(url)
         try:
-            parsed = make_url(url)
-        except sa.exc.ArgumentError:
+            parsed = parse_url(url)
+        except ValueError:
             # The text itself may hold a password: do not echo it.
             raise StorageUnavailableError(
                 "the database URL cannot be parsed; expected sqlite:///path/to/file.db or "
@@ -109,6 +109,7 @@ class Store(Approvals, Claims, OperatorActions, Signals, Tasks):
         self.backend = self.dialect.name
         self.blob_threshold = blob_threshold
         self.engine = self.dialect.create_engine(parsed)
+        self._prepared: dict[Callable[[Store], Any], Any] = {}
         # Imported here: Alembic is only needed once a database is opened, not on import.
         from .migration import ensure_schema
 
@@ -232,22 +233,38 @@ class Store(Approvals, Claims, OperatorActions, Signals, Tasks):
                 f"{str(exc).splitlines()[0] if str(exc) else ''}"
             ) from exc
 
-    # -- plumbing ---------------------------------------------------------------------------
+    # -- units of work ----------------------------------------------------------------------
 
     @contextmanager
-    def _guard(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[UnitOfWork]:
+        """A unit of work that writes: everything done through it commits together when the
+        block ends, or is rolled back if it raises. On SQLite it holds the write lock from
+        its first statement (``BEGIN IMMEDIATE``), so keep it short."""
+        with self._tx() as conn:
+            yield UnitOfWork(self, conn)
+
+    @contextmanager
+    def reading(self) -> Iterator[UnitOfWork]:
+        """A unit of work that only reads: one consistent snapshot, which on SQLite neither
+        waits for nor blocks the writer. Never write through it."""
+        with self._read() as conn:
+            yield UnitOfWork(self, conn, read_only=True)
+
+    def prepared(self, build: Callable[[Store], T]) -> T:
+        """``build(self)``, made once per store: statements a repository prepares for this
+        store's dialect (and compiles for its fast path)."""
         try:
-            yield
-        except AevosError:
-            raise
-        except sa.exc.SQLAlchemyError as exc:
-            classified = self.dialect.classify(exc, self.safe_url)
-            if classified is not None:
-                raise classified from None
-            raise StorageError(
-                f"database error on {self.safe_url}: {type(getattr(exc, 'orig', exc)).__name__}: "
-                f"{str(getattr(exc, 'orig', exc)).splitlines()[0] if str(exc) else ''}"
-            ) from exc
+            return self._prepared[build]  # type: ignore[no-any-return]
+        except KeyError:
+            # Two threads may both build it; either result is the same.
+            made = self._prepared[build] = build(self)
+            return made
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _guard(self) -> AbstractContextManager[None]:
+        """Driver errors raised inside, as the aevos errors they mean."""
+        return classified(self.dialect, self.safe_url)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -319,12 +336,12 @@ class Store(Approvals, Claims, OperatorActions, Signals, Tasks):
     # -- runs -------------------------------------------------------------------------------
 
     def insert_run(
-        self, new: NewRun, *, also: Callable[[Connection], object] | None = None
+        self, new: NewRun, *, also: Callable[[UnitOfWork], object] | None = None
     ) -> tuple[RunInfo, bool]:
         """Create a run; with an idempotency key, return the existing run instead.
 
         Returns ``(run, created)``. Reusing a key for a different workflow is a conflict.
-        ``also(conn)`` runs in the same transaction when the run is created (its audit
+        ``also(uow)`` runs in the same unit of work when the run is created (its audit
         record), so a run never exists without it.
         """
         now = time.time()
@@ -337,7 +354,8 @@ class Store(Approvals, Claims, OperatorActions, Signals, Tasks):
             created = self._insert_running(new, now)
             if created is not None:
                 return created, True
-        with self._tx() as conn:
+        with self.transaction() as uow:
+            conn = uow.conn
             input_text, input_ref = self._value(conn, new.input_json)
             values = {
                 "run_id": new.run_id,
@@ -364,7 +382,7 @@ class Store(Approvals, Claims, OperatorActions, Signals, Tasks):
             stmt = self._insert_run.on_conflict_do_nothing().returning(runs.c.run_id)
             inserted = conn.execute(stmt, values).first() is not None
             if inserted and also is not None:
-                also(conn)
+                also(uow)
             if inserted:
                 if new.status is _S.RUNNING:
                     # Hand back what we wrote without a round trip: the hot path.
@@ -567,16 +585,30 @@ class Store(Approvals, Claims, OperatorActions, Signals, Tasks):
             conn.execute(steps.insert(), self._step_values(run_id, step, text, ref))
 
     def record_step_with(
-        self, run_id: str, owner: str, step: StepRecord, also: Callable[[Connection], object]
+        self, run_id: str, owner: str, step: StepRecord, also: Callable[[UnitOfWork], object]
     ) -> None:
-        """Commit a step result and ``also(conn)`` (an audit record) in one transaction, so a
-        decision is never recorded without its audit trail or the other way round."""
-        with self._tx() as conn:
-            if not self._fence(conn, run_id, owner, step.finished_at):
-                raise LeaseLost(run_id)
-            text, ref = self._value(conn, step.output_json)
-            conn.execute(steps.insert(), self._step_values(run_id, step, text, ref))
-            also(conn)
+        """Commit a step result and ``also(uow)`` (an audit record) in one unit of work, so
+        a decision is never recorded without its audit trail or the other way round."""
+        with self.transaction() as uow:
+            uow.runs.record_step(run_id, owner, step)
+            also(uow)
+
+    def record_with(
+        self, run_id: str, owner: str, build: Callable[[UnitOfWork, float], StepRecord | None]
+    ) -> StepRecord | None:
+        """Record at a run's position what ``build(uow, now)`` finds, in one unit of work.
+
+        ``build`` reads (and may write) through the unit of work and returns the step to
+        record, or None to record nothing yet (the run keeps waiting). The step is fenced on
+        ``owner``'s lease: if the run is no longer theirs this raises :class:`LeaseLost` and
+        nothing ``build`` wrote commits.
+        """
+        now = time.time()
+        with self.transaction() as uow:
+            step = build(uow, now)
+            if step is not None:
+                uow.runs.record_step(run_id, owner, step)
+            return step
 
     def finish_run(
         self,

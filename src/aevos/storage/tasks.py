@@ -1,35 +1,26 @@
-"""Human tasks and feedback records: a mixin of :class:`~aevos.storage.store.Store`.
+"""Human tasks and feedback records: the tasks repository.
 
 Every state change is one conditional UPDATE (``WHERE status = ...``), so two reviewers
 racing for a task, or a submission racing a cancellation, cannot both win on either
-backend; the loser gets :class:`TaskConflictError` and nothing changes. A submission
-writes the task, its feedback record, its audit record and the run's wake-up in one
-transaction.
+backend; the loser gets :class:`TaskConflictError` and nothing changes. The inbox submits a
+decision in one unit of work: the task, its feedback record, the run's wake-up and the audit
+record commit together.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from .. import codec
-from ..errors import AevosError, TaskConflictError, TaskNotFoundError
-from ..task import ESCALATION_BOOST, Feedback, Form, Task, TaskStatus
-from .schema import feedback, steps, tasks
-
-if TYPE_CHECKING:
-    from .dialect import Dialect
-    from .store import StepRecord
+from ..errors import TaskConflictError, TaskNotFoundError
+from ..task import ESCALATION_BOOST, Feedback, Form, Task, TaskRequest, TaskStatus
+from .schema import feedback, tasks
+from .unit import Repository
 
 _LIVE = (TaskStatus.OPEN.value, TaskStatus.CLAIMED.value)
-log = logging.getLogger("aevos.tasks")
-Also = Callable[[Connection, Task], object]
 
 
 def _json(text: str | None) -> Any:
@@ -120,89 +111,103 @@ def feedback_of(row: Any) -> Feedback:
     )
 
 
-class Tasks:
-    if TYPE_CHECKING:
-        dialect: Dialect
-
-        def _tx(self) -> AbstractContextManager[Connection]: ...
-
-        def _read(self) -> AbstractContextManager[Connection]: ...
-
-        def _fence(self, conn: Connection, run_id: str, owner: str, now: float) -> bool: ...
-
-        def _wake(self, conn: Connection, run_id: str, now: float) -> None: ...
-
-        def _step_values(
-            self, run_id: str, step: StepRecord, text: str | None, ref: str | None
-        ) -> dict[str, Any]: ...
-
-        def _value(self, conn: Connection, text: str | None) -> tuple[str | None, str | None]: ...
+class TaskRepository(Repository):
+    """Tasks and feedback records, in the unit of work it is bound to."""
 
     # -- creation and the run's side ---------------------------------------------------------
 
-    @staticmethod
-    def insert_task(conn: Connection, values: dict[str, Any]) -> None:
-        """Insert a task row inside the caller's transaction (the step that asked)."""
-        conn.execute(tasks.insert(), values)
-
-    def take_task_outcome(
+    def create(
         self,
-        run_id: str,
-        owner: str,
+        request: TaskRequest,
+        *,
         task_id: str,
-        deadline: float,
-        record: Callable[[Task, float], StepRecord | None],
-        also: Also | None = None,
-    ) -> tuple[Task, StepRecord | None]:
-        """Record the task's outcome as the run's next step, if it has one.
+        tenant: str,
+        run_id: str,
+        workflow: str,
+        seq: int,
+        created_at: float,
+    ) -> None:
+        """Store the task ``request`` asks for, OPEN, asked by the run at position ``seq``."""
+        self.conn.execute(
+            tasks.insert(),
+            {
+                "task_id": task_id,
+                "tenant": tenant,
+                "run_id": run_id,
+                "workflow": workflow,
+                "seq": seq,
+                "title": request.title,
+                "queue": request.queue,
+                "role": request.role,
+                "status": TaskStatus.OPEN.value,
+                "priority": request.priority,
+                "form": codec.encode(request.form.to_list(), "form"),
+                "case_data": codec.encode(request.case, f"the case of task {task_id!r}"),
+                "suggestion": None
+                if request.suggestion is None
+                else codec.encode(request.suggestion, f"the suggestion of task {task_id!r}"),
+                "confidence": request.confidence,
+                "model": request.model,
+                "model_version": request.model_version,
+                "input_digest": request.input_digest,
+                "call_id": request.call_id,
+                "sla_seconds": request.sla_seconds,
+                "due_at": None if request.sla_seconds is None else created_at + request.sla_seconds,
+                "escalate_to": request.escalate_to[0] if request.escalate_to else None,
+                "escalation_chain": (
+                    codec.encode(list(request.escalate_to), "escalate_to")
+                    if len(request.escalate_to) > 1
+                    else None
+                ),
+                # Past each SLA one escalation, one per queue named (one in place if none).
+                "escalations": 0
+                if request.sla_seconds is None
+                else max(1, len(request.escalate_to)),
+                "created_at": created_at,
+                "updated_at": created_at,
+            },
+        )
 
-        ``record(task, now)`` builds the step for a SUBMITTED task, or for one past
-        ``deadline`` (which this marks EXPIRED first, with ``also``); None means keep
-        waiting. Raises :class:`LeaseLost` if ``owner`` no longer holds the run.
-        """
-        from .signals import LeaseLost
+    def take(self, task_id: str, deadline: float, now: float) -> tuple[Task, bool]:
+        """The task as its run should see it now: a live task past ``deadline`` is marked
+        EXPIRED first. Returns ``(task, expired_now)``."""
+        task = self.get(task_id)
+        if task.status in (TaskStatus.OPEN, TaskStatus.CLAIMED) and now >= deadline:
+            expired = self.conn.execute(
+                sa.update(tasks)
+                .where(tasks.c.task_id == task_id, tasks.c.status.in_(_LIVE))
+                .values(status=TaskStatus.EXPIRED.value, updated_at=now)
+            )
+            # Not expired: submitted in between, so the submission is what the run takes.
+            return self.get(task_id), expired.rowcount == 1
+        return task, False
 
-        now = time.time()
-        with self._tx() as conn:
-            row = conn.execute(sa.select(tasks).where(tasks.c.task_id == task_id)).one_or_none()
-            if row is None:
-                raise TaskNotFoundError(f"no task with id {task_id!r}")
-            task = task_of(row)
-            if task.status in (TaskStatus.OPEN, TaskStatus.CLAIMED) and now >= deadline:
-                expired = conn.execute(
-                    sa.update(tasks)
-                    .where(tasks.c.task_id == task_id, tasks.c.status.in_(_LIVE))
-                    .values(status=TaskStatus.EXPIRED.value, updated_at=now)
-                )
-                if expired.rowcount == 1:
-                    task = task_of(
-                        conn.execute(sa.select(tasks).where(tasks.c.task_id == task_id)).one()
-                    )
-                    if also is not None:
-                        also(conn, task)
-                else:  # submitted in between: take the submission
-                    task = task_of(
-                        conn.execute(sa.select(tasks).where(tasks.c.task_id == task_id)).one()
-                    )
-            step = record(task, now)
-            if step is None:
-                return task, None
-            if not self._fence(conn, run_id, owner, now):
-                raise LeaseLost(run_id)
-            text, ref = self._value(conn, step.output_json)
-            conn.execute(steps.insert(), self._step_values(run_id, step, text, ref))
-            return task, step
+    def cancel_for_runs(self, run_ids: Sequence[str], now: float) -> None:
+        """Close the live tasks of cancelled runs (in the cancellation's unit of work)."""
+        self.conn.execute(
+            sa.update(tasks)
+            .where(tasks.c.run_id.in_(list(run_ids)), tasks.c.status.in_(_LIVE))
+            .values(status=TaskStatus.CANCELLED.value, updated_at=now)
+        )
+
+    def reopen_cancelled(self, run_id: str, now: float) -> None:
+        """Reopen the tasks a cancellation closed (in the resumption's unit of work)."""
+        self.conn.execute(
+            sa.update(tasks)
+            .where(tasks.c.run_id == run_id, tasks.c.status == TaskStatus.CANCELLED.value)
+            .values(status=TaskStatus.OPEN.value, assignee=None, claimed_at=None, updated_at=now)
+        )
 
     # -- reads --------------------------------------------------------------------------------
 
-    def get_task(self, task_id: str, *, tenant: str | None = None) -> Task:
-        with self._read() as conn:
-            row = conn.execute(sa.select(tasks).where(tasks.c.task_id == task_id)).one_or_none()
+    def get(self, task_id: str, *, tenant: str | None = None) -> Task:
+        """The task (TaskNotFoundError if unknown, or of another ``tenant``)."""
+        row = self.conn.execute(sa.select(tasks).where(tasks.c.task_id == task_id)).one_or_none()
         if row is None or (tenant is not None and row.tenant != tenant):
             raise TaskNotFoundError(f"no task with id {task_id!r}")
         return task_of(row)
 
-    def list_tasks(
+    def find(
         self,
         tenant: str,
         *,
@@ -231,20 +236,18 @@ class Tasks:
             .limit(limit)
             .offset(offset)
         )
-        with self._read() as conn:
-            return [task_of(row) for row in conn.execute(query)]
+        return [task_of(row) for row in self.conn.execute(query)]
 
-    def count_tasks(self, tenant: str) -> dict[tuple[str, str], int]:
+    def count_live(self, tenant: str) -> dict[tuple[str, str], int]:
         """Live (open or claimed) tasks per (queue, status)."""
         query = (
             sa.select(tasks.c.queue, tasks.c.status, sa.func.count())
             .where(tasks.c.tenant == tenant, tasks.c.status.in_(_LIVE))
             .group_by(tasks.c.queue, tasks.c.status)
         )
-        with self._read() as conn:
-            return {(q, s): int(n) for q, s, n in conn.execute(query)}
+        return {(q, s): int(n) for q, s, n in self.conn.execute(query)}
 
-    def list_feedback(
+    def find_feedback(
         self,
         tenant: str,
         *,
@@ -254,6 +257,7 @@ class Tasks:
         limit: int = 100,
         offset: int = 0,
     ) -> list[Feedback]:
+        """The tenant's feedback records, oldest first."""
         query = sa.select(feedback).where(feedback.c.tenant == tenant)
         if model is not None:
             query = query.where(feedback.c.model == model)
@@ -262,14 +266,12 @@ class Tasks:
         if since is not None:
             query = query.where(feedback.c.decided_at >= since)
         query = query.order_by(feedback.c.id).limit(limit).offset(offset)
-        with self._read() as conn:
-            return [feedback_of(row) for row in conn.execute(query)]
+        return [feedback_of(row) for row in self.conn.execute(query)]
 
     # -- a person's actions ------------------------------------------------------------------
 
     def _change(
         self,
-        conn: Connection,
         task_id: str,
         tenant: str,
         condition: Any,
@@ -277,107 +279,84 @@ class Tasks:
         refuse: Callable[[Task], TaskConflictError],
     ) -> Task:
         """Apply ``values`` if the task matches ``condition``; otherwise explain why not."""
-        result = conn.execute(
+        result = self.conn.execute(
             sa.update(tasks)
             .where(tasks.c.task_id == task_id, tasks.c.tenant == tenant, condition)
             .values(**values)
         )
-        row = conn.execute(sa.select(tasks).where(tasks.c.task_id == task_id)).one_or_none()
-        if row is None or row.tenant != tenant:
-            raise TaskNotFoundError(f"no task with id {task_id!r}")
-        task = task_of(row)
+        task = self.get(task_id, tenant=tenant)
         if result.rowcount != 1:
             raise refuse(task)
         return task
 
-    def claim_task(self, task_id: str, tenant: str, actor: str, also: Also) -> Task:
-        """OPEN -> CLAIMED by ``actor``; claiming one's own claimed task again is a no-op."""
-        now = time.time()
-        with self._tx() as conn:
-            current = self._row(conn, task_id, tenant)
-            if current.status is TaskStatus.CLAIMED and current.assignee == actor:
-                return current
-            task = self._change(
-                conn,
-                task_id,
-                tenant,
-                tasks.c.status == TaskStatus.OPEN.value,
-                {"status": "CLAIMED", "assignee": actor, "claimed_at": now, "updated_at": now},
-                lambda t: _refusal(t, actor),
-            )
-            also(conn, task)
-            return task
+    def claim(self, task_id: str, tenant: str, actor: str, now: float) -> Task:
+        """OPEN -> CLAIMED by ``actor``."""
+        return self._change(
+            task_id,
+            tenant,
+            tasks.c.status == TaskStatus.OPEN.value,
+            {"status": "CLAIMED", "assignee": actor, "claimed_at": now, "updated_at": now},
+            lambda t: refusal(t, actor),
+        )
 
     def claim_next(
-        self, tenant: str, actor: str, roles: Sequence[str], queue: str | None, also: Also
+        self, tenant: str, actor: str, roles: Sequence[str], queue: str | None, now: float
     ) -> Task | None:
         """Claim the first OPEN task in inbox order that ``roles`` may work; None if none.
 
-        Candidates another reviewer takes first are skipped (SKIP LOCKED on PostgreSQL, a
-        lost conditional update on SQLite), so many reviewers pressing "next" at once each
-        get a different task.
+        A candidate another reviewer takes first is skipped (SKIP LOCKED on PostgreSQL); if
+        one is still lost to a concurrent claim this raises TaskConflictError, and the
+        caller tries again in a new unit of work.
         """
-        for _ in range(20):
-            now = time.time()
-            with self._tx() as conn:
-                query = sa.select(tasks.c.task_id).where(
-                    tasks.c.tenant == tenant,
-                    tasks.c.status == TaskStatus.OPEN.value,
-                    tasks.c.role.in_(list(roles)),
-                )
-                if queue is not None:
-                    query = query.where(tasks.c.queue == queue)
-                query = query.order_by(
-                    tasks.c.priority.desc(), tasks.c.created_at, tasks.c.task_id
-                ).limit(1)
-                if self.dialect.skip_locked:
-                    query = query.with_for_update(skip_locked=True)
-                task_id = conn.execute(query).scalar_one_or_none()
-                if task_id is None:
-                    return None
-                result = conn.execute(
-                    sa.update(tasks)
-                    .where(tasks.c.task_id == task_id, tasks.c.status == TaskStatus.OPEN.value)
-                    .values(status="CLAIMED", assignee=actor, claimed_at=now, updated_at=now)
-                )
-                if result.rowcount == 1:
-                    task = self._row(conn, task_id, tenant)
-                    also(conn, task)
-                    return task
-        return None
+        query = sa.select(tasks.c.task_id).where(
+            tasks.c.tenant == tenant,
+            tasks.c.status == TaskStatus.OPEN.value,
+            tasks.c.role.in_(list(roles)),
+        )
+        if queue is not None:
+            query = query.where(tasks.c.queue == queue)
+        query = query.order_by(tasks.c.priority.desc(), tasks.c.created_at, tasks.c.task_id).limit(
+            1
+        )
+        if self.uow.store.dialect.skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        task_id = self.conn.execute(query).scalar_one_or_none()
+        if task_id is None:
+            return None
+        return self._change(
+            task_id,
+            tenant,
+            tasks.c.status == TaskStatus.OPEN.value,
+            {"status": "CLAIMED", "assignee": actor, "claimed_at": now, "updated_at": now},
+            lambda t: refusal(t, actor),
+        )
 
-    def release_task(
-        self, task_id: str, tenant: str, actor: str, also: Also, *, anyone: bool = False
+    def release(
+        self, task_id: str, tenant: str, actor: str, now: float, *, anyone: bool = False
     ) -> Task:
         """CLAIMED by ``actor`` (or by anyone, for an operator) -> OPEN."""
-        now = time.time()
         condition = tasks.c.status == TaskStatus.CLAIMED.value
         if not anyone:
             condition = sa.and_(condition, tasks.c.assignee == actor)
-        with self._tx() as conn:
-            task = self._change(
-                conn,
-                task_id,
-                tenant,
-                condition,
-                {"status": "OPEN", "assignee": None, "claimed_at": None, "updated_at": now},
-                lambda t: _refusal(t, actor, releasing=True),
-            )
-            also(conn, task)
-            return task
+        return self._change(
+            task_id,
+            tenant,
+            condition,
+            {"status": "OPEN", "assignee": None, "claimed_at": None, "updated_at": now},
+            lambda t: refusal(t, actor, releasing=True),
+        )
 
-    def reassign_task(
+    def reassign(
         self,
         task_id: str,
         tenant: str,
+        now: float,
         *,
         queue: str | None,
         assignee: str | None,
-        also: Also,
     ) -> Task:
         """Move a live task to another queue and/or person (``assignee`` claims it for them;
         None leaves it OPEN for anyone in its queue)."""
-        now = time.time()
         values: dict[str, Any] = {"updated_at": now, "assignee": assignee}
         values.update(
             {"status": "CLAIMED", "claimed_at": now}
@@ -386,160 +365,107 @@ class Tasks:
         )
         if queue is not None:
             values["queue"] = queue
-        with self._tx() as conn:
-            task = self._change(
-                conn,
-                task_id,
-                tenant,
-                tasks.c.status.in_(_LIVE),
-                values,
-                lambda t: TaskConflictError(t.task_id, t.status.value, "it is closed"),
-            )
-            also(conn, task)
-            return task
+        return self._change(
+            task_id,
+            tenant,
+            tasks.c.status.in_(_LIVE),
+            values,
+            lambda t: TaskConflictError(t.task_id, t.status.value, "it is closed"),
+        )
 
-    def submit_task(
+    def submit(
         self,
         task_id: str,
         tenant: str,
         actor: str,
         result_json: str,
         overridden: bool,
-        also: Callable[[Connection, Task, Feedback], object],
+        now: float,
     ) -> tuple[Task, Feedback]:
-        """Record a decision: the task, its feedback record, ``also`` (the audit record) and
-        the run's wake-up commit together, or nothing does."""
-        now = time.time()
-        with self._tx() as conn:
-            task = self._change(
-                conn,
-                task_id,
-                tenant,
-                sa.or_(
-                    tasks.c.status == TaskStatus.OPEN.value,
-                    sa.and_(tasks.c.status == TaskStatus.CLAIMED.value, tasks.c.assignee == actor),
-                ),
-                {
-                    "status": "SUBMITTED",
-                    "assignee": actor,
-                    "result": result_json,
-                    "submitted_by": actor,
-                    "submitted_at": now,
-                    "updated_at": now,
-                },
-                lambda t: _refusal(t, actor),
-            )
-            values = {
-                "tenant": tenant,
-                "task_id": task.task_id,
-                "run_id": task.run_id,
-                "workflow": task.workflow,
-                "seq": task.seq,
-                "model": task.model,
-                "model_version": task.model_version,
-                "input_digest": task.input_digest,
-                "call_id": task.call_id,
-                "suggestion": None
-                if task.suggestion is None
-                else codec.encode(task.suggestion, ""),
-                "confidence": task.confidence,
-                "decision": result_json,
-                "overridden": int(overridden),
-                "reviewer": actor,
-                "asked_at": task.created_at,
-                "decided_at": now,
-            }
-            inserted = conn.execute(feedback.insert().returning(feedback.c.id), values)
-            record = Feedback(id=int(inserted.scalar_one()), **_feedback_fields(values))
-            self._wake(conn, task.run_id, now)
-            also(conn, task, record)
-            return task, record
-
-    def escalate_overdue(self, now: float, also: Also, *, limit: int = 100) -> list[Task]:
-        """Escalate live tasks past their SLA one level each: back to OPEN in the next queue
-        of their chain (their own if none), ahead of every task escalated fewer times; a
-        level with another after it gives the task a new SLA."""
-        done: list[Task] = []
-        c = tasks.c
-        with self._read() as conn:
-            due = list(
-                conn.execute(
-                    sa.select(c.task_id, c.tenant, _level())
-                    .where(c.status.in_(_LIVE), c.due_at <= now, _level() < _escalations())
-                    .order_by(c.due_at)
-                    .limit(limit)
-                )
-            )
-        for task_id, tenant, level in due:
-            try:
-                escalated = self._escalate_one(task_id, tenant, level, now, also)
-            except AevosError as exc:
-                # One task that cannot be escalated must not hold up every other tenant's.
-                log.error("escalating task %s failed: %s", task_id, exc.code)
-                continue
-            if escalated is not None:
-                done.append(escalated)
-        return done
-
-    def _escalate_one(
-        self, task_id: str, tenant: str, level: int, now: float, also: Also
-    ) -> Task | None:
-        c = tasks.c
-        with self._tx() as conn:
-            task = self._row(conn, task_id, tenant)
-            chain = task.escalation_chain
-            queue = chain[level] if level < len(chain) else task.queue
-            last = level + 1 >= task.escalations
-            result = conn.execute(
-                sa.update(tasks)
-                .where(
-                    c.task_id == task_id,
-                    c.status.in_(_LIVE),
-                    _level() == level,  # else a sweep on another host got here first
-                )
-                .values(
-                    status="OPEN",
-                    assignee=None,
-                    claimed_at=None,
-                    queue=queue,
-                    priority=c.priority + ESCALATION_BOOST,
-                    escalated_at=now,
-                    escalation_level=level + 1,
-                    # The next level's SLA starts now; past the last, it stays overdue.
-                    due_at=c.due_at if last or task.sla_seconds is None else now + task.sla_seconds,
-                    updated_at=now,
-                )
-            )
-            if result.rowcount != 1:
-                return None
-            task = self._row(conn, task_id, tenant)
-            also(conn, task)
-            return task
-
-    @staticmethod
-    def cancel_tasks(conn: Connection, run_ids: Sequence[str], now: float) -> None:
-        """Close the live tasks of cancelled runs (inside the cancellation's transaction)."""
-        conn.execute(
-            sa.update(tasks)
-            .where(tasks.c.run_id.in_(list(run_ids)), tasks.c.status.in_(_LIVE))
-            .values(status=TaskStatus.CANCELLED.value, updated_at=now)
+        """Record a decision on a task OPEN, or CLAIMED by ``actor``, and its feedback
+        record (the prediction, the decision and their lineage)."""
+        task = self._change(
+            task_id,
+            tenant,
+            sa.or_(
+                tasks.c.status == TaskStatus.OPEN.value,
+                sa.and_(tasks.c.status == TaskStatus.CLAIMED.value, tasks.c.assignee == actor),
+            ),
+            {
+                "status": "SUBMITTED",
+                "assignee": actor,
+                "result": result_json,
+                "submitted_by": actor,
+                "submitted_at": now,
+                "updated_at": now,
+            },
+            lambda t: refusal(t, actor),
         )
+        values = {
+            "tenant": tenant,
+            "task_id": task.task_id,
+            "run_id": task.run_id,
+            "workflow": task.workflow,
+            "seq": task.seq,
+            "model": task.model,
+            "model_version": task.model_version,
+            "input_digest": task.input_digest,
+            "call_id": task.call_id,
+            "suggestion": None if task.suggestion is None else codec.encode(task.suggestion, ""),
+            "confidence": task.confidence,
+            "decision": result_json,
+            "overridden": int(overridden),
+            "reviewer": actor,
+            "asked_at": task.created_at,
+            "decided_at": now,
+        }
+        inserted = self.conn.execute(feedback.insert().returning(feedback.c.id), values)
+        record = Feedback(id=int(inserted.scalar_one()), **_feedback_fields(values))
+        return task, record
 
-    @staticmethod
-    def reopen_cancelled_tasks(conn: Connection, run_id: str, now: float) -> None:
-        """Reopen the tasks a cancellation closed (inside the resumption's transaction)."""
-        conn.execute(
-            sa.update(tasks)
-            .where(tasks.c.run_id == run_id, tasks.c.status == TaskStatus.CANCELLED.value)
-            .values(status=TaskStatus.OPEN.value, assignee=None, claimed_at=None, updated_at=now)
+    # -- escalation ---------------------------------------------------------------------------
+
+    def overdue(self, now: float, *, limit: int = 100) -> list[tuple[str, str, int]]:
+        """``(task_id, tenant, level)`` of live tasks past their SLA with an escalation
+        left, of every tenant, most overdue first."""
+        c = tasks.c
+        rows = self.conn.execute(
+            sa.select(c.task_id, c.tenant, _level())
+            .where(c.status.in_(_LIVE), c.due_at <= now, _level() < _escalations())
+            .order_by(c.due_at)
+            .limit(limit)
         )
+        return [(str(task_id), str(tenant), int(level)) for task_id, tenant, level in rows]
 
-    @staticmethod
-    def _row(conn: Connection, task_id: str, tenant: str) -> Task:
-        row = conn.execute(sa.select(tasks).where(tasks.c.task_id == task_id)).one_or_none()
-        if row is None or row.tenant != tenant:
-            raise TaskNotFoundError(f"no task with id {task_id!r}")
-        return task_of(row)
+    def escalate(self, task_id: str, tenant: str, level: int, now: float) -> Task | None:
+        """Escalate a task from ``level`` one level: back to OPEN in the next queue of its
+        chain (its own if none), ahead of every task escalated fewer times; a level with
+        another after it gives the task a new SLA. None if it is no longer at ``level``
+        (a sweep on another host got here first) or no longer live."""
+        c = tasks.c
+        task = self.get(task_id, tenant=tenant)
+        chain = task.escalation_chain
+        queue = chain[level] if level < len(chain) else task.queue
+        last = level + 1 >= task.escalations
+        result = self.conn.execute(
+            sa.update(tasks)
+            .where(c.task_id == task_id, c.status.in_(_LIVE), _level() == level)
+            .values(
+                status="OPEN",
+                assignee=None,
+                claimed_at=None,
+                queue=queue,
+                priority=c.priority + ESCALATION_BOOST,
+                escalated_at=now,
+                escalation_level=level + 1,
+                # The next level's SLA starts now; past the last, it stays overdue.
+                due_at=c.due_at if last or task.sla_seconds is None else now + task.sla_seconds,
+                updated_at=now,
+            )
+        )
+        if result.rowcount != 1:
+            return None
+        return self.get(task_id, tenant=tenant)
 
 
 def _feedback_fields(values: dict[str, Any]) -> dict[str, Any]:
@@ -550,7 +476,8 @@ def _feedback_fields(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _refusal(task: Task, actor: str, *, releasing: bool = False) -> TaskConflictError:
+def refusal(task: Task, actor: str, *, releasing: bool = False) -> TaskConflictError:
+    """Why ``actor`` may not do what they asked to ``task``, as the error to raise."""
     status = task.status.value
     if task.status is TaskStatus.SUBMITTED:
         return TaskConflictError(task.task_id, status, "it was already submitted")
