@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from aevos import Aevos
 from aevos.errors import PiiConfigError
-from aevos.pii import PiiLogFilter, SecretLogFilter, SecretRegistry, install
+from aevos.pii import PiiLogFilter, SecretLogFilter, SecretRegistry, install, redact_aevos_logs
+from aevos.pii.logs import AEVOS_LOGGERS, active_log_filter
 
 API_KEY = "sk-live-4f9a1c2e8b7d6a5f"
 
@@ -129,3 +133,72 @@ def test_short_secrets_are_refused() -> None:
     registry = SecretRegistry()
     assert registry.mask("nothing registered") == "nothing registered"
     assert len(registry) == 0
+
+
+# -- on by default for aevos's own loggers ----------------------------------------------------
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """What aevos's worker and gateway loggers write, through a handler of their parent."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    parent = logging.getLogger("aevos")
+    old_level = parent.level
+    parent.setLevel(logging.INFO)
+    parent.addHandler(handler)
+    yield stream
+    parent.removeHandler(handler)
+    parent.setLevel(old_level)
+    redact_aevos_logs()  # as every other test's apps leave it
+
+
+def test_an_app_redacts_aevos_logs_by_default(
+    captured: io.StringIO, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AEVOS_LOG_REDACTION", raising=False)
+    redact_aevos_logs(False)
+    logging.getLogger("aevos.worker").warning("run for %s", "jane@example.com")
+    assert captured.getvalue() == "run for jane@example.com\n"  # off: the record as logged
+    app = Aevos(sqlite_url)
+    try:
+        logging.getLogger("aevos.worker").warning("run for %s", "jane@example.com")
+        # A logger aevos gets only later (the gateway's) is covered too.
+        logging.getLogger("aevos.gateway").info("card 4111 1111 1111 1111")
+        try:
+            raise ValueError("no account for 078-05-1120")
+        except ValueError:
+            logging.getLogger("aevos").exception("lookup failed")
+    finally:
+        app.close()
+    out = captured.getvalue().splitlines()
+    assert out[1:4] == ["run for <EMAIL>", "card <CREDIT_CARD>", "lookup failed"]
+    assert "ValueError: no account for <US_SSN>" in captured.getvalue()
+    assert "078-05" not in captured.getvalue()
+
+
+def test_the_default_filter_can_be_turned_off(
+    captured: io.StringIO, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redact_aevos_logs(False)
+    Aevos(sqlite_url, redact_logs=False).close()
+    assert active_log_filter() is None
+    monkeypatch.setenv("AEVOS_LOG_REDACTION", "off")
+    Aevos(sqlite_url).close()  # the environment keeps it off for the process
+    assert active_log_filter() is None
+    logging.getLogger("aevos.worker").warning("run for %s", "jane@example.com")
+    assert captured.getvalue() == "run for jane@example.com\n"
+    monkeypatch.delenv("AEVOS_LOG_REDACTION")
+    log_filter = redact_aevos_logs()
+    assert log_filter is not None and redact_aevos_logs() is log_filter  # installed once
+    assert logging.getLogger("aevos.worker").filters.count(log_filter) == 1
+
+
+def test_every_logger_aevos_uses_is_covered() -> None:
+    source = Path(__file__).resolve().parents[1] / "src" / "aevos"
+    used = {
+        name
+        for path in source.rglob("*.py")
+        for name in re.findall(r"getLogger\(\s*[\"']([^\"']+)[\"']", path.read_text())
+    }
+    assert used and used <= set(AEVOS_LOGGERS), sorted(used - set(AEVOS_LOGGERS))

@@ -24,7 +24,7 @@ from .audit.rejections import RejectionBudget
 from .errors import AevosError, DefinitionError
 from .kernel.handle import RunHandle
 from .kernel.retry import RetryPolicy
-from .kernel.runtime import Runtime
+from .kernel.runtime import Runtime, as_data_policy
 from .kernel.step import Step, StepContext
 from .kernel.worker import Worker
 from .kernel.workflow import StartOptions, WorkflowDecorator
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .people.approvals import Approvals
     from .people.inbox import Inbox
     from .pii import Redactor, Vault
+    from .pii.datapolicy import DataPolicy
     from .policy import PolicySet
 
 P = ParamSpec("P")
@@ -62,7 +63,13 @@ class Aevos:
 
     ``Aevos()`` reads ``AEVOS_DATABASE_URL`` (default ``sqlite:///./aevos.db``). The database
     is opened (and migrated) on first use, so decorators can run at import time. Many apps
-    can live in one process; nothing is global.
+    can live in one process; nothing is global but the log filter below.
+
+    ``data_policy`` is what is done to personal data in run inputs before they are stored,
+    for workflows that declare none (:class:`~aevos.pii.DataPolicy`; by default findings are
+    tokenised, or redacted without a vault key). ``redact_logs`` installs the PII log filter
+    on aevos's loggers (:func:`aevos.pii.redact_aevos_logs`; ``AEVOS_LOG_REDACTION=off``
+    turns it off for the process).
     """
 
     def __init__(
@@ -76,6 +83,8 @@ class Aevos:
         blob_threshold: int = DEFAULT_BLOB_THRESHOLD,
         migrate: bool = True,
         policies: str | os.PathLike[str] | PolicySet | None = None,
+        data_policy: DataPolicy | str = "auto",
+        redact_logs: bool = True,
     ) -> None:
         self.database_url = (
             database_url or os.environ.get("AEVOS_DATABASE_URL") or DEFAULT_DATABASE_URL
@@ -86,6 +95,10 @@ class Aevos:
         self._store_lock = threading.Lock()
         self._audit: AuditLog | None = None
         self._policies = policies
+        if redact_logs:
+            from .pii.logs import redact_aevos_logs
+
+            redact_aevos_logs()
         self._redactor: Redactor | None = None
         self._vault: Vault | None = None
         self._models: ModelRegistry | None = None
@@ -103,6 +116,7 @@ class Aevos:
             lease_seconds=lease_seconds,
             park_after=park_after,
             poll_interval=poll_interval,
+            data_policy=data_policy,
         )
 
     # -- services, built bottom-up on first use ------------------------------------------------
@@ -142,6 +156,13 @@ class Aevos:
             self._policies = PolicySet.load(source)
         return self._policies
 
+    def _configured_policies(self) -> PolicySet | None:
+        """The policies, or None when the app has none configured (no error: the gateway
+        applies ``model_call`` policies only where there are some)."""
+        if self._policies is None and not os.environ.get("AEVOS_POLICY_DIR"):
+            return None
+        return self.policies
+
     @property
     def redactor(self) -> Redactor:
         """The PII redactor ``ctx.redact`` uses (built-in recognisers unless replaced)."""
@@ -164,6 +185,19 @@ class Aevos:
             self._vault = Vault.from_env(self.store)
         return self._vault
 
+    @vault.setter
+    def vault(self, vault: Vault) -> None:
+        """Use this vault (a key from a secret manager rather than the environment)."""
+        self._vault = vault
+
+    def configured_vault(self) -> Vault | None:
+        """The vault, or None when no key is set (a malformed key still raises)."""
+        from .pii.vault import ENV_VAR
+
+        if self._vault is None and not os.environ.get(ENV_VAR):
+            return None
+        return self.vault
+
     @property
     def models(self) -> ModelRegistry:
         """The model registry: content-addressed versions, cards, aliases, rollback."""
@@ -176,11 +210,14 @@ class Aevos:
     @property
     def gateway(self) -> Gateway:
         """The model gateway: routing, canaries, shadows, cascades, fallbacks, breakers,
-        budgets and rate limits reserved before each call, every call recorded."""
+        budgets and rate limits reserved before each call, the ``model_call`` policy of
+        each model applied to every call (when the app has one), every call recorded."""
         if self._gateway is None:
             from .models.gateway import Gateway
+            from .policy.model_call import ModelCallGate
 
-            self._gateway = Gateway(self.store, self.models, self.audit)
+            gate = ModelCallGate(self._configured_policies, lambda: self.redactor)
+            self._gateway = Gateway(self.store, self.models, self.audit, gate=gate)
         return self._gateway
 
     @gateway.setter
@@ -329,6 +366,19 @@ class Aevos:
         """A digest of every registered workflow's and step's source, unless set explicitly."""
         return self.runtime.code_version
 
+    @property
+    def data_policy(self) -> DataPolicy:
+        """What is done to personal data in the inputs of workflows that declare no policy."""
+        return self.runtime.data_policy
+
+    @data_policy.setter
+    def data_policy(self, policy: DataPolicy) -> None:
+        self.runtime.data_policy = policy
+
+    def data_policy_of(self, workflow: str) -> DataPolicy:
+        """The data policy applied to ``workflow``'s inputs (its own, or the app's)."""
+        return self.runtime.data_policy_of(workflow)
+
     # -- registration -----------------------------------------------------------------------
 
     def queue(
@@ -349,13 +399,21 @@ class Aevos:
             rate_period=rate_period,
         )
 
-    def workflow(self, *, name: str | None = None, queue: str = "default") -> WorkflowDecorator:
+    def workflow(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        data_policy: DataPolicy | str | None = None,
+    ) -> WorkflowDecorator:
         """Register a workflow; its first parameter receives the :class:`WorkflowContext`.
 
         Plain and ``async def`` functions both work; the decorated object keeps the
-        function's signature for type checkers (minus the context).
+        function's signature for type checkers (minus the context). ``data_policy`` says
+        what is done to personal data in its inputs before they are stored (the app's
+        ``data_policy`` when None; ``"keep"`` opts out; see :mod:`aevos.pii.datapolicy`).
         """
-        return self.runtime.workflow(name=name, queue=queue)
+        return self.runtime.workflow(name=name, queue=queue, data_policy=data_policy)
 
     def step(
         self,
@@ -384,6 +442,7 @@ class Aevos:
         tolerance: float | None = None,
         max_body: int | None = None,
         rejections_per_minute: int | None = None,
+        data_policy: DataPolicy | str | None = None,
     ) -> WebhookSource:
         """Declare a webhook source: each ``POST /v1/events/{name}`` starts a run of
         ``workflow`` in ``tenant`` with the keyword arguments ``map(event)`` returns,
@@ -394,7 +453,9 @@ class Aevos:
         300); without, they need a bearer token of ``tenant`` that may start runs. Bodies
         past ``max_body`` bytes (default 1 MiB) are refused. Past ``rejections_per_minute``
         rejected deliveries (default 60) a minute's further rejections are counted and
-        recorded as one summary (:mod:`aevos.audit.rejections`). See :mod:`aevos.events.webhook`.
+        recorded as one summary (:mod:`aevos.audit.rejections`). ``data_policy`` replaces the
+        workflow's for the runs this source starts (:mod:`aevos.pii.datapolicy`). See
+        :mod:`aevos.events.webhook`.
         """
         from .events.webhook import WebhookSource
 
@@ -413,6 +474,9 @@ class Aevos:
             tolerance=tolerance,
             max_body=max_body,
             rejections_per_minute=rejections_per_minute,
+            data_policy=None
+            if data_policy is None
+            else as_data_policy(data_policy, f"webhook source {name!r}"),
         )
         self.webhooks[name] = source
         return source

@@ -469,7 +469,8 @@ class ModelTimeoutError(ModelCallError, TimeoutError):
 #     │   └── RateLimitedError     calls of a rate limit
 #     ├── UndeclaredCostError      a cost (or token) budget cannot reserve a call whose cost is
 #     │                            neither declared (max_cost) nor estimated (cost_estimate)
-#     └── CircuitOpenError         the version's circuit breaker is open and no fallback answered
+#     ├── CircuitOpenError         the version's circuit breaker is open and no fallback answered
+#     └── ModelAccessDeniedError   the model_call policy that governs the model denied the call
 # A model that raises or times out surfaces as ModelCallError / ModelTimeoutError (above).
 # Gateway errors take the message first so that a recorded one is rebuilt as the same class
 # when a workflow replays the call; the extra fields are for live callers and default empty.
@@ -532,6 +533,21 @@ class CircuitOpenError(GatewayError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "version_ref": self.version_ref}
+
+
+class ModelAccessDeniedError(GatewayError, PermissionError):
+    """A ``model_call`` policy denied the call; ``policy`` (``name@version``) and
+    ``decision_id`` name the audited decision, whose reason is the message."""
+
+    code = "model_access_denied"
+
+    def __init__(self, message: str, *, policy: str = "", decision_id: str = "") -> None:
+        super().__init__(message)
+        self.policy = policy
+        self.decision_id = decision_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "policy": self.policy, "decision_id": self.decision_id}
 
 
 # -- human tasks ----------------------------------------------------------------------------

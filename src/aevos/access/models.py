@@ -91,11 +91,18 @@ class Models:
     def predict(
         self, principal: Principal, model: str, input: Any, *, key: str | None = None
     ) -> CallResult:
-        """A governed model call outside workflows: the tenant's routes, budgets and rate
-        limits apply, and the call is recorded with the principal as its actor."""
+        """A governed model call outside workflows: the tenant's routes, budgets, rate
+        limits and the model's ``model_call`` policy (seeing the principal's role) apply,
+        and the call is recorded with the principal as its actor. Callers over the API
+        cannot bypass the policy."""
         self.guard.allow(principal, Permission.MODELS_CALL, "call models")
         return self.services.gateway.predict(
-            model, input, key=key, tenant=principal.tenant, actor=principal.actor
+            model,
+            input,
+            key=key,
+            tenant=principal.tenant,
+            actor=principal.actor,
+            role=principal.role.value,
         )
 
     def promote(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import builtins
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..audit.lineage import Lineage, lineage
 from ..identity import Permission, Principal
 from ..kernel.handle import RunHandle
 from ..kernel.workflow import StartOptions
+from ..pii.datapolicy import reveal_value
 from ..records.run import RunInfo, StepInfo
 from ..records.status import RunStatus
 from .guard import Guard
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from ..audit.lineage import Lineage
     from ..kernel.handle import RunHandle
     from ..kernel.runtime import Runtime
+    from ..pii import Vault
     from ..storage import Store
 
 
@@ -30,6 +33,9 @@ class Services(Protocol):
 
     @property
     def runtime(self) -> Runtime: ...
+
+    @property
+    def vault(self) -> Vault: ...
 
     def cancel(self, run_id: str) -> RunStatus: ...
 
@@ -52,9 +58,36 @@ class Runs:
         self.guard.own(principal, "run", run_id, info.tenant)
         return info
 
-    def get(self, principal: Principal, run_id: str) -> RunInfo:
+    def get(self, principal: Principal, run_id: str, *, reveal: bool = False) -> RunInfo:
+        """A run of the principal's tenant, its input as stored (its data policy applied).
+
+        ``reveal=True`` returns the input and output with their PII tokens replaced by the
+        originals: it needs ``pii:reveal`` as well (a refusal is a 403, audited), and each
+        reveal is audited as ``pii.revealed`` with the run and the number of tokens.
+        """
         self.guard.allow(principal, Permission.RUNS_READ, "read runs")
-        return self._own(principal, run_id)
+        info = self._own(principal, run_id)
+        if reveal:
+            info = self._revealed(principal, info)
+        return info
+
+    def _revealed(self, principal: Principal, info: RunInfo) -> RunInfo:
+        self.guard.allow(principal, Permission.PII_REVEAL, "reveal personal data")
+        services = self.services
+        value, tokens = reveal_value(
+            {"input": info.input, "output": info.output},
+            tenant=principal.tenant,
+            vault=lambda: services.vault,
+            allowed=True,
+        )
+        self.guard.record(
+            principal,
+            "pii.revealed",
+            subject=f"run:{info.run_id}",
+            run_id=info.run_id,
+            tokens=tokens,
+        )
+        return replace(info, input=value["input"], output=value["output"])
 
     def steps(self, principal: Principal, run_id: str) -> builtins.list[StepInfo]:
         self.guard.allow(principal, Permission.RUNS_READ, "read runs")

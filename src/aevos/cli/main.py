@@ -195,12 +195,10 @@ def worker(
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
         raise CliError("bad_option", f"--log-level {log_level!r} is not a logging level")
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False, markup=False)],
-    )
+    handler = RichHandler(console=err, show_path=False, markup=False)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
     with _app(ctx, app_ref) as app:
+        _redact_handlers(handler)
         runner = app.worker(queues or None, concurrency=concurrency)
         app.store.ping()  # fail before the banner if the database is unreachable
         names = ", ".join(q.name for q in runner.queues if q.name != INLINE_QUEUE)
@@ -269,7 +267,16 @@ def serve(
                 soft_wrap=True,
             )
             sys.stdout.flush()
-            server = uvicorn.Server(uvicorn.Config(api, log_level="warning"))
+            config = uvicorn.Config(api, log_level="warning")
+            # Its handlers cleaned of PII once uvicorn has configured them (in Config).
+            _redact_handlers(
+                *(
+                    h
+                    for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+                    for h in logging.getLogger(name).handlers
+                )
+            )
+            server = uvicorn.Server(config)
             try:
                 server.run(sockets=[sock])
             except KeyboardInterrupt:  # uvicorn raises SIGINT again once it has stopped
@@ -301,6 +308,18 @@ def _listen(host: str, port: int) -> socket.socket:
         reason = exc.strerror or type(exc).__name__
         raise CliError("cannot_listen", f"cannot listen on {host}:{port}: {reason}") from None
     return sock
+
+
+def _redact_handlers(*handlers: logging.Handler) -> None:
+    """Clean everything these handlers write (other libraries' records too) with the PII
+    log filter the app installed, unless it is off (``AEVOS_LOG_REDACTION=off``, or an app
+    built with ``redact_logs=False``)."""
+    from ..pii.logs import active_log_filter
+
+    log_filter = active_log_filter()
+    if log_filter is not None:
+        for handler in handlers:
+            handler.addFilter(log_filter)
 
 
 # -- demo ------------------------------------------------------------------------------------

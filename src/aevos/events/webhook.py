@@ -29,6 +29,10 @@ returns (without ``map``, the workflow receives the whole event as ``event``).
   (``event.accepted``, ``event.duplicate``, ``event.rejected``) committed in the same
   transaction. The body is never stored or logged, only its SHA-256 and size: it may hold
   personal data. Secrets are never stored, logged or shown (not even in ``repr``).
+- **Personal data.** The run's input is stored under the source's ``data_policy`` (else
+  the workflow's; see :mod:`aevos.pii.datapolicy`): with the default, e-mail addresses,
+  card numbers and the like in the event reach the database, the workflow and the API as
+  vault tokens (or placeholders without a vault key), never as sent.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ if TYPE_CHECKING:
     from ..audit import AuditLog
     from ..identity import Identity
     from ..kernel.runtime import Runtime
+    from ..pii.datapolicy import DataPolicy
 
 SIGNATURE_HEADER = "X-Aevos-Signature"
 EVENT_ID_HEADER = "X-Aevos-Event-Id"
@@ -133,6 +138,8 @@ class WebhookSource:
     max_body: int = DEFAULT_MAX_BODY
     # Rejected deliveries recorded one by one per minute; past it a flood is counted.
     rejections_per_minute: int = DEFAULT_LIMIT
+    # What is done to personal data in the runs' input (None: the workflow's own policy).
+    data_policy: DataPolicy | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -173,6 +180,7 @@ class WebhookSource:
         tolerance: float | None = None,
         max_body: int | None = None,
         rejections_per_minute: int | None = None,
+        data_policy: DataPolicy | None = None,
     ) -> WebhookSource:
         """A source from the arguments of :meth:`aevos.Aevos.webhook`."""
         if previous_secret is not None and secret is None:
@@ -195,6 +203,7 @@ class WebhookSource:
             DEFAULT_TOLERANCE if tolerance is None else tolerance,
             DEFAULT_MAX_BODY if max_body is None else max_body,
             DEFAULT_LIMIT if rejections_per_minute is None else rejections_per_minute,
+            data_policy,
         )
 
     @property
@@ -445,6 +454,7 @@ class Ingress:
             run_id=uuid.uuid4().hex,
             tenant=source.tenant,
             actor=got.actor,
+            data_policy=source.data_policy,
         )
         runtime = self.runtime
         workflow = runtime.workflows.get(source.workflow)

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from .. import codec
 from ..audit import AuditEvent
-from ..errors import RunCancelledError, RunFailedError, RunTimeoutError, SerializationError
+from ..errors import (
+    PiiAccessDeniedError,
+    RunCancelledError,
+    RunFailedError,
+    RunTimeoutError,
+    SerializationError,
+)
 from ..records.run import NewRun, StepInfo, error_dict
 from ..records.status import RunStatus
 from ..storage import StepRecord
@@ -38,6 +44,7 @@ if TYPE_CHECKING:
     from ..audit import AuditLog
     from ..models.gateway import CallResult, Gateway
     from ..pii import Redactor, Vault
+    from ..pii.datapolicy import DataPolicy, ProtectedInput
     from ..policy import Decision, PolicySet
     from ..records.task import Field, Form, HumanDecision
     from ..storage import Store, UnitOfWork
@@ -162,7 +169,14 @@ class Host(Protocol):
         parent_run_id: str,
         can_park: bool,
         raise_errors: bool,
+        pii: dict[str, Any] | None = None,
     ) -> object: ...
+
+    def data_policy_of(self, workflow: str) -> DataPolicy: ...
+
+    def stored_input(
+        self, workflow: Any, args: Any, kwargs: Any, tenant: str
+    ) -> tuple[str, ProtectedInput]: ...
 
 
 class WorkflowContext:
@@ -276,7 +290,7 @@ class WorkflowContext:
     def tokenize(self, text: str, *, kinds: list[str] | None = None) -> str:
         """``text`` with personal data replaced by reversible tokens (``<EMAIL:tok_...>``),
         recorded. The originals go to the tenant's encrypted vault; only principals allowed
-        ``pii:reveal`` get them back, through :meth:`Access.reveal`."""
+        ``pii:reveal`` get them back, through :meth:`Access.pii.reveal <aevos.access.pii.Pii.reveal>`."""
         services = self._runtime.services
 
         def produce() -> str:
@@ -287,18 +301,79 @@ class WorkflowContext:
 
         return str(self.journal.once("aevos.tokenize", produce))
 
+    def reveal(self, value: T) -> T:
+        """``value`` (a string or JSON-like value) with this tenant's PII tokens replaced by
+        the original values, for code that must act on them (e-mail the customer).
+
+        The workflow's data policy must allow it (``DataPolicy(reveal=True)``), else
+        :class:`~aevos.errors.PiiAccessDeniedError`. Each call is a recorded position,
+        audited as ``pii.revealed`` with the number of tokens, never the values; the values
+        are not recorded either: a replay reads them from the vault again, so a replay after
+        an erasure fails (:class:`~aevos.errors.PiiTokenNotFoundError`) instead of bringing
+        them back. Pass what you reveal to steps; do not return it, or it is stored.
+        """
+        from ..pii.datapolicy import reveal_value
+
+        runtime = self._runtime
+        if not runtime.data_policy_of(self.workflow).reveal:
+            raise PiiAccessDeniedError(
+                f"workflow {self.workflow!r} may not reveal personal data: declare "
+                "@app.workflow(data_policy=DataPolicy(..., reveal=True)) to allow it"
+            )
+        name = "aevos.reveal"
+        seq, recorded = self.journal.begin(name)
+        services = runtime.services
+
+        def read() -> tuple[Any, int]:
+            return reveal_value(
+                value, tenant=self.tenant, vault=lambda: services.vault, allowed=True, strict=True
+            )
+
+        if recorded is not None:
+            self.journal.replay_value(recorded)
+            return cast(T, read()[0])
+        started = time.time()
+        revealed, tokens = read()
+        event = AuditEvent(
+            action="pii.revealed",
+            actor=f"system:workflow/{self.workflow}",
+            tenant=self.tenant,
+            subject=f"run:{self.run_id}",
+            run_id=self.run_id,
+            data={"tokens": tokens, "seq": seq},
+        )
+        output = {"tokens": tokens}
+        step = StepRecord(
+            seq, name, "SUCCEEDED", codec.encode(output, name), None, 1, started, time.time()
+        )
+        self.journal.record(step, output, events=[event])
+        return cast(T, revealed)
+
     # -- models -----------------------------------------------------------------------------
 
     def predict(
-        self, model: str, input: Any, *, key: str | int | None = None, timeout: float | None = None
+        self,
+        model: str,
+        input: Any,
+        *,
+        key: str | int | None = None,
+        timeout: float | None = None,
+        classification: str | None = None,
+        bypass_policy: str | None = None,
     ) -> CallResult:
         """Call ``model`` through the gateway as a durable step of this run.
 
-        Routed (canary sticky by ``key``, shadow, cascade, fallbacks), governed (budgets and
-        rate limits of this tenant and workflow, circuit breakers) and recorded: the result
-        is this position's value, committed with its ``model.called`` audit records, so a
-        replay returns it without calling the model or spending budget again (a recorded
-        failure is raised again as the same class).
+        Routed (canary sticky by ``key``, shadow, cascade, fallbacks), governed (the
+        ``model_call`` policy that applies to the model, which may refuse the call or
+        redact fields first; budgets and rate limits of this tenant and workflow; circuit
+        breakers) and recorded: the result is this position's value, committed with its
+        ``policy.decided`` and ``model.called`` audit records, so a replay returns it
+        without calling the model or spending budget again (a recorded failure is raised
+        again as the same class).
+
+        ``classification`` is the policy's ``data.classification`` (default: the
+        workflow's data policy's). ``bypass_policy="why"`` skips the ``model_call`` policy
+        for this call; the reason is audited (``policy.bypassed``).
         """
         # On first use: a workflow that calls no model never loads the gateway.
         from ..models.gateway import STEP_PREFIX, CallResult, rebuild_error
@@ -319,6 +394,12 @@ class WorkflowContext:
             workflow=self.workflow,
             actor=f"system:workflow/{self.workflow}",
             timeout=timeout,
+            classification=(
+                self._runtime.data_policy_of(self.workflow).classification
+                if classification is None
+                else classification
+            ),
+            bypass_policy=bypass_policy,
             run_id=self.run_id,
             seq=seq,
         )
@@ -519,11 +600,13 @@ class WorkflowContext:
         with ``ctx.start_child(child.options(queue=..., priority=...), ...)``.
         """
         options = workflow.child_options(enqueued=True)
-        input_json = workflow.encode_input(args, kwargs)
+        workflow.encode_input(args, kwargs)  # refused before anything is recorded
         runtime = self._runtime
 
         def start() -> str:
             child_id = self._child_id(self.journal.seq)
+            # The child's data policy applies to what the parent hands it.
+            input_json, protected = runtime.stored_input(workflow, args, kwargs, self.tenant)
             runtime.store.insert_run(
                 NewRun(
                     run_id=child_id,
@@ -543,6 +626,7 @@ class WorkflowContext:
                     f"system:workflow/{self.workflow}",
                     input_json,
                     parent_run_id=self.run_id,
+                    pii=protected.summary(),
                 ),
             )
             runtime.wake()
@@ -608,7 +692,7 @@ class WorkflowContext:
         return self.wait_child(child_id)
 
     def start_child_inline(self, workflow: ChildWorkflow, args: Any, kwargs: Any) -> str:
-        input_json = workflow.encode_input(args, kwargs)
+        input_json, protected = self._runtime.stored_input(workflow, args, kwargs, self.tenant)
 
         def start() -> str:
             return self._child_id(self.journal.seq)
@@ -617,12 +701,13 @@ class WorkflowContext:
         self._runtime.execute_inline(
             workflow,
             child_id,
-            args,
-            kwargs,
+            protected.args,
+            protected.kwargs,
             input_json,
             tenant=self.tenant,
             parent_run_id=self.run_id,
             can_park=self._can_park,
             raise_errors=False,
+            pii=protected.summary(),
         )
         return child_id

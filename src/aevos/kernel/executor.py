@@ -32,6 +32,7 @@ from .workflow import StartOptions, Workflow
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ..pii.datapolicy import ProtectedInput
     from .lease import Leases
 
 
@@ -47,7 +48,7 @@ class Host(ContextHost, Runs, Protocol):
 
     def encode_or_reject(
         self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
-    ) -> str: ...
+    ) -> tuple[str, ProtectedInput]: ...
 
     def buffer_start(
         self,
@@ -57,6 +58,7 @@ class Host(ContextHost, Runs, Protocol):
         actor: str | None,
         input_json: str,
         parent_run_id: str | None = None,
+        pii: dict[str, Any] | None = None,
     ) -> None: ...
 
     def forget_signals(self, run_id: str) -> None: ...
@@ -81,7 +83,9 @@ class Executor:
         self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
     ) -> Any:
         runtime = self.runtime
-        input_json = runtime.encode_or_reject(workflow, args, kwargs, opts)
+        input_json, protected = runtime.encode_or_reject(workflow, args, kwargs, opts)
+        # The workflow receives its input as stored, on this execution as on any replay.
+        args, kwargs = protected.args, protected.kwargs
         info, created = runtime.store.insert_run(
             NewRun(
                 run_id=opts.run_id or uuid.uuid4().hex,
@@ -98,7 +102,14 @@ class Executor:
             )
         )
         if created:
-            runtime.buffer_start(info.run_id, workflow.name, opts.tenant, opts.actor, input_json)
+            runtime.buffer_start(
+                info.run_id,
+                workflow.name,
+                opts.tenant,
+                opts.actor,
+                input_json,
+                pii=protected.summary(),
+            )
             outcome = self._execute(info, workflow, args, kwargs, {}, can_park=False)
         else:
             outcome = self._continue(info, workflow, can_park=False)
@@ -120,6 +131,7 @@ class Executor:
         parent_run_id: str,
         can_park: bool,
         raise_errors: bool,
+        pii: dict[str, Any] | None = None,
     ) -> Outcome:
         """Create (or take over) run ``run_id`` and execute it in this thread (child runs)."""
         runtime = self.runtime
@@ -138,7 +150,9 @@ class Executor:
             )
         )
         if created:
-            runtime.buffer_start(run_id, workflow.name, tenant, None, input_json, parent_run_id)
+            runtime.buffer_start(
+                run_id, workflow.name, tenant, None, input_json, parent_run_id, pii=pii
+            )
             return self._execute(info, workflow, args, kwargs, {}, can_park=can_park)
         return self._continue(info, workflow, can_park=can_park)
 

@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from .. import codec
 from ..audit import AuditEvent
-from ..errors import AevosError, DefinitionError, SerializationError, UnknownWorkflowError
+from ..errors import (
+    AevosError,
+    DefinitionError,
+    PiiConfigError,
+    PiiError,
+    SerializationError,
+    UnknownWorkflowError,
+)
 from ..records.queue import INLINE_QUEUE, Queue
 from ..records.run import NewRun, RunInfo, StepInfo
 from ..records.status import RunStatus
@@ -38,6 +45,7 @@ from .workflow import StartOptions, Workflow, WorkflowDecorator
 
 if TYPE_CHECKING:
     from ..audit.buffer import AuditBuffer
+    from ..pii.datapolicy import DataPolicy, ProtectedInput
     from ..storage import Store, UnitOfWork
 
 P = ParamSpec("P")
@@ -58,8 +66,13 @@ class Runtime:
         lease_seconds: float = 15.0,
         park_after: float = 5.0,
         poll_interval: float = 0.2,
+        data_policy: DataPolicy | str = "auto",
     ) -> None:
         self.services = services
+        # What is done to personal data in run inputs before they are stored, for workflows
+        # that declare no policy of their own (see aevos.pii.datapolicy).
+        self.data_policy: DataPolicy = as_data_policy(data_policy, "Aevos(...)")
+        self._data_policies: dict[str, DataPolicy] = {}
         self.lease_seconds = lease_seconds
         self.park_after = park_after
         self.poll_interval = poll_interval
@@ -135,12 +148,23 @@ class Runtime:
                 f"(known: {', '.join(sorted(self.queues))})"
             ) from None
 
-    def workflow(self, *, name: str | None = None, queue: str = "default") -> WorkflowDecorator:
+    def workflow(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        data_policy: DataPolicy | str | None = None,
+    ) -> WorkflowDecorator:
         self.queue_named(queue)
-        return WorkflowDecorator(self, name, queue)
+        policy = None if data_policy is None else as_data_policy(data_policy, "@app.workflow")
+        return WorkflowDecorator(self, name, queue, policy)
 
     def register_workflow(
-        self, func: Callable[..., Any], name: str | None, queue: str
+        self,
+        func: Callable[..., Any],
+        name: str | None,
+        queue: str,
+        data_policy: DataPolicy | None = None,
     ) -> Workflow[Any, Any]:
         wf_name = name or _qualified(func)
         _check_callable(func, "workflow", wf_name)
@@ -148,6 +172,8 @@ class Runtime:
             raise DefinitionError(f"workflow {wf_name!r} is registered twice")
         workflow: Workflow[Any, Any] = Workflow(self, func, wf_name, queue)
         self.workflows[wf_name] = workflow
+        if data_policy is not None:
+            self._data_policies[wf_name] = data_policy
         self._computed_version = None
         return workflow
 
@@ -183,13 +209,51 @@ class Runtime:
 
     def encode_or_reject(
         self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
-    ) -> str:
-        """The run's input, or the run recorded as REJECTED and the error raised."""
+    ) -> tuple[str, ProtectedInput]:
+        """The run's input as stored, and the arguments the workflow receives; a refusal
+        (arguments that do not fit, non-JSON values, a data policy that cannot be applied)
+        is recorded as a rejected run."""
         try:
-            return workflow.encode_input(args, kwargs)
-        except (SerializationError, DefinitionError) as exc:
+            return self.stored_input(workflow, args, kwargs, opts.tenant, opts.data_policy)
+        except (SerializationError, DefinitionError, PiiError) as exc:
             self.reject(workflow.name, opts, exc)
             raise
+
+    def data_policy_of(self, workflow: str) -> DataPolicy:
+        """The data policy applied to ``workflow``'s inputs (its own, or the app's)."""
+        return self._data_policies.get(workflow, self.data_policy)
+
+    def stored_input(
+        self,
+        workflow: Workflow[Any, Any],
+        args: Any,
+        kwargs: Any,
+        tenant: str,
+        policy: DataPolicy | None = None,
+    ) -> tuple[str, ProtectedInput]:
+        """Encode a run's input with its data policy applied (``policy``, else the
+        workflow's): the JSON the runs table holds and the arguments the workflow receives,
+        which are the same on its first execution and on every replay."""
+        from ..pii.datapolicy import protect_input
+
+        # Arguments that do not fit the signature, or are not JSON, are refused first.
+        input_json = workflow.encode_input(args, kwargs)
+        services = self.services
+        protected = protect_input(
+            args,
+            kwargs,
+            workflow.signature,
+            policy or self.data_policy_of(workflow.name),
+            redactor=services.redactor,
+            tenant=tenant,
+            vault=services.configured_vault,
+        )
+        if protected.changed:
+            input_json = codec.encode(
+                {"args": list(protected.args), "kwargs": protected.kwargs},
+                f"input of workflow {workflow.name!r}",
+            )
+        return input_json, protected
 
     def reject(self, workflow: str, opts: StartOptions, error: AevosError) -> str:
         """Record a run that was refused before it started, so it is visible with its reason."""
@@ -248,7 +312,7 @@ class Runtime:
         self, workflow: Workflow[Any, R], args: Any, kwargs: Any, opts: StartOptions
     ) -> RunHandle[R]:
         """Record a run for a worker (its start audited in the same transaction)."""
-        input_json = self.encode_or_reject(workflow, args, kwargs, opts)
+        input_json, protected = self.encode_or_reject(workflow, args, kwargs, opts)
         run_id = opts.run_id or uuid.uuid4().hex
         info, _ = self.store.insert_run(
             NewRun(
@@ -269,6 +333,7 @@ class Runtime:
                 opts.actor,
                 input_json,
                 idempotency_key=opts.idempotency_key,
+                pii=protected.summary(),
             ),
         )
         self.wake()
@@ -319,6 +384,7 @@ class Runtime:
         actor: str | None,
         input_json: str,
         parent_run_id: str | None = None,
+        pii: dict[str, Any] | None = None,
     ) -> None:
         """Audit an inline run's start in the background: its row is already durable, and
         a commit per start would double the cost of starting a run."""
@@ -336,6 +402,7 @@ class Runtime:
                 input_json,
                 parent_run_id=parent_run_id,
                 inline=True,
+                pii=pii,
             )
         )
 
@@ -444,6 +511,7 @@ class Runtime:
         parent_run_id: str,
         can_park: bool,
         raise_errors: bool,
+        pii: dict[str, Any] | None = None,
     ) -> object:
         return self.executor.execute_inline(
             workflow,
@@ -455,6 +523,7 @@ class Runtime:
             parent_run_id=parent_run_id,
             can_park=can_park,
             raise_errors=raise_errors,
+            pii=pii,
         )
 
     def execute_claimed(self, info: RunInfo) -> object:
@@ -488,3 +557,14 @@ def _check_callable(func: Any, kind: str, name: str) -> None:
         )
     if len(name) > 200:
         raise DefinitionError(f"{kind} name {name[:40]!r}... is longer than 200 characters")
+
+
+def as_data_policy(value: Any, where: str) -> DataPolicy:
+    """A :class:`~aevos.pii.DataPolicy` from a policy or its name (``"auto"``, ``"keep"``...);
+    DefinitionError naming ``where`` it was given otherwise."""
+    from ..pii.datapolicy import DataPolicy
+
+    try:
+        return DataPolicy.of(value)
+    except PiiConfigError as exc:
+        raise DefinitionError(f"{where} data_policy: {exc.message}") from None

@@ -45,6 +45,10 @@ class Services(Protocol):
     @property
     def vault(self) -> Vault: ...
 
+    def configured_vault(self) -> Vault | None:
+        """The vault, or None when no key is configured (a malformed key still raises)."""
+        ...
+
     @property
     def gateway(self) -> Gateway: ...
 

@@ -25,6 +25,7 @@ from .arguments import check_arguments
 from .context import WorkflowContext
 
 if TYPE_CHECKING:
+    from ..pii.datapolicy import DataPolicy
     from ..records.queue import Queue
     from .handle import RunHandle
 
@@ -42,6 +43,8 @@ class StartOptions:
     priority: int = 0
     tenant: str = "default"
     actor: str | None = None  # who started it, for the audit log (None: this process)
+    # Replaces the workflow's data policy for this start (a webhook source's own).
+    data_policy: DataPolicy | None = None
 
     def __post_init__(self) -> None:
         # Checked here, where every start's options are made (wf.options, the API, the CLI,
@@ -79,7 +82,11 @@ class Host(Protocol):
     def queue_named(self, name: str) -> Queue: ...
 
     def register_workflow(
-        self, func: Callable[..., Any], name: str | None, queue: str
+        self,
+        func: Callable[..., Any],
+        name: str | None,
+        queue: str,
+        data_policy: DataPolicy | None = None,
     ) -> Workflow[Any, Any]: ...
 
     def run_inline(
@@ -156,6 +163,11 @@ class Workflow(Generic[P, R]):
             self._runtime.queue_named(opts.queue)  # unknown queue names fail here, not in a worker
         return Workflow(self._runtime, self.func, self.name, self.queue, opts)
 
+    @property
+    def signature(self) -> inspect.Signature:
+        """The workflow function's signature (its first parameter takes the context)."""
+        return self._signature
+
     def encode_input(self, args: Any, kwargs: Any) -> str:
         """The run's recorded input, checked against the signature (DefinitionError)."""
         # Plain positional calls with exactly the declared parameters need no binding
@@ -230,10 +242,14 @@ class Workflow(Generic[P, R]):
 class WorkflowDecorator:
     """What ``@app.workflow(...)`` returns; overloads type async and plain functions."""
 
-    def __init__(self, runtime: Host, name: str | None, queue: str) -> None:
+    def __init__(
+        self, runtime: Host, name: str | None, queue: str, data_policy: DataPolicy | None = None
+    ) -> None:
         self._runtime = runtime
         self._name = name
         self._queue = queue
+        self._data_policy = data_policy
+        self._data_policy = data_policy
 
     @overload
     def __call__(
@@ -244,4 +260,4 @@ class WorkflowDecorator:
     def __call__(self, func: Callable[Concatenate[WorkflowContext, P], R]) -> Workflow[P, R]: ...
 
     def __call__(self, func: Callable[..., Any]) -> Workflow[Any, Any]:
-        return self._runtime.register_workflow(func, self._name, self._queue)
+        return self._runtime.register_workflow(func, self._name, self._queue, self._data_policy)

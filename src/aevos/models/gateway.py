@@ -4,6 +4,10 @@
 :meth:`Gateway.govern` returns at a position of the run) resolves the model's :class:`~aevos.models.routing.Route` to a
 version (alias, sticky canary split), then for each model call it makes:
 
+0. decides it with the ``model_call`` policy that governs the model, if any
+   (:mod:`aevos.policy.model_call`): a denial refuses the call, an allowance redacts the
+   fields the decision names in the input this version sees; the decision (or an explicit
+   ``bypass_policy`` and its reason) is audited with the call;
 1. asks the version's circuit breaker (:mod:`.breaker`): an open breaker rejects the call at
    once and the route's fallbacks answer instead;
 2. reserves one call and the route's ``max_cost`` / ``max_tokens`` (or, when the cost is
@@ -18,8 +22,10 @@ version (alias, sticky canary split), then for each model call it makes:
 Then a cascade escalates while the confidence is low, fallbacks answer for a failed target,
 and a shadow version gets the same input in the background (recorded, never returned).
 
-What stops a call at once, without fallbacks: an input the model's signature refuses
-(:class:`~aevos.errors.ModelInputError`), an unknown model or alias
+What stops a call at once, without fallbacks: a policy denying the primary target
+(:class:`~aevos.errors.ModelAccessDeniedError`; a denied cascade stage keeps the answer
+below it, a denied fallback is skipped) or unable to decide, an input the model's signature
+refuses (:class:`~aevos.errors.ModelInputError`), an unknown model or alias
 (:class:`~aevos.errors.ModelNotFoundError`), an artifact that fails its integrity check, and a
 tenant or workflow budget or rate limit (a fallback would spend from the same one). What
 fails over to the fallbacks: the model raising or timing out, its breaker being open, and
@@ -57,10 +63,12 @@ from ..errors import (
     DefinitionError,
     InvalidArtifactError,
     LimitExceededError,
+    ModelAccessDeniedError,
     ModelCallError,
     ModelInputError,
     ModelNotFoundError,
     ModelTimeoutError,
+    PolicyError,
     SerializationError,
     StepFailedError,
     StorageError,
@@ -76,6 +84,7 @@ from .types import ModelAdapter, ModelVersion, Prediction
 
 if TYPE_CHECKING:
     from ..audit import AuditEvent, AuditLog
+    from ..policy.model_call import ModelCallGate
     from ..storage import Store
     from .registry import ModelRegistry
 
@@ -92,6 +101,11 @@ _FINAL: tuple[type[BaseException], ...] = (
     SerializationError,
     # Budgets cannot be enforced without the database: refuse rather than guess.
     StorageError,
+    # A policy that cannot decide (misdeclared input, no such policy) or that denies: the
+    # caller's call is refused, not answered by some other model (see _stage for the
+    # denied cascade stages and fallbacks that are skipped instead).
+    PolicyError,
+    ModelAccessDeniedError,
 )
 STEP_PREFIX = "aevos.predict:"
 
@@ -182,8 +196,8 @@ class Governed:
     records: list[CallRecord]
 
     def events(self) -> list[AuditEvent]:
-        """The records as ``model.called`` audit events."""
-        return [r.event() for r in self.records]
+        """The records as audit events (``model.called``, with their policy decisions)."""
+        return [event for r in self.records for event in r.events()]
 
 
 @dataclass(slots=True)
@@ -197,6 +211,9 @@ class _Call:
     digest: str
     call_id: str
     timeout: float | None
+    role: str = "service"  # the caller's role, as model_call policies see it
+    classification: str = "internal"
+    bypass: str | None = None  # why this call skips its model_call policy (audited)
     run_id: str | None = None
     seq: int | None = None
     key_digest: str | None = None
@@ -219,7 +236,8 @@ class Gateway:
     how often buffered call records are written, ``resolve_ttl`` how long an alias
     resolution is reused, ``max_workers`` the threads that run calls with a timeout and
     ``shadow_workers`` / ``shadow_backlog`` the background shadow calls (beyond the backlog
-    they are dropped, and counted in ``shadow_dropped``).
+    they are dropped, and counted in ``shadow_dropped``). ``gate`` applies ``model_call``
+    policies to every call (:mod:`aevos.policy.model_call`); without one, none apply.
     """
 
     def __init__(
@@ -236,8 +254,10 @@ class Gateway:
         max_workers: int = 16,
         shadow_workers: int = 2,
         shadow_backlog: int = 1000,
+        gate: ModelCallGate | None = None,
     ) -> None:
         self.store = store
+        self.gate = gate
         self.registry = registry
         self.audit = audit
         self.breakers = Breakers(breaker)
@@ -312,6 +332,13 @@ class Gateway:
 
     def routes(self) -> dict[str, Route]:
         return dict(self._routes)
+
+    def set_policy(self, model: str, policy: str) -> None:
+        """Govern calls to ``model`` by the ``model_call`` policy ``policy`` rather than
+        the app's ``model-access`` policy (it must exist when the model is called)."""
+        if self.gate is None:
+            raise DefinitionError("this gateway applies no policies (it was built without a gate)")
+        self.gate.set_policy(model, policy)
 
     def set_budget(
         self,
@@ -415,14 +442,20 @@ class Gateway:
         workflow: str | None = None,
         actor: str = "system",
         timeout: float | None = None,
+        role: str = "service",
+        classification: str = "internal",
+        bypass_policy: str | None = None,
     ) -> CallResult:
         """Call ``model`` on ``input``, governed; the call is recorded (in the background).
 
         ``key`` makes the canary split sticky (the same key always reaches the same
         version); ``workflow`` charges that workflow's budgets; ``timeout`` (seconds)
-        overrides the route's for each model call.
+        overrides the route's for each model call. ``role`` and ``classification`` are
+        what the model's ``model_call`` policy sees of the caller and the data;
+        ``bypass_policy="why"`` skips that policy for this call, audited with the reason.
         """
         call, route = self._start(model, input, key, tenant, workflow, actor, timeout)
+        self._govern_by_policy(call, role, classification, bypass_policy)
         try:
             return self._govern(call, route, model, key)
         finally:
@@ -438,6 +471,8 @@ class Gateway:
         workflow: str | None = None,
         actor: str = "system",
         timeout: float | None = None,
+        classification: str = "internal",
+        bypass_policy: str | None = None,
         run_id: str | None = None,
         seq: int | None = None,
     ) -> Governed:
@@ -446,13 +481,15 @@ class Gateway:
 
         What ``ctx.predict`` builds on: the workflow context commits the result as a
         position of run ``run_id`` (``seq``) in one transaction with these records' audit
-        events, then tells :meth:`recorded`. Errors of aevos are returned, not raised: they
-        are the position's recorded value too.
+        events (the ``model_call`` policy's decisions with them), then tells
+        :meth:`recorded`. Errors of aevos are returned, not raised: they are the position's
+        recorded value too.
         """
         records: list[CallRecord] = []
         try:
             call, route = self._start(model, input, key, tenant, workflow, actor, timeout)
             call.run_id, call.seq, records = run_id, seq, call.records
+            self._govern_by_policy(call, "service", classification, bypass_policy)
             return Governed(self._govern(call, route, model, key), None, records)
         except AevosError as exc:
             # Recorded against the run like any step failure (a non-JSON input included).
@@ -502,6 +539,42 @@ class Gateway:
             call.key_point = bucket_of(digest)
         return call, route
 
+    @staticmethod
+    def _govern_by_policy(call: _Call, role: str, classification: str, bypass: str | None) -> None:
+        if bypass is not None and (not isinstance(bypass, str) or not 0 < len(bypass) <= 200):
+            raise DefinitionError(
+                "bypass_policy is the reason for skipping it: 1 to 200 characters"
+            )
+        if not isinstance(classification, str) or not 0 < len(classification) <= 100:
+            raise DefinitionError("classification must be a string of 1 to 100 characters")
+        call.role, call.classification, call.bypass = role, classification, bypass
+
+    def _clear(self, call: _Call, version: ModelVersion) -> tuple[Any, dict[str, Any] | None]:
+        """The input this version may see, and the policy's decision to record with the
+        call; raises ModelAccessDeniedError (after recording) when the policy denies."""
+        if call.bypass is not None:
+            return call.input, {"bypassed": call.bypass}
+        if self.gate is None:
+            return call.input, None
+        policy = self.gate.policy_for(version.name)
+        if policy is None:
+            return call.input, None
+        from ..policy.model_call import ModelCallCheck, provider_of
+
+        check = ModelCallCheck(
+            tenant=call.tenant,
+            actor=call.actor,
+            role=call.role,
+            model=version.name,
+            version=version.version,
+            flavor=version.flavor,
+            provider=provider_of(version.flavor, version.config, version.tags),
+            classification=call.classification,
+            workflow=call.workflow,
+        )
+        clearance = self.gate.clear(policy, check, call.input)
+        return clearance.input, clearance.decision.to_record()
+
     def _govern(self, call: _Call, route: Route, model: str, key: str | int | None) -> CallResult:
         began = time.perf_counter()
         first, label = route.primary, "primary"
@@ -519,7 +592,7 @@ class Gateway:
                 try:
                     answer = self._stage(call, route, target, f"cascade:{index}")
                 except AevosError as exc:
-                    if isinstance(exc, _FINAL):
+                    if isinstance(exc, _FINAL) and not isinstance(exc, ModelAccessDeniedError):
                         raise
                     # The escalation failed: the lower stage's answer still stands.
                     break
@@ -551,6 +624,8 @@ class Gateway:
             other = self._attempt(call, route, fallback, f"fallback:{index}")
             if isinstance(other, _Answer):
                 return other
+            if isinstance(other, ModelAccessDeniedError):
+                continue  # this caller may not use that fallback; the next one may answer
             if isinstance(other, _FINAL) or _final_limit(other):
                 raise other
         raise answer
@@ -563,8 +638,17 @@ class Gateway:
         version: ModelVersion | None = None
         reserved: Reservation = []
         prediction: Prediction | None = None
+        policy: dict[str, Any] | None = None
         try:
             version, adapter = self._resolve(call.tenant, target)
+            model_input, policy = self._clear(call, version)
+            if policy is not None and policy.get("allowed") is False:
+                raise ModelAccessDeniedError(
+                    f"policy {policy['policy']} v{policy['version']} denies this call to "
+                    f"{version.ref} (rule {policy['rule']}): {policy['reason']}",
+                    policy=f"{policy['policy']}@{policy['version']}",
+                    decision_id=policy["decision_id"],
+                )
             breaker = self.breakers.get(call.tenant, version.name, version.version)
             if not breaker.allow():
                 raise CircuitOpenError(
@@ -580,7 +664,7 @@ class Gateway:
                     breaker.cancel()
                     raise
             try:
-                prediction = self._invoke(adapter, call.input, call.timeout, version)
+                prediction = self._invoke(adapter, model_input, call.timeout, version)
             except _FINAL:
                 breaker.cancel()  # the caller's input, not the model's fault
                 raise
@@ -593,7 +677,7 @@ class Gateway:
             # except a timeout: the model may still be running (and billing) it.
             if reserved and not isinstance(exc, ModelTimeoutError):
                 self.budgets.release(reserved)
-            self._record(call, target, version, label, started, None, exc)
+            self._record(call, target, version, label, started, None, exc, policy)
             return exc
         if reserved:
             used_tokens = (
@@ -602,7 +686,7 @@ class Gateway:
                 else None
             )
             self.budgets.settle(reserved, prediction.cost, used_tokens)
-        self._record(call, target, version, label, started, prediction, None)
+        self._record(call, target, version, label, started, prediction, None, policy)
         return _Answer(prediction, version, label)
 
     def _invoke(
@@ -657,6 +741,7 @@ class Gateway:
         started: float,
         prediction: Prediction | None,
         error: AevosError | None,
+        policy: dict[str, Any] | None = None,
     ) -> None:
         record = CallRecord(
             call_id=call.call_id,
@@ -673,6 +758,7 @@ class Gateway:
             run_id=call.run_id,
             seq=call.seq,
             key_digest=call.key_digest,
+            policy=policy,
         )
         if prediction is not None:
             record.confidence = prediction.confidence
@@ -699,6 +785,9 @@ class Gateway:
             digest=call.digest,
             call_id=call.call_id,
             timeout=call.timeout,
+            role=call.role,
+            classification=call.classification,
+            bypass=call.bypass,
             run_id=call.run_id,
             seq=call.seq,
             key_digest=call.key_digest,

@@ -111,6 +111,9 @@ class CallRecord:
     run_id: str | None = None
     seq: int | None = None
     key_digest: str | None = None
+    # The model_call policy's decision on this call (its audit record's data), or
+    # {"bypassed": reason} for a call that skipped the policy on purpose.
+    policy: dict[str, Any] | None = None
 
     @property
     def version_ref(self) -> str:
@@ -140,6 +143,8 @@ class CallRecord:
             data["seq"] = self.seq
         if self.key_digest is not None:
             data["key_sha256"] = self.key_digest
+        if self.policy is not None:
+            data["policy"] = _policy_ref(self.policy)
         return AuditEvent(
             action="model.called",
             actor=self.actor,
@@ -148,6 +153,44 @@ class CallRecord:
             run_id=self.run_id,
             data=data,
         )
+
+    def events(self) -> list[AuditEvent]:
+        """The call's audit records: its policy decision (or the bypass), then the call."""
+        if self.policy is None:
+            return [self.event()]
+        link: dict[str, Any] = {
+            "call_id": self.call_id,
+            "model": self.version_ref,
+            "route": self.route,
+        }
+        if self.seq is not None:
+            link["seq"] = self.seq
+        if "bypassed" in self.policy:
+            action, subject = "policy.bypassed", f"model:{self.version_ref}"
+        else:
+            action = "policy.decided"
+            subject = f"policy:{self.policy['policy']}@{self.policy['version']}"
+        decision = AuditEvent(
+            action=action,
+            actor=self.actor,
+            tenant=self.tenant,
+            subject=subject,
+            run_id=self.run_id,
+            data={**self.policy, **link},
+        )
+        return [decision, self.event()]
+
+
+def _policy_ref(policy: dict[str, Any]) -> dict[str, Any]:
+    """What the ``model.called`` record keeps of its decision: enough to find it."""
+    if "bypassed" in policy:
+        return {"bypassed": True}
+    return {
+        "name": policy["policy"],
+        "version": policy["version"],
+        "result": policy["result"],
+        "decision_id": policy["decision_id"],
+    }
 
 
 @dataclass
@@ -262,7 +305,7 @@ class Recorder:
         events = []
         for record in records:
             try:
-                events.append(record.event())
+                events.extend(record.events())
             except InvalidAuditEventError as exc:
                 # One unrecordable record (an over-long tenant name) must not block the rest.
                 self.dropped += 1

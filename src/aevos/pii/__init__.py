@@ -13,14 +13,19 @@
 The default engine has no dependencies (regular expressions plus checksums); Presidio is
 an optional backend (:class:`PresidioEngine`, extra ``pii``) imported only when built.
 Nothing here logs or stores a detected value except the vault, which encrypts it.
+
+Applied by default: run inputs are stored under a :class:`DataPolicy` (tokenised, or
+redacted without a vault key), and ``Aevos()`` installs the log filter on aevos's loggers
+(:func:`redact_aevos_logs`).
 """
 
 from __future__ import annotations
 
 from .base import PatternRecognizer, Recognizer, national_id
+from .datapolicy import DataPolicy, ProtectedInput
 from .engine import CombinedEngine, Engine, RecognizerEngine
 from .finding import Finding, Redaction
-from .logs import PiiLogFilter, SecretLogFilter, SecretRegistry, install
+from .logs import PiiLogFilter, SecretLogFilter, SecretRegistry, install, redact_aevos_logs
 from .normalize import Normalized, normalize
 from .presidio import PresidioEngine
 from .recognizers import default_recognizers
@@ -41,12 +46,14 @@ KINDS = (
 __all__ = [
     "KINDS",
     "CombinedEngine",
+    "DataPolicy",
     "Engine",
     "Finding",
     "Normalized",
     "PatternRecognizer",
     "PiiLogFilter",
     "PresidioEngine",
+    "ProtectedInput",
     "Recognizer",
     "RecognizerEngine",
     "Redaction",
@@ -58,4 +65,5 @@ __all__ = [
     "install",
     "national_id",
     "normalize",
+    "redact_aevos_logs",
 ]

@@ -160,3 +160,64 @@ def install(
         for handler in target.handlers:
             handler.addFilter(log_filter)
     return log_filter
+
+
+#: Every logger aevos logs on (a test checks that the source names no other): the filter is
+#: attached to each, because a logger's filters never see its children's records.
+AEVOS_LOGGERS = (
+    "aevos",
+    "aevos.approvals",
+    "aevos.audit",
+    "aevos.gateway",
+    "aevos.identity",
+    "aevos.server",
+    "aevos.server.console",
+    "aevos.tasks",
+    "aevos.webhook",
+    "aevos.worker",
+)
+ENV_SWITCH = "AEVOS_LOG_REDACTION"
+_OFF = frozenset({"0", "off", "false", "no"})
+_default_lock = threading.Lock()
+_default_filter: PiiLogFilter | None = None
+
+
+def redact_aevos_logs(enabled: bool = True) -> PiiLogFilter | None:
+    """Attach one shared :class:`PiiLogFilter` to aevos's loggers (``enabled=False``
+    removes it); returns the filter, or None when it is off.
+
+    ``Aevos()`` calls this unless built with ``redact_logs=False``; the environment variable
+    ``AEVOS_LOG_REDACTION=off`` keeps it off for the whole process (say, to debug a
+    recogniser locally). Logging is per process, so this is the one piece of process-wide
+    state aevos keeps; calling it again changes nothing. Records of other libraries are
+    not touched: attach the returned filter to your handlers to clean those too.
+    """
+    global _default_filter
+    if enabled and os.environ.get(ENV_SWITCH, "").strip().lower() in _OFF:
+        enabled = False
+    with _default_lock:
+        names = set(AEVOS_LOGGERS) | {
+            name
+            for name in logging.Logger.manager.loggerDict
+            if name.startswith("aevos.")
+            and isinstance(logging.Logger.manager.loggerDict[name], logging.Logger)
+        }
+        if not enabled:
+            if _default_filter is not None:
+                for name in names:
+                    logging.getLogger(name).removeFilter(_default_filter)
+                _default_filter = None
+            return None
+        if _default_filter is None:
+            _default_filter = PiiLogFilter()
+        for name in sorted(names):
+            logger = logging.getLogger(name)
+            if _default_filter not in logger.filters:
+                logger.addFilter(_default_filter)
+        return _default_filter
+
+
+def active_log_filter() -> PiiLogFilter | None:
+    """The filter :func:`redact_aevos_logs` installed, if it is on: the CLI attaches it to
+    the handlers it configures, so other libraries' records are cleaned too."""
+    return _default_filter

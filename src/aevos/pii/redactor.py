@@ -203,14 +203,35 @@ class Redactor:
         (so ``4111-1111-...`` comes back as ``4111111111111111``, an obfuscated e-mail as
         the plain address).
         """
+        pending: list[tuple[str, str]] = []
+        redaction = self.tokenize_later(
+            text, tenant=tenant, vault=vault, kinds=kinds, pending=pending
+        )
+        if pending:
+            vault.store_values(tenant, pending)
+        return redaction
+
+    def tokenize_later(
+        self,
+        text: str,
+        *,
+        tenant: str,
+        vault: Vault,
+        pending: list[tuple[str, str]],
+        kinds: Collection[str] | None = None,
+    ) -> Redaction:
+        """:meth:`tokenize` without the write: the ``(kind, value)`` pairs to store are
+        appended to ``pending``, so that many texts (every string of a run's input) are
+        stored in one ``vault.store_values(tenant, pending)``, which the caller must do
+        before anything that holds the tokens is committed."""
         norm, found = self._scan(text, kinds)
         if not found:
             return Redaction(text, ())
         values = [
             (f.kind, self.engine.canonical(f.kind, norm.text[f.start : f.end])) for f in found
         ]
-        tokens = vault.store_values(tenant, values)
-        labels = [f"<{f.kind}:{token}>" for f, token in zip(found, tokens, strict=True)]
+        pending.extend(values)
+        labels = [f"<{kind}:{vault.token(tenant, kind, value)}>" for kind, value in values]
         return self._replace(text, norm, found, labels)
 
     def detokenize(

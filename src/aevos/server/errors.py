@@ -27,6 +27,7 @@ _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.SignatureError, 401),  # StaleSignatureError too
     (e.AuthorizationError, 403),
     (e.PiiAccessDeniedError, 403),
+    (e.ModelAccessDeniedError, 403),
     (e.RunNotFoundError, 404),
     (e.UnknownWorkflowError, 404),
     (e.TokenNotFoundError, 404),
@@ -57,6 +58,7 @@ _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.UndeclaredCostError, 409),
     (e.CircuitOpenError, 502),
     (e.ModelCallError, 502),  # ModelTimeoutError too
+    (e.VaultKeyError, 500),  # the server has no (or a malformed) vault key: its fault
     (e.StorageUnavailableError, 503),
     (e.StorageError, 500),  # SchemaError, CorruptDatabaseError: the server's fault
     (e.AuditSigningKeyError, 500),  # the server's anchor keys or directory are misconfigured

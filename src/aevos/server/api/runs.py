@@ -46,8 +46,20 @@ def list_runs(
 
 
 @router.get("/{run_id}")
-def get_run(run_id: str, access: AccessDep, principal: PrincipalDep) -> Run:
-    return Run.of(access.runs.get(principal, run_id))
+def get_run(
+    run_id: str,
+    access: AccessDep,
+    principal: PrincipalDep,
+    reveal: Annotated[
+        bool,
+        Query(
+            description="Return the input and output with their PII tokens replaced by the "
+            "original values; needs pii:reveal (403 without), and is audited."
+        ),
+    ] = False,
+) -> Run:
+    """A run; its input is stored with its data policy applied (PII tokenised or redacted)."""
+    return Run.of(access.runs.get(principal, run_id, reveal=reveal))
 
 
 # The whole value a listing's summary points at: any JSON value, exactly the bytes summarised.
