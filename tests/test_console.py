@@ -485,7 +485,8 @@ def test_a_reviewer_reads_no_raw_pii_on_the_run_pages(
     )
     page = open_page(console)
     sign_in(page, console.token("acme", "reviewer", "rita"))
-    page.wait_for_url("**/console/runs")
+    page.wait_for_url("**/console/inbox")  # a reviewer lands on the inbox
+    page.goto("/console/runs")
     expect(page.locator("#runs")).to_contain_text(run.run_id)
     page.goto(f"/console/runs/{run.run_id}")
     page.locator("summary", has_text="Input").click()
