@@ -120,27 +120,30 @@ class Certification:
 
 def p_value(errors: int, n: int, *, target: float, method: Method = "binomial") -> float:
     """The p-value of "precision < target" after ``errors`` errors among ``n`` cases."""
-    from scipy.stats import binom
-
-    if n <= 0:
-        return 1.0
-    alpha = 1.0 - target
-    exact = float(binom.cdf(errors, n, alpha))
-    if method == "binomial":
-        return exact
-    if method != "hoeffding-bentkus":
+    if method not in METHODS:
         raise RecipeParameterError(
             f"method must be one of {', '.join(METHODS)}, not {str(method)[:40]!r}", "method"
         )
-    rate = min(errors / n, alpha)
-    hoeffding = math.exp(-n * _kl(rate, alpha))
-    return min(hoeffding, math.e * exact, 1.0)
+    return float(_p_values([errors], [n], target=target, method=method)[0])
 
 
-def _kl(r: float, a: float) -> float:
-    """Binary Kullback-Leibler divergence KL(r ‖ a) (the 'h1' of the LTT paper)."""
-    first = 0.0 if r == 0 else r * math.log(r / a)
-    return first + (1 - r) * math.log((1 - r) / (1 - a))
+def _p_values(errors: Any, counts: Any, *, target: float, method: str) -> Any:
+    """:func:`p_value` over arrays of error counts and case counts (1 where a count is 0)."""
+    import numpy as np
+    from scipy.stats import binom
+
+    alpha = 1.0 - target
+    n = np.asarray(counts, dtype=float)
+    k = np.asarray(errors, dtype=float)
+    safe_n = np.maximum(n, 1)
+    exact = binom.cdf(k, safe_n, alpha)
+    if method == "hoeffding-bentkus":
+        rate = np.minimum(k / safe_n, alpha)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            first = np.where(rate > 0, rate * np.log(rate / alpha), 0.0)
+        kl = first + (1 - rate) * np.log((1 - rate) / (1 - alpha))
+        exact = np.minimum(np.minimum(np.exp(-safe_n * kl), np.e * exact), 1.0)
+    return np.where(n > 0, exact, 1.0)
 
 
 def default_min_count(
@@ -229,15 +232,13 @@ def certify(
             ),
             **common,
         )
-    passed: int | None = None
-    last_p = 1.0
-    failed_at = start
-    for i in range(start, len(thresholds)):
-        p = p_value(int(errors[i]), int(counts[i]), target=target, method=method)
-        if p > delta:
-            failed_at, last_p = i, p
-            break
-        passed, last_p = i, p
+    # All p-values at once; the sequence then stops at the first one above delta.
+    p_values = _p_values(errors[start:], counts[start:], target=target, method=method)
+    failures = np.flatnonzero(p_values > delta)
+    stop = start + int(failures[0]) if len(failures) else len(thresholds)
+    passed: int | None = stop - 1 if stop > start else None
+    failed_at = stop if stop < len(thresholds) else start
+    last_p = float(p_values[(passed if passed is not None else failed_at) - start])
     start_threshold = float(thresholds[start])
     if passed is None:
         return Certification(
@@ -260,7 +261,7 @@ def certify(
         threshold=float(thresholds[passed]),
         n_above=int(counts[passed]),
         errors=int(errors[passed]),
-        p_value=p_value(int(errors[passed]), int(counts[passed]), target=target, method=method),
+        p_value=last_p,
         start=start_threshold,
         **common,
     )
