@@ -1,8 +1,10 @@
 """Train a recipe on a few labels, certify its automation threshold, check it on unseen data.
 
     python examples/evolution_certify.py [--per-intent 30] [--calibration 1000] [--seed 0]
+                                         [--recipe tfidf-logreg]
 
-On banking77: ``tfidf-logreg`` learns from ``per_intent`` random examples of each of the 77
+On banking77: a recipe (``tfidf-logreg`` by default; ``embedding-logreg`` and ``ensemble``
+need the ``embedding`` extra) learns from ``per_intent`` random examples of each of the 77
 intents; ``calibration`` other training rows, drawn at random, play the labelled cases the
 model did not train on; :func:`aevos.evolution.certify` picks the confidence threshold above
 which precision >= 97% holds with probability >= 90%. test.csv, never looked at before, then
@@ -34,7 +36,9 @@ def confidence_and_correct(model: Any, data: Dataset) -> tuple[Any, Any]:
     return proba.max(axis=1), predicted == np.asarray(data.labels, dtype=object)
 
 
-def main(per_intent: int = 30, calibration: int = 1000, seed: int = 0) -> dict[str, Any]:
+def main(
+    per_intent: int = 30, calibration: int = 1000, seed: int = 0, recipe: str = "tfidf-logreg"
+) -> dict[str, Any]:
     train, test = load("train.csv"), load("test.csv")
     order = list(range(len(train)))
     random.Random(seed).shuffle(order)
@@ -48,7 +52,7 @@ def main(per_intent: int = 30, calibration: int = 1000, seed: int = 0) -> dict[s
             rest.append(i)
 
     recipes = RecipeRegistry()
-    result = recipes.train("tfidf-logreg", train.subset(picked), evaluation=test)
+    result = recipes.train(recipe, train.subset(picked), evaluation=test)
 
     # Labelled cases the model did not train on: an unbiased sample of the other rows.
     confidence, correct = confidence_and_correct(result.model, train.subset(rest[:calibration]))
@@ -77,8 +81,9 @@ if __name__ == "__main__":
     parser.add_argument("--per-intent", type=int, default=30)
     parser.add_argument("--calibration", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipe", default="tfidf-logreg")
     args = parser.parse_args()
-    out = main(args.per_intent, args.calibration, args.seed)
+    out = main(args.per_intent, args.calibration, args.seed, args.recipe)
     cert = out["certification"]
     print(f"trained on {out['trained_on']} labels: accuracy {out['accuracy']:.1%} on test.csv")
     if cert["certified"]:

@@ -213,6 +213,8 @@ def test_bad_cases_are_refused() -> None:
         certify([0.5, float("nan")], [True, True])
     with pytest.raises(DatasetError, match="between 0 and 1"):
         certify([1.5], [True])
+    with pytest.raises(DatasetError, match="numbers between 0 and 1"):
+        certify(["high"], [True])  # type: ignore[list-item]
     with pytest.raises(DatasetError, match="0/1"):
         certify([0.5], [2])
     assert DatasetError("x").code == "invalid_dataset"

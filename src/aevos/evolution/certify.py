@@ -183,7 +183,10 @@ def certify(
         raise RecipeParameterError(
             f"method must be one of {', '.join(METHODS)}, not {str(method)[:40]!r}", "method"
         )
-    conf = np.asarray(confidences, dtype=float)
+    try:
+        conf = np.asarray(confidences, dtype=float)
+    except (TypeError, ValueError):
+        raise DatasetError("confidences must be numbers between 0 and 1") from None
     if conf.ndim != 1:
         raise DatasetError("confidences must be a flat sequence of numbers")
     if len(correct) != len(conf):

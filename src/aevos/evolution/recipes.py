@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..errors import DefinitionError, RecipeNotFoundError, RecipeParameterError
+from ..errors import DatasetError, DefinitionError, RecipeNotFoundError, RecipeParameterError
 from .dataset import Dataset, Label
 
 __all__ = [
@@ -287,8 +287,6 @@ def evaluate(model: TextClassifier, dataset: Dataset) -> Metrics:
     from sklearn.metrics import f1_score
 
     if len(dataset) == 0:
-        from ..errors import DatasetError
-
         raise DatasetError("the evaluation set is empty")
     proba = np.asarray(model.predict_proba(list(dataset.texts)), dtype=float)
     classes = [str(c) for c in model.classes]
