@@ -211,8 +211,8 @@ class RecipeRegistry:
             existing = self._recipes.get(name)
             if existing is not None:
                 raise DefinitionError(
-                    f"recipe {name!r} is already registered ({existing.ref}); "
-                    "a changed recipe is registered under a new version of a new name"
+                    f"recipe {name!r} is already registered ({existing.ref}); a registry holds "
+                    "one version of each recipe: change the recipe and raise its version"
                 )
             self._recipes[name] = recipe
         return recipe
