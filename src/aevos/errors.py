@@ -616,3 +616,38 @@ class ApprovalConflictError(AevosError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "approval_id": self.approval_id, "status": self.status}
+
+
+# -- evolution: training recipes and certification ---------------------------------------------
+#     EvolutionError
+#     ├── RecipeNotFoundError     no registered recipe has that name
+#     ├── RecipeParameterError    a recipe's parameters are unknown, of the wrong type or out of
+#     │                           range (``parameter`` names the first one at fault)
+#     └── DatasetError            a dataset a recipe or a certification cannot use: empty, rows of
+#                                 the wrong shape, fewer than two labels, mismatched lengths
+# Registering a recipe under a name already taken is a DefinitionError (a programming mistake,
+# found when the module defining it is imported). Messages name fields and counts, never the
+# texts of a dataset (they are customers' words).
+
+
+class EvolutionError(AevosError):
+    code = "evolution_error"
+
+
+class RecipeNotFoundError(EvolutionError, LookupError):
+    code = "recipe_not_found"
+
+
+class RecipeParameterError(EvolutionError, ValueError):
+    code = "invalid_recipe_parameters"
+
+    def __init__(self, message: str, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "parameter": self.parameter}
+
+
+class DatasetError(EvolutionError, ValueError):
+    code = "invalid_dataset"

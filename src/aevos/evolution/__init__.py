@@ -1,0 +1,52 @@
+"""Evolution: models that learn from the people who review their work.
+
+Today this package holds the two parts that need neither the kernel nor storage:
+
+- training recipes (:class:`RecipeRegistry`): named, versioned callables with typed
+  parameters that turn a :class:`Dataset` into a registrable artifact and its metrics;
+- certified automation thresholds (:func:`certify`): the confidence above which decisions may
+  run without a person, with precision >= a target at risk delta (Learn-then-Test).
+
+Importing it imports neither scikit-learn nor scipy nor torch: they load when a recipe
+trains or a certification runs. Nothing here imports the app, the kernel or storage.
+"""
+
+from __future__ import annotations
+
+from .certify import DEFAULT_DELTA, DEFAULT_TARGET, Certification, certify, p_value
+from .classifiers import EmbeddingLogregParams, EnsembleParams, TfidfLogregParams
+from .dataset import Dataset
+from .recipes import (
+    ArtifactPart,
+    Metrics,
+    Recipe,
+    RecipeRegistry,
+    TextClassifier,
+    Trained,
+    TrainingResult,
+    evaluate,
+    params_from_json,
+    params_to_json,
+)
+
+__all__ = [
+    "DEFAULT_DELTA",
+    "DEFAULT_TARGET",
+    "ArtifactPart",
+    "Certification",
+    "Dataset",
+    "EmbeddingLogregParams",
+    "EnsembleParams",
+    "Metrics",
+    "Recipe",
+    "RecipeRegistry",
+    "TextClassifier",
+    "TfidfLogregParams",
+    "Trained",
+    "TrainingResult",
+    "certify",
+    "evaluate",
+    "p_value",
+    "params_from_json",
+    "params_to_json",
+]
