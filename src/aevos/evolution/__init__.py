@@ -20,7 +20,6 @@ from .recipes import (
     ArtifactPart,
     Metrics,
     Recipe,
-    RecipeRegistry,
     TextClassifier,
     Trained,
     TrainingResult,
@@ -28,6 +27,7 @@ from .recipes import (
     params_from_json,
     params_to_json,
 )
+from .registry import RecipeRegistry
 
 __all__ = [
     "DEFAULT_DELTA",

@@ -28,20 +28,17 @@ import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ..errors import DatasetError, RecipeParameterError
 from .dataset import Dataset, Label
-from .recipes import ArtifactPart, Trained, check_number, check_range
-
-if TYPE_CHECKING:
-    from .recipes import RecipeRegistry
+from .recipes import ArtifactPart, Recipe, Trained, check_number, check_range
 
 __all__ = [
     "EmbeddingLogregParams",
     "EnsembleParams",
     "TfidfLogregParams",
-    "register_builtins",
+    "builtin_recipes",
     "train_embedding_logreg",
     "train_ensemble",
     "train_tfidf_logreg",
@@ -281,34 +278,28 @@ def train_ensemble(dataset: Dataset, params: EnsembleParams) -> Trained:
     return Trained(model, None, all_parts, _NO_CHAIN.format(extra=" nor averages two models"))
 
 
-def register_builtins(registry: RecipeRegistry) -> None:
-    """Add the built-in recipes to ``registry``."""
-    from .recipes import Recipe
-
-    registry.add(
+def builtin_recipes() -> list[Recipe[Any]]:
+    """The built-in recipes, which every ``RecipeRegistry()`` starts with."""
+    return [
         Recipe(
             "tfidf-logreg",
             1,
             TfidfLogregParams,
             train_tfidf_logreg,
             "TF-IDF word 1-2 + char 2-5 grams, logistic regression",
-        )
-    )
-    registry.add(
+        ),
         Recipe(
             "embedding-logreg",
             1,
             EmbeddingLogregParams,
             train_embedding_logreg,
             "all-MiniLM-L6-v2 sentence embeddings, logistic regression (the embedding extra)",
-        )
-    )
-    registry.add(
+        ),
         Recipe(
             "ensemble",
             1,
             EnsembleParams,
             train_ensemble,
             "mean of tfidf-logreg and embedding-logreg probabilities",
-        )
-    )
+        ),
+    ]
