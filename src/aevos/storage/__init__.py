@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .signals import LeaseLost
-from .store import StepRecord, Store, open_store
+from .step_record import StepRecord
+from .store import Store, open_store
 from .unit import UnitOfWork
 
 __all__ = ["LeaseLost", "StepRecord", "Store", "UnitOfWork", "open_store"]

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from .. import codec
 from ..errors import ApprovalConflictError, ApprovalNotFoundError
 from ..records.approval import Approval, ApprovalStatus
+from .repository import Repository
 from .schema import approvals
-from .unit import Repository
 
 _PENDING = ApprovalStatus.PENDING.value
 

@@ -12,17 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from ..errors import AevosError, AuditChainError, StorageError
 from .fastpath import Compiled
+from .repository import Repository, StoreHandle
 from .schema import audit, audit_heads
-from .unit import Repository
-
-if TYPE_CHECKING:
-    from .store import Store
 
 #: The columns of a chain's rows, in the order :func:`read_chain` yields them.
 CHAIN_COLUMNS = (
@@ -74,7 +71,7 @@ class AuditRow:
 class _Sql:
     """The statements of an append and a chain scan, built once per store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreHandle) -> None:
         head_of_tenant = audit_heads.c.tenant == sa.bindparam("tenant")
         self.head = sa.select(audit_heads.c.seq, audit_heads.c.hash).where(head_of_tenant)
         self.head_for_update = self.head.add_columns(audit_heads.c.updated_at).with_for_update()
@@ -190,7 +187,7 @@ class AuditRepository(Repository):
 
 @contextmanager
 def read_chain(
-    store: Store, tenant: str, after_seq: int
+    store: StoreHandle, tenant: str, after_seq: int
 ) -> Iterator[tuple[Head | None, Iterable[Sequence[Any]]]]:
     """The head and a stream of the chain's rows after ``after_seq`` (as
     :data:`CHAIN_COLUMNS`), both from one read snapshot.
@@ -217,7 +214,7 @@ def read_chain(
 
 @contextmanager
 def _sqlite_snapshot(
-    store: Store, sql: _Sql, params: dict[str, Any]
+    store: StoreHandle, sql: _Sql, params: dict[str, Any]
 ) -> Iterator[tuple[Head | None, Iterable[Sequence[Any]]]]:
     # A raw connection: the engine's transactions are BEGIN IMMEDIATE, which would hold
     # the write lock (and stall every writer) for the whole scan. A deferred BEGIN in WAL
@@ -267,7 +264,7 @@ def _sqlite_rows(
             driver.text_factory = _lenient_text
 
 
-def _storage_error(store: Store, exc: Exception) -> AevosError:
+def _storage_error(store: StoreHandle, exc: Exception) -> AevosError:
     classified = store.dialect.classify(exc, store.safe_url)
     if classified is not None:
         return classified

@@ -16,15 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
+from .repository import Repository, StoreHandle
 from .schema import budgets
-from .unit import Repository
-
-if TYPE_CHECKING:
-    from .store import Store
 
 # Costs are floats: 0.1 added ten times must still fit a limit of 1.0.
 EPS = 1e-9
@@ -57,7 +54,7 @@ class Limits:
 
 
 class _Sql:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreHandle) -> None:
         b, bp = budgets.c, sa.bindparam
         n, c, t = bp("n", type_=sa.Integer), bp("c", type_=sa.Float), bp("t", type_=sa.Integer)
         key = sa.and_(b.scope == bp("s"), b.window_start == bp("w", type_=sa.Float))

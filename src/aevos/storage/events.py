@@ -12,8 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .repository import Repository
 from .schema import events
-from .unit import Repository
 
 
 @dataclass(frozen=True)

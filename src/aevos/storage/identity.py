@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from .repository import Repository
 from .schema import tokens
-from .unit import Repository
 
 
 @dataclass(frozen=True)

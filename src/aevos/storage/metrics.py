@@ -13,8 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..records.status import RunStatus
+from .repository import Repository
 from .schema import audit, feedback, runs, tasks
-from .unit import Repository
 
 #: Runs that ended and ran: SUCCEEDED, FAILED or CANCELLED (REJECTED runs never ran).
 FINISHED = (RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value)

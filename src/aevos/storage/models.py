@@ -11,21 +11,18 @@ the audit head) is the same everywhere.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
+from .repository import Repository, StoreHandle
 from .schema import blobs, model_aliases, model_versions, models
-from .unit import Repository
-
-if TYPE_CHECKING:
-    from .store import Store
 
 Row = Mapping[str, Any]
 
 
 class _Sql:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreHandle) -> None:
         self.insert_blob = store.dialect.insert(blobs).on_conflict_do_nothing(
             index_elements=["ref"]
         )

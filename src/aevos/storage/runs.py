@@ -8,14 +8,10 @@ step that asked for it, a task's outcome.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from .repository import Repository
 from .schema import steps
 from .signals import LeaseLost
-from .unit import Repository
-
-if TYPE_CHECKING:
-    from .store import StepRecord
+from .step_record import StepRecord
 
 
 class RunRepository(Repository):

@@ -11,7 +11,6 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -34,6 +33,7 @@ from .fastpath import Compiled, RawConnections
 from .operations import OperatorActions
 from .schema import blobs, metadata, queues, runs, steps
 from .signals import LeaseLost, Signals
+from .step_record import StepRecord
 from .unit import UnitOfWork
 
 DEFAULT_BLOB_THRESHOLD = 64 * 1024
@@ -41,20 +41,6 @@ DEFAULT_BLOB_THRESHOLD = 64 * 1024
 _ACTIVE = (RunStatus.RUNNING.value,)
 _S = RunStatus
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """What the executor writes for one completed step."""
-
-    seq: int
-    name: str
-    status: str
-    output_json: str | None
-    error: dict[str, Any] | None
-    attempts: int
-    started_at: float
-    finished_at: float
 
 
 class _Hot:

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from .. import codec
 from ..errors import TaskConflictError, TaskNotFoundError
 from ..records.task import ESCALATION_BOOST, Feedback, Form, Task, TaskRequest, TaskStatus
+from .repository import Repository
 from .schema import feedback, tasks
-from .unit import Repository
 
 _LIVE = (TaskStatus.OPEN.value, TaskStatus.CLAIMED.value)
 

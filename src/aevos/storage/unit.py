@@ -19,108 +19,75 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.engine import Connection
 
-if TYPE_CHECKING:
-    from .approvals import ApprovalRepository
-    from .audit import AuditRepository
-    from .budgets import BudgetRepository
-    from .events import EventRepository
-    from .identity import TokenRepository
-    from .metrics import MetricsRepository
-    from .models import ModelRepository
-    from .runs import RunRepository
-    from .store import Store
-    from .tasks import TaskRepository
-    from .vault import VaultRepository
+from .approvals import ApprovalRepository
+from .audit import AuditRepository
+from .budgets import BudgetRepository
+from .events import EventRepository
+from .identity import TokenRepository
+from .metrics import MetricsRepository
+from .models import ModelRepository
+from .repository import StoreHandle
+from .runs import RunRepository
+from .tasks import TaskRepository
+from .vault import VaultRepository
 
 T = TypeVar("T")
 
 
 class UnitOfWork:
-    """One open transaction and the repositories bound to it.
+    """One open transaction and the repositories bound to it, each made on first use."""
 
-    Each repository is made on first use, and its module imported then: the repositories
-    subclass :class:`Repository` below, so this module cannot import them up front.
-    """
-
-    def __init__(self, store: Store, conn: Connection, *, read_only: bool = False) -> None:
+    def __init__(self, store: StoreHandle, conn: Connection, *, read_only: bool = False) -> None:
         self.store = store
         #: The transaction's connection: for repositories, never for domain code.
         self.conn = conn
         self.read_only = read_only
 
-    def prepared(self, build: Callable[[Store], T]) -> T:
+    def prepared(self, build: Callable[[StoreHandle], T]) -> T:
         """What ``build`` makes of this store, made once per store (prepared statements)."""
         return self.store.prepared(build)
 
     @cached_property
     def runs(self) -> RunRepository:
         """A run's position in its history, fenced on its lease (the slow path)."""
-        from .runs import RunRepository
-
         return RunRepository(self)
 
     @cached_property
     def audit(self) -> AuditRepository:
-        from .audit import AuditRepository
-
         return AuditRepository(self)
 
     @cached_property
     def tasks(self) -> TaskRepository:
-        from .tasks import TaskRepository
-
         return TaskRepository(self)
 
     @cached_property
     def approvals(self) -> ApprovalRepository:
-        from .approvals import ApprovalRepository
-
         return ApprovalRepository(self)
 
     @cached_property
     def models(self) -> ModelRepository:
-        from .models import ModelRepository
-
         return ModelRepository(self)
 
     @cached_property
     def tokens(self) -> TokenRepository:
-        from .identity import TokenRepository
-
         return TokenRepository(self)
 
     @cached_property
     def vault(self) -> VaultRepository:
-        from .vault import VaultRepository
-
         return VaultRepository(self)
 
     @cached_property
     def budgets(self) -> BudgetRepository:
-        from .budgets import BudgetRepository
-
         return BudgetRepository(self)
 
     @cached_property
     def events(self) -> EventRepository:
-        from .events import EventRepository
-
         return EventRepository(self)
 
     @cached_property
     def metrics(self) -> MetricsRepository:
-        from .metrics import MetricsRepository
-
         return MetricsRepository(self)
-
-
-class Repository:
-    """A domain's queries, run in the unit of work it is bound to."""
-
-    def __init__(self, uow: UnitOfWork) -> None:
-        self.uow = uow
-        self.conn = uow.conn

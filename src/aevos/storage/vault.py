@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
+from .repository import Repository, StoreHandle
 from .schema import pii_vault
-from .unit import Repository
-
-if TYPE_CHECKING:
-    from .store import Store
 
 _CHUNK = 500
 
@@ -31,7 +28,7 @@ class Sealed:
     ciphertext: bytes
 
 
-def _insert(store: Store) -> Any:
+def _insert(store: StoreHandle) -> Any:
     return store.dialect.insert(pii_vault).on_conflict_do_nothing(
         index_elements=["tenant", "token"]
     )
