@@ -324,3 +324,48 @@ def test_every_way_of_starting_a_run_is_audited(gov: Aevos) -> None:
     digests = {r.data.get("input_digest") for r in started.values()}
     assert None not in digests - {started[forked.run_id].data.get("input_digest")}
     assert gov.audit.verify("acme").ok
+
+
+def test_an_operator_action_and_its_audit_record_commit_together(
+    gov: Aevos, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancel and resume over Access write who asked in the same transaction as the change:
+    an audit record that cannot be written leaves the run as it was."""
+
+    @gov.workflow(name="claims.intake")
+    def intake(ctx: WorkflowContext, claim: dict[str, Any]) -> str:
+        return "ok"
+
+    issued = gov.identity.create_token(tenant="acme", role="operator", name="ops", created_by="t")
+    access = gov.access
+    operator = access.authenticate(issued.token)
+    run = access.runs.start(operator, "claims.intake", [{"id": 1}])
+    log = gov.audit
+    real_append = log._append
+
+    def failing(uow: Any, events: Any) -> Any:
+        if any(e.action in ("run.cancelled", "run.resumed") for e in events):
+            raise OSError("the audit log's disk went away")
+        return real_append(uow, events)
+
+    monkeypatch.setattr(log, "_append", failing)
+    with pytest.raises(OSError):
+        access.runs.cancel(operator, run.run_id)
+    assert gov.get_run(run.run_id).status is RunStatus.ENQUEUED
+
+    monkeypatch.setattr(log, "_append", real_append)
+    assert access.runs.cancel(operator, run.run_id) is RunStatus.CANCELLED
+
+    monkeypatch.setattr(log, "_append", failing)
+    with pytest.raises(OSError):
+        access.runs.resume(operator, run.run_id)
+    assert gov.get_run(run.run_id).status is RunStatus.CANCELLED
+
+    monkeypatch.setattr(log, "_append", real_append)
+    assert access.runs.resume(operator, run.run_id).status is RunStatus.ENQUEUED
+    actions = [
+        (r.action, r.actor)
+        for r in log.query("acme", run_id=run.run_id)
+        if r.action in ("run.cancelled", "run.resumed")
+    ]
+    assert actions == [("run.cancelled", operator.actor), ("run.resumed", operator.actor)]

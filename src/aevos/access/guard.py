@@ -18,6 +18,7 @@ from ..identity import Permission, Principal
 if TYPE_CHECKING:
     from ..audit import AuditLog
     from ..identity import Identity
+    from ..storage import UnitOfWork
 
 
 class Services(Protocol):
@@ -57,9 +58,11 @@ class Guard:
         *,
         subject: str | None = None,
         run_id: str | None = None,
+        uow: UnitOfWork | None = None,
         **data: Any,
     ) -> None:
-        """Append what the principal did to the tenant's audit log."""
+        """Append what the principal did to the tenant's audit log; with ``uow``, in the
+        unit of work of the change it records, so that both commit or neither does."""
         self.services.audit.append(
             AuditEvent(
                 action=action,
@@ -68,7 +71,8 @@ class Guard:
                 subject=subject,
                 run_id=run_id,
                 data=data,
-            )
+            ),
+            uow=uow,
         )
 
     def refuse(self, principal: Principal, attempted: str, reason: str) -> AuthorizationError:

@@ -37,10 +37,6 @@ class Services(Protocol):
     @property
     def vault(self) -> Vault: ...
 
-    def cancel(self, run_id: str) -> RunStatus: ...
-
-    def resume(self, run_id: str) -> RunHandle[Any]: ...
-
     def fork(
         self, run_id: str, from_step: int = 0, *, queue: str | None = None
     ) -> RunHandle[Any]: ...
@@ -138,15 +134,21 @@ class Runs:
     def cancel(self, principal: Principal, run_id: str) -> RunStatus:
         self.guard.allow(principal, Permission.RUNS_CONTROL, "cancel runs")
         self._own(principal, run_id)
-        status = self.services.cancel(run_id)
-        self.guard.record(principal, "run.cancelled", run_id=run_id, status=status.value)
-        return status
+        # The record commits with the cancellation: one never stands without the other.
+        return self.services.runtime.cancel(
+            run_id,
+            also=lambda uow, status: self.guard.record(
+                principal, "run.cancelled", run_id=run_id, uow=uow, status=status.value
+            ),
+        )
 
     def resume(self, principal: Principal, run_id: str) -> RunInfo:
         self.guard.allow(principal, Permission.RUNS_CONTROL, "resume runs")
         self._own(principal, run_id)
-        self.services.resume(run_id)
-        self.guard.record(principal, "run.resumed", run_id=run_id)
+        self.services.runtime.resume(
+            run_id,
+            also=lambda uow: self.guard.record(principal, "run.resumed", run_id=run_id, uow=uow),
+        )
         return self.services.store.get_run(run_id)
 
     def fork(self, principal: Principal, run_id: str, from_step: int) -> RunInfo:

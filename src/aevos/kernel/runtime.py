@@ -428,16 +428,22 @@ class Runtime:
     def list_steps(self, run_id: str) -> list[StepInfo]:
         return self.store.list_steps(run_id)
 
-    def cancel(self, run_id: str) -> RunStatus:
+    def cancel(
+        self, run_id: str, *, also: Callable[[UnitOfWork, RunStatus], object] | None = None
+    ) -> RunStatus:
         """Cancel a run (and its unfinished children). A step already executing finishes,
-        but its result is not recorded and no further step starts."""
-        status = self.store.cancel(run_id)
+        but its result is not recorded and no further step starts. ``also(uow, status)``
+        (who asked, for the audit log) commits with the cancellation."""
+        status = self.store.cancel(run_id, also=also)
         self.leases.cancel_local(run_id)
         return status
 
-    def resume(self, run_id: str) -> RunHandle[Any]:
-        """Re-enqueue a FAILED or CANCELLED run; completed steps are not run again."""
-        info = self.store.resume(run_id)
+    def resume(
+        self, run_id: str, *, also: Callable[[UnitOfWork], object] | None = None
+    ) -> RunHandle[Any]:
+        """Re-enqueue a FAILED or CANCELLED run; completed steps are not run again.
+        ``also(uow)`` (who asked, for the audit log) commits with it."""
+        info = self.store.resume(run_id, also=also)
         if info.queue == INLINE_QUEUE or info.queue not in self.queues:
             log.info("resumed run %s is served by any worker's recovery of %s", run_id, info.queue)
         self.wake()

@@ -28,8 +28,13 @@ class OperatorActions:
 
         def _run_info(self, conn: Connection, row: Any, *, strict: bool = True) -> RunInfo: ...
 
-    def cancel(self, run_id: str) -> RunStatus:
-        """Cancel a run and its unfinished children; returns the run's resulting status."""
+    def cancel(
+        self, run_id: str, *, also: Callable[[UnitOfWork, RunStatus], object] | None = None
+    ) -> RunStatus:
+        """Cancel a run and its unfinished children; returns the run's resulting status.
+
+        ``also(uow, status)`` (the audit record of who asked) commits with it, also when the
+        run had already ended and nothing changed."""
         now = time.time()
         with self.transaction() as uow:
             conn = uow.conn
@@ -39,6 +44,8 @@ class OperatorActions:
             if row is None:
                 raise RunNotFoundError(f"no run with id {run_id!r}")
             if RunStatus(row).terminal:
+                if also is not None:
+                    also(uow, RunStatus(row))
                 return RunStatus(row)
             pending = [run_id]
             while pending:
@@ -60,10 +67,13 @@ class OperatorActions:
                         )
                     ).scalars()
                 )
+            if also is not None:
+                also(uow, RunStatus.CANCELLED)
             return RunStatus.CANCELLED
 
-    def resume(self, run_id: str) -> RunInfo:
-        """Re-enqueue a FAILED or CANCELLED run; its recorded steps are kept and replayed."""
+    def resume(self, run_id: str, *, also: Callable[[UnitOfWork], object] | None = None) -> RunInfo:
+        """Re-enqueue a FAILED or CANCELLED run; its recorded steps are kept and replayed.
+        ``also(uow)`` (its audit record) commits with it."""
         now = time.time()
         with self.transaction() as uow:
             conn = uow.conn
@@ -94,6 +104,8 @@ class OperatorActions:
                 )
             )
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).one()
+            if also is not None:
+                also(uow)
             return self._run_info(conn, row)
 
     def fork(
