@@ -32,14 +32,13 @@ from ..errors import (
     RunTimeoutError,
     SerializationError,
 )
-from ..records.run import NewRun, StepInfo, error_dict
+from ..records.run import NewRun, RunInfo, StepInfo, error_dict
 from ..records.status import RunStatus
 from ..storage import StepRecord
 from .journal import Cancelled, Journal, Suspend
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable
 
     from ..audit import AuditLog
     from ..models.gateway import CallResult, Gateway
@@ -47,7 +46,7 @@ if TYPE_CHECKING:
     from ..pii.datapolicy import DataPolicy, ProtectedInput
     from ..policy import Decision, PolicySet
     from ..records.task import Field, Form, HumanDecision
-    from ..storage import Store, UnitOfWork
+    from ..storage import Store
 
 __all__ = ["AskHuman", "Cancelled", "HumanTasks", "Suspend", "WorkflowContext"]
 
@@ -146,16 +145,9 @@ class Host(Protocol):
 
     def wake(self, run_id: str | None = None) -> None: ...
 
-    def audit_start(
-        self,
-        action: str,
-        run_id: str,
-        workflow: str,
-        tenant: str,
-        actor: str | None,
-        input_json: str | None,
-        **data: Any,
-    ) -> Callable[[UnitOfWork], object]: ...
+    def insert_started(
+        self, new: NewRun, actor: str | None, protected: ProtectedInput, **data: Any
+    ) -> RunInfo: ...
 
     def execute_inline(
         self,
@@ -607,7 +599,7 @@ class WorkflowContext:
             child_id = self._child_id(self.journal.seq)
             # The child's data policy applies to what the parent hands it.
             input_json, protected = runtime.stored_input(workflow, args, kwargs, self.tenant)
-            runtime.store.insert_run(
+            runtime.insert_started(
                 NewRun(
                     run_id=child_id,
                     workflow=workflow.name,
@@ -618,18 +610,10 @@ class WorkflowContext:
                     tenant=self.tenant,
                     parent_run_id=self.run_id,
                 ),
-                also=runtime.audit_start(
-                    "run.started",
-                    child_id,
-                    workflow.name,
-                    self.tenant,
-                    f"system:workflow/{self.workflow}",
-                    input_json,
-                    parent_run_id=self.run_id,
-                    pii=protected.summary(),
-                ),
+                f"system:workflow/{self.workflow}",
+                protected,
+                parent_run_id=self.run_id,
             )
-            runtime.wake()
             return child_id
 
         return str(self.journal.once(f"aevos.start_child:{workflow.name}", start))

@@ -313,10 +313,9 @@ class Runtime:
     ) -> RunHandle[R]:
         """Record a run for a worker (its start audited in the same transaction)."""
         input_json, protected = self.encode_or_reject(workflow, args, kwargs, opts)
-        run_id = opts.run_id or uuid.uuid4().hex
-        info, _ = self.store.insert_run(
+        info = self.insert_started(
             NewRun(
-                run_id=run_id,
+                run_id=opts.run_id or uuid.uuid4().hex,
                 workflow=workflow.name,
                 queue=opts.queue or workflow.queue,
                 input_json=input_json,
@@ -325,19 +324,33 @@ class Runtime:
                 priority=opts.priority,
                 idempotency_key=opts.idempotency_key,
             ),
+            opts.actor,
+            protected,
+            idempotency_key=opts.idempotency_key,
+        )
+        return RunHandle(self, info.run_id)
+
+    def insert_started(
+        self, new: NewRun, actor: str | None, protected: ProtectedInput, **data: Any
+    ) -> RunInfo:
+        """Record an enqueued run with its ``run.started`` audit record (``data`` and what
+        its data policy found) in one transaction, and wake the workers. The run with the
+        same idempotency key is returned when there is one."""
+        info, _ = self.store.insert_run(
+            new,
             also=self.audit_start(
                 "run.started",
-                run_id,
-                workflow.name,
-                opts.tenant,
-                opts.actor,
-                input_json,
-                idempotency_key=opts.idempotency_key,
+                new.run_id,
+                new.workflow,
+                new.tenant,
+                actor,
+                new.input_json,
+                **data,
                 pii=protected.summary(),
             ),
         )
         self.wake()
-        return RunHandle(self, info.run_id)
+        return info
 
     def _start_event(
         self,
