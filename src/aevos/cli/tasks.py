@@ -12,7 +12,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from ..records.task import Task, TaskStatus
+from ..records.task import Task, TaskStatus, ranked_to_json
 from .common import CliError, _app, _emit_json, _preview, _print_wide, _reports_errors, _when, out
 
 tasks_cli = typer.Typer(
@@ -48,6 +48,7 @@ def _task_dict(task: Task) -> dict[str, Any]:
         "case": task.case,
         "suggestion": task.suggestion,
         "confidence": task.confidence,
+        "ranked": ranked_to_json(task.ranked),
         "model_version": task.model_version,
         "assignee": task.assignee,
         "due_at": task.due_at,

@@ -28,10 +28,12 @@ from ..records.task import (
     Field,
     Form,
     HumanDecision,
+    RankedChoice,
     Task,
     TaskRequest,
     TaskStatus,
     overridden,
+    ranked_choices,
 )
 from ..storage import StepRecord, UnitOfWork
 
@@ -230,11 +232,12 @@ def task_request(
         )
     if suggestion is None and prediction is not None:
         suggestion = {form.fields[0].name: prediction.label}
+    checked = None if suggestion is None else form.check_suggestion(suggestion)
     return TaskRequest(
         title=title,
         form=form,
         case=case,
-        suggestion=None if suggestion is None else form.check_suggestion(suggestion),
+        suggestion=checked,
         confidence=None if prediction is None else prediction.confidence,
         model=None if prediction is None else prediction.model,
         model_version=None if prediction is None else prediction.version_ref,
@@ -245,7 +248,24 @@ def task_request(
         priority=int(priority),
         sla_seconds=_seconds(sla, "sla"),
         escalate_to=chain,
+        ranked=_ranked(form, checked, prediction),
     )
+
+
+def _ranked(
+    form: Form, suggestion: Mapping[str, Any] | None, prediction: CallResult | None
+) -> dict[str, tuple[RankedChoice, ...]]:
+    """The prediction's most probable labels for the choice field it suggests: the one
+    holding its label (the form's first field unless the workflow suggested otherwise)."""
+    if prediction is None or not suggestion or not isinstance(prediction.output, Mapping):
+        return {}
+    probabilities = prediction.output.get("probabilities")
+    label = str(prediction.label)  # as Field.normalise puts it in a choice field
+    for f in form.fields:
+        if f.kind == "choice" and suggestion.get(f.name) == label:
+            ranked = ranked_choices(f, probabilities)
+            return {f.name: ranked} if ranked else {}
+    return {}
 
 
 def _request(call: AskHuman) -> TaskRequest:

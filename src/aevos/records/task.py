@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as _field
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -26,6 +27,8 @@ _MAX_TEXT = 10_000
 MAX_PRIORITY = 1_000_000
 ESCALATION_BOOST = 2 * MAX_PRIORITY
 MAX_ESCALATIONS = 10
+# How many of a model's most probable labels a task keeps to show first in a choice field.
+TOP_SUGGESTIONS = 5
 
 
 class TaskStatus(StrEnum):
@@ -224,6 +227,53 @@ class Form:
 
 
 @dataclass(frozen=True)
+class RankedChoice:
+    """One of the model's top suggestions for a choice field: a value and its probability."""
+
+    value: str
+    probability: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "probability": self.probability}
+
+
+Ranked = dict[str, tuple[RankedChoice, ...]]
+
+
+def ranked_choices(
+    field: Field, probabilities: Any, limit: int = TOP_SUGGESTIONS
+) -> tuple[RankedChoice, ...]:
+    """The ``limit`` most probable of ``field``'s choices in a model's ``{label: probability}``
+    answer, most probable first (ties in the model's order). Labels the form does not offer
+    and values that are not probabilities are left out: what is kept is shown, so it must
+    be something a person can pick."""
+    if field.kind != "choice" or not isinstance(probabilities, Mapping):
+        return ()
+    offered = set(field.choices)
+    kept = [
+        RankedChoice(str(label), float(p))
+        for label, p in probabilities.items()
+        if str(label) in offered
+        and isinstance(p, int | float)
+        and not isinstance(p, bool)
+        and 0.0 <= p <= 1.0
+    ]
+    kept.sort(key=lambda r: -r.probability)
+    return tuple(kept[:limit])
+
+
+def ranked_to_json(ranked: Ranked) -> dict[str, list[dict[str, Any]]]:
+    return {name: [r.to_dict() for r in choices] for name, choices in ranked.items()}
+
+
+def ranked_from_json(data: Mapping[str, Any]) -> Ranked:
+    return {
+        str(name): tuple(RankedChoice(str(r["value"]), float(r["probability"])) for r in items)
+        for name, items in data.items()
+    }
+
+
+@dataclass(frozen=True)
 class Task:
     """A human task as stored: its form, the case, the suggestion and where it stands."""
 
@@ -260,6 +310,8 @@ class Task:
     escalation_chain: tuple[str, ...] = ()
     escalations: int = 0
     escalation_level: int = 0
+    # Per choice field, the model's top suggestions, most probable first (see ranked_choices).
+    ranked: Ranked = _field(default_factory=dict)
 
     @property
     def escalated(self) -> bool:
@@ -357,3 +409,4 @@ class TaskRequest:
     priority: int = 0
     sla_seconds: float | None = None
     escalate_to: tuple[str, ...] = ()  # one queue per escalation level
+    ranked: Ranked = _field(default_factory=dict)  # the model's top suggestions per field

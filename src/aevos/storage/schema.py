@@ -236,7 +236,9 @@ tasks = Table(
     Column("role", String(32), nullable=False),  # who may work it
     Column("status", String(16), nullable=False),  # OPEN CLAIMED SUBMITTED CANCELLED EXPIRED
     Column("priority", Integer, nullable=False),
-    Column("form", Text, nullable=False),  # JSON: the fields to fill
+    # JSON: the fields to fill; a task with the model's top suggestions holds
+    # {"fields": [...], "ranked": {field: [{"value", "probability"}, ...]}} (no column needed).
+    Column("form", Text, nullable=False),
     Column("case_data", Text, nullable=True),  # JSON: what the reviewer looks at
     Column("suggestion", Text, nullable=True),  # JSON: the model's pre-filled values
     Column("confidence", Float, nullable=True),

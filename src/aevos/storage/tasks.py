@@ -16,7 +16,17 @@ import sqlalchemy as sa
 
 from .. import codec
 from ..errors import TaskConflictError, TaskNotFoundError
-from ..records.task import ESCALATION_BOOST, Feedback, Form, Task, TaskRequest, TaskStatus
+from ..records.task import (
+    ESCALATION_BOOST,
+    Feedback,
+    Form,
+    Ranked,
+    Task,
+    TaskRequest,
+    TaskStatus,
+    ranked_from_json,
+    ranked_to_json,
+)
 from .repository import Repository
 from .schema import feedback, tasks
 
@@ -27,7 +37,23 @@ def _json(text: str | None) -> Any:
     return None if text is None else codec.decode(text)
 
 
+def _form_json(request: TaskRequest) -> str:
+    """The form column: the fields as a list; with the model's top suggestions, an object
+    ``{"fields": [...], "ranked": {field: [{value, probability}, ...]}}`` (tasks asked before
+    ranked suggestions existed hold the plain list, and still read)."""
+    fields = request.form.to_list()
+    if not request.ranked:
+        return codec.encode(fields, "form")
+    return codec.encode({"fields": fields, "ranked": ranked_to_json(request.ranked)}, "form")
+
+
 def task_of(row: Any) -> Task:
+    stored = codec.decode(row.form)
+    ranked: Ranked = {}
+    if isinstance(stored, dict):
+        ranked = ranked_from_json(stored.get("ranked") or {})
+        stored = stored["fields"]
+    form = Form.from_list(stored)
     return Task(
         task_id=row.task_id,
         tenant=row.tenant,
@@ -39,7 +65,7 @@ def task_of(row: Any) -> Task:
         role=row.role,
         status=TaskStatus(row.status),
         priority=row.priority,
-        form=Form.from_list(codec.decode(row.form)),
+        form=form,
         case=_json(row.case_data),
         suggestion=_json(row.suggestion),
         confidence=row.confidence,
@@ -61,6 +87,7 @@ def task_of(row: Any) -> Task:
         escalation_chain=_chain(row),
         escalations=row.escalations or (0 if row.sla_seconds is None else 1),
         escalation_level=row.escalation_level or (0 if row.escalated_at is None else 1),
+        ranked=ranked,
     )
 
 
@@ -141,7 +168,7 @@ class TaskRepository(Repository):
                 "role": request.role,
                 "status": TaskStatus.OPEN.value,
                 "priority": request.priority,
-                "form": codec.encode(request.form.to_list(), "form"),
+                "form": _form_json(request),
                 "case_data": codec.encode(request.case, f"the case of task {task_id!r}"),
                 "suggestion": None
                 if request.suggestion is None

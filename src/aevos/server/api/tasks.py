@@ -37,6 +37,11 @@ class FormFieldOut(BaseModel):
     max_length: int | None = None
 
 
+class RankedChoiceOut(BaseModel):
+    value: str
+    probability: float
+
+
 class TaskOut(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -55,6 +60,10 @@ class TaskOut(BaseModel):
     )
     suggestion: dict[str, Any] | None
     confidence: float | None
+    ranked: dict[str, list[RankedChoiceOut]] = Field(
+        description="Per choice field, the model's top suggestions (at most 5 of the form's "
+        "choices, from its class probabilities), most probable first; empty without them."
+    )
     model_version: str | None
     assignee: str | None
     claimed_at: float | None
@@ -94,6 +103,10 @@ class TaskOut(BaseModel):
             case=task.case,
             suggestion=task.suggestion,
             confidence=task.confidence,
+            ranked={
+                name: [RankedChoiceOut(value=r.value, probability=r.probability) for r in items]
+                for name, items in task.ranked.items()
+            },
             model_version=task.model_version,
             assignee=task.assignee,
             claimed_at=task.claimed_at,
