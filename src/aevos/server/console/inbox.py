@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -29,6 +30,8 @@ _INBOX_NOTES = {
     "empty": "No more tasks for you: every task you may work is decided or claimed.",
     "released": "Task released: it is back in its queue for anyone to claim.",
 }
+# A choice field with more choices than this is a searchable list (console.js) over a select.
+SEARCHABLE_AFTER = 12
 QueueQuery = Annotated[str, Query(max_length=200)]
 QueueForm = Annotated[str, Form(max_length=200)]
 
@@ -140,6 +143,7 @@ def _task_page(
         status_code,
         task=task,
         suggestion=suggestion,
+        choice_lists=_choice_lists(task, suggestion),
         values=suggestion if values is None else values,
         invalid=invalid,
         stray=invalid if invalid is not None and invalid.field not in names else None,
@@ -153,6 +157,33 @@ def _task_page(
         can_release=task.status is TaskStatus.CLAIMED
         and ((mine and works) or viewer.can("tasks:assign")),
     )
+
+
+@dataclass(frozen=True)
+class ChoiceList:
+    """A long choice field's options in the order the page offers them: the model's top
+    suggestions (with their probability; the suggested value alone when the task has no
+    probabilities), then every other choice alphabetically."""
+
+    top: tuple[tuple[str, float | None], ...]
+    rest: tuple[str, ...]
+
+
+def _choice_lists(task: Task, suggestion: Mapping[str, Any]) -> dict[str, ChoiceList]:
+    lists: dict[str, ChoiceList] = {}
+    for f in task.form.fields:
+        if f.kind != "choice" or len(f.choices) <= SEARCHABLE_AFTER:
+            continue
+        top: list[tuple[str, float | None]] = [
+            (r.value, r.probability) for r in task.ranked.get(f.name, ())
+        ]
+        suggested = suggestion.get(f.name)
+        if not top and suggested in f.choices:
+            top = [(str(suggested), None)]
+        first = {value for value, _ in top}
+        rest = sorted((c for c in f.choices if c not in first), key=lambda c: (c.casefold(), c))
+        lists[f.name] = ChoiceList(tuple(top), tuple(rest))
+    return lists
 
 
 def _conflict_message(task: Task, actor: str) -> str:

@@ -1,5 +1,6 @@
-// The console's charts. Their data comes from <script type="application/json"> elements
-// (no inline script: the console runs under a strict Content-Security-Policy).
+// The console's script: its charts, and the searchable list of a long choice field. The
+// charts' data comes from <script type="application/json"> elements (no inline script: the
+// console runs under a strict Content-Security-Policy).
 //
 // The run page's timeline: one horizontal bar per step, from its start to its finish.
 (function () {
@@ -176,4 +177,218 @@
   document.addEventListener("DOMContentLoaded", drawTimeline);
   document.addEventListener("DOMContentLoaded", drawModel);
   document.addEventListener("DOMContentLoaded", drawDashboard);
+})();
+
+// A task's long choice field (a <select data-searchable>, more than 12 choices): a searchable
+// list over it, after the WAI-ARIA combobox pattern (an editable combobox whose listbox
+// pops up). Typing filters the choices by substring, ignoring case, "_" matching a space;
+// the first match is active. ArrowDown/ArrowUp move, Enter picks the active choice, Escape
+// closes the list (and, when closed, clears the field). The select stays in the form,
+// hidden, and is what the form posts: without this script it is the field itself.
+(function () {
+  "use strict";
+
+  function words(text) {
+    return text.toLowerCase().replace(/[_\s]+/g, " ").trim();
+  }
+
+  function element(tag, className, text) {
+    var el = document.createElement(tag);
+    if (className) el.className = className;
+    if (text) el.textContent = text;
+    return el;
+  }
+
+  function searchable(select) {
+    var label = document.querySelector("label[for='" + select.id + "']");
+    var box = element("div", "combobox");
+    var input = element("input");
+    var list = element("div", "listbox");
+    var none = element("p", "hint combobox-none", "No choice matches.");
+    var status = element("p", "visually-hidden");
+    var options = [];
+    var groups = [];
+    var active = null;
+
+    input.type = "text";
+    input.id = select.id + "-search";
+    input.autocomplete = "off";
+    input.spellcheck = false;
+    input.setAttribute("role", "combobox");
+    input.setAttribute("aria-autocomplete", "list");
+    input.setAttribute("aria-expanded", "false");
+    input.setAttribute("aria-controls", select.id + "-listbox");
+    input.placeholder = "Type to search";
+    ["aria-describedby", "aria-invalid"].forEach(function (name) {
+      if (select.hasAttribute(name)) input.setAttribute(name, select.getAttribute(name));
+    });
+    list.id = select.id + "-listbox";
+    list.setAttribute("role", "listbox");
+    list.hidden = true;
+    none.hidden = true;
+    status.setAttribute("role", "status");
+    if (label) {
+      label.id = label.id || select.id + "-label";
+      label.htmlFor = input.id;
+      list.setAttribute("aria-labelledby", label.id);
+    }
+
+    Array.prototype.forEach.call(select.querySelectorAll("optgroup"), function (source, g) {
+      var group = element("div", "group");
+      var heading = element("div", "group-label", source.label);
+      heading.id = list.id + "-group-" + g;
+      heading.setAttribute("role", "presentation");
+      group.setAttribute("role", "group");
+      group.setAttribute("aria-labelledby", heading.id);
+      group.appendChild(heading);
+      Array.prototype.forEach.call(source.querySelectorAll("option"), function (choice) {
+        var item = element("div", "option");
+        item.id = list.id + "-" + options.length;
+        item.setAttribute("role", "option");
+        item.setAttribute("aria-selected", String(choice.value === select.value));
+        item.appendChild(element("span", "value", choice.value));
+        var percent = choice.getAttribute("data-percent");
+        if (percent) item.appendChild(element("span", "percent", percent));
+        group.appendChild(item);
+        options.push({ value: choice.value, key: words(choice.value), el: item });
+      });
+      groups.push(group);
+      list.appendChild(group);
+    });
+
+    function isOpen() {
+      return !list.hidden;
+    }
+
+    function activate(option) {
+      if (active) active.el.classList.remove("active");
+      active = option;
+      if (option) {
+        option.el.classList.add("active");
+        input.setAttribute("aria-activedescendant", option.el.id);
+        option.el.scrollIntoView({ block: "nearest" });
+      } else {
+        input.removeAttribute("aria-activedescendant");
+      }
+    }
+
+    function shown() {
+      return options.filter(function (o) { return !o.el.hidden; });
+    }
+
+    // The chosen value's own text shows every choice: opening the list on a choice already
+    // made is to look for another.
+    function filter() {
+      var query = input.value === select.value ? "" : words(input.value);
+      var count = 0;
+      options.forEach(function (o) {
+        o.el.hidden = o.key.indexOf(query) === -1;
+        if (!o.el.hidden) count += 1;
+      });
+      groups.forEach(function (group) {
+        group.hidden = !group.querySelector("[role=option]:not([hidden])");
+      });
+      none.hidden = count > 0 || !isOpen();
+      status.textContent = count === 1 ? "1 choice" : count + " choices";
+      return query;
+    }
+
+    function open() {
+      list.hidden = false;
+      input.setAttribute("aria-expanded", "true");
+      filter();
+    }
+
+    function close() {
+      list.hidden = true;
+      none.hidden = true;
+      input.setAttribute("aria-expanded", "false");
+      activate(null);
+    }
+
+    // Back to the chosen value, all of it selected: typing replaces it with a search.
+    function restore() {
+      input.value = select.value;
+      close();
+      if (document.activeElement === input) input.select();
+    }
+
+    function choose(option) {
+      select.value = option ? option.value : "";
+      options.forEach(function (o) { o.el.setAttribute("aria-selected", String(o === option)); });
+      select.dispatchEvent(new Event("change", { bubbles: true }));
+      restore();
+    }
+
+    function move(step) {
+      var visible = shown();
+      if (!visible.length) return;
+      var at = visible.indexOf(active);
+      if (at === -1) {
+        var chosen = visible.filter(function (o) { return o.value === select.value; })[0];
+        activate(chosen || visible[step > 0 ? 0 : visible.length - 1]);
+      } else {
+        activate(visible[(at + step + visible.length) % visible.length]);
+      }
+    }
+
+    input.addEventListener("input", function () {
+      open();
+      var visible = shown();
+      activate(visible.length && input.value ? visible[0] : null);
+    });
+    input.addEventListener("click", function () {
+      if (isOpen()) restore();
+      else open();
+    });
+    input.addEventListener("keydown", function (event) {
+      if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+        event.preventDefault();
+        if (!isOpen()) open();
+        if (!event.altKey) move(event.key === "ArrowDown" ? 1 : -1);
+      } else if (event.key === "Enter") {
+        // An open list takes Enter: a half-typed search never submits the form.
+        if (!isOpen()) return;
+        event.preventDefault();
+        var visible = shown();
+        if (active) choose(active);
+        else if (visible.length === 1) choose(visible[0]);
+      } else if (event.key === "Escape") {
+        if (isOpen()) {
+          event.preventDefault();
+          restore();
+        } else if (input.value || select.value) {
+          event.preventDefault();
+          input.value = "";
+          choose(null);
+        }
+      }
+    });
+    // Picking with the mouse must not blur the field first.
+    list.addEventListener("mousedown", function (event) { event.preventDefault(); });
+    list.addEventListener("click", function (event) {
+      var item = event.target.closest("[role=option]");
+      var option = options.filter(function (o) { return o.el === item; })[0];
+      if (option) choose(option);
+      input.focus();
+    });
+    input.addEventListener("focus", function () { input.select(); });
+    input.addEventListener("blur", function () {
+      input.value = select.value;
+      close();
+    });
+
+    input.value = select.value;
+    select.hidden = true;
+    select.tabIndex = -1;
+    select.parentNode.insertBefore(box, select);
+    box.appendChild(input);
+    box.appendChild(list);
+    box.appendChild(none);
+    box.appendChild(status);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    Array.prototype.forEach.call(document.querySelectorAll("select[data-searchable]"), searchable);
+  });
 })();
