@@ -209,6 +209,7 @@
     var options = [];
     var groups = [];
     var active = null;
+    var searching = false;
 
     input.type = "text";
     input.id = select.id + "-search";
@@ -276,10 +277,10 @@
       return options.filter(function (o) { return !o.el.hidden; });
     }
 
-    // The chosen value's own text shows every choice: opening the list on a choice already
-    // made is to look for another.
+    // Until the person types, the box holds the chosen value, not a search: the list opened
+    // on a choice already made shows every choice.
     function filter() {
-      var query = input.value === select.value ? "" : words(input.value);
+      var query = searching ? words(input.value) : "";
       var count = 0;
       options.forEach(function (o) {
         o.el.hidden = o.key.indexOf(query) === -1;
@@ -309,6 +310,7 @@
     // Back to the chosen value, all of it selected: typing replaces it with a search.
     function restore() {
       input.value = select.value;
+      searching = false;
       close();
       if (document.activeElement === input) input.select();
     }
@@ -333,13 +335,13 @@
     }
 
     input.addEventListener("input", function () {
+      searching = true;
       open();
       var visible = shown();
       activate(visible.length && input.value ? visible[0] : null);
     });
     input.addEventListener("click", function () {
-      if (isOpen()) restore();
-      else open();
+      if (!isOpen()) open();
     });
     input.addEventListener("keydown", function (event) {
       if (event.key === "ArrowDown" || event.key === "ArrowUp") {
@@ -375,6 +377,7 @@
     input.addEventListener("focus", function () { input.select(); });
     input.addEventListener("blur", function () {
       input.value = select.value;
+      searching = false;
       close();
     });
 
