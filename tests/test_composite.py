@@ -188,6 +188,7 @@ def test_a_tampered_part_refuses_to_load(
     with Aevos(database_url) as app:
         register(app, "intent", ensemble)
         tfidf = composite.parts_of(ensemble.artifact.data)[0]  # type: ignore[union-attr]
+        assert len(app.models.verify(app.models.get("intent"))) == 4  # manifest + 3 parts
         with app.store._tx() as conn:
             conn.execute(sa.update(blobs).where(blobs.c.ref == tfidf).values(data=b"evil"))
     # Another process, which has loaded nothing yet, reads the altered blob.
@@ -201,6 +202,8 @@ def test_a_tampered_part_refuses_to_load(
         assert hashlib.sha256(b"evil").hexdigest() in message
         with pytest.raises(ArtifactIntegrityError):
             app.gateway.predict("intent", TEXTS[0])
+        with pytest.raises(ArtifactIntegrityError, match=f"part sha256 {tfidf} of intent@1"):
+            app.models.verify(version)  # what `aevos models verify` runs
         # Nor can a new version build on the altered blob.
         with pytest.raises(ArtifactIntegrityError, match="altered"):
             app.models.register("again", ensemble.artifact.data, flavor="composite")  # type: ignore[union-attr]
