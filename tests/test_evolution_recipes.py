@@ -88,7 +88,7 @@ def test_the_artifact_registers_and_predicts_through_the_sklearn_flavor(
     app: Aevos, tfidf: TrainingResult, banking: dict[str, Dataset]
 ) -> None:
     part = tfidf.artifact
-    assert part is not None and part.flavor == "sklearn" and tfidf.trained.unservable is None
+    assert part is not None and part.flavor == "sklearn" and not part.blobs
     assert not part.data.startswith(b"\x80")  # skops (a zip), never a pickle
     version = app.models.register(
         "intent", part.data, flavor=part.flavor, config=dict(part.config), aliases=["champion"]
@@ -149,7 +149,7 @@ def test_a_custom_recipe_registers_by_decorator_and_trains() -> None:
     @registry.recipe("majority", version=2, params=MajorityParams)
     def majority(dataset: Dataset, params: MajorityParams) -> Trained:
         """Always the most frequent label."""
-        return Trained(Majority(dataset.counts(), params.smoothing), None, {}, "in memory only")
+        return Trained(Majority(dataset.counts(), params.smoothing), None)  # in memory only
 
     data = Dataset.from_rows([("a", "x"), ("b", "x"), ("c", "y")])
     result = registry.train("majority", data, {"smoothing": 0.0}, evaluation=data)
