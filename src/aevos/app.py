@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from .access import Access
     from .audit import AuditLog
     from .events.webhook import Ingress, Mapper, WebhookSource
+    from .evolution.datasets import Datasets
+    from .evolution.labels import Labels
     from .identity import Identity
     from .kernel.workflow import Workflow
     from .models.gateway import Gateway
@@ -245,6 +247,20 @@ class Aevos:
         from .people.inbox import Inbox
 
         return Inbox(self.store, self.audit, self.runtime.wake, self.owner)
+
+    @property
+    def labels(self) -> Labels:
+        """Labels of kept cases: late ground truth (outranks reviewers), lists, conflicts."""
+        from .evolution.labels import Labels
+
+        return Labels(self.store, self.audit)
+
+    @property
+    def datasets(self) -> Datasets:
+        """Content-addressed dataset versions of labels: snapshot, list, show, export."""
+        from .evolution.datasets import Datasets
+
+        return Datasets(self.store, self.audit)
 
     @property
     def approvals(self) -> Approvals:

@@ -651,3 +651,36 @@ class RecipeParameterError(EvolutionError, ValueError):
 
 class DatasetError(EvolutionError, ValueError):
     code = "invalid_dataset"
+
+
+# -- evolution: labels and datasets -------------------------------------------------------------
+#     EvolutionError
+#     ├── CaseNotFoundError        a label names a case id the tenant has no case for
+#     ├── LabelInputError          a label, case id, source or batch that cannot be recorded
+#     │                            (``field`` names the one at fault)
+#     ├── DatasetNotFoundError     no dataset version of the tenant has that digest
+#     └── ExportFormatError        an export format that is unknown, or whose library is not
+#                                  installed (Parquet needs the ``parquet`` extra: pyarrow)
+
+
+class CaseNotFoundError(EvolutionError, LookupError):
+    code = "case_not_found"
+
+
+class LabelInputError(EvolutionError, ValueError):
+    code = "invalid_label"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": self.field}
+
+
+class DatasetNotFoundError(EvolutionError, LookupError):
+    code = "dataset_not_found"
+
+
+class ExportFormatError(EvolutionError, ValueError):
+    code = "export_format_unavailable"
