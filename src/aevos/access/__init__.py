@@ -17,6 +17,8 @@ over it. The operations are grouped by area, one module each:
 ``access.metrics``  Prometheus exposition, dashboards (:mod:`.metrics`)
 ``access.pii``     revealing tokenized personal data (:mod:`.pii`)
 ``access.audit``   the audit log: query, verify, export (:mod:`.audit`)
+``access.labels``, ``access.datasets``  late ground truth, conflicts; dataset versions
+                   (:mod:`.labels`)
 =================  =========================================================================
 """
 
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 from .approvals import Approvals
 from .audit import AuditTrail
 from .guard import Guard
+from .labels import Datasets, Labels
 from .metrics import Metrics
 from .models import API_FLAVORS, ModelOverview, Models, Promotion, Registration
 from .pii import Pii
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from .approvals import Services as ApprovalServices
     from .audit import Services as AuditServices
     from .guard import Services as GuardServices
+    from .labels import Services as LabelServices
     from .metrics import Services as MetricServices
     from .models import Services as ModelServices
     from .pii import Services as PiiServices
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
         MetricServices,
         PiiServices,
         AuditServices,
+        LabelServices,
         Protocol,
     ):
         """Everything behind the guard: the services of one app (:class:`aevos.Aevos`)."""
@@ -66,7 +71,9 @@ __all__ = [
     "Access",
     "Approvals",
     "AuditTrail",
+    "Datasets",
     "Guard",
+    "Labels",
     "Metrics",
     "ModelOverview",
     "Models",
@@ -93,6 +100,8 @@ class Access:
         self.metrics = Metrics(self.guard, services)
         self.pii = Pii(self.guard, services)
         self.audit = AuditTrail(self.guard, services)
+        self.labels = Labels(self.guard, services)
+        self.datasets = Datasets(self.guard, services)
 
     def authenticate(self, token: str | None, *, tenant_hint: str = "default") -> Principal:
         """The principal behind a bearer token; AuthenticationError (401) otherwise."""

@@ -53,6 +53,8 @@ def check_label(value: Any) -> LabelValue:
 def check_case_id(case_id: Any) -> str:
     if not isinstance(case_id, str) or not (0 < len(case_id) <= MAX_CASE_ID):
         raise LabelInputError("case_id", f"must be 1 to {MAX_CASE_ID} characters")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in case_id):
+        raise LabelInputError("case_id", "must not hold control characters")
     return case_id
 
 
