@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from .approvals import ApprovalRepository
 from .audit import AuditRepository
 from .budgets import BudgetRepository
+from .cases import CaseRepository
 from .events import EventRepository
 from .identity import TokenRepository
 from .metrics import MetricsRepository
@@ -91,3 +92,8 @@ class UnitOfWork:
     @cached_property
     def metrics(self) -> MetricsRepository:
         return MetricsRepository(self)
+
+    @cached_property
+    def cases(self) -> CaseRepository:
+        """Kept cases (encrypted model and task inputs) and the data subjects they name."""
+        return CaseRepository(self)
