@@ -345,6 +345,24 @@ class PiiTokenNotFoundError(PiiError, LookupError):
         self.count = count
 
 
+# -- kept cases -----------------------------------------------------------------------------
+#     CaseError
+#     ├── CaseNotFoundError   no kept case has that id in the tenant (or it was forgotten) (404)
+#     └── CaseInputError      a bad filter, limit or identifier (422)
+
+
+class CaseError(AevosError):
+    code = "case_error"
+
+
+class CaseNotFoundError(CaseError, LookupError):
+    code = "case_not_found"
+
+
+class CaseInputError(CaseError, ValueError):
+    code = "case_input_invalid"
+
+
 # -- audit log ------------------------------------------------------------------------------
 #     AuditError
 #     ├── InvalidAuditEventError  an event that cannot be recorded (bad field, non-JSON data)

@@ -37,6 +37,8 @@ _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.TaskConflictError, 409),
     (e.TaskInputError, 422),
     (e.ApprovalNotFoundError, 404),
+    (e.CaseNotFoundError, 404),
+    (e.CaseInputError, 422),
     (e.ApprovalConflictError, 409),
     (e.UnknownSourceError, 404),
     (e.IdempotencyConflictError, 409),
