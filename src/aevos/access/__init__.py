@@ -16,6 +16,7 @@ over it. The operations are grouped by area, one module each:
 ``access.policies``  the loaded policies, explained (:mod:`.policies`)
 ``access.metrics``  Prometheus exposition, dashboards (:mod:`.metrics`)
 ``access.pii``     revealing tokenized personal data (:mod:`.pii`)
+``access.cases``   kept cases: list, read, forget by run or data subject (:mod:`.cases`)
 ``access.audit``   the audit log: query, verify, export (:mod:`.audit`)
 =================  =========================================================================
 """
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .approvals import Approvals
 from .audit import AuditTrail
+from .cases import Cases
 from .guard import Guard
 from .metrics import Metrics
 from .models import API_FLAVORS, ModelOverview, Models, Promotion, Registration
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from ..identity import Principal
     from .approvals import Services as ApprovalServices
     from .audit import Services as AuditServices
+    from .cases import Services as CaseServices
     from .guard import Services as GuardServices
     from .metrics import Services as MetricServices
     from .models import Services as ModelServices
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
         MetricServices,
         PiiServices,
         AuditServices,
+        CaseServices,
         Protocol,
     ):
         """Everything behind the guard: the services of one app (:class:`aevos.Aevos`)."""
@@ -66,6 +70,7 @@ __all__ = [
     "Access",
     "Approvals",
     "AuditTrail",
+    "Cases",
     "Guard",
     "Metrics",
     "ModelOverview",
@@ -93,6 +98,7 @@ class Access:
         self.metrics = Metrics(self.guard, services)
         self.pii = Pii(self.guard, services)
         self.audit = AuditTrail(self.guard, services)
+        self.cases = Cases(self.guard, services)
 
     def authenticate(self, token: str | None, *, tenant_hint: str = "default") -> Principal:
         """The principal behind a bearer token; AuthenticationError (401) otherwise."""
