@@ -392,3 +392,53 @@ def test_parquet_export_when_pyarrow_is_installed(labelled: Aevos) -> None:
     data = b"".join(app.datasets.export(version.digest, format="parquet"))
     table = pq.read_table(io.BytesIO(data))
     assert table.column("case_id").to_pylist() == version.case_ids()
+
+
+# -- kept cases: ground truth for automated calls, text for training ---------------------------
+
+
+@pytest.fixture
+def kept(labelled: Aevos) -> Aevos:
+    """The app with a vault key: model calls keep their (tokenised) input as cases."""
+    from aevos.pii import Vault
+
+    labelled.vault = Vault(labelled.store, Vault.decode_key(Vault.generate_key()))
+    return labelled
+
+
+def test_ground_truth_labels_an_automated_call_and_training_data_has_its_text(
+    kept: Aevos,
+) -> None:
+    app = kept
+    texts = ["My card still has not arrived", "I want to know the exchange rate"]
+    outs = [app.workflow_named("auto").run(text, 0.0) for text in texts]
+    assert [o["qa"] for o in outs] == [None, None]  # automated, nobody asked
+    for out, truth in zip(outs, ["card_arrival", "exchange_rate"], strict=True):
+        label = app.labels.record(out["call_id"], truth, actor=CLAIMS, unbiased=True)
+        assert label.model == "intent" and label.model_version == "intent@1"
+        assert label.run_id is not None and label.task_id is None
+    version = app.datasets.snapshot("intent")
+    assert version.info.sources == {"ground_truth": 2} and version.info.unbiased == 2
+    data = app.datasets.training_data(version.digest)
+    assert data.texts == tuple(texts) and data.labels == ("card_arrival", "exchange_rate")
+    cases = app.cases.open_many("default", version.case_ids())
+    assert data.times == tuple(cases[c].created_at for c in version.case_ids())
+
+    exported = b"".join(app.datasets.export(version.digest, text=True)).decode()
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    assert [(r["label"], r["text"]) for r in rows] == list(
+        zip(["card_arrival", "exchange_rate"], texts, strict=True)
+    )
+    # A case forgotten since (its run, or its data subject) leaves the training data.
+    app.cases.forget_run(version.rows[0].run_id or "", tenant="default")
+    assert app.datasets.training_data(version.digest).texts == (texts[1],)
+    assert app.datasets.get(version.digest) == version  # the version itself is unchanged
+
+
+def test_training_data_names_a_missing_text_field(kept: Aevos) -> None:
+    app = kept
+    out = app.workflow_named("auto").run("card not here", 0.0)
+    app.labels.record(out["call_id"], "card_arrival", actor=CLAIMS)
+    version = app.datasets.snapshot("intent")
+    with pytest.raises(DatasetError, match="no text field 'body'"):
+        app.datasets.training_data(version.digest, text_field="body")

@@ -63,6 +63,8 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     AUDIT_EXPORT = "audit:export"
     PII_REVEAL = "pii:reveal"
+    CASES_READ = "cases:read"  # kept cases: lineage and the input as kept (tokenised)
+    CASES_DELETE = "cases:delete"  # forget cases by run or by data subject
     TOKENS_MANAGE = "tokens:manage"
     CONFIG_WRITE = "config:write"
     LABELS_READ = "labels:read"  # labels of cases and their conflicts
@@ -91,6 +93,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             _P.LABELS_WRITE,
             _P.DATASETS_READ,
             _P.DATASETS_WRITE,
+            _P.CASES_READ,
         }
     ),
     Role.REVIEWER: frozenset(
@@ -107,6 +110,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             _P.PII_REVEAL,
             _P.LABELS_READ,
             _P.DATASETS_READ,
+            _P.CASES_READ,
         }
     ),
     # A service reports late ground truth (a claims system's final outcomes).

@@ -16,6 +16,7 @@ over it. The operations are grouped by area, one module each:
 ``access.policies``  the loaded policies, explained (:mod:`.policies`)
 ``access.metrics``  Prometheus exposition, dashboards (:mod:`.metrics`)
 ``access.pii``     revealing tokenized personal data (:mod:`.pii`)
+``access.cases``   kept cases: list, read, forget by run or data subject (:mod:`.cases`)
 ``access.audit``   the audit log: query, verify, export (:mod:`.audit`)
 ``access.labels``, ``access.datasets``  late ground truth, conflicts; dataset versions
                    (:mod:`.labels`)
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .approvals import Approvals
 from .audit import AuditTrail
+from .cases import Cases
 from .guard import Guard
 from .labels import Datasets, Labels
 from .metrics import Metrics
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from ..identity import Principal
     from .approvals import Services as ApprovalServices
     from .audit import Services as AuditServices
+    from .cases import Services as CaseServices
     from .guard import Services as GuardServices
     from .labels import Services as LabelServices
     from .metrics import Services as MetricServices
@@ -61,6 +64,7 @@ if TYPE_CHECKING:
         PiiServices,
         AuditServices,
         LabelServices,
+        CaseServices,
         Protocol,
     ):
         """Everything behind the guard: the services of one app (:class:`aevos.Aevos`)."""
@@ -71,6 +75,7 @@ __all__ = [
     "Access",
     "Approvals",
     "AuditTrail",
+    "Cases",
     "Datasets",
     "Guard",
     "Labels",
@@ -102,6 +107,7 @@ class Access:
         self.audit = AuditTrail(self.guard, services)
         self.labels = Labels(self.guard, services)
         self.datasets = Datasets(self.guard, services)
+        self.cases = Cases(self.guard, services)
 
     def authenticate(self, token: str | None, *, tenant_hint: str = "default") -> Principal:
         """The principal behind a bearer token; AuthenticationError (401) otherwise."""

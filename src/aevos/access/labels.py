@@ -122,10 +122,25 @@ class Datasets:
         self.guard.allow(principal, Permission.DATASETS_READ, "read datasets")
         return self.services.datasets.info(digest, tenant=principal.tenant)
 
-    def export(self, principal: Principal, digest: str, *, format: str = "csv") -> Iterator[bytes]:
+    def export(
+        self,
+        principal: Principal,
+        digest: str,
+        *,
+        format: str = "csv",
+        text: bool = False,
+        text_field: str | None = None,
+    ) -> Iterator[bytes]:
         """The version as a file, in chunks; refused (unknown version or format, no pyarrow)
-        before any byte, and audited as ``dataset.exported``."""
+        before any byte, and audited as ``dataset.exported``. With ``text`` (the kept input
+        of each case) it needs ``cases:read`` too."""
         self.guard.allow(principal, Permission.DATASETS_READ, "export datasets")
-        chunks = self.services.datasets.export(digest, tenant=principal.tenant, format=format)
-        self.guard.record(principal, "dataset.exported", subject=f"dataset:{digest}", format=format)
+        if text:
+            self.guard.allow(principal, Permission.CASES_READ, "export the text of cases")
+        chunks = self.services.datasets.export(
+            digest, tenant=principal.tenant, format=format, text=text, text_field=text_field
+        )
+        self.guard.record(
+            principal, "dataset.exported", subject=f"dataset:{digest}", format=format, text=text
+        )
         return chunks

@@ -95,12 +95,20 @@ def datasets_export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="The file to write (default stdout).")
     ] = None,
+    text: Annotated[
+        bool, typer.Option("--text", help="Add each case's kept input as a last column.")
+    ] = False,
+    text_field: Annotated[
+        str | None, typer.Option("--text-field", help="The input's field that holds the text.")
+    ] = None,
 ) -> None:
     """Write a version's rows as CSV or Parquet."""
     if output is None and format == "parquet" and sys.stdout.isatty():
         raise CliError("bad_option", "Parquet is binary: give --output FILE")
     with _app(ctx) as app:
-        chunks = app.datasets.export(digest, tenant=tenant, format=format)
+        chunks = app.datasets.export(
+            digest, tenant=tenant, format=format, text=text, text_field=text_field
+        )
         if output is None:
             for chunk in chunks:
                 sys.stdout.buffer.write(chunk)

@@ -18,7 +18,7 @@ import io
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,14 +26,16 @@ from .. import codec
 from ..audit import AuditEvent
 from ..errors import DatasetError, DatasetNotFoundError, ExportFormatError
 from ..records.label import DatasetInfo, DatasetRow
+from .dataset import Dataset
 
 if TYPE_CHECKING:
     from ..audit import AuditLog
+    from ..cases import KeptCase, KeptCases
     from ..storage import Store
 
 MAX_LIMIT = 1000
 EXPORT_FORMATS = ("csv", "parquet")
-#: The columns of an export, in order.
+#: The columns of an export, in order (``text`` last, when asked for).
 COLUMNS = ("case_id", "label", "source", "unbiased", "run_id", "actor", "labelled_at")
 _DIGEST_CHARS = frozenset("0123456789abcdef")
 
@@ -63,6 +65,46 @@ class DatasetVersion:
     def case_ids(self) -> builtins.list[str]:
         return [row.case_id for row in self.rows]
 
+    def to_training(
+        self, cases: Mapping[str, KeptCase], *, text_field: str | None = None
+    ) -> Dataset:
+        """The rows as a recipe trains on them: (text, label, time), in the version's order.
+
+        ``cases`` maps case ids to kept cases (``app.cases.open_many(tenant, ids)``). The text
+        is the case's input as kept (tokenised by the data policy): the input itself when
+        it is a string, else its ``text_field``. The time is when the case happened (the
+        model call), so a split by time holds out the most recent traffic. Rows whose case
+        is no longer kept (expired, forgotten) are left out; ``len`` tells how many remain.
+        """
+        texts: builtins.list[str] = []
+        labels: builtins.list[Any] = []
+        times: builtins.list[float] = []
+        for row in self.rows:
+            case = cases.get(row.case_id)
+            if case is None:
+                continue
+            texts.append(case_text(case.input, text_field, row.case_id))
+            labels.append(row.label)
+            times.append(case.created_at)
+        if not texts:
+            raise DatasetError(
+                f"none of the {len(self.rows)} cases of dataset {self.digest[:12]} is kept"
+            )
+        return Dataset(tuple(texts), tuple(labels), tuple(times))
+
+
+def case_text(value: Any, text_field: str | None, case_id: str) -> str:
+    """The text of a kept case's input: the string itself, or its ``text_field``."""
+    if text_field is not None:
+        if not isinstance(value, Mapping) or not isinstance(value.get(text_field), str):
+            raise DatasetError(f"case {case_id}: the input has no text field {text_field!r}")
+        return str(value[text_field])
+    if isinstance(value, str):
+        return value
+    raise DatasetError(
+        f"case {case_id}: the input is a {type(value).__name__}; name its text_field"
+    )
+
 
 def digest_of(model: str, rows: builtins.list[DatasetRow]) -> str:
     """The content address of a version: its model and its canonical rows."""
@@ -73,9 +115,19 @@ class Datasets:
     """Dataset versions of a tenant's models (``app.datasets``); ungoverned, like
     ``app.tasks`` (requests with a token go through :class:`~aevos.access.Access`)."""
 
-    def __init__(self, store: Store, audit: AuditLog) -> None:
+    def __init__(self, store: Store, audit: AuditLog, cases: Callable[[], KeptCases]) -> None:
         self.store = store
         self.audit = audit
+        self._cases = cases
+
+    def training_data(
+        self, digest: str, *, tenant: str = "default", text_field: str | None = None
+    ) -> Dataset:
+        """The version as training data (:meth:`DatasetVersion.to_training`): the kept
+        input of each case (decrypted), its label, and when it happened."""
+        version = self.get(digest, tenant=tenant)
+        cases = self._cases().open_many(tenant, version.case_ids())
+        return version.to_training(cases, text_field=text_field)
 
     def snapshot(
         self,
@@ -164,11 +216,20 @@ class Datasets:
             )
 
     def export(
-        self, digest: str, *, tenant: str = "default", format: str = "csv"
+        self,
+        digest: str,
+        *,
+        tenant: str = "default",
+        format: str = "csv",
+        text: bool = False,
+        text_field: str | None = None,
     ) -> Iterator[bytes]:
         """A version's rows as a file, in chunks: ``csv`` (UTF-8, a header row, a page of
-        rows per chunk) or ``parquet`` (one chunk; needs pyarrow). The format is checked and
-        the version found before the first chunk, so errors come before any bytes."""
+        rows per chunk) or ``parquet`` (one chunk; needs pyarrow). With ``text`` a last
+        column holds each case's kept input (as kept: tokenised; its ``text_field`` if
+        given, else the input as text or JSON; empty when the case is no longer kept). The
+        format is checked and the version found before the first chunk, so errors come
+        before any bytes."""
         if format not in EXPORT_FORMATS:
             raise ExportFormatError(
                 f"unknown export format {format!r}; known: {', '.join(EXPORT_FORMATS)}"
@@ -176,23 +237,51 @@ class Datasets:
         if format == "parquet":
             pa, pq = _pyarrow()
         self.info(digest, tenant=tenant)
+        texts = self._texts(tenant, text_field) if text else None
         if format == "parquet":
             version = self.get(digest, tenant=tenant)
-            return iter([_parquet(version.rows, pa, pq)])
-        return self._csv(digest, tenant)
+            column = None if texts is None else texts(list(version.rows))
+            return iter([_parquet(version.rows, column, pa, pq)])
+        return self._csv(digest, tenant, texts)
 
-    def _csv(self, digest: str, tenant: str) -> Iterator[bytes]:
+    def _texts(
+        self, tenant: str, text_field: str | None
+    ) -> Callable[[builtins.list[DatasetRow]], builtins.list[str]]:
+        def texts(rows: builtins.list[DatasetRow]) -> builtins.list[str]:
+            kept = self._cases().open_many(tenant, [r.case_id for r in rows])
+            return [_export_text(kept.get(r.case_id), text_field) for r in rows]
+
+        return texts
+
+    def _csv(
+        self,
+        digest: str,
+        tenant: str,
+        texts: Callable[[builtins.list[DatasetRow]], builtins.list[str]] | None,
+    ) -> Iterator[bytes]:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(COLUMNS)
+        writer.writerow(COLUMNS if texts is None else (*COLUMNS, "text"))
         with self.store.reading() as uow:
             # One snapshot for the whole file; a page of rows in memory at a time.
             for page in uow.datasets.iter_rows(tenant, digest):
-                for row in page:
-                    writer.writerow(_csv_row(row))
+                column = None if texts is None else texts(page)
+                for i, row in enumerate(page):
+                    cells = _csv_row(row)
+                    writer.writerow(cells if column is None else [*cells, column[i]])
                 yield buffer.getvalue().encode()
                 buffer.seek(0)
                 buffer.truncate()
+
+
+def _export_text(case: KeptCase | None, text_field: str | None) -> str:
+    if case is None:
+        return ""
+    value = case.input
+    if text_field is not None:
+        value = value.get(text_field) if isinstance(value, Mapping) else None
+        return value if isinstance(value, str) else ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _csv_row(row: DatasetRow) -> list[str]:
@@ -226,18 +315,21 @@ def _pyarrow() -> tuple[Any, Any]:
     return pa, pq
 
 
-def _parquet(rows: tuple[DatasetRow, ...], pa: Any, pq: Any) -> bytes:
-    table = pa.table(
-        {
-            "case_id": [r.case_id for r in rows],
-            "label": [r.label if isinstance(r.label, str) else json.dumps(r.label) for r in rows],
-            "source": [r.source.value for r in rows],
-            "unbiased": [r.unbiased for r in rows],
-            "run_id": [r.run_id for r in rows],
-            "actor": [r.actor for r in rows],
-            "labelled_at": [r.labelled_at for r in rows],
-        }
-    )
+def _parquet(
+    rows: tuple[DatasetRow, ...], texts: builtins.list[str] | None, pa: Any, pq: Any
+) -> bytes:
+    columns: dict[str, Any] = {
+        "case_id": [r.case_id for r in rows],
+        "label": [r.label if isinstance(r.label, str) else json.dumps(r.label) for r in rows],
+        "source": [r.source.value for r in rows],
+        "unbiased": [r.unbiased for r in rows],
+        "run_id": [r.run_id for r in rows],
+        "actor": [r.actor for r in rows],
+        "labelled_at": [r.labelled_at for r in rows],
+    }
+    if texts is not None:
+        columns["text"] = texts
+    table = pa.table(columns)
     sink = io.BytesIO()
     pq.write_table(table, sink)
     return bytes(sink.getvalue())

@@ -378,9 +378,10 @@ class WorkflowContext:
         ``model_call`` policy that applies to the model, which may refuse the call or
         redact fields first; budgets and rate limits of this tenant and workflow; circuit
         breakers) and recorded: the result is this position's value, committed with its
-        ``policy.decided`` and ``model.called`` audit records, so a replay returns it
-        without calling the model or spending budget again (a recorded failure is raised
-        again as the same class).
+        ``policy.decided`` and ``model.called`` audit records and its kept case (the input
+        after the workflow's data policy, encrypted; :mod:`aevos.cases`), so a replay
+        returns it without calling the model, spending budget or keeping the case again
+        (a recorded failure is raised again as the same class).
 
         ``classification`` is the policy's ``data.classification`` (default: the
         workflow's data policy's). ``bypass_policy="why"`` skips the ``model_call`` policy
@@ -429,7 +430,14 @@ class WorkflowContext:
             step = StepRecord(seq, name, "FAILED", None, error, 1, started, time.time())
         else:
             step = StepRecord(seq, name, "SUCCEEDED", text, None, 1, started, time.time())
-        self.journal.record(step, output, events=governed.events())
+        case = governed.case if failure is None else None
+        self.journal.record(
+            step,
+            output,
+            events=governed.events(),
+            # The kept case commits with the step and its model.called record, or neither.
+            also=None if case is None else (lambda uow: uow.cases.add([case])),
+        )
         gateway.recorded(governed)
         if failure is not None:
             raise failure

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import logging
 import os
 import random
 import threading
@@ -76,6 +77,7 @@ from ..errors import (
     UnsafeArtifactError,
 )
 from ..identity import check_tenant
+from ..storage.cases import CaseRow
 from .breaker import BreakerConfig, Breakers, BreakerState
 from .budget import Budget, Budgets, Leasing, Reservation, Usage
 from .recorder import CallRecord, CallStats, Recorder, input_digest
@@ -84,6 +86,7 @@ from .types import ModelAdapter, ModelVersion, Prediction
 
 if TYPE_CHECKING:
     from ..audit import AuditEvent, AuditLog
+    from ..cases import KeptCases
     from ..policy.model_call import ModelCallGate
     from ..storage import Store
     from .registry import ModelRegistry
@@ -108,6 +111,7 @@ _FINAL: tuple[type[BaseException], ...] = (
     ModelAccessDeniedError,
 )
 STEP_PREFIX = "aevos.predict:"
+log = logging.getLogger("aevos.gateway")
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,9 @@ class Governed:
     result: CallResult | None
     error: AevosError | None
     records: list[CallRecord]
+    #: The call's kept case (encrypted), for the caller to write with the records; None
+    #: when it failed, or its policy keeps no cases, or there is no vault key.
+    case: CaseRow | None = None
 
     def events(self) -> list[AuditEvent]:
         """The records as audit events (``model.called``, with their policy decisions)."""
@@ -238,6 +245,8 @@ class Gateway:
     ``shadow_workers`` / ``shadow_backlog`` the background shadow calls (beyond the backlog
     they are dropped, and counted in ``shadow_dropped``). ``gate`` applies ``model_call``
     policies to every call (:mod:`aevos.policy.model_call`); without one, none apply.
+    ``cases`` keeps the input of every call that answered (:mod:`aevos.cases`); without
+    it, nothing is kept.
     """
 
     def __init__(
@@ -255,9 +264,12 @@ class Gateway:
         shadow_workers: int = 2,
         shadow_backlog: int = 1000,
         gate: ModelCallGate | None = None,
+        cases: KeptCases | None = None,
     ) -> None:
         self.store = store
         self.gate = gate
+        #: Keeps what each answered call's model saw (aevos.cases); None keeps nothing.
+        self.cases = cases
         self.registry = registry
         self.audit = audit
         self.breakers = Breakers(breaker)
@@ -456,10 +468,13 @@ class Gateway:
         """
         call, route = self._start(model, input, key, tenant, workflow, actor, timeout)
         self._govern_by_policy(call, role, classification, bypass_policy)
+        case: CaseRow | None = None
         try:
-            return self._govern(call, route, model, key)
+            result = self._govern(call, route, model, key)
+            case = self._keep(call, result)
+            return result
         finally:
-            self.recorder.add(call.records)
+            self.recorder.add(call.records, () if case is None else (case,))
 
     def govern(
         self,
@@ -490,7 +505,8 @@ class Gateway:
             call, route = self._start(model, input, key, tenant, workflow, actor, timeout)
             call.run_id, call.seq, records = run_id, seq, call.records
             self._govern_by_policy(call, "service", classification, bypass_policy)
-            return Governed(self._govern(call, route, model, key), None, records)
+            result = self._govern(call, route, model, key)
+            return Governed(result, None, records, self._keep(call, result))
         except AevosError as exc:
             # Recorded against the run like any step failure (a non-JSON input included).
             return Governed(None, exc, records)
@@ -500,6 +516,40 @@ class Gateway:
         self.recorder.count(governed.records)
 
     # -- the governed call --------------------------------------------------------------------
+
+    def _keep(self, call: _Call, result: CallResult) -> CaseRow | None:
+        """The sealed case of an answered call (its input after the data policy), or None.
+
+        A case that cannot be sealed is logged by its error code and the call's answer
+        stands: keeping what a model saw must not fail the decision it made.
+        """
+        if self.cases is None:
+            return None
+        from ..cases import NewCase
+
+        try:
+            row = self.cases.seal(
+                NewCase(
+                    tenant=call.tenant,
+                    case_id=call.call_id,
+                    kind="model_call",
+                    input=call.input,
+                    model=result.model,
+                    version=result.version,
+                    run_id=call.run_id,
+                    seq=call.seq,
+                    call_id=call.call_id,
+                    workflow=call.workflow,
+                    model_input_digest=call.digest,
+                )
+            )
+        except AevosError as exc:
+            log.error("the case of model call %s was not kept: %s", call.call_id, exc.code)
+            return None
+        if row is not None and row.input_digest != call.digest:
+            for record in call.records:
+                record.case_digest = row.input_digest
+        return row
 
     def _start(
         self,

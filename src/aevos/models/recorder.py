@@ -25,7 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..audit import AuditEvent, AuditLog
-from ..errors import InvalidAuditEventError, SerializationError
+from ..codec import input_digest
+from ..errors import InvalidAuditEventError
+from ..storage.cases import CaseRow
+
+__all__ = ["CallRecord", "CallStats", "Recorder", "input_digest"]
 
 log = logging.getLogger("aevos.gateway")
 
@@ -33,44 +37,6 @@ _CANONICAL = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 )
 _MAX_LABEL = 120
-
-
-def _digest_default(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "sha256:" + hashlib.sha256(bytes(value)).hexdigest()
-    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
-    if callable(tolist):
-        return tolist()
-    raise TypeError(type(value).__name__)
-
-
-_encode_str = json.encoder.encode_basestring
-_DIGEST_ENCODER = json.JSONEncoder(
-    sort_keys=True,
-    separators=(",", ":"),
-    ensure_ascii=False,
-    allow_nan=False,
-    default=_digest_default,
-)
-
-
-def input_digest(value: Any) -> str:
-    """SHA-256 of the input's canonical JSON (sorted keys, compact); raw bytes are hashed
-    as they are. What is recorded of an input: never the input itself."""
-    if type(value) is str:
-        # What the encoder below produces for a string, without its dispatch (text is the
-        # common input, and this is on every call's path).
-        return hashlib.sha256(_encode_str(value).encode()).hexdigest()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return hashlib.sha256(bytes(value)).hexdigest()
-    try:
-        text = _DIGEST_ENCODER.encode(value)
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(
-            f"a model input must be JSON values or bytes; got {type(value).__name__} "
-            f"({str(exc).splitlines()[0][:80]})"
-        ) from None
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _safe_label(label: Any) -> Any:
@@ -114,6 +80,9 @@ class CallRecord:
     # The model_call policy's decision on this call (its audit record's data), or
     # {"bypassed": reason} for a call that skipped the policy on purpose.
     policy: dict[str, Any] | None = None
+    # The digest of the call's kept case when it differs from input_digest (the data policy
+    # tokenised what the model was given): both are recorded, never silently one of them.
+    case_digest: str | None = None
 
     @property
     def version_ref(self) -> str:
@@ -145,6 +114,8 @@ class CallRecord:
             data["key_sha256"] = self.key_digest
         if self.policy is not None:
             data["policy"] = _policy_ref(self.policy)
+        if self.case_digest is not None:
+            data["case_sha256"] = self.case_digest
         return AuditEvent(
             action="model.called",
             actor=self.actor,
@@ -219,6 +190,7 @@ class Recorder:
         self.batch = batch
         self.max_pending = max_pending
         self._pending: list[CallRecord] = []
+        self._pending_cases: list[CaseRow] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -228,9 +200,11 @@ class Recorder:
         self.written = 0
         self.dropped = 0
 
-    def add(self, records: Sequence[CallRecord]) -> None:
+    def add(self, records: Sequence[CallRecord], cases: Sequence[CaseRow] = ()) -> None:
+        """Queue ``records`` (and the kept ``cases`` of their calls) for the next flush."""
         with self._lock:
             self._pending.extend(records)
+            self._pending_cases.extend(cases)
             waiting = len(self._pending)
             self._count(records)
         if self._thread is None:
@@ -289,6 +263,23 @@ class Recorder:
         with self._flush_lock:
             with self._lock:
                 records, self._pending = self._pending, []
+                cases, self._pending_cases = self._pending_cases, []
+            if cases:
+                # Before the records: a case whose model.called record is lost in a crash
+                # is one kept case too many, never a recorded digest with nothing kept.
+                try:
+                    with self.audit.store.transaction() as uow:
+                        uow.cases.add(cases)
+                except BaseException:
+                    with self._lock:
+                        self._pending_cases[:0] = cases
+                        excess = len(self._pending_cases) - self.max_pending
+                        if excess > 0:
+                            del self._pending_cases[:excess]
+                            log.error("gateway dropped %d kept cases: storage unreachable", excess)
+                    with self._lock:
+                        self._pending[:0] = records
+                    raise
             done = 0
             try:
                 while done < len(records):

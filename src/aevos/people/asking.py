@@ -10,16 +10,17 @@ it), or polling in the thread that runs it inline.
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .. import codec
 from ..audit import AuditEvent
-from ..errors import DefinitionError, TaskConflictError, TaskExpiredError
+from ..errors import AevosError, DefinitionError, TaskConflictError, TaskExpiredError
 from ..identity import ROLE_PERMISSIONS, Permission, Role
 from ..kernel.context import AskHuman, QaSample
 from ..kernel.services import DECISION_STEP, QA_STEP, TASK_STEP
@@ -38,15 +39,26 @@ from ..records.task import (
 from ..storage import StepRecord, UnitOfWork
 
 if TYPE_CHECKING:
+    from ..cases import KeptCases
     from ..kernel.context import WorkflowContext
     from ..models.gateway import CallResult
+    from ..storage.cases import CaseRow
+
+log = logging.getLogger("aevos.tasks")
 
 # Longest a wait without a deadline may last; JSON has no infinity.
 _FOREVER = 100 * 365 * 24 * 3600.0
 
 
 class Asking:
-    """The kernel's :class:`~aevos.kernel.services.HumanTasks`: ``ctx.ask_human``."""
+    """The kernel's :class:`~aevos.kernel.services.HumanTasks`: ``ctx.ask_human``.
+
+    ``cases`` returns the kept-cases service (or None): each task's case is kept, as
+    ``"task:" + task_id``, in the transaction that creates the task.
+    """
+
+    def __init__(self, cases: Callable[[], KeptCases | None] | None = None) -> None:
+        self._cases = cases
 
     def ask(self, ctx: WorkflowContext, call: AskHuman) -> HumanDecision:
         request = _request(call)
@@ -168,11 +180,51 @@ class Asking:
         )
         where = {"tenant": ctx.tenant, "run_id": ctx.run_id, "workflow": ctx.workflow}
 
+        case = self._seal_case(ctx, request, task_id, seq)
+
         def create(uow: UnitOfWork) -> None:
             uow.tasks.create(request, task_id=task_id, seq=seq, created_at=started, **where)
+            if case is not None:
+                uow.cases.add([case])
 
         journal.record(step, output, events=[event], also=create)
         return task_id, deadline
+
+    def _seal_case(
+        self, ctx: WorkflowContext, request: TaskRequest, task_id: str, seq: int
+    ) -> CaseRow | None:
+        """The task's kept case (what the person is shown, after the workflow's data
+        policy), linked to the model call whose suggestion it shows; None if not kept."""
+        cases = None if self._cases is None else self._cases()
+        if cases is None:
+            return None
+        # Imported here: importing aevos must not load the vault's crypto or YAML.
+        from ..cases import NewCase
+
+        version = None
+        if request.model_version is not None and "@" in request.model_version:
+            tail = request.model_version.rsplit("@", 1)[1]
+            version = int(tail) if tail.isdigit() else None
+        try:
+            return cases.seal(
+                NewCase(
+                    tenant=ctx.tenant,
+                    case_id="task:" + task_id,
+                    kind="task",
+                    input=request.case,
+                    model=request.model,
+                    version=version,
+                    run_id=ctx.run_id,
+                    seq=seq,
+                    call_id=request.call_id,
+                    task_id=task_id,
+                    workflow=ctx.workflow,
+                )
+            )
+        except AevosError as exc:
+            # As for a model call's case: the task is asked all the same.
+            log.error("the case of task %s was not kept: %s", task_id, exc.code)
+            return None
 
     def _ask(
         self, ctx: WorkflowContext, request: TaskRequest, timeout: float | timedelta | None

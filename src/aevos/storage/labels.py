@@ -24,7 +24,7 @@ from ..records.label import (
     same_label,
 )
 from .repository import Repository
-from .schema import label_conflicts, labels, tasks
+from .schema import cases, label_conflicts, labels, tasks
 
 TASK_CASE_PREFIX = "task:"
 
@@ -76,9 +76,24 @@ class LabelRepository(Repository):
     """Labels and label conflicts, in the unit of work it is bound to."""
 
     def case(self, tenant: str, case_id: str) -> CaseRef | None:
-        """The case ``case_id`` of ``tenant`` as the tasks that asked about it know it:
-        a model call some task showed a person (its ``call_id``), or a task itself
-        (``task:<task_id>``); None if the tenant has no such case."""
+        """The case ``case_id`` of ``tenant``: a kept case, or else as the tasks that asked
+        about it know it (a model call some task showed a person, by its ``call_id``, or
+        a task itself, ``task:<task_id>``), so a label needs no kept input; None if the
+        tenant has no such case."""
+        kept = self.conn.execute(
+            sa.select(cases.c.model, cases.c.version, cases.c.run_id, cases.c.task_id).where(
+                cases.c.tenant == tenant, cases.c.case_id == case_id
+            )
+        ).first()
+        if kept is not None:
+            ref = None if kept.model is None or kept.version is None else kept.version
+            return CaseRef(
+                case_id,
+                kept.model,
+                None if ref is None else f"{kept.model}@{ref}",
+                kept.run_id,
+                kept.task_id,
+            )
         if case_id.startswith(TASK_CASE_PREFIX):
             task_id = case_id[len(TASK_CASE_PREFIX) :]
             row = self.conn.execute(

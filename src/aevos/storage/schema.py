@@ -346,6 +346,44 @@ approvals = Table(
 Index("ix_aevos_approvals_tenant", approvals.c.tenant, approvals.c.status, approvals.c.requested_at)
 Index("ix_aevos_approvals_due", approvals.c.status, approvals.c.expires_at)
 
+# -- kept cases (revision 0007) ------------------------------------------------------------
+
+cases = Table(
+    "aevos_cases",
+    metadata,
+    # What a model (or a person) saw, kept to learn from and replay: the input after the
+    # data policy, encrypted with the tenant's case key (aevos.cases). case_id is the model
+    # call's call_id, or "task:<task_id>" for a human task.
+    Column("tenant", String(64), primary_key=True),
+    Column("case_id", String(230), primary_key=True),
+    Column("kind", String(16), nullable=False),  # model_call | task
+    Column("model", String(200), nullable=True),
+    Column("version", Integer, nullable=True),
+    Column("run_id", String(200), nullable=True),
+    Column("seq", Integer, nullable=True),
+    Column("call_id", String(64), nullable=True),
+    Column("task_id", String(220), nullable=True),
+    Column("input_digest", String(80), nullable=False),  # sha256 of the kept input
+    Column("model_input_digest", String(80), nullable=True),  # what the model was given
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),  # null: kept until deleted
+)
+Index("ix_aevos_cases_model", cases.c.tenant, cases.c.model, cases.c.created_at)
+Index("ix_aevos_cases_run", cases.c.tenant, cases.c.run_id)
+Index("ix_aevos_cases_expiry", cases.c.expires_at)
+
+case_subjects = Table(
+    "aevos_case_subjects",
+    metadata,
+    # The data subjects (vault tokens) a kept case mentions: forgetting a subject is an
+    # indexed lookup here, never a scan of encrypted inputs.
+    Column("tenant", String(64), primary_key=True),
+    Column("token", String(64), primary_key=True),
+    Column("case_id", String(230), primary_key=True),
+)
+Index("ix_aevos_case_subjects_case", case_subjects.c.tenant, case_subjects.c.case_id)
+
 # -- labels and datasets (revision 0008) ---------------------------------------------------
 
 # A task's purpose: "review" (a run waits for the answer) or "qa" (a random sample of

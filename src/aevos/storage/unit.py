@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from .approvals import ApprovalRepository
 from .audit import AuditRepository
 from .budgets import BudgetRepository
+from .cases import CaseRepository
 from .datasets import DatasetRepository
 from .events import EventRepository
 from .identity import TokenRepository
@@ -103,3 +104,8 @@ class UnitOfWork:
     def datasets(self) -> DatasetRepository:
         """Content-addressed dataset versions."""
         return DatasetRepository(self)
+
+    @cached_property
+    def cases(self) -> CaseRepository:
+        """Kept cases (encrypted model and task inputs) and the data subjects they name."""
+        return CaseRepository(self)

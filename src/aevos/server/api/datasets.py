@@ -113,9 +113,15 @@ def export(
     principal: PrincipalDep,
     digest: _DIGEST,
     format: Literal["csv", "parquet"] = "csv",
+    text: Annotated[
+        bool, Query(description="Add each case's kept input as a last column (cases:read).")
+    ] = False,
+    text_field: Annotated[str | None, Query(max_length=200, pattern=NAME_PATTERN)] = None,
 ) -> StreamingResponse:
     """The version's rows as a file, streamed (datasets:read; audited)."""
-    chunks = access.datasets.export(principal, digest, format=format)
+    chunks = access.datasets.export(
+        principal, digest, format=format, text=text, text_field=text_field
+    )
     name = f"dataset-{digest[:12]}.{format}"
     return StreamingResponse(
         chunks,
