@@ -25,6 +25,7 @@ from aevos.records.task import Field, Form, TaskRequest, TaskStatus
 from aevos.storage import LeaseLost, StepRecord, Store, open_store
 from aevos.storage.audit import CHAIN_COLUMNS, read_chain
 from aevos.storage.budgets import Limits
+from aevos.storage.cases import CaseRow
 from aevos.storage.identity import TokenRow
 from aevos.storage.vault import Sealed
 
@@ -469,6 +470,76 @@ def test_vault_rows_keep_their_first_ciphertext_and_are_erased_per_tenant(store:
     with store.reading() as uow:
         assert uow.vault.find("acme", ["tok_0999"]) == []
         assert len(uow.vault.find("beta", ["tok_0000"])) == 1
+
+
+def _case(case_id: str, tenant: str = "acme", **fields: Any) -> CaseRow:
+    values: dict[str, Any] = {
+        "tenant": tenant,
+        "case_id": case_id,
+        "kind": "model_call",
+        "input_digest": "d" * 64,
+        "ciphertext": b"sealed-" + case_id.encode(),
+        "created_at": 10.0,
+        "model": "intent",
+        "version": 1,
+        "run_id": "run-1",
+        "call_id": case_id,
+    }
+    values.update(fields)
+    return CaseRow(**values)
+
+
+def test_cases_are_kept_once_found_and_forgotten_per_tenant(store: Store) -> None:
+    with store.transaction() as uow:
+        assert uow.cases.add([_case("c1", subjects=("tok_a", "tok_b")), _case("c2")]) == 2
+        # A replayed or retried write keeps the first row.
+        assert uow.cases.add([_case("c1", ciphertext=b"second")]) == 0
+        uow.cases.add([_case("c3", created_at=20.0, model="other", run_id="run-2")])
+        uow.cases.add([_case("c1", tenant="beta", subjects=("tok_a",))])
+        uow.cases.add(
+            [_case("task:t1", kind="task", task_id="t1", call_id="c1", subjects=("tok_a",))]
+        )
+    with store.reading() as uow:
+        first = uow.cases.get("acme", "c1")
+        assert first is not None and first.ciphertext == b"sealed-c1"
+        assert first.version == 1 and first.run_id == "run-1" and first.expires_at is None
+        assert uow.cases.get("acme", "nope") is None
+        assert uow.cases.subjects("acme", "c1") == ["tok_a", "tok_b"]
+        assert [c.case_id for c in uow.cases.find("acme", model="intent")] == [
+            "c1",
+            "c2",
+            "task:t1",
+        ]
+        assert [c.case_id for c in uow.cases.find("acme", since=15.0)] == ["c3"]
+        assert [c.case_id for c in uow.cases.find("acme", until=15.0, limit=1)] == ["c1"]
+        assert [c.case_id for c in uow.cases.find("acme", run_id="run-2")] == ["c3"]
+        assert {c.case_id for c in uow.cases.get_many("acme", ["c1", "c3", "zz"])} == {"c1", "c3"}
+        assert [c.tenant for c in uow.cases.get_many("beta", ["c1", "c2"])] == ["beta"]
+    with store.transaction() as uow:
+        assert uow.cases.delete_subject("acme", "tok_a") == 2  # c1 and the task's case
+        assert uow.cases.delete_run("acme", "run-2") == 1
+        assert uow.cases.delete_run("acme", "run-9") == 0
+    with store.reading() as uow:
+        assert [c.case_id for c in uow.cases.find("acme")] == ["c2"]
+        assert uow.cases.subjects("acme", "c1") == []
+        # The other tenant's case with the same id and subject is untouched.
+        assert uow.cases.get("beta", "c1") is not None
+        assert uow.cases.subjects("beta", "c1") == ["tok_a"]
+
+
+def test_expired_cases_are_swept_in_bounded_batches(store: Store) -> None:
+    with store.transaction() as uow:
+        uow.cases.add([_case(f"e{i}", expires_at=100.0 + i, subjects=("tok_x",)) for i in range(5)])
+        uow.cases.add([_case("e0", tenant="beta", expires_at=50.0), _case("keep")])
+        uow.cases.add([_case("later", expires_at=1000.0)])
+    with store.transaction() as uow:
+        assert uow.cases.delete_expired(200.0, 3) == {"beta": 1, "acme": 2}
+    with store.transaction() as uow:
+        assert uow.cases.delete_expired(200.0, 3) == {"acme": 3}
+        assert uow.cases.delete_expired(200.0, 3) == {}
+    with store.reading() as uow:
+        assert sorted(c.case_id for c in uow.cases.find("acme")) == ["keep", "later"]
+        assert uow.cases.subjects("acme", "e4") == []
 
 
 def test_a_budget_window_hands_out_only_what_fits(store: Store) -> None:

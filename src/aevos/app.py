@@ -39,7 +39,10 @@ from .telemetry.metrics import CallTotalsCache
 if TYPE_CHECKING:
     from .access import Access
     from .audit import AuditLog
+    from .cases import KeptCases
     from .events.webhook import Ingress, Mapper, WebhookSource
+    from .evolution.datasets import Datasets
+    from .evolution.labels import Labels
     from .identity import Identity
     from .kernel.workflow import Workflow
     from .models.gateway import Gateway
@@ -49,7 +52,7 @@ if TYPE_CHECKING:
     from .people.inbox import Inbox
     from .pii import Redactor, Vault
     from .pii.datapolicy import DataPolicy
-    from .policy import PolicySet
+    from .policy import CaseRetention, PolicySet
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -109,7 +112,8 @@ class Aevos:
         self.webhook_refusals = RejectionBudget()
         # /metrics adds up each tenant's model calls once, then only what was appended since.
         self.call_totals = CallTotalsCache()
-        self._asking = Asking()
+        self._cases: KeptCases | None = None
+        self._asking = Asking(cases=lambda: self.cases)
         self.runtime = Runtime(
             self,
             code_version=code_version,
@@ -217,7 +221,9 @@ class Aevos:
             from .policy.model_call import ModelCallGate
 
             gate = ModelCallGate(self._configured_policies, lambda: self.redactor)
-            self._gateway = Gateway(self.store, self.models, self.audit, gate=gate)
+            self._gateway = Gateway(
+                self.store, self.models, self.audit, gate=gate, cases=self.cases
+            )
         return self._gateway
 
     @gateway.setter
@@ -225,6 +231,44 @@ class Aevos:
         """Use ``gateway`` (one built with other breaker, leasing or flush settings) for
         ``ctx.predict`` and the API; the app closes it when it closes."""
         self._gateway = gateway
+
+    @property
+    def cases(self) -> KeptCases:
+        """Kept cases: what each model call and human task saw, after the data policy,
+        encrypted per tenant with keys derived from the vault key (none are kept without
+        one); read, list, forget by run or data subject (:mod:`aevos.cases`)."""
+        if self._cases is None:
+            from .cases import KeptCases
+
+            self._cases = KeptCases(
+                self.store,
+                self.audit,
+                vault=self.configured_vault,
+                retention=self._case_retention,
+                protect=self._protect_case,
+            )
+        return self._cases
+
+    def _case_retention(self, model: str) -> CaseRetention | None:
+        """What the ``model_call`` policy governing ``model`` says of its cases."""
+        gate = self.gateway.gate
+        if gate is None:
+            return None
+        try:
+            policy = gate.policy_for(model)
+        except AevosError:
+            return None  # a misconfigured policy already refuses the model's calls
+        return None if policy is None else policy.cases
+
+    def _protect_case(self, tenant: str, workflow: str | None, value: Any) -> Any:
+        """``value`` with the data policy of ``workflow`` (the app's when None) applied."""
+        from .pii.datapolicy import protect_value
+
+        policy = self.runtime.data_policy if workflow is None else self.data_policy_of(workflow)
+        protected, _ = protect_value(
+            value, policy, redactor=self.redactor, tenant=tenant, vault=self.configured_vault
+        )
+        return protected
 
     @property
     def promotions(self) -> PromotionGate:
@@ -245,6 +289,20 @@ class Aevos:
         from .people.inbox import Inbox
 
         return Inbox(self.store, self.audit, self.runtime.wake, self.owner)
+
+    @property
+    def labels(self) -> Labels:
+        """Labels of kept cases: late ground truth (outranks reviewers), lists, conflicts."""
+        from .evolution.labels import Labels
+
+        return Labels(self.store, self.audit)
+
+    @property
+    def datasets(self) -> Datasets:
+        """Content-addressed dataset versions of labels: snapshot, list, show, export."""
+        from .evolution.datasets import Datasets
+
+        return Datasets(self.store, self.audit, lambda: self.cases)
 
     @property
     def approvals(self) -> Approvals:
@@ -323,6 +381,7 @@ class Aevos:
         self._identity = None
         self._vault = None
         self._models = None
+        self._cases = None
 
     def __enter__(self) -> Aevos:
         return self
@@ -537,11 +596,17 @@ class Aevos:
         concurrency: int = 8,
     ) -> Worker:
         """A worker pulling this app's queues (all of them unless named). Between claims it
-        escalates tasks past their SLA, expires approvals and records counted refusals."""
+        escalates tasks past their SLA, expires approvals, deletes kept cases past their
+        retention and records counted refusals."""
         return self.runtime.worker(
             queues,
             concurrency=concurrency,
-            chores=(self._escalate_tasks, self._expire_approvals, self.flush_refusals),
+            chores=(
+                self._escalate_tasks,
+                self._expire_approvals,
+                self._sweep_cases,
+                self.flush_refusals,
+            ),
         )
 
     def _escalate_tasks(self) -> None:
@@ -551,3 +616,8 @@ class Aevos:
     def _expire_approvals(self) -> None:
         for approval in self.approvals.expire_overdue():
             log.info("approval %s expired", approval.approval_id)
+
+    def _sweep_cases(self) -> None:
+        deleted = self.cases.sweep_expired()
+        if deleted:
+            log.info("%d kept cases past their retention deleted", deleted)

@@ -8,6 +8,7 @@ float, bool, None); anything else is refused with the path to the offending valu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from typing import Any
@@ -80,3 +81,56 @@ def digest(value: Any) -> str:
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# -- model inputs ------------------------------------------------------------------------------
+#
+# A model input is recorded only by digest (the model.called audit record) and, when kept, as
+# a case (aevos.cases); both are made from one canonical form, so a kept case's digest is
+# the audit record's by construction.
+
+
+def _input_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "sha256:" + hashlib.sha256(bytes(value)).hexdigest()
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist):
+        return tolist()
+    raise TypeError(type(value).__name__)
+
+
+_encode_str = json.encoder.encode_basestring
+_INPUT_ENCODER = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    default=_input_default,
+)
+
+
+def canonical_input(value: Any) -> str | bytes:
+    """A model input's canonical form: raw bytes as they are, anything else as canonical
+    JSON (sorted keys, compact; nested bytes become their ``sha256:`` digest, arrays lists).
+    Decoding that JSON gives a value whose canonical form is the same text."""
+    if type(value) is str:
+        # What the encoder produces for a string, without its dispatch (text is the common
+        # input, and this is on every model call's path).
+        return str(_encode_str(value))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    try:
+        return _INPUT_ENCODER.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(
+            f"a model input must be JSON values or bytes; got {type(value).__name__} "
+            f"({str(exc).splitlines()[0][:80]})"
+        ) from None
+
+
+def input_digest(value: Any) -> str:
+    """SHA-256 of the input's canonical form (:func:`canonical_input`). What the audit log
+    records of a model input: never the input itself."""
+    canonical = canonical_input(value)
+    data = canonical if isinstance(canonical, bytes) else canonical.encode()
+    return hashlib.sha256(data).hexdigest()

@@ -345,6 +345,24 @@ class PiiTokenNotFoundError(PiiError, LookupError):
         self.count = count
 
 
+# -- kept cases -----------------------------------------------------------------------------
+#     CaseError
+#     ├── CaseNotFoundError   no kept case has that id in the tenant (or it was forgotten) (404)
+#     └── CaseInputError      a bad filter, limit or identifier (422)
+
+
+class CaseError(AevosError):
+    code = "case_error"
+
+
+class CaseNotFoundError(CaseError, LookupError):
+    code = "case_not_found"
+
+
+class CaseInputError(CaseError, ValueError):
+    code = "case_input_invalid"
+
+
 # -- audit log ------------------------------------------------------------------------------
 #     AuditError
 #     ├── InvalidAuditEventError  an event that cannot be recorded (bad field, non-JSON data)
@@ -662,3 +680,32 @@ class RecipeParameterError(EvolutionError, ValueError):
 
 class DatasetError(EvolutionError, ValueError):
     code = "invalid_dataset"
+
+
+# -- evolution: labels and datasets -------------------------------------------------------------
+# (A label naming a case id the tenant has no case for is a CaseNotFoundError, above.)
+#     EvolutionError
+#     ├── LabelInputError          a label, case id, source or batch that cannot be recorded
+#     │                            (``field`` names the one at fault)
+#     ├── DatasetNotFoundError     no dataset version of the tenant has that digest
+#     └── ExportFormatError        an export format that is unknown, or whose library is not
+#                                  installed (Parquet needs the ``parquet`` extra: pyarrow)
+
+
+class LabelInputError(EvolutionError, ValueError):
+    code = "invalid_label"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": self.field}
+
+
+class DatasetNotFoundError(EvolutionError, LookupError):
+    code = "dataset_not_found"
+
+
+class ExportFormatError(EvolutionError, ValueError):
+    code = "export_format_unavailable"

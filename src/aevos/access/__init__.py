@@ -16,7 +16,10 @@ over it. The operations are grouped by area, one module each:
 ``access.policies``  the loaded policies, explained (:mod:`.policies`)
 ``access.metrics``  Prometheus exposition, dashboards (:mod:`.metrics`)
 ``access.pii``     revealing tokenized personal data (:mod:`.pii`)
+``access.cases``   kept cases: list, read, forget by run or data subject (:mod:`.cases`)
 ``access.audit``   the audit log: query, verify, export (:mod:`.audit`)
+``access.labels``, ``access.datasets``  late ground truth, conflicts; dataset versions
+                   (:mod:`.labels`)
 =================  =========================================================================
 """
 
@@ -26,7 +29,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from .approvals import Approvals
 from .audit import AuditTrail
+from .cases import Cases
 from .guard import Guard
+from .labels import Datasets, Labels
 from .metrics import Metrics
 from .models import API_FLAVORS, ModelOverview, Models, Promotion, Registration
 from .pii import Pii
@@ -38,7 +43,9 @@ if TYPE_CHECKING:
     from ..identity import Principal
     from .approvals import Services as ApprovalServices
     from .audit import Services as AuditServices
+    from .cases import Services as CaseServices
     from .guard import Services as GuardServices
+    from .labels import Services as LabelServices
     from .metrics import Services as MetricServices
     from .models import Services as ModelServices
     from .pii import Services as PiiServices
@@ -56,6 +63,8 @@ if TYPE_CHECKING:
         MetricServices,
         PiiServices,
         AuditServices,
+        LabelServices,
+        CaseServices,
         Protocol,
     ):
         """Everything behind the guard: the services of one app (:class:`aevos.Aevos`)."""
@@ -66,7 +75,10 @@ __all__ = [
     "Access",
     "Approvals",
     "AuditTrail",
+    "Cases",
+    "Datasets",
     "Guard",
+    "Labels",
     "Metrics",
     "ModelOverview",
     "Models",
@@ -93,6 +105,9 @@ class Access:
         self.metrics = Metrics(self.guard, services)
         self.pii = Pii(self.guard, services)
         self.audit = AuditTrail(self.guard, services)
+        self.labels = Labels(self.guard, services)
+        self.datasets = Datasets(self.guard, services)
+        self.cases = Cases(self.guard, services)
 
     def authenticate(self, token: str | None, *, tenant_hint: str = "default") -> Principal:
         """The principal behind a bearer token; AuthenticationError (401) otherwise."""

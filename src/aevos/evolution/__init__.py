@@ -16,6 +16,8 @@ from __future__ import annotations
 from .certify import DEFAULT_DELTA, DEFAULT_TARGET, Certification, certify, p_value
 from .classifiers import EmbeddingLogregParams, EnsembleParams, TfidfLogregParams
 from .dataset import Dataset
+from .datasets import Datasets, DatasetVersion
+from .labels import Labels
 from .recipes import (
     ArtifactPart,
     Metrics,
@@ -35,8 +37,11 @@ __all__ = [
     "ArtifactPart",
     "Certification",
     "Dataset",
+    "DatasetVersion",
+    "Datasets",
     "EmbeddingLogregParams",
     "EnsembleParams",
+    "Labels",
     "Metrics",
     "Recipe",
     "RecipeRegistry",

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from ..records.task import Field, Form, HumanDecision
     from ..storage import Store
 
-__all__ = ["AskHuman", "Cancelled", "HumanTasks", "Suspend", "WorkflowContext"]
+__all__ = ["AskHuman", "Cancelled", "HumanTasks", "QaSample", "Suspend", "WorkflowContext"]
 
 T = TypeVar("T")
 
@@ -73,12 +73,31 @@ class AskHuman:
     timeout: float | timedelta | None = None
 
 
+@dataclass(frozen=True)
+class QaSample:
+    """One ``ctx.qa_sample`` call, as the workflow made it (new fields come with defaults)."""
+
+    prediction: CallResult
+    share: float
+    form: Form | Sequence[Field]
+    title: str = "Check an automated decision"
+    case: Any = None
+    queue: str = "qa"
+    role: str = "reviewer"
+    priority: int = 0
+    sla: float | timedelta | None = None
+    escalate_to: str | Sequence[str] | None = None
+
+
 class HumanTasks(Protocol):
-    """Asks a person as two positions of the run (see :mod:`aevos.people.asking`)."""
+    """Asks a person as two positions of the run (see :mod:`aevos.people.asking`), or
+    samples a decision for a person to check at one position, without waiting."""
 
     def ask(self, ctx: WorkflowContext, call: AskHuman) -> HumanDecision: ...
 
     async def ask_async(self, ctx: WorkflowContext, call: AskHuman) -> HumanDecision: ...
+
+    def sample(self, ctx: WorkflowContext, call: QaSample) -> str | None: ...
 
 
 class ContextServices(Protocol):
@@ -359,9 +378,10 @@ class WorkflowContext:
         ``model_call`` policy that applies to the model, which may refuse the call or
         redact fields first; budgets and rate limits of this tenant and workflow; circuit
         breakers) and recorded: the result is this position's value, committed with its
-        ``policy.decided`` and ``model.called`` audit records, so a replay returns it
-        without calling the model or spending budget again (a recorded failure is raised
-        again as the same class).
+        ``policy.decided`` and ``model.called`` audit records and its kept case (the input
+        after the workflow's data policy, encrypted; :mod:`aevos.cases`), so a replay
+        returns it without calling the model, spending budget or keeping the case again
+        (a recorded failure is raised again as the same class).
 
         ``classification`` is the policy's ``data.classification`` (default: the
         workflow's data policy's). ``bypass_policy="why"`` skips the ``model_call`` policy
@@ -410,7 +430,14 @@ class WorkflowContext:
             step = StepRecord(seq, name, "FAILED", None, error, 1, started, time.time())
         else:
             step = StepRecord(seq, name, "SUCCEEDED", text, None, 1, started, time.time())
-        self.journal.record(step, output, events=governed.events())
+        case = governed.case if failure is None else None
+        self.journal.record(
+            step,
+            output,
+            events=governed.events(),
+            # The kept case commits with the step and its model.called record, or neither.
+            also=None if case is None else (lambda uow: uow.cases.add([case])),
+        )
         gateway.recorded(governed)
         if failure is not None:
             raise failure
@@ -579,6 +606,36 @@ class WorkflowContext:
             timeout,
         )
         return await self._runtime.services.human_tasks.ask_async(self, call)
+
+    def qa_sample(
+        self,
+        prediction: CallResult,
+        *,
+        share: float,
+        form: Form | Sequence[Field],
+        title: str = "Check an automated decision",
+        case: Any = None,
+        queue: str = "qa",
+        role: str = "reviewer",
+        priority: int = 0,
+        sla: float | timedelta | None = None,
+        escalate_to: str | Sequence[str] | None = None,
+    ) -> str | None:
+        """Send this automated decision to a person with probability ``share``, without
+        waiting for the answer; returns the task's id if it was sampled, else None.
+
+        Fire and forget, like a child workflow its parent abandons: the run goes on at once
+        and may finish long before anyone answers. The draw is recorded at one position of
+        the run (with the task, in one transaction), so a replay makes the same choice. The
+        task (``purpose="qa"``) shows ``case`` and ``form`` pre-filled with the
+        ``prediction``'s label like :meth:`ask_human`; its answer becomes a feedback record
+        and a ``qa`` label of the prediction's call, unbiased (sampled at random), which
+        measures the realised precision of automation and feeds certification.
+        """
+        call = QaSample(
+            prediction, share, form, title, case, queue, role, priority, sla, escalate_to
+        )
+        return self._runtime.services.human_tasks.sample(self, call)
 
     # -- child runs -------------------------------------------------------------------------
 

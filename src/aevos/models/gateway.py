@@ -76,14 +76,16 @@ from ..errors import (
     UnsafeArtifactError,
 )
 from ..identity import check_tenant
+from ..storage.cases import CaseRow
 from .breaker import BreakerConfig, Breakers, BreakerState
 from .budget import Budget, Budgets, Leasing, Reservation, Usage
-from .recorder import CallRecord, CallStats, Recorder, input_digest
+from .recorder import CallRecord, CallStats, Recorder, input_digest, seal_case
 from .routing import Canary, Cascade, Route, Target, bucket_of, key_hash
 from .types import ModelAdapter, ModelVersion, Prediction
 
 if TYPE_CHECKING:
     from ..audit import AuditEvent, AuditLog
+    from ..cases import KeptCases, NewCase
     from ..policy.model_call import ModelCallGate
     from ..storage import Store
     from .registry import ModelRegistry
@@ -194,6 +196,9 @@ class Governed:
     result: CallResult | None
     error: AevosError | None
     records: list[CallRecord]
+    #: The call's kept case (encrypted), for the caller to write with the records; None
+    #: when it failed, or its policy keeps no cases, or there is no vault key.
+    case: CaseRow | None = None
 
     def events(self) -> list[AuditEvent]:
         """The records as audit events (``model.called``, with their policy decisions)."""
@@ -238,6 +243,8 @@ class Gateway:
     ``shadow_workers`` / ``shadow_backlog`` the background shadow calls (beyond the backlog
     they are dropped, and counted in ``shadow_dropped``). ``gate`` applies ``model_call``
     policies to every call (:mod:`aevos.policy.model_call`); without one, none apply.
+    ``cases`` keeps the input of every call that answered (:mod:`aevos.cases`); without
+    it, nothing is kept.
     """
 
     def __init__(
@@ -255,9 +262,12 @@ class Gateway:
         shadow_workers: int = 2,
         shadow_backlog: int = 1000,
         gate: ModelCallGate | None = None,
+        cases: KeptCases | None = None,
     ) -> None:
         self.store = store
         self.gate = gate
+        #: Keeps what each answered call's model saw (aevos.cases); None keeps nothing.
+        self.cases = cases
         self.registry = registry
         self.audit = audit
         self.breakers = Breakers(breaker)
@@ -456,10 +466,14 @@ class Gateway:
         """
         call, route = self._start(model, input, key, tenant, workflow, actor, timeout)
         self._govern_by_policy(call, role, classification, bypass_policy)
+        pending: tuple[tuple[KeptCases, NewCase], ...] = ()
         try:
-            return self._govern(call, route, model, key)
+            result = self._govern(call, route, model, key)
+            if self.cases is not None:
+                pending = ((self.cases, self._new_case(call, result)),)
+            return result
         finally:
-            self.recorder.add(call.records)
+            self.recorder.add(call.records, pending)
 
     def govern(
         self,
@@ -490,7 +504,11 @@ class Gateway:
             call, route = self._start(model, input, key, tenant, workflow, actor, timeout)
             call.run_id, call.seq, records = run_id, seq, call.records
             self._govern_by_policy(call, "service", classification, bypass_policy)
-            return Governed(self._govern(call, route, model, key), None, records)
+            result = self._govern(call, route, model, key)
+            case = None
+            if self.cases is not None:
+                case = seal_case(self.cases, self._new_case(call, result), records)
+            return Governed(result, None, records, case)
         except AevosError as exc:
             # Recorded against the run like any step failure (a non-JSON input included).
             return Governed(None, exc, records)
@@ -500,6 +518,25 @@ class Gateway:
         self.recorder.count(governed.records)
 
     # -- the governed call --------------------------------------------------------------------
+
+    @staticmethod
+    def _new_case(call: _Call, result: CallResult) -> NewCase:
+        """The case of an answered call: what the caller gave, kept after its data policy."""
+        from ..cases import NewCase
+
+        return NewCase(
+            tenant=call.tenant,
+            case_id=call.call_id,
+            kind="model_call",
+            input=call.input,
+            model=result.model,
+            version=result.version,
+            run_id=call.run_id,
+            seq=call.seq,
+            call_id=call.call_id,
+            workflow=call.workflow,
+            model_input_digest=call.digest,
+        )
 
     def _start(
         self,

@@ -22,10 +22,17 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..audit import AuditEvent, AuditLog
-from ..errors import InvalidAuditEventError, SerializationError
+from ..codec import input_digest
+from ..errors import AevosError, InvalidAuditEventError
+from ..storage.cases import CaseRow
+
+if TYPE_CHECKING:
+    from ..cases import KeptCases, NewCase
+
+__all__ = ["CallRecord", "CallStats", "Recorder", "input_digest", "seal_case"]
 
 log = logging.getLogger("aevos.gateway")
 
@@ -33,44 +40,6 @@ _CANONICAL = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 )
 _MAX_LABEL = 120
-
-
-def _digest_default(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "sha256:" + hashlib.sha256(bytes(value)).hexdigest()
-    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
-    if callable(tolist):
-        return tolist()
-    raise TypeError(type(value).__name__)
-
-
-_encode_str = json.encoder.encode_basestring
-_DIGEST_ENCODER = json.JSONEncoder(
-    sort_keys=True,
-    separators=(",", ":"),
-    ensure_ascii=False,
-    allow_nan=False,
-    default=_digest_default,
-)
-
-
-def input_digest(value: Any) -> str:
-    """SHA-256 of the input's canonical JSON (sorted keys, compact); raw bytes are hashed
-    as they are. What is recorded of an input: never the input itself."""
-    if type(value) is str:
-        # What the encoder below produces for a string, without its dispatch (text is the
-        # common input, and this is on every call's path).
-        return hashlib.sha256(_encode_str(value).encode()).hexdigest()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return hashlib.sha256(bytes(value)).hexdigest()
-    try:
-        text = _DIGEST_ENCODER.encode(value)
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(
-            f"a model input must be JSON values or bytes; got {type(value).__name__} "
-            f"({str(exc).splitlines()[0][:80]})"
-        ) from None
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _safe_label(label: Any) -> Any:
@@ -114,6 +83,9 @@ class CallRecord:
     # The model_call policy's decision on this call (its audit record's data), or
     # {"bypassed": reason} for a call that skipped the policy on purpose.
     policy: dict[str, Any] | None = None
+    # The digest of the call's kept case when it differs from input_digest (the data policy
+    # tokenised what the model was given): both are recorded, never silently one of them.
+    case_digest: str | None = None
 
     @property
     def version_ref(self) -> str:
@@ -145,6 +117,8 @@ class CallRecord:
             data["key_sha256"] = self.key_digest
         if self.policy is not None:
             data["policy"] = _policy_ref(self.policy)
+        if self.case_digest is not None:
+            data["case_sha256"] = self.case_digest
         return AuditEvent(
             action="model.called",
             actor=self.actor,
@@ -179,6 +153,25 @@ class CallRecord:
             data={**self.policy, **link},
         )
         return [decision, self.event()]
+
+
+def seal_case(cases: KeptCases, case: NewCase, records: Sequence[CallRecord]) -> CaseRow | None:
+    """The sealed case of a model call, or None (not kept); when the kept input differs
+    from what the model was given, its digest goes on the call's ``records`` as well.
+
+    A case that cannot be sealed is logged by its error code: keeping what a model saw
+    must not fail the decision it made.
+    """
+    try:
+        row = cases.seal(case)
+    except AevosError as exc:
+        log.error("the case of model call %s was not kept: %s", case.case_id, exc.code)
+        return None
+    if row is not None and row.input_digest != case.model_input_digest:
+        for record in records:
+            if record.call_id == case.case_id:
+                record.case_digest = row.input_digest
+    return row
 
 
 def _policy_ref(policy: dict[str, Any]) -> dict[str, Any]:
@@ -219,6 +212,9 @@ class Recorder:
         self.batch = batch
         self.max_pending = max_pending
         self._pending: list[CallRecord] = []
+        # Cases of calls outside workflows, sealed here in the background: encrypting (and
+        # applying the data policy) stays off the caller's path.
+        self._pending_cases: list[tuple[KeptCases, NewCase]] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -228,9 +224,14 @@ class Recorder:
         self.written = 0
         self.dropped = 0
 
-    def add(self, records: Sequence[CallRecord]) -> None:
+    def add(
+        self, records: Sequence[CallRecord], cases: Sequence[tuple[KeptCases, NewCase]] = ()
+    ) -> None:
+        """Queue ``records`` (and the cases of their calls, to seal and keep) for the next
+        flush; a call's records and its case always arrive in one ``add``."""
         with self._lock:
             self._pending.extend(records)
+            self._pending_cases.extend(cases)
             waiting = len(self._pending)
             self._count(records)
         if self._thread is None:
@@ -289,6 +290,9 @@ class Recorder:
         with self._flush_lock:
             with self._lock:
                 records, self._pending = self._pending, []
+                cases, self._pending_cases = self._pending_cases, []
+            if cases:
+                self._keep(cases, records)
             done = 0
             try:
                 while done < len(records):
@@ -300,6 +304,29 @@ class Recorder:
                 self._requeue(records[done:])
                 raise
             return done
+
+    def _keep(self, cases: list[tuple[KeptCases, NewCase]], records: list[CallRecord]) -> None:
+        """Seal and write the cases, before their records are built into audit events (a
+        case's digest may go on its record) and written: a crash in between leaves a kept
+        case whose record is lost, never a record whose case is."""
+        rows = [
+            row for keeper, case in cases if (row := seal_case(keeper, case, records)) is not None
+        ]
+        if not rows:
+            return
+        try:
+            with self.audit.store.transaction() as uow:
+                uow.cases.add(rows)
+        except BaseException:
+            # Sealed again on the next flush (the records keep any digest set here).
+            with self._lock:
+                self._pending[:0] = records
+                self._pending_cases[:0] = cases
+                excess = len(self._pending_cases) - self.max_pending
+                if excess > 0:
+                    del self._pending_cases[:excess]
+                    log.error("gateway dropped %d kept cases: storage unreachable", excess)
+            raise
 
     def _events(self, records: Sequence[CallRecord]) -> list[AuditEvent]:
         events = []

@@ -264,6 +264,31 @@ def protect_input(
     return ProtectedInput(new_args, new_kwargs, protector.mode or "auto", protector.found)
 
 
+def protect_value(
+    value: Any,
+    policy: DataPolicy,
+    *,
+    redactor: Redactor,
+    tenant: str,
+    vault: Callable[[], Vault | None],
+) -> tuple[Any, Mapping[str, int]]:
+    """One value (a model's input, a task's case) with ``policy``'s action applied to every
+    string in it, and the findings by kind; ``value`` itself when nothing was found.
+
+    A policy's ``fields`` and ``ignore`` name a workflow's parameters, which such a value
+    has lost: it is scanned whole, so a field the policy did not name fails closed
+    (tokenised) rather than open.
+    """
+    if policy.action == "keep":
+        return value, {}
+    protector = _Protector(policy, redactor, tenant, vault)
+    protected = _walk(value, [()], [], protector)
+    protector.store()
+    if not protector.found:
+        return value, {}
+    return protected, dict(protector.found)
+
+
 def _positional_paths(signature: inspect.Signature, count: int) -> list[_Path]:
     """The path prefix of each positional argument: its parameter's name, or
     ``(<*args name>, <index>)`` for those a ``*args`` parameter takes."""

@@ -1,7 +1,9 @@
 """The token vault: encrypted PII values behind deterministic, tenant-scoped tokens.
 
 Two keys are derived (HKDF-SHA256) from one 32-byte master key: an HMAC key that turns
-(tenant, kind, value) into a token, and an AES-256-GCM key that encrypts the value. The
+(tenant, kind, value) into a token, and an AES-256-GCM key that encrypts the value. Other
+stores of personal data (kept cases, :mod:`aevos.cases`) encrypt with a :class:`Sealer` the
+vault derives from the same master key for their own purpose, one key per tenant. The
 ciphertext is bound to its row (tenant, token, kind as associated data), so copying a row
 to another tenant in the database does not make it decryptable there. Tokens use a
 16-letter alphabet without digits or vowels, so a token can never look like a number or
@@ -43,6 +45,60 @@ def _derive(key: bytes, purpose: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(key)
 
 
+def _seal(aead: AESGCM, plain: bytes, aad: bytes) -> bytes:
+    nonce = secrets.token_bytes(12)
+    return _FORMAT + nonce + aead.encrypt(nonce, plain, aad)
+
+
+def _unseal(aead: AESGCM, blob: bytes, aad: bytes) -> bytes | None:
+    if blob[:1] != _FORMAT or len(blob) < 13 + 16:
+        return None
+    try:
+        return aead.decrypt(blob[1:13], blob[13:], aad)
+    except InvalidTag:
+        return None  # another key, or a row moved from elsewhere: not ours to open
+
+
+class Sealer:
+    """AES-256-GCM with one key per tenant, derived (HKDF-SHA256) from the vault's master
+    key and a ``purpose``; made by :meth:`Vault.sealer`.
+
+    A tenant's key opens only that tenant's blobs, and ``aad`` (associated data: what the
+    blob belongs to, such as its row's key) must be given again to open it, so a blob
+    copied to another tenant's row, or another row, does not open. Keys never appear in
+    messages or ``repr``.
+    """
+
+    _MAX_CACHED = 4096
+
+    def __init__(self, master: bytes, purpose: str) -> None:
+        self._master = master
+        self.purpose = purpose
+        self._keys: dict[str, AESGCM] = {}
+
+    def __repr__(self) -> str:
+        return f"Sealer(purpose={self.purpose!r})"
+
+    def _aead(self, tenant: str) -> AESGCM:
+        aead = self._keys.get(tenant)
+        if aead is None:
+            info = "\x00".join(("aevos", self.purpose, _check_tenant(tenant))).encode()
+            aead = AESGCM(_derive(self._master, info))
+            if len(self._keys) >= self._MAX_CACHED:
+                self._keys.clear()
+            self._keys[tenant] = aead
+        return aead
+
+    def seal(self, tenant: str, plain: bytes, aad: bytes) -> bytes:
+        """``plain`` encrypted with ``tenant``'s key, bound to ``aad``."""
+        return _seal(self._aead(tenant), plain, aad)
+
+    def open(self, tenant: str, blob: bytes, aad: bytes) -> bytes | None:
+        """The plaintext of ``blob``, or None when it was not sealed by this tenant's key
+        for ``aad`` (another tenant's, another row's, another master key)."""
+        return _unseal(self._aead(tenant), blob, aad)
+
+
 def _check_tenant(tenant: str) -> str:
     if not isinstance(tenant, str) or not 0 < len(tenant) <= 64 or "\x00" in tenant:
         raise PiiConfigError("tenant must be a non-empty string of at most 64 characters")
@@ -65,6 +121,7 @@ class Vault:
                 f"Vault.decode_key() or load it with Vault.from_env() ({ENV_VAR})"
             )
         self.store = store
+        self.__master = key  # only for sealer(): derived keys for other stores
         self._aead = AESGCM(_derive(key, b"aevos/pii-vault/encrypt/v1"))
         self._mac_key = _derive(key, b"aevos/pii-vault/token/v1")
 
@@ -112,6 +169,13 @@ class Vault:
             )
         return key
 
+    def sealer(self, purpose: str) -> Sealer:
+        """Per-tenant AES-256-GCM keys for ``purpose`` (``"cases/v1"``), derived from this
+        vault's master key: losing or rotating the vault key loses what they sealed too."""
+        if not isinstance(purpose, str) or not purpose or "\x00" in purpose:
+            raise PiiConfigError("a sealer's purpose is a non-empty string")
+        return Sealer(self.__master, purpose)
+
     # -- tokens ---------------------------------------------------------------------------
 
     def token(self, tenant: str, kind: str, value: str) -> str:
@@ -133,9 +197,8 @@ class Vault:
         for (kind, value), token in zip(values, tokens, strict=True):
             if token in rows:
                 continue
-            nonce = secrets.token_bytes(12)
-            sealed = self._aead.encrypt(nonce, value.encode(), self._aad(tenant, token, kind))
-            rows[token] = Sealed(token, kind, _FORMAT + nonce + sealed)
+            sealed = _seal(self._aead, value.encode(), self._aad(tenant, token, kind))
+            rows[token] = Sealed(token, kind, sealed)
         if rows:
             with self.store.transaction() as uow:
                 uow.vault.add(tenant, list(rows.values()), time.time())
@@ -162,13 +225,8 @@ class Vault:
         return found
 
     def _open(self, tenant: str, token: str, kind: str, blob: bytes) -> str | None:
-        if blob[:1] != _FORMAT or len(blob) < 13 + 16:
-            return None
-        try:
-            plain = self._aead.decrypt(blob[1:13], blob[13:], self._aad(tenant, token, kind))
-        except InvalidTag:
-            return None  # another key, or a row moved from elsewhere: not ours to reveal
-        return plain.decode()
+        plain = _unseal(self._aead, blob, self._aad(tenant, token, kind))
+        return None if plain is None else plain.decode()
 
     def detokenize(self, text: str, *, tenant: str, allowed: bool, strict: bool = False) -> str:
         """Replace this tenant's tokens in ``text`` by their values (see ``Redactor``)."""

@@ -16,7 +16,7 @@ Three enforcement points (``kind``): ``model_call`` (allow | deny, plus fields t
 
 from __future__ import annotations
 
-from .engine import KINDS, Decision, Explanation, Policy, Verdict
+from .engine import KINDS, CaseRetention, Decision, Explanation, Policy, Verdict
 from .inputs import input_digest
 from .policyset import PolicySet
 from .python import python_policy
@@ -25,6 +25,7 @@ from .testing import CaseResult, PolicyTestReport, run_policy_tests
 __all__ = [
     "KINDS",
     "CaseResult",
+    "CaseRetention",
     "Decision",
     "Explanation",
     "Policy",

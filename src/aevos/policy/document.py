@@ -16,6 +16,7 @@
         reason: confident prediction on a small claim
     default: {decision: review, reason: below the confidence threshold}
     redact: [ticket.text]            # model_call only: fields to redact for the model
+    cases: {keep: true, retention_days: 30}   # model_call only: kept cases (aevos.cases)
 
 Every mistake is a :class:`~aevos.errors.PolicyLoadError` at ``FILE:LINE``: YAML syntax,
 unknown or missing keys, a duplicate key, a condition outside the language or reading an
@@ -32,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import PolicyLoadError
-from .engine import KINDS, Rule, RulePolicy, Verdict
+from ..errors import DefinitionError, PolicyLoadError
+from .engine import KINDS, CaseRetention, Rule, RulePolicy, Verdict
 from .expression import ExpressionError, compile_condition
 from .inputs import Field, InputSpec, check_path
 
@@ -168,7 +169,7 @@ def load_policy_file(path: Path) -> RulePolicy:
     doc = root.mapping(
         "a policy",
         required=("policy", "version", "kind", "default"),
-        optional=("description", "input", "rules", "redact"),
+        optional=("description", "input", "rules", "redact", "cases"),
     )
     name = doc["policy"].string("policy (the name)")
     if not _NAME.match(name):
@@ -227,6 +228,20 @@ def load_policy_file(path: Path) -> RulePolicy:
                 raise item.error(str(exc)) from None
             redact.append(field)
 
+    cases: CaseRetention | None = None
+    if "cases" in doc:
+        if kind != "model_call":
+            raise doc["cases"].error("only model_call policies keep cases")
+        entry = doc["cases"].mapping("cases", optional=("keep", "retention_days"))
+        keep = entry["keep"].value() if "keep" in entry else True
+        if not isinstance(keep, bool):
+            raise entry["keep"].error("cases.keep must be true or false")
+        days = entry["retention_days"].value() if "retention_days" in entry else 90.0
+        try:
+            cases = CaseRetention(keep=keep, retention_days=days)
+        except DefinitionError as exc:
+            raise (entry.get("retention_days") or doc["cases"]).error(str(exc)) from None
+
     return RulePolicy(
         name=name,
         version=version,
@@ -237,6 +252,7 @@ def load_policy_file(path: Path) -> RulePolicy:
         line=doc["policy"].line,
         description=description,
         redact=tuple(redact),
+        cases=cases,
         rules=tuple(rules),
         default=default,
     )

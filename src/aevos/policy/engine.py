@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import PolicyEvaluationError
+from ..errors import DefinitionError, PolicyEvaluationError
 from .expression import Condition, TraceStep
 from .inputs import InputSpec, input_digest, normalize
 
@@ -178,6 +178,42 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+@dataclass(frozen=True)
+class CaseRetention:
+    """Whether the inputs of the models a ``model_call`` policy governs are kept as cases
+    (:mod:`aevos.cases`), and for how many days (``None``: until deleted).
+
+    Declared once per policy (``cases: {keep: true, retention_days: 30}`` in YAML,
+    ``python_policy(..., cases=CaseRetention(...))``); a model that no policy governs, or
+    whose policy declares nothing, keeps its cases for :attr:`DEFAULT_DAYS` days.
+    """
+
+    keep: bool = True
+    retention_days: float | None = 90.0
+
+    DEFAULT_DAYS = 90.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.keep, bool):
+            raise DefinitionError("cases.keep must be true or false")
+        days = self.retention_days
+        if days is not None and (
+            isinstance(days, bool) or not isinstance(days, int | float) or not 0 < days <= 36_500
+        ):
+            raise DefinitionError(
+                "cases.retention_days must be a number of days in (0, 36500], or null to keep "
+                "cases until they are deleted"
+            )
+
+    @property
+    def seconds(self) -> float | None:
+        """The retention in seconds (None: no expiry)."""
+        return None if self.retention_days is None else float(self.retention_days) * 86_400.0
+
+    def to_record(self) -> dict[str, Any]:
+        return {"keep": self.keep, "retention_days": self.retention_days}
+
+
 class Policy(ABC):
     """A loaded policy of one enforcement point (``kind``); evaluate it on an input."""
 
@@ -193,7 +229,10 @@ class Policy(ABC):
         line: int | None = None,
         description: str = "",
         redact: tuple[str, ...] = (),
+        cases: CaseRetention | None = None,
     ) -> None:
+        if cases is not None and kind != "model_call":
+            raise DefinitionError(f"policy {name}: only model_call policies keep cases")
         self.name = name
         self.version = version
         self.kind = kind
@@ -203,6 +242,8 @@ class Policy(ABC):
         self.line = line
         self.description = description
         self.redact = redact
+        #: model_call: whether (and how long) the governed models' cases are kept.
+        self.cases = cases
 
     @property
     def location(self) -> str:

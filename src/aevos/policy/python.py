@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..errors import DefinitionError, PolicyError, PolicyEvaluationError, PolicyLoadError
-from .engine import KINDS, Decision, Policy, RuleTrace, Verdict
+from .engine import KINDS, CaseRetention, Decision, Policy, RuleTrace, Verdict
 from .inputs import Field, InputSpec, check_path
 
 PolicyFunction = Callable[[Any], "Verdict | tuple[str, str]"]
@@ -104,6 +104,7 @@ def python_policy(
     input: Mapping[str, str] | type,
     description: str | None = None,
     redact: Sequence[str] = (),
+    cases: CaseRetention | None = None,
 ) -> Callable[[PolicyFunction], PythonPolicy]:
     """Make a function of its declared ``input`` a policy; misuse raises DefinitionError.
 
@@ -118,6 +119,8 @@ def python_policy(
         raise DefinitionError(f"policy {name}: kind {kind!r} is not one of {', '.join(KINDS)}")
     if redact and kind != "model_call":
         raise DefinitionError(f"policy {name}: only model_call policies may redact")
+    if cases is not None and not isinstance(cases, CaseRetention):
+        raise DefinitionError(f"policy {name}: cases must be a CaseRetention")
     shape: _Shape | None = None
     try:
         for path in redact:
@@ -153,6 +156,7 @@ def python_policy(
             line=func.__code__.co_firstlineno,
             description=description if description is not None else (doc[0] if doc else ""),
             redact=tuple(redact),
+            cases=cases,
         )
 
     return decorate

@@ -312,6 +312,12 @@ class Task:
     escalation_level: int = 0
     # Per choice field, the model's top suggestions, most probable first (see ranked_choices).
     ranked: Ranked = _field(default_factory=dict)
+    # "review": a run waits for the answer; "qa": a sample of automated decisions, asked
+    # without holding the run. ``unbiased``: asked independently of the model's confidence.
+    # ``label_field``: the field the prediction's suggestion filled; its value is the label.
+    purpose: str = "review"
+    unbiased: bool = False
+    label_field: str | None = None
 
     @property
     def escalated(self) -> bool:
@@ -382,6 +388,8 @@ class Feedback:
     reviewer: str
     asked_at: float
     decided_at: float
+    purpose: str = "review"  # "review" or "qa"
+    unbiased: bool = False  # asked independently of the model's confidence
 
 
 def overridden(suggestion: Mapping[str, Any] | None, decision: Mapping[str, Any]) -> bool:
@@ -410,3 +418,6 @@ class TaskRequest:
     sla_seconds: float | None = None
     escalate_to: tuple[str, ...] = ()  # one queue per escalation level
     ranked: Ranked = _field(default_factory=dict)  # the model's top suggestions per field
+    purpose: str = "review"  # or "qa": a sample of automated decisions, nobody waits
+    unbiased: bool = False
+    label_field: str | None = None  # the field whose submitted value is the case's label

@@ -19,7 +19,19 @@ from .. import __version__
 from ..app import Aevos
 from ..errors import AevosError
 from . import console, errors, summaries
-from .api import approvals, audit, events, metrics, models, policies, runs, tasks
+from .api import (
+    approvals,
+    audit,
+    cases,
+    datasets,
+    events,
+    labels,
+    metrics,
+    models,
+    policies,
+    runs,
+    tasks,
+)
 from .limits import BodyLimit, BodyLimits, BodyRule, RequestRefusals
 from .limits import max_body_bytes as resolve_max_body_bytes
 from .schemas import Status
@@ -73,6 +85,9 @@ def create_app(
     api.include_router(policies.router)
     api.include_router(metrics.router)
     api.include_router(events.router)
+    api.include_router(labels.router)
+    api.include_router(datasets.router)
+    api.include_router(cases.router)
 
     @api.get("/healthz", tags=["health"])
     def healthz() -> Status:

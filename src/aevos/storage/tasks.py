@@ -88,6 +88,9 @@ def task_of(row: Any) -> Task:
         escalations=row.escalations or (0 if row.sla_seconds is None else 1),
         escalation_level=row.escalation_level or (0 if row.escalated_at is None else 1),
         ranked=ranked,
+        purpose=row.purpose,
+        unbiased=bool(row.unbiased),
+        label_field=row.label_field,
     )
 
 
@@ -135,6 +138,8 @@ def feedback_of(row: Any) -> Feedback:
         reviewer=row.reviewer,
         asked_at=row.asked_at,
         decided_at=row.decided_at,
+        purpose=row.purpose,
+        unbiased=bool(row.unbiased),
     )
 
 
@@ -192,6 +197,9 @@ class TaskRepository(Repository):
                 else max(1, len(request.escalate_to)),
                 "created_at": created_at,
                 "updated_at": created_at,
+                "purpose": request.purpose,
+                "unbiased": int(request.unbiased),
+                "label_field": request.label_field,
             },
         )
 
@@ -445,6 +453,8 @@ class TaskRepository(Repository):
             "reviewer": actor,
             "asked_at": task.created_at,
             "decided_at": now,
+            "purpose": task.purpose,
+            "unbiased": int(task.unbiased),
         }
         inserted = self.conn.execute(feedback.insert().returning(feedback.c.id), values)
         record = Feedback(id=int(inserted.scalar_one()), **_feedback_fields(values))
@@ -500,6 +510,7 @@ def _feedback_fields(values: dict[str, Any]) -> dict[str, Any]:
     out["suggestion"] = _json(values["suggestion"])
     out["decision"] = codec.decode(values["decision"])
     out["overridden"] = bool(values["overridden"])
+    out["unbiased"] = bool(values["unbiased"])
     return out
 
 
