@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from .approvals import ApprovalRepository
 from .audit import AuditRepository
 from .budgets import BudgetRepository
+from .certifications import CertificationRepository
 from .events import EventRepository
 from .identity import TokenRepository
 from .metrics import MetricsRepository
@@ -91,3 +92,8 @@ class UnitOfWork:
     @cached_property
     def metrics(self) -> MetricsRepository:
         return MetricsRepository(self)
+
+    @cached_property
+    def certifications(self) -> CertificationRepository:
+        """Certified automation thresholds of model versions (revision 0009)."""
+        return CertificationRepository(self)
