@@ -11,6 +11,7 @@ over it. The operations are grouped by area, one module each:
 =================  =========================================================================
 ``access.runs``    read, start, cancel, resume, fork runs; lineage (:mod:`.runs`)
 ``access.models``  calls, versions, aliases, registration, promotions (:mod:`.models`)
+``access.certifications``  versions' certified automation thresholds (:mod:`.certifications`)
 ``access.approvals``  promotions waiting for a second person (:mod:`.approvals`)
 ``access.tasks``   the inbox of human tasks and their feedback (:mod:`.tasks`)
 ``access.policies``  the loaded policies, explained (:mod:`.policies`)
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 from .approvals import Approvals
 from .audit import AuditTrail
 from .cases import Cases
+from .certifications import Certifications
 from .guard import Guard
 from .labels import Datasets, Labels
 from .metrics import Metrics
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from .approvals import Services as ApprovalServices
     from .audit import Services as AuditServices
     from .cases import Services as CaseServices
+    from .certifications import Services as CertificationServices
     from .guard import Services as GuardServices
     from .labels import Services as LabelServices
     from .metrics import Services as MetricServices
@@ -65,6 +68,7 @@ if TYPE_CHECKING:
         AuditServices,
         LabelServices,
         CaseServices,
+        CertificationServices,
         Protocol,
     ):
         """Everything behind the guard: the services of one app (:class:`aevos.Aevos`)."""
@@ -76,6 +80,7 @@ __all__ = [
     "Approvals",
     "AuditTrail",
     "Cases",
+    "Certifications",
     "Datasets",
     "Guard",
     "Labels",
@@ -100,6 +105,7 @@ class Access:
         self.runs = Runs(self.guard, services)
         self.approvals = Approvals(self.guard, services)
         self.models = Models(self.guard, services, self.approvals)
+        self.certifications = Certifications(self.guard, services)
         self.tasks = Tasks(self.guard, services)
         self.policies = Policies(self.guard, services)
         self.metrics = Metrics(self.guard, services)

@@ -364,11 +364,8 @@ def task_request(
     if purpose == "qa":
         unbiased = True
     else:
-        # CallResult.certified_threshold comes with certification (CONTRACTS item 3); a
-        # version without one had nothing automated, so its reviews sample all its traffic.
-        unbiased = (
-            prediction is not None and getattr(prediction, "certified_threshold", None) is None
-        )
+        # A version without a certified threshold had nothing automated, so its reviews sample all its traffic.
+        unbiased = prediction is not None and prediction.certified_threshold is None
     return TaskRequest(
         title=title,
         form=form,

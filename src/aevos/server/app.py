@@ -23,6 +23,7 @@ from .api import (
     approvals,
     audit,
     cases,
+    certifications,
     datasets,
     events,
     labels,
@@ -81,6 +82,7 @@ def create_app(
     api.include_router(tasks.router)
     api.include_router(audit.router)
     api.include_router(models.router)
+    api.include_router(certifications.router)
     api.include_router(approvals.router)
     api.include_router(policies.router)
     api.include_router(metrics.router)
