@@ -125,6 +125,45 @@ def test_a_reviewers_decision_is_a_label_linked_to_the_call_it_overrode(labelled
     assert submitted.data["label_id"] == label.id
 
 
+def test_the_workflow_says_whether_a_review_was_sampled_at_random(labelled: Aevos) -> None:
+    app = labelled
+
+    @app.workflow(name="audited")
+    def audited(ctx: WorkflowContext, text: str, sampled: bool | None) -> str:
+        prediction = ctx.predict("intent", text)
+        decision = ctx.ask_human(
+            "Which intent?",
+            form=FORM,
+            case={"text": text},
+            prediction=prediction,
+            sampled=sampled,
+        )
+        return str(decision["intent"])
+
+    # The version is uncertified, so by default every review is unbiased; a workflow that
+    # asks because of the prediction says so, and one that drew the case at random too.
+    handles = {s: app.start("audited", "Where is my card?", s) for s in (None, False, True)}
+    worker = app.worker(concurrency=3).start()
+    try:
+        for sampled, handle in handles.items():
+            wait_for(lambda h=handle: bool(app.tasks.list(run_id=h.run_id)))
+            (task,) = app.tasks.list(run_id=handle.run_id)
+            assert task.unbiased is (sampled is not False)
+            _, record = app.tasks.submit(task.task_id, {"intent": "card_arrival"}, actor=ALICE)
+            assert record.unbiased is (sampled is not False)
+            assert handle.result(timeout=15) == "card_arrival"
+    finally:
+        worker.stop()
+    assert sorted(label.unbiased for label in app.labels.list()) == [False, True, True]
+
+    @app.workflow(name="misused")
+    def misused(ctx: WorkflowContext) -> None:
+        ctx.ask_human("Which?", form=FORM, sampled="yes")  # type: ignore[arg-type]
+
+    with pytest.raises(DefinitionError, match="sampled must be True, False or None"):
+        app.workflow_named("misused").run()
+
+
 def test_a_task_without_a_prediction_labels_nothing(labelled: Aevos) -> None:
     app = labelled
 

@@ -71,6 +71,10 @@ class AskHuman:
     sla: float | timedelta | None = None
     escalate_to: str | Sequence[str] | None = None
     timeout: float | timedelta | None = None
+    # True: the case was put to a person at random, whatever the model's confidence (an
+    # unbiased label); False: because of it; None: decided from the prediction (see
+    # ask_human).
+    sampled: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -548,6 +552,7 @@ class WorkflowContext:
         sla: float | timedelta | None = None,
         escalate_to: str | Sequence[str] | None = None,
         timeout: float | timedelta | None = None,
+        sampled: bool | None = None,
     ) -> HumanDecision:
         """Ask a person to decide, and wait durably (for days if need be) until they do.
 
@@ -560,6 +565,13 @@ class WorkflowContext:
         another ``sla`` passes undecided, it escalates to the next one. Past
         ``timeout`` it expires and this raises :class:`TaskExpiredError`. Under a worker the
         run is parked in the database while it waits; a submission wakes it.
+
+        The answer labels the prediction's case. ``sampled`` says whether that label is an
+        unbiased sample of traffic, which certification relies on: ``True`` when the
+        workflow put this case to a person at random (an audit draw made for every case,
+        whatever the confidence), ``False`` when it asks because of the prediction (low
+        confidence). By default (None) it is unbiased exactly when the prediction's version
+        had no certified threshold, so that every case of it was being asked about.
         """
         call = AskHuman(
             title,
@@ -573,6 +585,7 @@ class WorkflowContext:
             sla,
             escalate_to,
             timeout,
+            sampled,
         )
         return self._runtime.services.human_tasks.ask(self, call)
 
@@ -590,6 +603,7 @@ class WorkflowContext:
         sla: float | timedelta | None = None,
         escalate_to: str | Sequence[str] | None = None,
         timeout: float | timedelta | None = None,
+        sampled: bool | None = None,
     ) -> HumanDecision:
         """:meth:`ask_human` for ``async`` workflows."""
         call = AskHuman(
@@ -604,6 +618,7 @@ class WorkflowContext:
             sla,
             escalate_to,
             timeout,
+            sampled,
         )
         return await self._runtime.services.human_tasks.ask_async(self, call)
 

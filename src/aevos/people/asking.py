@@ -332,11 +332,13 @@ def task_request(
     escalate_to: str | Sequence[str] | None,
     *,
     purpose: str = "review",
+    sampled: bool | None = None,
 ) -> TaskRequest:
     """Check what a workflow asks for before anything is recorded (DefinitionError).
 
     A QA task (``purpose="qa"``) is unbiased: it was sampled at random. A review is
-    unbiased when the suggesting prediction's version had no certified threshold, so
+    unbiased when the workflow says it sampled the case at random (``sampled``), or by
+    default when the suggesting prediction's version had no certified threshold, so
     nothing was automated and every case of it was being asked about."""
     form = form if isinstance(form, Form) else Form(list(form))
     if not title or len(title) > 500:
@@ -361,8 +363,12 @@ def task_request(
     if suggestion is None and prediction is not None:
         suggestion = {form.fields[0].name: prediction.label}
     checked = None if suggestion is None else form.check_suggestion(suggestion)
+    if sampled is not None and not isinstance(sampled, bool):
+        raise DefinitionError("ask_human sampled must be True, False or None")
     if purpose == "qa":
         unbiased = True
+    elif sampled is not None:
+        unbiased = sampled
     else:
         # A version without a certified threshold had nothing automated, so its reviews sample all its traffic.
         unbiased = prediction is not None and prediction.certified_threshold is None
@@ -432,4 +438,5 @@ def _request(call: AskHuman) -> TaskRequest:
         call.priority,
         call.sla,
         call.escalate_to,
+        sampled=call.sampled,
     )
