@@ -17,7 +17,7 @@ from scipy.stats import binom
 
 from aevos.errors import DatasetError, RecipeParameterError
 from aevos.evolution import Certification, certify, p_value
-from aevos.evolution.certify import DEFAULT_GRID, default_min_count
+from aevos.evolution.certify import DEFAULT_GRID, default_min_count, floor_min_count, start_count
 
 
 def true_precision(t: float, base: float, k: float) -> float:
@@ -80,7 +80,7 @@ def test_too_few_labels_certify_nothing() -> None:
     result = certify(confidences, correct)
     assert isinstance(result, Certification)
     assert not result.certified and result.threshold is None and result.p_value is None
-    assert result.n == 100 and result.min_count == default_min_count() == 308
+    assert result.n == 100 and result.min_count == floor_min_count() == 176
     assert result.reason is not None and "too few labelled cases" in result.reason
     assert not result.automates(1.0) and result.automated_share == 0.0
     # All right, but 75 cases can never show 0.97 at delta 0.1: 0.97**75 > 0.1.
@@ -110,6 +110,28 @@ def test_starting_where_enough_cases_exist_keeps_one_confident_error_from_stoppi
     counted = certify(confidences, correct)
     assert counted.certified and counted.threshold == 0.301 and counted.errors == 3
     assert counted.start == 0.95
+
+
+def test_a_small_calibration_set_starts_at_half_its_cases_but_never_below_the_floor() -> None:
+    assert default_min_count() == 308 and floor_min_count() == 176
+    assert [start_count(n) for n in (100, 352, 400, 615, 616, 5000)] == [
+        176,
+        176,
+        200,
+        307,
+        308,
+        308,
+    ]
+    # 400 cases: the 200 most confident are right, the next 108 hold 12 errors. Starting at
+    # 308 cases, the first test (12 errors among 308, p ~ 0.85) fails and nothing is
+    # automated; starting at half the set, the 200 confident cases are certified.
+    confidences = [0.9] * 200 + [0.8] * 108 + [0.2] * 92
+    correct = [True] * 200 + [True] * 96 + [False] * 12 + [False] * 92
+    fixed = certify(confidences, correct, min_count=308)
+    assert not fixed.certified and fixed.start == 0.8
+    adaptive = certify(confidences, correct)
+    assert adaptive.min_count == 200 and adaptive.start == 0.9
+    assert adaptive.certified and adaptive.threshold == 0.801 and adaptive.n_above == 200
 
 
 def test_hoeffding_bentkus_is_valid_but_looser() -> None:
