@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .audit import AuditLog
     from .cases import KeptCases
     from .events.webhook import Ingress, Mapper, WebhookSource
+    from .evolution.certifications import Certifications
     from .identity import Identity
     from .kernel.workflow import Workflow
     from .models.gateway import Gateway
@@ -294,6 +295,20 @@ class Aevos:
         from .people.approvals import Approvals
 
         return Approvals(self.store, self.audit, lambda: self.policies, self.models, self.owner)
+
+    @property
+    def certifications(self) -> Certifications:
+        """Certified automation thresholds of model versions: record, latest, history;
+        the gateway stamps each answer with its version's (``CallResult.certified``)."""
+        from .evolution.certifications import Certifications
+
+        return Certifications(self.store, self.audit, self.models, self._certified)
+
+    def _certified(self, tenant: str, model: str, version: int) -> None:
+        # This process serves a new certification at once; others within their gateway's
+        # certification_ttl.
+        if self._gateway is not None:
+            self._gateway.forget_certification(tenant, model, version)
 
     @property
     def identity(self) -> Identity:

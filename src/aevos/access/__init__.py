@@ -11,6 +11,7 @@ over it. The operations are grouped by area, one module each:
 =================  =========================================================================
 ``access.runs``    read, start, cancel, resume, fork runs; lineage (:mod:`.runs`)
 ``access.models``  calls, versions, aliases, registration, promotions (:mod:`.models`)
+``access.certifications``  versions' certified automation thresholds (:mod:`.certifications`)
 ``access.approvals``  promotions waiting for a second person (:mod:`.approvals`)
 ``access.tasks``   the inbox of human tasks and their feedback (:mod:`.tasks`)
 ``access.policies``  the loaded policies, explained (:mod:`.policies`)
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .approvals import Approvals
 from .audit import AuditTrail
+from .certifications import Certifications
 from .guard import Guard
 from .metrics import Metrics
 from .models import API_FLAVORS, ModelOverview, Models, Promotion, Registration
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from ..identity import Principal
     from .approvals import Services as ApprovalServices
     from .audit import Services as AuditServices
+    from .certifications import Services as CertificationServices
     from .guard import Services as GuardServices
     from .metrics import Services as MetricServices
     from .models import Services as ModelServices
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
         MetricServices,
         PiiServices,
         AuditServices,
+        CertificationServices,
         Protocol,
     ):
         """Everything behind the guard: the services of one app (:class:`aevos.Aevos`)."""
@@ -66,6 +70,7 @@ __all__ = [
     "Access",
     "Approvals",
     "AuditTrail",
+    "Certifications",
     "Guard",
     "Metrics",
     "ModelOverview",
@@ -88,6 +93,7 @@ class Access:
         self.runs = Runs(self.guard, services)
         self.approvals = Approvals(self.guard, services)
         self.models = Models(self.guard, services, self.approvals)
+        self.certifications = Certifications(self.guard, services)
         self.tasks = Tasks(self.guard, services)
         self.policies = Policies(self.guard, services)
         self.metrics = Metrics(self.guard, services)

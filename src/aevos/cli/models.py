@@ -475,3 +475,50 @@ def models_lineage(
             which if isinstance(which, int) else registry.get(name, which, tenant=tenant).version
         )
         _emit_json(registry.lineage(name, number, tenant=tenant), indent=2)
+
+
+@models_cli.command("certification")
+@_reports_errors
+def models_certification(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The model.")],
+    version: Annotated[int, typer.Argument(metavar="VERSION", min=1, help="Its version.")],
+    tenant: TenantOption = "default",
+    history: Annotated[
+        bool, typer.Option("--history", help="Every certification of the version, newest first.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a version's certified automation threshold (the one in force, or --history)."""
+    with _app(ctx) as app:
+        if history:
+            records = app.certifications.history(name, version=version, tenant=tenant)
+        else:
+            latest = app.certifications.latest(name, version, tenant=tenant)
+            records = [] if latest is None else [latest]
+    if as_json:
+        if history:
+            _emit_json([r.to_json() for r in records], indent=2)
+        else:
+            _emit_json(records[0].to_json() if records else None, indent=2)
+        return
+    if not records:
+        out.print(f"{name}@{version}: not certified - nothing automated", markup=False)
+        return
+    for record in records:
+        if record.certified:
+            head = f"threshold {record.threshold:.3f}"
+        else:
+            head = "not certified - nothing automated"
+        out.print(f"{record.version_ref}: {head}  (certification {record.id})", markup=False)
+        p_value = "-" if record.p_value is None else f"{record.p_value:.3g}"
+        out.print(
+            f"  precision >= {record.target} with risk {record.delta} ({record.method}); "
+            f"{record.n} labelled cases, {record.n_above} at or above the threshold, "
+            f"{record.errors} error(s) among them, p = {p_value}",
+            markup=False,
+        )
+        if record.reason:
+            out.print(f"  reason: {record.reason}", markup=False)
+        out.print(f"  dataset: {record.dataset or '-'}", markup=False)
+        out.print(f"  by {record.created_by} at {_when(record.created_at)}", markup=False)

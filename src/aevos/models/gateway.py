@@ -37,6 +37,16 @@ Alias resolution is cached per process for ``resolve_ttl`` seconds (1 s by defau
 alias moved by another process (a rollback) takes effect here within that time;
 :meth:`Gateway.invalidate` makes it immediate in this process.
 
+Every answer carries the certified threshold of the version that gave it
+(``CallResult.certified_threshold``; ``CallResult.certified`` says whether the answer's
+confidence reaches it): the latest certification of that version
+(:mod:`aevos.evolution.certifications`), read once per version and cached per process for
+``certification_ttl`` seconds (5 s by default), so a certification recorded by another
+process (the retraining workflow on a worker) is served here within that time, and one
+recorded through this process's app at once. A version never certified, or whose
+certification certified nothing, has none: nothing it answers is certified. When the
+database cannot be read, the answer has none either (nothing is automated on a guess).
+
 The HTTP endpoint for calls from outside Python comes with the server (a later issue); it
 will call :meth:`Gateway.predict` with the caller's tenant and identity.
 """
@@ -118,7 +128,12 @@ log = logging.getLogger("aevos.gateway")
 class CallResult:
     """The answer of a governed call: the prediction, which version gave it and by which
     route (``primary``, ``canary``, ``cascade:N``, ``fallback:N``), the whole call's latency
-    and the input's SHA-256. ``label``, ``confidence`` and ``output`` are the prediction's."""
+    and the input's SHA-256. ``label``, ``confidence`` and ``output`` are the prediction's.
+
+    ``certified_threshold`` is the answering version's certified automation threshold when
+    the call was made (None: the version has none, and nothing it answers may be automated);
+    ``certified`` says whether this answer reaches it. A policy deciding after the call sees
+    both (``ctx.decide("auto-route", prediction=result)``: see :meth:`policy_input`)."""
 
     prediction: Prediction
     model: str
@@ -128,10 +143,37 @@ class CallResult:
     input_digest: str
     call_id: str
     attempts: int = 1
+    certified_threshold: float | None = None
 
     @property
     def version_ref(self) -> str:
         return f"{self.model}@{self.version}"
+
+    @property
+    def certified(self) -> bool:
+        """Whether this answer may be automated: its version has a certified threshold and
+        the answer's confidence is at or above it."""
+        threshold, confidence = self.certified_threshold, self.prediction.confidence
+        return threshold is not None and confidence is not None and confidence >= threshold
+
+    def policy_input(self) -> dict[str, Any]:
+        """What a policy sees of this answer when it is passed as an input
+        (``ctx.decide(policy, prediction=result)``): ``prediction.label``,
+        ``prediction.confidence``, ``prediction.certified`` (bool),
+        ``prediction.certified_threshold`` (null when uncertified), ``prediction.model``,
+        ``prediction.version``, ``prediction.route``. The output is left out: a policy that
+        needs part of it is passed that part."""
+        return {
+            "label": self.prediction.label,
+            "confidence": self.prediction.confidence,
+            "certified": self.certified,
+            "certified_threshold": self.certified_threshold,
+            "model": self.model,
+            "version": self.version,
+            "route": self.route,
+            "call_id": self.call_id,
+            "input_digest": self.input_digest,
+        }
 
     @property
     def label(self) -> Any:
@@ -165,6 +207,7 @@ class CallResult:
             "input_digest": self.input_digest,
             "call_id": self.call_id,
             "attempts": self.attempts,
+            "certified_threshold": self.certified_threshold,
         }
 
     @classmethod
@@ -187,6 +230,8 @@ class CallResult:
             input_digest=str(data["input_digest"]),
             call_id=str(data["call_id"]),
             attempts=int(data.get("attempts", 1)),
+            # Recorded before certifications existed: the version had none then.
+            certified_threshold=_optional_float(data.get("certified_threshold")),
         )
 
 
@@ -247,6 +292,8 @@ class Gateway:
     policies to every call (:mod:`aevos.policy.model_call`); without one, none apply.
     ``cases`` keeps the input of every call that answered (:mod:`aevos.cases`); without
     it, nothing is kept.
+    ``certification_ttl`` is how long a version's certified threshold is reused before it
+    is read again (the time within which another process's new certification is served).
     """
 
     def __init__(
@@ -265,7 +312,10 @@ class Gateway:
         shadow_backlog: int = 1000,
         gate: ModelCallGate | None = None,
         cases: KeptCases | None = None,
+        certification_ttl: float = 5.0,
     ) -> None:
+        if not isinstance(certification_ttl, int | float) or not 0 <= certification_ttl <= 3600:
+            raise DefinitionError("certification_ttl must be from 0 to 3600 seconds")
         self.store = store
         self.gate = gate
         #: Keeps what each answered call's model saw (aevos.cases); None keeps nothing.
@@ -278,6 +328,9 @@ class Gateway:
         self.resolve_ttl = resolve_ttl
         self._routes: dict[str, Route] = {}
         self._resolved: dict[tuple[str, str, int | str], tuple[float, ModelVersion, Any]] = {}
+        self.certification_ttl = float(certification_ttl)
+        # (tenant, model, version) -> (until when, threshold): read once per ttl, per version.
+        self._thresholds: dict[tuple[str, str, int], tuple[float, float | None]] = {}
         self._max_workers = max_workers
         self._pool: ThreadPoolExecutor | None = None
         self._shadow_pool: ThreadPoolExecutor | None = None
@@ -411,12 +464,27 @@ class Gateway:
         return self.budgets.usage(scope)
 
     def invalidate(self, model: str | None = None) -> None:
-        """Forget cached alias resolutions (of ``model``, or all): the next call re-reads."""
+        """Forget cached alias resolutions and certified thresholds (of ``model``, or all):
+        the next call re-reads them."""
         with self._lock:
             if model is None:
                 self._resolved = {}
+                self._thresholds = {}
             else:
                 self._resolved = {k: v for k, v in self._resolved.items() if k[1] != model}
+                self._thresholds = {k: v for k, v in self._thresholds.items() if k[1] != model}
+
+    def forget_certification(self, tenant: str, model: str, version: int) -> None:
+        """Forget the cached certified threshold of ``model@version``: the next answer of
+        that version reads its latest certification (the app calls this when it records
+        one)."""
+        self._thresholds.pop((tenant, model, version), None)
+
+    def certified_threshold(
+        self, model: str, version: int, *, tenant: str = "default"
+    ) -> float | None:
+        """The certified threshold this gateway serves for ``model@version`` now."""
+        return self._threshold(tenant, model, version)
 
     def breaker_state(self, model: str, version: int, *, tenant: str = "default") -> BreakerState:
         return self.breakers.get(tenant, model, version).state
@@ -621,6 +689,7 @@ class Gateway:
             provider=provider_of(version.flavor, version.config, version.tags),
             classification=call.classification,
             workflow=call.workflow,
+            certified_threshold=self._threshold(call.tenant, version.name, version.version),
         )
         clearance = self.gate.clear(policy, check, call.input)
         return clearance.input, clearance.decision.to_record()
@@ -659,6 +728,9 @@ class Gateway:
             input_digest=call.digest,
             call_id=call.call_id,
             attempts=len(call.records),
+            certified_threshold=self._threshold(
+                call.tenant, answer.version.name, answer.version.version
+            ),
         )
 
     def _stage(self, call: _Call, route: Route, target: Target, label: str) -> _Answer:
@@ -782,6 +854,23 @@ class Gateway:
         self._resolved[key] = (now + self.resolve_ttl, version, adapter)
         return version, adapter
 
+    def _threshold(self, tenant: str, model: str, version: int) -> float | None:
+        key = (tenant, model, version)
+        now = time.monotonic()
+        hit = self._thresholds.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            with self.store.reading() as uow:
+                _, threshold = uow.certifications.threshold(tenant, model, version)
+        except StorageError as exc:
+            # Not cached: the next call asks again. Until then nothing is certified, so
+            # nothing is automated on a threshold this process could not read.
+            log.warning("certified threshold of %s@%s unreadable: %s", model, version, exc.code)
+            return None
+        self._thresholds[key] = (now + self.certification_ttl, threshold)
+        return threshold
+
     def _record(
         self,
         call: _Call,
@@ -873,6 +962,10 @@ class Gateway:
                     )
                 pool = self._pool
         return pool
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _final_limit(error: AevosError) -> bool:

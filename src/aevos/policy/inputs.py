@@ -156,6 +156,10 @@ def _lookup(data: Mapping[str, Any], field: Field, policy: str) -> Any:
 def normalize(value: Any, path: str = "input") -> Any:
     """``value`` as plain JSON data: mappings and dataclasses become dicts, tuples lists.
 
+    An object with a ``policy_input()`` method is what that method returns: how a value
+    presents itself to policies (a model call's result shows its label, confidence and
+    whether it is certified, ``prediction.certified``, rather than its internals).
+
     Raises PolicyInputError naming the path of anything JSON cannot carry (a NaN, a date).
     """
     if value is None or isinstance(value, str | bool | int):
@@ -164,6 +168,9 @@ def normalize(value: Any, path: str = "input") -> Any:
         if not math.isfinite(value):
             raise PolicyInputError(f"{path} is not a finite number", path)
         return value
+    present = getattr(value, "policy_input", None)
+    if callable(present) and not isinstance(value, type):
+        value = present()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):

@@ -16,6 +16,7 @@ policy can declare the fields it reads from it::
     model.version: integer
     model.flavor: string         # sklearn | rules | ocr | embedding | openai ...
     model.provider: string       # local | external (see provider_of)
+    model.certified_threshold?: number  # the version's certified threshold; null: none
     data.classification: string  # the workflow's data policy's, or the caller's
     workflow?: string            # absent outside workflows
 
@@ -69,6 +70,7 @@ class ModelCallCheck:
     provider: str
     classification: str = "internal"
     workflow: str | None = None
+    certified_threshold: float | None = None
 
     def policy_input(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -79,6 +81,7 @@ class ModelCallCheck:
                 "version": self.version,
                 "flavor": self.flavor,
                 "provider": self.provider,
+                "certified_threshold": self.certified_threshold,
             },
             "data": {"classification": self.classification},
         }

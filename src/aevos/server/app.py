@@ -19,7 +19,17 @@ from .. import __version__
 from ..app import Aevos
 from ..errors import AevosError
 from . import console, errors, summaries
-from .api import approvals, audit, events, metrics, models, policies, runs, tasks
+from .api import (
+    approvals,
+    audit,
+    certifications,
+    events,
+    metrics,
+    models,
+    policies,
+    runs,
+    tasks,
+)
 from .limits import BodyLimit, BodyLimits, BodyRule, RequestRefusals
 from .limits import max_body_bytes as resolve_max_body_bytes
 from .schemas import Status
@@ -69,6 +79,7 @@ def create_app(
     api.include_router(tasks.router)
     api.include_router(audit.router)
     api.include_router(models.router)
+    api.include_router(certifications.router)
     api.include_router(approvals.router)
     api.include_router(policies.router)
     api.include_router(metrics.router)

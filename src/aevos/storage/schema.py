@@ -383,3 +383,35 @@ case_subjects = Table(
     Column("case_id", String(230), primary_key=True),
 )
 Index("ix_aevos_case_subjects_case", case_subjects.c.tenant, case_subjects.c.case_id)
+
+# -- certifications (revision 0009) --------------------------------------------------------
+
+certifications = Table(
+    "aevos_certifications",
+    metadata,
+    # A model version's certified automation threshold (Learn-then-Test), appended, never
+    # updated: the latest row of a version is the one in force; the older ones are its
+    # history. The figures only, never the cases: the dataset version is named by digest.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("target", Float, nullable=False),
+    Column("delta", Float, nullable=False),
+    Column("method", String(32), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("threshold", Float, nullable=True),  # NULL: nothing certified, nothing automated
+    Column("p_value", Float, nullable=True),
+    Column("dataset", String(100), nullable=True),  # the dataset version's digest
+    Column("evidence", Text, nullable=False),  # JSON: n_above, min_count, start, reason
+    Column("created_by", String(300), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+Index(
+    "ix_aevos_certifications_version",
+    certifications.c.tenant,
+    certifications.c.model,
+    certifications.c.version,
+    certifications.c.id,
+)

@@ -27,6 +27,7 @@ from .approvals import ApprovalRepository
 from .audit import AuditRepository
 from .budgets import BudgetRepository
 from .cases import CaseRepository
+from .certifications import CertificationRepository
 from .events import EventRepository
 from .identity import TokenRepository
 from .metrics import MetricsRepository
@@ -97,3 +98,8 @@ class UnitOfWork:
     def cases(self) -> CaseRepository:
         """Kept cases (encrypted model and task inputs) and the data subjects they name."""
         return CaseRepository(self)
+
+    @cached_property
+    def certifications(self) -> CertificationRepository:
+        """Certified automation thresholds of model versions (revision 0009)."""
+        return CertificationRepository(self)

@@ -251,6 +251,15 @@ class PredictResponse(BaseModel):
     output: Any
     input_digest: str
     latency_ms: float
+    certified_threshold: float | None = Field(
+        default=None,
+        description="The answering version's certified automation threshold; null: none.",
+    )
+    certified: bool = Field(
+        default=False,
+        description="The confidence reaches the version's certified threshold: the answer "
+        "may be automated.",
+    )
 
 
 # -- routes ----------------------------------------------------------------------------------
@@ -357,4 +366,6 @@ def predict(
         output=result.output,
         input_digest=result.input_digest,
         latency_ms=result.latency_ms,
+        certified_threshold=result.certified_threshold,
+        certified=result.certified,
     )

@@ -1,4 +1,5 @@
-"""Model pages: versions, aliases, rollout, live metrics, and promotion approvals."""
+"""Model pages: versions and their certified thresholds, aliases, rollout, live metrics, and
+promotion approvals."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ def model(
             if me.token_id == a.requester_token or me.name == a.requester_name
         },
         versions=list(reversed(overview.versions)),
+        certifications=access.certifications.by_version(me, name),
         pointing=pointing,
         route=route,
         breakers=breakers,
