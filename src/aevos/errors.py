@@ -415,6 +415,9 @@ class AuditAnchorRefusedError(AuditAnchorError):
 #     ArtifactIntegrityError  an artifact's bytes no longer hash to its version's digest
 #     UnsafeArtifactError     an artifact that would run code when loaded (a pickle, untrusted types)
 #     InvalidArtifactError    bytes that are not in the format their flavor reads
+#     └── InvalidCompositeError  a composite manifest that cannot serve (malformed, parts that
+#         │                      disagree on their classes, a chain that does not fit)
+#         └── UnknownPartError   a manifest naming a part neither given nor in the blob store
 
 
 class ModelNotFoundError(AevosError, LookupError):
@@ -435,6 +438,14 @@ class UnsafeArtifactError(AevosError):
 
 class InvalidArtifactError(AevosError, ValueError):
     code = "invalid_artifact"
+
+
+class InvalidCompositeError(InvalidArtifactError):
+    code = "invalid_composite"
+
+
+class UnknownPartError(InvalidCompositeError, LookupError):
+    code = "unknown_model_part"
 
 
 # -- model calls ----------------------------------------------------------------------------

@@ -441,7 +441,8 @@ def models_verify(
     ],
     tenant: TenantOption = "default",
 ) -> None:
-    """Re-hash stored artifacts against their registered sha256; exit 2 if any differs."""
+    """Re-hash stored artifacts (and a composite's parts) against their registered sha256;
+    exit 2 if any differs."""
     name, which = _ref(ref, "")
     failures = 0
     with _registry(ctx) as registry:
@@ -451,12 +452,13 @@ def models_verify(
             versions = [registry.get(name, which, tenant=tenant)]
         for version in versions:
             try:
-                registry.artifact(version)
+                checked = registry.verify(version)
             except AevosError as exc:
                 failures += 1
                 _print_error(exc)
                 continue
-            out.print(f"ok {version.ref} sha256:{version.digest}", markup=False)
+            parts = f" and {len(checked) - 1} part(s)" if len(checked) > 1 else ""
+            out.print(f"ok {version.ref} sha256:{version.digest}{parts}", markup=False)
     if failures:
         raise typer.Exit(2)
 

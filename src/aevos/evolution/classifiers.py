@@ -8,12 +8,12 @@
   apply) feeding a logistic regression.
 - ``ensemble``: the two above, their class probabilities averaged.
 
-The registry serves the first whole. The other two come back as registrable parts — the
-``embedding`` descriptor (pinned to the weights' sha256) and skops heads for the ``sklearn``
-flavor — but no existing flavor chains an embedding into a head (or averages two models), so
-their :class:`Trained.artifact` is None and ``unservable`` says so. Serving them needs a
-composite flavor whose artifact names its parts by digest; no new serialisation format (and
-no pickle) is needed for that.
+``tfidf-logreg`` is served by the ``sklearn`` flavor; the other two by the ``composite``
+flavor, whose artifact is a manifest naming the parts by sha256 — the ``embedding``
+descriptor (pinned to the weights' sha256) and skops heads — ``chain``-ing the embedding into
+its head and, for the ensemble, taking the ``mean`` of the two models' probabilities with
+the ``tfidf_weight``. The parts travel with the artifact (``ArtifactPart.blobs``) and are
+stored with the version; no new serialisation format, and no pickle.
 
 The probabilities averaged are the logistic regressions' own: they are fitted by log loss, so
 they are probabilities in that model's sense, but they are not recalibrated on held-out data
@@ -243,10 +243,23 @@ def _fit_embedding(
     return EmbeddingClassifier(embedder, head), parts
 
 
-_NO_CHAIN = (
-    "no existing flavor feeds the embedding flavor's vectors into a sklearn head{extra}; "
-    "register the parts separately, or add a composite flavor whose artifact names them by digest"
-)
+def _embedding_chain(parts: dict[str, ArtifactPart]) -> Any:
+    from ..models.adapters import composite
+
+    return composite.chain(
+        composite.part(
+            "embedding", parts["embedding"].data, parts["embedding"].config, name="embedding"
+        ),
+        composite.part("sklearn", parts["head"].data, name="head"),
+        name="embedding-logreg",
+    )
+
+
+def _composite(root: Any) -> ArtifactPart:
+    from ..models.adapters import composite
+
+    data, blobs = composite.manifest(root)
+    return ArtifactPart(composite.FLAVOR, data, {}, blobs)
 
 
 def train_tfidf_logreg(dataset: Dataset, params: TfidfLogregParams) -> Trained:
@@ -263,11 +276,12 @@ def train_embedding_logreg(dataset: Dataset, params: EmbeddingLogregParams) -> T
     """Sentence embeddings (the ``embedding`` extra) + logistic regression."""
     _check_trainable(dataset)
     model, parts = _fit_embedding(dataset, params)
-    return Trained(model, None, parts, _NO_CHAIN.format(extra=""))
+    return Trained(model, _composite(_embedding_chain(parts)), parts)
 
 
 def train_ensemble(dataset: Dataset, params: EnsembleParams) -> Trained:
     """TF-IDF + logistic regression and embedding + logistic regression, averaged."""
+    from ..models.adapters import composite
     from ..models.adapters.sklearn import dumps
 
     _check_trainable(dataset)
@@ -275,7 +289,13 @@ def train_ensemble(dataset: Dataset, params: EnsembleParams) -> Trained:
     embedded, parts = _fit_embedding(dataset, params.embedding)
     model = AveragedClassifier(PipelineClassifier(pipeline), embedded, params.tfidf_weight)
     all_parts = {"tfidf": ArtifactPart("sklearn", dumps(pipeline), {}), **parts}
-    return Trained(model, None, all_parts, _NO_CHAIN.format(extra=" nor averages two models"))
+    w = params.tfidf_weight
+    root = composite.mean(
+        [composite.part("sklearn", all_parts["tfidf"].data, name="tfidf"), _embedding_chain(parts)],
+        [w, 1 - w],
+        name="ensemble",
+    )
+    return Trained(model, _composite(root), all_parts)
 
 
 def builtin_recipes() -> list[Recipe[Any]]:

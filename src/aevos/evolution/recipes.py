@@ -9,8 +9,9 @@ caller passes (or none): accuracy, macro-F1, per-class support and log loss.
 
 The recipe returns a :class:`Trained`: the fitted model (for measuring and certifying in
 this process) and its artifact in one of the registry's safe formats (skops for
-scikit-learn; never a pickle), with the flavor that serves it, ready for
-``app.models.register(name, part.data, flavor=part.flavor, config=part.config)``.
+scikit-learn, a ``composite`` manifest naming such parts by digest; never a pickle), with
+the flavor that serves it, ready for ``app.models.register(name, a.data, flavor=a.flavor,
+config=a.config, parts=a.blobs)``.
 
 Nothing here imports scikit-learn, scipy or torch until a recipe runs, and nothing here
 knows the app, the kernel or storage: the retraining workflow calls it.
@@ -60,27 +61,31 @@ class TextClassifier(Protocol):
 
 @dataclass(frozen=True)
 class ArtifactPart:
-    """Bytes the model registry can store and an existing flavor can serve, as
-    ``app.models.register(name, data, flavor=flavor, config=config)``."""
+    """Bytes the model registry can store and a flavor can serve, as
+    ``app.models.register(name, data, flavor=flavor, config=config, parts=blobs)``.
+
+    ``blobs`` are the parts a ``composite`` manifest names (sha256 -> bytes); empty for
+    every other flavor.
+    """
 
     flavor: str
     data: bytes
     config: Mapping[str, Any] = field(default_factory=dict)
+    blobs: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Trained:
     """What a recipe returns.
 
-    ``artifact`` is the whole model as one registry version, when one existing flavor can
-    serve it. ``parts`` are the pieces it is made of, each registrable on its own; when
-    ``artifact`` is None, ``unservable`` says what the registry lacks to serve the whole.
+    ``artifact`` is the whole model as one registry version (None only for a recipe whose
+    model no flavor can serve). ``parts`` are the pieces it is made of, each registrable on
+    its own.
     """
 
     model: TextClassifier
     artifact: ArtifactPart | None
     parts: Mapping[str, ArtifactPart] = field(default_factory=dict)
-    unservable: str | None = None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from ..errors import (
     NoPreviousVersionError,
     RunNotFoundError,
     SerializationError,
+    UnknownPartError,
 )
 from ..identity import check_tenant
 from . import flavors
@@ -231,8 +232,16 @@ class ModelRegistry:
         tenant: str = "default",
         created_by: str = "system",
         aliases: Iterable[str] = (),
+        parts: Mapping[str, bytes] | Iterable[bytes] = (),
     ) -> ModelVersion:
         """Store ``artifact`` as the next version of ``name`` and point ``aliases`` at it.
+
+        For a composite flavor (``composite``), ``artifact`` is a manifest naming its parts
+        by sha256 and ``parts`` are their bytes (or ``{digest: bytes}``): they are stored in
+        the blob store in the same transaction as the version. A part the manifest names
+        but that is neither given nor already stored is an
+        :class:`~aevos.errors.UnknownPartError`; the flavor checks the whole (parts of a
+        mean with different classes are an :class:`~aevos.errors.InvalidCompositeError`).
 
         Content-addressed: if ``name`` already has a version with the same artifact digest,
         flavor and config, that version is returned (and ``aliases`` moved to it) instead of
@@ -260,12 +269,15 @@ class ModelRegistry:
         data = bytes(artifact)
         digest = hashlib.sha256(data).hexdigest()
         pickled = is_pickle(data)
+        given = self._check_parts(name, flavor, data, _blobs(parts))
         now = time.time()
         events: list[AuditEvent] = []
         with self.store.transaction() as uow:
             rows = uow.models
             rows.ensure(tenant, name, card.owner or created_by, now)
             rows.lock(tenant, name)
+            for part_digest, blob in given.items():
+                rows.store_artifact(part_digest, blob, now)
             rows.store_artifact(digest, data, now)
             existing = rows.same_version(tenant, name, digest, flavor, config_json)
             if existing is not None:
@@ -289,6 +301,7 @@ class ModelRegistry:
                         flavor=flavor,
                         pickle=pickled,
                         training_run_id=card.training_run_id,
+                        **({"parts": sorted(given)} if given else {}),
                     )
                 )
             for alias in alias_names:
@@ -486,20 +499,89 @@ class ModelRegistry:
         Raises :class:`~aevos.errors.ArtifactIntegrityError` when the stored bytes are gone
         or no longer hash to the digest recorded at registration (the blob was altered).
         """
-        with self.store.reading() as uow:
-            data = uow.models.artifact(version.digest)
+        where = f"the artifact of {version.name}@{version.version} (tenant {version.tenant!r})"
+        return self._verified(version.digest, where)
+
+    def verify(self, version: ModelVersion) -> list[str]:
+        """Re-hash ``version``'s artifact and, for a composite, every part it names; the
+        digests checked, the artifact's first. Raises :class:`~aevos.errors.ArtifactIntegrityError`
+        at the first blob missing or altered."""
+        data = self.artifact(version)
+        whole = flavors.composite(version.flavor)
+        named = [] if whole is None else list(whole.parts(data))
         where = f"{version.name}@{version.version} (tenant {version.tenant!r})"
+        for digest in named:
+            self._verified(digest, f"part sha256 {digest} of {where}")
+        return [version.digest, *named]
+
+    def _verified(self, digest: str, what: str) -> bytes:
+        with self.store.reading() as uow:
+            data = uow.models.artifact(digest)
         if data is None:
-            raise ArtifactIntegrityError(
-                f"the artifact of {where} is missing: no blob sha256 {version.digest}"
-            )
+            raise ArtifactIntegrityError(f"{what} is missing: no blob sha256 {digest}")
         actual = hashlib.sha256(data).hexdigest()
-        if actual != version.digest:
+        if actual != digest:
             raise ArtifactIntegrityError(
-                f"the artifact of {where} was altered: registered with sha256 "
-                f"{version.digest}, the stored bytes hash to {actual}; refusing to load it"
+                f"{what} was altered: registered with sha256 "
+                f"{digest}, the stored bytes hash to {actual}; refusing to load it"
             )
         return data
+
+    def _check_parts(
+        self, name: str, flavor: str, artifact: bytes, given: dict[str, bytes]
+    ) -> dict[str, bytes]:
+        """The part blobs to store with a version of ``flavor``, checked: a plain flavor
+        takes none; a composite's manifest must name exactly the parts given plus ones
+        already stored, and its flavor must accept the whole."""
+        whole = flavors.composite(flavor)
+        if whole is None:
+            if given:
+                raise DefinitionError(
+                    f"flavor {flavor!r} takes no parts; only a composite flavor's manifest "
+                    "names parts"
+                )
+            return {}
+        named = list(whole.parts(artifact))
+        extra = sorted(set(given) - set(named))
+        if extra:
+            raise UnknownPartError(
+                f"part(s) sha256 {', '.join(extra)} were given but the manifest of {name!r} "
+                "does not name them"
+            )
+        stored: dict[str, bytes] = {}
+        with self.store.reading() as uow:
+            for digest in named:
+                if digest not in given:
+                    found = uow.models.artifact(digest)
+                    if found is None:
+                        raise UnknownPartError(
+                            f"the manifest of {name!r} names part sha256 {digest}, which was "
+                            "neither given (parts=...) nor is in the blob store"
+                        )
+                    stored[digest] = found
+        for digest, blob in stored.items():
+            if hashlib.sha256(blob).hexdigest() != digest:
+                raise ArtifactIntegrityError(
+                    f"part sha256 {digest} named by the manifest of {name!r} was altered in "
+                    "the blob store; refusing to build on it"
+                )
+        blobs = given | stored
+        whole.check(artifact, self._part_loader(lambda digest, _what: blobs[digest]))
+        return given
+
+    def _part_loader(self, read: Callable[[str, str], bytes]) -> flavors.PartLoader:
+        """Loads a composite's parts through the adapter cache: parts shared by versions
+        (one embedding model under an ensemble and a chain) are loaded once, never trusted."""
+
+        def load_part(flavor: str, digest: str, config: Mapping[str, Any]) -> ModelAdapter:
+            # Apart from versions' keys: a version's adapter also validates its signature.
+            key = (digest, f"{flavor}#part", _json(dict(config), "part config"), False)
+            what = f"part sha256 {digest} ({flavor})"
+            return self._cached(
+                key, lambda: flavors.load_adapter(flavor, read(digest, what), config)
+            )
+
+        return load_part
 
     def load(
         self, version: ModelVersion, *, trusted: bool = False, by: str = "system"
@@ -512,18 +594,8 @@ class ModelRegistry:
         such load is audited as ``model.trusted_load`` with ``by`` as its actor.
         """
         key = (version.digest, version.flavor, _json(dict(version.config), "config"), trusted)
-        with self._cache_lock:
-            adapter = self._cache.get(key)
-            if adapter is not None:
-                self._cache.move_to_end(key)
-                return adapter
-            lock = self._loading.setdefault(key, threading.Lock())
-        # One loader per key: concurrent first calls wait for it instead of loading again.
-        with lock:
-            with self._cache_lock:
-                adapter = self._cache.get(key)
-            if adapter is not None:
-                return adapter
+
+        def build() -> ModelAdapter:
             data = self.artifact(version)
             if trusted:
                 _check_actor(by)
@@ -536,7 +608,32 @@ class ModelRegistry:
             if version.signature is not None and "signature" not in config:
                 # The version's declared input is what the adapter validates calls against.
                 config["signature"] = dict(version.signature)
-            adapter = flavors.load_adapter(version.flavor, data, config, trusted=trusted)
+            where = f"{version.name}@{version.version} (tenant {version.tenant!r})"
+            parts = self._part_loader(
+                lambda digest, what: self._verified(digest, f"{what} of {where}")
+            )
+            return flavors.load_adapter(
+                version.flavor, data, config, trusted=trusted, load_part=parts
+            )
+
+        return self._cached(key, build)
+
+    def _cached(
+        self, key: tuple[str, str, str, bool], build: Callable[[], ModelAdapter]
+    ) -> ModelAdapter:
+        with self._cache_lock:
+            adapter = self._cache.get(key)
+            if adapter is not None:
+                self._cache.move_to_end(key)
+                return adapter
+            lock = self._loading.setdefault(key, threading.Lock())
+        # One loader per key: concurrent first calls wait for it instead of loading again.
+        with lock:
+            with self._cache_lock:
+                adapter = self._cache.get(key)
+            if adapter is not None:
+                return adapter
+            adapter = build()
             with self._cache_lock:
                 self._cache[key] = adapter
                 self._loading.pop(key, None)
@@ -667,6 +764,25 @@ class ModelRegistry:
             f"model {name!r} has no alias {ref!r} (aliases: {aliases}; versions: {span}; "
             f"'{LATEST}' names the highest)"
         )
+
+
+def _blobs(parts: Mapping[str, bytes] | Iterable[bytes]) -> dict[str, bytes]:
+    """Part blobs by digest; a mapping's keys must be the digests of its values."""
+    if isinstance(parts, bytes | bytearray | memoryview):
+        raise DefinitionError("parts are a list of blobs (bytes) or a {sha256: bytes} mapping")
+    items = list(parts.items()) if isinstance(parts, Mapping) else [(None, b) for b in parts]
+    out: dict[str, bytes] = {}
+    for claimed, blob in items:
+        if not isinstance(blob, bytes | bytearray | memoryview):
+            raise DefinitionError(f"a part is bytes, not {type(blob).__name__}")
+        data = bytes(blob)
+        digest = hashlib.sha256(data).hexdigest()
+        if claimed is not None and claimed != digest:
+            raise ArtifactIntegrityError(
+                f"a part given as sha256 {str(claimed)[:64]} hashes to {digest}"
+            )
+        out[digest] = data
+    return out
 
 
 def _listing(items: Sequence[str], limit: int = 20) -> str:

@@ -10,6 +10,7 @@ flavor         artifact                                                     need
 ``embedding``  a JSON descriptor of a packaged sentence-transformers model   the ``embedding``
                                                                              extra (torch)
 ``openai``     a JSON/YAML prompt definition (may be empty)                  httpx
+``composite``  a JSON manifest naming parts of the above by sha256            its parts' needs
 =============  ===========================================================  ================
 
 Each module calls :func:`aevos.models.flavors.register_flavor` at import, and keeps its

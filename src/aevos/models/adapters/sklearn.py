@@ -132,10 +132,30 @@ class SklearnAdapter:
         if not rows:
             return []
         X = self._matrix(rows)
+        if self._proba:
+            return [self._from_proba(p) for p in self._call("predict_proba", X)]
+        return [self._from_value(v) for v in self._call("predict", X)]
+
+    def predict_proba(self, inputs: Sequence[Any] | np.ndarray) -> Any:
+        """Class probabilities, one row per input, columns in :attr:`classes` order.
+
+        A 2-D array (feature vectors from an earlier stage, as a composite chain passes them)
+        goes to the estimator as it is; anything else is checked row by row first.
+        """
+        if not self._proba:
+            raise InvalidArtifactError(
+                f"the artifact's {type(self.estimator).__name__} has no class probabilities"
+            )
+        if isinstance(inputs, np.ndarray) and inputs.ndim == 2:
+            return self._call("predict_proba", inputs)
+        rows = [self._row(x) for x in inputs]
+        if not rows:
+            return np.zeros((0, len(self.classes or ())))
+        return self._call("predict_proba", self._matrix(rows))
+
+    def _call(self, method: str, X: Any) -> Any:
         try:
-            if self._proba:
-                return [self._from_proba(p) for p in self.estimator.predict_proba(X)]
-            return [self._from_value(v) for v in self.estimator.predict(X)]
+            return getattr(self.estimator, method)(X)
         except (ValueError, TypeError) as exc:
             # The estimator's message can quote the input (numpy's "could not convert string
             # to float: '...'"), so only the exception type is passed on.
@@ -174,21 +194,27 @@ class SklearnAdapter:
 
     def _from_proba(self, proba: Any) -> Prediction:
         assert self.classes is not None
-        order = np.argsort(-proba, kind="stable")
-        top = int(order[0])
-        keep = order if self.top_k is None else order[: self.top_k]
-        probabilities = {str(self.classes[i]): float(proba[i]) for i in keep}
-        return Prediction(
-            label=self.classes[top],
-            confidence=float(proba[top]),
-            output={"probabilities": probabilities},
-        )
+        return prediction_from_proba(self.classes, proba, self.top_k)
 
     def _from_value(self, value: Any) -> Prediction:
         value = _plain(value)
         if self.classes is not None:
             return Prediction(label=value, output={"label": value})
         return Prediction(label=value, output={"value": value})
+
+
+def prediction_from_proba(classes: Sequence[Any], proba: Any, top_k: int | None) -> Prediction:
+    """One row of class probabilities as this flavor answers it: the top class as the label,
+    its probability as the confidence, and the ``top_k`` most probable (all for None)."""
+    order = np.argsort(-proba, kind="stable")
+    top = int(order[0])
+    keep = order if top_k is None else order[:top_k]
+    probabilities = {str(classes[i]): float(proba[i]) for i in keep}
+    return Prediction(
+        label=classes[top],
+        confidence=float(proba[top]),
+        output={"probabilities": probabilities},
+    )
 
 
 def _ragged(rows: list[Any]) -> bool:
