@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tests.apps.retrain_app import FAST, POLICIES, BankingLabels, banking
+from tests.apps.retrain_app import CERTIFY, FAST, POLICIES, BankingLabels, banking
 
 from aevos import Aevos
 from aevos.errors import (
@@ -31,8 +31,6 @@ from aevos.kernel.step import StepContext
 from aevos.records.retraining import RetrainingStatus, Trigger
 
 MODEL = "intents"
-# Certification on a holdout of 72 queries: precision >= 0.9 at risk 0.2, from 30 cases.
-CERTIFY = {"target": 0.9, "delta": 0.2, "min_count": 30, "holdout": 0.3}
 
 
 @pytest.fixture
