@@ -326,3 +326,130 @@ def test_a_kept_case_serialises_without_its_input_on_request() -> None:
     )
     assert "input" not in case.to_dict(include_input=False)
     assert case.to_dict()["input"] == {"a": 1}
+
+
+# -- HTTP and CLI ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(
+    database_url: str, intent_model: bytes, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Aevos, Any]]:
+    from fastapi.testclient import TestClient
+
+    from aevos.server import create_app
+
+    # The key from the environment, as a server (and the CLI) would have it.
+    monkeypatch.setenv("AEVOS_VAULT_KEY", Vault.generate_key())
+    app = Aevos(database_url, lease_seconds=2.0, poll_interval=0.02)
+    for tenant in ("acme", "beta"):
+        app.models.register(
+            "intent",
+            intent_model,
+            flavor="sklearn",
+            signature={"type": "string"},
+            tenant=tenant,
+            aliases=["champion"],
+        )
+    with TestClient(create_app(app), raise_server_exceptions=False) as client:
+        yield app, client
+    app.close()
+
+
+def _bearer(app: Aevos, role: str, tenant: str = "acme") -> dict[str, str]:
+    issued = app.identity.create_token(tenant=tenant, role=role, name=role, created_by="test")
+    return {"Authorization": f"Bearer {issued.token}"}
+
+
+def test_http_lists_reads_reveals_and_forgets_cases_by_permission(
+    served: tuple[Aevos, Any],
+) -> None:
+    app, client = served
+    result = triage(app).options(tenant="acme").run(TEXT)
+    call_id = result["call_id"]
+    operator, auditor = _bearer(app, "operator"), _bearer(app, "auditor")
+    admin, reviewer = _bearer(app, "admin"), _bearer(app, "reviewer")
+
+    listed = client.get("/v1/cases", params={"model": "intent"}, headers=operator)
+    assert listed.status_code == 200
+    (row,) = listed.json()
+    assert row["case_id"] == call_id and "input" not in row
+    assert client.get("/v1/cases", params={"since": 1e10}, headers=operator).json() == []
+    shown = client.get(f"/v1/cases/{call_id}", headers=operator).json()
+    assert shown["input_encoding"] == "json" and "<EMAIL:tok_" in shown["input"]
+    assert EMAIL not in shown["input"]
+
+    refused = client.get(f"/v1/cases/{call_id}", params={"reveal": "true"}, headers=operator)
+    assert refused.status_code == 403
+    revealed = client.get(f"/v1/cases/{call_id}", params={"reveal": "true"}, headers=auditor)
+    assert revealed.status_code == 200 and EMAIL in revealed.json()["input"]
+    (audited,) = app.audit.query("acme", action="pii.revealed")
+    assert audited.subject == f"case:{call_id}" and audited.data["tokens"] == 1
+    assert client.get("/v1/cases", headers=reviewer).status_code == 403
+
+    missing = client.get("/v1/cases/nope", headers=operator)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "case_not_found"
+    beta = client.get(f"/v1/cases/{call_id}", headers=_bearer(app, "admin", "beta"))
+    assert beta.status_code == 404  # another tenant's case is not named, let alone shown
+    for limit in (0, 5000):
+        bad = client.get("/v1/cases", params={"limit": limit}, headers=operator)
+        assert bad.status_code == 422
+
+    (token,) = tokens_in(shown["input"])
+    assert (
+        client.delete("/v1/cases", params={"subject": token}, headers=operator).status_code == 403
+    )
+    both = client.delete("/v1/cases", params={"subject": token, "run_id": "r"}, headers=admin)
+    assert both.status_code == 422 and both.json()["error"]["code"] == "case_input_invalid"
+    not_token = client.delete("/v1/cases", params={"subject": EMAIL}, headers=admin)
+    assert not_token.status_code == 422
+    gone = client.delete("/v1/cases", params={"subject": token}, headers=admin)
+    assert gone.status_code == 200 and gone.json() == {"deleted": 1}
+    assert client.get(f"/v1/cases/{call_id}", headers=operator).status_code == 404
+    (forgotten,) = app.audit.query("acme", action="case.forgotten")
+    assert forgotten.actor.startswith("admin:") and forgotten.data["deleted"] == 1
+
+
+def test_cli_lists_shows_and_forgets_cases_with_permissions(
+    served: tuple[Aevos, Any], database_url: str
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from aevos.cli import cli
+
+    app, _ = served
+    result = triage(app).options(tenant="acme").run(TEXT)
+    run_id = app.cases.get(result["call_id"], tenant="acme").run_id
+    runner = CliRunner()
+
+    def aevos(*args: str) -> Any:
+        return runner.invoke(cli, ["--database-url", database_url, *args])
+
+    listed = aevos("cases", "list", "--tenant", "acme", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout)["case_id"] == result["call_id"]
+    shown = aevos("cases", "show", result["call_id"], "--tenant", "acme")
+    assert shown.exit_code == 0 and "<EMAIL:tok_" in json.loads(shown.stdout)["input"]
+    reviewer = app.identity.create_token(
+        tenant="acme", role="reviewer", name="r", created_by="test"
+    ).token
+    denied = aevos("cases", "show", result["call_id"], "--token", reviewer)
+    assert denied.exit_code == 2 and "[forbidden]" in denied.stderr
+    missing = aevos("cases", "show", "nope", "--tenant", "acme")
+    assert missing.exit_code == 2 and "[case_not_found]" in missing.stderr
+    bad = aevos("cases", "list", "--tenant", "acme", "--limit", "0")
+    assert bad.exit_code == 2 and "[case_input_invalid]" in bad.stderr
+    forgot = aevos("cases", "forget", "--tenant", "acme", "--run", str(run_id))
+    assert forgot.exit_code == 0 and "1 case(s) forgotten" in forgot.stdout
+    (event,) = app.audit.query("acme", action="case.forgotten")
+    assert ":cli:" in event.actor and event.data == {"run_id": run_id, "deleted": 1}
+
+
+def test_the_cases_package_exports_a_small_pinned_api() -> None:
+    import aevos.cases
+
+    assert sorted(aevos.cases.__all__) == sorted(
+        ["DEFAULT_LIMIT", "MAX_LIMIT", "KeptCase", "KeptCases", "NewCase"]
+    )

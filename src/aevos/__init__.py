@@ -22,6 +22,9 @@ from .errors import (
     AuthenticationError,
     AuthorizationError,
     BudgetExceededError,
+    CaseError,
+    CaseInputError,
+    CaseNotFoundError,
     CircuitOpenError,
     CorruptDatabaseError,
     DefinitionError,
@@ -72,6 +75,7 @@ if TYPE_CHECKING:
     from .access import Access
     from .audit import AuditEvent, AuditHead, AuditLog, AuditProblem, AuditRecord, VerifyReport
     from .audit.lineage import Lineage
+    from .cases import KeptCase, KeptCases
     from .identity import Permission, Principal, Role
     from .models import ModelCard, ModelVersion, Prediction
     from .models.gateway import CallResult, Gateway
@@ -80,7 +84,7 @@ if TYPE_CHECKING:
     from .people.approvals import Approvals
     from .people.inbox import Inbox
     from .pii import Redaction, Redactor, Vault
-    from .policy import Decision, PolicySet, Verdict, python_policy
+    from .policy import CaseRetention, Decision, PolicySet, Verdict, python_policy
     from .records.approval import Approval, ApprovalStatus
 
 __version__ = "0.1.0"
@@ -107,6 +111,9 @@ _LAZY = {
     "Gateway": "models.gateway",
     "Route": "models.routing",
     "Lineage": "audit.lineage",
+    "KeptCase": "cases",
+    "KeptCases": "cases",
+    "CaseRetention": "policy",
     "ModelCard": "models",
     "ModelRegistry": "models.registry",
     "ModelVersion": "models",
@@ -153,6 +160,10 @@ __all__ = [
     "CallResult",
     "Canary",
     "Cascade",
+    "CaseError",
+    "CaseInputError",
+    "CaseNotFoundError",
+    "CaseRetention",
     "CircuitOpenError",
     "CorruptDatabaseError",
     "Decision",
@@ -166,6 +177,8 @@ __all__ = [
     "Inbox",
     "InvalidAuditEventError",
     "InvalidRunStateError",
+    "KeptCase",
+    "KeptCases",
     "Lineage",
     "ModelCallError",
     "ModelCard",

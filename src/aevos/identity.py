@@ -63,6 +63,8 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     AUDIT_EXPORT = "audit:export"
     PII_REVEAL = "pii:reveal"
+    CASES_READ = "cases:read"  # kept cases: lineage and the input as kept (tokenised)
+    CASES_DELETE = "cases:delete"  # forget cases by run or by data subject
     TOKENS_MANAGE = "tokens:manage"
     CONFIG_WRITE = "config:write"
 
@@ -83,6 +85,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             _P.MODELS_PROMOTE,
             _P.POLICIES_READ,
             _P.AUDIT_READ,
+            _P.CASES_READ,
         }
     ),
     Role.REVIEWER: frozenset(
@@ -97,6 +100,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             _P.AUDIT_READ,
             _P.AUDIT_EXPORT,
             _P.PII_REVEAL,
+            _P.CASES_READ,
         }
     ),
     Role.SERVICE: frozenset({_P.RUNS_READ, _P.RUNS_START, _P.MODELS_READ, _P.MODELS_CALL}),

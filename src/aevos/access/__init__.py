@@ -18,6 +18,7 @@ over it. The operations are grouped by area, one module each:
 ``access.retraining``  start a model's retraining, read its retrainings (:mod:`.retraining`)
 ``access.metrics``  Prometheus exposition, dashboards (:mod:`.metrics`)
 ``access.pii``     revealing tokenized personal data (:mod:`.pii`)
+``access.cases``   kept cases: list, read, forget by run or data subject (:mod:`.cases`)
 ``access.audit``   the audit log: query, verify, export (:mod:`.audit`)
 =================  =========================================================================
 """
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .approvals import Approvals
 from .audit import AuditTrail
+from .cases import Cases
 from .certifications import Certifications
 from .guard import Guard
 from .metrics import Metrics
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from ..identity import Principal
     from .approvals import Services as ApprovalServices
     from .audit import Services as AuditServices
+    from .cases import Services as CaseServices
     from .certifications import Services as CertificationServices
     from .guard import Services as GuardServices
     from .metrics import Services as MetricServices
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
         PiiServices,
         AuditServices,
         CertificationServices,
+        CaseServices,
         Protocol,
     ):
         """Everything behind the guard: the services of one app (:class:`aevos.Aevos`)."""
@@ -74,6 +78,7 @@ __all__ = [
     "Access",
     "Approvals",
     "AuditTrail",
+    "Cases",
     "Certifications",
     "Guard",
     "Metrics",
@@ -105,6 +110,7 @@ class Access:
         self.metrics = Metrics(self.guard, services)
         self.pii = Pii(self.guard, services)
         self.audit = AuditTrail(self.guard, services)
+        self.cases = Cases(self.guard, services)
 
     def authenticate(self, token: str | None, *, tenant_hint: str = "default") -> Principal:
         """The principal behind a bearer token; AuthenticationError (401) otherwise."""

@@ -326,6 +326,7 @@ def _redact_handlers(*handlers: logging.Handler) -> None:
 
 
 from .audit import audit_cli  # noqa: E402
+from .cases import cases_cli  # noqa: E402
 from .demo import demo  # noqa: E402
 from .models import models_cli  # noqa: E402
 from .policy import policy_cli  # noqa: E402
@@ -339,6 +340,7 @@ cli.add_typer(audit_cli, name="audit")
 cli.add_typer(policy_cli, name="policy")
 cli.add_typer(models_cli, name="models")
 cli.add_typer(tokens_cli, name="tokens")
+cli.add_typer(cases_cli, name="cases")
 cli.command()(demo)
 
 

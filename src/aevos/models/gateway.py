@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import logging
 import os
 import random
 import threading
@@ -90,13 +89,13 @@ from ..identity import check_tenant
 from ..storage.cases import CaseRow
 from .breaker import BreakerConfig, Breakers, BreakerState
 from .budget import Budget, Budgets, Leasing, Reservation, Usage
-from .recorder import CallRecord, CallStats, Recorder, input_digest
+from .recorder import CallRecord, CallStats, Recorder, input_digest, seal_case
 from .routing import Canary, Cascade, Route, Target, bucket_of, key_hash
 from .types import ModelAdapter, ModelVersion, Prediction
 
 if TYPE_CHECKING:
     from ..audit import AuditEvent, AuditLog
-    from ..cases import KeptCases
+    from ..cases import KeptCases, NewCase
     from ..policy.model_call import ModelCallGate
     from ..storage import Store
     from .registry import ModelRegistry
@@ -121,7 +120,6 @@ _FINAL: tuple[type[BaseException], ...] = (
     ModelAccessDeniedError,
 )
 STEP_PREFIX = "aevos.predict:"
-log = logging.getLogger("aevos.gateway")
 
 
 @dataclass(frozen=True)
@@ -536,13 +534,14 @@ class Gateway:
         """
         call, route = self._start(model, input, key, tenant, workflow, actor, timeout)
         self._govern_by_policy(call, role, classification, bypass_policy)
-        case: CaseRow | None = None
+        pending: tuple[tuple[KeptCases, NewCase], ...] = ()
         try:
             result = self._govern(call, route, model, key)
-            case = self._keep(call, result)
+            if self.cases is not None:
+                pending = ((self.cases, self._new_case(call, result)),)
             return result
         finally:
-            self.recorder.add(call.records, () if case is None else (case,))
+            self.recorder.add(call.records, pending)
 
     def govern(
         self,
@@ -574,7 +573,10 @@ class Gateway:
             call.run_id, call.seq, records = run_id, seq, call.records
             self._govern_by_policy(call, "service", classification, bypass_policy)
             result = self._govern(call, route, model, key)
-            return Governed(result, None, records, self._keep(call, result))
+            case = None
+            if self.cases is not None:
+                case = seal_case(self.cases, self._new_case(call, result), records)
+            return Governed(result, None, records, case)
         except AevosError as exc:
             # Recorded against the run like any step failure (a non-JSON input included).
             return Governed(None, exc, records)
@@ -585,39 +587,24 @@ class Gateway:
 
     # -- the governed call --------------------------------------------------------------------
 
-    def _keep(self, call: _Call, result: CallResult) -> CaseRow | None:
-        """The sealed case of an answered call (its input after the data policy), or None.
-
-        A case that cannot be sealed is logged by its error code and the call's answer
-        stands: keeping what a model saw must not fail the decision it made.
-        """
-        if self.cases is None:
-            return None
+    @staticmethod
+    def _new_case(call: _Call, result: CallResult) -> NewCase:
+        """The case of an answered call: what the caller gave, kept after its data policy."""
         from ..cases import NewCase
 
-        try:
-            row = self.cases.seal(
-                NewCase(
-                    tenant=call.tenant,
-                    case_id=call.call_id,
-                    kind="model_call",
-                    input=call.input,
-                    model=result.model,
-                    version=result.version,
-                    run_id=call.run_id,
-                    seq=call.seq,
-                    call_id=call.call_id,
-                    workflow=call.workflow,
-                    model_input_digest=call.digest,
-                )
-            )
-        except AevosError as exc:
-            log.error("the case of model call %s was not kept: %s", call.call_id, exc.code)
-            return None
-        if row is not None and row.input_digest != call.digest:
-            for record in call.records:
-                record.case_digest = row.input_digest
-        return row
+        return NewCase(
+            tenant=call.tenant,
+            case_id=call.call_id,
+            kind="model_call",
+            input=call.input,
+            model=result.model,
+            version=result.version,
+            run_id=call.run_id,
+            seq=call.seq,
+            call_id=call.call_id,
+            workflow=call.workflow,
+            model_input_digest=call.digest,
+        )
 
     def _start(
         self,

@@ -22,14 +22,17 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..audit import AuditEvent, AuditLog
 from ..codec import input_digest
-from ..errors import InvalidAuditEventError
+from ..errors import AevosError, InvalidAuditEventError
 from ..storage.cases import CaseRow
 
-__all__ = ["CallRecord", "CallStats", "Recorder", "input_digest"]
+if TYPE_CHECKING:
+    from ..cases import KeptCases, NewCase
+
+__all__ = ["CallRecord", "CallStats", "Recorder", "input_digest", "seal_case"]
 
 log = logging.getLogger("aevos.gateway")
 
@@ -152,6 +155,25 @@ class CallRecord:
         return [decision, self.event()]
 
 
+def seal_case(cases: KeptCases, case: NewCase, records: Sequence[CallRecord]) -> CaseRow | None:
+    """The sealed case of a model call, or None (not kept); when the kept input differs
+    from what the model was given, its digest goes on the call's ``records`` as well.
+
+    A case that cannot be sealed is logged by its error code: keeping what a model saw
+    must not fail the decision it made.
+    """
+    try:
+        row = cases.seal(case)
+    except AevosError as exc:
+        log.error("the case of model call %s was not kept: %s", case.case_id, exc.code)
+        return None
+    if row is not None and row.input_digest != case.model_input_digest:
+        for record in records:
+            if record.call_id == case.case_id:
+                record.case_digest = row.input_digest
+    return row
+
+
 def _policy_ref(policy: dict[str, Any]) -> dict[str, Any]:
     """What the ``model.called`` record keeps of its decision: enough to find it."""
     if "bypassed" in policy:
@@ -190,7 +212,9 @@ class Recorder:
         self.batch = batch
         self.max_pending = max_pending
         self._pending: list[CallRecord] = []
-        self._pending_cases: list[CaseRow] = []
+        # Cases of calls outside workflows, sealed here in the background: encrypting (and
+        # applying the data policy) stays off the caller's path.
+        self._pending_cases: list[tuple[KeptCases, NewCase]] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -200,8 +224,11 @@ class Recorder:
         self.written = 0
         self.dropped = 0
 
-    def add(self, records: Sequence[CallRecord], cases: Sequence[CaseRow] = ()) -> None:
-        """Queue ``records`` (and the kept ``cases`` of their calls) for the next flush."""
+    def add(
+        self, records: Sequence[CallRecord], cases: Sequence[tuple[KeptCases, NewCase]] = ()
+    ) -> None:
+        """Queue ``records`` (and the cases of their calls, to seal and keep) for the next
+        flush; a call's records and its case always arrive in one ``add``."""
         with self._lock:
             self._pending.extend(records)
             self._pending_cases.extend(cases)
@@ -265,21 +292,7 @@ class Recorder:
                 records, self._pending = self._pending, []
                 cases, self._pending_cases = self._pending_cases, []
             if cases:
-                # Before the records: a case whose model.called record is lost in a crash
-                # is one kept case too many, never a recorded digest with nothing kept.
-                try:
-                    with self.audit.store.transaction() as uow:
-                        uow.cases.add(cases)
-                except BaseException:
-                    with self._lock:
-                        self._pending_cases[:0] = cases
-                        excess = len(self._pending_cases) - self.max_pending
-                        if excess > 0:
-                            del self._pending_cases[:excess]
-                            log.error("gateway dropped %d kept cases: storage unreachable", excess)
-                    with self._lock:
-                        self._pending[:0] = records
-                    raise
+                self._keep(cases, records)
             done = 0
             try:
                 while done < len(records):
@@ -291,6 +304,29 @@ class Recorder:
                 self._requeue(records[done:])
                 raise
             return done
+
+    def _keep(self, cases: list[tuple[KeptCases, NewCase]], records: list[CallRecord]) -> None:
+        """Seal and write the cases, before their records are built into audit events (a
+        case's digest may go on its record) and written: a crash in between leaves a kept
+        case whose record is lost, never a record whose case is."""
+        rows = [
+            row for keeper, case in cases if (row := seal_case(keeper, case, records)) is not None
+        ]
+        if not rows:
+            return
+        try:
+            with self.audit.store.transaction() as uow:
+                uow.cases.add(rows)
+        except BaseException:
+            # Sealed again on the next flush (the records keep any digest set here).
+            with self._lock:
+                self._pending[:0] = records
+                self._pending_cases[:0] = cases
+                excess = len(self._pending_cases) - self.max_pending
+                if excess > 0:
+                    del self._pending_cases[:excess]
+                    log.error("gateway dropped %d kept cases: storage unreachable", excess)
+            raise
 
     def _events(self, records: Sequence[CallRecord]) -> list[AuditEvent]:
         events = []

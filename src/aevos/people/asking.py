@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import codec
 from ..audit import AuditEvent
-from ..cases import KeptCases, NewCase
 from ..errors import AevosError, DefinitionError, TaskConflictError, TaskExpiredError
 from ..identity import ROLE_PERMISSIONS, Permission, Role
 from ..kernel.context import AskHuman
@@ -38,6 +37,7 @@ from ..records.task import (
 from ..storage import StepRecord, UnitOfWork
 
 if TYPE_CHECKING:
+    from ..cases import KeptCases
     from ..kernel.context import WorkflowContext
     from ..models.gateway import CallResult
     from ..storage.cases import CaseRow
@@ -131,6 +131,9 @@ class Asking:
         cases = None if self._cases is None else self._cases()
         if cases is None:
             return None
+        # Imported here: importing aevos must not load the vault's crypto or YAML.
+        from ..cases import NewCase
+
         version = None
         if request.model_version is not None and "@" in request.model_version:
             tail = request.model_version.rsplit("@", 1)[1]

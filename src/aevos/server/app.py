@@ -22,6 +22,7 @@ from . import console, errors, summaries
 from .api import (
     approvals,
     audit,
+    cases,
     certifications,
     events,
     metrics,
@@ -86,6 +87,7 @@ def create_app(
     api.include_router(policies.router)
     api.include_router(metrics.router)
     api.include_router(events.router)
+    api.include_router(cases.router)
 
     @api.get("/healthz", tags=["health"])
     def healthz() -> Status:
