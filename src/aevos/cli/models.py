@@ -519,6 +519,7 @@ def models_certification(
             f"{record.n} labelled cases, {record.n_above} at or above the threshold, "
             f"{record.errors} error(s) among them, p = {p_value}",
             markup=False,
+            soft_wrap=True,  # one line, whatever the terminal's width: scripts grep it
         )
         if record.reason:
             out.print(f"  reason: {record.reason}", markup=False)
