@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from .cases import KeptCases
     from .events.webhook import Ingress, Mapper, WebhookSource
     from .evolution.certifications import Certifications
+    from .evolution.datasets import Datasets
+    from .evolution.labels import Labels
     from .evolution.registry import RecipeRegistry
     from .evolution.retraining import Retraining, TrainingData
     from .identity import Identity
@@ -294,6 +296,20 @@ class Aevos:
         return Inbox(self.store, self.audit, self.runtime.wake, self.owner)
 
     @property
+    def labels(self) -> Labels:
+        """Labels of kept cases: late ground truth (outranks reviewers), lists, conflicts."""
+        from .evolution.labels import Labels
+
+        return Labels(self.store, self.audit)
+
+    @property
+    def datasets(self) -> Datasets:
+        """Content-addressed dataset versions of labels: snapshot, list, show, export."""
+        from .evolution.datasets import Datasets
+
+        return Datasets(self.store, self.audit, lambda: self.cases)
+
+    @property
     def approvals(self) -> Approvals:
         """Gated actions (promotions) waiting for a second person: list, approve, reject."""
         from .people.approvals import Approvals
@@ -340,9 +356,9 @@ class Aevos:
         return self._retraining
 
     def _training_data(self) -> TrainingData:
-        raise DefinitionError(
-            "retraining has no labelled data: set app.retraining.data to a TrainingData source"
-        )
+        from .evolution.retraining import LabelledCases
+
+        return LabelledCases(lambda: self.datasets, lambda: self.labels)
 
     def _certified(self, tenant: str, model: str, version: int) -> None:
         # This process serves a new certification at once; others within their gateway's

@@ -685,6 +685,38 @@ class DatasetError(EvolutionError, ValueError):
     code = "invalid_dataset"
 
 
+# -- evolution: labels and datasets -------------------------------------------------------------
+# (A label naming a case id the tenant has no case for is a CaseNotFoundError, above.)
+#     EvolutionError
+#     ├── LabelInputError          a label, case id, source or batch that cannot be recorded
+#     │                            (``field`` names the one at fault)
+#     ├── DatasetNotFoundError     no dataset version of the tenant has that digest
+#     └── ExportFormatError        an export format that is unknown, or whose library is not
+#                                  installed (Parquet needs the ``parquet`` extra: pyarrow)
+
+
+class LabelInputError(EvolutionError, ValueError):
+    code = "invalid_label"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": self.field}
+
+
+class DatasetNotFoundError(EvolutionError, LookupError):
+    code = "dataset_not_found"
+
+
+class ExportFormatError(EvolutionError, ValueError):
+    code = "export_format_unavailable"
+
+
+# -- evolution: retraining (see the tree of evolution errors above) ---------------------------
+
+
 class RetrainingConfigError(EvolutionError, ValueError):
     code = "invalid_retraining_config"
 

@@ -67,6 +67,10 @@ class Permission(StrEnum):
     CASES_DELETE = "cases:delete"  # forget cases by run or by data subject
     TOKENS_MANAGE = "tokens:manage"
     CONFIG_WRITE = "config:write"
+    LABELS_READ = "labels:read"  # labels of cases and their conflicts
+    LABELS_WRITE = "labels:write"  # report late ground truth
+    DATASETS_READ = "datasets:read"  # list, show and export dataset versions
+    DATASETS_WRITE = "datasets:write"  # snapshot a dataset version
 
 
 _P = Permission
@@ -85,6 +89,10 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             _P.MODELS_PROMOTE,
             _P.POLICIES_READ,
             _P.AUDIT_READ,
+            _P.LABELS_READ,
+            _P.LABELS_WRITE,
+            _P.DATASETS_READ,
+            _P.DATASETS_WRITE,
             _P.CASES_READ,
         }
     ),
@@ -100,10 +108,15 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             _P.AUDIT_READ,
             _P.AUDIT_EXPORT,
             _P.PII_REVEAL,
+            _P.LABELS_READ,
+            _P.DATASETS_READ,
             _P.CASES_READ,
         }
     ),
-    Role.SERVICE: frozenset({_P.RUNS_READ, _P.RUNS_START, _P.MODELS_READ, _P.MODELS_CALL}),
+    # A service reports late ground truth (a claims system's final outcomes).
+    Role.SERVICE: frozenset(
+        {_P.RUNS_READ, _P.RUNS_START, _P.MODELS_READ, _P.MODELS_CALL, _P.LABELS_WRITE}
+    ),
 }
 
 

@@ -20,6 +20,8 @@ over it. The operations are grouped by area, one module each:
 ``access.pii``     revealing tokenized personal data (:mod:`.pii`)
 ``access.cases``   kept cases: list, read, forget by run or data subject (:mod:`.cases`)
 ``access.audit``   the audit log: query, verify, export (:mod:`.audit`)
+``access.labels``, ``access.datasets``  late ground truth, conflicts; dataset versions
+                   (:mod:`.labels`)
 =================  =========================================================================
 """
 
@@ -32,6 +34,7 @@ from .audit import AuditTrail
 from .cases import Cases
 from .certifications import Certifications
 from .guard import Guard
+from .labels import Datasets, Labels
 from .metrics import Metrics
 from .models import API_FLAVORS, ModelOverview, Models, Promotion, Registration
 from .pii import Pii
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
     from .cases import Services as CaseServices
     from .certifications import Services as CertificationServices
     from .guard import Services as GuardServices
+    from .labels import Services as LabelServices
     from .metrics import Services as MetricServices
     from .models import Services as ModelServices
     from .pii import Services as PiiServices
@@ -67,6 +71,7 @@ if TYPE_CHECKING:
         PiiServices,
         AuditServices,
         CertificationServices,
+        LabelServices,
         CaseServices,
         Protocol,
     ):
@@ -80,7 +85,9 @@ __all__ = [
     "AuditTrail",
     "Cases",
     "Certifications",
+    "Datasets",
     "Guard",
+    "Labels",
     "Metrics",
     "ModelOverview",
     "Models",
@@ -110,6 +117,8 @@ class Access:
         self.metrics = Metrics(self.guard, services)
         self.pii = Pii(self.guard, services)
         self.audit = AuditTrail(self.guard, services)
+        self.labels = Labels(self.guard, services)
+        self.datasets = Datasets(self.guard, services)
         self.cases = Cases(self.guard, services)
 
     def authenticate(self, token: str | None, *, tenant_hint: str = "default") -> Principal:

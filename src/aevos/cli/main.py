@@ -327,7 +327,9 @@ def _redact_handlers(*handlers: logging.Handler) -> None:
 
 from .audit import audit_cli  # noqa: E402
 from .cases import cases_cli  # noqa: E402
+from .datasets import datasets_cli  # noqa: E402
 from .demo import demo  # noqa: E402
+from .labels import labels_cli  # noqa: E402
 from .models import models_cli  # noqa: E402
 from .policy import policy_cli  # noqa: E402
 from .runs import runs_cli  # noqa: E402
@@ -340,6 +342,8 @@ cli.add_typer(audit_cli, name="audit")
 cli.add_typer(policy_cli, name="policy")
 cli.add_typer(models_cli, name="models")
 cli.add_typer(tokens_cli, name="tokens")
+cli.add_typer(labels_cli, name="labels")
+cli.add_typer(datasets_cli, name="datasets")
 cli.add_typer(cases_cli, name="cases")
 cli.command()(demo)
 

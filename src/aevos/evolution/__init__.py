@@ -21,6 +21,8 @@ from .certifications import Certifications
 from .certify import DEFAULT_DELTA, DEFAULT_TARGET, Certification, certify, p_value
 from .classifiers import EmbeddingLogregParams, EnsembleParams, TfidfLogregParams
 from .dataset import Dataset
+from .datasets import Datasets, DatasetVersion
+from .labels import Labels
 from .recipes import (
     ArtifactPart,
     Metrics,
@@ -42,8 +44,11 @@ __all__ = [
     "CertificationRecord",
     "Certifications",
     "Dataset",
+    "DatasetVersion",
+    "Datasets",
     "EmbeddingLogregParams",
     "EnsembleParams",
+    "Labels",
     "Metrics",
     "Recipe",
     "RecipeRegistry",

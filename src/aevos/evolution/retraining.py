@@ -67,9 +67,19 @@ if TYPE_CHECKING:
     from ..people.approvals import Approvals
     from ..storage import Store
     from .certifications import Certifications
+    from .datasets import Datasets
+    from .labels import Labels
     from .registry import RecipeRegistry
 
-__all__ = ["QUEUE", "RUN_TAG", "WORKFLOW", "Retraining", "TrainingData"]
+__all__ = [
+    "QUEUE",
+    "RUN_TAG",
+    "WORKFLOW",
+    "LabelledCases",
+    "Retraining",
+    "TrainingData",
+    "split_by_time",
+]
 
 log = logging.getLogger("aevos.retraining")
 
@@ -106,6 +116,24 @@ class TrainingData(Protocol):
     def label_count(self, model: str, *, tenant: str) -> int:
         """How many labels ``model``'s cases have (the every-N trigger counts them)."""
         ...
+
+
+class LabelledCases:
+    """The default :class:`TrainingData`: the app's labels of kept cases and its dataset
+    versions (``app.labels``, ``app.datasets``); the text is each case's kept input."""
+
+    def __init__(self, datasets: Callable[[], Datasets], labels: Callable[[], Labels]) -> None:
+        self._datasets = datasets
+        self._labels = labels
+
+    def snapshot(self, model: str, *, tenant: str, actor: str) -> DatasetRef:
+        return self._datasets().snapshot(model, tenant=tenant, actor=actor)
+
+    def training_data(self, digest: str, *, tenant: str) -> Dataset:
+        return self._datasets().training_data(digest, tenant=tenant)
+
+    def label_count(self, model: str, *, tenant: str) -> int:
+        return self._labels().count(tenant=tenant, model=model)
 
 
 def _actor(run_id: str) -> str:

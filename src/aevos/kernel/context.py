@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from ..records.task import Field, Form, HumanDecision
     from ..storage import Store
 
-__all__ = ["AskHuman", "Cancelled", "HumanTasks", "Suspend", "WorkflowContext"]
+__all__ = ["AskHuman", "Cancelled", "HumanTasks", "QaSample", "Suspend", "WorkflowContext"]
 
 T = TypeVar("T")
 
@@ -73,12 +73,31 @@ class AskHuman:
     timeout: float | timedelta | None = None
 
 
+@dataclass(frozen=True)
+class QaSample:
+    """One ``ctx.qa_sample`` call, as the workflow made it (new fields come with defaults)."""
+
+    prediction: CallResult
+    share: float
+    form: Form | Sequence[Field]
+    title: str = "Check an automated decision"
+    case: Any = None
+    queue: str = "qa"
+    role: str = "reviewer"
+    priority: int = 0
+    sla: float | timedelta | None = None
+    escalate_to: str | Sequence[str] | None = None
+
+
 class HumanTasks(Protocol):
-    """Asks a person as two positions of the run (see :mod:`aevos.people.asking`)."""
+    """Asks a person as two positions of the run (see :mod:`aevos.people.asking`), or
+    samples a decision for a person to check at one position, without waiting."""
 
     def ask(self, ctx: WorkflowContext, call: AskHuman) -> HumanDecision: ...
 
     async def ask_async(self, ctx: WorkflowContext, call: AskHuman) -> HumanDecision: ...
+
+    def sample(self, ctx: WorkflowContext, call: QaSample) -> str | None: ...
 
 
 class ContextServices(Protocol):
@@ -587,6 +606,36 @@ class WorkflowContext:
             timeout,
         )
         return await self._runtime.services.human_tasks.ask_async(self, call)
+
+    def qa_sample(
+        self,
+        prediction: CallResult,
+        *,
+        share: float,
+        form: Form | Sequence[Field],
+        title: str = "Check an automated decision",
+        case: Any = None,
+        queue: str = "qa",
+        role: str = "reviewer",
+        priority: int = 0,
+        sla: float | timedelta | None = None,
+        escalate_to: str | Sequence[str] | None = None,
+    ) -> str | None:
+        """Send this automated decision to a person with probability ``share``, without
+        waiting for the answer; returns the task's id if it was sampled, else None.
+
+        Fire and forget, like a child workflow its parent abandons: the run goes on at once
+        and may finish long before anyone answers. The draw is recorded at one position of
+        the run (with the task, in one transaction), so a replay makes the same choice. The
+        task (``purpose="qa"``) shows ``case`` and ``form`` pre-filled with the
+        ``prediction``'s label like :meth:`ask_human`; its answer becomes a feedback record
+        and a ``qa`` label of the prediction's call, unbiased (sampled at random), which
+        measures the realised precision of automation and feeds certification.
+        """
+        call = QaSample(
+            prediction, share, form, title, case, queue, role, priority, sla, escalate_to
+        )
+        return self._runtime.services.human_tasks.sample(self, call)
 
     # -- child runs -------------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 # kernel knows the first: forking a run between a question and its answer asks again.
 TASK_STEP = "aevos.task"
 DECISION_STEP = "aevos.decision"
+# ctx.qa_sample's one position: whether this decision was sampled (and its task, if so).
+QA_STEP = "aevos.qa"
 
 
 class Services(Protocol):

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import logging
 import os
 import random
 import threading
@@ -120,6 +121,7 @@ _FINAL: tuple[type[BaseException], ...] = (
     ModelAccessDeniedError,
 )
 STEP_PREFIX = "aevos.predict:"
+log = logging.getLogger("aevos.gateway")
 
 
 @dataclass(frozen=True)

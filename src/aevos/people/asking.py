@@ -11,6 +11,8 @@ it), or polling in the thread that runs it inline.
 from __future__ import annotations
 
 import logging
+import math
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
@@ -20,8 +22,8 @@ from .. import codec
 from ..audit import AuditEvent
 from ..errors import AevosError, DefinitionError, TaskConflictError, TaskExpiredError
 from ..identity import ROLE_PERMISSIONS, Permission, Role
-from ..kernel.context import AskHuman
-from ..kernel.services import DECISION_STEP, TASK_STEP
+from ..kernel.context import AskHuman, QaSample
+from ..kernel.services import DECISION_STEP, QA_STEP, TASK_STEP
 from ..records.run import StepInfo
 from ..records.task import (
     MAX_ESCALATIONS,
@@ -75,6 +77,71 @@ class Asking:
             if recorded is None:
                 await ctx.idle_async(deadline)
         return self._answer(recorded, task_id)
+
+    def sample(self, ctx: WorkflowContext, call: QaSample) -> str | None:
+        """``ctx.qa_sample``: draw, and open a QA task if drawn, at one position."""
+        share = call.share
+        if isinstance(share, bool) or not isinstance(share, int | float):
+            raise DefinitionError("qa_sample share must be a number from 0 to 1")
+        if not (math.isfinite(share) and 0 <= share <= 1):
+            raise DefinitionError(f"qa_sample share must be from 0 to 1, got {share!r}")
+        if not hasattr(call.prediction, "call_id"):
+            raise DefinitionError("qa_sample needs the prediction (ctx.predict's result)")
+        request = task_request(
+            call.title,
+            call.form,
+            call.case,
+            None,
+            call.prediction,
+            call.queue,
+            call.role,
+            call.priority,
+            call.sla,
+            call.escalate_to,
+            purpose="qa",
+        )
+        journal = ctx.journal
+        seq, recorded = journal.begin(QA_STEP)
+        if recorded is not None:
+            task_id = journal.replay_value(recorded)["task_id"]
+            return None if task_id is None else str(task_id)
+        started = time.time()
+        # Independent of everything about the case, so the sample is unbiased.
+        draw = secrets.SystemRandom().random()
+        sampled = draw < share
+        task_id = f"{ctx.run_id}.{seq}" if sampled else None
+        output = {"sampled": sampled, "task_id": task_id, "share": share, "draw": draw}
+        step = StepRecord(
+            seq, QA_STEP, "SUCCEEDED", codec.encode(output, QA_STEP), None, 1, started, time.time()
+        )
+        if task_id is None:
+            journal.record(step, output)
+            return None
+        event = AuditEvent(
+            action="task.created",
+            actor=f"system:workflow/{ctx.workflow}",
+            tenant=ctx.tenant,
+            subject=f"task:{task_id}",
+            run_id=ctx.run_id,
+            data={
+                "queue": request.queue,
+                "role": request.role,
+                "purpose": "qa",
+                "share": share,
+                "model_version": request.model_version,
+                "call_id": request.call_id,
+                "sla_seconds": request.sla_seconds,
+                "seq": seq,
+            },
+        )
+        where = {"tenant": ctx.tenant, "run_id": ctx.run_id, "workflow": ctx.workflow}
+        qa_task = task_id
+
+        def create(uow: UnitOfWork) -> None:
+            uow.tasks.create(request, task_id=qa_task, seq=seq, created_at=started, **where)
+
+        journal.record(step, output, events=[event], also=create)
+        return task_id
 
     def _open_task(
         self, ctx: WorkflowContext, request: TaskRequest, timeout: float | timedelta | None
@@ -258,8 +325,14 @@ def task_request(
     priority: int,
     sla: float | timedelta | None,
     escalate_to: str | Sequence[str] | None,
+    *,
+    purpose: str = "review",
 ) -> TaskRequest:
-    """Check what a workflow asks for before anything is recorded (DefinitionError)."""
+    """Check what a workflow asks for before anything is recorded (DefinitionError).
+
+    A QA task (``purpose="qa"``) is unbiased: it was sampled at random. A review is
+    unbiased when the suggesting prediction's version had no certified threshold, so
+    nothing was automated and every case of it was being asked about."""
     form = form if isinstance(form, Form) else Form(list(form))
     if not title or len(title) > 500:
         raise DefinitionError("ask_human needs a title of 1 to 500 characters")
@@ -282,11 +355,20 @@ def task_request(
         )
     if suggestion is None and prediction is not None:
         suggestion = {form.fields[0].name: prediction.label}
+    checked = None if suggestion is None else form.check_suggestion(suggestion)
+    if purpose == "qa":
+        unbiased = True
+    else:
+        # CallResult.certified_threshold comes with certification (CONTRACTS item 3); a
+        # version without one had nothing automated, so its reviews sample all its traffic.
+        unbiased = (
+            prediction is not None and getattr(prediction, "certified_threshold", None) is None
+        )
     return TaskRequest(
         title=title,
         form=form,
         case=case,
-        suggestion=None if suggestion is None else form.check_suggestion(suggestion),
+        suggestion=checked,
         confidence=None if prediction is None else prediction.confidence,
         model=None if prediction is None else prediction.model,
         model_version=None if prediction is None else prediction.version_ref,
@@ -297,7 +379,26 @@ def task_request(
         priority=int(priority),
         sla_seconds=_seconds(sla, "sla"),
         escalate_to=chain,
+        purpose=purpose,
+        unbiased=unbiased,
+        label_field=label_field(form, checked, prediction),
     )
+
+
+def label_field(
+    form: Form, suggestion: Mapping[str, Any] | None, prediction: CallResult | None
+) -> str | None:
+    """The field whose submitted value labels the case: the one the prediction's label
+    filled (the first field by default), else a suggestion's only field; None if neither
+    says which (the decision then labels nothing)."""
+    if not suggestion:
+        return None
+    if prediction is not None:
+        by_name = {f.name: f for f in form.fields}
+        for name, value in suggestion.items():
+            if value == by_name[name].normalise(prediction.label):
+                return name
+    return next(iter(suggestion)) if len(suggestion) == 1 else None
 
 
 def _request(call: AskHuman) -> TaskRequest:

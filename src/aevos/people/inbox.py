@@ -19,6 +19,7 @@ from ..audit import AuditEvent
 from ..errors import AevosError, TaskConflictError
 from ..records.task import Feedback, Task, TaskStatus, overridden
 from ..storage.tasks import refusal
+from .labelling import label_from_decision, record_label
 
 if TYPE_CHECKING:
     from ..audit import AuditLog
@@ -177,7 +178,11 @@ class Inbox:
         now = time.time()
         with self.store.transaction() as uow:
             done, record = uow.tasks.submit(task_id, tenant, actor, result_json, changed, now)
-            uow.runs.wake(done.run_id, now)
+            if done.purpose != "qa":
+                # Nobody waits for a QA answer: its run moved on (or ended) when it asked.
+                uow.runs.wake(done.run_id, now)
+            new_label = label_from_decision(done, record)
+            label = None if new_label is None else record_label(uow, self.audit, new_label)[0]
             self.audit.append(
                 AuditEvent(
                     action="task.submitted",
@@ -192,12 +197,15 @@ class Inbox:
                         "overridden": changed,
                         "model_version": done.model_version,
                         "call_id": done.call_id,
+                        "purpose": done.purpose,
+                        "label_id": None if label is None else label.id,
                         "decision_digest": codec.digest(decision),
                     },
                 ),
                 uow=uow,
             )
-        self._wake(done.run_id)
+        if done.purpose != "qa":
+            self._wake(done.run_id)
         return done, record
 
     def escalate_overdue(self, now: float | None = None) -> builtins.list[Task]:

@@ -260,6 +260,12 @@ class Task:
     escalation_chain: tuple[str, ...] = ()
     escalations: int = 0
     escalation_level: int = 0
+    # "review": a run waits for the answer; "qa": a sample of automated decisions, asked
+    # without holding the run. ``unbiased``: asked independently of the model's confidence.
+    # ``label_field``: the field the prediction's suggestion filled; its value is the label.
+    purpose: str = "review"
+    unbiased: bool = False
+    label_field: str | None = None
 
     @property
     def escalated(self) -> bool:
@@ -330,6 +336,8 @@ class Feedback:
     reviewer: str
     asked_at: float
     decided_at: float
+    purpose: str = "review"  # "review" or "qa"
+    unbiased: bool = False  # asked independently of the model's confidence
 
 
 def overridden(suggestion: Mapping[str, Any] | None, decision: Mapping[str, Any]) -> bool:
@@ -357,3 +365,6 @@ class TaskRequest:
     priority: int = 0
     sla_seconds: float | None = None
     escalate_to: tuple[str, ...] = ()  # one queue per escalation level
+    purpose: str = "review"  # or "qa": a sample of automated decisions, nobody waits
+    unbiased: bool = False
+    label_field: str | None = None  # the field whose submitted value is the case's label

@@ -24,7 +24,9 @@ from .api import (
     audit,
     cases,
     certifications,
+    datasets,
     events,
+    labels,
     metrics,
     models,
     policies,
@@ -87,6 +89,8 @@ def create_app(
     api.include_router(policies.router)
     api.include_router(metrics.router)
     api.include_router(events.router)
+    api.include_router(labels.router)
+    api.include_router(datasets.router)
     api.include_router(cases.router)
 
     @api.get("/healthz", tags=["health"])

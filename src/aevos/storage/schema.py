@@ -385,6 +385,93 @@ case_subjects = Table(
 )
 Index("ix_aevos_case_subjects_case", case_subjects.c.tenant, case_subjects.c.case_id)
 
+# -- labels and datasets (revision 0008) ---------------------------------------------------
+
+# A task's purpose: "review" (a run waits for the answer) or "qa" (a random sample of
+# automated decisions, asked without holding the run). ``unbiased``: the case was put to a
+# person independently of the model's confidence (0/1). ``label_field``: the form field the
+# prediction's suggestion filled, whose submitted value becomes the case's label.
+tasks.append_column(Column("purpose", String(16), nullable=False, server_default="review"))
+tasks.append_column(Column("unbiased", Integer, nullable=False, server_default="0"))
+tasks.append_column(Column("label_field", String(100), nullable=True))
+feedback.append_column(Column("purpose", String(16), nullable=False, server_default="review"))
+feedback.append_column(Column("unbiased", Integer, nullable=False, server_default="0"))
+
+labels = Table(
+    "aevos_labels",
+    metadata,
+    # What the right answer for a case was, by whom and when. Never updated or deleted: a
+    # later label that disagrees is another row, and the disagreement an aevos_label_conflicts
+    # row. The case's label is its highest-ranked source's latest (records/label.py).
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("case_id", String(230), nullable=False),  # call_id, or "task:<task_id>"
+    Column("model", String(200), nullable=True),
+    Column("model_version", String(220), nullable=True),
+    Column("label", Text, nullable=False),  # JSON scalar
+    Column("source", String(16), nullable=False),  # review qa ground_truth
+    Column("unbiased", Integer, nullable=False),  # 0/1
+    Column("run_id", String(200), nullable=True),
+    Column("task_id", String(220), nullable=True),
+    Column("feedback_id", Integer, nullable=True),
+    Column("actor", String(300), nullable=False),
+    Column("labelled_at", Float, nullable=False),
+)
+Index("ix_aevos_labels_case", labels.c.tenant, labels.c.case_id)
+Index("ix_aevos_labels_model", labels.c.tenant, labels.c.model, labels.c.labelled_at)
+
+label_conflicts = Table(
+    "aevos_label_conflicts",
+    metadata,
+    # Two labels of one case that disagree: the one that arrived, the earlier one it
+    # contradicts, and which of them the case has since (the winner).
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("case_id", String(230), nullable=False),
+    Column("model", String(200), nullable=True),
+    Column("label_id", Integer, nullable=False),
+    Column("other_id", Integer, nullable=False),
+    Column("winner_id", Integer, nullable=False),
+    Column("recorded_at", Float, nullable=False),
+)
+Index("ix_aevos_label_conflicts_tenant", label_conflicts.c.tenant, label_conflicts.c.recorded_at)
+
+datasets = Table(
+    "aevos_datasets",
+    metadata,
+    # An immutable dataset version of a model: content-addressed by the SHA-256 of its
+    # canonical rows, so the same rows are stored once.
+    Column("tenant", String(64), primary_key=True),
+    Column("digest", String(64), primary_key=True),
+    Column("model", String(200), nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("runs", Integer, nullable=False),
+    Column("people", Integer, nullable=False),
+    Column("unbiased", Integer, nullable=False),
+    Column("sources", Text, nullable=False),  # JSON: rows per label source
+    Column("until", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(300), nullable=False),
+)
+Index("ix_aevos_datasets_model", datasets.c.tenant, datasets.c.model, datasets.c.created_at)
+
+dataset_rows = Table(
+    "aevos_dataset_rows",
+    metadata,
+    # A version's rows, in canonical order (position), each the case's label when it was
+    # taken and its lineage (the run and the person).
+    Column("tenant", String(64), primary_key=True),
+    Column("digest", String(64), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("case_id", String(230), nullable=False),
+    Column("label", Text, nullable=False),  # JSON scalar
+    Column("source", String(16), nullable=False),
+    Column("unbiased", Integer, nullable=False),
+    Column("run_id", String(200), nullable=True),
+    Column("actor", String(300), nullable=False),
+    Column("labelled_at", Float, nullable=False),
+)
+
 # -- certifications (revision 0009) --------------------------------------------------------
 
 certifications = Table(

@@ -61,6 +61,9 @@ def task_of(row: Any) -> Task:
         escalation_chain=_chain(row),
         escalations=row.escalations or (0 if row.sla_seconds is None else 1),
         escalation_level=row.escalation_level or (0 if row.escalated_at is None else 1),
+        purpose=row.purpose,
+        unbiased=bool(row.unbiased),
+        label_field=row.label_field,
     )
 
 
@@ -108,6 +111,8 @@ def feedback_of(row: Any) -> Feedback:
         reviewer=row.reviewer,
         asked_at=row.asked_at,
         decided_at=row.decided_at,
+        purpose=row.purpose,
+        unbiased=bool(row.unbiased),
     )
 
 
@@ -165,6 +170,9 @@ class TaskRepository(Repository):
                 else max(1, len(request.escalate_to)),
                 "created_at": created_at,
                 "updated_at": created_at,
+                "purpose": request.purpose,
+                "unbiased": int(request.unbiased),
+                "label_field": request.label_field,
             },
         )
 
@@ -418,6 +426,8 @@ class TaskRepository(Repository):
             "reviewer": actor,
             "asked_at": task.created_at,
             "decided_at": now,
+            "purpose": task.purpose,
+            "unbiased": int(task.unbiased),
         }
         inserted = self.conn.execute(feedback.insert().returning(feedback.c.id), values)
         record = Feedback(id=int(inserted.scalar_one()), **_feedback_fields(values))
@@ -473,6 +483,7 @@ def _feedback_fields(values: dict[str, Any]) -> dict[str, Any]:
     out["suggestion"] = _json(values["suggestion"])
     out["decision"] = codec.decode(values["decision"])
     out["overridden"] = bool(values["overridden"])
+    out["unbiased"] = bool(values["unbiased"])
     return out
 
 

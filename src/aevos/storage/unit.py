@@ -28,8 +28,10 @@ from .audit import AuditRepository
 from .budgets import BudgetRepository
 from .cases import CaseRepository
 from .certifications import CertificationRepository
+from .datasets import DatasetRepository
 from .events import EventRepository
 from .identity import TokenRepository
+from .labels import LabelRepository
 from .metrics import MetricsRepository
 from .models import ModelRepository
 from .repository import StoreHandle
@@ -94,6 +96,16 @@ class UnitOfWork:
     @cached_property
     def metrics(self) -> MetricsRepository:
         return MetricsRepository(self)
+
+    @cached_property
+    def labels(self) -> LabelRepository:
+        """Labels of cases and their conflicts (never updated, only added)."""
+        return LabelRepository(self)
+
+    @cached_property
+    def datasets(self) -> DatasetRepository:
+        """Content-addressed dataset versions."""
+        return DatasetRepository(self)
 
     @cached_property
     def cases(self) -> CaseRepository:
