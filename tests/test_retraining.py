@@ -281,3 +281,50 @@ def test_the_schedule_starts_one_retraining_per_interval(retrain_app: Aevos) -> 
     assert len(app.list_runs(workflow=WORKFLOW)) == 1
     [second] = app.retraining.sweep(now=slot + 3601)
     assert second != first and len(app.list_runs(workflow=WORKFLOW)) == 2
+
+
+def test_labels_of_kept_cases_trigger_a_retraining_that_trains_on_their_text(
+    retrain_app: Aevos,
+) -> None:
+    # The whole loop on the app's own data: a champion answers governed calls, their inputs
+    # are kept, ground truth arrives as labels, every 100 labels a worker retrains on the
+    # kept texts, and the candidate is judged against the champion on the same holdout.
+    from aevos import WorkflowContext
+    from aevos.pii import Vault
+
+    app = retrain_app
+    app.retraining.data = app._training_data()  # the default source: labels of kept cases
+    app.vault = Vault(app.store, Vault.decode_key(Vault.generate_key()))
+    data = banking(intents=4, per=60, seed=3)
+    first, rest = data.subset(range(0, 80)), data.subset(range(80, 240))
+    champion = app.recipes.train("tfidf-logreg", first, FAST)
+    assert champion.artifact is not None
+    app.models.register(MODEL, champion.artifact.data, flavor="sklearn")
+    app.promotions.promote(MODEL, 1, alias="champion", tenant="default", by="test")
+
+    @app.workflow(name="answer")
+    def answer(ctx: WorkflowContext, text: str) -> str:
+        return str(ctx.predict(MODEL, text).call_id)
+
+    app.retraining.configure(MODEL, recipe="tfidf-logreg", params=FAST, every_labels=100, **CERTIFY)
+    calls = [answer.run(text) for text in rest.texts]
+    for i, (call_id, truth) in enumerate(zip(calls, rest.labels, strict=True)):
+        app.labels.record(call_id, truth, actor="service:crm#1", unbiased=True)
+        if i == 98:
+            assert app.retraining.sweep() == []  # 99 labels: not yet
+    [run_id] = app.retraining.sweep()
+    result = run_to_end(app, run_id)
+    record = app.retraining.run(run_id)
+    assert record.trigger is Trigger.LABELS and record.label_count == 160
+    assert record.parent == 1 and result["candidate"] == 2
+    version = app.datasets.info(record.dataset or "")
+    assert version.rows == 160 and version.model == MODEL
+    assert record.lineage["n_train"] == 112 and record.lineage["n_holdout"] == 48
+    # Both measured on the same holdout; the policy promotes when the candidate is at least
+    # as accurate (it is certified, or it would not have been asked).
+    holdout = record.lineage["holdout"]
+    assert holdout["candidate"]["samples"] == holdout["champion"]["samples"] == 48
+    better = holdout["candidate"]["accuracy"] >= holdout["champion"]["accuracy"]
+    assert record.certified is True
+    assert record.promotion == ("allow" if better else "deny")
+    assert app.models.aliases(MODEL)["champion"] == (2 if better else 1)

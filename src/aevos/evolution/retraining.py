@@ -633,6 +633,11 @@ class Retraining:
             champion = self.registry.get(model, plan["parent"], tenant=tenant)
             _, _, champion_accuracy = _measure(self.registry, champion, holdout)
             result["champion"] = {"accuracy": champion_accuracy, "samples": len(holdout)}
+        measured = {k: result[k] for k in ("candidate", "champion") if k in result}
+        with self.store.transaction() as uow:
+            current = uow.retraining.run(sctx.run_id)
+            lineage = {} if current is None else dict(current.lineage)
+            uow.retraining.update_run(sctx.run_id, lineage={**lineage, "holdout": measured})
         return result
 
     def _certify_step(
