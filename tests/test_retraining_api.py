@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from aevos import Aevos, RunStatus
 from aevos.cli import cli
-from aevos.evolution.retraining import WORKFLOW
+from aevos.retraining import WORKFLOW
 from aevos.server import create_app
 
 if TYPE_CHECKING:

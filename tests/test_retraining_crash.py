@@ -16,8 +16,8 @@ import pytest
 from tests.apps.retrain_app import CERTIFY_FAST, build
 from tests.apps.workers import WorkerPool
 
-from aevos.evolution.retraining import RUN_TAG, WORKFLOW
 from aevos.records.retraining import RetrainingStatus
+from aevos.retraining import RUN_TAG, WORKFLOW
 
 pytestmark = pytest.mark.slow
 

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from .evolution.datasets import Datasets
     from .evolution.labels import Labels
     from .evolution.registry import RecipeRegistry
-    from .evolution.retraining import Retraining, TrainingData
     from .identity import Identity
     from .kernel.workflow import Workflow
     from .models.gateway import Gateway
@@ -56,6 +55,7 @@ if TYPE_CHECKING:
     from .pii import Redactor, Vault
     from .pii.datapolicy import DataPolicy
     from .policy import CaseRetention, PolicySet
+    from .retraining import Retraining, TrainingData
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -340,7 +340,7 @@ class Aevos:
         the durable workflow ``aevos.retraining`` on a worker), list. Built once per app:
         building it registers the workflow and its queue."""
         if self._retraining is None:
-            from .evolution.retraining import Retraining
+            from .retraining import Retraining
 
             self._retraining = Retraining(
                 self.runtime,
@@ -356,7 +356,7 @@ class Aevos:
         return self._retraining
 
     def _training_data(self) -> TrainingData:
-        from .evolution.retraining import LabelledCases
+        from .retraining import LabelledCases
 
         return LabelledCases(lambda: self.datasets, lambda: self.labels)
 

@@ -1,7 +1,7 @@
 """A retraining app for the tests: banking77 slices as labelled data, a recipe that waits
 for the test, and a worker entry point (``python -m tests.apps.retrain_app``).
 
-``BankingLabels`` is a :class:`~aevos.evolution.retraining.TrainingData` over a slice of
+``BankingLabels`` is a :class:`~aevos.retraining.TrainingData` over a slice of
 data/banking77/train.csv: a few intents, a few dozen queries each, labelled at shuffled
 times (so the newest fraction held out has every intent). ``gated-tfidf`` trains like
 ``tfidf-logreg`` once the file ``RETRAIN_GATE`` exists, and first writes a file into

@@ -16,8 +16,8 @@ from ..identity import Permission, Principal
 from .guard import Guard
 
 if TYPE_CHECKING:
-    from ..evolution.retraining import Retraining as RetrainingService
     from ..records.retraining import RetrainingConfig, RetrainingRun
+    from ..retraining import Retraining as RetrainingService
 
 
 class Services(Protocol):

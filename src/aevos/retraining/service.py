@@ -47,18 +47,22 @@ from ..errors import (
     RetrainingNotConfiguredError,
     StepFailedError,
 )
+from ..evolution.certify import DEFAULT_DELTA, DEFAULT_TARGET, certify
+from ..evolution.dataset import Dataset
+from ..evolution.recipes import params_to_json
 from ..identity import Principal, Role, check_tenant
 from ..kernel.step import StepContext
 from ..kernel.workflow import StartOptions
 from ..models.registry import check_name
 from ..models.types import ModelCard
 from ..records.retraining import RetrainingConfig, RetrainingRun, RetrainingStatus, Trigger
-from .certify import DEFAULT_DELTA, DEFAULT_TARGET, certify
-from .dataset import Dataset
-from .recipes import params_to_json
 
 if TYPE_CHECKING:
     from ..audit import AuditLog
+    from ..evolution.certifications import Certifications
+    from ..evolution.datasets import Datasets
+    from ..evolution.labels import Labels
+    from ..evolution.registry import RecipeRegistry
     from ..kernel.context import WorkflowContext
     from ..kernel.handle import RunHandle
     from ..kernel.runtime import Runtime
@@ -66,10 +70,6 @@ if TYPE_CHECKING:
     from ..models.registry import ModelRegistry
     from ..people.approvals import Approvals
     from ..storage import Store
-    from .certifications import Certifications
-    from .datasets import Datasets
-    from .labels import Labels
-    from .registry import RecipeRegistry
 
 __all__ = [
     "QUEUE",
