@@ -18,8 +18,11 @@ EXPECTED = [
     "CertificationRecord",
     "Certifications",
     "Dataset",
+    "DatasetVersion",
+    "Datasets",
     "EmbeddingLogregParams",
     "EnsembleParams",
+    "Labels",
     "Metrics",
     "Recipe",
     "RecipeRegistry",
@@ -78,4 +81,10 @@ def test_evolution_imports_neither_the_app_nor_the_kernel() -> None:
         for line in path.read_text().splitlines()
         if "..storage" in line or "aevos.storage" in line
     ]
-    assert storage == ["certifications.py: from ..storage import Store"]
+    # Storage's types (the store, its units of work) and the labels repository's inputs.
+    assert storage == [
+        "certifications.py: from ..storage import Store",
+        "datasets.py: from ..storage import Store",
+        "labels.py: from ..storage.labels import CaseRef, NewLabel",
+        "labels.py: from ..storage import Store, UnitOfWork",
+    ]

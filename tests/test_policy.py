@@ -86,12 +86,14 @@ def test_loads_every_example_policy() -> None:
         "model-access",
         "promotion-gate",
         "refund-limit",
+        "retraining-promotion",
     ]
     kinds = {policy.name: policy.kind for policy in policies}
     assert kinds["model-access"] == "model_call"
     assert kinds["promotion-gate"] == "promotion"
     assert kinds["claims-auto-approve"] == "action"
-    assert len(policies) == 4 and "model-access" in policies
+    assert kinds["retraining-promotion"] == "promotion"
+    assert len(policies) == 5 and "model-access" in policies
 
 
 def test_yaml_syntax_error_reports_file_and_line(tmp_path: Path) -> None:

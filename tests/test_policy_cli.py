@@ -80,6 +80,7 @@ def test_the_examples_pass_their_own_tests() -> None:
         "model-access",
         "promotion-gate",
         "refund-limit",
+        "retraining-promotion",
     }
     assert report.untested == ()
     assert len(report.cases) >= 20
@@ -244,8 +245,14 @@ def test_cli_policy_test_and_check_exit_2_listing_every_problem(policies: Path) 
 def test_cli_policy_check_lists_valid_policies() -> None:
     result = invoke("policy", "check", str(EXAMPLES))
     assert result.exit_code == 0, result.output
-    assert "4 valid policies" in result.stdout
-    for name in ("claims-auto-approve", "model-access", "promotion-gate", "refund-limit"):
+    assert "5 valid policies" in result.stdout
+    for name in (
+        "claims-auto-approve",
+        "model-access",
+        "promotion-gate",
+        "refund-limit",
+        "retraining-promotion",
+    ):
         assert name in result.stdout
 
 

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .evolution.certifications import Certifications
     from .evolution.datasets import Datasets
     from .evolution.labels import Labels
+    from .evolution.registry import RecipeRegistry
     from .identity import Identity
     from .kernel.workflow import Workflow
     from .models.gateway import Gateway
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from .pii import Redactor, Vault
     from .pii.datapolicy import DataPolicy
     from .policy import CaseRetention, PolicySet
+    from .retraining import Retraining, TrainingData
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -108,6 +110,8 @@ class Aevos:
         self._models: ModelRegistry | None = None
         self._gateway: Gateway | None = None
         self._identity: Identity | None = None
+        self._recipes: RecipeRegistry | None = None
+        self._retraining: Retraining | None = None
         self.webhooks: dict[str, WebhookSource] = {}
         # Rejected webhook deliveries recorded one by one, per source; a flood is counted.
         self.webhook_refusals = RejectionBudget()
@@ -319,6 +323,42 @@ class Aevos:
         from .evolution.certifications import Certifications
 
         return Certifications(self.store, self.audit, self.models, self._certified)
+
+    @property
+    def recipes(self) -> RecipeRegistry:
+        """The training recipes models are retrained with: the built-ins, and the app's own
+        (``@app.recipes.recipe("name", version=1, params=Params)``)."""
+        if self._recipes is None:
+            from .evolution.registry import RecipeRegistry
+
+            self._recipes = RecipeRegistry()
+        return self._recipes
+
+    @property
+    def retraining(self) -> Retraining:
+        """Retraining of models: configure (recipe, parameters, triggers), start (a run of
+        the durable workflow ``aevos.retraining`` on a worker), list. Built once per app:
+        building it registers the workflow and its queue."""
+        if self._retraining is None:
+            from .retraining import Retraining
+
+            self._retraining = Retraining(
+                self.runtime,
+                self.store,
+                self.audit,
+                self.models,
+                self.recipes,
+                data=self._training_data,
+                certifications=lambda: self.certifications,
+                promotions=lambda: self.promotions,
+                approvals=lambda: self.approvals,
+            )
+        return self._retraining
+
+    def _training_data(self) -> TrainingData:
+        from .retraining import LabelledCases
+
+        return LabelledCases(lambda: self.datasets, lambda: self.labels)
 
     def _certified(self, tenant: str, model: str, version: int) -> None:
         # This process serves a new certification at once; others within their gateway's

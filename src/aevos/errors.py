@@ -652,8 +652,11 @@ class ApprovalConflictError(AevosError):
 #     ├── RecipeNotFoundError     no registered recipe has that name
 #     ├── RecipeParameterError    a recipe's parameters are unknown, of the wrong type or out of
 #     │                           range (``parameter`` names the first one at fault)
-#     └── DatasetError            a dataset a recipe or a certification cannot use: empty, rows of
-#                                 the wrong shape, fewer than two labels, mismatched lengths
+#     ├── DatasetError            a dataset a recipe or a certification cannot use: empty, rows of
+#     │                           the wrong shape, fewer than two labels, mismatched lengths
+#     ├── RetrainingConfigError   a retraining configuration that cannot be (``field`` names it)
+#     ├── RetrainingNotConfiguredError  retraining asked of a model with no configuration
+#     └── RetrainingFailedError   a retraining ended without a certified candidate (``reason``)
 # Registering a recipe under a name already taken is a DefinitionError (a programming mistake,
 # found when the module defining it is imported). Messages name fields and counts, never the
 # texts of a dataset (they are customers' words).
@@ -709,3 +712,28 @@ class DatasetNotFoundError(EvolutionError, LookupError):
 
 class ExportFormatError(EvolutionError, ValueError):
     code = "export_format_unavailable"
+
+
+# -- evolution: retraining (see the tree of evolution errors above) ---------------------------
+
+
+class RetrainingConfigError(EvolutionError, ValueError):
+    code = "invalid_retraining_config"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": self.field}
+
+
+class RetrainingNotConfiguredError(EvolutionError, LookupError):
+    code = "retraining_not_configured"
+
+
+class RetrainingFailedError(EvolutionError):
+    """A retraining that ended without a certified candidate: ``reason`` says why (the
+    same words its retraining record keeps)."""
+
+    code = "retraining_failed"

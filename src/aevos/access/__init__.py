@@ -15,6 +15,7 @@ over it. The operations are grouped by area, one module each:
 ``access.approvals``  promotions waiting for a second person (:mod:`.approvals`)
 ``access.tasks``   the inbox of human tasks and their feedback (:mod:`.tasks`)
 ``access.policies``  the loaded policies, explained (:mod:`.policies`)
+``access.retraining``  start a model's retraining, read its retrainings (:mod:`.retraining`)
 ``access.metrics``  Prometheus exposition, dashboards (:mod:`.metrics`)
 ``access.pii``     revealing tokenized personal data (:mod:`.pii`)
 ``access.cases``   kept cases: list, read, forget by run or data subject (:mod:`.cases`)
@@ -38,6 +39,7 @@ from .metrics import Metrics
 from .models import API_FLAVORS, ModelOverview, Models, Promotion, Registration
 from .pii import Pii
 from .policies import Policies
+from .retraining import Retraining
 from .runs import Runs
 from .tasks import Tasks
 
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from .models import Services as ModelServices
     from .pii import Services as PiiServices
     from .policies import Services as PolicyServices
+    from .retraining import Services as RetrainingServices
     from .runs import Services as RunServices
     from .tasks import Services as TaskServices
 
@@ -63,6 +66,7 @@ if TYPE_CHECKING:
         ApprovalServices,
         TaskServices,
         PolicyServices,
+        RetrainingServices,
         MetricServices,
         PiiServices,
         AuditServices,
@@ -91,6 +95,7 @@ __all__ = [
     "Policies",
     "Promotion",
     "Registration",
+    "Retraining",
     "Runs",
     "Tasks",
 ]
@@ -108,6 +113,7 @@ class Access:
         self.certifications = Certifications(self.guard, services)
         self.tasks = Tasks(self.guard, services)
         self.policies = Policies(self.guard, services)
+        self.retraining = Retraining(self.guard, services)
         self.metrics = Metrics(self.guard, services)
         self.pii = Pii(self.guard, services)
         self.audit = AuditTrail(self.guard, services)

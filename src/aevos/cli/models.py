@@ -525,3 +525,123 @@ def models_certification(
             out.print(f"  reason: {record.reason}", markup=False)
         out.print(f"  dataset: {record.dataset or '-'}", markup=False)
         out.print(f"  by {record.created_by} at {_when(record.created_at)}", markup=False)
+
+
+@models_cli.command("retrain")
+@_reports_errors
+def models_retrain(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The model.")],
+    tenant: TenantOption = "default",
+    as_json: JsonFlag = False,
+) -> None:
+    """Enqueue a retraining of NAME with its configuration in force; prints its run id.
+
+    A worker trains it (``aevos worker``); follow it with ``aevos models retraining NAME``.
+    """
+    with _app(ctx) as app:
+        handle = app.retraining.start(name, tenant=tenant, actor=_actor())
+        run = app.retraining.run(handle.run_id, tenant=tenant)
+    if as_json:
+        _emit_json(run.to_json(), indent=2)
+        return
+    out.print(run.run_id, markup=False)
+
+
+@models_cli.command("retrain-config")
+@_reports_errors
+def models_retrain_config(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The model.")],
+    recipe: Annotated[str, typer.Option("--recipe", help="The recipe that trains it.")],
+    params: Annotated[
+        str | None, typer.Option("--params", help="The recipe's parameters, a JSON object.")
+    ] = None,
+    every_labels: Annotated[
+        int | None, typer.Option("--every-labels", min=1, help="Retrain every N new labels.")
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option("--interval", help="Retrain every this many seconds.")
+    ] = None,
+    holdout: Annotated[float, typer.Option("--holdout", help="Newest fraction held out.")] = 0.2,
+    min_holdout: Annotated[int, typer.Option("--min-holdout", help="Fewest held out.")] = 20,
+    target: Annotated[float, typer.Option("--target", help="Precision to certify.")] = 0.97,
+    delta: Annotated[float, typer.Option("--delta", help="Risk of certification.")] = 0.1,
+    min_count: Annotated[
+        int | None, typer.Option("--min-count", help="Cases where certification starts.")
+    ] = None,
+    auto_promote: Annotated[
+        bool,
+        typer.Option(
+            "--auto-promote/--no-auto-promote", help="Ask the promotion policy to promote."
+        ),
+    ] = True,
+    policy: Annotated[
+        str, typer.Option("--policy", help="The promotion policy.")
+    ] = "retraining-promotion",
+    app_ref: Annotated[
+        str | None,
+        typer.Option("--app", help="module:attribute of the Aevos app whose recipes to use."),
+    ] = None,
+    tenant: TenantOption = "default",
+    as_json: JsonFlag = False,
+) -> None:
+    """Set how NAME is retrained (a new configuration version, audited)."""
+    with _app(ctx, app_ref) as app:
+        config = app.retraining.configure(
+            name,
+            recipe=recipe,
+            params=_json_option("--params", params, dict),
+            every_labels=every_labels,
+            interval=interval,
+            holdout=holdout,
+            min_holdout=min_holdout,
+            target=target,
+            delta=delta,
+            min_count=min_count,
+            auto_promote=auto_promote,
+            policy=policy,
+            tenant=tenant,
+            actor=_actor(),
+        )
+    if as_json:
+        _emit_json(config.to_json(), indent=2)
+        return
+    out.print(f"{name}: retraining configuration version {config.version}", markup=False)
+
+
+@models_cli.command("retraining")
+@_reports_errors
+def models_retraining(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The model.")],
+    tenant: TenantOption = "default",
+    limit: Annotated[int, typer.Option("--limit", min=1, max=200)] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show how NAME is retrained and its latest retrainings, newest first."""
+    with _app(ctx) as app:
+        config = app.retraining.config(name, tenant=tenant)
+        runs = app.retraining.runs(name, tenant=tenant, limit=limit)
+    if as_json:
+        _emit_json({"config": config.to_json(), "runs": [r.to_json() for r in runs]}, indent=2)
+        return
+    triggers = [f"every {config.every_labels} labels"] if config.every_labels else []
+    if config.interval:
+        triggers.append(f"every {config.interval:g} s")
+    out.print(
+        f"{name}: {config.recipe} (configuration {config.version}); "
+        f"triggers: {', '.join(triggers) or 'by hand only'}",
+        markup=False,
+        soft_wrap=True,
+    )
+    for run in runs:
+        outcome = (
+            run.reason if run.reason else (f"{name}@{run.candidate}" if run.candidate else "-")
+        )
+        out.print(
+            f"{run.run_id}  {run.status.value:<9} {run.trigger.value:<8} "
+            f"{_when(run.started_at)}  {outcome}",
+            markup=False,
+            soft_wrap=True,
+        )

@@ -30,6 +30,7 @@ from .api import (
     metrics,
     models,
     policies,
+    retraining,
     runs,
     tasks,
 )
@@ -83,6 +84,7 @@ def create_app(
     api.include_router(audit.router)
     api.include_router(models.router)
     api.include_router(certifications.router)
+    api.include_router(retraining.router)
     api.include_router(approvals.router)
     api.include_router(policies.router)
     api.include_router(metrics.router)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -503,4 +504,53 @@ Index(
     certifications.c.model,
     certifications.c.version,
     certifications.c.id,
+)
+
+# -- retraining (revision 0010) ------------------------------------------------------------
+
+retraining_configs = Table(
+    "aevos_retraining_configs",
+    metadata,
+    # How a model is retrained: every change is a new version (the highest is in force), so
+    # each retraining names the exact recipe, parameters and triggers it ran with.
+    Column("tenant", String(64), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("recipe", String(64), nullable=False),
+    Column("params", Text, nullable=False),  # JSON: the recipe's parameters
+    Column("every_labels", Integer, nullable=True),  # NULL: no label-count trigger
+    Column("interval", Float, nullable=True),  # seconds; NULL: no schedule
+    Column("settings", Text, nullable=False),  # JSON: holdout, certification, promotion
+    Column("updated_by", String(300), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+retraining_runs = Table(
+    "aevos_retraining_runs",
+    metadata,
+    # One retraining: the workflow run of the same id, and what it came to.
+    Column("run_id", String(200), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("trigger", String(16), nullable=False),  # manual | labels | schedule | drift
+    Column("status", String(16), nullable=False),  # queued | running | succeeded | failed
+    Column("config_version", Integer, nullable=False),
+    Column("requested_by", String(300), nullable=False),
+    Column("label_count", Integer, nullable=False),  # the model's labels when started
+    Column("reason", Text, nullable=True),  # why it failed
+    Column("dataset", String(100), nullable=True),  # the dataset version's digest
+    Column("parent", Integer, nullable=True),  # the champion when it started
+    Column("candidate", Integer, nullable=True),  # the version it registered
+    Column("certified", Boolean, nullable=True),
+    Column("threshold", Float, nullable=True),
+    Column("promotion", String(16), nullable=True),  # the policy's decision
+    Column("lineage", Text, nullable=False),  # JSON: recipe, params, metrics, certification
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+)
+Index(
+    "ix_aevos_retraining_runs_model",
+    retraining_runs.c.tenant,
+    retraining_runs.c.model,
+    retraining_runs.c.started_at,
 )

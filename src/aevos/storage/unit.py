@@ -35,6 +35,7 @@ from .labels import LabelRepository
 from .metrics import MetricsRepository
 from .models import ModelRepository
 from .repository import StoreHandle
+from .retraining import RetrainingRepository
 from .runs import RunRepository
 from .tasks import TaskRepository
 from .vault import VaultRepository
@@ -115,3 +116,8 @@ class UnitOfWork:
     def certifications(self) -> CertificationRepository:
         """Certified automation thresholds of model versions (revision 0009)."""
         return CertificationRepository(self)
+
+    @cached_property
+    def retraining(self) -> RetrainingRepository:
+        """Models' retraining configurations and their retrainings (revision 0010)."""
+        return RetrainingRepository(self)

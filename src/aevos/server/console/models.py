@@ -11,6 +11,8 @@ from urllib.parse import quote
 from fastapi import Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from ...access import Access
+from ...identity import Principal
 from ...telemetry.metrics import ModelMetrics
 from ..deps import AccessDep
 from .page import (
@@ -60,6 +62,8 @@ def model(
         },
         versions=list(reversed(overview.versions)),
         certifications=access.certifications.by_version(me, name),
+        retraining=_retraining(access, me, name),
+        can_retrain=viewer.can("models:write"),
         pointing=pointing,
         route=route,
         breakers=breakers,
@@ -68,6 +72,25 @@ def model(
         window_title=title,
         live=_model_series(live, label_format),
     )
+
+
+def _retraining(access: Access, principal: Principal, name: str) -> dict[str, Any] | None:
+    """The model's retraining configuration and latest retrainings; None when it has no
+    configuration (the page then says how to set one)."""
+    from ...errors import RetrainingNotConfiguredError
+
+    try:
+        config = access.retraining.config(principal, name)
+    except RetrainingNotConfiguredError:
+        return None
+    return {"config": config, "runs": access.retraining.runs(principal, name, limit=10)}
+
+
+@router.post("/models/{name}/retrain")
+def retrain(name: str, access: AccessDep, viewer: CheckedViewerDep) -> Response:
+    """The model page's "Retrain now" button: enqueue a retraining (a worker trains it)."""
+    access.retraining.start(viewer.principal, name)
+    return RedirectResponse(f"/console/models/{quote(name)}#retraining", 303)
 
 
 ReasonForm = Annotated[str, Form(max_length=2000)]

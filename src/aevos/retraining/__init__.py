@@ -1,0 +1,29 @@
+"""Retraining: models retrained from their labels by a durable workflow (``app.retraining``).
+
+Above :mod:`aevos.evolution` (recipes, certification, labels, datasets), which it calls and
+which never calls it, and above the kernel, whose workflow it is: a retraining is a run of
+``aevos.retraining`` on a worker (see :mod:`aevos.retraining.service` and
+``docs/evolution.md``).
+"""
+
+from __future__ import annotations
+
+from .service import (
+    QUEUE,
+    RUN_TAG,
+    WORKFLOW,
+    LabelledCases,
+    Retraining,
+    TrainingData,
+    split_by_time,
+)
+
+__all__ = [
+    "QUEUE",
+    "RUN_TAG",
+    "WORKFLOW",
+    "LabelledCases",
+    "Retraining",
+    "TrainingData",
+    "split_by_time",
+]
