@@ -237,9 +237,7 @@ tasks = Table(
     Column("role", String(32), nullable=False),  # who may work it
     Column("status", String(16), nullable=False),  # OPEN CLAIMED SUBMITTED CANCELLED EXPIRED
     Column("priority", Integer, nullable=False),
-    # JSON: the fields to fill; a task with the model's top suggestions holds
-    # {"fields": [...], "ranked": {field: [{"value", "probability"}, ...]}} (no column needed).
-    Column("form", Text, nullable=False),
+    Column("form", Text, nullable=False),  # JSON: the fields to fill
     Column("case_data", Text, nullable=True),  # JSON: what the reviewer looks at
     Column("suggestion", Text, nullable=True),  # JSON: the model's pre-filled values
     Column("confidence", Float, nullable=True),
@@ -396,6 +394,9 @@ Index("ix_aevos_case_subjects_case", case_subjects.c.tenant, case_subjects.c.cas
 tasks.append_column(Column("purpose", String(16), nullable=False, server_default="review"))
 tasks.append_column(Column("unbiased", Integer, nullable=False, server_default="0"))
 tasks.append_column(Column("label_field", String(100), nullable=True))
+# JSON: the model's top suggestions per choice field, {field: [{"value", "probability"}]}; in
+# a column of its own rather than inside the form, which older processes read as a list.
+tasks.append_column(Column("ranked", Text, nullable=True))
 feedback.append_column(Column("purpose", String(16), nullable=False, server_default="review"))
 feedback.append_column(Column("unbiased", Integer, nullable=False, server_default="0"))
 

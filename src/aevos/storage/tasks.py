@@ -37,23 +37,16 @@ def _json(text: str | None) -> Any:
     return None if text is None else codec.decode(text)
 
 
-def _form_json(request: TaskRequest) -> str:
-    """The form column: the fields as a list; with the model's top suggestions, an object
-    ``{"fields": [...], "ranked": {field: [{value, probability}, ...]}}`` (tasks asked before
-    ranked suggestions existed hold the plain list, and still read)."""
-    fields = request.form.to_list()
+def _ranked_json(request: TaskRequest) -> str | None:
+    """The ranked column: the model's top suggestions per field, or NULL."""
     if not request.ranked:
-        return codec.encode(fields, "form")
-    return codec.encode({"fields": fields, "ranked": ranked_to_json(request.ranked)}, "form")
+        return None
+    return codec.encode(ranked_to_json(request.ranked), "ranked suggestions")
 
 
 def task_of(row: Any) -> Task:
-    stored = codec.decode(row.form)
-    ranked: Ranked = {}
-    if isinstance(stored, dict):
-        ranked = ranked_from_json(stored.get("ranked") or {})
-        stored = stored["fields"]
-    form = Form.from_list(stored)
+    form = Form.from_list(codec.decode(row.form))
+    ranked: Ranked = {} if row.ranked is None else ranked_from_json(codec.decode(row.ranked))
     return Task(
         task_id=row.task_id,
         tenant=row.tenant,
@@ -173,7 +166,8 @@ class TaskRepository(Repository):
                 "role": request.role,
                 "status": TaskStatus.OPEN.value,
                 "priority": request.priority,
-                "form": _form_json(request),
+                "form": codec.encode(request.form.to_list(), "form"),
+                "ranked": _ranked_json(request),
                 "case_data": codec.encode(request.case, f"the case of task {task_id!r}"),
                 "suggestion": None
                 if request.suggestion is None

@@ -22,6 +22,7 @@ def upgrade() -> None:
         )
         batch.add_column(sa.Column("unbiased", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("label_field", sa.String(100), nullable=True))
+        batch.add_column(sa.Column("ranked", sa.Text, nullable=True))
     with op.batch_alter_table("aevos_feedback") as batch:
         batch.add_column(
             sa.Column("purpose", sa.String(16), nullable=False, server_default="review")
@@ -98,6 +99,7 @@ def downgrade() -> None:
         batch.drop_column("unbiased")
         batch.drop_column("purpose")
     with op.batch_alter_table("aevos_tasks") as batch:
+        batch.drop_column("ranked")
         batch.drop_column("label_field")
         batch.drop_column("unbiased")
         batch.drop_column("purpose")
