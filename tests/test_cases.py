@@ -218,6 +218,25 @@ def test_expired_cases_are_swept_and_the_sweep_is_audited(kept: Aevos) -> None:
     assert [e["deleted"] for e in expired] == [1, 1]
 
 
+def test_a_worker_sweeps_expired_cases_between_claims(kept: Aevos) -> None:
+    app = kept
+    app.gateway.predict("intent", "my pin is blocked", tenant="acme")
+    app.gateway.flush()
+    (case,) = app.cases.find(tenant="acme")
+    with app.store.transaction() as uow:  # its retention ended a moment ago
+        row = uow.cases.get("acme", case.case_id)
+        assert row is not None
+        uow.cases.delete("acme", [case.case_id])
+        uow.cases.add([dataclasses.replace(row, expires_at=time.time() - 1.0)])
+    worker = app.worker().start()
+    try:
+        _wait(lambda: not app.cases.find(tenant="acme"))
+    finally:
+        worker.stop()
+    (expired,) = app.audit.query("acme", action="case.expired")
+    assert expired.data["deleted"] == 1
+
+
 def _ask(app: Aevos) -> Callable[[str], str]:
     @app.workflow(name="review")
     def review(ctx: WorkflowContext, text: str) -> str:
