@@ -442,3 +442,11 @@ def test_training_data_names_a_missing_text_field(kept: Aevos) -> None:
     version = app.datasets.snapshot("intent")
     with pytest.raises(DatasetError, match="no text field 'body'"):
         app.datasets.training_data(version.digest, text_field="body")
+
+
+def test_a_qa_task_keeps_its_case_like_any_task(kept: Aevos) -> None:
+    app = kept
+    out = app.workflow_named("auto").run("My card has not arrived", 1.0)
+    case = app.cases.get("task:" + out["qa"], tenant="default")
+    assert case.kind == "task" and case.input == {"text": "My card has not arrived"}
+    assert app.cases.get(out["call_id"], tenant="default").kind == "model_call"

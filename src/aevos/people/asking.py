@@ -136,9 +136,12 @@ class Asking:
         )
         where = {"tenant": ctx.tenant, "run_id": ctx.run_id, "workflow": ctx.workflow}
         qa_task = task_id
+        case = self._seal_case(ctx, request, task_id, seq)
 
         def create(uow: UnitOfWork) -> None:
             uow.tasks.create(request, task_id=qa_task, seq=seq, created_at=started, **where)
+            if case is not None:
+                uow.cases.add([case])
 
         journal.record(step, output, events=[event], also=create)
         return task_id

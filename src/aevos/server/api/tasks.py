@@ -68,6 +68,7 @@ class TaskOut(BaseModel):
     submitted_at: float | None
     created_at: float
     updated_at: float
+    purpose: str = Field(default="review", description="review, or qa (nobody waits for it).")
     truncated: list[str] = truncated_field()
 
     @classmethod
@@ -107,6 +108,7 @@ class TaskOut(BaseModel):
             submitted_at=task.submitted_at,
             created_at=task.created_at,
             updated_at=task.updated_at,
+            purpose=task.purpose,
         )
 
 
@@ -129,6 +131,10 @@ class FeedbackOut(BaseModel):
     reviewer: str
     asked_at: float
     decided_at: float
+    purpose: str = Field(default="review", description="review, or qa (a sampled check).")
+    unbiased: bool = Field(
+        default=False, description="Asked independently of the model's confidence."
+    )
 
     @classmethod
     def of(cls, record: Feedback) -> FeedbackOut:
@@ -149,6 +155,8 @@ class FeedbackOut(BaseModel):
             reviewer=record.reviewer,
             asked_at=record.asked_at,
             decided_at=record.decided_at,
+            purpose=record.purpose,
+            unbiased=record.unbiased,
         )
 
 
