@@ -116,6 +116,28 @@ def test_record_latest_and_history_with_an_audit_record(app: Aevos) -> None:
     assert app.audit.verify("default").ok
 
 
+def test_the_repository_serves_the_latest_threshold_of_each_version(app: Aevos) -> None:
+    version = _register(app)
+    _register(app, limit=2000)
+    with app.store.reading() as uow:
+        assert uow.certifications.threshold("default", MODEL, version) == (False, None)
+        assert uow.certifications.latest_by_version("default", MODEL) == {}
+    first = app.certifications.record(MODEL, version, _certified())
+    with app.store.reading() as uow:
+        assert uow.certifications.threshold("default", MODEL, version) == (True, 0.9)
+    uncertified = app.certifications.record(MODEL, version, _too_few())
+    second = app.certifications.record(MODEL, 2, _certified())
+    with app.store.reading() as uow:
+        assert uow.certifications.threshold("default", MODEL, version) == (True, None)
+        assert uow.certifications.threshold("other", MODEL, version) == (False, None)
+        assert uow.certifications.latest_by_version("default", MODEL) == {1: uncertified, 2: second}
+        assert uow.certifications.history("default", MODEL) == [second, uncertified, first]
+        assert uow.certifications.history("default", MODEL, version=1, limit=5) == [
+            uncertified,
+            first,
+        ]
+
+
 def test_certify_a_version_from_labelled_pairs(app: Aevos) -> None:
     version = _register(app)
     record = app.certifications.certify(
