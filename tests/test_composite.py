@@ -179,6 +179,23 @@ def test_the_embedding_chain_reuses_stored_parts(
     with app.store.reading() as uow:
         assert uow.models.artifact(descriptor) is not None
 
+    # A head that reads other vectors than the embedding makes registers (only classifier
+    # parts are loaded then) but refuses to load, naming both sizes.
+    from sklearn.linear_model import LogisticRegression
+
+    small = LogisticRegression().fit(np.eye(10)[:6], classes)
+    data, parts = composite.manifest(
+        composite.chain(
+            composite.part("embedding", a.blobs[descriptor], name="embedding"),
+            composite.part("sklearn", dumps(small), name="head"),
+        )
+    )
+    version = app.models.register("mismatched", data, flavor="composite", parts=parts)
+    with pytest.raises(
+        InvalidCompositeError, match="384-float vectors but the classifier reads 10"
+    ):
+        app.models.load(version)
+
 
 @needs_embedding
 def test_a_tampered_part_refuses_to_load(

@@ -149,7 +149,7 @@ def test_a_custom_recipe_registers_by_decorator_and_trains() -> None:
     @registry.recipe("majority", version=2, params=MajorityParams)
     def majority(dataset: Dataset, params: MajorityParams) -> Trained:
         """Always the most frequent label."""
-        return Trained(Majority(dataset.counts(), params.smoothing), None, {}, "in memory only")
+        return Trained(Majority(dataset.counts(), params.smoothing), None)  # in memory only
 
     data = Dataset.from_rows([("a", "x"), ("b", "x"), ("c", "y")])
     result = registry.train("majority", data, {"smoothing": 0.0}, evaluation=data)
