@@ -171,6 +171,7 @@ AEVOS_LOGGERS = (
     "aevos.cases",
     "aevos.gateway",
     "aevos.identity",
+    "aevos.retraining",
     "aevos.server",
     "aevos.server.console",
     "aevos.tasks",

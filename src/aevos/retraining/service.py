@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import json
 import logging
 import math
 import time
@@ -46,6 +47,7 @@ from ..errors import (
     RetrainingConfigError,
     RetrainingFailedError,
     RetrainingNotConfiguredError,
+    RunNotFoundError,
     StepFailedError,
 )
 from ..evolution.certify import DEFAULT_DELTA, DEFAULT_TARGET, certify
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
     from ..kernel.runtime import Runtime
     from ..models.promotion import PromotionGate
     from ..models.registry import ModelRegistry
+    from ..models.types import ModelVersion
     from ..people.approvals import Approvals
     from ..storage import Store
 
@@ -426,8 +429,6 @@ class Retraining:
 
     def run(self, run_id: str, *, tenant: str = "default") -> RetrainingRun:
         """The retraining ``run_id`` of ``tenant`` (RunNotFoundError if there is none)."""
-        from ..errors import RunNotFoundError
-
         with self.store.reading() as uow:
             found = uow.retraining.run(run_id)
         if found is None or found.tenant != tenant:
@@ -641,7 +642,7 @@ class Retraining:
         tags = {
             RUN_TAG: sctx.run_id,
             "aevos.recipe": ref,
-            "aevos.recipe.params": _fit(codec_text(plan["params"])),
+            "aevos.recipe.params": _fit(_canonical(plan["params"])),
             "aevos.dataset": dataset["digest"],
             "aevos.parent": "" if plan["parent"] is None else str(plan["parent"]),
             "aevos.holdout.n": str(len(holdout)),
@@ -875,7 +876,7 @@ class Retraining:
 
 
 def _measure(
-    registry: ModelRegistry, version: Any, holdout: Dataset
+    registry: ModelRegistry, version: ModelVersion, holdout: Dataset
 ) -> tuple[list[float], list[bool], float]:
     """Confidences, correctness and accuracy of a registered version on ``holdout``."""
     texts = list(holdout.texts)
@@ -897,9 +898,7 @@ def _key(text: str) -> str:
     return "retrain:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def codec_text(value: Any) -> str:
-    import json
-
+def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
