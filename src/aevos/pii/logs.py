@@ -168,6 +168,7 @@ AEVOS_LOGGERS = (
     "aevos",
     "aevos.approvals",
     "aevos.audit",
+    "aevos.cases",
     "aevos.gateway",
     "aevos.identity",
     "aevos.server",

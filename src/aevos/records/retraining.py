@@ -38,8 +38,11 @@ class RetrainingConfig:
 
     ``every_labels``: start a retraining when that many labels arrived since the last one
     (None: no such trigger). ``interval``: start one every that many seconds (None: none).
-    ``holdout``: the newest fraction of the dataset (by labelling time) held out to evaluate
-    and certify on, at least ``min_holdout`` rows. ``target``/``delta``/``min_count``: the
+    ``reserve``: the share of unbiased rows (cases put to a person at random) kept out of
+    training for good, chosen by a stable hash of the case, so no candidate ever trains on
+    them: the only rows a threshold is certified on, and, once there are ``min_holdout`` of
+    them, the rows candidate and champion are compared on. Until then the comparison uses
+    the newest ``holdout`` fraction of the other rows (by time). ``target``/``delta``/``min_count``: the
     certification (:func:`aevos.evolution.certify`; ``min_count`` None is its default).
     ``auto_promote``: ask ``policy`` (a ``promotion`` policy) to promote a certified
     candidate; False leaves promotion to a person.
@@ -54,6 +57,7 @@ class RetrainingConfig:
     interval: float | None = None
     holdout: float = 0.2
     min_holdout: int = 20
+    reserve: float = 0.5
     target: float = 0.97
     delta: float = 0.1
     min_count: int | None = None
@@ -73,6 +77,7 @@ class RetrainingConfig:
             "interval": self.interval,
             "holdout": self.holdout,
             "min_holdout": self.min_holdout,
+            "reserve": self.reserve,
             "target": self.target,
             "delta": self.delta,
             "min_count": self.min_count,

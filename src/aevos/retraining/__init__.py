@@ -14,7 +14,10 @@ from .service import (
     WORKFLOW,
     LabelledCases,
     Retraining,
+    Split,
     TrainingData,
+    reserved,
+    split,
     split_by_time,
 )
 
@@ -24,6 +27,9 @@ __all__ = [
     "WORKFLOW",
     "LabelledCases",
     "Retraining",
+    "Split",
     "TrainingData",
+    "reserved",
+    "split",
     "split_by_time",
 ]

@@ -34,6 +34,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..audit import AuditEvent
@@ -77,7 +78,10 @@ __all__ = [
     "WORKFLOW",
     "LabelledCases",
     "Retraining",
+    "Split",
     "TrainingData",
+    "reserved",
+    "split",
     "split_by_time",
 ]
 
@@ -150,9 +154,9 @@ def _reason(exc: BaseException) -> str:
 
 def split_by_time(data: Dataset, holdout: float, min_holdout: int) -> tuple[Dataset, Dataset]:
     """The oldest rows to train on and the newest ``holdout`` fraction (at least
-    ``min_holdout`` rows) to evaluate and certify on; rows without times keep their order
-    (a dataset version lists them by labelling time). DatasetError when either side would
-    be too small: the training side needs two labels, the holdout ``min_holdout`` rows."""
+    ``min_holdout`` rows) to evaluate on; rows without times keep their order (a dataset
+    version lists them by labelling time). DatasetError when either side would be too
+    small: the training side needs two labels, the holdout ``min_holdout`` rows."""
     n = len(data)
     n_holdout = max(min_holdout, math.ceil(n * holdout))
     if n - n_holdout < 2:
@@ -169,6 +173,68 @@ def split_by_time(data: Dataset, holdout: float, min_holdout: int) -> tuple[Data
             f"dataset too small to split: the {len(train)} oldest rows have one label only"
         )
     return train, held
+
+
+@dataclass(frozen=True)
+class Split:
+    """How a retraining uses one dataset version.
+
+    ``calibration``: the reserve, unbiased rows that no candidate ever trains on, the only
+    rows a threshold is certified on (it may be empty: then nothing is certified).
+    ``train``: every other row. ``evaluation``: what candidate and champion are compared
+    on: the reserve once it has ``min_holdout`` rows; before, the newest rows by time, which
+    are then left out of ``train``.
+    """
+
+    train: Dataset
+    evaluation: Dataset
+    calibration: Dataset
+
+    @property
+    def calibrated_on_evaluation(self) -> bool:
+        return self.calibration is self.evaluation
+
+
+def reserved(text: str, at: float | None, share: float) -> bool:
+    """Whether an unbiased case belongs to the reserve: a stable hash of the case (its text
+    and time) below ``share``, so the same case is in it at every retraining and no
+    candidate, however late, has trained on a row another is certified on."""
+    key = text if at is None else f"{at!r}\x00{text}"
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") < share * 2**64
+
+
+def split(data: Dataset, *, holdout: float, min_holdout: int, reserve: float) -> Split:
+    """Split a dataset version for a retraining (see :class:`Split`). Certification never
+    sees a row it was not an unbiased sample of, nor one the candidate trained on: the
+    newest rows once automation began are the low-confidence ones people were asked about,
+    so certifying on a split by time would overstate precision."""
+    flags = data.unbiased or (False,) * len(data)
+    times = data.times
+    reserve_idx: list[int] = []
+    rest_idx: list[int] = []
+    for i, unbiased in enumerate(flags):
+        at = None if times is None else times[i]
+        (reserve_idx if unbiased and reserved(data.texts[i], at, reserve) else rest_idx).append(i)
+    calibration, rest = data.subset(reserve_idx), data.subset(rest_idx)
+    if len(calibration) >= min_holdout:
+        if len(set(rest.labels)) < 2:
+            raise DatasetError(
+                f"dataset too small to split: {len(rest)} rows outside the reserve of "
+                f"{len(calibration)} unbiased rows, with fewer than two labels; wait for "
+                "more labels or lower reserve"
+            )
+        return Split(train=rest, evaluation=calibration, calibration=calibration)
+    n_holdout = max(min_holdout, math.ceil(len(rest) * holdout))
+    if len(rest) - n_holdout < 2:
+        raise DatasetError(
+            f"dataset too small to split: {len(data)} labelled rows, {len(calibration)} of "
+            f"them in the unbiased reserve (fewer than min_holdout {min_holdout}); the other "
+            f"{len(rest)} cannot hold out {n_holdout} (holdout {holdout:g}) and keep two to "
+            "train on; wait for more labels or lower min_holdout"
+        )
+    train, evaluation = split_by_time(rest, holdout, min_holdout)
+    return Split(train=train, evaluation=evaluation, calibration=calibration)
 
 
 class Retraining:
@@ -238,6 +304,7 @@ class Retraining:
         interval: float | None = None,
         holdout: float = 0.2,
         min_holdout: int = 20,
+        reserve: float = 0.5,
         target: float = DEFAULT_TARGET,
         delta: float = DEFAULT_DELTA,
         min_count: int | None = None,
@@ -258,6 +325,7 @@ class Retraining:
         _check_number("interval", interval, low=1.0, high=366 * 86400.0, optional=True)
         _check_number("holdout", holdout, low=0.01, high=0.9)
         _check_int("min_holdout", min_holdout, low=1)
+        _check_number("reserve", reserve, low=0.01, high=1.0)
         _check_number("target", target, low=0.5, high=0.9999)
         _check_number("delta", delta, low=0.0001, high=0.5)
         _check_int("min_count", min_count, low=0, optional=True)
@@ -277,6 +345,7 @@ class Retraining:
             interval=None if interval is None else float(interval),
             holdout=float(holdout),
             min_holdout=min_holdout,
+            reserve=float(reserve),
             target=float(target),
             delta=float(delta),
             min_count=min_count,
@@ -513,6 +582,7 @@ class Retraining:
             "parent": parent,
             "holdout": config.holdout,
             "min_holdout": config.min_holdout,
+            "reserve": config.reserve,
             "target": config.target,
             "delta": config.delta,
             "min_count": config.min_count,
@@ -527,9 +597,15 @@ class Retraining:
             uow.retraining.update_run(sctx.run_id, dataset=version.digest)
         return {"digest": version.digest, "rows": len(version)}
 
-    def _split(self, tenant: str, plan: Mapping[str, Any], digest: str) -> tuple[Dataset, Dataset]:
+    def _split(self, tenant: str, plan: Mapping[str, Any], digest: str) -> Split:
         data = self._data().training_data(digest, tenant=tenant)
-        return split_by_time(data, plan["holdout"], plan["min_holdout"])
+        return split(
+            data,
+            holdout=plan["holdout"],
+            min_holdout=plan["min_holdout"],
+            # Plans recorded before the reserve existed: as configured by default.
+            reserve=plan.get("reserve", RetrainingConfig.reserve),
+        )
 
     def _train_step(
         self,
@@ -544,7 +620,8 @@ class Retraining:
             # Registered before a crash, or by an attempt whose result was not recorded:
             # the same candidate, never a second one.
             return {"version": existing, "found": True}
-        train, holdout = self._split(tenant, plan, dataset["digest"])
+        parts = self._split(tenant, plan, dataset["digest"])
+        train, holdout = parts.train, parts.evaluation
         ref = f"{plan['recipe']}@{plan['recipe_version']}"
         try:
             result = self.recipes.train(plan["recipe"], train, plan["params"], evaluation=holdout)
@@ -568,6 +645,7 @@ class Retraining:
             "aevos.dataset": dataset["digest"],
             "aevos.parent": "" if plan["parent"] is None else str(plan["parent"]),
             "aevos.holdout.n": str(len(holdout)),
+            "aevos.reserve.n": str(len(parts.calibration)),
         }
         version = self.registry.register(
             model,
@@ -595,6 +673,7 @@ class Retraining:
             "dataset": dataset["digest"],
             "parent": plan["parent"],
             "n_holdout": len(holdout),
+            "n_reserve": len(parts.calibration),
         }
         with self.store.transaction() as uow:
             uow.retraining.update_run(sctx.run_id, candidate=version.version, lineage=lineage)
@@ -621,11 +700,16 @@ class Retraining:
     ) -> dict[str, Any]:
         # The registered artifacts are measured, not the model in memory: what serves is
         # what is certified, even after a crash between registering and recording.
-        _, holdout = self._split(tenant, plan, dataset["digest"])
+        parts = self._split(tenant, plan, dataset["digest"])
+        holdout = parts.evaluation
         ours = self.registry.get(model, candidate["version"], tenant=tenant)
         confidences, correct, accuracy = _measure(self.registry, ours, holdout)
+        if not parts.calibrated_on_evaluation:
+            # Certification only ever sees the reserve (possibly too small to certify).
+            confidences, correct, _ = _measure(self.registry, ours, parts.calibration)
         result: dict[str, Any] = {
             "candidate": {"accuracy": accuracy, "samples": len(holdout)},
+            "evaluated_on": "reserve" if parts.calibrated_on_evaluation else "newest",
             "confidences": confidences,
             "correct": correct,
         }
@@ -633,7 +717,7 @@ class Retraining:
             champion = self.registry.get(model, plan["parent"], tenant=tenant)
             _, _, champion_accuracy = _measure(self.registry, champion, holdout)
             result["champion"] = {"accuracy": champion_accuracy, "samples": len(holdout)}
-        measured = {k: result[k] for k in ("candidate", "champion") if k in result}
+        measured = {k: result[k] for k in ("candidate", "champion", "evaluated_on") if k in result}
         with self.store.transaction() as uow:
             current = uow.retraining.run(sctx.run_id)
             lineage = {} if current is None else dict(current.lineage)
@@ -794,8 +878,10 @@ def _measure(
     registry: ModelRegistry, version: Any, holdout: Dataset
 ) -> tuple[list[float], list[bool], float]:
     """Confidences, correctness and accuracy of a registered version on ``holdout``."""
-    adapter = registry.load(version)
     texts = list(holdout.texts)
+    if not texts:
+        return [], [], 0.0
+    adapter = registry.load(version)
     batch = getattr(adapter, "batch_predict", None)
     predictions = batch(texts) if callable(batch) else [adapter.predict(t) for t in texts]
     confidences = [

@@ -15,6 +15,7 @@ from .schema import retraining_configs, retraining_runs
 _SETTINGS = (
     "holdout",
     "min_holdout",
+    "reserve",
     "target",
     "delta",
     "min_count",
