@@ -47,19 +47,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import collections  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import collections
+import json
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -230,7 +230,9 @@ class Reviewers:
             thread.join(timeout=30)
 
 
-def start_workers(options: Options, env: dict[str, str], log_dir: Path) -> list[subprocess.Popen[bytes]]:
+def start_workers(
+    options: Options, env: dict[str, str], log_dir: Path
+) -> list[subprocess.Popen[bytes]]:
     """Worker processes: ``--workers`` for tickets, one for retraining (one training at a
     time: it takes a core)."""
     base = [sys.executable, "-m", "aevos", "worker", "--app", "examples.support_triage.serve:app"]
@@ -324,7 +326,9 @@ def run(options: Options) -> dict[str, Any]:
         "SUPPORT_TICKETS_URL": tickets_url,
         "SUPPORT_AUDIT_SHARE_UNCERTIFIED": str(settings.audit_share_uncertified),
         "SUPPORT_AUDIT_SHARE": str(settings.audit_share),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+        ),
     }
     print(
         f"banking77: {len(data.seed_rows)} seed labels, {len(data.stream)} tickets, "
@@ -360,8 +364,9 @@ def run(options: Options) -> dict[str, Any]:
             TimeRemainingColumn(),
         )
         with Progress(*columns, transient=False) as progress:
-            bar = progress.add_task("stream", total=len(data.stream), reviews=0, champion=1,
-                                    threshold="-")
+            bar = progress.add_task(
+                "stream", total=len(data.stream), reviews=0, champion=1, threshold="-"
+            )
             in_flight: collections.deque[Any] = collections.deque()
             done = 0
 
@@ -564,12 +569,18 @@ def chart(result: dict[str, Any], path: Path) -> bool:
     left.plot(cases, [p["accuracy"] * 100 for p in curve], "s--", label="accuracy (test)")
     left.plot(
         cases,
-        [(p["precision"] or 0) * 100 if p["precision"] is not None else None for p in curve],
+        # NaN leaves a gap where nothing was automated (no precision to show).
+        [float("nan") if p["precision"] is None else p["precision"] * 100 for p in curve],
         "^:",
         label="precision of auto-routed",
     )
-    left.axhline(result["passive_auto_routed"] * 100, color="grey", lw=0.8, ls="-.",
-                 label="passive auto-routed (end)")
+    left.axhline(
+        result["passive_auto_routed"] * 100,
+        color="grey",
+        lw=0.8,
+        ls="-.",
+        label="passive auto-routed (end)",
+    )
     left.set_xlabel("tickets streamed")
     left.set_ylabel("% of test.csv")
     left.set_ylim(0, 100)
@@ -625,8 +636,12 @@ def parse(argv: list[str] | None) -> Options:
     if args.every_certified is not None:
         options.every_certified = args.every_certified
     if options.png_path is None:
-        base = options.json_path.with_suffix("") if options.json_path else Path("evolution_banking77")
-        options.png_path = base.with_name(base.name + ".png") if options.json_path else base.with_suffix(".png")
+        base = (
+            options.json_path.with_suffix("") if options.json_path else Path("evolution_banking77")
+        )
+        options.png_path = (
+            base.with_name(base.name + ".png") if options.json_path else base.with_suffix(".png")
+        )
     return options
 
 

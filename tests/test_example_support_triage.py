@@ -16,9 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from aevos import Aevos
-from aevos.pii import Vault
 from examples.support_triage import (
     MODEL,
     WORKFLOW,
@@ -35,6 +32,9 @@ from examples.support_triage import (
     ticket,
     train_first_version,
 )
+
+from aevos import Aevos
+from aevos.pii import Vault
 
 FAST = {"char_ngrams": [2, 3]}
 INTENTS = 6
@@ -105,7 +105,9 @@ def test_tickets_are_routed_by_people_until_the_model_is_certified_then_by_the_m
     app, table = support
     rows = slice_of_banking()
     seeds = per_intent(rows, 5, seed=0)
-    assert train_first_version(app, [rows[i] for i in seeds], recipe="tfidf-logreg", params=FAST) == 1
+    assert (
+        train_first_version(app, [rows[i] for i in seeds], recipe="tfidf-logreg", params=FAST) == 1
+    )
     assert import_labels(app, [rows[i] for i in seeds]) == 30
     assert app.labels.count(model=MODEL) == 30
     configure_retraining(app, recipe="tfidf-logreg", params=FAST, every_labels=50, **CERTIFY)
@@ -185,7 +187,9 @@ def test_tickets_are_routed_by_people_until_the_model_is_certified_then_by_the_m
         if output["routed_by"] == "reviewer":
             assert row["intent"] == truth[output["ticket_id"]]
     again = start_tickets(app, tickets[: len(outputs)])
-    assert {h.run_id for h in again} <= {r.run_id for r in app.list_runs(workflow=WORKFLOW, limit=2000)}
+    assert {h.run_id for h in again} <= {
+        r.run_id for r in app.list_runs(workflow=WORKFLOW, limit=2000)
+    }
     assert len(app.list_runs(workflow=WORKFLOW, limit=2000)) == len(outputs)
     assert len(table.rows()) == len(written)
 
