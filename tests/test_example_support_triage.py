@@ -33,7 +33,7 @@ from examples.support_triage import (
     train_first_version,
 )
 
-from aevos import Aevos
+from aevos import Aevos, TaskStatus
 from aevos.pii import Vault
 
 FAST = {"char_ngrams": [2, 3]}
@@ -141,7 +141,7 @@ def test_tickets_are_routed_by_people_until_the_model_is_certified_then_by_the_m
                     break
             assert certified_at is not None, "no candidate was ever certified"
             deadline = time.monotonic() + 30
-            while app.tasks.list(status=["OPEN", "CLAIMED"]):  # type: ignore[list-item]
+            while app.tasks.list(status=[TaskStatus.OPEN, TaskStatus.CLAIMED]):
                 assert time.monotonic() < deadline, "the QA tasks were never answered"
                 time.sleep(0.05)
     finally:
