@@ -10,6 +10,7 @@ failed retraining with its reason and no half-registered version.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -324,6 +325,26 @@ def test_every_n_labels_starts_one_retraining_across_workers(
     [next_id] = other.retraining.sweep()
     assert app.retraining.sweep() == [] and next_id != runs[0].run_id
     assert app.retraining.run(next_id).label_count == 200
+
+
+def test_a_worker_sweeps_the_triggers_and_runs_the_retraining_they_start(
+    retrain_app: Aevos,
+) -> None:
+    # Nobody calls sweep(): a worker does between claims, as in production.
+    app = retrain_app
+    app.retraining.data = BankingLabels(labels=100)
+    app.retraining.configure(MODEL, recipe="tfidf-logreg", params=FAST, every_labels=100, **CERTIFY)
+    worker = app.worker(concurrency=1).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not app.retraining.runs(MODEL) or app.retraining.runs(MODEL)[0].finished_at is None:
+            assert time.monotonic() < deadline, "the worker started no retraining"
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+    [record] = app.retraining.runs(MODEL)
+    assert record.trigger is Trigger.LABELS and record.status is RetrainingStatus.SUCCEEDED
+    assert app.models.aliases(MODEL) == {"champion": record.candidate}
 
 
 def test_the_schedule_starts_one_retraining_per_interval(retrain_app: Aevos) -> None:

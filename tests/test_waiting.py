@@ -257,3 +257,23 @@ def test_children_inherit_the_tenant(app: Aevos) -> None:
         worker.stop()
     assert {r.tenant for r in app.list_runs(parent_run_id=handle.run_id)} == {"acme"}
     assert app.list_runs(tenant="default") == []
+
+
+def test_random_is_a_recorded_draw_that_a_replay_sees_again(app: Aevos) -> None:
+    @app.workflow()
+    def coin(ctx: WorkflowContext) -> list[float]:
+        first = ctx.random()
+        ctx.sleep(0.5)  # parks: the run is executed again, replaying the draws
+        return [first, ctx.random()]
+
+    handle = coin.start()
+    worker = app.worker(concurrency=1).start()
+    try:
+        drawn = handle.result(timeout=10)
+    finally:
+        worker.stop()
+    assert handle.info().executions == 2
+    steps = handle.steps()
+    assert [s.name for s in steps] == ["aevos.random", "aevos.sleep", "aevos.random"]
+    assert drawn == [steps[0].output, steps[2].output]
+    assert all(0.0 <= value < 1.0 for value in drawn) and drawn[0] != drawn[1]

@@ -652,7 +652,8 @@ class Aevos:
     ) -> Worker:
         """A worker pulling this app's queues (all of them unless named). Between claims it
         escalates tasks past their SLA, expires approvals, deletes kept cases past their
-        retention and records counted refusals."""
+        retention, starts the retrainings their triggers call for (every N labels, a
+        schedule; when the app uses retraining) and records counted refusals."""
         return self.runtime.worker(
             queues,
             concurrency=concurrency,
@@ -660,6 +661,7 @@ class Aevos:
                 self._escalate_tasks,
                 self._expire_approvals,
                 self._sweep_cases,
+                self._sweep_retraining,
                 self.flush_refusals,
             ),
         )
@@ -671,6 +673,13 @@ class Aevos:
     def _expire_approvals(self) -> None:
         for approval in self.approvals.expire_overdue():
             log.info("approval %s expired", approval.approval_id)
+
+    def _sweep_retraining(self) -> None:
+        # Only an app that uses retraining has built the service (and registered its
+        # workflow); building it here would register a queue this worker may not serve.
+        if self._retraining is not None:
+            for run_id in self._retraining.sweep():
+                log.debug("retraining %s started by its trigger", run_id)
 
     def _sweep_cases(self) -> None:
         deleted = self.cases.sweep_expired()

@@ -16,6 +16,7 @@ through :class:`~aevos.kernel.services.HumanTasks`, which :mod:`aevos.people` pr
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -54,6 +55,9 @@ T = TypeVar("T")
 
 # Longest a wait without a deadline may last; JSON has no infinity.
 _FOREVER = 100 * 365 * 24 * 3600.0
+# ctx.random() draws from the operating system: an audit sample must not be predictable
+# from a seed an attacker (or a test that reseeds `random`) could know.
+_SYSTEM_RANDOM = random.SystemRandom()
 
 
 @dataclass(frozen=True)
@@ -457,6 +461,15 @@ class WorkflowContext:
     def uuid4(self) -> str:
         """A random UUID, recorded: a replay sees the same value."""
         return str(self.journal.once("aevos.uuid4", lambda: str(uuid.uuid4())))
+
+    def random(self) -> float:
+        """A uniform random number in [0, 1), recorded: a replay sees the same value.
+
+        For draws that must not depend on anything the run saw, such as an audit sample of
+        traffic (``flagged = ctx.random() < 0.05``, drawn for every case whatever the
+        model's confidence, so that the flagged cases are an unbiased sample).
+        """
+        return float(self.journal.once("aevos.random", _SYSTEM_RANDOM.random))
 
     def _sleep_until(self, seconds: float) -> float:
         wake_at = float(self.journal.once("aevos.sleep", lambda: time.time() + max(0.0, seconds)))
