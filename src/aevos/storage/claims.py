@@ -83,7 +83,9 @@ class Claims:
             "lease_until": now + lease_seconds,
             "claimed_at": now,
             "updated_at": now,
-            "wake_at": None,
+            # A waiting run's timer is spent; an enqueued run keeps a wake-up that arrived
+            # before it was claimed (Store._wake), so the park after it is woken at once.
+            "wake_at": sa.case((runs.c.status == "ENQUEUED", runs.c.wake_at), else_=sa.null()),
             "executions": runs.c.executions + 1,
         }
 

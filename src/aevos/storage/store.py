@@ -43,6 +43,10 @@ _S = RunStatus
 T = TypeVar("T")
 
 
+#: Runs a wake-up applies to (see Store._wake).
+_WAKEABLE = ("WAITING", "RUNNING", "ENQUEUED")
+
+
 class _Hot:
     """The hot-path transaction with error classification (a class: it runs every step)."""
 
@@ -164,7 +168,7 @@ class Store(Claims, OperatorActions, Signals):
             .where(
                 runs.c.run_id == bp("parent"),
                 # Not IN (...): an expanding IN cannot be compiled once for the fast path.
-                sa.or_(runs.c.status == "WAITING", runs.c.status == "RUNNING"),
+                sa.or_(*(runs.c.status == status for status in _WAKEABLE)),
             )
             .values(wake_at=bp("now"), updated_at=bp("now")),
             self.engine,
@@ -675,10 +679,13 @@ class Store(Claims, OperatorActions, Signals):
 
     def _wake(self, conn: Connection, run_id: str, now: float) -> None:
         # A RUNNING run may be just about to park: the wake-up is remembered in wake_at and
-        # park() keeps the earlier time, so it cannot be lost in between.
+        # park() keeps the earlier time, so it cannot be lost in between. An ENQUEUED run
+        # (just resumed) may be claimed while this transaction is still open, and then read
+        # what it waits for before this commits: the claim keeps an ENQUEUED run's wake_at
+        # (see Claims._taken_by), so its park is woken at once.
         conn.execute(
             sa.update(runs)
-            .where(runs.c.run_id == run_id, runs.c.status.in_(["WAITING", "RUNNING"]))
+            .where(runs.c.run_id == run_id, runs.c.status.in_(_WAKEABLE))
             .values(wake_at=now, updated_at=now)
         )
 
