@@ -8,18 +8,8 @@ which never calls it, and above the kernel, whose workflow it is: a retraining i
 
 from __future__ import annotations
 
-from .service import (
-    QUEUE,
-    RUN_TAG,
-    WORKFLOW,
-    LabelledCases,
-    Retraining,
-    Split,
-    TrainingData,
-    reserved,
-    split,
-    split_by_time,
-)
+from .data import LabelledCases, Split, TrainingData, reserved, split, split_by_time
+from .service import QUEUE, RUN_TAG, WORKFLOW, Retraining
 
 __all__ = [
     "QUEUE",
