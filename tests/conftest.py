@@ -2,7 +2,9 @@
 
 ``database_url`` is parametrised over both backends, so any test that takes it (or the
 ``app`` fixture built on it) is a contract test run on SQLite and on PostgreSQL. SQLite gets
-a fresh file per test; PostgreSQL is reset by truncation. Outside CI a test on PostgreSQL
+a fresh file per test; PostgreSQL is reset by truncation, after its aevos tables are dropped
+once per session (a database kept from an earlier run may hold an older draft of a migration
+that has not been released, whose revision id alembic would take as current). Outside CI a test on PostgreSQL
 skips when the server is unreachable; in CI (``CI=true``) it fails instead: those tests must
 run there.
 """
@@ -31,12 +33,29 @@ def postgres_available() -> bool:
         try:
             import psycopg
 
-            with psycopg.connect(POSTGRES_URL, connect_timeout=3):
+            with psycopg.connect(POSTGRES_URL, connect_timeout=3, autocommit=True) as conn:
+                _drop_aevos_tables(conn)
                 _pg_state["ok"] = True
         except Exception as exc:
             _pg_state["ok"] = False
             _pg_state["why"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return bool(_pg_state["ok"])
+
+
+def _drop_aevos_tables(conn: object) -> None:
+    """Start the session on an empty schema: the suite owns this database."""
+    from psycopg import Connection, sql
+
+    assert isinstance(conn, Connection)
+    names = [
+        row[0]
+        for row in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "AND (tablename LIKE 'aevos%' OR tablename = 'alembic_version')"
+        )
+    ]
+    for name in names:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
 def require_postgres() -> str:
