@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from .pii.datapolicy import DataPolicy
     from .policy import CaseRetention, PolicySet
     from .retraining import Retraining, TrainingData
+    from .telemetry import Reports
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -301,6 +302,15 @@ class Aevos:
         from .evolution.labels import Labels
 
         return Labels(self.store, self.audit)
+
+    @property
+    def reports(self) -> Reports:
+        """Reports over the tenant's history: ``app.reports.evolution(model, tenant=...)``,
+        automation, precision, reviews, cost and drift over time with the model's version
+        changes, rollouts, retrainings and alerts marked (aevos.telemetry.report)."""
+        from .telemetry import Reports
+
+        return Reports(self.store)
 
     @property
     def datasets(self) -> Datasets:

@@ -714,6 +714,19 @@ class ExportFormatError(EvolutionError, ValueError):
     code = "export_format_unavailable"
 
 
+class ReportInputError(EvolutionError, ValueError):
+    """Evolution report parameters that cannot be answered (``field`` names the one at fault)."""
+
+    code = "invalid_report"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": self.field}
+
+
 # -- evolution: retraining (see the tree of evolution errors above) ---------------------------
 
 

@@ -1,4 +1,5 @@
-"""Metrics: the tenant's Prometheus exposition and the console's time series."""
+"""Metrics: the tenant's Prometheus exposition, the console's time series and the
+evolution report."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..identity import Permission, Principal
 from ..telemetry.metrics import dashboard, exposition, model_metrics
+from ..telemetry.report import evolution_report
 from .guard import Guard
 
 if TYPE_CHECKING:
     from ..models.registry import ModelRegistry
     from ..storage import Store
     from ..telemetry.metrics import CallTotalsCache, Dashboard, ModelMetrics
+    from ..telemetry.report import EvolutionReport
 
 
 class Services(Protocol):
@@ -55,4 +58,26 @@ class Metrics:
         self.services.models.versions(name, tenant=principal.tenant)  # ModelNotFoundError
         return model_metrics(
             self.services.store, principal.tenant, name, since=since, until=until, buckets=buckets
+        )
+
+    def evolution(
+        self,
+        principal: Principal,
+        model: str | None = None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        buckets: int,
+    ) -> EvolutionReport:
+        """The evolution report of a model of the tenant, or of all of them (see
+        :func:`aevos.telemetry.report.evolution_report`); 404 for a model the tenant does
+        not have, 422 for a window no report answers."""
+        self.guard.allow(principal, Permission.MODELS_READ, "read the evolution report")
+        return evolution_report(
+            self.services.store,
+            principal.tenant,
+            model,
+            since=since,
+            until=until,
+            buckets=buckets,
         )

@@ -329,6 +329,7 @@ from .audit import audit_cli  # noqa: E402
 from .cases import cases_cli  # noqa: E402
 from .datasets import datasets_cli  # noqa: E402
 from .demo import demo  # noqa: E402
+from .evolution import evolution_cli  # noqa: E402
 from .labels import labels_cli  # noqa: E402
 from .models import models_cli  # noqa: E402
 from .policy import policy_cli  # noqa: E402
@@ -345,6 +346,7 @@ cli.add_typer(tokens_cli, name="tokens")
 cli.add_typer(labels_cli, name="labels")
 cli.add_typer(datasets_cli, name="datasets")
 cli.add_typer(cases_cli, name="cases")
+cli.add_typer(evolution_cli, name="evolution")
 cli.command()(demo)
 
 

@@ -26,6 +26,7 @@ from .api import (
     certifications,
     datasets,
     events,
+    evolution,
     labels,
     metrics,
     models,
@@ -92,6 +93,7 @@ def create_app(
     api.include_router(labels.router)
     api.include_router(datasets.router)
     api.include_router(cases.router)
+    api.include_router(evolution.router)
 
     @api.get("/healthz", tags=["health"])
     def healthz() -> Status:

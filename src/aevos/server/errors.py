@@ -36,6 +36,7 @@ _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.TaskNotFoundError, 404),
     (e.DatasetNotFoundError, 404),
     (e.LabelInputError, 422),
+    (e.ReportInputError, 422),
     (e.ExportFormatError, 422),
     (e.DatasetError, 422),
     (e.TaskConflictError, 409),

@@ -34,6 +34,7 @@ from .identity import TokenRepository
 from .labels import LabelRepository
 from .metrics import MetricsRepository
 from .models import ModelRepository
+from .report import ReportRepository
 from .repository import StoreHandle
 from .retraining import RetrainingRepository
 from .runs import RunRepository
@@ -96,6 +97,11 @@ class UnitOfWork:
     @cached_property
     def metrics(self) -> MetricsRepository:
         return MetricsRepository(self)
+
+    @cached_property
+    def report(self) -> ReportRepository:
+        """The evolution report's figures (read only)."""
+        return ReportRepository(self)
 
     @cached_property
     def labels(self) -> LabelRepository:
