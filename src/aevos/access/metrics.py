@@ -71,8 +71,11 @@ class Metrics:
     ) -> EvolutionReport:
         """The evolution report of a model of the tenant, or of all of them (see
         :func:`aevos.telemetry.report.evolution_report`); 404 for a model the tenant does
-        not have, 422 for a window no report answers."""
+        not have, 422 for a window no report answers. It counts people's tasks as well as
+        the model's decisions, so it needs ``tasks:read`` beside ``models:read`` (a
+        ``service`` token, a machine's, has not)."""
         self.guard.allow(principal, Permission.MODELS_READ, "read the evolution report")
+        self.guard.allow(principal, Permission.TASKS_READ, "read the evolution report")
         return evolution_report(
             self.services.store,
             principal.tenant,

@@ -1,5 +1,6 @@
 """``GET /v1/evolution/report``: the evolution report of the caller's tenant (see
-:mod:`aevos.telemetry.report`). Needs ``models:read``; bounded: 1 to 200 buckets, a window
+:mod:`aevos.telemetry.report`). Needs ``models:read`` and
+``tasks:read`` (it counts people's tasks); bounded: 1 to 200 buckets, a window
 of at most 366 days, ``since`` before ``until``."""
 
 from __future__ import annotations
