@@ -49,7 +49,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 # The page modules register their routes on the shared router when imported.
-from . import dashboard, inbox, login, models, runs  # noqa: F401
+from . import dashboard, evolution, inbox, login, models, runs  # noqa: F401
 from .page import HERE, error_response, router
 from .session import KEY_ENV, LOGIN_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Sessions
 
