@@ -113,7 +113,7 @@ def test_the_evolution_page_charts_the_report_with_its_changes_marked(
             "c.options.plugins.markers.items.map(m => m.label)]; })",
             CHARTS,
         )
-        labels = ["v1 alias moved", "v2 promoted", "v2 drift alert", "v3 rollout rolled back"]
+        labels = ["v1 champion", "v2 promoted", "v2 drift alert", "v3 rollout rolled back"]
         assert [d[0] for d in drawn] == [30] * 5
         assert [d[2] for d in drawn] == [labels] * 5
         assert drawn[0][1] == ["automated"] and drawn[1][1] == ["precision", "95% low", "95% high"]

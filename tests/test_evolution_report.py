@@ -373,6 +373,8 @@ def test_an_empty_tenant_has_empty_buckets_and_bad_parameters_are_refused(app: A
         ({"buckets": True}, "buckets"),
         ({"since": 2000.0, "until": 1000.0}, "since"),
         ({"since": 0.0, "until": 367 * 86_400.0}, "since"),
+        ({"since": 1000.0}, "since"),  # until defaults to now: far more than 366 days
+        ({"since": time.time() + 3600}, "since"),  # after now
         ({"since": float("nan")}, "since"),
         ({"until": -1.0}, "until"),
         ({"model": ""}, "model"),

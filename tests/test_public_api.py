@@ -116,6 +116,12 @@ def test_exported_members() -> None:
         assert getattr(aevos, name) is not None
 
 
+def test_the_telemetry_package_exports_the_evolution_report() -> None:
+    import aevos.telemetry
+
+    assert sorted(aevos.telemetry.__all__) == ["EvolutionReport", "Reports"]
+
+
 def test_errors_carry_distinct_stable_codes() -> None:
     errors = [getattr(aevos, n) for n in aevos.__all__ if n.endswith("Error")]
     assert len(errors) >= 20

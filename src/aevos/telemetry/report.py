@@ -321,6 +321,8 @@ def evolution_report(
         start = float(since) if since is not None else _first(uow, tenant, model, end)
         if start >= end:
             raise ReportInputError("since", "must be before until")
+        if end - start > MAX_RANGE_SECONDS:  # a since far before the default until (now)
+            raise ReportInputError("since", "the window may span at most 366 days")
         width = (end - start) / buckets
         starts = [start + i * width for i in range(buckets)]
         counts = uow.report.buckets(tenant, model, starts, end)

@@ -78,7 +78,9 @@ def _short(kind: str, version: int | None) -> str:
     """A marker's label on a chart: "v2 promoted", "rollout rolled back", "alert"."""
     area, _, what = kind.partition(".")
     words = what.replace("_", " ")
-    if area == "monitor":
+    if kind == "model.alias_moved":
+        words = "champion"
+    elif area == "monitor":
         words = "drift alert"
     elif area in ("rollout", "retraining"):
         words = f"{area} {words}"
