@@ -75,7 +75,7 @@ def _series(report: EvolutionReport, label_format: str) -> dict[str, Any]:
 
 
 def _short(kind: str, version: int | None) -> str:
-    """A marker's label on a chart: "v2 promoted", "rollout rolled back", "alert"."""
+    """A marker's label on a chart: "v2 promoted", "v3 rollout rolled back", "v1 champion"."""
     area, _, what = kind.partition(".")
     words = what.replace("_", " ")
     if kind == "model.alias_moved":
