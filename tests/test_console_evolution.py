@@ -101,10 +101,11 @@ def test_the_evolution_page_charts_the_report_with_its_changes_marked(
         expect(tiles.nth(1)).to_have_text(f"{expected['automation_rate'] * 100:.1f}%")
         expect(tiles.nth(2)).to_have_text(f"{expected['precision'] * 100:.1f}%")
         rows = page.locator("#markers tbody tr")
-        expect(rows).to_have_count(4)  # "other"'s alert and rollback are not shown
+        expect(rows).to_have_count(5)  # "other"'s alert and rollback are not shown
         expect(rows.nth(1)).to_contain_text("model.promoted")
         expect(rows.nth(1)).to_contain_text("champion v1 → v2")
-        expect(rows.nth(3)).to_contain_text("rollout.rolled_back")
+        expect(rows.nth(2)).to_contain_text("retraining.")
+        expect(rows.nth(4)).to_contain_text("rollout.rolled_back")
 
         page.wait_for_function("Chart.getChart('evolution-drift') !== undefined")
         drawn = page.evaluate(
@@ -115,7 +116,8 @@ def test_the_evolution_page_charts_the_report_with_its_changes_marked(
         )
         labels = ["v1 champion", "v2 promoted", "v2 drift alert", "v3 rollout rolled back"]
         assert [d[0] for d in drawn] == [30] * 5
-        assert [d[2] for d in drawn] == [labels] * 5
+        assert all(len(d[2]) == 5 and d[2][2].startswith("retraining ") for d in drawn)
+        assert [[x for i, x in enumerate(d[2]) if i != 2] for d in drawn] == [labels] * 5
         assert drawn[0][1] == ["automated"] and drawn[1][1] == ["precision", "95% low", "95% high"]
         # The automation rate the chart draws is the report's, bucket by bucket.
         rates = page.evaluate("Chart.getChart('evolution-automation').data.datasets[0].data")

@@ -185,6 +185,17 @@ def tell(app: Aevos, trained: Trained) -> Story:
     wrong = next(i for i in INTENTS if i != truth[overruled])
     app.labels.record(overruled, wrong, tenant=TENANT, actor="service:crm#t3")
 
+    # A retraining on these few labels, on a worker: its outcome is a marker, whichever.
+    app.retraining.configure(
+        "intent", recipe="tfidf-logreg", auto_promote=False, tenant=TENANT, actor="operator:olga"
+    )
+    worker = app.worker().start()
+    try:
+        retraining = app.retraining.start("intent", tenant=TENANT, actor="operator:olga")
+        wait_for(lambda: app.get_run(retraining.run_id).status.terminal, timeout=120)
+    finally:
+        worker.stop()
+
     # What the rollout controller and the monitors record (contracts12.md), for this model
     # and for another one, which a report of "intent" must not show.
     for model in ("intent", "other"):
@@ -306,16 +317,21 @@ def test_the_report_equals_a_direct_count_and_marks_what_changed(story: Story) -
     ]
     assert len(shadows) == 10  # version 2 shadowed phase 1
 
+    (retrained,) = app.retraining.runs("intent", tenant=TENANT)
+    outcome = f"retraining.{retrained.status.value}"
+    assert outcome in ("retraining.succeeded", "retraining.failed")
     kinds = [(m.kind, m.version) for m in report.markers]
     assert kinds == [
         ("model.alias_moved", 1),  # version 1 became the champion when registered
         ("model.promoted", 2),
+        (outcome, retrained.candidate),  # not retraining.configured
         ("monitor.alerted", 2),
         ("rollout.rolled_back", 3),
     ]
     promoted = report.markers[1]
     assert promoted.detail == "champion v1 → v2" and promoted.model == "intent"
-    assert report.markers[3].detail == "step canary 5%: precision 0.71 below 0.90"
+    assert report.markers[2].detail.startswith("trigger manual")
+    assert report.markers[4].detail == "step canary 5%: precision 0.71 below 0.90"
     # The promotion falls between the two phases' cases on the same time axis.
     calls = sorted(
         r.at for r in app.audit.query(TENANT, action="model.called") if r.data["route"] == "primary"

@@ -26,9 +26,11 @@ from .schema import audit, labels, tasks
 #: The routes on which a call is the model's decision of a case.
 CASE_ROUTES = ("primary", "canary")
 #: Audit actions that are marks on the report's time axis (plus every ``rollout.*`` and
-#: ``retraining.*`` other than ``retraining.configured``).
+#: ``retraining.*`` but those below).
 MARKER_ACTIONS = ("model.promoted", "model.rolled_back", "model.alias_moved", "monitor.alerted")
 MARKER_PREFIXES = ("rollout.", "retraining.")
+#: A configuration change and a refused request are no retraining.
+NOT_MARKERS = ("retraining.configured", "retraining.rejected")
 #: How many case ids one ``IN (...)`` carries (SQLite binds at most 32,766 parameters).
 _CHUNK = 500
 
@@ -211,7 +213,7 @@ class ReportRepository(Repository):
                     action.in_(MARKER_ACTIONS),
                     *(action.startswith(prefix) for prefix in MARKER_PREFIXES),
                 ),
-                action != "retraining.configured",
+                action.not_in(NOT_MARKERS),
                 *([] if model is None else [named == model]),
             )
             .order_by(audit.c.at, audit.c.seq)

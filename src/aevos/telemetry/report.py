@@ -26,7 +26,8 @@ Rates are None where their denominator is zero. Beside the buckets:
   :func:`drift_series` — the one place the monitors' results are plugged in;
 - **markers**, oldest first: every move of the ``champion`` alias (``model.promoted``,
   ``model.rolled_back``, ``model.alias_moved``), every ``rollout.*`` transition, every
-  finished retraining (``retraining.succeeded`` / ``retraining.failed``) and every drift
+  retraining's outcome (``retraining.succeeded`` / ``retraining.failed``; not
+  ``retraining.configured`` nor a refused request, ``retraining.rejected``) and every drift
   alert (``monitor.alerted``), each with the version it concerns.
 """
 
