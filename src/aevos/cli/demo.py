@@ -92,7 +92,7 @@ def demo(
     example: Annotated[
         str | None,
         typer.Argument(
-            metavar="[EXAMPLE]",
+            metavar="EXAMPLE",
             help="support-triage (the default: banking77 tickets, evolving) or claims "
             "(insurance claims, the earlier demo).",
             show_default=False,
@@ -147,12 +147,13 @@ def demo(
         typer.Option("--timeout", min=1, help="Give up after S seconds (default 900; claims 600)."),
     ] = None,
 ) -> None:
-    """Support triage on banking77, evolving: tickets routed by people until the intent
-    model has earned it, retrained from their decisions, promoted through the policy gate.
+    """Support triage on banking77, evolving: the intent model earns the right to route.
 
-    Serves the console (its address and a sign-in token are printed) until Ctrl-C; with
-    --headless it runs the stream to its end and prints the report. `aevos demo claims`
-    runs the claims-intake demo instead (--claims N alone implies it).
+    Serves the console until Ctrl-C, printing its address and a sign-in token.
+
+    --headless runs the stream to its end and prints the report.
+
+    `aevos demo claims` runs the claims-intake demo (--claims N alone implies it).
     """
     chosen = example or ("claims" if claims is not None else "support-triage")
     if chosen not in EXAMPLES:
