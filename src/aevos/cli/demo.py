@@ -26,6 +26,7 @@ from .common import (
     _STATUS_STYLE,
     CliError,
     _check_url,
+    _listen,
     _reports_errors,
     _state,
     err,
@@ -277,8 +278,6 @@ def _support_demo(settings: DemoSettings, json_path: Path | None) -> None:
     example = load_example("support_triage")
     server: Server | None = None
     if not settings.headless:
-        from .main import _listen
-
         # Bound first: a busy port is refused before minutes of work, not after.
         server = Server(_listen(settings.host, settings.port))
     try:

@@ -11,10 +11,8 @@ Results go to stdout (run ids, JSON, tables); progress, banners and errors go to
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import socket
 import sys
 from typing import Annotated, Any, ParamSpec
 
@@ -34,6 +32,7 @@ from .common import (
     _check_url,
     _emit_json,
     _json_option,
+    _listen,
     _reports_errors,
     _secret,
     _State,
@@ -288,26 +287,6 @@ def serve(
             sock.close()
         if not server.started:
             raise CliError("server_failed", "the server did not start (see the log above)")
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` (as uvicorn binds one), or the reason it cannot be."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise CliError(
-                "address_in_use",
-                f"cannot listen on {host}:{port}: the address is already in use (another "
-                "server runs there; stop it or choose another --port)",
-            ) from None
-        reason = exc.strerror or type(exc).__name__
-        raise CliError("cannot_listen", f"cannot listen on {host}:{port}: {reason}") from None
-    return sock
 
 
 def _redact_handlers(*handlers: logging.Handler) -> None:
