@@ -126,6 +126,20 @@ def test_interactive_serves_the_console_and_stops_on_sigint(tmp_path: Path) -> N
             assert models.status_code == 200, models.text
             assert "support-intent" in models.text
             assert client.get("/v1/models").status_code == 401
+            # A person signs in to the console with it, and sees the model.
+            form = client.get("/console/login")
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+            assert form.status_code == 200 and csrf, form.text[:500]
+            signed_in = client.post(
+                "/console/login",
+                data={"token": token.group(1), "csrf_token": csrf.group(1), "next": ""},
+                headers={"Origin": base},
+                follow_redirects=True,
+            )
+            assert signed_in.status_code == 200, signed_in.text[:500]
+            assert "/console/login" not in str(signed_in.url)
+            model_page = client.get("/console/models")
+            assert model_page.status_code == 200 and "support-intent" in model_page.text
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
