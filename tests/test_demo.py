@@ -219,3 +219,12 @@ def test_json_into_a_missing_folder_is_refused(tmp_path: Path) -> None:
         _demo("--headless", "--json", str(path), "--dir", str(tmp_path)), "bad_option"
     )
     assert "does not exist" in stderr
+
+
+def test_the_claims_demo_stays_available_by_name(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    result = CliRunner().invoke(
+        cli, ["--database-url", url, "demo", "claims", "--claims", "5", "--workers", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "auto-approved" in result.stdout and "claims intake" in result.stdout
