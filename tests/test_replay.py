@@ -27,6 +27,7 @@ from aevos.pii import Vault
 from aevos.public_data import data_file
 from aevos.records.label import effective
 from aevos.rollouts import Replay, ReplayCriteria
+from aevos.rollouts.replay import REPLAY_TAG
 from aevos.telemetry.metrics import percentile
 
 MODEL = "intents"
@@ -226,6 +227,9 @@ def test_a_retrained_candidate_replays_kept_cases_with_figures_as_computed(
     assert app.replays.latest(MODEL, candidate) == replay
     assert app.replays.list(MODEL) == [replay] == app.replays.list(MODEL, version=candidate)
     assert app.replays.list(MODEL, version=1) == []
+    # Shown with the version: its tag names the latest replay.
+    tag = app.models.get(MODEL, candidate).tags[REPLAY_TAG]
+    assert tag == f"{replay.status} {replay.replay_id}"
 
 
 def test_a_worse_candidate_fails_and_a_policy_requiring_a_passing_replay_refuses_it(
@@ -328,6 +332,25 @@ def expected_against(app: Aevos, version: int, champion: int) -> float:
     theirs = app.models.load(app.models.get(MODEL, champion))
     same = sum(ours.predict(c.input).label == theirs.predict(c.input).label for c in cases)
     return same / len(cases)
+
+
+def test_a_worker_without_the_vault_key_ends_the_replay_in_error(
+    rapp: Aevos, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = rapp
+    traffic(app, 10)
+    monkeypatch.delenv("AEVOS_VAULT_KEY", raising=False)
+    keyless = Aevos(database_url, lease_seconds=2.0, park_after=0.3, poll_interval=0.02)
+    try:
+        replay_id = keyless.replays.start(MODEL, 1, rate=1000)
+        result = run_to_end(keyless, replay_id)
+    finally:
+        keyless.close()
+    replay = app.replays.get(replay_id)
+    assert result["status"] == "error" == replay.status and replay.passed is None
+    assert "vault key" in (replay.reason or "") and replay.figures["decided"] == 0
+    (finished,) = app.audit.query("default", action="replay.finished")
+    assert finished.data["status"] == "error" and finished.data["passed"] is None
 
 
 def test_bad_requests_are_refused_clearly_and_recorded(rapp: Aevos) -> None:

@@ -27,6 +27,7 @@ version to the promotion policy as ``replay``.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import math
 import time
@@ -59,13 +60,23 @@ if TYPE_CHECKING:
     from ..models.types import ModelAdapter
     from ..storage import Store
 
-__all__ = ["MAX_LIMIT", "MAX_RATE", "QUEUE", "WORKFLOW", "ReplayCriteria", "Replays"]
+__all__ = [
+    "MAX_LIMIT",
+    "MAX_RATE",
+    "QUEUE",
+    "REPLAY_TAG",
+    "WORKFLOW",
+    "ReplayCriteria",
+    "Replays",
+]
 
 log = logging.getLogger("aevos.replay")
 
 #: The workflow every replay is a run of, and the queue it runs on.
 WORKFLOW = "aevos.replay"
 QUEUE = "replay"
+#: The tag on a replayed version: the latest replay's status and id ("passed <id>").
+REPLAY_TAG = "aevos.replay"
 MAX_LIMIT = 10_000
 MAX_RATE = 1000.0
 MAX_LIST = 200
@@ -422,6 +433,16 @@ class Replays:
             )
             stored = uow.replays.get(replay_id)
         assert stored is not None  # the plan step made it
+        # Shown with the version wherever versions are (aevos models show, the API); a
+        # version that never was, or is gone since, keeps its story in the record and audit.
+        with contextlib.suppress(ModelNotFoundError):
+            self.registry.set_tags(
+                model,
+                version,
+                {REPLAY_TAG: f"{status} {replay_id}"},
+                tenant=tenant,
+                by=_actor(replay_id),
+            )
         return stored.to_dict()
 
 
