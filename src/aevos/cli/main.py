@@ -199,6 +199,7 @@ def worker(
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
     with _app(ctx, app_ref) as app:
         _redact_handlers(handler)
+        app.replays  # noqa: B018 -- registers the replay workflow: workers run replays
         runner = app.worker(queues or None, concurrency=concurrency)
         app.store.ping()  # fail before the banner if the database is unreachable
         names = ", ".join(q.name for q in runner.queues if q.name != INLINE_QUEUE)
@@ -258,6 +259,9 @@ def serve(
         # says it serves and then dies.
         sock = _listen(host, port)
         try:
+            # Replays started over the API run on these workers: registered before they
+            # take their queues.
+            app.replays  # noqa: B018
             runner = app.worker(concurrency=workers).start() if workers else None
             out.print(
                 f"aevos serving http://{host}:{port} (console: /console) | {workers} worker "
