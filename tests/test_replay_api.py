@@ -4,11 +4,12 @@ one, list a model's; permissions, tenants and bad input checked, refusals audite
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.test_replay import MODEL, queries, run_to_end
+from tests.test_replay import MODEL, REPLAY_GATE, queries, run_to_end
 from typer.testing import CliRunner
 
 from aevos import Aevos
@@ -18,8 +19,17 @@ from aevos.server import create_app
 
 
 @pytest.fixture
-def served(database_url: str, models: dict[str, bytes]) -> Iterator[tuple[Aevos, TestClient]]:
-    app = Aevos(database_url, lease_seconds=2.0, park_after=0.3, poll_interval=0.02)
+def served(
+    database_url: str, models: dict[str, bytes], tmp_path: Path
+) -> Iterator[tuple[Aevos, TestClient]]:
+    # The HTTP API's promotions are judged by the policy named promotion-gate: here, one
+    # that requires a passing replay.
+    (tmp_path / "promotion-gate.yaml").write_text(
+        REPLAY_GATE.replace("policy: replay-gate", "policy: promotion-gate")
+    )
+    app = Aevos(
+        database_url, lease_seconds=2.0, park_after=0.3, poll_interval=0.02, policies=tmp_path
+    )
     app.vault = Vault(app.store, Vault.decode_key(Vault.generate_key()))
     for tenant in ("acme", "beta"):
         app.models.register(
@@ -42,7 +52,7 @@ def served(database_url: str, models: dict[str, bytes]) -> Iterator[tuple[Aevos,
 def models() -> dict[str, bytes]:
     from tests.test_replay import artifact
 
-    return {"champion": artifact(20)}
+    return {"champion": artifact(20), "candidate": artifact(22)}
 
 
 def _token(app: Aevos, tenant: str, role: str) -> dict[str, str]:
@@ -152,3 +162,32 @@ def test_the_cli_starts_shows_and_lists_replays(
     assert "model_not_found" in run("start", "nope", "1", "--tenant", "acme", code=2).stderr
     assert "replay_not_found" in run("show", "nope", "--tenant", "acme", code=2).stderr
     assert "bad_json" in run("start", MODEL, "1", "--criteria", "{", code=2).stderr
+
+
+def test_a_promotion_over_http_needs_the_versions_passing_replay(
+    served: tuple[Aevos, TestClient], models: dict[str, bytes]
+) -> None:
+    app, client = served
+    candidate = app.models.register(
+        MODEL, models["candidate"], flavor="sklearn", signature={"type": "string"}, tenant="acme"
+    ).version
+    ops = _token(app, "acme", "operator")
+    promote = {"version": candidate, "evidence": {"replay": {"passed": True}}}
+    # Never replayed: the evidence typed in is not the gate's evidence.
+    refused = client.post(f"/v1/models/{MODEL}/promote", json=promote, headers=ops)
+    assert refused.status_code == 200, refused.text
+    assert refused.json()["decision"]["result"] == "deny"
+    assert refused.json()["decision"]["rule"] == "no-passing-replay"
+
+    criteria = {"min_cases": 20, "min_agreement": 0.5, "max_accuracy_drop": 1.0}
+    body = {"rate": 1000, "criteria": criteria}
+    started = client.post(
+        f"/v1/models/{MODEL}/versions/{candidate}/replays", json=body, headers=ops
+    ).json()
+    run_to_end(app, started["replay_id"])
+    assert app.replays.get(started["replay_id"], tenant="acme").status == "passed"
+    allowed = client.post(f"/v1/models/{MODEL}/promote", json=promote, headers=ops)
+    assert allowed.json()["decision"]["result"] == "allow", allowed.text
+    assert app.models.aliases(MODEL, tenant="acme")["champion"] == candidate
+    decided = app.audit.query("acme", action="policy.decided")
+    assert [r.data["result"] for r in decided] == ["deny", "allow"]
