@@ -339,7 +339,7 @@ class Replays:
         with self.store.reading() as uow:
             records = uow.replays.answers(
                 tenant,
-                [case.call_id or case.case_id for case in live],
+                [(case.call_id or case.case_id, case.run_id) for case in live],
                 since=min(moments) - _RECORD_SLACK,
                 until=max(moments) + _RECORD_SLACK,
             )

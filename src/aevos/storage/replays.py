@@ -133,27 +133,43 @@ class ReplayRepository(Repository):
         return [(str(case_id), float(at)) for case_id, at in self.conn.execute(query)]
 
     def answers(
-        self, tenant: str, call_ids: Sequence[str], *, since: float, until: float
+        self,
+        tenant: str,
+        calls: Sequence[tuple[str, str | None]],
+        *,
+        since: float,
+        until: float,
     ) -> dict[str, list[dict[str, Any]]]:
-        """``call_id -> [data of its model.called records]`` for the calls among
-        ``call_ids`` recorded in [``since``, ``until``] (oldest record first)."""
+        """``call_id -> [data of its model.called records]`` (oldest first) for ``calls``,
+        pairs of (call_id, run_id): a call made in a run is found by the run's index; one
+        made outside any run among the records written in [``since``, ``until``]."""
         dialect = self.uow.store.dialect
         call = dialect.json_field(audit.c.payload, "data", "call_id").as_string()
-        found: dict[str, list[dict[str, Any]]] = {}
-        wanted = sorted(set(call_ids))
-        for i in range(0, len(wanted), _CHUNK):
-            rows = self.conn.execute(
-                sa.select(audit.c.payload)
-                .where(
-                    audit.c.tenant == tenant,
-                    audit.c.action == "model.called",
-                    audit.c.at >= since,
-                    audit.c.at <= until,
-                    call.in_(wanted[i : i + _CHUNK]),
-                )
-                .order_by(audit.c.seq)
+        wanted = {call_id for call_id, _ in calls}
+        in_runs = sorted({run_id for _, run_id in calls if run_id is not None})
+        loose = sorted({call_id for call_id, run_id in calls if run_id is None})
+        called = (audit.c.tenant == tenant, audit.c.action == "model.called")
+        queries = [
+            sa.select(audit.c.seq, audit.c.payload).where(
+                *called, audit.c.run_id.in_(in_runs[i : i + _CHUNK])
             )
-            for (payload,) in rows:
-                data = json.loads(payload).get("data") or {}
-                found.setdefault(str(data.get("call_id")), []).append(data)
+            for i in range(0, len(in_runs), _CHUNK)
+        ] + [
+            sa.select(audit.c.seq, audit.c.payload).where(
+                *called,
+                audit.c.at >= since,
+                audit.c.at <= until,
+                call.in_(loose[i : i + _CHUNK]),
+            )
+            for i in range(0, len(loose), _CHUNK)
+        ]
+        rows: list[tuple[int, str]] = []
+        for query in queries:
+            rows.extend((int(seq), str(payload)) for seq, payload in self.conn.execute(query))
+        found: dict[str, list[dict[str, Any]]] = {}
+        for _, payload in sorted(rows):
+            data = json.loads(payload).get("data") or {}
+            call_id = str(data.get("call_id"))
+            if call_id in wanted:
+                found.setdefault(call_id, []).append(data)
         return found
