@@ -301,6 +301,9 @@ def test_cases_forgotten_between_listing_and_reading_count_as_expired(rapp: Aevo
     assert replay.figures["decided"] == 9 and replay.status == "passed"
     batches = [s for s in app.list_steps(replay_id) if s.name.endswith(".batch")]
     assert len(batches) == 6
+    # Paced by durable sleeps: six batches of two at two cases a second take five seconds
+    # of sleep between them, at the least.
+    assert replay.finished_at is not None and replay.finished_at - replay.started_at >= 5.0
 
 
 def test_a_replay_with_nothing_to_decide_is_inconclusive_and_the_champion_can_be_redecided(
