@@ -158,10 +158,7 @@ class Replays:
         try:
             chosen = _check(model, version, since, limit, rate, criteria)
             self.registry.get(model, version, tenant=tenant)
-            try:
-                champion: int | None = self.registry.aliases(model, tenant=tenant).get("champion")
-            except ModelNotFoundError:
-                champion = None
+            champion = self.registry.aliases(model, tenant=tenant).get("champion")
         except AevosError as exc:
             self.audit.append(
                 AuditEvent(
@@ -267,8 +264,10 @@ class Replays:
                     )
                 )
         except AevosError as exc:
-            return self._finish(ctx, tenant, model, version, plan, tallies, _reason(exc))
-        return self._finish(ctx, tenant, model, version, plan, tallies, None)
+            reason: str | None = _reason(exc)
+        else:
+            reason = None
+        return self._finish(ctx, tenant, model, version, criteria, actor, plan, tallies, reason)
 
     def _plan_step(
         self,
@@ -388,21 +387,34 @@ class Replays:
         tenant: str,
         model: str,
         version: int,
+        criteria: Mapping[str, Any],
+        actor: str,
         plan: Mapping[str, Any],
         tallies: Sequence[Mapping[str, Any]],
         error: str | None,
     ) -> dict[str, Any]:
         replay_id = sctx.run_id
-        with self.store.reading() as uow:
-            record = uow.replays.get(replay_id)
-        criteria = ReplayCriteria.from_dict(record.criteria if record is not None else {})
         found = figures(tallies, threshold=plan["threshold"], champion=plan["champion"])
         if error is not None:
             status, passed, reason = "error", None, error
         else:
-            status, passed, reason = judge(found, criteria)
+            status, passed, reason = judge(found, ReplayCriteria.from_dict(criteria))
         now = time.time()
         with self.store.transaction() as uow:
+            # A plan that failed before its record was made: the record exists once now.
+            uow.replays.add(
+                Replay(
+                    replay_id=replay_id,
+                    tenant=tenant,
+                    model=model,
+                    version=version,
+                    champion=plan["champion"],
+                    status="running",
+                    criteria=dict(criteria),
+                    requested_by=actor,
+                    started_at=now,
+                )
+            )
             uow.replays.update(
                 replay_id,
                 status=status,
