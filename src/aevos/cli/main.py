@@ -198,6 +198,7 @@ def worker(
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
     with _app(ctx, app_ref) as app:
         _redact_handlers(handler)
+        app.replays  # noqa: B018 -- registers the replay workflow: workers run replays
         runner = app.worker(queues or None, concurrency=concurrency)
         app.store.ping()  # fail before the banner if the database is unreachable
         names = ", ".join(q.name for q in runner.queues if q.name != INLINE_QUEUE)
@@ -257,6 +258,9 @@ def serve(
         # says it serves and then dies.
         sock = _listen(host, port)
         try:
+            # Replays started over the API run on these workers: registered before they
+            # take their queues.
+            app.replays  # noqa: B018
             runner = app.worker(concurrency=workers).start() if workers else None
             out.print(
                 f"aevos serving http://{host}:{port} (console: /console) | {workers} worker "
@@ -311,6 +315,7 @@ from .demo import demo  # noqa: E402
 from .labels import labels_cli  # noqa: E402
 from .models import models_cli  # noqa: E402
 from .policy import policy_cli  # noqa: E402
+from .replays import replays_cli  # noqa: E402
 from .runs import runs_cli  # noqa: E402
 from .tasks import tasks_cli  # noqa: E402
 from .tokens import tokens_cli  # noqa: E402
@@ -324,6 +329,7 @@ cli.add_typer(tokens_cli, name="tokens")
 cli.add_typer(labels_cli, name="labels")
 cli.add_typer(datasets_cli, name="datasets")
 cli.add_typer(cases_cli, name="cases")
+cli.add_typer(replays_cli, name="replays")
 cli.command()(demo)
 
 
