@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from .pii.datapolicy import DataPolicy
     from .policy import CaseRetention, PolicySet
     from .retraining import Retraining, TrainingData
+    from .rollouts import Replays
     from .telemetry import Reports
 
 P = ParamSpec("P")
@@ -113,6 +114,7 @@ class Aevos:
         self._identity: Identity | None = None
         self._recipes: RecipeRegistry | None = None
         self._retraining: Retraining | None = None
+        self._replays: Replays | None = None
         self.webhooks: dict[str, WebhookSource] = {}
         # Rejected webhook deliveries recorded one by one, per source; a flood is counted.
         self.webhook_refusals = RejectionBudget()
@@ -282,7 +284,16 @@ class Aevos:
         console and ``aevos models promote`` all go through it)."""
         from .models.promotion import PromotionGate
 
-        return PromotionGate(self.models, lambda: self.policies, self.audit)
+        return PromotionGate(
+            self.models, lambda: self.policies, self.audit, evidence=self._kept_evidence
+        )
+
+    def _kept_evidence(self, tenant: str, model: str, version: int) -> dict[str, Any]:
+        """What the promotion gate adds to a promotion's evidence from the records: the
+        latest replay of the version (nothing when it was never replayed)."""
+        with self.store.reading() as uow:
+            replay = uow.replays.latest(tenant, model, version)
+        return {} if replay is None else {"replay": replay.evidence()}
 
     @property
     def human_tasks(self) -> Asking:
@@ -364,6 +375,20 @@ class Aevos:
                 approvals=lambda: self.approvals,
             )
         return self._retraining
+
+    @property
+    def replays(self) -> Replays:
+        """Replays: a candidate version re-deciding the kept cases of a window (a run of the
+        durable workflow ``aevos.replay`` on a worker) before it sees live traffic; start,
+        get, latest, list. Built once per app: building it registers the workflow and its
+        queue."""
+        if self._replays is None:
+            from .rollouts import Replays
+
+            self._replays = Replays(
+                self.runtime, self.store, self.audit, self.models, cases=lambda: self.cases
+            )
+        return self._replays
 
     def _training_data(self) -> TrainingData:
         from .retraining import LabelledCases

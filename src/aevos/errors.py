@@ -750,3 +750,24 @@ class RetrainingFailedError(EvolutionError):
     same words its retraining record keeps)."""
 
     code = "retraining_failed"
+
+
+# -- evolution: replay ------------------------------------------------------------------------
+#     EvolutionError
+#     ├── ReplayInputError        a replay that cannot be asked for (``field`` names the input)
+#     └── ReplayNotFoundError     no replay of the tenant has that id
+
+
+class ReplayInputError(EvolutionError, ValueError):
+    code = "invalid_replay"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": self.field}
+
+
+class ReplayNotFoundError(EvolutionError, LookupError):
+    code = "replay_not_found"

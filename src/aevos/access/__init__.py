@@ -16,6 +16,7 @@ over it. The operations are grouped by area, one module each:
 ``access.tasks``   the inbox of human tasks and their feedback (:mod:`.tasks`)
 ``access.policies``  the loaded policies, explained (:mod:`.policies`)
 ``access.retraining``  start a model's retraining, read its retrainings (:mod:`.retraining`)
+``access.replays``  replay kept cases with a candidate version, read replays (:mod:`.replays`)
 ``access.metrics``  Prometheus exposition, dashboards (:mod:`.metrics`)
 ``access.pii``     revealing tokenized personal data (:mod:`.pii`)
 ``access.cases``   kept cases: list, read, forget by run or data subject (:mod:`.cases`)
@@ -39,6 +40,7 @@ from .metrics import Metrics
 from .models import API_FLAVORS, ModelOverview, Models, Promotion, Registration
 from .pii import Pii
 from .policies import Policies
+from .replays import Replays
 from .retraining import Retraining
 from .runs import Runs
 from .tasks import Tasks
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from .models import Services as ModelServices
     from .pii import Services as PiiServices
     from .policies import Services as PolicyServices
+    from .replays import Services as ReplayServices
     from .retraining import Services as RetrainingServices
     from .runs import Services as RunServices
     from .tasks import Services as TaskServices
@@ -67,6 +70,7 @@ if TYPE_CHECKING:
         TaskServices,
         PolicyServices,
         RetrainingServices,
+        ReplayServices,
         MetricServices,
         PiiServices,
         AuditServices,
@@ -95,6 +99,7 @@ __all__ = [
     "Policies",
     "Promotion",
     "Registration",
+    "Replays",
     "Retraining",
     "Runs",
     "Tasks",
@@ -114,6 +119,7 @@ class Access:
         self.tasks = Tasks(self.guard, services)
         self.policies = Policies(self.guard, services)
         self.retraining = Retraining(self.guard, services)
+        self.replays = Replays(self.guard, services)
         self.metrics = Metrics(self.guard, services)
         self.pii = Pii(self.guard, services)
         self.audit = AuditTrail(self.guard, services)

@@ -159,7 +159,7 @@ class Models:
             alias=alias,
             alias_was=alias_was,
             policy=policy,
-            evidence=evidence,
+            evidence=judged.evidence,
             decision=decision,
             ttl=DEFAULT_TTL if expires_in is None else expires_in,
         )

@@ -8,12 +8,14 @@ Database URLs are only ever shown with their password hidden.
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import importlib.util
 import inspect
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -269,3 +271,23 @@ def _step_dict(step: StepInfo) -> dict[str, Any]:
         "started_at": step.started_at,
         "finished_at": step.finished_at,
     }
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (as uvicorn binds one), or the reason it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CliError(
+                "address_in_use",
+                f"cannot listen on {host}:{port}: the address is already in use (another "
+                "server runs there; stop it or choose another --port)",
+            ) from None
+        reason = exc.strerror or type(exc).__name__
+        raise CliError("cannot_listen", f"cannot listen on {host}:{port}: {reason}") from None
+    return sock

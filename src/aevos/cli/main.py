@@ -11,10 +11,8 @@ Results go to stdout (run ids, JSON, tables); progress, banners and errors go to
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import socket
 import sys
 from typing import Annotated, Any, ParamSpec
 
@@ -34,6 +32,7 @@ from .common import (
     _check_url,
     _emit_json,
     _json_option,
+    _listen,
     _reports_errors,
     _secret,
     _State,
@@ -199,6 +198,7 @@ def worker(
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
     with _app(ctx, app_ref) as app:
         _redact_handlers(handler)
+        app.replays  # noqa: B018 -- registers the replay workflow: workers run replays
         runner = app.worker(queues or None, concurrency=concurrency)
         app.store.ping()  # fail before the banner if the database is unreachable
         names = ", ".join(q.name for q in runner.queues if q.name != INLINE_QUEUE)
@@ -258,6 +258,9 @@ def serve(
         # says it serves and then dies.
         sock = _listen(host, port)
         try:
+            # Replays started over the API run on these workers: registered before they
+            # take their queues.
+            app.replays  # noqa: B018
             runner = app.worker(concurrency=workers).start() if workers else None
             out.print(
                 f"aevos serving http://{host}:{port} (console: /console) | {workers} worker "
@@ -290,26 +293,6 @@ def serve(
             raise CliError("server_failed", "the server did not start (see the log above)")
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` (as uvicorn binds one), or the reason it cannot be."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise CliError(
-                "address_in_use",
-                f"cannot listen on {host}:{port}: the address is already in use (another "
-                "server runs there; stop it or choose another --port)",
-            ) from None
-        reason = exc.strerror or type(exc).__name__
-        raise CliError("cannot_listen", f"cannot listen on {host}:{port}: {reason}") from None
-    return sock
-
-
 def _redact_handlers(*handlers: logging.Handler) -> None:
     """Clean everything these handlers write (other libraries' records too) with the PII
     log filter the app installed, unless it is off (``AEVOS_LOG_REDACTION=off``, or an app
@@ -333,6 +316,7 @@ from .evolution import evolution_cli  # noqa: E402
 from .labels import labels_cli  # noqa: E402
 from .models import models_cli  # noqa: E402
 from .policy import policy_cli  # noqa: E402
+from .replays import replays_cli  # noqa: E402
 from .runs import runs_cli  # noqa: E402
 from .tasks import tasks_cli  # noqa: E402
 from .tokens import tokens_cli  # noqa: E402
@@ -347,6 +331,7 @@ cli.add_typer(labels_cli, name="labels")
 cli.add_typer(datasets_cli, name="datasets")
 cli.add_typer(cases_cli, name="cases")
 cli.add_typer(evolution_cli, name="evolution")
+cli.add_typer(replays_cli, name="replays")
 cli.command()(demo)
 
 

@@ -6,6 +6,11 @@ judges the evidence (the candidate's and the champion's metrics) and answers ``a
 approvals of :mod:`aevos.people.approvals` do the rest). The decision is audited whatever
 it is, with who asked.
 
+Evidence the system keeps itself is added by the gate, never taken from the caller: with an
+``evidence`` source (the app's), the latest replay of the version judged is ``replay``
+(its figures and ``passed``; absent when the version was never replayed), so a policy can
+require ``replay.passed``.
+
 These are the registry's rules, so they live beside it and every entry point applies the
 same ones: the HTTP API and the console (through :class:`~aevos.access.Access`) and the
 ``aevos models`` command.
@@ -14,7 +19,7 @@ same ones: the HTTP API and the console (through :class:`~aevos.access.Access`) 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..audit import AuditEvent
@@ -27,6 +32,8 @@ if TYPE_CHECKING:
 
 #: Aliases that only a promotion through the policy gate may move.
 GATED_ALIASES = frozenset({"champion"})
+#: Evidence only the gate adds (the caller's is dropped): it comes from the system's records.
+KEPT_EVIDENCE = ("replay",)
 #: The policy that judges promotions unless another is named.
 DEFAULT_POLICY = "promotion-gate"
 
@@ -43,17 +50,26 @@ class Judgement:
 
     decision: Decision
     alias_was: int | None
+    #: What the policy was shown: the caller's evidence with what the gate added.
+    evidence: Mapping[str, Any] = field(default_factory=dict)
 
 
 class PromotionGate:
     """Judges promotions of one registry's models by the policies, and promotes."""
 
     def __init__(
-        self, registry: ModelRegistry, policies: Callable[[], PolicySet], audit: AuditLog
+        self,
+        registry: ModelRegistry,
+        policies: Callable[[], PolicySet],
+        audit: AuditLog,
+        *,
+        evidence: Callable[[str, str, int], Mapping[str, Any]] | None = None,
     ) -> None:
         self.registry = registry
         self._policies = policies  # loaded on first use: no policy, no promotion
         self.audit = audit
+        # (tenant, name, version) -> evidence kept by the system (the latest replay).
+        self._evidence = evidence
 
     def judge(
         self,
@@ -74,8 +90,13 @@ class PromotionGate:
         # What the alias names now, read before the policy judges the evidence: a promotion
         # landing in between makes the approval stale rather than silently judged.
         alias_was = registry.aliases(name, tenant=tenant).get(alias)
+        shown = dict(evidence)
+        if self._evidence is not None:
+            for key in KEPT_EVIDENCE:
+                shown.pop(key, None)
+            shown.update(self._evidence(tenant, name, version))
         # The model's name comes last: evidence cannot make the policy see another model.
-        decision = self._policies().evaluate(policy, {**evidence, "model": {"name": name}})
+        decision = self._policies().evaluate(policy, {**shown, "model": {"name": name}})
         self.audit.append(
             AuditEvent(
                 action="policy.decided",
@@ -85,7 +106,7 @@ class PromotionGate:
                 data={**decision.to_record(), "model": f"{name}@{version}"},
             )
         )
-        return Judgement(decision, alias_was)
+        return Judgement(decision, alias_was, shown)
 
     def promote(self, name: str, version: int, *, alias: str, tenant: str, by: str) -> ModelVersion:
         """Move ``alias`` to ``version`` as a promotion the policy allowed (``model.promoted``)."""

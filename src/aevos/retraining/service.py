@@ -670,7 +670,7 @@ class Retraining:
                     alias="champion",
                     alias_was=judged.alias_was,
                     policy=plan["policy"],
-                    evidence=evidence,
+                    evidence=judged.evidence,
                     decision=decision,
                 )
                 .approval_id

@@ -31,6 +31,7 @@ from .api import (
     metrics,
     models,
     policies,
+    replays,
     retraining,
     runs,
     tasks,
@@ -86,6 +87,7 @@ def create_app(
     api.include_router(models.router)
     api.include_router(certifications.router)
     api.include_router(retraining.router)
+    api.include_router(replays.router)
     api.include_router(approvals.router)
     api.include_router(policies.router)
     api.include_router(metrics.router)

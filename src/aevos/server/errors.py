@@ -44,6 +44,8 @@ _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.ApprovalNotFoundError, 404),
     (e.CaseNotFoundError, 404),
     (e.RetrainingNotConfiguredError, 404),
+    (e.ReplayNotFoundError, 404),
+    (e.ReplayInputError, 422),
     (e.RecipeNotFoundError, 422),
     (e.RetrainingConfigError, 422),
     (e.RecipeParameterError, 422),

@@ -8,6 +8,7 @@ labels of a model's cases are what a dataset version is cut from.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from .repository import Repository
 from .schema import cases, label_conflicts, labels, tasks
 
 TASK_CASE_PREFIX = "task:"
+_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,26 @@ class LabelRepository(Repository):
             .order_by(labels.c.id)
         )
         return [label_of(row) for row in rows]
+
+    def effective_of(self, tenant: str, case_ids: Sequence[str]) -> dict[str, LabelRecord]:
+        """``case_id -> the label it has now`` for the labelled cases among ``case_ids``."""
+        by_case: dict[str, list[LabelRecord]] = {}
+        wanted = sorted(set(case_ids))
+        for i in range(0, len(wanted), _CHUNK):
+            rows = self.conn.execute(
+                sa.select(labels)
+                .where(labels.c.tenant == tenant, labels.c.case_id.in_(wanted[i : i + _CHUNK]))
+                .order_by(labels.c.case_id, labels.c.id)
+            )
+            for row in rows:
+                record = label_of(row)
+                by_case.setdefault(record.case_id, []).append(record)
+        found: dict[str, LabelRecord] = {}
+        for case_id, case_labels in by_case.items():
+            best = effective(case_labels)
+            if best is not None:
+                found[case_id] = best
+        return found
 
     def record(self, new: NewLabel) -> tuple[LabelRecord, LabelConflict | None]:
         """Insert ``new``; if it disagrees with the label its case had, record the conflict

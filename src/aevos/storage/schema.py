@@ -555,3 +555,37 @@ Index(
     retraining_runs.c.model,
     retraining_runs.c.started_at,
 )
+
+# -- replays (revision 0012) ---------------------------------------------------------------
+
+replays = Table(
+    "aevos_replays",
+    metadata,
+    # One replay of a candidate over kept cases: the workflow run of the same id, what it
+    # was asked and what it came to.
+    Column("replay_id", String(200), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("version", Integer, nullable=False),  # the candidate
+    Column("champion", Integer, nullable=True),  # the champion when it was planned
+    Column(
+        "status", String(16), nullable=False
+    ),  # running | passed | failed | inconclusive | error
+    Column("passed", Boolean, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("criteria", Text, nullable=False),  # JSON: ReplayCriteria
+    Column("figures", Text, nullable=False),  # JSON: what it measured ({} while running)
+    Column("since", Float, nullable=True),  # the window's start; NULL: every kept case
+    Column("case_limit", Integer, nullable=False),
+    Column("rate", Float, nullable=False),  # cases per second at most
+    Column("requested_by", String(300), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+)
+Index(
+    "ix_aevos_replays_version",
+    replays.c.tenant,
+    replays.c.model,
+    replays.c.version,
+    replays.c.started_at,
+)

@@ -34,6 +34,7 @@ from .identity import TokenRepository
 from .labels import LabelRepository
 from .metrics import MetricsRepository
 from .models import ModelRepository
+from .replays import ReplayRepository
 from .report import ReportRepository
 from .repository import StoreHandle
 from .retraining import RetrainingRepository
@@ -127,3 +128,8 @@ class UnitOfWork:
     def retraining(self) -> RetrainingRepository:
         """Models' retraining configurations and their retrainings (revision 0010)."""
         return RetrainingRepository(self)
+
+    @cached_property
+    def replays(self) -> ReplayRepository:
+        """Replays of candidate versions over kept cases (revision 0012)."""
+        return ReplayRepository(self)
