@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Connection
 
+from .analysis import AnalysisRepository
 from .approvals import ApprovalRepository
 from .audit import AuditRepository
 from .budgets import BudgetRepository
@@ -121,3 +122,8 @@ class UnitOfWork:
     def retraining(self) -> RetrainingRepository:
         """Models' retraining configurations and their retrainings (revision 0010)."""
         return RetrainingRepository(self)
+
+    @cached_property
+    def analysis(self) -> AnalysisRepository:
+        """A model's calls, labels and reviews over a window: a rollout step's evidence."""
+        return AnalysisRepository(self)
