@@ -238,6 +238,10 @@ def test_override_rate_and_its_boundary() -> None:
     assert "override rate not judged: no reviewed suggestions" in unreviewed.reasons
     # Not asked for: not judged at all.
     assert verdict(good(overrides=90, reviewed=100)).outcome == "successful"
+    # Labels enough (from ground truth) but fewer reviews: noted, not judged.
+    few = verdict(good(overrides=1, reviewed=5), min_labels=20, max_override_rate=0.2)
+    assert few.outcome == "successful"
+    assert "override rate not judged: 5 reviewed suggestions < 20" in few.reasons
     # Before the labels are in, only a clear breach: 10 of 12 overridden, 20 required.
     early = verdict(
         good(overrides=10, reviewed=12, labelled=12), min_labels=20, max_override_rate=0.2

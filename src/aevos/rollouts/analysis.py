@@ -414,18 +414,20 @@ class _Judging:
         c, k = self.c, self.k
         if k.max_override_rate is None:
             return
+        settled = self.calls_in and self.labels_in
         if c.reviewed == 0:
-            if self.calls_in and self.labels_in:
+            if settled:
                 self.passes.append("override rate not judged: no reviewed suggestions")
             return
+        before = len(self.failures)
+        evidence = self.calls_in and c.reviewed >= k.min_labels
         self._bound(
-            "override rate",
-            c.overrides,
-            c.reviewed,
-            k.min_labels,
-            k.max_override_rate,
-            self.calls_in and c.reviewed >= k.min_labels,
+            "override rate", c.overrides, c.reviewed, k.min_labels, k.max_override_rate, evidence
         )
+        if settled and not evidence and len(self.failures) == before:
+            self.passes.append(
+                f"override rate not judged: {c.reviewed} reviewed suggestions < {k.min_labels}"
+            )
 
     def _latency(self) -> None:
         c, champ, k = self.c, self.champ, self.k
