@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -196,7 +196,7 @@ def measure(
         return candidate_figures, Figures()
     agreement, pairs = _agreement(mine, theirs)
     return (
-        _replace(candidate_figures, agreement=agreement, agreement_n=pairs),
+        replace(candidate_figures, agreement=agreement, agreement_n=pairs),
         _figures(f"{model}@{champion}", theirs, truth, decisions),
     )
 
@@ -248,10 +248,6 @@ def _agreement(mine: Sequence[CallRow], theirs: Sequence[CallRow]) -> tuple[floa
         return None, 0
     alike = sum(1 for a, b in pairs if type(a) is type(b) and a == b)
     return alike / len(pairs), len(pairs)
-
-
-def _replace(figures: Figures, **changes: Any) -> Figures:
-    return Figures(**{**figures.to_dict(), **changes})
 
 
 # -- judging ---------------------------------------------------------------------------------
