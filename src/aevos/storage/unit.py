@@ -36,6 +36,7 @@ from .metrics import MetricsRepository
 from .models import ModelRepository
 from .repository import StoreHandle
 from .retraining import RetrainingRepository
+from .rollouts import RolloutRepository
 from .runs import RunRepository
 from .tasks import TaskRepository
 from .vault import VaultRepository
@@ -121,3 +122,8 @@ class UnitOfWork:
     def retraining(self) -> RetrainingRepository:
         """Models' retraining configurations and their retrainings (revision 0010)."""
         return RetrainingRepository(self)
+
+    @cached_property
+    def rollouts(self) -> RolloutRepository:
+        """Rollouts of candidate versions and what the gateway routes by (revision 0011)."""
+        return RolloutRepository(self)
