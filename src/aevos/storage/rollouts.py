@@ -10,6 +10,7 @@ to start one.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 from typing import Any
 
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from .. import codec
 from ..records.rollout import ACTIVE_STATES, STATES, RolloutRecord, RolloutRouting
 from .repository import Repository, StoreHandle
-from .schema import rollouts
+from .schema import audit, rollouts
 
 #: Fields a transition may set (the identity, candidate and plan never change).
 _MUTABLE = {
@@ -73,11 +74,7 @@ def _values(record: RolloutRecord) -> dict[str, Any]:
 
 def _insert(store: StoreHandle) -> Any:
     # A second active rollout of the model collides on (tenant, active_model): no row.
-    return (
-        store.dialect.insert(rollouts)
-        .on_conflict_do_nothing()
-        .returning(rollouts.c.rollout_id)
-    )
+    return store.dialect.insert(rollouts).on_conflict_do_nothing().returning(rollouts.c.rollout_id)
 
 
 class RolloutRepository(Repository):
@@ -127,7 +124,7 @@ class RolloutRepository(Repository):
         )
         return [rollout_of(row) for row in rows]
 
-    def in_states(self, states: frozenset[str] | set[str]) -> list[RolloutRecord]:
+    def in_states(self, states: frozenset[str] | set[str]) -> builtins.list[RolloutRecord]:
         """Every tenant's rollouts in ``states`` (the controller's sweep), oldest first."""
         c = rollouts.c
         rows = self.conn.execute(
@@ -167,9 +164,9 @@ class RolloutRepository(Repository):
         failing candidate is rolled back at once rather than paused)."""
         c = rollouts.c
         row = self.conn.execute(
-            sa.select(
-                c.rollout_id, c.version, c.steps, c.step, c.state, c.last_verdict
-            ).where(c.tenant == tenant, c.active_model == model)
+            sa.select(c.rollout_id, c.version, c.steps, c.step, c.state, c.last_verdict).where(
+                c.tenant == tenant, c.active_model == model
+            )
         ).first()
         if row is None or row.state not in ("progressing", "paused"):
             return None
@@ -184,3 +181,20 @@ class RolloutRepository(Repository):
             state=row.state,
             rollout_id=row.rollout_id,
         )
+
+    def history(
+        self, tenant: str, rollout_id: str
+    ) -> builtins.list[tuple[float, str, str, dict[str, Any]]]:
+        """The rollout's ``rollout.*`` audit records as (at, action, actor, data), oldest
+        first."""
+        c = audit.c
+        rows = self.conn.execute(
+            sa.select(c.at, c.action, c.actor, c.payload)
+            .where(c.tenant == tenant, c.subject == f"rollout:{rollout_id}")
+            .order_by(c.seq)
+        )
+        out: builtins.list[tuple[float, str, str, dict[str, Any]]] = []
+        for row in rows:
+            data = codec.decode(row.payload).get("data") or {}
+            out.append((float(row.at), str(row.action), str(row.actor), dict(data)))
+        return out

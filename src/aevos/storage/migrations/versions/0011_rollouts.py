@@ -41,9 +41,7 @@ def upgrade() -> None:
         sa.Column("active_model", sa.String(200), nullable=True),
         sa.UniqueConstraint("tenant", "active_model", name="uq_aevos_rollouts_active"),
     )
-    op.create_index(
-        "ix_aevos_rollouts_model", "aevos_rollouts", ["tenant", "model", "created_at"]
-    )
+    op.create_index("ix_aevos_rollouts_model", "aevos_rollouts", ["tenant", "model", "created_at"])
 
 
 def downgrade() -> None:
