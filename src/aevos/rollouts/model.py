@@ -180,6 +180,20 @@ def check_criteria(value: object) -> Criteria:
     if isinstance(value, Criteria):
         return value
     if isinstance(value, Mapping):
+        known = set(Criteria().to_dict())
+        for key, item in value.items():
+            if key not in known:
+                raise RolloutInputError(f"criteria has no field {str(key)[:50]!r}", "criteria")
+            if item is not None and (
+                isinstance(item, bool)
+                or not isinstance(item, int | float)
+                or not math.isfinite(item)
+                or item < 0
+            ):
+                raise RolloutInputError(
+                    f"criteria.{key} must be a number >= 0 (or null), got {type(item).__name__}",
+                    "criteria",
+                )
         try:
             return Criteria.from_dict(dict(value))
         except (TypeError, ValueError) as exc:

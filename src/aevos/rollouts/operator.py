@@ -3,7 +3,7 @@
 When a step is inconclusive (its deadline passed with too little evidence) the controller
 pauses the rollout and starts ``aevos.rollout.operator``, idempotent by the rollout's id and
 the revision it paused at, so many workers open one task. The workflow asks a person in the
-``operators`` queue (role ``operator``, who may promote) to resume, abort, promote or roll
+``operators`` queue (role ``admin``: the role that both works tasks and may promote) to resume, abort, promote or roll
 back, and applies the answer through the service as that person. If the rollout moved
 meanwhile (someone acted from the CLI, the API or the console), the answer is stale: it is
 returned as not applied and changes nothing.
@@ -25,9 +25,10 @@ if TYPE_CHECKING:
 
 WORKFLOW = "aevos.rollout.operator"
 QUEUE = "rollouts"
-#: Where the task waits, and who may take it (operators may promote models).
+#: Where the task waits, and who may take it: of the roles that may promote models, only
+#: admins work tasks (operators do not), so the task is theirs.
 TASK_QUEUE = "operators"
-TASK_ROLE = "operator"
+TASK_ROLE = "admin"
 ACTIONS = ("resume", "abort", "promote", "rollback")
 FORM = [
     Field.choice("action", list(ACTIONS), label="What to do with the rollout"),
