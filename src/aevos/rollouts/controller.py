@@ -21,23 +21,25 @@ from typing import TYPE_CHECKING, Any
 from ..errors import AevosError, RolloutConflictError
 from ..records.rollout import ACTIVE_STATES, RolloutRecord
 from . import analysis
+from .actions import AWAITING_APPROVAL, INCONCLUSIVE
 from .analysis import Criteria
 
 if TYPE_CHECKING:
-    from .service import Rollouts
+    from .actions import RolloutActions
+    from .operator import OperatorTasks
 
 log = logging.getLogger("aevos.rollouts")
 
 ACTOR = "system:rollouts"
 
 
-def tick(service: Rollouts, now: float) -> list[str]:
+def tick(service: RolloutActions, operators: OperatorTasks, now: float) -> list[str]:
     with service.store.reading() as uow:
         records = uow.rollouts.in_states(ACTIVE_STATES)
     moved = []
     for record in records:
         try:
-            if _tick_one(service, record, now):
+            if _tick_one(service, operators, record, now):
                 moved.append(record.rollout_id)
         except RolloutConflictError:
             continue  # another worker or an operator moved it first
@@ -46,17 +48,19 @@ def tick(service: Rollouts, now: float) -> list[str]:
     return moved
 
 
-def _tick_one(service: Rollouts, record: RolloutRecord, now: float) -> bool:
+def _tick_one(
+    service: RolloutActions, operators: OperatorTasks, record: RolloutRecord, now: float
+) -> bool:
     if record.state == "progressing":
-        return _progress(service, record, now)
+        return _progress(service, operators, record, now)
     if record.state == "replaying":
-        return _replaying(service, record, now)
-    return _paused(service, record)
+        return _replaying(service, operators, record, now)
+    return _paused(service, operators, record)
 
 
-def _progress(service: Rollouts, record: RolloutRecord, now: float) -> bool:
-    from .service import INCONCLUSIVE
-
+def _progress(
+    service: RolloutActions, operators: OperatorTasks, record: RolloutRecord, now: float
+) -> bool:
     deadline_passed = record.deadline is not None and now >= record.deadline
     share = record.steps[record.step]
     try:
@@ -80,7 +84,9 @@ def _progress(service: Rollouts, record: RolloutRecord, now: float) -> bool:
         error = f"analysis failed: {type(exc).__name__}: {str(exc)[:300]}"
         log.warning("rollout %s: %s", record.rollout_id, error)
         if deadline_passed:
-            _inconclusive(service, record, f"{INCONCLUSIVE}: the deadline passed while {error}")
+            _inconclusive(
+                service, operators, record, f"{INCONCLUSIVE}: the deadline passed while {error}"
+            )
             return True
         if record.reason != error:
             with service.store.transaction() as uow:
@@ -103,7 +109,9 @@ def _progress(service: Rollouts, record: RolloutRecord, now: float) -> bool:
         )
         return True
     if outcome == "inconclusive":
-        _inconclusive(service, record, f"{INCONCLUSIVE} at {_name(share)}: {reasons}", found)
+        _inconclusive(
+            service, operators, record, f"{INCONCLUSIVE} at {_name(share)}: {reasons}", found
+        )
         return True
     # successful
     if record.step + 1 < len(record.steps):
@@ -123,7 +131,11 @@ def _progress(service: Rollouts, record: RolloutRecord, now: float) -> bool:
 
 
 def _inconclusive(
-    service: Rollouts, record: RolloutRecord, reason: str, verdict: dict[str, Any] | None = None
+    service: RolloutActions,
+    operators: OperatorTasks,
+    record: RolloutRecord,
+    reason: str,
+    verdict: dict[str, Any] | None = None,
 ) -> None:
     paused = service.move(
         record,
@@ -134,12 +146,12 @@ def _inconclusive(
         state="paused",
         deadline=None,
     )
-    service.operators.open(paused.rollout_id, paused.tenant, paused.revision)
+    operators.open(paused.rollout_id, paused.tenant, paused.revision)
 
 
-def _replaying(service: Rollouts, record: RolloutRecord, now: float) -> bool:
-    from .service import INCONCLUSIVE
-
+def _replaying(
+    service: RolloutActions, operators: OperatorTasks, record: RolloutRecord, now: float
+) -> bool:
     replays = service.replays
     result = (
         None
@@ -174,14 +186,14 @@ def _replaying(service: Rollouts, record: RolloutRecord, now: float) -> bool:
         )
         return True
     if record.deadline is not None and now >= record.deadline:
-        _inconclusive(service, record, f"{INCONCLUSIVE}: the replay did not finish by the deadline")
+        _inconclusive(
+            service, operators, record, f"{INCONCLUSIVE}: the replay did not finish by the deadline"
+        )
         return True
     return False
 
 
-def _paused(service: Rollouts, record: RolloutRecord) -> bool:
-    from .service import AWAITING_APPROVAL, INCONCLUSIVE
-
+def _paused(service: RolloutActions, operators: OperatorTasks, record: RolloutRecord) -> bool:
     if record.reason.startswith(AWAITING_APPROVAL):
         # The approvals flow moves the alias; the rollout follows it here.
         aliases = service.registry.aliases(record.model, tenant=record.tenant)
@@ -197,7 +209,7 @@ def _paused(service: Rollouts, record: RolloutRecord) -> bool:
             return True
     elif record.reason.startswith(INCONCLUSIVE):
         # Idempotent: a crash between the pause and the task's start is mended here.
-        service.operators.open(record.rollout_id, record.tenant, record.revision)
+        operators.open(record.rollout_id, record.tenant, record.revision)
     return False
 
 

@@ -21,7 +21,7 @@ from ..records.task import Field
 if TYPE_CHECKING:
     from ..kernel.context import WorkflowContext
     from ..kernel.step import StepContext
-    from .service import Rollouts
+    from .actions import RolloutActions
 
 WORKFLOW = "aevos.rollout.operator"
 QUEUE = "rollouts"
@@ -43,7 +43,7 @@ def task_key(rollout_id: str, revision: int) -> str:
 class OperatorTasks:
     """Opens (idempotently) and runs the operator's task of a paused rollout."""
 
-    def __init__(self, service: Rollouts) -> None:
+    def __init__(self, service: RolloutActions) -> None:
         self.service = service
         runtime = service.runtime
         if QUEUE not in runtime.queues:
