@@ -354,6 +354,7 @@ class Aevos:
                 certifications=lambda: self.certifications,
                 promotions=lambda: self.promotions,
                 approvals=lambda: self.approvals,
+                rollouts=lambda: self.rollouts,
             )
         return self._retraining
 
