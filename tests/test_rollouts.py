@@ -5,6 +5,7 @@ traffic split as the rollout's state in the database says."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,3 +249,31 @@ def test_starting_refuses_what_cannot_be_and_audits_the_refusal(app: Aevos) -> N
     assert rejected[-1].data["reason"] == "rollout_conflict"
     assert rollouts.active(MODEL) == rollouts.get(first.rollout_id)
     assert [r.rollout_id for r in rollouts.list(model=MODEL)] == [first.rollout_id]
+
+
+def test_an_analysis_that_raises_is_recorded_retried_and_never_outlives_the_deadline(
+    app: Aevos,
+) -> None:
+    rollouts = app.rollouts
+    started = rollouts.start(MODEL, 2, criteria=CRITERIA)
+    assert started.deadline is not None
+    # A row whose criteria no analysis can judge (written by hand, as an older version or a
+    # botched migration might): the analysis raises on every tick.
+    with app.store.transaction() as uow:
+        record = uow.rollouts.get("default", started.rollout_id)
+        assert record is not None
+        uow.rollouts.transition(record.rollout_id, record.revision, 1.0, state="aborted")
+        broken = dataclasses.replace(
+            record, rollout_id="ro_broken", criteria={"min_calls": "many"}, revision=0
+        )
+        assert uow.rollouts.insert(broken)
+    assert rollouts.tick(now=started.deadline - 1) == []
+    failing = rollouts.get("ro_broken")
+    assert failing.state == "progressing" and failing.reason.startswith("analysis failed:")
+    assert rollouts.tick(now=started.deadline - 0.5) == []  # retried, still there
+    assert rollouts.tick(now=started.deadline + 1) == ["ro_broken"]
+    paused = rollouts.get("ro_broken")
+    assert paused.state == "paused" and paused.deadline is None
+    assert paused.reason.startswith("inconclusive") and "analysis failed" in paused.reason
+    (run,) = [r for r in app.list_runs() if r.workflow == "aevos.rollout.operator"]
+    assert run.input["args"] == ["ro_broken", paused.revision]
