@@ -25,6 +25,7 @@ from tests.rollout_support import (
 
 from aevos import Aevos
 from aevos.errors import ModelNotFoundError, RolloutConflictError, RolloutInputError
+from aevos.identity import Principal, Role
 from aevos.rollouts import Criteria, Rollout
 from aevos.rollouts.operator import TASK_QUEUE
 
@@ -277,3 +278,31 @@ def test_an_analysis_that_raises_is_recorded_retried_and_never_outlives_the_dead
     assert paused.reason.startswith("inconclusive") and "analysis failed" in paused.reason
     (run,) = [r for r in app.list_runs() if r.workflow == "aevos.rollout.operator"]
     assert run.input["args"] == ["ro_broken", paused.revision]
+
+
+def test_a_promotion_the_policy_puts_to_a_person_waits_for_four_eyes(
+    database_url: str, tmp_path: Path, artifacts: dict[str, bytes]
+) -> None:
+    app = Aevos(database_url, poll_interval=0.02, policies=policies(tmp_path, "approve"))
+    try:
+        register(app, artifacts)
+        rollouts = app.rollouts
+        rollout = rollouts.start(MODEL, 2, steps=[100], criteria=CRITERIA)
+        waiting = rollouts.promote(rollout.rollout_id, actor="operator:ops#t1")
+        assert waiting.state == "paused" and waiting.reason.startswith("awaiting approval")
+        assert app.models.aliases(MODEL)["champion"] == 1
+        (approval,) = app.approvals.list(model=MODEL)
+        assert approval.requester_name == "ops"
+        assert rollouts.tick() == []  # nothing to do until a second person decides
+        lead = Principal(token_id="t2", tenant="default", role=Role.ADMIN, name="lead")
+        app.approvals.approve(approval.approval_id, approver=lead)
+        assert rollouts.tick() == [rollout.rollout_id]
+        done = rollouts.get(rollout.rollout_id)
+        assert done.state == "promoted" and app.models.aliases(MODEL)["champion"] == 2
+        assert [t.action for t in rollouts.history(rollout.rollout_id)] == [
+            "rollout.started",
+            "rollout.paused",
+            "rollout.promoted",
+        ]
+    finally:
+        app.close()
