@@ -306,3 +306,17 @@ def test_a_promotion_the_policy_puts_to_a_person_waits_for_four_eyes(
         ]
     finally:
         app.close()
+
+
+def test_the_public_names_of_rollouts() -> None:
+    import aevos.rollouts
+
+    assert aevos.rollouts.__all__ == [
+        "DEFAULT_STEPS",
+        "Criteria",
+        "Figures",
+        "Rollout",
+        "Rollouts",
+        "Transition",
+        "Verdict",
+    ]

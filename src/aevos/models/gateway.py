@@ -182,6 +182,9 @@ class Gateway:
     it, nothing is kept.
     ``certification_ttl`` is how long a version's certified threshold is reused before it
     is read again (the time within which another process's new certification is served).
+    ``rollout_ttl`` (at most 2 s) is how long each model's active rollout, read from the
+    database, is reused: calls follow a rollout's step, pause or rollback within it
+    (:mod:`.rollout_routes`).
     """
 
     def __init__(
