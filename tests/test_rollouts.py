@@ -319,4 +319,6 @@ def test_the_public_names_of_rollouts() -> None:
         "Rollouts",
         "Transition",
         "Verdict",
+        "judge",
+        "measure",
     ]

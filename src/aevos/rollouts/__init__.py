@@ -9,8 +9,18 @@ by workers) judges each step on its analysis (:mod:`aevos.rollouts.analysis`) an
 rolls back, or pauses it with a task for an operator.
 """
 
-from .analysis import Criteria, Figures, Verdict
+from .analysis import Criteria, Figures, Verdict, judge, measure
 from .model import DEFAULT_STEPS, Rollout, Transition
 from .service import Rollouts
 
-__all__ = ["DEFAULT_STEPS", "Criteria", "Figures", "Rollout", "Rollouts", "Transition", "Verdict"]
+__all__ = [
+    "DEFAULT_STEPS",
+    "Criteria",
+    "Figures",
+    "Rollout",
+    "Rollouts",
+    "Transition",
+    "Verdict",
+    "judge",
+    "measure",
+]

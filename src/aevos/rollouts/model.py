@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import RolloutInputError
+from ..errors import AevosError, RolloutInputError
 from ..records.rollout import ACTIVE_STATES, RolloutRecord
 from .analysis import Criteria
 
@@ -59,7 +59,7 @@ class Rollout:
             steps=record.steps,
             step=record.step,
             state=record.state,
-            criteria=Criteria.from_dict(dict(record.criteria)),
+            criteria=_criteria(record.criteria),
             step_started_at=record.step_started_at,
             deadline=record.deadline,
             created_by=record.created_by,
@@ -137,6 +137,16 @@ class Transition:
             "reason": self.reason,
             "analysis": self.analysis,
         }
+
+
+def _criteria(stored: Mapping[str, Any]) -> Criteria:
+    # A row whose criteria this code cannot read (written by hand, or by another version)
+    # still reads, showing the defaults; the controller does not judge it: its analysis
+    # fails, with the reason recorded, until an operator ends it.
+    try:
+        return Criteria.from_dict(dict(stored))
+    except (AevosError, TypeError, ValueError):
+        return Criteria()
 
 
 # -- checks -----------------------------------------------------------------------------------
