@@ -37,6 +37,7 @@ from .metrics import MetricsRepository
 from .models import ModelRepository
 from .repository import StoreHandle
 from .retraining import RetrainingRepository
+from .rollouts import RolloutRepository
 from .runs import RunRepository
 from .tasks import TaskRepository
 from .vault import VaultRepository
@@ -127,3 +128,8 @@ class UnitOfWork:
     def analysis(self) -> AnalysisRepository:
         """A model's calls, labels and reviews over a window: a rollout step's evidence."""
         return AnalysisRepository(self)
+
+    @cached_property
+    def rollouts(self) -> RolloutRepository:
+        """Rollouts of candidate versions and what the gateway routes by (revision 0011)."""
+        return RolloutRepository(self)
