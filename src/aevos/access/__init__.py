@@ -16,6 +16,7 @@ over it. The operations are grouped by area, one module each:
 ``access.tasks``   the inbox of human tasks and their feedback (:mod:`.tasks`)
 ``access.policies``  the loaded policies, explained (:mod:`.policies`)
 ``access.retraining``  start a model's retraining, read its retrainings (:mod:`.retraining`)
+``access.rollouts``  read rollouts; start, pause, resume, abort, promote them (:mod:`.rollouts`)
 ``access.metrics``  Prometheus exposition, dashboards (:mod:`.metrics`)
 ``access.pii``     revealing tokenized personal data (:mod:`.pii`)
 ``access.cases``   kept cases: list, read, forget by run or data subject (:mod:`.cases`)
@@ -40,6 +41,7 @@ from .models import API_FLAVORS, ModelOverview, Models, Promotion, Registration
 from .pii import Pii
 from .policies import Policies
 from .retraining import Retraining
+from .rollouts import Rollouts
 from .runs import Runs
 from .tasks import Tasks
 
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from .pii import Services as PiiServices
     from .policies import Services as PolicyServices
     from .retraining import Services as RetrainingServices
+    from .rollouts import Services as RolloutServices
     from .runs import Services as RunServices
     from .tasks import Services as TaskServices
 
@@ -67,6 +70,7 @@ if TYPE_CHECKING:
         TaskServices,
         PolicyServices,
         RetrainingServices,
+        RolloutServices,
         MetricServices,
         PiiServices,
         AuditServices,
@@ -96,6 +100,7 @@ __all__ = [
     "Promotion",
     "Registration",
     "Retraining",
+    "Rollouts",
     "Runs",
     "Tasks",
 ]
@@ -114,6 +119,7 @@ class Access:
         self.tasks = Tasks(self.guard, services)
         self.policies = Policies(self.guard, services)
         self.retraining = Retraining(self.guard, services)
+        self.rollouts = Rollouts(self.guard, services)
         self.metrics = Metrics(self.guard, services)
         self.pii = Pii(self.guard, services)
         self.audit = AuditTrail(self.guard, services)

@@ -31,6 +31,7 @@ from .api import (
     models,
     policies,
     retraining,
+    rollouts,
     runs,
     tasks,
 )
@@ -85,6 +86,7 @@ def create_app(
     api.include_router(models.router)
     api.include_router(certifications.router)
     api.include_router(retraining.router)
+    api.include_router(rollouts.router)
     api.include_router(approvals.router)
     api.include_router(policies.router)
     api.include_router(metrics.router)
