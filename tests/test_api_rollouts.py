@@ -95,7 +95,7 @@ def test_start_list_show_pause_resume_and_abort(served: tuple[Aevos, TestClient]
         json={
             "version": 2,
             "steps": [0, 50, 100],
-            "criteria": {"min_calls": 10},
+            "criteria": {"min_calls": 10, "min_precision": 0.9, "max_cost_ratio": None},
             "step_minutes": 5,
         },
     )
@@ -106,6 +106,9 @@ def test_start_list_show_pause_resume_and_abort(served: tuple[Aevos, TestClient]
     assert body["steps"] == [0, 50, 100] and body["step"] == 0
     assert body["state"] == "progressing"
     assert body["criteria"]["min_calls"] == 10 and body["criteria"]["max_error_rate"] == 0.05
+    # A null ratio is "not judged"; fields not given keep their defaults.
+    assert body["criteria"]["min_precision"] == 0.9 and body["criteria"]["max_cost_ratio"] is None
+    assert body["criteria"]["max_latency_p95_ratio"] == 2.0
     assert body["created_by"].startswith("operator:")
     assert body["deadline"] == pytest.approx(body["step_started_at"] + 300)
 
