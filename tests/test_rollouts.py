@@ -322,3 +322,26 @@ def test_the_public_names_of_rollouts() -> None:
         "judge",
         "measure",
     ]
+
+
+def test_workers_ticking_at_once_move_a_rollout_once(app: Aevos) -> None:
+    rollouts = app.rollouts
+    quiet = rollouts.start(MODEL, 2, criteria=CRITERIA)
+    assert quiet.deadline is not None
+    late = quiet.deadline + 1
+    moved: list[list[str]] = []
+    gate = threading.Barrier(3)
+
+    def tick() -> None:
+        gate.wait()
+        moved.append(rollouts.tick(now=late))
+
+    threads = [threading.Thread(target=tick) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(len(m) for m in moved) == [0, 0, 1]
+    assert actions(app, quiet) == ["rollout.started", "rollout.paused"]
+    operator_runs = [r for r in app.list_runs() if r.workflow == "aevos.rollout.operator"]
+    assert len(operator_runs) == 1
