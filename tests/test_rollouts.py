@@ -367,3 +367,17 @@ def test_a_rollout_replaces_the_code_canary_and_the_code_route_returns_after_it(
     gateway.rollout_routes.forget()
     after = {gateway.predict(MODEL, text, key=f"k{k}").version for k in range(300)}
     assert after == {1, 4}
+
+
+def test_a_gate_that_cannot_decide_is_retried_then_paused_at_the_deadline(app: Aevos) -> None:
+    rollouts, traffic = app.rollouts, Traffic(app)
+    rollout = rollouts.start(MODEL, 2, steps=[100], criteria=CRITERIA, policy="no-such-policy")
+    assert rollout.deadline is not None
+    traffic.until(2, CRITERIA["min_calls"], "canary")
+    assert rollouts.tick() == []
+    waiting = rollouts.get(rollout.rollout_id)
+    assert waiting.state == "progressing" and "promotion gate failed" in waiting.reason
+    assert rollouts.tick(now=rollout.deadline + 1) == [rollout.rollout_id]
+    paused = rollouts.get(rollout.rollout_id)
+    assert paused.state == "paused" and paused.reason.startswith("inconclusive")
+    assert app.models.aliases(MODEL)["champion"] == 1
