@@ -69,7 +69,7 @@ def register(app: Aevos, artifacts: dict[str, bytes]) -> None:
     )
     app.models.register(MODEL, artifacts["good2"], flavor="sklearn", signature={"type": "string"})
     app.models.register(MODEL, artifacts["bad"], flavor="sklearn", signature={"type": "string"})
-    app.models.register(MODEL, artifacts["good2"], flavor="sklearn", signature={"type": "string"})
+    app.models.register(MODEL, artifacts["good3"], flavor="sklearn", signature={"type": "string"})
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -32,7 +32,12 @@ from aevos.rollouts.operator import TASK_QUEUE
 
 @pytest.fixture(scope="module")
 def artifacts() -> dict[str, bytes]:
-    return {"good": trained(), "good2": trained(c=5.0), "bad": trained(shuffled=True)}
+    return {
+        "good": trained(),
+        "good2": trained(c=5.0),
+        "good3": trained(c=2.0),
+        "bad": trained(shuffled=True),
+    }
 
 
 @pytest.fixture
@@ -82,7 +87,8 @@ def test_a_good_candidate_goes_from_shadow_through_every_canary_step_to_champion
     history = rollouts.history(rollout.rollout_id)
     assert [(t.from_step, t.to_step) for t in history[1:5]] == [(0, 1), (1, 2), (2, 3), (3, 4)]
     assert all(t.analysis and t.analysis["outcome"] == "successful" for t in history[1:])
-    # Versions outside the rollout never received a call.
+    # Versions outside the rollout (v3, v4 registered meanwhile) never received a call.
+    assert [v.version for v in app.models.versions(MODEL)] == [1, 2, 3, 4]
     traffic.settle()
     assert calls(app, 3) == [] and calls(app, 4) == []
 
@@ -322,3 +328,56 @@ def test_the_public_names_of_rollouts() -> None:
         "judge",
         "measure",
     ]
+
+
+def test_workers_ticking_at_once_move_a_rollout_once(app: Aevos) -> None:
+    rollouts = app.rollouts
+    quiet = rollouts.start(MODEL, 2, criteria=CRITERIA)
+    assert quiet.deadline is not None
+    late = quiet.deadline + 1
+    moved: list[list[str]] = []
+    gate = threading.Barrier(3)
+
+    def tick() -> None:
+        gate.wait()
+        moved.append(rollouts.tick(now=late))
+
+    threads = [threading.Thread(target=tick) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(len(m) for m in moved) == [0, 0, 1]
+    assert actions(app, quiet) == ["rollout.started", "rollout.paused"]
+    operator_runs = [r for r in app.list_runs() if r.workflow == "aevos.rollout.operator"]
+    assert len(operator_runs) == 1
+
+
+def test_a_rollout_replaces_the_code_canary_and_the_code_route_returns_after_it(
+    app: Aevos,
+) -> None:
+    from aevos.models.routing import Canary
+
+    gateway, text = app.gateway, "I still have not received my new card"
+    gateway.route(MODEL, canary=Canary(4, 50))
+    rollout = app.rollouts.start(MODEL, 2, steps=[25, 100], criteria=CRITERIA)
+    during = {gateway.predict(MODEL, text, key=f"k{k}").version for k in range(300)}
+    assert during == {1, 2}  # version 4, the code's canary, gets nothing meanwhile
+    app.rollouts.abort(rollout.rollout_id)
+    gateway.rollout_routes.forget()
+    after = {gateway.predict(MODEL, text, key=f"k{k}").version for k in range(300)}
+    assert after == {1, 4}
+
+
+def test_a_gate_that_cannot_decide_is_retried_then_paused_at_the_deadline(app: Aevos) -> None:
+    rollouts, traffic = app.rollouts, Traffic(app)
+    rollout = rollouts.start(MODEL, 2, steps=[100], criteria=CRITERIA, policy="no-such-policy")
+    assert rollout.deadline is not None
+    traffic.until(2, CRITERIA["min_calls"], "canary")
+    assert rollouts.tick() == []
+    waiting = rollouts.get(rollout.rollout_id)
+    assert waiting.state == "progressing" and "promotion gate failed" in waiting.reason
+    assert rollouts.tick(now=rollout.deadline + 1) == [rollout.rollout_id]
+    paused = rollouts.get(rollout.rollout_id)
+    assert paused.state == "paused" and paused.reason.startswith("inconclusive")
+    assert app.models.aliases(MODEL)["champion"] == 1

@@ -98,7 +98,7 @@ class RolloutActions:
         *,
         promotions: Callable[[], PromotionGate],
         approvals: Callable[[], Approvals],
-        replays: ReplayHook | None = None,
+        replays: Callable[[], ReplayHook | None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.store = store
@@ -106,8 +106,21 @@ class RolloutActions:
         self.registry = registry
         self._promotions = promotions
         self._approvals = approvals
-        #: The replay service (``app.replays``); a rollout with ``replay=True`` needs one.
-        self.replays = replays
+        # The replay service (``app.replays``), built when first needed: a rollout with
+        # ``replay=True`` needs one.
+        self._replays_factory = replays
+        self._replays: ReplayHook | None = None
+
+    @property
+    def replays(self) -> ReplayHook | None:
+        """The replay service rollouts with ``replay=True`` use (None: there is none)."""
+        if self._replays is None and self._replays_factory is not None:
+            self._replays = self._replays_factory()
+        return self._replays
+
+    @replays.setter
+    def replays(self, service: ReplayHook | None) -> None:
+        self._replays = service
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -149,8 +162,9 @@ class RolloutActions:
             self._reject(tenant, actor, model, version, exc)
             raise
         if replay:
-            assert self.replays is not None  # checked in _draft
-            self.replays.start(model, record.version, tenant=tenant, actor=actor)
+            replays = self.replays
+            assert replays is not None  # checked in _draft
+            replays.start(model, record.version, tenant=tenant, actor=actor)
         return Rollout.of(record)
 
     def _draft(

@@ -126,7 +126,22 @@ def _progress(
             deadline=now + record.step_seconds,
         )
         return True
-    service.through_gate(record, ACTOR, f"every step successful: {reasons}", found)
+    try:
+        service.through_gate(record, ACTOR, f"every step successful: {reasons}", found)
+    except RolloutConflictError:
+        raise
+    except AevosError as exc:
+        # The gate could not decide (a policy missing or failing): like a failing analysis,
+        # recorded and retried, and paused for a person once the deadline passed.
+        error = f"promotion gate failed: {exc.code}: {exc.message[:300]}"
+        log.warning("rollout %s: %s", record.rollout_id, error)
+        if deadline_passed:
+            _inconclusive(service, operators, record, f"{INCONCLUSIVE}: {error}", found)
+            return True
+        if record.reason != error:
+            with service.store.transaction() as uow:
+                uow.rollouts.transition(record.rollout_id, record.revision, now, reason=error)
+        return False
     return True
 
 

@@ -41,7 +41,7 @@ class Rollouts(RolloutActions):
         *,
         promotions: Callable[[], PromotionGate],
         approvals: Callable[[], Approvals],
-        replays: ReplayHook | None = None,
+        replays: Callable[[], ReplayHook | None] | None = None,
     ) -> None:
         super().__init__(
             runtime,
