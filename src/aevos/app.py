@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from .pii.datapolicy import DataPolicy
     from .policy import CaseRetention, PolicySet
     from .retraining import Retraining, TrainingData
-    from .rollouts import Replays
+    from .rollouts import Replays, Rollouts
     from .telemetry import Reports
 
 P = ParamSpec("P")
@@ -115,6 +115,7 @@ class Aevos:
         self._recipes: RecipeRegistry | None = None
         self._retraining: Retraining | None = None
         self._replays: Replays | None = None
+        self._rollouts: Rollouts | None = None
         self.webhooks: dict[str, WebhookSource] = {}
         # Rejected webhook deliveries recorded one by one, per source; a flood is counted.
         self.webhook_refusals = RejectionBudget()
@@ -373,6 +374,7 @@ class Aevos:
                 certifications=lambda: self.certifications,
                 promotions=lambda: self.promotions,
                 approvals=lambda: self.approvals,
+                rollouts=lambda: self.rollouts,
             )
         return self._retraining
 
@@ -389,6 +391,25 @@ class Aevos:
                 self.runtime, self.store, self.audit, self.models, cases=lambda: self.cases
             )
         return self._replays
+
+    @property
+    def rollouts(self) -> Rollouts:
+        """Rollouts of candidate versions: start, list, pause, resume, abort, promote; the
+        controller (``tick``) workers run. Built once per app: building it registers the
+        operator-task workflow and its queue."""
+        if self._rollouts is None:
+            from .rollouts import Rollouts
+
+            self._rollouts = Rollouts(
+                self.runtime,
+                self.store,
+                self.audit,
+                self.models,
+                promotions=lambda: self.promotions,
+                approvals=lambda: self.approvals,
+                replays=lambda: self.replays,
+            )
+        return self._rollouts
 
     def _training_data(self) -> TrainingData:
         from .retraining import LabelledCases
@@ -697,6 +718,7 @@ class Aevos:
                 self._expire_approvals,
                 self._sweep_cases,
                 self._sweep_retraining,
+                self._tick_rollouts,
                 self.flush_refusals,
             ),
         )
@@ -715,6 +737,12 @@ class Aevos:
         if self._retraining is not None:
             for run_id in self._retraining.sweep():
                 log.debug("retraining %s started by its trigger", run_id)
+
+    def _tick_rollouts(self) -> None:
+        # Like retraining: only an app that uses rollouts has built the service.
+        if self._rollouts is not None:
+            for rollout_id in self._rollouts.tick():
+                log.info("rollout %s moved by the controller", rollout_id)
 
     def _sweep_cases(self) -> None:
         deleted = self.cases.sweep_expired()

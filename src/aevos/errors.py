@@ -771,3 +771,36 @@ class ReplayInputError(EvolutionError, ValueError):
 
 class ReplayNotFoundError(EvolutionError, LookupError):
     code = "replay_not_found"
+
+
+# -- evolution: rollouts ----------------------------------------------------------------------
+#
+#     RolloutError
+#     ├── RolloutNotFoundError     no rollout of the tenant has that id
+#     ├── RolloutConflictError     a second active rollout of a model, or an action that lost
+#     │                            a race with another one (the rollout moved under it), or
+#     │                            one its state does not allow
+#     └── RolloutInputError        a rollout's definition that cannot be (``field`` names it)
+
+
+class RolloutError(EvolutionError):
+    code = "rollout_error"
+
+
+class RolloutNotFoundError(RolloutError, LookupError):
+    code = "rollout_not_found"
+
+
+class RolloutConflictError(RolloutError):
+    code = "rollout_conflict"
+
+
+class RolloutInputError(RolloutError, ValueError):
+    code = "invalid_rollout"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": self.field}

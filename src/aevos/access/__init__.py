@@ -17,6 +17,7 @@ over it. The operations are grouped by area, one module each:
 ``access.policies``  the loaded policies, explained (:mod:`.policies`)
 ``access.retraining``  start a model's retraining, read its retrainings (:mod:`.retraining`)
 ``access.replays``  replay kept cases with a candidate version, read replays (:mod:`.replays`)
+``access.rollouts``  read rollouts; start, pause, resume, abort, promote them (:mod:`.rollouts`)
 ``access.metrics``  Prometheus exposition, dashboards (:mod:`.metrics`)
 ``access.pii``     revealing tokenized personal data (:mod:`.pii`)
 ``access.cases``   kept cases: list, read, forget by run or data subject (:mod:`.cases`)
@@ -42,6 +43,7 @@ from .pii import Pii
 from .policies import Policies
 from .replays import Replays
 from .retraining import Retraining
+from .rollouts import Rollouts
 from .runs import Runs
 from .tasks import Tasks
 
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from .policies import Services as PolicyServices
     from .replays import Services as ReplayServices
     from .retraining import Services as RetrainingServices
+    from .rollouts import Services as RolloutServices
     from .runs import Services as RunServices
     from .tasks import Services as TaskServices
 
@@ -71,6 +74,7 @@ if TYPE_CHECKING:
         PolicyServices,
         RetrainingServices,
         ReplayServices,
+        RolloutServices,
         MetricServices,
         PiiServices,
         AuditServices,
@@ -101,6 +105,7 @@ __all__ = [
     "Registration",
     "Replays",
     "Retraining",
+    "Rollouts",
     "Runs",
     "Tasks",
 ]
@@ -120,6 +125,7 @@ class Access:
         self.policies = Policies(self.guard, services)
         self.retraining = Retraining(self.guard, services)
         self.replays = Replays(self.guard, services)
+        self.rollouts = Rollouts(self.guard, services)
         self.metrics = Metrics(self.guard, services)
         self.pii = Pii(self.guard, services)
         self.audit = AuditTrail(self.guard, services)

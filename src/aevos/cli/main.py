@@ -317,6 +317,7 @@ from .labels import labels_cli  # noqa: E402
 from .models import models_cli  # noqa: E402
 from .policy import policy_cli  # noqa: E402
 from .replays import replays_cli  # noqa: E402
+from .rollouts import rollouts_cli  # noqa: E402
 from .runs import runs_cli  # noqa: E402
 from .tasks import tasks_cli  # noqa: E402
 from .tokens import tokens_cli  # noqa: E402
@@ -332,6 +333,7 @@ cli.add_typer(datasets_cli, name="datasets")
 cli.add_typer(cases_cli, name="cases")
 cli.add_typer(evolution_cli, name="evolution")
 cli.add_typer(replays_cli, name="replays")
+cli.add_typer(rollouts_cli, name="rollouts")
 cli.command()(demo)
 
 

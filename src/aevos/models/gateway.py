@@ -90,6 +90,7 @@ from .answer import STEP_PREFIX, CallResult, rebuild_error
 from .breaker import BreakerConfig, Breakers, BreakerState
 from .budget import Budget, Budgets, Leasing, Reservation, Usage
 from .recorder import CallRecord, CallStats, Recorder, input_digest, seal_case
+from .rollout_routes import RolloutRoutes
 from .routing import Canary, Cascade, Route, Target, bucket_of, key_hash
 from .types import ModelAdapter, ModelVersion, Prediction
 
@@ -181,6 +182,9 @@ class Gateway:
     it, nothing is kept.
     ``certification_ttl`` is how long a version's certified threshold is reused before it
     is read again (the time within which another process's new certification is served).
+    ``rollout_ttl`` (at most 2 s) is how long each model's active rollout, read from the
+    database, is reused: calls follow a rollout's step, pause or rollback within it
+    (:mod:`.rollout_routes`).
     """
 
     def __init__(
@@ -200,6 +204,7 @@ class Gateway:
         gate: ModelCallGate | None = None,
         cases: KeptCases | None = None,
         certification_ttl: float = 5.0,
+        rollout_ttl: float = 1.0,
     ) -> None:
         if not isinstance(certification_ttl, int | float) or not 0 <= certification_ttl <= 3600:
             raise DefinitionError("certification_ttl must be from 0 to 3600 seconds")
@@ -216,6 +221,9 @@ class Gateway:
         self._routes: dict[str, Route] = {}
         self._resolved: dict[tuple[str, str, int | str], tuple[float, ModelVersion, Any]] = {}
         self.certification_ttl = float(certification_ttl)
+        #: Each model's active rollout (aevos.rollouts), read from the database every
+        #: ``rollout_ttl`` seconds at most (see :mod:`.rollout_routes`).
+        self.rollout_routes = RolloutRoutes(store, rollout_ttl)
         # (tenant, model, version) -> (until when, threshold): read once per ttl, per version.
         self._thresholds: dict[tuple[str, str, int], tuple[float, float | None]] = {}
         self._max_workers = max_workers
@@ -573,10 +581,20 @@ class Gateway:
     def _govern(self, call: _Call, route: Route, model: str, key: str | int | None) -> CallResult:
         began = time.perf_counter()
         first, label = route.primary, "primary"
-        canary = route.canary
-        if canary is not None and canary.percent > 0:
+        shadow = route.shadow_target
+        rollout = self.rollout_routes.get(call.tenant, model)
+        if rollout is not None:
+            # The rollout's step replaces the code's canary (and, in shadow, its shadow).
+            candidate = Target(model, rollout.version)
+            if rollout.share == 0:
+                shadow = candidate
+            else:
+                point = random.random() * 100.0 if key is None else call.key_point
+                if rollout.share >= 100 or point < rollout.share:
+                    first, label = candidate, "canary"
+        elif route.canary is not None and route.canary.percent > 0:
             point = random.random() * 100.0 if key is None else call.key_point
-            if point < canary.percent:
+            if point < route.canary.percent:
                 first, label = route.canary_target or first, "canary"
         try:
             answer = self._stage(call, route, first, label)
@@ -592,7 +610,6 @@ class Gateway:
                     # The escalation failed: the lower stage's answer still stands.
                     break
         finally:
-            shadow = route.shadow_target
             if shadow is not None and shadow != first:
                 self._shadow(call, route, shadow)
         return CallResult(

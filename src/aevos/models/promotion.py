@@ -27,6 +27,7 @@ from ..audit import AuditEvent
 if TYPE_CHECKING:
     from ..audit import AuditLog
     from ..policy import Decision, PolicySet
+    from ..storage import UnitOfWork
     from .registry import ModelRegistry
     from .types import ModelVersion
 
@@ -108,6 +109,17 @@ class PromotionGate:
         )
         return Judgement(decision, alias_was, shown)
 
-    def promote(self, name: str, version: int, *, alias: str, tenant: str, by: str) -> ModelVersion:
-        """Move ``alias`` to ``version`` as a promotion the policy allowed (``model.promoted``)."""
-        return self.registry.promote(name, version, alias=alias, tenant=tenant, by=by)
+    def promote(
+        self,
+        name: str,
+        version: int,
+        *,
+        alias: str,
+        tenant: str,
+        by: str,
+        also: Callable[[UnitOfWork], object] | None = None,
+    ) -> ModelVersion:
+        """Move ``alias`` to ``version`` as a promotion the policy allowed (``model.promoted``).
+        ``also`` runs in the same unit of work (a rollout ending as promoted): if it raises,
+        nothing moves."""
+        return self.registry.promote(name, version, alias=alias, tenant=tenant, by=by, also=also)

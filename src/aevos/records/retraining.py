@@ -63,6 +63,11 @@ class RetrainingConfig:
     min_count: int | None = None
     auto_promote: bool = True
     policy: str = "retraining-promotion"
+    #: None: a promotion the policy allows moves the champion at once. A plan (``{}`` for
+    #: the defaults; keys ``steps``, ``step_minutes``, ``replay``, ``criteria``,
+    #: ``policy``): the candidate is rolled out instead (``app.rollouts``), and the rollout
+    #: promotes it or rolls it back on evidence.
+    rollout: Mapping[str, Any] | None = None
     updated_by: str = "system"
     updated_at: float = 0.0
 
@@ -83,6 +88,7 @@ class RetrainingConfig:
             "min_count": self.min_count,
             "auto_promote": self.auto_promote,
             "policy": self.policy,
+            "rollout": None if self.rollout is None else dict(self.rollout),
             "updated_by": self.updated_by,
             "updated_at": self.updated_at,
         }

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from ..models.registry import ModelRegistry
     from ..models.types import ModelVersion
     from ..people.approvals import Approvals
+    from ..rollouts import Rollouts
     from ..storage import Store
 
 __all__ = ["QUEUE", "RUN_TAG", "WORKFLOW", "Retraining"]
@@ -114,6 +115,7 @@ class Retraining:
         certifications: Callable[[], Certifications],
         promotions: Callable[[], PromotionGate],
         approvals: Callable[[], Approvals],
+        rollouts: Callable[[], Rollouts] | None = None,
     ) -> None:
         self.runtime = runtime
         self.store = store
@@ -125,6 +127,7 @@ class Retraining:
         self._certifications = certifications
         self._promotions = promotions
         self._approvals = approvals
+        self._rollouts = rollouts
         if QUEUE not in runtime.queues:
             # One training at a time per worker: training takes the cores it is given.
             runtime.queue(QUEUE, worker_concurrency=1)
@@ -171,13 +174,20 @@ class Retraining:
         min_count: int | None = None,
         auto_promote: bool = True,
         policy: str = DEFAULT_POLICY,
+        rollout: bool | Mapping[str, Any] | None = None,
         tenant: str = "default",
         actor: str = "system",
     ) -> RetrainingConfig:
         """Set how ``model`` is retrained: a new configuration version, audited as
         ``retraining.configured``. The recipe must be registered in ``app.recipes`` and
         its parameters valid (RecipeNotFoundError, RecipeParameterError); the other
-        settings are checked too (RetrainingConfigError naming the field)."""
+        settings are checked too (RetrainingConfigError naming the field).
+
+        ``rollout``: unset (the default), a candidate the policy allows becomes the
+        champion at once. True, or a plan (``steps``, ``step_minutes``, ``replay``,
+        ``criteria``, ``policy``: what :meth:`aevos.rollouts.Rollouts.start` takes), and
+        the candidate is rolled out instead: shadow, canary steps, then the rollout's
+        promotion gate; a model without a champion yet is still promoted directly."""
         check_name(model)
         check_tenant(tenant)
         chosen = self.recipes.get(recipe)
@@ -196,6 +206,7 @@ class Retraining:
             raise RetrainingConfigError("policy is a policy name of 1-100 characters", "policy")
         if not isinstance(actor, str) or not 0 < len(actor) <= 300:
             raise DefinitionError("actor must be a string of 1 to 300 characters")
+        plan = _rollout_plan(rollout)
         draft = RetrainingConfig(
             tenant=tenant,
             model=model,
@@ -212,6 +223,7 @@ class Retraining:
             min_count=min_count,
             auto_promote=auto_promote,
             policy=policy,
+            rollout=plan,
             updated_by=actor,
             updated_at=time.time(),
         )
@@ -447,6 +459,7 @@ class Retraining:
             "min_count": config.min_count,
             "auto_promote": config.auto_promote,
             "policy": config.policy,
+            "rollout": None if config.rollout is None else dict(config.rollout),
             "config_version": config.version,
         }
 
@@ -640,6 +653,8 @@ class Retraining:
         if not plan["auto_promote"]:
             return {"decision": None, "promoted": False}
         version = candidate["version"]
+        if plan.get("rollout") is not None and plan.get("parent") is not None:
+            return self._roll_out(sctx, tenant, model, version, plan["rollout"])
         evidence: dict[str, Any] = {
             "candidate": dict(measured["candidate"]),
             "certified": {"threshold": certification["threshold"], "n": certification["n"]},
@@ -682,6 +697,37 @@ class Retraining:
             "reason": decision.reason,
             "promoted": promoted,
             "approval": approval,
+        }
+
+    def _roll_out(
+        self, sctx: StepContext, tenant: str, model: str, version: int, rollout: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Hand the candidate to a rollout instead of promoting it (``rollout`` config)."""
+        from ..errors import RolloutConflictError
+
+        if self._rollouts is None:
+            raise RetrainingConfigError("rollout is configured but this app has no rollouts")
+        service = self._rollouts()
+        options = dict(rollout)
+        try:
+            started = service.start(
+                model, version, tenant=tenant, actor=_actor(sctx.run_id), **options
+            )
+        except RolloutConflictError:
+            # A retried step whose rollout started before the crash finds it; another
+            # rollout of the model is a failed retraining, with why.
+            active = service.active(model, tenant=tenant)
+            if active is None or active.version != version:
+                raise
+            started = active
+        with self.store.transaction() as uow:
+            uow.retraining.update_run(sctx.run_id, promotion="rollout")
+        return {
+            "decision": "rollout",
+            "reason": f"rolled out as {started.rollout_id}",
+            "promoted": False,
+            "approval": None,
+            "rollout": started.rollout_id,
         }
 
     def _finish_step(
@@ -789,3 +835,49 @@ def _check_number(
         raise RetrainingConfigError(
             f"{name} must be a number from {low:g} to {high:g}, got {value!r}", name
         )
+
+
+#: What a retraining's rollout plan may set (the arguments of Rollouts.start it passes on).
+_ROLLOUT_KEYS = frozenset({"steps", "step_minutes", "replay", "criteria", "policy"})
+
+
+def _rollout_plan(value: object) -> dict[str, Any] | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if not isinstance(value, Mapping):
+        raise RetrainingConfigError("rollout is true, false or a plan (a mapping)", "rollout")
+    unknown = set(value) - _ROLLOUT_KEYS
+    if unknown:
+        raise RetrainingConfigError(
+            f"rollout has no setting {sorted(str(k) for k in unknown)[0][:50]!r} "
+            f"(known: {', '.join(sorted(_ROLLOUT_KEYS))})",
+            "rollout",
+        )
+    plan = dict(value)
+    if "steps" in plan:
+        plan["steps"] = list(plan["steps"])
+    if "criteria" in plan and hasattr(plan["criteria"], "to_dict"):
+        plan["criteria"] = plan["criteria"].to_dict()
+    # The rollout service checks the values themselves when a retraining starts one; check
+    # them now too, so a bad plan is refused at configuration rather than at promotion.
+    from ..errors import RolloutInputError
+    from ..rollouts.model import check_criteria, check_minutes, check_steps
+
+    try:
+        if "steps" in plan:
+            check_steps(plan["steps"])
+        if "step_minutes" in plan:
+            check_minutes(plan["step_minutes"])
+        if "criteria" in plan:
+            check_criteria(plan["criteria"])
+    except RolloutInputError as exc:
+        raise RetrainingConfigError(f"rollout: {exc.message}", "rollout") from None
+    if "replay" in plan and not isinstance(plan["replay"], bool):
+        raise RetrainingConfigError("rollout: replay is true or false", "rollout")
+    if "policy" in plan and (
+        not isinstance(plan["policy"], str) or not 0 < len(plan["policy"]) <= 100
+    ):
+        raise RetrainingConfigError("rollout: policy is a name of 1-100 characters", "rollout")
+    return plan

@@ -33,6 +33,7 @@ from .api import (
     policies,
     replays,
     retraining,
+    rollouts,
     runs,
     tasks,
 )
@@ -88,6 +89,7 @@ def create_app(
     api.include_router(certifications.router)
     api.include_router(retraining.router)
     api.include_router(replays.router)
+    api.include_router(rollouts.router)
     api.include_router(approvals.router)
     api.include_router(policies.router)
     api.include_router(metrics.router)

@@ -21,6 +21,7 @@ _SETTINGS = (
     "min_count",
     "auto_promote",
     "policy",
+    "rollout",
 )
 _RUN_FIELDS = {
     "status",

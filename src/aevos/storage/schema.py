@@ -589,3 +589,36 @@ Index(
     replays.c.version,
     replays.c.started_at,
 )
+# -- rollouts (revision 0011) ----------------------------------------------------------------
+
+rollouts = Table(
+    "aevos_rollouts",
+    metadata,
+    # A candidate version exposed step by step; the gateway routes by the active one.
+    Column("rollout_id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("version", Integer, nullable=False),  # the candidate
+    Column("champion", Integer, nullable=True),  # the champion when it started
+    Column("steps", Text, nullable=False),  # JSON: [0, 5, 25, 50, 100]
+    Column("step", Integer, nullable=False),  # index into steps
+    Column("state", String(16), nullable=False),
+    Column("criteria", Text, nullable=False),  # JSON: the analysis thresholds
+    Column("step_seconds", Float, nullable=False),
+    Column("step_started_at", Float, nullable=False),
+    Column("deadline", Float, nullable=True),  # NULL while paused
+    Column("replay", Boolean, nullable=False),
+    Column("policy", String(100), nullable=False),
+    Column("created_by", String(300), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("last_verdict", Text, nullable=True),  # JSON: the Verdict that moved it last
+    # Bumped by every transition, each of which is conditional on it: one actor wins a race.
+    Column("revision", Integer, nullable=False),
+    # The model while the rollout is active, NULL once it ended: unique per tenant, so a
+    # model never has two active rollouts (NULLs never collide, on either backend).
+    Column("active_model", String(200), nullable=True),
+    UniqueConstraint("tenant", "active_model", name="uq_aevos_rollouts_active"),
+)
+Index("ix_aevos_rollouts_model", rollouts.c.tenant, rollouts.c.model, rollouts.c.created_at)

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Connection
 
+from .analysis import AnalysisRepository
 from .approvals import ApprovalRepository
 from .audit import AuditRepository
 from .budgets import BudgetRepository
@@ -38,6 +39,7 @@ from .replays import ReplayRepository
 from .report import ReportRepository
 from .repository import StoreHandle
 from .retraining import RetrainingRepository
+from .rollouts import RolloutRepository
 from .runs import RunRepository
 from .tasks import TaskRepository
 from .vault import VaultRepository
@@ -133,3 +135,13 @@ class UnitOfWork:
     def replays(self) -> ReplayRepository:
         """Replays of candidate versions over kept cases (revision 0012)."""
         return ReplayRepository(self)
+
+    @cached_property
+    def analysis(self) -> AnalysisRepository:
+        """A model's calls, labels and reviews over a window: a rollout step's evidence."""
+        return AnalysisRepository(self)
+
+    @cached_property
+    def rollouts(self) -> RolloutRepository:
+        """Rollouts of candidate versions and what the gateway routes by (revision 0011)."""
+        return RolloutRepository(self)

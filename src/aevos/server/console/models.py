@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import Form, Request
+from fastapi import Form, Path, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ...access import Access
@@ -23,6 +23,7 @@ from .page import (
     render,
     router,
 )
+from .rollout_panel import rollout_panel as _rollout
 
 
 @router.get("/models")
@@ -64,6 +65,8 @@ def model(
         certifications=access.certifications.by_version(me, name),
         retraining=_retraining(access, me, name),
         can_retrain=viewer.can("models:write"),
+        rollout=_rollout(access, me, name),
+        can_steer=viewer.can("models:promote"),
         pointing=pointing,
         route=route,
         breakers=breakers,
@@ -94,6 +97,19 @@ def retrain(name: str, access: AccessDep, viewer: CheckedViewerDep) -> Response:
 
 
 ReasonForm = Annotated[str, Form(max_length=2000)]
+
+
+@router.post("/rollouts/{rollout_id}/{action}")
+def steer_rollout(
+    rollout_id: Annotated[str, Path(min_length=1, max_length=200)],
+    action: Literal["pause", "resume", "abort", "promote"],
+    access: AccessDep,
+    viewer: CheckedViewerDep,
+    reason: ReasonForm = "",
+) -> Response:
+    """The rollout panel's buttons (plain forms, or htmx swapping the panel in place)."""
+    rollout = access.rollouts.act(viewer.principal, rollout_id, action, reason=reason)
+    return RedirectResponse(f"/console/models/{quote(rollout.model)}#rollout", 303)
 
 
 @router.post("/approvals/{approval_id}/approve")
