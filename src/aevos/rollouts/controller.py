@@ -212,6 +212,10 @@ def _replaying(
             deadline=None,
         )
         return True
+    if status == "inconclusive":
+        why = str(getattr(result, "reason", "") or "too few cases")
+        _inconclusive(service, operators, record, f"{INCONCLUSIVE}: replay inconclusive: {why}")
+        return True
     if deadline_passed:
         _inconclusive(
             service, operators, record, f"{INCONCLUSIVE}: the replay did not finish by the deadline"
