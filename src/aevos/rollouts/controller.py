@@ -167,17 +167,29 @@ def _inconclusive(
 def _replaying(
     service: RolloutActions, operators: OperatorTasks, record: RolloutRecord, now: float
 ) -> bool:
-    replays = service.replays
-    result = (
-        None
-        if replays is None
-        else replays.latest(record.model, record.version, tenant=record.tenant)
-    )
-    status = None if result is None else str(getattr(result, "status", ""))
-    if result is None and replays is not None and record.deadline and now < record.deadline:
-        # Started but not recorded (a crash between the rollout's start and the replay's).
-        replays.start(record.model, record.version, tenant=record.tenant, actor=ACTOR)
+    deadline_passed = record.deadline is not None and now >= record.deadline
+    try:
+        replays = service.replays
+        result = (
+            None
+            if replays is None
+            else replays.latest(record.model, record.version, tenant=record.tenant)
+        )
+        if result is None and replays is not None and not deadline_passed:
+            # Started but not recorded (a crash between the rollout's start and the replay's).
+            replays.start(record.model, record.version, tenant=record.tenant, actor=ACTOR)
+            return False
+    except Exception as exc:  # like a failing analysis: recorded, retried, paused at the deadline
+        error = f"replay unreadable: {type(exc).__name__}: {str(exc)[:300]}"
+        log.warning("rollout %s: %s", record.rollout_id, error)
+        if deadline_passed:
+            _inconclusive(service, operators, record, f"{INCONCLUSIVE}: {error}")
+            return True
+        if record.reason != error:
+            with service.store.transaction() as uow:
+                uow.rollouts.transition(record.rollout_id, record.revision, now, reason=error)
         return False
+    status = None if result is None else str(getattr(result, "status", ""))
     if status == "passed":
         service.move(
             record,
@@ -200,7 +212,11 @@ def _replaying(
             deadline=None,
         )
         return True
-    if record.deadline is not None and now >= record.deadline:
+    if status == "inconclusive":
+        why = str(getattr(result, "reason", "") or "too few cases")
+        _inconclusive(service, operators, record, f"{INCONCLUSIVE}: replay inconclusive: {why}")
+        return True
+    if deadline_passed:
         _inconclusive(
             service, operators, record, f"{INCONCLUSIVE}: the replay did not finish by the deadline"
         )
