@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .models.gateway import Gateway
     from .models.promotion import PromotionGate
     from .models.registry import ModelRegistry
+    from .monitoring import Monitors
     from .people.approvals import Approvals
     from .people.inbox import Inbox
     from .pii import Redactor, Vault
@@ -112,6 +113,7 @@ class Aevos:
         self._identity: Identity | None = None
         self._recipes: RecipeRegistry | None = None
         self._retraining: Retraining | None = None
+        self._monitors: Monitors | None = None
         self.webhooks: dict[str, WebhookSource] = {}
         # Rejected webhook deliveries recorded one by one, per source; a flood is counted.
         self.webhook_refusals = RejectionBudget()
@@ -354,6 +356,23 @@ class Aevos:
                 approvals=lambda: self.approvals,
             )
         return self._retraining
+
+    @property
+    def monitors(self) -> Monitors:
+        """Monitors of models: configure (window, reference, thresholds, on_alert), check
+        (workers do, on each model's interval), results, alerts, acknowledge. Built once per
+        app: building it registers the operator workflow ``aevos.monitor.alert``."""
+        if self._monitors is None:
+            from .monitoring import Monitors
+
+            self._monitors = Monitors(
+                self.runtime,
+                self.store,
+                self.audit,
+                cases=lambda: self.cases,
+                retraining=lambda: self.retraining,
+            )
+        return self._monitors
 
     def _training_data(self) -> TrainingData:
         from .retraining import LabelledCases
@@ -653,7 +672,8 @@ class Aevos:
         """A worker pulling this app's queues (all of them unless named). Between claims it
         escalates tasks past their SLA, expires approvals, deletes kept cases past their
         retention, starts the retrainings their triggers call for (every N labels, a
-        schedule; when the app uses retraining) and records counted refusals."""
+        schedule; when the app uses retraining), checks monitored models on their
+        interval (when the app uses monitors) and records counted refusals."""
         return self.runtime.worker(
             queues,
             concurrency=concurrency,
@@ -662,6 +682,7 @@ class Aevos:
                 self._expire_approvals,
                 self._sweep_cases,
                 self._sweep_retraining,
+                self._sweep_monitors,
                 self.flush_refusals,
             ),
         )
@@ -680,6 +701,12 @@ class Aevos:
         if self._retraining is not None:
             for run_id in self._retraining.sweep():
                 log.debug("retraining %s started by its trigger", run_id)
+
+    def _sweep_monitors(self) -> None:
+        # As for retraining: only an app that uses monitors has built the service.
+        if self._monitors is not None:
+            for model in self._monitors.sweep():
+                log.debug("monitors of %s checked", model)
 
     def _sweep_cases(self) -> None:
         deleted = self.cases.sweep_expired()

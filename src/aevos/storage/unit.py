@@ -34,6 +34,7 @@ from .identity import TokenRepository
 from .labels import LabelRepository
 from .metrics import MetricsRepository
 from .models import ModelRepository
+from .monitors import MonitorRepository
 from .repository import StoreHandle
 from .retraining import RetrainingRepository
 from .runs import RunRepository
@@ -121,3 +122,8 @@ class UnitOfWork:
     def retraining(self) -> RetrainingRepository:
         """Models' retraining configurations and their retrainings (revision 0010)."""
         return RetrainingRepository(self)
+
+    @cached_property
+    def monitors(self) -> MonitorRepository:
+        """Models' monitor configurations, check results and alerts (revision 0013)."""
+        return MonitorRepository(self)
