@@ -53,6 +53,9 @@ log = logging.getLogger("aevos.monitoring")
 WORKFLOW = "aevos.monitor.alert"
 QUEUE = "monitoring"
 OPERATOR_QUEUE = "operators"
+#: Who works the operator's task: its choices include starting a retraining, which only
+#: admins may do of the roles that work tasks (operators do not work tasks).
+OPERATOR_ROLE = "admin"
 ACTOR = "system:monitors"
 MAX_LIMIT = 1000
 CHOICES = ("acknowledge", "retrain", "dismiss")
@@ -470,7 +473,7 @@ class Monitors:
                 "window": [alert.since, alert.until],
             },
             queue=OPERATOR_QUEUE,
-            role="operator",
+            role=OPERATOR_ROLE,
         )
         action = str(decision["action"])
         note = decision.values.get("note")
