@@ -16,6 +16,7 @@ over it. The operations are grouped by area, one module each:
 ``access.tasks``   the inbox of human tasks and their feedback (:mod:`.tasks`)
 ``access.policies``  the loaded policies, explained (:mod:`.policies`)
 ``access.retraining``  start a model's retraining, read its retrainings (:mod:`.retraining`)
+``access.monitors``    configure, check and read a model's monitors; alerts (:mod:`.monitors`)
 ``access.metrics``  Prometheus exposition, dashboards (:mod:`.metrics`)
 ``access.pii``     revealing tokenized personal data (:mod:`.pii`)
 ``access.cases``   kept cases: list, read, forget by run or data subject (:mod:`.cases`)
@@ -37,6 +38,7 @@ from .guard import Guard
 from .labels import Datasets, Labels
 from .metrics import Metrics
 from .models import API_FLAVORS, ModelOverview, Models, Promotion, Registration
+from .monitors import Monitors
 from .pii import Pii
 from .policies import Policies
 from .retraining import Retraining
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from .labels import Services as LabelServices
     from .metrics import Services as MetricServices
     from .models import Services as ModelServices
+    from .monitors import Services as MonitorServices
     from .pii import Services as PiiServices
     from .policies import Services as PolicyServices
     from .retraining import Services as RetrainingServices
@@ -67,6 +70,7 @@ if TYPE_CHECKING:
         TaskServices,
         PolicyServices,
         RetrainingServices,
+        MonitorServices,
         MetricServices,
         PiiServices,
         AuditServices,
@@ -91,6 +95,7 @@ __all__ = [
     "Metrics",
     "ModelOverview",
     "Models",
+    "Monitors",
     "Pii",
     "Policies",
     "Promotion",
@@ -114,6 +119,7 @@ class Access:
         self.tasks = Tasks(self.guard, services)
         self.policies = Policies(self.guard, services)
         self.retraining = Retraining(self.guard, services)
+        self.monitors = Monitors(self.guard, services)
         self.metrics = Metrics(self.guard, services)
         self.pii = Pii(self.guard, services)
         self.audit = AuditTrail(self.guard, services)

@@ -331,6 +331,7 @@ from .datasets import datasets_cli  # noqa: E402
 from .demo import demo  # noqa: E402
 from .labels import labels_cli  # noqa: E402
 from .models import models_cli  # noqa: E402
+from .monitors import monitors_cli  # noqa: E402
 from .policy import policy_cli  # noqa: E402
 from .runs import runs_cli  # noqa: E402
 from .tasks import tasks_cli  # noqa: E402
@@ -345,6 +346,7 @@ cli.add_typer(tokens_cli, name="tokens")
 cli.add_typer(labels_cli, name="labels")
 cli.add_typer(datasets_cli, name="datasets")
 cli.add_typer(cases_cli, name="cases")
+cli.add_typer(monitors_cli, name="monitors")
 cli.command()(demo)
 
 

@@ -29,6 +29,7 @@ from .api import (
     labels,
     metrics,
     models,
+    monitors,
     policies,
     retraining,
     runs,
@@ -85,6 +86,7 @@ def create_app(
     api.include_router(models.router)
     api.include_router(certifications.router)
     api.include_router(retraining.router)
+    api.include_router(monitors.router)
     api.include_router(approvals.router)
     api.include_router(policies.router)
     api.include_router(metrics.router)
