@@ -174,7 +174,7 @@ def text_drift(
     window: Sequence[str],
     *,
     p_value: float = 0.05,
-    distance: float = 0.05,
+    distance: float = 0.01,
 ) -> Finding:
     """Input drift of text: the Jensen-Shannon distance between the two samples' token
     distributions (tokens hashed into :data:`TOKEN_BUCKETS` buckets), tested by permutation

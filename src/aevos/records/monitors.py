@@ -31,7 +31,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     # ... and a drift is called only when its size is at least (the effect size rule).
     "tabular_distance": 0.1,  # normalised Wasserstein (numeric), Jensen-Shannon (categorical)
     "tabular_drift_share": 0.5,  # the share of drifted features that is input drift
-    "text_distance": 0.05,  # token Jensen-Shannon distance above its sampling noise
+    "text_distance": 0.01,  # token Jensen-Shannon distance above its sampling noise
     "prediction_distance": 0.1,  # Jensen-Shannon distance of predicted classes
     "new_class_share": 0.02,  # the window's share of classes the reference never saw
     "confidence_distance": 0.05,  # Wasserstein distance of confidences (on [0, 1])
