@@ -28,6 +28,8 @@ MAX_CALLS = 20_000
 #: Most kept cases read for input drift per side.
 MAX_INPUTS = 5_000
 _PAGE = 1000
+#: Most pages of kept cases read per side (cases of other versions share the time range).
+_MAX_PAGES = 50
 
 
 def _no_data(
@@ -182,7 +184,9 @@ class Check:
         found: dict[str, Any] = {}
         cursor, until = calls[0][0] - 1.0, calls[-1][0] + 1.0
         seen: set[str] = set()
-        while len(found) < min(len(wanted), MAX_INPUTS):
+        for _ in range(_MAX_PAGES):
+            if len(found) >= min(len(wanted), MAX_INPUTS):
+                break
             page = cases.find(
                 tenant=self.config.tenant,
                 model=self.config.model,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import sparse, stats
 from scipy.spatial.distance import jensenshannon
 
 __all__ = [
@@ -51,7 +51,7 @@ class Finding:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-def _js(p: Sequence[float], q: Sequence[float]) -> float:
+def _js(p: Sequence[float] | np.ndarray, q: Sequence[float] | np.ndarray) -> float:
     """Jensen-Shannon distance (base 2, so in [0, 1]) of two count vectors."""
     value = float(jensenshannon(np.asarray(p, float), np.asarray(q, float), base=2))
     return 0.0 if math.isnan(value) else value
@@ -160,13 +160,16 @@ def tabular_drift(
 # -- text inputs -------------------------------------------------------------------------------
 
 
-def _token_matrix(texts: Sequence[str]) -> np.ndarray:
-    matrix = np.zeros((len(texts), TOKEN_BUCKETS))
+def _token_matrix(texts: Sequence[str]) -> sparse.csr_matrix:
+    """Texts x hashed token buckets, sparse: ten thousand texts stay a few megabytes."""
+    rows, columns = [], []
     for i, text in enumerate(texts):
         for token in _TOKEN.findall(text.lower()):
+            rows.append(i)
             # crc32, not hash(): the same bucket in every process.
-            matrix[i, zlib.crc32(token.encode()) % TOKEN_BUCKETS] += 1
-    return matrix
+            columns.append(zlib.crc32(token.encode()) % TOKEN_BUCKETS)
+    counts = np.ones(len(rows))
+    return sparse.csr_matrix((counts, (rows, columns)), shape=(len(texts), TOKEN_BUCKETS))
 
 
 def text_drift(
@@ -184,12 +187,16 @@ def text_drift(
     least ``distance`` and the permutation p-value below ``p_value``."""
     matrix = _token_matrix([*reference, *window])
     n_ref = len(reference)
+    if matrix.shape[0] == 0 or matrix.nnz == 0:
+        return Finding(0.0, distance, None, False, {"kind": "text", "reason": "no tokens"})
 
     def statistic(x: np.ndarray, y: np.ndarray) -> float:
-        return _js(matrix[x.astype(int)].sum(axis=0), matrix[y.astype(int)].sum(axis=0))
+        left = np.asarray(matrix[x.astype(int)].sum(axis=0)).ravel()
+        right = np.asarray(matrix[y.astype(int)].sum(axis=0)).ravel()
+        return _js(left, right)
 
     test = stats.permutation_test(
-        (np.arange(n_ref), np.arange(n_ref, len(matrix))),
+        (np.arange(n_ref), np.arange(n_ref, matrix.shape[0])),
         statistic,
         permutation_type="independent",
         vectorized=False,
