@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests import test_console
+from tests.test_console import Console, serving, sign_in
 from tests.test_monitors import _banking, banking_model
 from typer.testing import CliRunner
 
@@ -20,8 +22,13 @@ from aevos.cli import cli
 from aevos.pii import Vault
 from aevos.server import create_app
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 MODEL = "intent"
 __all__ = ["banking_model"]
+browser = test_console.browser
+open_page = test_console.open_page
 
 
 @pytest.fixture
@@ -127,3 +134,38 @@ def test_the_cli_configures_checks_and_acknowledges(database_url: str) -> None:
     assert json.loads(run("alerts", "--json").stdout) == []
     missing = run("ack", "abc123", code=2)
     assert "abc123" in missing.stderr
+
+
+def test_the_model_page_shows_open_alerts_and_the_latest_results(
+    database_url: str, open_page: Callable[[Console], Page]
+) -> None:
+    from playwright.sync_api import expect
+
+    model = "claims-risk"  # the console fixture's rules model: auto below 1,000, else review
+    with serving(database_url) as served:
+        app = served.app
+        page = open_page(served)
+        sign_in(page, served.token("acme", "reviewer"))
+        page.wait_for_url("**/console/**")
+        page.goto(f"/console/models/{model}")
+        expect(page.locator("#monitors + p")).to_contain_text("Not monitored")
+        app.monitors.configure(
+            model, tenant="acme", window_cases=60, reference_cases=60, thresholds={"min_window": 30}
+        )
+        for amount in [500] * 80 + [5000] * 80:
+            app.gateway.predict(model, {"amount": amount}, tenant="acme")
+        app.gateway.flush()
+        found = {r.monitor: r for r in app.monitors.check(model, tenant="acme")}
+        assert found["prediction_drift"].alert
+        assert found["prediction_drift"].figures["new_classes"] == {
+            "review": found["prediction_drift"].n
+        }
+        page.reload()
+        rows = page.locator("#alerts tbody tr")
+        expect(rows.filter(has_text="prediction_drift")).to_have_count(1)
+        expect(rows.filter(has_text="prediction_drift")).to_contain_text("review")
+        expect(page.locator("#monitor-results")).to_contain_text("prediction_drift")
+        for alert in app.monitors.alerts(tenant="acme", status="open"):
+            app.monitors.acknowledge(alert.alert_id, tenant="acme", actor="ops")
+        page.reload()
+        expect(page.locator("#no-alerts")).to_be_visible()
