@@ -195,6 +195,25 @@ def test_a_model_without_traffic_gets_no_data_results_and_no_alert(monitored: Ae
     assert app.monitors.sweep(now) == []
 
 
+def test_workers_check_monitored_models_on_their_interval(monitored: Aevos) -> None:
+    app = monitored
+    app.monitors.configure(MODEL, interval=1)
+    worker = app.worker(["monitoring"], concurrency=1)
+    worker.escalation_interval = 0.05
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(app.monitors.results(MODEL)) < 12 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+    checked = app.monitors.results(MODEL, limit=100)
+    # At least two checks of six monitors each, one second apart at least.
+    assert len(checked) >= 12 and {r.status for r in checked} == {"no_data"}
+    moments = sorted({r.at for r in checked})
+    assert len(moments) >= 2 and moments[1] - moments[0] >= 1
+
+
 @pytest.mark.parametrize(
     ("settings", "field"),
     [
