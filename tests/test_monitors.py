@@ -132,6 +132,19 @@ def test_an_intent_shift_raises_one_prediction_drift_alert_naming_the_new_classe
     with pytest.raises(AlertNotFoundError):
         app.monitors.acknowledge(acked.alert_id, tenant="other")
 
+    # The old mix again: the monitors recover, and what is still open resolves itself.
+    _call(app, old[1100:1400])
+    recovered = _by_monitor(app.monitors.check(MODEL))
+    assert not any(r.alert for r in recovered.values())
+    assert app.monitors.alerts(status="open") == []
+    # The text of the new intents moved the inputs too: that alert resolves itself.
+    assert {a.monitor for a in app.monitors.alerts()} == {"input_drift", "prediction_drift"}
+    for alert in app.monitors.alerts():
+        if alert.alert_id != acked.alert_id:
+            assert alert.status == "resolved" and alert.closed_by == "system:monitors"
+            assert alert.reason is not None and alert.reason.startswith("recovered")
+    assert app.monitors.alert(acked.alert_id).status == "acknowledged"
+
 
 def test_an_alert_starts_a_retraining_and_asks_an_operator(
     monitored: Aevos, banking_model: tuple[bytes, list[str]]
