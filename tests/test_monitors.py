@@ -105,6 +105,9 @@ def test_an_intent_shift_raises_one_prediction_drift_alert_naming_the_new_classe
     # predicts some of them now and then on other intents' texts, so not all ten).
     assert len(named & held) >= 3, named
     assert drift.figures["new_class_share"] >= 0.02 and drift.value >= 0.1
+    estimate = shifted["estimated_accuracy"]
+    low, high = estimate.figures["ci"]
+    assert estimate.status == "ok" and low < estimate.value < high and estimate.n == 300
     raised = {m for m, r in shifted.items() if r.alert}
     assert {a.monitor for a in app.monitors.alerts(model=MODEL, status="open")} == raised
     alerts = {a.monitor: a for a in app.monitors.alerts()}
