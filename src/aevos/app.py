@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .models.gateway import Gateway
     from .models.promotion import PromotionGate
     from .models.registry import ModelRegistry
+    from .monitoring import Monitors
     from .people.approvals import Approvals
     from .people.inbox import Inbox
     from .pii import Redactor, Vault
@@ -116,6 +117,7 @@ class Aevos:
         self._retraining: Retraining | None = None
         self._replays: Replays | None = None
         self._rollouts: Rollouts | None = None
+        self._monitors: Monitors | None = None
         self.webhooks: dict[str, WebhookSource] = {}
         # Rejected webhook deliveries recorded one by one, per source; a flood is counted.
         self.webhook_refusals = RejectionBudget()
@@ -410,6 +412,23 @@ class Aevos:
                 replays=lambda: self.replays,
             )
         return self._rollouts
+
+    @property
+    def monitors(self) -> Monitors:
+        """Monitors of models: configure (window, reference, thresholds, on_alert), check
+        (workers do, on each model's interval), results, alerts, acknowledge. Built once per
+        app: building it registers the operator workflow ``aevos.monitor.alert``."""
+        if self._monitors is None:
+            from .monitoring import Monitors
+
+            self._monitors = Monitors(
+                self.runtime,
+                self.store,
+                self.audit,
+                cases=lambda: self.cases,
+                retraining=lambda: self.retraining,
+            )
+        return self._monitors
 
     def _training_data(self) -> TrainingData:
         from .retraining import LabelledCases
@@ -709,7 +728,8 @@ class Aevos:
         """A worker pulling this app's queues (all of them unless named). Between claims it
         escalates tasks past their SLA, expires approvals, deletes kept cases past their
         retention, starts the retrainings their triggers call for (every N labels, a
-        schedule; when the app uses retraining) and records counted refusals."""
+        schedule; when the app uses retraining), checks monitored models on their
+        interval (when the app uses monitors) and records counted refusals."""
         return self.runtime.worker(
             queues,
             concurrency=concurrency,
@@ -719,6 +739,7 @@ class Aevos:
                 self._sweep_cases,
                 self._sweep_retraining,
                 self._tick_rollouts,
+                self._sweep_monitors,
                 self.flush_refusals,
             ),
         )
@@ -743,6 +764,12 @@ class Aevos:
         if self._rollouts is not None:
             for rollout_id in self._rollouts.tick():
                 log.info("rollout %s moved by the controller", rollout_id)
+
+    def _sweep_monitors(self) -> None:
+        # As for retraining: only an app that uses monitors has built the service.
+        if self._monitors is not None:
+            for model in self._monitors.sweep():
+                log.debug("monitors of %s checked", model)
 
     def _sweep_cases(self) -> None:
         deleted = self.cases.sweep_expired()

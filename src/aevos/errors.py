@@ -804,3 +804,31 @@ class RolloutInputError(RolloutError, ValueError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "field": self.field}
+
+
+# -- evolution: monitors ----------------------------------------------------------------------
+
+
+class MonitorError(AevosError):
+    code = "monitor_error"
+
+
+class MonitorConfigError(MonitorError, ValueError):
+    """A monitor configuration refused: ``field`` names the setting at fault."""
+
+    code = "invalid_monitor_config"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": self.field}
+
+
+class MonitorNotConfiguredError(MonitorError, LookupError):
+    code = "monitor_not_configured"
+
+
+class AlertNotFoundError(MonitorError, LookupError):
+    code = "alert_not_found"

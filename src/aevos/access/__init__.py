@@ -18,6 +18,7 @@ over it. The operations are grouped by area, one module each:
 ``access.retraining``  start a model's retraining, read its retrainings (:mod:`.retraining`)
 ``access.replays``  replay kept cases with a candidate version, read replays (:mod:`.replays`)
 ``access.rollouts``  read rollouts; start, pause, resume, abort, promote them (:mod:`.rollouts`)
+``access.monitors``    configure, check and read a model's monitors; alerts (:mod:`.monitors`)
 ``access.metrics``  Prometheus exposition, dashboards (:mod:`.metrics`)
 ``access.pii``     revealing tokenized personal data (:mod:`.pii`)
 ``access.cases``   kept cases: list, read, forget by run or data subject (:mod:`.cases`)
@@ -39,6 +40,7 @@ from .guard import Guard
 from .labels import Datasets, Labels
 from .metrics import Metrics
 from .models import API_FLAVORS, ModelOverview, Models, Promotion, Registration
+from .monitors import Monitors
 from .pii import Pii
 from .policies import Policies
 from .replays import Replays
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from .labels import Services as LabelServices
     from .metrics import Services as MetricServices
     from .models import Services as ModelServices
+    from .monitors import Services as MonitorServices
     from .pii import Services as PiiServices
     from .policies import Services as PolicyServices
     from .replays import Services as ReplayServices
@@ -75,6 +78,7 @@ if TYPE_CHECKING:
         RetrainingServices,
         ReplayServices,
         RolloutServices,
+        MonitorServices,
         MetricServices,
         PiiServices,
         AuditServices,
@@ -99,6 +103,7 @@ __all__ = [
     "Metrics",
     "ModelOverview",
     "Models",
+    "Monitors",
     "Pii",
     "Policies",
     "Promotion",
@@ -126,6 +131,7 @@ class Access:
         self.retraining = Retraining(self.guard, services)
         self.replays = Replays(self.guard, services)
         self.rollouts = Rollouts(self.guard, services)
+        self.monitors = Monitors(self.guard, services)
         self.metrics = Metrics(self.guard, services)
         self.pii = Pii(self.guard, services)
         self.audit = AuditTrail(self.guard, services)

@@ -315,6 +315,7 @@ from .demo import demo  # noqa: E402
 from .evolution import evolution_cli  # noqa: E402
 from .labels import labels_cli  # noqa: E402
 from .models import models_cli  # noqa: E402
+from .monitors import monitors_cli  # noqa: E402
 from .policy import policy_cli  # noqa: E402
 from .replays import replays_cli  # noqa: E402
 from .rollouts import rollouts_cli  # noqa: E402
@@ -334,6 +335,7 @@ cli.add_typer(cases_cli, name="cases")
 cli.add_typer(evolution_cli, name="evolution")
 cli.add_typer(replays_cli, name="replays")
 cli.add_typer(rollouts_cli, name="rollouts")
+cli.add_typer(monitors_cli, name="monitors")
 cli.command()(demo)
 
 

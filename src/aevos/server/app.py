@@ -30,6 +30,7 @@ from .api import (
     labels,
     metrics,
     models,
+    monitors,
     policies,
     replays,
     retraining,
@@ -90,6 +91,7 @@ def create_app(
     api.include_router(retraining.router)
     api.include_router(replays.router)
     api.include_router(rollouts.router)
+    api.include_router(monitors.router)
     api.include_router(approvals.router)
     api.include_router(policies.router)
     api.include_router(metrics.router)

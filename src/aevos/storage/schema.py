@@ -622,3 +622,75 @@ rollouts = Table(
     UniqueConstraint("tenant", "active_model", name="uq_aevos_rollouts_active"),
 )
 Index("ix_aevos_rollouts_model", rollouts.c.tenant, rollouts.c.model, rollouts.c.created_at)
+# -- monitors (revision 0013) --------------------------------------------------------------
+
+monitor_configs = Table(
+    "aevos_monitor_configs",
+    metadata,
+    # How a model is monitored: every change is a new version (the highest is in force).
+    Column("tenant", String(64), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("settings", Text, nullable=False),  # JSON: window, reference, thresholds, on_alert
+    Column("check_interval", Float, nullable=False),  # seconds between the workers' checks
+    Column("updated_by", String(300), nullable=False),
+    Column("updated_at", Float, nullable=False),
+    # When a worker last checked the model (the version in force carries it): workers claim
+    # a check by moving it, so many workers check each model once per interval.
+    Column("checked_at", Float, nullable=True),
+)
+
+monitor_results = Table(
+    "aevos_monitor_results",
+    metadata,
+    # One monitor's figure at one check: never updated.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("version", Integer, nullable=True),  # the model version monitored
+    Column("monitor", String(40), nullable=False),
+    Column("status", String(16), nullable=False),  # ok | alert | no_data
+    Column("value", Float, nullable=True),
+    Column("threshold", Float, nullable=True),
+    Column("p_value", Float, nullable=True),
+    Column("alert", Boolean, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("since", Float, nullable=True),
+    Column("until", Float, nullable=True),
+    Column("figures", Text, nullable=False),  # JSON
+    Column("at", Float, nullable=False),
+)
+Index(
+    "ix_aevos_monitor_results_model",
+    monitor_results.c.tenant,
+    monitor_results.c.model,
+    monitor_results.c.at,
+)
+
+monitor_alerts = Table(
+    "aevos_monitor_alerts",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("monitor", String(40), nullable=False),
+    Column("status", String(16), nullable=False),  # open | acknowledged | resolved
+    # "<tenant>/<model>/<monitor>" while open, NULL once closed: one open alert per model
+    # and monitor, enforced by the database however many workers check at once.
+    Column("open_key", String(320), nullable=True, unique=True),
+    Column("figures", Text, nullable=False),  # JSON: the figures that raised it
+    Column("since", Float, nullable=True),
+    Column("until", Float, nullable=True),
+    Column("actions", Text, nullable=False),  # JSON: what on_alert did (retraining, task)
+    Column("opened_at", Float, nullable=False),
+    Column("closed_at", Float, nullable=True),
+    Column("closed_by", String(300), nullable=True),
+    Column("reason", Text, nullable=True),  # why it was closed
+)
+Index(
+    "ix_aevos_monitor_alerts_model",
+    monitor_alerts.c.tenant,
+    monitor_alerts.c.model,
+    monitor_alerts.c.opened_at,
+)

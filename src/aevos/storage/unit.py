@@ -35,6 +35,7 @@ from .identity import TokenRepository
 from .labels import LabelRepository
 from .metrics import MetricsRepository
 from .models import ModelRepository
+from .monitors import MonitorRepository
 from .replays import ReplayRepository
 from .report import ReportRepository
 from .repository import StoreHandle
@@ -145,3 +146,8 @@ class UnitOfWork:
     def rollouts(self) -> RolloutRepository:
         """Rollouts of candidate versions and what the gateway routes by (revision 0011)."""
         return RolloutRepository(self)
+
+    @cached_property
+    def monitors(self) -> MonitorRepository:
+        """Models' monitor configurations, check results and alerts (revision 0013)."""
+        return MonitorRepository(self)

@@ -263,13 +263,14 @@ def series_of(
 def drift_series(
     uow: UnitOfWork, tenant: str, models: Sequence[str], since: float, until: float
 ) -> list[DriftSeries]:
-    """The drift series of ``models`` over ``[since, until)``: where the monitors' results
-    come in. The monitors' repository (``uow.monitors.series(tenant, model, since, until)``,
-    rows of ``(at, monitor, value, threshold, alert)``) is plugged in here, as
-    ``[s for m in models for s in series_of(m, uow.monitors.series(tenant, m, since, until))]``;
-    until it is, the report has no drift series and shows drift by its alerts (the
-    ``monitor.alerted`` markers)."""
-    return []
+    """The drift series of ``models`` over ``[since, until)``: one per monitor, from the
+    results the workers' checks recorded (``uow.monitors.series``); a monitor's alerts are
+    markers as well (``monitor.alerted``)."""
+    return [
+        found
+        for model in models
+        for found in series_of(model, uow.monitors.series(tenant, model, since, until))
+    ]
 
 
 # -- the report --------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ def model(
         versions=list(reversed(overview.versions)),
         certifications=access.certifications.by_version(me, name),
         retraining=_retraining(access, me, name),
+        monitors=_monitors(access, me, name),
         can_retrain=viewer.can("models:write"),
         rollout=_rollout(access, me, name),
         can_steer=viewer.can("models:promote"),
@@ -87,6 +88,22 @@ def _retraining(access: Access, principal: Principal, name: str) -> dict[str, An
     except RetrainingNotConfiguredError:
         return None
     return {"config": config, "runs": access.retraining.runs(principal, name, limit=10)}
+
+
+def _monitors(access: Access, principal: Principal, name: str) -> dict[str, Any] | None:
+    """The model's open alerts and the latest result of each monitor; None when it is not
+    monitored."""
+    from ...errors import MonitorNotConfiguredError
+
+    try:
+        config = access.monitors.config(principal, name)
+    except MonitorNotConfiguredError:
+        return None
+    latest: dict[str, Any] = {}
+    for result in access.monitors.results(principal, name, limit=60):
+        latest.setdefault(result.monitor, result)
+    alerts = access.monitors.alerts(principal, model=name, status="open", limit=20)
+    return {"config": config, "latest": list(latest.values()), "alerts": alerts}
 
 
 @router.post("/models/{name}/retrain")
