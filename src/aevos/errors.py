@@ -168,6 +168,17 @@ class StepTimeoutError(StepFailedError):
     code = "step_timeout"
 
 
+def failure_reason(exc: BaseException) -> str:
+    """What a service's record says of a failed workflow: the step and its error's message,
+    an aevos error's message, or only the type of anything else (whose message may quote
+    customers' data)."""
+    if isinstance(exc, StepFailedError):
+        return f"{exc.step}: {exc.error_message}"
+    if isinstance(exc, AevosError):
+        return exc.message
+    return type(exc).__name__
+
+
 class DataNotFoundError(AevosError, FileNotFoundError):
     """A public data set (``data/``, or ``$AEVOS_DATA_DIR``) is missing."""
 

@@ -46,7 +46,7 @@ from ..errors import (
     RetrainingFailedError,
     RetrainingNotConfiguredError,
     RunNotFoundError,
-    StepFailedError,
+    failure_reason,
 )
 from ..evolution.certify import DEFAULT_DELTA, DEFAULT_TARGET, certify
 from ..evolution.dataset import Dataset
@@ -89,14 +89,6 @@ MAX_RUNS = 200
 
 def _actor(run_id: str) -> str:
     return f"service:retraining#{run_id}"
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, StepFailedError):
-        return f"{exc.step}: {exc.error_message}"
-    if isinstance(exc, AevosError):
-        return exc.message
-    return type(exc).__name__
 
 
 class Retraining:
@@ -420,7 +412,7 @@ class Retraining:
                 )
             promotion = self._promote(ctx, tenant, model, plan, candidate, measured, certification)
         except AevosError as exc:
-            reason = _reason(exc)
+            reason = failure_reason(exc)
             self._finish(ctx, tenant, run_id, "failed", reason)
             raise RetrainingFailedError(f"retraining of {model} failed: {reason}") from None
         return self._finish(ctx, tenant, run_id, "succeeded", None, promotion)

@@ -41,7 +41,7 @@ from ..errors import (
     ModelNotFoundError,
     ReplayInputError,
     ReplayNotFoundError,
-    StepFailedError,
+    failure_reason,
 )
 from ..identity import check_tenant
 from ..kernel.step import StepContext
@@ -88,14 +88,6 @@ _RECORD_SLACK = 3600.0
 
 def _actor(replay_id: str) -> str:
     return f"service:replay#{replay_id}"
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, StepFailedError):
-        return f"{exc.step}: {exc.error_message}"
-    if isinstance(exc, AevosError):
-        return exc.message
-    return type(exc).__name__
 
 
 def batch_size(rate: float) -> int:
@@ -264,7 +256,7 @@ class Replays:
                     )
                 )
         except AevosError as exc:
-            reason: str | None = _reason(exc)
+            reason: str | None = failure_reason(exc)
         else:
             reason = None
         return self._finish(ctx, tenant, model, version, criteria, actor, plan, tallies, reason)
