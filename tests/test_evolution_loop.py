@@ -209,8 +209,12 @@ def test_a_drift_alert_ends_in_a_promoted_candidate_with_nobody_acting_on_the_mo
     assert not [
         r for r in records if r.action.startswith("rollout.") and r.actor.startswith("user")
     ]
-    run = next(r for r in app.retraining.runs(MODEL) if r.promotion == "rollout")
+    runs = app.retraining.runs(MODEL)
+    run = next(r for r in runs if r.promotion == "rollout")
     assert run.trigger == "drift" and run.candidate == 2
+    # However many monitors alerted (each starting a retraining), one rollout, one promotion.
+    assert [r.rollout_id for r in app.rollouts.list(model=MODEL)] == [rollout.rollout_id]
+    assert order.count("model.promoted") == 1
 
     # The report: the drift series with its alert, and the markers on the same axis.
     report = app.reports.evolution(MODEL, until=time.time() + 3601)
