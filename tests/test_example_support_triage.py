@@ -9,7 +9,6 @@ The ticket table gets each ticket once, and personal data is never stored in the
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from examples.support_triage import (
     ticket,
     train_first_version,
 )
+from tests.review_support import Reviewer
 
 from aevos import Aevos, TaskStatus
 from aevos.pii import Vault
@@ -47,34 +47,6 @@ def slice_of_banking() -> list[tuple[str, str]]:
     rows = load_banking("train")
     kept = set(sorted({intent for _, intent in rows})[:INTENTS])
     return [r for r in rows if r[1] in kept]
-
-
-class Reviewer:
-    """A person working the inbox through the public API, answering the true intent."""
-
-    def __init__(self, app: Aevos, truth: dict[str, str]) -> None:
-        self.app, self.truth = app, truth
-        self.answered: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, daemon=True)
-
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            task = self.app.tasks.claim_next(actor="reviewer:ann", roles=["reviewer"])
-            if task is None:
-                self._stop.wait(0.02)
-                continue
-            intent = self.truth[task.case["ticket_id"]]
-            self.app.tasks.submit(task.task_id, {"intent": intent}, actor="reviewer:ann")
-            self.answered.append(task.purpose)
-
-    def __enter__(self) -> Reviewer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -122,7 +94,7 @@ def test_tickets_are_routed_by_people_until_the_model_is_certified_then_by_the_m
     outputs: list[dict[str, Any]] = []
     worker = app.worker(concurrency=8).start()
     try:
-        with Reviewer(app, truth) as reviewer:
+        with Reviewer(app, lambda task: {"intent": truth[task.case["ticket_id"]]}) as reviewer:
             # Batches until a certified champion routes tickets by itself (a few hundred
             # tickets at most), then one more batch.
             batches = [tickets[k : k + 30] for k in range(0, len(tickets), 30)]

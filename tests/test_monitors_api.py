@@ -79,11 +79,28 @@ def test_configure_check_and_acknowledge_over_http(
     assert put.json()["version"] == 1 and put.json()["thresholds"]["min_window"] == 50
     assert client.get(url, headers=other).status_code == 404  # another tenant's
 
-    # No traffic yet: a check answers no_data for every monitor.
+    # A check asked over HTTP is scheduled, not computed by the server: 202, no result
+    # until a worker's sweep claims it.
     checked = client.post(f"{url}/check", headers=ops)
-    assert checked.status_code == 200
-    assert {r["status"] for r in checked.json()} == {"no_data"}
+    assert checked.status_code == 202, checked.text
+    scheduled = checked.json()
+    assert (scheduled["model"], scheduled["config_version"]) == (MODEL, 1)
+    assert scheduled["last_checked_at"] is None and scheduled["requested_by"]
+    assert client.get(url, headers=ops).json()["latest"] == []
+    assert app.monitors.results(MODEL, tenant="acme") == []
+    requested = app.audit.query("acme", action="monitor.check_requested")
+    assert [r.data["model"] for r in requested] == [MODEL]
     assert client.post(f"{url}/check", headers=reviewer).status_code == 403
+    missing = client.post("/v1/models/nobody/monitor/check", headers=ops)
+    assert missing.status_code == 404
+    assert app.audit.query("acme", action="monitor.rejected")[-1].data["model"] == "nobody"
+    # No traffic yet: the worker's check answers no_data for every monitor.
+    assert app.monitors.sweep() == [f"acme/{MODEL}"]
+    assert {r["status"] for r in client.get(url, headers=ops).json()["latest"]} == {"no_data"}
+    # Checked just now, so not due again until asked: asking makes it due at once.
+    assert app.monitors.sweep() == []
+    again = client.post(f"{url}/check", headers=ops).json()
+    assert again["last_checked_at"] is not None and again["due_at"] >= again["last_checked_at"]
 
     held = set(banking_model[1])
     rows = _banking("test")
@@ -93,8 +110,10 @@ def test_configure_check_and_acknowledge_over_http(
     for text in [*old[:150], *new[:120]]:
         app.gateway.predict(MODEL, text, tenant="acme")
     app.gateway.flush()
-    checked = client.post(f"{url}/check", headers=ops).json()
-    drift = next(r for r in checked if r["monitor"] == "prediction_drift")
+    assert client.post(f"{url}/check", headers=ops).status_code == 202
+    assert app.monitors.sweep() == [f"acme/{MODEL}"]  # what a worker does between claims
+    latest = client.get(url, headers=ops).json()["latest"]
+    drift = next(r for r in latest if r["monitor"] == "prediction_drift")
     assert drift["alert"] and drift["figures"]["new_classes"]
 
     shown = client.get(url, headers=reviewer).json()
@@ -130,6 +149,11 @@ def test_the_cli_configures_checks_and_acknowledges(database_url: str) -> None:
     assert shown["config"]["on_alert"] == {"retrain": False, "task": True}
     checked = json.loads(run("check", MODEL, "--json").stdout)
     assert len(checked) == 6 and {r["status"] for r in checked} == {"no_data"}
+    scheduled = json.loads(run("check", MODEL, "--schedule", "--json").stdout)
+    # A check run in the CLI's process does not move the workers' schedule.
+    assert scheduled["config_version"] == 1 and scheduled["last_checked_at"] is None
+    assert "next worker sweep" in run("check", MODEL, "--schedule").stdout
+    assert "no monitor configuration" in run("check", "nobody", "--schedule", code=2).stderr
     assert "no data" in run("results", MODEL).stdout
     assert json.loads(run("alerts", "--json").stdout) == []
     missing = run("ack", "abc123", code=2)
@@ -169,3 +193,5 @@ def test_the_model_page_shows_open_alerts_and_the_latest_results(
             app.monitors.acknowledge(alert.alert_id, tenant="acme", actor="ops")
         page.reload()
         expect(page.locator("#no-alerts")).to_be_visible()
+        # Showing the page never ran a check: only the test's one check is stored.
+        assert len(app.monitors.results(model, tenant="acme", limit=1000)) == len(found)

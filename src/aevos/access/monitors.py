@@ -2,8 +2,8 @@
 (``models:read``); configure, check and acknowledge (``models:write``).
 
 A configuration or check the service refuses (a bad setting, no configuration) is recorded
-as ``monitor.rejected`` with its reason. A check runs the monitors in the process serving
-the request: it is what a person asks for; the workers' checks never are.
+as ``monitor.rejected`` with its reason. A check asked for here is never computed in the
+process serving the request: it is made due, and the next worker sweep computes it.
 """
 
 from __future__ import annotations
@@ -67,12 +67,14 @@ class Monitors:
         self.guard.allow(principal, Permission.MODELS_READ, "read models")
         return self.services.monitors.config(model, tenant=principal.tenant)
 
-    def check(self, principal: Principal, model: str) -> builtins.list[MonitorResult]:
-        """Check the tenant's ``model`` now; its results."""
+    def check(self, principal: Principal, model: str) -> dict[str, Any]:
+        """Ask the workers to check the tenant's ``model`` now; what was scheduled."""
         self.guard.allow(principal, Permission.MODELS_WRITE, "check monitors")
         service = self.services.monitors
         return self._recorded(
-            principal, model, lambda: service.check(model, tenant=principal.tenant)
+            principal,
+            model,
+            lambda: service.request_check(model, tenant=principal.tenant, actor=principal.actor),
         )
 
     def results(

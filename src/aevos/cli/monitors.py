@@ -134,9 +134,34 @@ def monitors_show(
 @monitors_cli.command("check")
 @_reports_errors
 def monitors_check(
-    ctx: typer.Context, name: NameArg, tenant: TenantOption = "default", as_json: JsonFlag = False
+    ctx: typer.Context,
+    name: NameArg,
+    schedule: Annotated[
+        bool,
+        typer.Option(
+            "--schedule",
+            help="Do not compute here: make the check due, for the next worker sweep "
+            "(what POST /v1/models/NAME/monitor/check does).",
+        ),
+    ] = False,
+    tenant: TenantOption = "default",
+    as_json: JsonFlag = False,
 ) -> None:
-    """Check NAME now (as a worker does on its interval); prints each monitor's result."""
+    """Check NAME now, computed in this (the operator's) process as a worker does on its
+    interval, and print each monitor's result; with --schedule, leave it to the workers."""
+    if schedule:
+        with _app(ctx) as app:
+            scheduled = app.monitors.request_check(name, tenant=tenant, actor=_actor())
+        if as_json:
+            _emit_json(scheduled, indent=2)
+        else:
+            out.print(
+                f"check of {name} due now (configuration v{scheduled['config_version']}); "
+                "the next worker sweep computes it",
+                markup=False,
+                soft_wrap=True,
+            )
+        return
     with _app(ctx) as app:
         found = app.monitors.check(name, tenant=tenant)
     if as_json:

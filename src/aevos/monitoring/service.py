@@ -234,9 +234,55 @@ class Monitors:
         """Check ``model`` now: every monitor computed over its window, stored, alerts
         opened (and their on_alert actions done) or resolved. A model with too little
         traffic gets ``no_data`` results, never an alert. Workers call this on each model's
-        interval (:meth:`sweep`); a person may call it any time."""
+        interval (:meth:`sweep`); it runs in the calling process (an operator's CLI, a
+        test); a server asks the workers instead (:meth:`request_check`)."""
         config = self.config(model, tenant=tenant)
         return self._check(config, time.time() if now is None else now)
+
+    def request_check(
+        self,
+        model: str,
+        *,
+        tenant: str = "default",
+        actor: str = "system",
+        now: float | None = None,
+    ) -> dict[str, Any]:
+        """Ask the workers to check ``model`` now: its check is made due, so the next
+        worker sweep claims and computes it (off the request path; :meth:`check` computes
+        in the calling process). Audited as ``monitor.check_requested``; returns what was
+        scheduled. MonitorNotConfiguredError without a configuration."""
+        check_name(model)
+        check_tenant(tenant)
+        if not isinstance(actor, str) or not 0 < len(actor) <= 300:
+            raise DefinitionError("actor must be a string of 1 to 300 characters")
+        moment = time.time() if now is None else now
+        with self.store.transaction() as uow:
+            found = uow.monitors.request_check(tenant, model, moment)
+            if found is None:
+                raise MonitorNotConfiguredError(
+                    f"model {model!r} has no monitor configuration; "
+                    "set one with app.monitors.configure(model, ...)"
+                )
+            config, last = found
+            scheduled = {
+                "model": model,
+                "config_version": config.version,
+                "due_at": moment,
+                "last_checked_at": last,
+                "interval": config.interval,
+                "requested_by": actor,
+            }
+            self.audit.append(
+                AuditEvent(
+                    action="monitor.check_requested",
+                    actor=actor,
+                    tenant=tenant,
+                    subject=f"model:{model}",
+                    data=dict(scheduled),
+                ),
+                uow=uow,
+            )
+        return scheduled
 
     def _check(self, config: MonitorConfig, now: float) -> builtins.list[MonitorResult]:
         found = Check(self.store, self._cases, config, now).run()

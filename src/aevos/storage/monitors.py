@@ -184,6 +184,35 @@ class MonitorRepository(Repository):
         )
         return bool(moved.rowcount == 1)
 
+    def request_check(
+        self, tenant: str, model: str, now: float
+    ) -> tuple[MonitorConfig, float | None] | None:
+        """Make the check of ``model``'s configuration in force due at ``now`` (the next
+        worker sweep claims it); the configuration and when it was last checked, None
+        without a configuration. A check already due stays as it is."""
+        c = monitor_configs.c
+        row = self.conn.execute(
+            sa.select(monitor_configs)
+            .where(c.tenant == tenant, c.model == model)
+            .order_by(c.version.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        last = None if row.checked_at is None else float(row.checked_at)
+        self.conn.execute(
+            monitor_configs.update()
+            .where(
+                c.tenant == tenant,
+                c.model == model,
+                c.version == row.version,
+                c.checked_at.is_not(None),
+                c.checked_at + c.check_interval > now,
+            )
+            .values(checked_at=now - c.check_interval)
+        )
+        return config_of(row), last
+
     # -- results ----------------------------------------------------------------------------
 
     def add_results(self, found: list[MonitorResult]) -> None:

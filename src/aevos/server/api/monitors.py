@@ -2,7 +2,8 @@
 
 ``GET .../monitor`` shows the configuration in force, the latest result of each monitor and
 the open alerts (``models:read``); ``PUT .../monitor`` sets a new configuration version and
-``POST .../monitor/check`` checks the model now (``models:write``). ``GET /v1/alerts`` lists
+``POST .../monitor/check`` asks the workers to check the model now (``models:write``;
+202: the check is made due and the next worker sweep computes it, never the server). ``GET /v1/alerts`` lists
 the tenant's alerts; ``POST /v1/alerts/{id}/ack`` acknowledges (or dismisses) one.
 """
 
@@ -154,10 +155,22 @@ def put_monitor(
     return MonitorConfigOut.of(access.monitors.configure(principal, name, settings))
 
 
-@router.post("/v1/models/{name}/monitor/check")
-def check_monitor(name: NameParam, access: AccessDep, principal: PrincipalDep) -> list[ResultOut]:
-    """Check the model now: every monitor's result (stored, alerts raised)."""
-    return [ResultOut.of(r) for r in access.monitors.check(principal, name)]
+class CheckScheduledOut(BaseModel):
+    """A check made due: the next worker sweep computes it."""
+
+    model: str
+    config_version: int = Field(description="The configuration the check will use.")
+    due_at: float = Field(description="When the check became due (epoch seconds).")
+    last_checked_at: float | None = Field(description="The previous check, if any.")
+    interval: float = Field(description="Seconds between the workers' checks.")
+    requested_by: str
+
+
+@router.post("/v1/models/{name}/monitor/check", status_code=202)
+def check_monitor(name: NameParam, access: AccessDep, principal: PrincipalDep) -> CheckScheduledOut:
+    """Ask the workers to check the model now: the check is made due and the next worker
+    sweep computes it (results and alerts appear in ``GET .../monitor``)."""
+    return CheckScheduledOut(**access.monitors.check(principal, name))
 
 
 @router.get("/v1/alerts")
