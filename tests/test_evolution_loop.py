@@ -212,7 +212,15 @@ def test_a_drift_alert_ends_in_a_promoted_candidate_with_nobody_acting_on_the_mo
     runs = app.retraining.runs(MODEL)
     run = next(r for r in runs if r.promotion == "rollout")
     assert run.trigger == "drift" and run.candidate == 2
-    # However many monitors alerted (each starting a retraining), one rollout, one promotion.
+    # However many monitors alerted, one retraining, one rollout, one promotion.
+    assert [r.trigger for r in runs].count("drift") == 1, runs
+    alerts = app.monitors.alerts(model=MODEL)
+    started = [a for a in alerts if a.actions.get("retrain", {}).get("started")]
+    assert len(started) == 1 and all(
+        a.actions["retrain"].get("code") == "retraining_in_progress"
+        for a in alerts
+        if a not in started
+    ), [a.actions for a in alerts]
     assert [r.rollout_id for r in app.rollouts.list(model=MODEL)] == [rollout.rollout_id]
     assert order.count("model.promoted") == 1
 

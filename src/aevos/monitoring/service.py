@@ -33,7 +33,7 @@ from ..kernel.step import StepContext
 from ..kernel.workflow import StartOptions
 from ..models.registry import check_name
 from ..records.monitors import DEFAULT_THRESHOLDS, MONITORS, Alert, MonitorConfig, MonitorResult
-from ..records.retraining import Trigger
+from ..records.retraining import RetrainingStatus, Trigger
 from ..records.task import Field
 from .checks import Check
 
@@ -373,8 +373,24 @@ class Monitors:
         return alert
 
     def _start_retraining(self, alert: Alert) -> dict[str, Any]:
+        retraining = self._retraining()
         try:
-            handle = self._retraining().start(
+            # A shift usually raises several monitors at once (prediction, input and
+            # confidence drift): the first alert's retraining answers them all, since one
+            # more over the same labels would train the same candidate again. (One started
+            # by labels or a schedule may have snapshotted its data before the shift.)
+            for run in retraining.runs(alert.model, tenant=alert.tenant, limit=20):
+                if run.trigger == Trigger.DRIFT and run.status in (
+                    RetrainingStatus.QUEUED,
+                    RetrainingStatus.RUNNING,
+                ):
+                    return {
+                        "started": False,
+                        "code": "retraining_in_progress",
+                        "reason": f"drift retraining {run.run_id} of {alert.model} is in progress",
+                        "run_id": run.run_id,
+                    }
+            handle = retraining.start(
                 alert.model,
                 tenant=alert.tenant,
                 trigger=Trigger.DRIFT,
