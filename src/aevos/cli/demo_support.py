@@ -6,9 +6,11 @@ table) runs in this process on an embedded SQLite database in ``--dir``, fresh f
 1. version 1 of ``support-intent`` is trained on 5 tickets per intent of banking77's
    ``train.csv`` (TF-IDF + logistic regression: the embedding extra is not installed by
    default) and made the champion; those tickets are imported as labels;
-2. retraining is configured (:func:`configure_evolution`, the one place the promotion path
-   is set): every ``--every`` labels a worker retrains, certifies the candidate on the
-   audited tickets and the promotion policy decides whether it becomes the champion;
+2. evolution is configured (:func:`configure_evolution`, the one place the promotion path
+   is set): every ``--every`` labels a worker retrains and certifies the candidate on the
+   audited tickets; a certified candidate is handed to a rollout (replay of kept cases,
+   shadow, canary shares) that the rollout controller, a chore of the workers, promotes or
+   rolls back on the step analysis;
 3. the other tickets, in an order fixed by ``--seed``, are runs of ``support.triage`` on
    in-process workers, at most :data:`WINDOW` in flight; simulated reviewers (threads
    holding reviewer tokens) work the inbox through ``app.tasks`` and answer the true intent;
@@ -16,8 +18,9 @@ table) runs in this process on an embedded SQLite database in ``--dir``, fresh f
    sign-in token printed, until Ctrl-C; a progress bar shows the live automation rate.
 
 The report (:class:`DemoReport`) counts from the database: reviews answered, retrainings,
-promotions and rollbacks of the champion (audit records), and the automation rate of the
-first and last tenth of the stream.
+promotions and rollbacks by rollouts (``rollout.promoted`` / ``rollout.rolled_back`` audit
+records), each rollout's path, and the automation rate of the first and last tenth of the
+stream.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ from ..identity import Role
 from ..pii import Vault
 from ..records.retraining import RetrainingStatus
 from ..records.task import TaskStatus
+from ..rollouts import Criteria, Replay, ReplayCriteria, Replays, Rollout
+from ..rollouts.operator import QUEUE as OPERATOR_QUEUE
+from ..rollouts.operator import TASK_QUEUE as OPERATOR_TASKS
+from ..rollouts.replay import QUEUE as REPLAY_QUEUE
 from .common import CliError, err
 
 #: Where the demo keeps its database and ticket table unless ``--dir`` says otherwise.
@@ -66,6 +73,26 @@ REVIEWERS = 2
 #: The live automation rate is over the last this many tickets.
 LIVE = 100
 TENANT = "default"
+#: The staged rollout of every certified candidate: shadow, then canary shares.
+ROLLOUT_STEPS = (0, 5, 25, 50, 100)
+#: A step's deadline: a step without enough evidence by then pauses the rollout for an
+#: operator (the stream gives every step its evidence well within it).
+STEP_MINUTES = 2.0
+#: What each step must show. A few dozen calls and labels per step keep a rollout within
+#: tens of seconds of the stream; version 1 knows 5 tickets per intent, so a better
+#: candidate often disagrees with it in shadow: agreement is a floor against a broken
+#: candidate, and precision against the champion's on the same window decides.
+ROLLOUT_CRITERIA = Criteria(min_calls=30, min_labels=5, min_agreement=0.6, max_precision_drop=0.05)
+#: The final promotion's policy (examples/support_triage/policies/support-rollout.yaml).
+ROLLOUT_POLICY = "support-rollout"
+#: The replay before shadow: the newest kept cases, re-decided at a pace that leaves the
+#: workers to the stream, judged like a step (agreement a floor, accuracy on the labelled
+#: cases at most 2 points below the champion's).
+REPLAY_CASES = 200
+REPLAY_RATE = 100.0
+REPLAY_CRITERIA = ReplayCriteria(min_cases=50, min_agreement=0.6, max_accuracy_drop=0.02)
+#: The controller's tick on the demo's evolution worker, in seconds (workers' default: 5).
+TICK = 1.0
 _FILES = ("aevos.db", "tickets.db")
 
 
@@ -78,6 +105,7 @@ class DemoSettings:
     seed: int = 0
     workers: int = 8
     every: int = DEFAULT_EVERY
+    steps: tuple[int, ...] = ROLLOUT_STEPS
     intents: int = INTENTS
     headless: bool = False
     host: str = "127.0.0.1"
@@ -103,6 +131,7 @@ class DemoReport:
     threshold: float | None
     seconds: float
     runs: list[dict[str, Any]] = field(default_factory=list)
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -113,6 +142,7 @@ class DemoReport:
             "reviews": self.reviews,
             "certified": self.certified,
             "automation_rate": {"first": self.first, "last": self.last},
+            "rollouts": self.rollouts,
             "tickets": self.tickets,
             "routed": dict(self.routed),
             "qa_samples": self.qa_samples,
@@ -123,23 +153,72 @@ class DemoReport:
         }
 
 
-def configure_evolution(example: ModuleType, app: Aevos, every: int) -> None:
+class DemoReplays:
+    """The replay a rollout of the demo starts (``app.rollouts.replays``): the newest
+    :data:`REPLAY_CASES` kept cases at :data:`REPLAY_RATE` cases per second, judged by
+    :data:`REPLAY_CRITERIA`; the replay service's defaults (1,000 cases at 20 per second)
+    would hold each rollout for a minute of a few-minute demo."""
+
+    def __init__(self, replays: Replays) -> None:
+        self.replays = replays
+
+    def start(self, model: str, version: int, *, tenant: str, actor: str) -> str:
+        return self.replays.start(
+            model,
+            version,
+            tenant=tenant,
+            actor=actor,
+            limit=REPLAY_CASES,
+            rate=REPLAY_RATE,
+            criteria=REPLAY_CRITERIA,
+        )
+
+    def latest(self, model: str, version: int, *, tenant: str) -> Replay | None:
+        return self.replays.latest(model, version, tenant=tenant)
+
+
+def configure_evolution(
+    example: ModuleType, app: Aevos, every: int, steps: tuple[int, ...] = ROLLOUT_STEPS
+) -> None:
     """How the model evolves, and the one place the demo's promotion path is configured.
 
-    Today a worker retrains every ``every`` labels, certifies the candidate and promotes it
-    at once through the policy gate (``support-promotion``: a certified candidate becomes
-    the champion; ``auto_promote=True``). A staged rollout (shadow, canaries) would start
-    here instead, with ``auto_promote=False``.
-    """
+    A worker retrains every ``every`` labels and certifies the candidate; a certified
+    candidate is not promoted at once but handed to a rollout (retraining's ``rollout``
+    option): a replay of the newest kept cases, then shadow and the canary shares of
+    :data:`ROLLOUT_STEPS`, each judged by the step analysis on :data:`ROLLOUT_CRITERIA`
+    within :data:`STEP_MINUTES`; the controller (a chore of the workers) advances it,
+    rolls it back on a failed step, and after the last one asks the
+    :data:`ROLLOUT_POLICY` gate to make it the champion. Building ``app.rollouts`` and
+    ``app.replays`` here, before any worker starts, registers their workflows and lets the
+    workers run the controller."""
+    app.rollouts.replays = DemoReplays(app.replays)
     example.configure_retraining(
         app,
         recipe=RECIPE,
         params=RECIPE_PARAMS,
         every_labels=every,
         auto_promote=True,
+        rollout={
+            "steps": list(steps),
+            "step_minutes": STEP_MINUTES,
+            "replay": True,
+            "criteria": ROLLOUT_CRITERIA.to_dict(),
+            "policy": ROLLOUT_POLICY,
+        },
         tenant=TENANT,
         **CERTIFY,
     )
+
+
+def rollout_state(rollout: Rollout | None) -> str:
+    """A rollout as the progress bar shows it: ``v3 canary 25%``, ``v3 promoted``."""
+    if rollout is None:
+        return "-"
+    if rollout.state in ("progressing", "replaying"):
+        return f"v{rollout.version} {rollout.step_name}"
+    if rollout.state == "paused":
+        return f"v{rollout.version} {rollout.step_name} paused"
+    return f"v{rollout.version} {rollout.state.replace('_', ' ')}"
 
 
 # -- the directory, the data ------------------------------------------------------------------
@@ -284,7 +363,7 @@ class SupportDemo:
         example, app = self.example, self.app
         example.train_first_version(app, self.seed_rows, recipe=RECIPE, params=RECIPE_PARAMS)
         example.import_labels(app, self.seed_rows)
-        configure_evolution(example, app, self.settings.every)
+        configure_evolution(example, app, self.settings.every, self.settings.steps)
         return time.time()
 
     def token(self) -> str:
@@ -301,16 +380,23 @@ class SupportDemo:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
-        """Workers (tickets, and one retraining at a time: it takes a core) and reviewers."""
+        """Workers (tickets; one retraining at a time: it takes a core; replays and operator
+        tasks of rollouts) and reviewers. Every worker runs the rollout controller between
+        claims; the evolution worker every :data:`TICK` seconds, so a step with its evidence
+        in moves on within about a second."""
         app, example = self.app, self.example
         tickets = app.worker(queues=[example.QUEUE], concurrency=self.settings.workers).start()
         retraining = app.worker(queues=["retraining"], concurrency=1).start()
+        evolution = app.worker(queues=[REPLAY_QUEUE, OPERATOR_QUEUE], concurrency=2)
+        evolution.escalation_interval = TICK
+        evolution.start()
         self.reviewers.start()
         try:
             yield
         finally:
             self.reviewers.stop()
             tickets.stop(timeout=10)
+            evolution.stop(timeout=30)
             retraining.stop(timeout=30)
 
     def stream_tickets(self) -> None:
@@ -327,11 +413,18 @@ class SupportDemo:
             TextColumn("reviews {task.fields[reviews]}"),
             TextColumn("champion v{task.fields[champion]}"),
             TextColumn("retrainings {task.fields[retrainings]}"),
+            TextColumn("rollout {task.fields[rollout]}"),
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=err) as progress:
             bar = progress.add_task(
-                "stream", total=len(self.stream), rate="-", reviews=0, champion=1, retrainings=0
+                "stream",
+                total=len(self.stream),
+                rate="-",
+                reviews=0,
+                champion=1,
+                retrainings=0,
+                rollout="-",
             )
 
             def finish_oldest() -> None:
@@ -353,6 +446,7 @@ class SupportDemo:
                         reviews=self.reviewers.answered,
                         champion=self.champion()[0],
                         retrainings=len(self.app.retraining.runs(self.example.MODEL, limit=200)),
+                        rollout=rollout_state(self.latest_rollout()),
                     )
                 progress.advance(bar)
 
@@ -368,11 +462,19 @@ class SupportDemo:
                 finish_oldest()
 
     def settle(self) -> None:
-        """The end of the stream: QA samples answered, the retraining in progress finished."""
+        """The end of the stream: QA samples answered, the retraining in progress finished.
+        A rollout in progress is not waited for: without tickets its step gets no evidence
+        (the report shows where it stands; at its deadline it pauses for an operator)."""
         deadline = time.monotonic() + max(60.0, self.settings.timeout / 2)
         idle_since: float | None = None
         while time.monotonic() < deadline:
-            open_tasks = self.app.tasks.list(status=[TaskStatus.OPEN, TaskStatus.CLAIMED], limit=10)
+            open_tasks = [
+                task
+                for task in self.app.tasks.list(
+                    status=[TaskStatus.OPEN, TaskStatus.CLAIMED], limit=50
+                )
+                if task.queue != OPERATOR_TASKS
+            ]
             runs = self.app.retraining.runs(self.example.MODEL, limit=1)
             busy = bool(open_tasks) or (
                 bool(runs) and runs[0].status in (RetrainingStatus.QUEUED, RetrainingStatus.RUNNING)
@@ -385,6 +487,44 @@ class SupportDemo:
                 return
             time.sleep(0.2)
 
+    def latest_rollout(self) -> Rollout | None:
+        found = self.app.rollouts.list(model=self.example.MODEL, active=None, limit=1)
+        return found[0] if found else None
+
+    def rollout_summaries(self, since: float) -> list[dict[str, Any]]:
+        """Each rollout of the run, oldest first: its candidate, where it ended (or stands),
+        its path (``replay``, ``shadow``, ``canary 5%``, ..., ``promoted``) and replay."""
+        rollouts = self.app.rollouts.list(model=self.example.MODEL, active=None, limit=200)
+        summaries = []
+        for rollout in sorted(rollouts, key=lambda r: r.created_at):
+            if rollout.created_at < since:
+                continue
+            history = self.app.rollouts.history(rollout.rollout_id, tenant=TENANT)
+            path = [
+                "replay"
+                if t.action == "rollout.started" and rollout.replay
+                else rollout_step(t.action, t.step_name)
+                for t in history
+            ]
+            replay = self.app.replays.latest(rollout.model, rollout.version, tenant=TENANT)
+            summaries.append(
+                {
+                    "rollout_id": rollout.rollout_id,
+                    "version": rollout.version,
+                    "champion": rollout.champion,
+                    "state": rollout.state,
+                    "step": rollout.step_name,
+                    "steps": list(rollout.steps),
+                    "path": [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]],
+                    "reason": rollout.reason,
+                    "replay": None
+                    if replay is None
+                    else {"status": replay.status, "reason": replay.reason},
+                    "seconds": round(rollout.updated_at - rollout.created_at, 1),
+                }
+            )
+        return summaries
+
     def champion(self) -> tuple[int, float | None]:
         model = self.example.MODEL
         version = self.app.models.aliases(model)["champion"]
@@ -393,10 +533,11 @@ class SupportDemo:
 
     def report(self, since: float) -> DemoReport:
         model = self.example.MODEL
-        # Only the model's alias moves count: version 1's promotion came before ``since``.
+        # Promotions and rollbacks are the rollouts' (version 1's promotion came before
+        # ``since``); an operator's rollback of the champion alias counts too.
         moves = [
             record
-            for action in ("model.promoted", "model.rolled_back", "rollout.rolled_back")
+            for action in ("rollout.promoted", "rollout.rolled_back", "model.rolled_back")
             for record in self._audit(action, since)
             if record.data.get("model") == model
         ]
@@ -414,10 +555,8 @@ class SupportDemo:
             qa_samples=self.reviewers.qa,
             retrainings=len(runs),
             certified=sum(bool(r.certified) for r in runs),
-            promotions=sum(
-                r.action == "model.promoted" and r.data.get("alias") == "champion" for r in moves
-            ),
-            rollbacks=sum(r.action != "model.promoted" for r in moves),
+            promotions=sum(r.action == "rollout.promoted" for r in moves),
+            rollbacks=sum(r.action != "rollout.promoted" for r in moves),
             first=_share(routed[:tenth]),
             last=_share(routed[-tenth:]),
             champion=version,
@@ -435,6 +574,7 @@ class SupportDemo:
                 }
                 for r in runs
             ],
+            rollouts=self.rollout_summaries(since),
             settings={
                 "seed": self.settings.seed,
                 "tickets": len(self.stream),
@@ -444,6 +584,17 @@ class SupportDemo:
                 "recipe": RECIPE,
                 "params": RECIPE_PARAMS,
                 "certify": CERTIFY,
+                "rollout": {
+                    "steps": list(self.settings.steps),
+                    "step_minutes": STEP_MINUTES,
+                    "criteria": ROLLOUT_CRITERIA.to_dict(),
+                    "policy": ROLLOUT_POLICY,
+                    "replay": {
+                        "cases": REPLAY_CASES,
+                        "rate": REPLAY_RATE,
+                        "criteria": REPLAY_CRITERIA.to_dict(),
+                    },
+                },
                 "workers": self.settings.workers,
                 "headless": self.settings.headless,
                 "directory": str(self.directory),
@@ -462,6 +613,18 @@ class SupportDemo:
 
     def close(self) -> None:
         self.app.close()
+
+
+def rollout_step(action: str, step_name: str) -> str:
+    """Where a transition took the rollout: its step, or how it ended."""
+    ended = {
+        "rollout.promoted": "promoted",
+        "rollout.rolled_back": "rolled back",
+        "rollout.aborted": "aborted",
+        "rollout.failed": "failed",
+        "rollout.paused": "paused",
+    }
+    return ended.get(action, step_name)
 
 
 def _share(routed: list[str]) -> float:
