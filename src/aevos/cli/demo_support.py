@@ -79,10 +79,17 @@ ROLLOUT_STEPS = (0, 5, 25, 50, 100)
 #: operator (the stream gives every step its evidence well within it).
 STEP_MINUTES = 2.0
 #: What each step must show. A few dozen calls and labels per step keep a rollout within
-#: tens of seconds of the stream; version 1 knows 5 tickets per intent, so a better
+#: tens of seconds of the stream. Version 1 knows 5 tickets per intent, so a better
 #: candidate often disagrees with it in shadow: agreement is a floor against a broken
-#: candidate, and precision against the champion's on the same window decides.
-ROLLOUT_CRITERIA = Criteria(min_calls=30, min_labels=5, min_agreement=0.6, max_precision_drop=0.05)
+#: candidate. Precision is not compared with the champion's (``max_precision_drop=1``):
+#: in a canary step the candidate's labelled decisions are the tickets it did not automate
+#: (its hardest) while the uncertified champion's are all of its tickets, so the figures
+#: would judge them on different cases; the replay compares their accuracy on the same
+#: kept cases instead, before any traffic. Both versions answer in milliseconds: on two
+#: busy cores a p95 under 50 ms is thread scheduling, not the model (``latency_floor_ms``).
+ROLLOUT_CRITERIA = Criteria(
+    min_calls=30, min_labels=5, min_agreement=0.6, max_precision_drop=1.0, latency_floor_ms=50.0
+)
 #: The final promotion's policy (examples/support_triage/policies/support-rollout.yaml).
 ROLLOUT_POLICY = "support-rollout"
 #: The replay before shadow: the newest kept cases, re-decided at a pace that leaves the
