@@ -33,13 +33,12 @@ from .common import (
     err,
     out,
 )
+from .demo_evolution import ROLLOUT_STEPS, TENANT
 from .demo_support import (
     DEFAULT_DIR,
     DEFAULT_EVERY,
     DEFAULT_TICKETS,
     INTENTS,
-    ROLLOUT_STEPS,
-    TENANT,
     DemoReport,
     DemoSettings,
     Server,
