@@ -2,9 +2,10 @@
 
 The headless run over a slice (6 intents) is the real thing end to end in a process of its
 own: the example's workflow on in-process workers, reviewers holding reviewer tokens, a
-retraining by the worker's own trigger, certification and promotion through the policy gate;
-its JSON has the issue's keys and figures that add up, and the database it leaves says the
-same. The interactive run serves the console and the API with the token it prints, and
+retraining by the worker's own trigger, certification, then the certified candidate's
+rollout (a replay of kept cases, shadow, canaries) moved by the workers' rollout controller
+on the step analysis and promoted through the rollout's policy gate; its JSON has the
+issue's keys and figures that add up, and the database it leaves says the same. The interactive run serves the console and the API with the token it prints, and
 stops cleanly on SIGINT. Bad input is refused before any work, naming the cause.
 """
 
@@ -29,9 +30,10 @@ from aevos import Aevos
 from aevos.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-# A slice that retrains and certifies within seconds: 6 intents, version 1 trained on 30
-# tickets, a retraining every 60 labels.
-SLICE = ["--intents", "6", "--tickets", "300", "--every", "60", "--seed", "3"]
+# A slice that retrains, certifies and rolls out within about a minute: 8 intents,
+# version 1 trained on 40 tickets, a retraining every 60 labels, rollouts of three steps.
+SLICE = ["--intents", "8", "--tickets", "800", "--every", "60", "--seed", "3"]
+STEPS = ["--steps", "0,50,100"]
 
 
 def _env() -> dict[str, str]:
@@ -49,7 +51,7 @@ def test_headless_slice_retrains_promotes_and_writes_the_report(tmp_path: Path) 
     report = tmp_path / "report.json"
     directory = tmp_path / "demo"
     done = subprocess.run(
-        _aevos("--headless", *SLICE, "--dir", str(directory), "--json", str(report)),
+        _aevos("--headless", *SLICE, *STEPS, "--dir", str(directory), "--json", str(report)),
         cwd=tmp_path,
         env=_env(),
         capture_output=True,
@@ -60,19 +62,31 @@ def test_headless_slice_retrains_promotes_and_writes_the_report(tmp_path: Path) 
     assert "Traceback" not in done.stderr
     for row in ("tickets", "reviews", "retrainings", "promotions", "rollbacks", "last tenth"):
         assert row in done.stdout, done.stdout
+    # The rollout's path in the table, the evolution report after it.
+    assert "replay -> shadow -> canary 50% -> canary 100% -> promoted" in done.stdout
+    assert "Evolution of support-intent" in done.stdout and "rollout.promoted" in done.stdout
 
     result = json.loads(report.read_text(encoding="utf-8"))
     for key in ("promotions", "rollbacks", "retrainings", "reviews", "automation_rate"):
         assert key in result, key
     assert set(result["automation_rate"]) == {"first", "last"}
     assert result["retrainings"] >= 1 and result["promotions"] >= 1
-    assert result["rollbacks"] == 0
-    assert result["retrainings"] >= result["certified"] >= result["promotions"]
+    # A candidate may also be rolled back by a failed step: counted, never promoted.
+    rolled_back = [r for r in result["rollouts"] if r["state"] == "rolled_back"]
+    assert result["rollbacks"] == len(rolled_back)
+    assert all(r["path"][-1] == "rolled back" for r in rolled_back)
+    assert result["retrainings"] >= result["certified"] >= len(result["rollouts"])
+    assert len(result["rollouts"]) >= result["promotions"]
+    promoted = [r for r in result["rollouts"] if r["state"] == "promoted"]
+    assert len(promoted) == result["promotions"]
+    for rollout in promoted:
+        assert rollout["path"] == ["replay", "shadow", "canary 50%", "canary 100%", "promoted"]
+        assert rollout["steps"] == [0, 50, 100] and rollout["replay"]["status"] == "passed"
     first, last = result["automation_rate"]["first"], result["automation_rate"]["last"]
     assert 0.0 <= first <= 1.0 and 0.0 <= last <= 1.0
     # Every ticket routed once; every ticket a reviewer routed, and every QA sample, is a
     # review answered by the simulated reviewers.
-    assert result["tickets"] == 300 == sum(result["routed"].values())
+    assert result["tickets"] == 800 == sum(result["routed"].values())
     assert result["reviews"] == result["routed"].get("reviewer", 0) + result["qa_samples"]
     assert result["champion"]["version"] > 1 and result["champion"]["threshold"] is not None
 
@@ -82,7 +96,28 @@ def test_headless_slice_retrains_promotes_and_writes_the_report(tmp_path: Path) 
         assert app.models.aliases("support-intent")["champion"] == result["champion"]["version"]
         runs = app.retraining.runs("support-intent", limit=100)
         assert len(runs) == result["retrainings"]
-        assert sum(r.promotion == "allow" for r in runs) == result["promotions"]
+        # Every certified candidate went to a rollout, none was promoted directly.
+        assert sum(r.promotion == "rollout" for r in runs) == len(result["rollouts"])
+        assert not any(r.promotion == "allow" for r in runs)
+        promotions = app.audit.query("default", action="rollout.promoted", limit=100)
+        assert len(promotions) == result["promotions"]
+        last = promotions[-1]
+        assert last.data["version"] == result["champion"]["version"]
+        # Its history, from the database: replay passed, shadow, the canaries, promoted by
+        # the controller through the gate.
+        history = app.rollouts.history(last.data["rollout_id"])
+        assert [t.action for t in history] == [
+            "rollout.started",
+            "rollout.advanced",
+            "rollout.advanced",
+            "rollout.advanced",
+            "rollout.promoted",
+        ]
+        assert [t.step_name for t in history[1:4]] == ["shadow", "canary 50%", "canary 100%"]
+        assert history[1].reason == "replay passed"
+        assert all(t.actor == "system:rollouts" for t in history[1:])
+        assert history[-1].analysis is not None
+        assert history[-1].analysis["outcome"] == "successful"
         submitted = app.audit.query("default", action="task.submitted", limit=1000)
         assert len(submitted) == result["reviews"]
         # The reviewers decided as reviewer identities (their tokens' principals).
@@ -211,6 +246,18 @@ def test_unknown_demo_and_misplaced_options(
 ) -> None:
     stderr = _refused(_demo(*args, "--headless", "--dir", str(tmp_path)), "bad_option")
     assert message in stderr
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [("0,five,100", "comma-separated list"), ("0,50", "the last step must be 100")],
+)
+def test_bad_rollout_steps_are_refused(tmp_path: Path, steps: str, message: str) -> None:
+    stderr = _refused(
+        _demo("--headless", "--steps", steps, "--dir", str(tmp_path / "demo")), "bad_option"
+    )
+    assert f"--steps {steps!r}" in stderr and message in stderr
+    assert not (tmp_path / "demo").exists()
 
 
 def test_json_into_a_missing_folder_is_refused(tmp_path: Path) -> None:

@@ -62,6 +62,26 @@ def test_a_retrained_candidate_is_rolled_out_instead_of_promoted(retrain_app: Ae
     assert started[0].actor.startswith("service:retraining#")
 
 
+def test_the_label_trigger_waits_while_a_rollout_is_active(retrain_app: Aevos) -> None:
+    """A candidate retrained while the model's rollout is active would fail at its promote
+    step (one active rollout per model): the trigger waits for the rollout's end."""
+    app = retrain_app
+    plan = {"steps": [0, 100], "step_minutes": 5}
+    app.retraining.configure(MODEL, recipe="tfidf-logreg", params=FAST, rollout=plan, **CERTIFY)
+    _run(app)
+    app.retraining.data = BankingLabels(banking(per=50, seed=1))
+    rollout_id = _run(app)["promotion"]["rollout"]  # type: ignore[index]
+    app.retraining.configure(
+        MODEL, recipe="tfidf-logreg", params=FAST, rollout=plan, every_labels=10, **CERTIFY
+    )
+    app.retraining.data = BankingLabels(banking(per=60, seed=2))
+    assert app.retraining.sweep() == []
+    assert len(app.retraining.runs(MODEL)) == 2
+    app.rollouts.abort(rollout_id, actor="operator:ana#t1", reason="make way")
+    [started] = app.retraining.sweep()
+    assert app.retraining.runs(MODEL)[0].run_id == started
+
+
 def test_a_bad_rollout_plan_is_refused_at_configuration(retrain_app: Aevos) -> None:
     for plan in ({"nope": 1}, {"steps": [0, 50]}, {"step_minutes": -1}, {"replay": "yes"}, 3):
         with pytest.raises(RetrainingConfigError) as caught:

@@ -19,8 +19,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ..app import Aevos
-from ..errors import AevosError, DataNotFoundError, RunTimeoutError
+from ..errors import AevosError, DataNotFoundError, RolloutInputError, RunTimeoutError
 from ..records.status import RunStatus
+from ..rollouts.model import check_steps
 from ..storage.dialect import redact_url
 from .common import (
     _STATUS_STYLE,
@@ -32,6 +33,7 @@ from .common import (
     err,
     out,
 )
+from .demo_evolution import ROLLOUT_STEPS, TENANT
 from .demo_support import (
     DEFAULT_DIR,
     DEFAULT_EVERY,
@@ -44,6 +46,7 @@ from .demo_support import (
     stopped_by_signals,
     wait_forever,
 )
+from .evolution import render
 
 P = ParamSpec("P")
 
@@ -121,6 +124,14 @@ def demo(
     every: Annotated[
         int, typer.Option("--every", min=1, help="Retrain every N new labels.")
     ] = DEFAULT_EVERY,
+    steps: Annotated[
+        str,
+        typer.Option(
+            "--steps",
+            help="The rollout of each certified candidate: shares in percent, 0 is shadow, "
+            "the last 100.",
+        ),
+    ] = ",".join(map(str, ROLLOUT_STEPS)),
     intents: Annotated[
         int,
         typer.Option(
@@ -174,6 +185,7 @@ def demo(
         seed=seed,
         workers=workers,
         every=every,
+        steps=_steps(steps),
         intents=intents,
         headless=headless,
         host=host,
@@ -181,6 +193,20 @@ def demo(
         timeout=900.0 if timeout is None else timeout,
     )
     _support_demo(settings, json_path)
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    try:
+        shares = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CliError(
+            "bad_option",
+            f"--steps {text!r}: a comma-separated list of integer shares, e.g. 0,25,100",
+        ) from None
+    try:
+        return check_steps(shares)
+    except RolloutInputError as exc:
+        raise CliError("bad_option", f"--steps {text!r}: {exc.message}") from None
 
 
 def _claims_demo(ctx: typer.Context, claims: int, workers: int, timeout: float) -> None:
@@ -330,6 +356,10 @@ def _support_run(run: SupportDemo, server: Server | None, json_path: Path | None
             run.settle()
         report = run.report(since)
         _support_report(report)
+        if settings.headless:
+            # What the console's evolution page shows: automation per bucket, and the
+            # version changes, rollouts and retrainings marked on the same time axis.
+            render(run.app.reports.evolution(run.example.MODEL, tenant=TENANT, since=since))
         if json_path is not None:
             try:
                 json_path.expanduser().write_text(
@@ -365,11 +395,17 @@ def _support_report(report: DemoReport) -> None:
     table.add_row("reviews (QA samples too)", f"{report.reviews:,}")
     table.add_row("QA samples", f"{report.qa_samples:,}")
     table.add_row("retrainings", f"{report.retrainings} ({report.certified} certified)")
-    table.add_row("promotions", str(report.promotions))
+    table.add_row("rollouts", str(len(report.rollouts)))
+    table.add_row("promotions (by rollouts)", str(report.promotions))
     table.add_row("rollbacks", str(report.rollbacks))
     threshold = "uncertified" if report.threshold is None else f"threshold {report.threshold:.3f}"
     table.add_row("champion", f"v{report.champion} ({threshold})")
     table.add_row("automated, first tenth", f"{report.first:.1%}")
     table.add_row("automated, last tenth", f"{report.last:.1%}")
     table.add_row("elapsed", f"{report.seconds:.0f}s")
+    for rollout in report.rollouts:
+        path = " -> ".join(rollout["path"])
+        if rollout["state"] in ("replaying", "progressing", "paused"):
+            path += f" ({rollout['state']} when the stream ended)"
+        table.add_row(f"rollout of v{rollout['version']}", Text(path, overflow="fold"))
     out.print(table)

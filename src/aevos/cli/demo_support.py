@@ -6,9 +6,11 @@ table) runs in this process on an embedded SQLite database in ``--dir``, fresh f
 1. version 1 of ``support-intent`` is trained on 5 tickets per intent of banking77's
    ``train.csv`` (TF-IDF + logistic regression: the embedding extra is not installed by
    default) and made the champion; those tickets are imported as labels;
-2. retraining is configured (:func:`configure_evolution`, the one place the promotion path
-   is set): every ``--every`` labels a worker retrains, certifies the candidate on the
-   audited tickets and the promotion policy decides whether it becomes the champion;
+2. evolution is configured (:func:`configure_evolution`, the one place the promotion path
+   is set): every ``--every`` labels a worker retrains and certifies the candidate on the
+   audited tickets; a certified candidate is handed to a rollout (replay of kept cases,
+   shadow, canary shares) that the rollout controller, a chore of the workers, promotes or
+   rolls back on the step analysis;
 3. the other tickets, in an order fixed by ``--seed``, are runs of ``support.triage`` on
    in-process workers, at most :data:`WINDOW` in flight; simulated reviewers (threads
    holding reviewer tokens) work the inbox through ``app.tasks`` and answer the true intent;
@@ -16,8 +18,9 @@ table) runs in this process on an embedded SQLite database in ``--dir``, fresh f
    sign-in token printed, until Ctrl-C; a progress bar shows the live automation rate.
 
 The report (:class:`DemoReport`) counts from the database: reviews answered, retrainings,
-promotions and rollbacks of the champion (audit records), and the automation rate of the
-first and last tenth of the stream.
+promotions and rollbacks by rollouts (``rollout.promoted`` / ``rollout.rolled_back`` audit
+records), each rollout's path, and the automation rate of the first and last tenth of the
+stream.
 """
 
 from __future__ import annotations
@@ -45,7 +48,21 @@ from ..identity import Role
 from ..pii import Vault
 from ..records.retraining import RetrainingStatus
 from ..records.task import TaskStatus
+from ..rollouts import Rollout
+from ..rollouts.operator import QUEUE as OPERATOR_QUEUE
+from ..rollouts.operator import TASK_QUEUE as OPERATOR_TASKS
+from ..rollouts.replay import QUEUE as REPLAY_QUEUE
 from .common import CliError, err
+from .demo_evolution import (
+    ROLLOUT_STEPS,
+    TENANT,
+    TICK,
+    DemoReplays,
+    rollout_plan,
+    rollout_settings,
+    rollout_state,
+    rollout_summaries,
+)
 
 #: Where the demo keeps its database and ticket table unless ``--dir`` says otherwise.
 DEFAULT_DIR = Path("aevos-demo")
@@ -65,7 +82,6 @@ WINDOW = 24
 REVIEWERS = 2
 #: The live automation rate is over the last this many tickets.
 LIVE = 100
-TENANT = "default"
 _FILES = ("aevos.db", "tickets.db")
 
 
@@ -78,6 +94,7 @@ class DemoSettings:
     seed: int = 0
     workers: int = 8
     every: int = DEFAULT_EVERY
+    steps: tuple[int, ...] = ROLLOUT_STEPS
     intents: int = INTENTS
     headless: bool = False
     host: str = "127.0.0.1"
@@ -103,6 +120,7 @@ class DemoReport:
     threshold: float | None
     seconds: float
     runs: list[dict[str, Any]] = field(default_factory=list)
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -113,6 +131,7 @@ class DemoReport:
             "reviews": self.reviews,
             "certified": self.certified,
             "automation_rate": {"first": self.first, "last": self.last},
+            "rollouts": self.rollouts,
             "tickets": self.tickets,
             "routed": dict(self.routed),
             "qa_samples": self.qa_samples,
@@ -123,20 +142,28 @@ class DemoReport:
         }
 
 
-def configure_evolution(example: ModuleType, app: Aevos, every: int) -> None:
+def configure_evolution(
+    example: ModuleType, app: Aevos, every: int, steps: tuple[int, ...] = ROLLOUT_STEPS
+) -> None:
     """How the model evolves, and the one place the demo's promotion path is configured.
 
-    Today a worker retrains every ``every`` labels, certifies the candidate and promotes it
-    at once through the policy gate (``support-promotion``: a certified candidate becomes
-    the champion; ``auto_promote=True``). A staged rollout (shadow, canaries) would start
-    here instead, with ``auto_promote=False``.
-    """
+    A worker retrains every ``every`` labels and certifies the candidate; a certified
+    candidate is not promoted at once but handed to a rollout (retraining's ``rollout``
+    option): a replay of the newest kept cases, then shadow and the canary shares of
+    :data:`ROLLOUT_STEPS`, each judged by the step analysis on :data:`ROLLOUT_CRITERIA`
+    within :data:`STEP_MINUTES`; the controller (a chore of the workers) advances it,
+    rolls it back on a failed step, and after the last one asks the
+    :data:`ROLLOUT_POLICY` gate to make it the champion. Building ``app.rollouts`` and
+    ``app.replays`` here, before any worker starts, registers their workflows and lets the
+    workers run the controller."""
+    app.rollouts.replays = DemoReplays(app.replays)
     example.configure_retraining(
         app,
         recipe=RECIPE,
         params=RECIPE_PARAMS,
         every_labels=every,
         auto_promote=True,
+        rollout=rollout_plan(steps),
         tenant=TENANT,
         **CERTIFY,
     )
@@ -284,7 +311,7 @@ class SupportDemo:
         example, app = self.example, self.app
         example.train_first_version(app, self.seed_rows, recipe=RECIPE, params=RECIPE_PARAMS)
         example.import_labels(app, self.seed_rows)
-        configure_evolution(example, app, self.settings.every)
+        configure_evolution(example, app, self.settings.every, self.settings.steps)
         return time.time()
 
     def token(self) -> str:
@@ -301,16 +328,23 @@ class SupportDemo:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
-        """Workers (tickets, and one retraining at a time: it takes a core) and reviewers."""
+        """Workers (tickets; one retraining at a time: it takes a core; replays and operator
+        tasks of rollouts) and reviewers. Every worker runs the rollout controller between
+        claims; the evolution worker every :data:`TICK` seconds, so a step with its evidence
+        in moves on within about a second."""
         app, example = self.app, self.example
         tickets = app.worker(queues=[example.QUEUE], concurrency=self.settings.workers).start()
         retraining = app.worker(queues=["retraining"], concurrency=1).start()
+        evolution = app.worker(queues=[REPLAY_QUEUE, OPERATOR_QUEUE], concurrency=2)
+        evolution.escalation_interval = TICK
+        evolution.start()
         self.reviewers.start()
         try:
             yield
         finally:
             self.reviewers.stop()
             tickets.stop(timeout=10)
+            evolution.stop(timeout=30)
             retraining.stop(timeout=30)
 
     def stream_tickets(self) -> None:
@@ -327,11 +361,18 @@ class SupportDemo:
             TextColumn("reviews {task.fields[reviews]}"),
             TextColumn("champion v{task.fields[champion]}"),
             TextColumn("retrainings {task.fields[retrainings]}"),
+            TextColumn("rollout {task.fields[rollout]}"),
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=err) as progress:
             bar = progress.add_task(
-                "stream", total=len(self.stream), rate="-", reviews=0, champion=1, retrainings=0
+                "stream",
+                total=len(self.stream),
+                rate="-",
+                reviews=0,
+                champion=1,
+                retrainings=0,
+                rollout="-",
             )
 
             def finish_oldest() -> None:
@@ -353,6 +394,7 @@ class SupportDemo:
                         reviews=self.reviewers.answered,
                         champion=self.champion()[0],
                         retrainings=len(self.app.retraining.runs(self.example.MODEL, limit=200)),
+                        rollout=rollout_state(self.latest_rollout()),
                     )
                 progress.advance(bar)
 
@@ -368,11 +410,19 @@ class SupportDemo:
                 finish_oldest()
 
     def settle(self) -> None:
-        """The end of the stream: QA samples answered, the retraining in progress finished."""
+        """The end of the stream: QA samples answered, the retraining in progress finished.
+        A rollout in progress is not waited for: without tickets its step gets no evidence
+        (the report shows where it stands; at its deadline it pauses for an operator)."""
         deadline = time.monotonic() + max(60.0, self.settings.timeout / 2)
         idle_since: float | None = None
         while time.monotonic() < deadline:
-            open_tasks = self.app.tasks.list(status=[TaskStatus.OPEN, TaskStatus.CLAIMED], limit=10)
+            open_tasks = [
+                task
+                for task in self.app.tasks.list(
+                    status=[TaskStatus.OPEN, TaskStatus.CLAIMED], limit=50
+                )
+                if task.queue != OPERATOR_TASKS
+            ]
             runs = self.app.retraining.runs(self.example.MODEL, limit=1)
             busy = bool(open_tasks) or (
                 bool(runs) and runs[0].status in (RetrainingStatus.QUEUED, RetrainingStatus.RUNNING)
@@ -385,6 +435,10 @@ class SupportDemo:
                 return
             time.sleep(0.2)
 
+    def latest_rollout(self) -> Rollout | None:
+        found = self.app.rollouts.list(model=self.example.MODEL, active=None, limit=1)
+        return found[0] if found else None
+
     def champion(self) -> tuple[int, float | None]:
         model = self.example.MODEL
         version = self.app.models.aliases(model)["champion"]
@@ -393,10 +447,11 @@ class SupportDemo:
 
     def report(self, since: float) -> DemoReport:
         model = self.example.MODEL
-        # Only the model's alias moves count: version 1's promotion came before ``since``.
+        # Promotions and rollbacks are the rollouts' (version 1's promotion came before
+        # ``since``); an operator's rollback of the champion alias counts too.
         moves = [
             record
-            for action in ("model.promoted", "model.rolled_back", "rollout.rolled_back")
+            for action in ("rollout.promoted", "rollout.rolled_back", "model.rolled_back")
             for record in self._audit(action, since)
             if record.data.get("model") == model
         ]
@@ -414,10 +469,8 @@ class SupportDemo:
             qa_samples=self.reviewers.qa,
             retrainings=len(runs),
             certified=sum(bool(r.certified) for r in runs),
-            promotions=sum(
-                r.action == "model.promoted" and r.data.get("alias") == "champion" for r in moves
-            ),
-            rollbacks=sum(r.action != "model.promoted" for r in moves),
+            promotions=sum(r.action == "rollout.promoted" for r in moves),
+            rollbacks=sum(r.action != "rollout.promoted" for r in moves),
             first=_share(routed[:tenth]),
             last=_share(routed[-tenth:]),
             champion=version,
@@ -435,6 +488,7 @@ class SupportDemo:
                 }
                 for r in runs
             ],
+            rollouts=rollout_summaries(self.app, self.example.MODEL, since),
             settings={
                 "seed": self.settings.seed,
                 "tickets": len(self.stream),
@@ -444,6 +498,7 @@ class SupportDemo:
                 "recipe": RECIPE,
                 "params": RECIPE_PARAMS,
                 "certify": CERTIFY,
+                "rollout": rollout_settings(self.settings.steps),
                 "workers": self.settings.workers,
                 "headless": self.settings.headless,
                 "directory": str(self.directory),

@@ -338,7 +338,8 @@ class Retraining:
         claims): every N new labels since the model's last retraining, and each interval.
         Each start is idempotent by a key that every worker computes alike, so many
         workers start each retraining once. None starts while the model's last retraining
-        is queued or running. Returns the run ids started (or found started)."""
+        is queued or running, nor, when retraining hands candidates to rollouts, while a
+        rollout of the model is active. Returns the run ids started (or found started)."""
         moment = time.time() if now is None else now
         with self.store.reading() as uow:
             configs = uow.retraining.triggered()
@@ -363,8 +364,13 @@ class Retraining:
         with self.store.reading() as uow:
             recent = uow.retraining.runs(tenant, model, limit=1)
             scheduled = uow.retraining.runs(tenant, model, limit=1, trigger=Trigger.SCHEDULE)
+            rolling = config.rollout is not None and uow.rollouts.active(tenant, model) is not None
         last = recent[0] if recent else None
         if last is not None and last.status in (RetrainingStatus.QUEUED, RetrainingStatus.RUNNING):
+            return None
+        if rolling:
+            # Its candidate would find this rollout still active at the promote step and fail
+            # after training; the labels wait for the retraining that follows its end.
             return None
         prefix = f"{WORKFLOW}/{tenant}/{model}"
         if config.every_labels is not None:
