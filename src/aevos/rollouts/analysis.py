@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ..errors import DefinitionError
-from ..records.label import LabelRecord, effective, same_label
+from ..records.label import LabelRecord, LabelSource, effective, same_label
 
 if TYPE_CHECKING:
     from ..storage import Store
@@ -114,7 +114,7 @@ class Figures:
     error_rate: float = 0.0
     latency_p95_ms: float | None = None  # of the answered calls
     cost_per_decision: float | None = None  # all calls' cost over the answered ones
-    labelled: int = 0  # answered calls whose case has a label
+    labelled: int = 0  # answered calls with an unbiased label (QA, sampled, ground truth)
     correct: int = 0  # ... whose label is what the version predicted
     precision: float | None = None
     reviewed: int = 0  # reviewers' decisions on this version's suggestions
@@ -188,7 +188,15 @@ def measure(
     by_case: dict[str, list[LabelRecord]] = {}
     for label in labels:
         by_case.setdefault(label.case_id, []).append(label)
-    truth = {case: effective(found) for case, found in by_case.items()}
+    # Precision counts only cases put to a person independently of the version's confidence
+    # (QA samples, audit draws, sampled reviews) or whose real outcome came in: a review a
+    # low confidence asked for is the version's hardest case, and counting those would
+    # judge a version that automates more on harder cases than one that automates less.
+    truth = {
+        case: effective(found)
+        for case, found in by_case.items()
+        if any(label.unbiased or label.source is not LabelSource.REVIEW for label in found)
+    }
     mine = [c for c in calls if c.version == candidate]
     theirs = [c for c in calls if c.version == champion and c.route != "shadow"]
     candidate_figures = _figures(f"{model}@{candidate}", mine, truth, decisions)
