@@ -31,7 +31,15 @@ from aevos.records.task import Field
 
 #: Intents the champion never learned, which the traffic shifts to.
 NEW = ["card_payment_fee_charged", "apple_pay_or_google_pay", "beneficiary_not_allowed"]
-PLAN = {"steps": [0, 50, 100], "step_minutes": 5, "criteria": CRITERIA, "replay": True}
+#: The candidate knows intents the champion never learned, so on the shifted traffic (a third
+#: new intents) it disagrees with the champion on about a third of the calls: agreement is
+#: not what judges it here (the replay's accuracy did).
+PLAN = {
+    "steps": [0, 50, 100],
+    "step_minutes": 5,
+    "criteria": {**CRITERIA, "min_agreement": 0.3},
+    "replay": True,
+}
 
 
 def rows(split: str, intents: list[str], per: int) -> list[tuple[str, str]]:
@@ -145,7 +153,8 @@ def test_a_drift_alert_ends_in_a_promoted_candidate_with_nobody_acting_on_the_mo
         alerts = app.monitors.alerts(status="open")
         assert "prediction_drift" in {a.monitor for a in alerts}
         started = [a.actions["retrain"] for a in alerts if "retrain" in a.actions]
-        assert started and started[0]["started"] is True, started
+        # The first alert starts it; the others of the same check find it in progress.
+        assert [s["started"] for s in started].count(True) == 1, started
 
         # The worker trains, certifies, hands the candidate to a rollout and replays it.
         wait_for(
@@ -175,7 +184,10 @@ def test_a_drift_alert_ends_in_a_promoted_candidate_with_nobody_acting_on_the_mo
     traffic.inputs = [text for text, _ in [*old, *new]]
     for route in ("shadow", "canary", "canary"):
         traffic.until(2, CRITERIA["min_calls"], route)
+        before = app.rollouts.get(rollout.rollout_id).step
         app.rollouts.tick(now=time.time())
+        moved = app.rollouts.get(rollout.rollout_id)
+        assert moved.step > before or moved.state == "promoted", (moved.state, moved.reason)
         app.gateway.rollout_routes.forget()
     done = app.rollouts.get(rollout.rollout_id)
     assert done.state == "promoted", (done.state, done.reason)
