@@ -387,3 +387,21 @@ def test_bad_requests_are_refused_clearly_and_recorded(rapp: Aevos) -> None:
         app.replays.list("nope")
     assert app.replays.latest(MODEL, 1) is None
     assert percentile([], 0.5) is None  # figures of nothing stay None
+
+
+def test_a_candidate_that_corrects_the_champion_is_excused_its_disagreement() -> None:
+    from aevos.rollouts.replay_figures import EXCUSE_LABELS, judge
+
+    base = {"cases": 200, "decided": 200, "errors": 0, "expired": 0, "agreement_n": 200}
+    criteria = ReplayCriteria()
+    low = {**base, "agreement": 0.7, "accuracy": 0.9, "champion_accuracy": 0.8}
+    status, passed, reason = judge({**low, "labelled": EXCUSE_LABELS}, criteria)
+    assert (status, passed) == ("passed", True) and "excused" in reason
+    # Too few labelled cases to show it, or less accurate than the champion: the
+    # disagreement fails it.
+    for found in (
+        {**low, "labelled": EXCUSE_LABELS - 1},
+        {**low, "accuracy": 0.79, "labelled": 99},
+    ):
+        status, passed, reason = judge(found, criteria)
+        assert (status, passed) == ("failed", False) and "agreement" in reason, found

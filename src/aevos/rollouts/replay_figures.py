@@ -49,12 +49,18 @@ _COUNTS = (
 )
 
 
+#: Labelled cases on which a candidate at least as accurate as the champion is excused a low
+#: agreement with it (the rollout analysis's rule too).
+EXCUSE_LABELS = 30
+
+
 @dataclass(frozen=True)
 class ReplayCriteria:
     """What a replay must show to pass.
 
     ``min_cases`` decided cases at least (fewer: inconclusive, neither passed nor failed);
-    ``min_agreement`` with the champion's answers; on labelled cases an accuracy at most
+    ``min_agreement`` with the champion's answers (excused on at least ``EXCUSE_LABELS``
+    labelled cases where the candidate is at least as accurate); on labelled cases an accuracy at most
     ``max_accuracy_drop`` below the champion's; and, with ``require_no_error``, no case on
     which the candidate raised."""
 
@@ -167,8 +173,22 @@ def judge(found: Mapping[str, Any], criteria: ReplayCriteria) -> tuple[str, bool
         )
     notes = []
     agreement = found["agreement"]
+    accuracy, champion = found["accuracy"], found["champion_accuracy"]
+    # A candidate that corrects a weak champion disagrees with it: on enough labelled cases,
+    # being at least as accurate answers for the disagreement (as in a rollout's analysis).
+    corrects = (
+        accuracy is not None
+        and champion is not None
+        and found["labelled"] >= EXCUSE_LABELS
+        and accuracy >= champion
+    )
     if agreement is None:
         notes.append("no champion to agree with")
+    elif agreement < criteria.min_agreement and corrects:
+        notes.append(
+            f"agreement {agreement:.3f} < {criteria.min_agreement:g} excused: accuracy "
+            f"{accuracy:.3f} >= the champion's {champion:.3f} on {found['labelled']} labelled cases"
+        )
     elif agreement < criteria.min_agreement:
         return (
             "failed",
@@ -176,7 +196,6 @@ def judge(found: Mapping[str, Any], criteria: ReplayCriteria) -> tuple[str, bool
             f"agreement with the champion {agreement:.3f} < {criteria.min_agreement:g} "
             f"on {found['agreement_n']} cases",
         )
-    accuracy, champion = found["accuracy"], found["champion_accuracy"]
     if accuracy is None or champion is None:
         notes.append("no labelled cases to compare accuracy on")
     elif accuracy < champion - criteria.max_accuracy_drop:
