@@ -52,6 +52,7 @@ import argparse
 import collections
 import json
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -66,6 +67,7 @@ if str(ROOT) not in sys.path:
 
 from examples.support_triage import (  # noqa: E402
     MODEL,
+    POLICIES,
     QUEUE,
     configure_retraining,
     import_labels,
@@ -112,12 +114,14 @@ class Options:
     new_intents: int = 10
     worse_at: float = 0.3
     in_flight: int = 24
-    rate: float = 25.0
+    rate: float = 10.0
     concurrency: int = 8
     reviewers: int = 2
     every: int = 300
     report_window: int = 250
     monitor_window: int = 200
+    reference_cases: int = 500
+    monitor_interval: float = 5.0
     steps: tuple[int, ...] = (0, 5, 25, 50, 100)
     step_minutes: float = 3.0
     criteria: dict[str, Any] = field(
@@ -272,9 +276,43 @@ def warm_up(app: Aevos, options: Options) -> None:
     )
 
 
+#: The rollout's final promotion: the analysis already judged every step against the
+#: champion; the gate refuses only a candidate clearly less precise than it at the last one.
+ROLLOUT_POLICY = "support-rollout"
+ROLLOUT_POLICY_YAML = """\
+policy: support-rollout
+version: 1
+kind: promotion
+description: >-
+  A candidate whose rollout passed every step becomes the champion, unless its realised
+  precision at the last step fell more than 5 points below the champion's.
+input:
+  model.name: string
+  candidate.accuracy: number
+  candidate.samples: integer
+  champion.accuracy?: number
+rules:
+  - name: less-precise-than-champion
+    when: champion.accuracy != None and candidate.accuracy < champion.accuracy - 0.05
+    decision: deny
+    reason: the candidate was clearly less precise than the champion at the last step
+default:
+  decision: allow
+  reason: every step of the rollout passed its analysis
+"""
+
+
+def policies(workdir: Path) -> Path:
+    """The example's policies and the rollout's promotion policy, in one directory."""
+    folder = workdir / "policies"
+    shutil.copytree(POLICIES, folder)
+    (folder / f"{ROLLOUT_POLICY}.yaml").write_text(ROLLOUT_POLICY_YAML, encoding="utf-8")
+    return folder
+
+
 def guard(app: Aevos, options: Options) -> None:
     """After it: retrain on a drift alert only, and hand each certified candidate to a
-    rollout (replay, shadow, canaries) instead of promoting it."""
+    rollout (replay, shadow, canaries, the promotion gate) instead of promoting it."""
     configure_retraining(
         app,
         recipe=RECIPE,
@@ -287,17 +325,21 @@ def guard(app: Aevos, options: Options) -> None:
             "criteria": criteria(options).to_dict(),
             "step_minutes": options.step_minutes,
             "replay": True,
+            "policy": ROLLOUT_POLICY,
         },
         **options.certify,
     )
 
 
 def watch(app: Aevos, options: Options) -> None:
-    """The monitors: over windows of ``--monitor-window`` calls; an alert retrains."""
+    """The monitors: the champion's newest ``--monitor-window`` calls against its first
+    ``reference_cases``, checked every ``monitor_interval`` seconds; an alert retrains."""
     app.monitors.configure(
         MODEL,
         tenant=TENANT,
         window_cases=options.monitor_window,
+        reference_cases=options.reference_cases,
+        interval=options.monitor_interval,
         on_alert={"retrain": True, "task": False},
     )
 
@@ -329,6 +371,7 @@ def enter_worse(app: Aevos, options: Options, rows: list[tuple[str, str]]) -> in
         criteria=criteria(options),
         step_minutes=options.step_minutes,
         replay=False,
+        policy=ROLLOUT_POLICY,
     )
     return version
 
@@ -368,6 +411,7 @@ def run(options: Options) -> dict[str, Any]:
         database_url,
         tickets_url=f"sqlite:///{workdir / 'tickets.db'}",
         vault_key=Vault.generate_key(),
+        policies=policies(workdir),
         park_after=2.0,
         poll_interval=0.05,
     )
@@ -519,14 +563,21 @@ def estimates(
     calls = [
         (r.at, r.data.get("version"), r.data.get("label") == truth_of[r.data["call_id"]])
         for r in audit(app, "model.called")
-        if r.data.get("call_id") in truth_of and r.data.get("route") != "shadow"
+        if r.data.get("call_id") in truth_of
+        and r.data.get("route") != "shadow"
+        and r.data.get("outcome") == "ok"
     ]
     rows = []
-    for result in app.monitors.results(MODEL, tenant=TENANT, limit=10_000):
-        if result.monitor != "estimated_accuracy" or result.until > shift_time:
+    for result in app.monitors.results(
+        MODEL, tenant=TENANT, monitor="estimated_accuracy", limit=1000
+    ):
+        if result.value is None or result.since is None or result.until is None:
+            continue  # no data
+        if result.until >= shift_time:
             continue
+        # The window is the champion's newest calls: [since, until] spans them.
         inside = [
-            ok for at, v, ok in calls if v == result.version and result.since <= at < result.until
+            ok for at, v, ok in calls if v == result.version and result.since <= at <= result.until
         ]
         if len(inside) < 30:
             continue
@@ -661,6 +712,9 @@ def measure(
             "step_minutes": options.step_minutes,
             "criteria": options.criteria,
             "monitor_window": options.monitor_window,
+            "reference_cases": options.reference_cases,
+            "monitor_interval": options.monitor_interval,
+            "rollout_policy": ROLLOUT_POLICY_YAML,
             "report_window": options.report_window,
             "rate": options.rate,
             "in_flight": options.in_flight,
@@ -732,7 +786,7 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--new-intents", type=int, default=None)
     parser.add_argument("--worse-at", type=float, default=None, help="share of the stream")
     parser.add_argument("--in-flight", type=int, default=24)
-    parser.add_argument("--rate", type=float, default=25.0, help="tickets per second at most")
+    parser.add_argument("--rate", type=float, default=None, help="tickets per second at most")
     parser.add_argument("--every", type=int, default=None, help="warm-up: retrain every N labels")
     parser.add_argument("--monitor-window", type=int, default=None, help="calls per window")
     parser.add_argument("--report-window", type=int, default=None, help="tickets per window")
@@ -746,15 +800,16 @@ def parse(argv: list[str] | None) -> Options:
         postgres_url=args.postgres_url,
         json_path=args.json_path,
         in_flight=args.in_flight,
-        rate=args.rate,
     )
     if options.quick:
         options.tickets, options.intents, options.new_intents = 800, 10, 2
         options.every, options.monitor_window, options.report_window = 50, 60, 100
+        options.reference_cases, options.monitor_interval, options.rate = 100, 2.0, 20.0
         options.steps, options.step_minutes = (0, 25, 50, 100), 1.0
         options.criteria = {"min_calls": 20, "min_labels": 5, "min_agreement": 0.6}
         options.certify = dict(QUICK_CERTIFY)
     for name in (
+        "rate",
         "tickets",
         "new_intents",
         "worse_at",
