@@ -95,6 +95,8 @@ RECIPE_PARAMS: dict[str, Any] = {"char_ngrams": [2, 4]}
 #: What a few hundred audited tickets can certify (aevos demo's setting).
 CERTIFY: dict[str, Any] = {"target": 0.9, "delta": 0.1}
 QUICK_CERTIFY: dict[str, Any] = {"target": 0.9, "delta": 0.2, "min_count": 30}
+#: The monitors that look at the traffic and the model's answers, not at people's labels.
+DRIFT_MONITORS = ("input_drift", "prediction_drift", "confidence_drift", "estimated_accuracy")
 TARGETS = {
     "cases_to_alert": "<= 1,000",
     "worse_max_step": "<= 1 (never past the first canary step)",
@@ -122,12 +124,14 @@ class Options:
     monitor_window: int = 200
     reference_cases: int = 500
     monitor_interval: float = 5.0
+    monitor_thresholds: dict[str, float] = field(default_factory=dict)  # {}: the defaults
     steps: tuple[int, ...] = (0, 5, 25, 50, 100)
     step_minutes: float = 3.0
     criteria: dict[str, Any] = field(
         default_factory=lambda: {"min_calls": 40, "min_labels": 10, "min_agreement": 0.6}
     )
     certify: dict[str, Any] = field(default_factory=lambda: dict(CERTIFY))
+    replay: bool = True  # the retraining's rollout replays the candidate first
     timeout: float = 3600.0
 
 
@@ -324,7 +328,7 @@ def guard(app: Aevos, options: Options) -> None:
             "steps": list(options.steps),
             "criteria": criteria(options).to_dict(),
             "step_minutes": options.step_minutes,
-            "replay": True,
+            "replay": options.replay,
             "policy": ROLLOUT_POLICY,
         },
         **options.certify,
@@ -340,6 +344,7 @@ def watch(app: Aevos, options: Options) -> None:
         window_cases=options.monitor_window,
         reference_cases=options.reference_cases,
         interval=options.monitor_interval,
+        thresholds=options.monitor_thresholds or None,
         on_alert={"retrain": True, "task": False},
     )
 
@@ -389,6 +394,7 @@ def champion(app: Aevos) -> tuple[int, float | None]:
 class Ticket:
     started: float = 0.0
     routed_by: str | None = None
+    right: bool | None = None  # the routed intent is the true one
     version: int | None = None
     call_id: str | None = None
 
@@ -425,7 +431,6 @@ def run(options: Options) -> dict[str, Any]:
     train_first_version(app, data.seed_rows, recipe=RECIPE, params=RECIPE_PARAMS)
     import_labels(app, data.seed_rows)
     warm_up(app, options)
-    watch(app, options)
     # Built before the workers, so their chores run the controller and the monitors.
     app.replays  # noqa: B018
     app.rollouts  # noqa: B018
@@ -451,6 +456,7 @@ def run(options: Options) -> dict[str, Any]:
             output = handle.result(timeout=max(1.0, deadline - time.monotonic()))
             t = tickets[i]
             t.routed_by, t.version = str(output["routed_by"]), output["model_version"]
+            t.right = output["intent"] == data.stream[i][1]
             t.call_id = output["call_id"]
             if (i + 1) % 250 == 0:
                 version, threshold = champion(app)
@@ -467,6 +473,7 @@ def run(options: Options) -> dict[str, Any]:
                 finish_oldest()
             if guarded_at is None and champion(app)[1] is not None:
                 guard(app, options)
+                watch(app, options)
                 guarded_at = i
             if (
                 worse is None
@@ -541,13 +548,21 @@ class NewIntents:
 
 
 def automation(tickets: list[Ticket], window: int, shift: int) -> list[dict[str, Any]]:
+    """Per window of tickets: the share routed by the model, and the share of those routed
+    to the true intent (the realised precision of automation, from the truth)."""
     windows = []
     for start in range(0, len(tickets), window):
         part = tickets[start : start + window]
+        automated = [t for t in part if t.routed_by == "model"]
         windows.append(
             {
                 "cases": start + len(part),
-                "automated": round(sum(t.routed_by == "model" for t in part) / len(part), 4),
+                "automated": round(len(automated) / len(part), 4),
+                "precision": (
+                    round(sum(bool(t.right) for t in automated) / len(automated), 4)
+                    if automated
+                    else None
+                ),
                 "after_shift": start >= shift,
             }
         )
@@ -610,6 +625,11 @@ def measure(
     alerts = audit(app, "monitor.alerted")
     after = [a for a in alerts if a.at >= shift_time]
     cases_to_alert = cases_before(tickets, shift, after[0].at) if after else None
+    drifted = [a for a in after if a.data.get("monitor") in DRIFT_MONITORS]
+    cases_to_drift_alert = cases_before(tickets, shift, drifted[0].at) if drifted else None
+    false_alarms = collections.Counter(
+        str(a.data.get("monitor")) for a in alerts if a.at < shift_time
+    )
 
     worse_rollout: dict[str, Any] | None = None
     worse_max_step: int | None = None
@@ -665,12 +685,23 @@ def measure(
         "worse_rolled_back": worse_rolled_back,
         "worse_promoted": worse_promoted,
         "cases_to_recovery": None if recovery is None else recovery["cases"],
+        "cases_to_drift_alert": cases_to_drift_alert,
         "estimate_error_max": max((r["error"] for r in estimated), default=None),
         "targets": TARGETS,
         "alerts": {
             "before_shift": len(alerts) - len(after),
+            "before_shift_by_monitor": dict(false_alarms),
             "after_shift": len(after),
             "first": None if not after else dict(after[0].data),
+            "all": [
+                {
+                    "monitor": a.data.get("monitor"),
+                    "version": a.data.get("version"),
+                    "at_case": cases_before(tickets, 0, a.at),
+                    "value": a.data.get("figures", {}).get("value"),
+                }
+                for a in alerts
+            ],
         },
         "worse": {"version": worse, "entered_at_case": worse_case, "rollout": worse_rollout},
         "recovery": recovery,
@@ -710,10 +741,12 @@ def measure(
             "every": options.every,
             "steps": list(options.steps),
             "step_minutes": options.step_minutes,
+            "replay": options.replay,
             "criteria": options.criteria,
             "monitor_window": options.monitor_window,
             "reference_cases": options.reference_cases,
             "monitor_interval": options.monitor_interval,
+            "monitor_thresholds": options.monitor_thresholds,
             "rollout_policy": ROLLOUT_POLICY_YAML,
             "report_window": options.report_window,
             "rate": options.rate,
@@ -732,34 +765,34 @@ def _shown(value: Any, form: str = "{:,}") -> str:
 
 
 def summary(result: dict[str, Any]) -> str:
-    lines = ["figure               value      target"]
+    lines = ["figure                   value  target"]
+    for name, shown in (
+        ("cases_to_alert", _shown(result["cases_to_alert"])),
+        ("worse_max_step", _shown(result["worse_max_step"])),
+        ("worse_rolled_back", str(result["worse_rolled_back"]).lower()),
+        ("cases_to_recovery", _shown(result["cases_to_recovery"])),
+        ("estimate_error_max", _shown(result["estimate_error_max"], "{:.3f}")),
+    ):
+        lines.append(f"{name:<20} {shown:>9}  {TARGETS.get(name, '(no target)')}")
+    lines.append("")
+    alerts = result["alerts"]
     lines.append(
-        f"cases_to_alert       {_shown(result['cases_to_alert']):>9}  {TARGETS['cases_to_alert']}"
-    )
-    lines.append(
-        f"worse_max_step       {_shown(result['worse_max_step']):>9}  {TARGETS['worse_max_step']}"
-    )
-    lines.append(
-        f"worse_rolled_back    {str(result['worse_rolled_back']).lower():>9}  {TARGETS['worse_rolled_back']}"
-    )
-    lines.append(f"cases_to_recovery    {_shown(result['cases_to_recovery']):>9}  (no target)")
-    lines.append(
-        f"estimate_error_max   {_shown(result['estimate_error_max'], '{:.3f}'):>9}  "
-        f"{TARGETS['estimate_error_max']}"
+        f"first alert after the shift: {(alerts['first'] or {}).get('monitor', '—')}; first of "
+        f"a drift monitor after {_shown(result['cases_to_drift_alert'])} cases; alerts before "
+        f"the shift: {alerts['before_shift_by_monitor'] or 'none'}"
     )
     lines.append("")
-    lines.append("cases  automated")
+    lines.append(" cases  automated  precision (true)")
     for w in result["automation"]["windows"]:
-        lines.append(
-            f"{w['cases']:>5}  {w['automated']:>9.1%}{'  (after the shift)' if w['after_shift'] else ''}"
-        )
+        precision = _shown(w["precision"], "{:.1%}")
+        shifted = "  (after the shift)" if w["after_shift"] else ""
+        lines.append(f"{w['cases']:>6}  {w['automated']:>9.1%}  {precision:>9}{shifted}")
     if result["estimates"]:
         lines.append("")
         lines.append("version  calls  estimate  true   error")
         for e in result["estimates"]:
-            lines.append(
-                f"v{e['version']:<7} {e['calls']:>5}  {e['estimate']:>8.1%}  {e['true']:>5.1%}  {e['error']:.3f}"
-            )
+            figures = f"{e['estimate']:>8.1%}  {e['true']:>5.1%}  {e['error']:.3f}"
+            lines.append(f"v{e['version']:<7} {e['calls']:>5}  {figures}")
     return "\n".join(lines)
 
 
@@ -793,6 +826,15 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--steps", default=None, help="rollout steps, e.g. 0,5,25,50,100")
     parser.add_argument("--step-minutes", type=float, default=None)
     parser.add_argument("--criteria", default=None, help="rollout criteria as JSON")
+    parser.add_argument(
+        "--no-replay",
+        action="store_false",
+        dest="replay",
+        help="the drift retraining's rollout starts at shadow, without a replay",
+    )
+    parser.add_argument(
+        "--monitor-thresholds", default=None, help="monitor thresholds as JSON (default: theirs)"
+    )
     args = parser.parse_args(argv)
     options = Options(
         seed=args.seed,
@@ -800,6 +842,7 @@ def parse(argv: list[str] | None) -> Options:
         postgres_url=args.postgres_url,
         json_path=args.json_path,
         in_flight=args.in_flight,
+        replay=args.replay,
     )
     if options.quick:
         options.tickets, options.intents, options.new_intents = 800, 10, 2
@@ -824,6 +867,8 @@ def parse(argv: list[str] | None) -> Options:
         options.steps = tuple(int(s) for s in args.steps.split(","))
     if args.criteria is not None:
         options.criteria = json.loads(args.criteria)
+    if args.monitor_thresholds is not None:
+        options.monitor_thresholds = json.loads(args.monitor_thresholds)
     if not 0 < options.worse_at < 0.5:
         parser.error("--worse-at is a share of the stream before the shift (0 < x < 0.5)")
     if not 0 < options.new_intents < options.intents:

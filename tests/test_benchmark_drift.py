@@ -62,6 +62,8 @@ def test_quick_drift_benchmark_writes_the_figures_and_the_final_line(tmp_path: P
     # The drift is noticed: an alert after the shift, counted in tickets since it.
     assert isinstance(result["cases_to_alert"], int)
     assert 0 < result["cases_to_alert"] <= settings["tickets"] - settings["shift"]
+    drift = result["cases_to_drift_alert"]
+    assert drift is None or result["cases_to_alert"] <= drift
     # A drift alert started a retraining (the monitors' trigger, not a label count).
     assert any(r["trigger"] == "drift" for r in result["retrainings"])
     # The worse candidate: entered, stopped by the controller, never the champion.
@@ -73,7 +75,10 @@ def test_quick_drift_benchmark_writes_the_figures_and_the_final_line(tmp_path: P
     assert recovery is None or 0 < recovery <= settings["tickets"] - settings["shift"]
     windows = result["automation"]["windows"]
     assert [w["cases"] for w in windows] == list(range(100, 801, 100))
-    assert all(0.0 <= w["automated"] <= 1.0 for w in windows)
+    for w in windows:
+        assert 0.0 <= w["automated"] <= 1.0
+        assert (w["precision"] is None) == (w["automated"] == 0.0)
+        assert w["precision"] is None or 0.0 <= w["precision"] <= 1.0
     assert [w["after_shift"] for w in windows] == [False] * 4 + [True] * 4
     for row in result["estimates"]:
         assert 0.0 <= row["estimate"] <= 1.0 and 0.0 <= row["true"] <= 1.0
