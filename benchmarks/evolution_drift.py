@@ -80,6 +80,7 @@ from examples.support_triage import (  # noqa: E402
 )
 
 from aevos import Aevos, TaskStatus  # noqa: E402
+from aevos.errors import RolloutConflictError  # noqa: E402
 from aevos.evolution import Dataset  # noqa: E402
 from aevos.pii import Vault  # noqa: E402
 
@@ -348,9 +349,9 @@ def watch(app: Aevos, options: Options) -> None:
     )
 
 
-def enter_worse(app: Aevos, options: Options, rows: list[tuple[str, str]]) -> int:
-    """Train on ``rows`` with their labels shuffled, register it and enter it for rollout:
-    an operator's mistake the rollout must catch. Returns its version."""
+def register_worse(app: Aevos, options: Options, rows: list[tuple[str, str]]) -> int:
+    """Train on ``rows`` with their labels shuffled and register it: the candidate an
+    operator enters for rollout by mistake. Returns its version."""
     result = app.recipes.train(
         RECIPE, Dataset.from_rows(shuffled_labels(rows, options.seed + 7)), RECIPE_PARAMS
     )
@@ -366,18 +367,27 @@ def enter_worse(app: Aevos, options: Options, rows: list[tuple[str, str]]) -> in
         tenant=TENANT,
         created_by=OPERATOR,
     ).version
-    app.rollouts.start(
-        MODEL,
-        version,
-        tenant=TENANT,
-        actor=OPERATOR,
-        steps=options.steps,
-        criteria=criteria(options),
-        step_minutes=options.step_minutes,
-        replay=False,
-        policy=ROLLOUT_POLICY,
-    )
     return version
+
+
+def enter_worse(app: Aevos, options: Options, version: int) -> bool:
+    """Enter ``version`` for rollout, as the operator; False when another rollout of the
+    model is active (a retraining's may start between a look and the start): try later."""
+    try:
+        app.rollouts.start(
+            MODEL,
+            version,
+            tenant=TENANT,
+            actor=OPERATOR,
+            steps=options.steps,
+            criteria=criteria(options),
+            step_minutes=options.step_minutes,
+            replay=False,
+            policy=ROLLOUT_POLICY,
+        )
+    except RolloutConflictError:
+        return False
+    return True
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -459,15 +469,15 @@ def run(options: Options) -> dict[str, Any]:
                 guard(app, options)
                 watch(app, options)
                 guarded_at = i
-            if (
-                worse is None
-                and guarded_at is not None
-                and i >= worse_due
-                and app.rollouts.active(MODEL, tenant=TENANT) is None
-            ):
-                labelled = data.seed_rows + data.stream[:i]
-                worse, worse_case = enter_worse(app, options, labelled), i
-                print(f"{i:>6} tickets  worse candidate v{worse} entered for rollout", flush=True)
+            if worse_case is None and guarded_at is not None and i >= worse_due:
+                if worse is None:
+                    worse = register_worse(app, options, data.seed_rows + data.stream[:i])
+                idle = app.rollouts.active(MODEL, tenant=TENANT) is None
+                if idle and enter_worse(app, options, worse):
+                    worse_case = i
+                    print(
+                        f"{i:>6} tickets  worse candidate v{worse} entered for rollout", flush=True
+                    )
             if i == data.shift:
                 shift_time = time.time()
                 print(f"{i:>6} tickets  shift: the new intents arrive", flush=True)
@@ -489,7 +499,7 @@ def run(options: Options) -> dict[str, Any]:
         options,
         data,
         tickets,
-        worse,
+        None if worse_case is None else worse,
         worse_case,
         shift_time,
         settings(options, data, guarded_at),
