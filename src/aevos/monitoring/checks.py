@@ -268,6 +268,10 @@ class Check:
         )
         return _result(config, version, "prediction_drift", finding, len(win), span, self.now)
 
+    def _enough(self, reference: list[float], window: list[float]) -> bool:
+        least = int(self.config.threshold("min_window"))
+        return len(reference) >= least and len(window) >= least
+
     def _confidences(
         self,
         version: int,
@@ -276,10 +280,8 @@ class Check:
         span: tuple[float, float],
     ) -> MonitorResult:
         config = self.config
-        ref = [c for _, _, _, c in reference if c is not None]
-        win = [c for _, _, _, c in window if c is not None]
-        least = int(config.threshold("min_window"))
-        if len(ref) < least or len(win) < least:
+        ref, win = _confidence_values(reference), _confidence_values(window)
+        if not self._enough(ref, win):
             reason = "too few calls recorded a confidence"
             return _no_data(config, version, "confidence_drift", reason, self.now, len(win), span)
         finding = st.confidence_drift(
@@ -343,10 +345,8 @@ class Check:
         span: tuple[float, float],
     ) -> MonitorResult:
         config = self.config
-        ref = [c for _, _, _, c in reference if c is not None]
-        win = [c for _, _, _, c in window if c is not None]
-        least = int(config.threshold("min_window"))
-        if len(ref) < least or len(win) < least:
+        ref, win = _confidence_values(reference), _confidence_values(window)
+        if not self._enough(ref, win):
             reason = "too few calls recorded a confidence"
             return _no_data(config, version, "estimated_accuracy", reason, self.now, len(win), span)
         estimate, low, high = st.estimated_accuracy(win)
@@ -374,3 +374,8 @@ def _textual(value: Any) -> Any:
         if isinstance(only, str):
             return only
     return value
+
+
+def _confidence_values(calls: list[CallRow]) -> list[float]:
+    """The confidences the calls recorded (a model may give none)."""
+    return [c for _, _, _, c in calls if c is not None]
