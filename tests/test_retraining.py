@@ -325,6 +325,17 @@ def test_every_n_labels_starts_one_retraining_across_workers(
     [next_id] = other.retraining.sweep()
     assert app.retraining.sweep() == [] and next_id != runs[0].run_id
     assert app.retraining.run(next_id).label_count == 200
+    # A run recorded with the count an earlier trigger started from (a count that could not
+    # be read is recorded as 0) does not make the trigger name that earlier, finished run:
+    # the next N labels start a new one.
+    run_to_end(app, next_id)
+    source.labels = 0
+    manual = app.retraining.start(MODEL).run_id
+    run_to_end(app, manual)
+    source.labels = 100
+    [again] = app.retraining.sweep()
+    assert again not in {runs[0].run_id, next_id, manual}
+    assert app.retraining.run(again).trigger is Trigger.LABELS
 
 
 def test_a_worker_sweeps_the_triggers_and_runs_the_retraining_they_start(

@@ -278,7 +278,10 @@ class Retraining:
         config = self.config(model, tenant=tenant)
         try:
             labels = self._data().label_count(model, tenant=tenant)
-        except AevosError:
+        except AevosError as exc:
+            # The start must not fail for a figure of its record; the next label trigger
+            # then counts from 0 and comes at once, which is the safe side.
+            log.warning("labels of %s (tenant %s) not counted: %s", model, tenant, exc.code)
             labels = 0
         handle = self.runtime.enqueue(
             self.workflow,
@@ -377,7 +380,11 @@ class Retraining:
             since = 0 if last is None else last.label_count
             count = self._data().label_count(model, tenant=tenant)
             if count - since >= config.every_labels:
-                key = _key(f"{prefix}/labels/{since}")
+                # Keyed by the retraining it follows, not by a label count: a count recorded
+                # wrong (or equal to an earlier one's) would name an old, finished run and
+                # the trigger would never start another.
+                after = "none" if last is None else last.run_id
+                key = _key(f"{prefix}/labels/after/{after}")
                 return self.start(
                     model,
                     tenant=tenant,
