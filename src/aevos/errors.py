@@ -28,6 +28,7 @@ secrets (database passwords are stripped from URLs before they reach a message).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -166,6 +167,15 @@ class StepFailedError(AevosError):
 
 class StepTimeoutError(StepFailedError):
     code = "step_timeout"
+
+
+def check_limit(limit: object, most: int, error: Callable[[str], AevosError] | None = None) -> int:
+    """``limit`` as a listing's bound, a whole number from 1 to ``most``; otherwise the
+    error ``error`` makes of the message (a DefinitionError by default)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= most:
+        message = f"limit must be an integer from 1 to {most}"
+        raise (DefinitionError(message) if error is None else error(message))
+    return limit
 
 
 def failure_reason(exc: BaseException) -> str:

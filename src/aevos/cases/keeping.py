@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import codec
 from ..audit import AuditEvent
-from ..errors import CaseInputError, CaseNotFoundError, CorruptDatabaseError
+from ..errors import CaseInputError, CaseNotFoundError, CorruptDatabaseError, check_limit
 from ..identity import check_tenant
 from ..pii.datapolicy import tokens_in
 from ..pii.vault import ENV_VAR, TOKEN
@@ -291,8 +291,7 @@ class KeptCases:
         """The tenant's cases, oldest first, of ``model`` / ``run_id`` and made in
         [``since``, ``until``) when given; at most ``limit`` (1 to 1000)."""
         check_tenant(tenant)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_LIMIT:
-            raise CaseInputError(f"limit must be an integer from 1 to {MAX_LIMIT}")
+        check_limit(limit, MAX_LIMIT, CaseInputError)
         for what, moment in (("since", since), ("until", until)):
             if moment is not None and (
                 isinstance(moment, bool) or not isinstance(moment, int | float)

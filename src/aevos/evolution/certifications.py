@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..audit import AuditEvent
-from ..errors import DefinitionError
+from ..errors import DefinitionError, check_limit
 from ..identity import check_tenant
 from ..records.certification import CertificationRecord
 from .certify import DEFAULT_DELTA, DEFAULT_TARGET, Certification, Method, certify
@@ -178,8 +178,7 @@ class Certifications:
         limit: int = 100,
     ) -> list[CertificationRecord]:
         """Certifications of ``model`` (of one ``version``), newest first, at most ``limit``."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_HISTORY:
-            raise DefinitionError(f"limit must be an integer from 1 to {MAX_HISTORY}")
+        check_limit(limit, MAX_HISTORY)
         if version is None:
             self.registry.versions(model, tenant=tenant)
             number = None

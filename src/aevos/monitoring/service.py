@@ -27,6 +27,7 @@ from ..errors import (
     DefinitionError,
     MonitorConfigError,
     MonitorNotConfiguredError,
+    check_limit,
 )
 from ..identity import check_tenant
 from ..kernel.step import StepContext
@@ -82,9 +83,7 @@ def _check_number(
 
 
 def _limit(limit: Any) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_LIMIT:
-        raise DefinitionError(f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return limit
+    return check_limit(limit, MAX_LIMIT)
 
 
 class Monitors:

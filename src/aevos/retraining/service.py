@@ -46,6 +46,7 @@ from ..errors import (
     RetrainingFailedError,
     RetrainingNotConfiguredError,
     RunNotFoundError,
+    check_limit,
     failure_reason,
 )
 from ..evolution.certify import DEFAULT_DELTA, DEFAULT_TARGET, certify
@@ -304,8 +305,7 @@ class Retraining:
         self, model: str, *, tenant: str = "default", limit: int = 50
     ) -> builtins.list[RetrainingRun]:
         """``model``'s retrainings, newest first."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_RUNS:
-            raise DefinitionError(f"limit must be an integer from 1 to {MAX_RUNS}")
+        check_limit(limit, MAX_RUNS)
         with self.store.reading() as uow:
             return uow.retraining.runs(tenant, model, limit=limit)
 

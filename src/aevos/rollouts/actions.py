@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..audit import AuditEvent
 from ..errors import (
     AevosError,
-    DefinitionError,
     RolloutConflictError,
     RolloutInputError,
     RolloutNotFoundError,
+    check_limit,
 )
 from ..identity import Principal, Role, check_tenant
 from ..models.registry import check_name
@@ -263,8 +263,7 @@ class RolloutActions:
         limit: int = 100,
     ) -> builtins.list[Rollout]:
         """The tenant's rollouts, newest first."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_LIST:
-            raise DefinitionError(f"limit must be an integer from 1 to {MAX_LIST}")
+        check_limit(limit, MAX_LIST)
         with self.store.reading() as uow:
             found = uow.rollouts.list(tenant, model=model, active=active, limit=limit)
         return [Rollout.of(r) for r in found]

@@ -41,6 +41,7 @@ from ..errors import (
     ModelNotFoundError,
     ReplayInputError,
     ReplayNotFoundError,
+    check_limit,
     failure_reason,
 )
 from ..identity import check_tenant
@@ -216,8 +217,7 @@ class Replays:
         model the tenant does not have."""
         check_tenant(tenant)
         check_name(model)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_LIST:
-            raise ReplayInputError(f"limit must be an integer from 1 to {MAX_LIST}", "limit")
+        check_limit(limit, MAX_LIST, lambda message: ReplayInputError(message, "limit"))
         if version is not None:
             self.registry.get(model, version, tenant=tenant)
         else:
@@ -537,8 +537,7 @@ def _check(
         isinstance(since, bool) or not isinstance(since, int | float) or not math.isfinite(since)
     ):
         raise ReplayInputError("since is a time in epoch seconds", "since")
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_LIMIT:
-        raise ReplayInputError(f"limit must be an integer from 1 to {MAX_LIMIT}", "limit")
+    check_limit(limit, MAX_LIMIT, lambda message: ReplayInputError(message, "limit"))
     if (
         isinstance(rate, bool)
         or not isinstance(rate, int | float)
