@@ -8,6 +8,7 @@ outcomes of :func:`aevos.evolution.certify` on labelled cases.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -145,6 +146,10 @@ def test_certify_a_version_from_labelled_pairs(app: Aevos) -> None:
     )
     assert record.certified and record.threshold is not None and 0.5 < record.threshold <= 0.99
     assert record.dataset == "d1" and record.created_by == "system"
+    # The calibration curve fitted on the same cases is kept (and read back) beside the
+    # threshold: right 80% at 0.5 and always at 0.99.
+    kept = app.certifications.latest(MODEL, version)
+    assert kept is not None and kept.calibration == ([0.5, 0.99], [0.0, 1.0])
 
 
 def test_bad_records_are_refused_with_the_reason(app: Aevos) -> None:
@@ -167,6 +172,10 @@ def test_bad_records_are_refused_with_the_reason(app: Aevos) -> None:
     )  # fmt: skip
     with pytest.raises(DefinitionError, match="errors <= n_above <= n"):
         app.certifications.record(MODEL, version, forged)
+    for curve in [((0.9, 0.5), (0.2, 0.8)), ((0.5,), (0.5,)), ((0.1, 0.9), (0.2, 1.5))]:
+        bent = dataclasses.replace(_certified(), calibration=curve)
+        with pytest.raises(DefinitionError, match="calibration curve"):
+            app.certifications.record(MODEL, version, bent)
     with pytest.raises(DefinitionError, match="limit"):
         app.certifications.history(MODEL, limit=0)
     assert app.certifications.history(MODEL) == []

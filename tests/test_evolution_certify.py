@@ -17,7 +17,14 @@ from scipy.stats import binom
 
 from aevos.errors import DatasetError, RecipeParameterError
 from aevos.evolution import Certification, certify, p_value
-from aevos.evolution.certify import DEFAULT_GRID, default_min_count, floor_min_count, start_count
+from aevos.evolution.certify import (
+    DEFAULT_GRID,
+    calibrate,
+    calibration_curve,
+    default_min_count,
+    floor_min_count,
+    start_count,
+)
 
 
 def true_precision(t: float, base: float, k: float) -> float:
@@ -241,3 +248,24 @@ def test_bad_cases_are_refused() -> None:
     with pytest.raises(DatasetError, match="0/1"):
         certify([0.5], [2])
     assert DatasetError("x").code == "invalid_dataset"
+
+
+def test_the_calibration_curve_maps_confidence_to_how_often_the_model_was_right() -> None:
+    rng = np.random.default_rng(4)
+    conf = rng.uniform(0.2, 1.0, 5000)
+    right = rng.uniform(size=5000) < conf**2  # overconfident: right conf**2 of the time
+    curve = calibration_curve(conf.tolist(), right.tolist())
+    assert curve is not None
+    xs, ys = curve
+    assert 2 <= len(xs) <= 101 and list(xs) == sorted(set(xs))
+    assert list(ys) == sorted(ys) and ys[0] >= 0.0 and ys[-1] <= 1.0
+    grid = [0.3, 0.5, 0.7, 0.9]
+    assert np.allclose(calibrate(grid, curve), np.square(grid), atol=0.06)
+    assert calibrate([0.0, 1.0], curve) == [ys[0], ys[-1]]  # clipped at its ends
+    # The mean of the mapped confidences is the expected accuracy (what CBPE estimates).
+    assert abs(np.mean(calibrate(conf.tolist(), curve)) - right.mean()) < 0.01
+    # Too few cases, or a single confidence, fit no curve; certify keeps what it fitted.
+    assert calibration_curve([0.5] * 40, [True] * 40) is None
+    assert calibration_curve([0.7] * 200, [True] * 200) is None
+    assert certify(conf.tolist(), right.tolist()).calibration == curve
+    assert certify([0.9] * 10, [True] * 10).calibration is None

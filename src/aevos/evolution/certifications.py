@@ -13,6 +13,7 @@ no threshold: nothing it answers is automated.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import time
@@ -23,7 +24,14 @@ from ..audit import AuditEvent
 from ..errors import DefinitionError, check_limit
 from ..identity import check_tenant
 from ..records.certification import CertificationRecord
-from .certify import DEFAULT_DELTA, DEFAULT_TARGET, Certification, Method, certify
+from .certify import (
+    DEFAULT_DELTA,
+    DEFAULT_TARGET,
+    MAX_CALIBRATION_POINTS,
+    Certification,
+    Method,
+    certify,
+)
 
 if TYPE_CHECKING:
     from ..audit import AuditLog
@@ -105,6 +113,11 @@ class Certifications:
                 "min_count": certification.min_count,
                 "start": certification.start,
                 "reason": certification.reason,
+                **(
+                    {}
+                    if certification.calibration is None
+                    else {"calibration": [*map(list, certification.calibration)]}
+                ),
             },
         )
         with self.store.transaction() as uow:
@@ -188,6 +201,20 @@ class Certifications:
             return uow.certifications.history(tenant, model, version=number, limit=limit)
 
 
+def _curve(curve: object) -> bool:
+    if not isinstance(curve, tuple | list) or len(curve) != 2:
+        return False
+    xs, ys = curve
+    if not isinstance(xs, tuple | list) or not isinstance(ys, tuple | list):
+        return False
+    if not 2 <= len(xs) == len(ys) <= MAX_CALIBRATION_POINTS:
+        return False
+    values = [*xs, *ys]
+    if not all(isinstance(v, int | float) and math.isfinite(v) and 0 <= v <= 1 for v in values):
+        return False
+    return all(a < b for a, b in itertools.pairwise(xs))
+
+
 def _number(version: object) -> int:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise DefinitionError(f"a version is a number from 1, not {version!r}")
@@ -207,6 +234,11 @@ def _check_figures(c: Certification) -> None:
         problems.append("the threshold must be between 0 and 1")
     if c.p_value is not None and not (math.isfinite(c.p_value) and 0 <= c.p_value <= 1):
         problems.append("the p-value must be between 0 and 1")
+    if c.calibration is not None and not _curve(c.calibration):
+        problems.append(
+            f"a calibration curve is 2 to {MAX_CALIBRATION_POINTS} points (confidence, "
+            "probability) between 0 and 1, confidences increasing"
+        )
     if not isinstance(c.method, str) or not 0 < len(c.method) <= 32:
         problems.append("method must be a name of 1 to 32 characters")
     if problems:

@@ -106,6 +106,10 @@ class Certification:
     min_count: int
     start: float | None
     reason: str | None = None
+    #: How often the model is right at each confidence, fitted on the same cases
+    #: (:func:`calibration_curve`): the points ``(confidences, probabilities)`` of an
+    #: increasing curve, or None when there were too few cases to fit one.
+    calibration: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @property
     def automated_share(self) -> float:
@@ -130,6 +134,7 @@ class Certification:
             "min_count": self.min_count,
             "start": self.start,
             "reason": self.reason,
+            "calibration": None if self.calibration is None else [*map(list, self.calibration)],
         }
 
 
@@ -263,6 +268,7 @@ def certify(
         "delta": delta,
         "method": method,
         "min_count": needed,
+        "calibration": calibration_curve(conf.tolist(), right.tolist()),
     }
     # Cases at or above each threshold, and errors among them, by sorting once.
     order = np.argsort(-conf, kind="stable")
@@ -321,6 +327,48 @@ def certify(
         start=start_threshold,
         **common,
     )
+
+
+#: The fewest cases a calibration curve is fitted on, and the most points it keeps.
+MIN_CALIBRATION_CASES = 50
+MAX_CALIBRATION_POINTS = 101
+
+
+def calibration_curve(
+    confidences: Sequence[float], correct: Sequence[bool | int]
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """How often the model was right at each confidence: an isotonic regression of
+    correctness on confidence (scikit-learn's, as NannyML's CBPE calibrates), as the points
+    ``(confidences, probabilities)`` of a piecewise-linear increasing curve. The cases must be
+    an unbiased sample, or at least chosen by confidence alone: the curve is conditional on
+    the confidence, so a sample that holds more low-confidence cases does not bias it. None
+    below :data:`MIN_CALIBRATION_CASES` cases. At most :data:`MAX_CALIBRATION_POINTS`
+    points, so the curve is a few numbers to keep beside the threshold, never the cases."""
+    import numpy as np
+    from sklearn.isotonic import IsotonicRegression
+
+    conf = np.asarray(confidences, dtype=float)
+    right = np.asarray(correct, dtype=float)
+    if len(conf) < MIN_CALIBRATION_CASES or len(np.unique(conf)) < 2:
+        return None
+    fit = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+    fit.fit(conf, right)
+    xs = np.asarray(fit.X_thresholds_, dtype=float)
+    if len(xs) > MAX_CALIBRATION_POINTS:
+        xs = np.unique(np.quantile(conf, np.linspace(0.0, 1.0, MAX_CALIBRATION_POINTS)))
+    ys = np.clip(fit.predict(xs), 0.0, 1.0)
+    return tuple(round(float(x), 6) for x in xs), tuple(round(float(y), 6) for y in ys)
+
+
+def calibrate(
+    confidences: Sequence[float], curve: tuple[Sequence[float], Sequence[float]]
+) -> list[float]:
+    """``confidences`` mapped through a :func:`calibration_curve` (clipped at its ends)."""
+    import numpy as np
+
+    xs, ys = curve
+    mapped = np.interp(np.asarray(confidences, dtype=float), xs, ys)
+    return [float(v) for v in mapped]
 
 
 def _check_level(name: str, value: object) -> None:

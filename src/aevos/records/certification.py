@@ -60,6 +60,20 @@ class CertificationRecord:
         value = self.evidence.get("reason")
         return value if isinstance(value, str) else None
 
+    @property
+    def calibration(self) -> tuple[list[float], list[float]] | None:
+        """The calibration curve certification fitted (confidences, probabilities right),
+        or None (too few cases, or a record kept before curves were)."""
+        value = self.evidence.get("calibration")
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            return None
+        xs, ys = value
+        if not isinstance(xs, list | tuple) or not isinstance(ys, list | tuple):
+            return None
+        if len(xs) != len(ys) or len(xs) < 2:
+            return None
+        return [float(x) for x in xs], [float(y) for y in ys]
+
     def automates(self, confidence: float | None) -> bool:
         """Whether a decision of this version at ``confidence`` may run without a person."""
         return (
