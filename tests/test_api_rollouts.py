@@ -95,7 +95,12 @@ def test_start_list_show_pause_resume_and_abort(served: tuple[Aevos, TestClient]
         json={
             "version": 2,
             "steps": [0, 50, 100],
-            "criteria": {"min_calls": 10, "min_precision": 0.9, "max_cost_ratio": None},
+            "criteria": {
+                "min_calls": 10,
+                "min_precision": 0.9,
+                "max_cost_ratio": None,
+                "latency_p_value": 0.05,
+            },
             "step_minutes": 5,
         },
     )
@@ -109,6 +114,7 @@ def test_start_list_show_pause_resume_and_abort(served: tuple[Aevos, TestClient]
     # A null ratio is "not judged"; fields not given keep their defaults.
     assert body["criteria"]["min_precision"] == 0.9 and body["criteria"]["max_cost_ratio"] is None
     assert body["criteria"]["max_latency_p95_ratio"] == 2.0
+    assert body["criteria"]["latency_p_value"] == 0.05
     assert body["created_by"].startswith("operator:")
     assert body["deadline"] == pytest.approx(body["step_started_at"] + 300)
 
@@ -220,6 +226,7 @@ def test_bad_input_is_refused_naming_the_field(served: tuple[Aevos, TestClient])
         ({"version": 2, "steps": list(range(21))}, "steps"),
         ({"version": 2, "criteria": {"min_calls": 0}}, "criteria.min_calls"),
         ({"version": 2, "criteria": {"min_agreement": 1.5}}, "criteria.min_agreement"),
+        ({"version": 2, "criteria": {"latency_p_value": -0.1}}, "criteria.latency_p_value"),
         ({"version": 2, "criteria": {"bogus": 1}}, "criteria.bogus"),
         ({"version": 2, "step_minutes": 0}, "step_minutes"),
         ({"version": 2, "policy": ""}, "policy"),

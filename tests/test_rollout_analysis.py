@@ -264,6 +264,20 @@ def test_latency_against_the_champion_its_boundary_and_its_floor() -> None:
         good(latency_p95_ms=21.0), good(latency_p95_ms=0.5), latency_floor_ms=0.0
     ).reasons == ("latency p95 ratio 42 > 2 (21 ms against the champion's 0.5 ms)",)
     # The champion answered nothing (a step at 100%): not compared, noted.
+    # Above the ratio but not slower beyond chance (a few slow calls on a busy host): passes,
+    # saying why; slower beyond chance as well: fails.
+    noisy = verdict(good(latency_p95_ms=41.0, latency_slower_p=0.2), champion)
+    assert noisy.outcome == "successful"
+    assert (
+        "latency p95 ratio 2.05 > 2 (41 ms against the champion's 20 ms), but not slower "
+        "beyond chance (Mann-Whitney p 0.2 >= 0.01)"
+    ) in noisy.reasons
+    slower = verdict(good(latency_p95_ms=41.0, latency_slower_p=0.001), champion)
+    assert slower.outcome == "failed" and slower.reasons == slow.reasons
+    at_alpha = verdict(good(latency_p95_ms=41.0, latency_slower_p=0.01), champion)
+    assert at_alpha.outcome == "successful"  # p must be below latency_p_value
+    strict = verdict(good(latency_p95_ms=41.0, latency_slower_p=0.2), champion, latency_p_value=0.5)
+    assert strict.outcome == "failed"
     alone = verdict(good(latency_p95_ms=500.0), Figures())
     assert "latency not compared: the champion answered no calls" in alone.reasons
     # Not asked for.
@@ -313,6 +327,7 @@ def test_criteria_round_trip_and_refuse_bad_values() -> None:
         ({"max_latency_p95_ratio": 0}, "max_latency_p95_ratio must be a number above 0"),
         ({"max_cost_ratio": float("inf")}, "max_cost_ratio"),
         ({"latency_floor_ms": -1}, "latency_floor_ms"),
+        ({"latency_p_value": 2}, "latency_p_value must be a number from 0 to 1"),
     ]
     for data, message in bad:
         with pytest.raises(DefinitionError, match=message):
@@ -430,6 +445,15 @@ def _p95(records: list[Any]) -> float:
     return float(np.percentile([r.data["latency_ms"] for r in records], 95))
 
 
+def _slower(mine: list[Any], theirs: list[Any]) -> float:
+    """The one-sided Mann-Whitney p-value of "mine answered slower", computed here from the
+    audit records (measure reads them through its own query)."""
+    from scipy.stats import mannwhitneyu
+
+    a, b = ([r.data["latency_ms"] for r in rs] for rs in (mine, theirs))
+    return float(mannwhitneyu(a, b, alternative="greater").pvalue)
+
+
 def test_measure_in_shadow_counts_calls_labels_reviews_and_agreement(rig: Rig) -> None:
     app, predict = rig.app, rig.predict
     app.gateway.predict("intent", "before the window")  # not in the window
@@ -486,6 +510,7 @@ def test_measure_in_shadow_counts_calls_labels_reviews_and_agreement(rig: Rig) -
         override_rate=None,
         agreement=alike / 20,
         agreement_n=20,
+        latency_slower_p=pytest.approx(_slower(shadow, primary)),
     )
     assert champion == Figures(
         calls=22,
@@ -543,11 +568,14 @@ def test_measure_as_a_canary_attributes_reviews_and_labels_to_the_version_that_a
 
     candidate, champion = measure(app.store, "default", "intent", 2, 1, since, until)
 
+    answered = {v: [r for r in rig.calls(version=v) if since <= r.at < until] for v in (1, 2)}
     for version, figures in ((2, candidate), (1, champion)):
         mine = by_version[version]
         texts = [t.case["text"] for t in mine]
         wrong = sum(predict[version](text) != truth[text] for text in texts)
-        records = [r for r in rig.calls(version=version) if since <= r.at < until]
+        records = answered[version]
+        # Only the candidate's figures say whether it answered slower than the champion.
+        slower = pytest.approx(_slower(answered[2], answered[1])) if version == 2 else None
         assert {r.data["route"] for r in records} == {"canary" if version == 2 else "primary"}
         assert figures == Figures(
             calls=len(mine),
@@ -561,6 +589,7 @@ def test_measure_as_a_canary_attributes_reviews_and_labels_to_the_version_that_a
             reviewed=len(mine),
             overrides=wrong,
             override_rate=wrong / len(mine),
+            latency_slower_p=slower,
         )
 
 

@@ -71,11 +71,15 @@ class Criteria:
     # Latencies below this count as equal: two sub-millisecond models are not "3x slower"
     # than each other because a shadow thread waited for the GIL.
     latency_floor_ms: float = 10.0
+    # ... and a p95 above the ratio fails only when the candidate is slower beyond chance:
+    # a one-sided Mann-Whitney U test of its latencies against the champion's in the same
+    # window, as Kayenta judges canary metrics (a p95 of 50 calls is noisy on a busy host).
+    latency_p_value: float = 0.01
 
     def __post_init__(self) -> None:
         _count(self.min_calls, "min_calls", 1)
         _count(self.min_labels, "min_labels", 0)
-        for name in ("min_agreement", "max_error_rate", "max_precision_drop"):
+        for name in ("min_agreement", "max_error_rate", "max_precision_drop", "latency_p_value"):
             _share(getattr(self, name), name)
         for name in ("min_precision", "max_override_rate"):
             if getattr(self, name) is not None:
@@ -122,6 +126,9 @@ class Figures:
     override_rate: float | None = None
     agreement: float | None = None  # shadow: share of shadowed calls answered as the champion
     agreement_n: int = 0  # shadowed calls the champion answered too
+    # The p-value of "this version answers slower than the other" (one-sided Mann-Whitney U
+    # over the answered calls' latencies); set on the candidate's figures only.
+    latency_slower_p: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,10 +210,26 @@ def measure(
     if champion is None:
         return candidate_figures, Figures()
     agreement, pairs = _agreement(mine, theirs)
+    slower = _slower(mine, theirs)
     return (
-        replace(candidate_figures, agreement=agreement, agreement_n=pairs),
+        replace(candidate_figures, agreement=agreement, agreement_n=pairs, latency_slower_p=slower),
         _figures(f"{model}@{champion}", theirs, truth, decisions),
     )
+
+
+def _latencies(calls: Sequence[CallRow]) -> list[float]:
+    return [c.latency_ms for c in calls if c.outcome == "ok" and c.latency_ms is not None]
+
+
+def _slower(mine: Sequence[CallRow], theirs: Sequence[CallRow]) -> float | None:
+    """The p-value of "the candidate's latencies are stochastically greater than the
+    champion's" (``scipy.stats.mannwhitneyu``, one-sided); None without latencies of both."""
+    from scipy.stats import mannwhitneyu
+
+    a, b = _latencies(mine), _latencies(theirs)
+    if not a or not b:
+        return None
+    return float(mannwhitneyu(a, b, alternative="greater").pvalue)
 
 
 def _figures(
@@ -218,7 +241,7 @@ def _figures(
     counted = [c for c in calls if c.outcome not in REFUSED]
     answered = [c for c in counted if c.outcome == "ok"]
     errors = len(counted) - len(answered)
-    latencies = [c.latency_ms for c in answered if c.latency_ms is not None]
+    latencies = _latencies(answered)
     cost = sum(c.cost or 0.0 for c in counted)
     # One decision per call: a call id names a call (its shadow shares it, but not the version).
     predicted = {c.call_id: c.label for c in answered}
@@ -448,7 +471,17 @@ class _Judging:
         floor = k.latency_floor_ms
         ratio = max(c.latency_p95_ms, floor) / max(champ.latency_p95_ms, floor, 1e-9)
         detail = f"({_f(c.latency_p95_ms)} ms against the champion's {_f(champ.latency_p95_ms)} ms)"
-        if ratio > k.max_latency_p95_ratio + _EPS:
+        slower = c.latency_slower_p
+        if (
+            ratio > k.max_latency_p95_ratio + _EPS
+            and slower is not None
+            and slower >= k.latency_p_value
+        ):
+            self.passes.append(
+                f"latency p95 ratio {_f(ratio)} > {_f(k.max_latency_p95_ratio)} {detail}, but "
+                f"not slower beyond chance (Mann-Whitney p {_f(slower)} >= {_f(k.latency_p_value)})"
+            )
+        elif ratio > k.max_latency_p95_ratio + _EPS:
             self.failures.append(
                 f"latency p95 ratio {_f(ratio)} > {_f(k.max_latency_p95_ratio)} {detail}"
             )

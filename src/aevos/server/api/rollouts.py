@@ -49,6 +49,9 @@ class CriteriaIn(BaseModel):
     max_latency_p95_ratio: float | None = Field(None, gt=0.0, le=1e6)
     max_cost_ratio: float | None = Field(None, gt=0.0, le=1e6)
     latency_floor_ms: float | None = Field(None, ge=0.0, le=3_600_000)
+    latency_p_value: Share | None = Field(
+        None, description="A slower p95 fails only below this Mann-Whitney p-value."
+    )
 
     def criteria(self) -> Criteria:
         # min_precision and max_override_rate are None by default: a null given for them
