@@ -18,10 +18,11 @@ import pytest
 
 from aevos import Aevos
 from aevos.errors import AlertNotFoundError, MonitorConfigError, MonitorNotConfiguredError
+from aevos.evolution.certify import calibrate, calibration_curve
 from aevos.monitoring import statistics as st
 from aevos.pii import Vault
 from aevos.public_data import data_file
-from aevos.records.retraining import Trigger
+from aevos.records.retraining import RetrainingStatus, Trigger
 
 MODEL = "intent"
 
@@ -70,6 +71,10 @@ def _call(app: Aevos, texts: list[str]) -> None:
     app.gateway.flush()
 
 
+def _open_all(app: Aevos) -> list[Any]:
+    return app.monitors.alerts(model=MODEL, status="open")
+
+
 def _by_monitor(results: list[Any]) -> dict[str, Any]:
     return {r.monitor: r for r in results}
 
@@ -93,8 +98,9 @@ def test_an_intent_shift_raises_one_prediction_drift_alert_naming_the_new_classe
     assert same["override_rate"].status == "no_data"  # nobody reviewed anything
     assert app.monitors.alerts() == []
 
-    # A third of the window from the 10 intents the reference never saw.
-    _call(app, [*old[900:1100], *new[:100]])
+    # Half the window from the 10 intents the reference never saw (a third moves the
+    # hashed-token distance by p = 0.01 exactly: not below the monitors' 0.01).
+    _call(app, [*old[900:1050], *new[:150]])
     shifted = _by_monitor(app.monitors.check(MODEL))
     drift = shifted["prediction_drift"]
     assert drift.alert and drift.status == "alert" and drift.p_value is not None
@@ -107,7 +113,10 @@ def test_an_intent_shift_raises_one_prediction_drift_alert_naming_the_new_classe
     assert drift.figures["new_class_share"] >= 0.02 and drift.value >= 0.1
     estimate = shifted["estimated_accuracy"]
     low, high = estimate.figures["ci"]
-    assert estimate.status == "ok" and low < estimate.value < high and estimate.n == 300
+    # Over the newest estimate_window (1,000) of the champion's 1,100 calls, from its raw
+    # confidences: the version was never certified, so there is no calibration curve.
+    assert estimate.status == "ok" and low < estimate.value < high and estimate.n == 1000
+    assert estimate.figures["calibrated"] is False
     raised = {m for m, r in shifted.items() if r.alert}
     assert {a.monitor for a in app.monitors.alerts(model=MODEL, status="open")} == raised
     alerts = {a.monitor: a for a in app.monitors.alerts()}
@@ -147,6 +156,46 @@ def test_an_intent_shift_raises_one_prediction_drift_alert_naming_the_new_classe
             assert alert.status == "resolved" and alert.closed_by == "system:monitors"
             assert alert.reason is not None and alert.reason.startswith("recovered")
     assert app.monitors.alert(acked.alert_id).status == "acknowledged"
+
+
+def test_the_accuracy_estimate_uses_the_certified_calibration_curve(
+    monitored: Aevos,
+) -> None:
+    """The champion's raw confidences are far from calibrated (77 intents, 40 examples each:
+    a linear model is right more often than its top probability says); certified on
+    labelled cases it did not train on, its curve brings the monitors' estimate to within
+    3 points of the true accuracy of the same 1,000 calls."""
+    app = monitored
+    train, test = _banking("train"), _banking("test")
+    rng = random.Random(5)
+    rng.shuffle(test)
+    unseen = train[40 * 77 :]  # the fixture trained on each intent's first 40 rows ...
+    rng.shuffle(unseen)
+    held = [row for row in unseen if row[0] not in {t for t, _ in train[: 40 * 77]}][:1500]
+    answers = [app.gateway.predict(MODEL, text) for text, _ in held]
+    app.gateway.flush()
+    # ... so these are cases it never saw: certification fits its curve on them.
+    record = app.certifications.certify(
+        MODEL,
+        1,
+        [a.prediction.confidence for a in answers],
+        [a.prediction.label == label for a, (_, label) in zip(answers, held, strict=True)],
+        target=0.9,
+        delta=0.1,
+    )
+    assert record.calibration is not None and record.n == 1500
+    app.monitors.configure(MODEL, window_cases=300, reference_cases=500)
+    calls = [(app.gateway.predict(MODEL, text), label) for text, label in test[:1000]]
+    app.gateway.flush()
+    estimate = _by_monitor(app.monitors.check(MODEL))["estimated_accuracy"]
+    truth = sum(a.prediction.label == label for a, label in calls) / len(calls)
+    raw = sum(a.prediction.confidence for a, _ in calls) / len(calls)
+    assert estimate.n == 1000 and estimate.figures["calibrated"] is True
+    assert estimate.figures["calibration_cases"] == 1500
+    assert abs(raw - truth) > 0.1, (raw, truth)  # uncalibrated: far off
+    assert abs(estimate.value - truth) <= 0.03, (estimate.value, truth)
+    low, high = estimate.figures["ci"]
+    assert low < estimate.value < high and high - low < 0.06
 
 
 def test_an_alert_starts_a_retraining_and_asks_an_operator(
@@ -192,6 +241,82 @@ def test_an_alert_starts_a_retraining_and_asks_an_operator(
     assert outcome["action"] == "dismiss"
     closed = app.monitors.alert(alert.alert_id)
     assert closed.status == "resolved" and closed.closed_by == "ops" and closed.reason == "known"
+
+
+def test_a_drift_that_stays_retrains_again_when_nothing_answers_it(
+    monitored: Aevos, banking_model: tuple[bytes, list[str]]
+) -> None:
+    """Open alerts whose retraining ended without a new champion (here: no labels to train
+    on) retrain again on a later check, at most max_retrainings times for the drift (however
+    many of its monitors alerted); never while a drift retraining is under way, nor while
+    one of the model's versions is rolled out."""
+    app, held = monitored, set(banking_model[1])
+    rows = _banking("test")
+    random.Random(3).shuffle(rows)
+    old = [text for text, label in rows if label not in held]
+    new = [text for text, label in rows if label in held]
+    app.retraining.configure(MODEL, recipe="tfidf-logreg")
+    app.monitors.configure(
+        MODEL,
+        window_cases=120,
+        reference_cases=150,
+        on_alert={"retrain": True},
+        thresholds={"min_window": 50, "retrain_after": 0, "max_retrainings": 2},
+    )
+    _call(app, old[:150])
+    _call(app, new[:120])
+
+    def check() -> list[Any]:
+        """The drift retrainings of the model after one more check, oldest first."""
+        app.monitors.check(MODEL)
+        runs = app.retraining.runs(MODEL)
+        return sorted((r for r in runs if r.trigger is Trigger.DRIFT), key=lambda r: r.started_at)
+
+    def started_by(run_id: str) -> dict[str, Any]:
+        [action] = [
+            a.actions["retrain"]
+            for a in app.monitors.alerts(model=MODEL, status="open")
+            if a.actions["retrain"]["started"] and a.actions["retrain"]["run_id"] == run_id
+        ]
+        return dict(action)
+
+    def finish(run_id: str) -> None:
+        worker = app.worker(["retraining"], concurrency=1).start()
+        try:
+            with pytest.raises(Exception, match="label"):  # nothing labelled to train on
+                app.handle(run_id).result(timeout=60)
+        finally:
+            worker.stop()
+        assert app.retraining.run(run_id).status is RetrainingStatus.FAILED
+
+    [first] = check()
+    assert len(_open_all(app)) >= 2  # several monitors saw the shift: one retraining
+    assert started_by(first.run_id)["attempts"] == 1
+    others = [a.actions["retrain"] for a in _open_all(app) if not a.actions["retrain"]["started"]]
+    assert others and {o["code"] for o in others} == {"retraining_in_progress"}
+    assert [r.run_id for r in check()] == [first.run_id]  # still queued: nothing more
+
+    finish(first.run_id)
+    runs = check()
+    assert len(runs) == 2 and started_by(runs[1].run_id)["attempts"] == 2
+    finish(runs[1].run_id)
+    assert len(check()) == 2  # max_retrainings for this drift
+
+    # A rollout of the model in progress: a new alert starts no retraining, and says why.
+    from aevos.models.adapters.sklearn import train_text_classifier
+    from aevos.models.artifact import dump_sklearn
+
+    other = dump_sklearn(
+        train_text_classifier([t for t, _ in rows[:300]], [y for _, y in rows[:300]])
+    )
+    candidate = app.models.register(MODEL, other, flavor="sklearn", signature={"type": "string"})
+    rollout = app.rollouts.start(MODEL, candidate.version, actor="ops")
+    for alert in _open_all(app):
+        app.monitors.acknowledge(alert.alert_id, actor="ops")
+    assert len(check()) == 2
+    busy = [a.actions["retrain"] for a in _open_all(app)]
+    assert busy and all(b["code"] == "rollout_in_progress" for b in busy)
+    assert {b["rollout_id"] for b in busy} == {rollout.rollout_id}
 
 
 def test_a_model_without_traffic_gets_no_data_results_and_no_alert(monitored: Aevos) -> None:
@@ -324,7 +449,6 @@ def test_cbpe_estimates_the_accuracy_of_a_calibrated_classifier_within_3_points(
     # Top-label calibration (isotonic regression of "the top class is right" on the top
     # confidence, fitted on rows the classifier did not train on): what CBPE assumes.
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.isotonic import IsotonicRegression
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
@@ -345,10 +469,10 @@ def test_cbpe_estimates_the_accuracy_of_a_calibrated_classifier_within_3_points(
         return probabilities.max(axis=1), right
 
     raw, right = top(held)
-    calibrate = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-    calibrate.fit(raw, right)
+    curve = calibration_curve(raw.tolist(), right)  # what certification keeps
+    assert curve is not None and len(curve[0]) <= 101
     raw, right = top(test)
-    confidences = calibrate.predict(raw)
+    confidences = calibrate(raw.tolist(), curve)
     errors = []
     for start in range(0, len(test) - 999, 1000):  # windows of 1,000 rows
         estimate, low, high = st.estimated_accuracy(confidences[start : start + 1000])
@@ -392,6 +516,15 @@ def test_prediction_drift_needs_significance_and_size(
     reference = old[:600]
     for window in (old[600:900], old[600:2600]):
         assert not st.prediction_drift(reference, window).alert
+    # A monitor checks again and again: 67 classes in 200 calls leave most cells nearly
+    # empty, where chi-squared and a fixed distance of 0.1 both call drift on noise (the
+    # distance of two samples of one mix is about 0.3). Permutation-tested excesses do not.
+    checks = [
+        st.prediction_drift(old[:500], old[500 + 100 * i : 700 + 100 * i], p_value=0.01)
+        for i in range(20)
+    ]  # the monitors' default p-value
+    assert not any(c.alert for c in checks), [c.p_value for c in checks]
+    assert min(c.figures["noise"] for c in checks) > 0.2
     shifted = st.prediction_drift(reference, [*old[600:800], *new[:100]])
     assert shifted.alert and set(shifted.figures["new_classes"]) == held
     assert shifted.figures["new_class_share"] == pytest.approx(1 / 3)

@@ -7,8 +7,18 @@ check runs in a worker's chore (or when a person asks for one). See
 
 from __future__ import annotations
 
+from ..records.monitors import DEFAULT_THRESHOLDS
 from .checks import Check
 from .service import OPERATOR_QUEUE, QUEUE, WORKFLOW, Monitors
 from .statistics import LARGE_REFERENCE, Finding
 
-__all__ = ["LARGE_REFERENCE", "OPERATOR_QUEUE", "QUEUE", "WORKFLOW", "Check", "Finding", "Monitors"]
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "LARGE_REFERENCE",
+    "OPERATOR_QUEUE",
+    "QUEUE",
+    "WORKFLOW",
+    "Check",
+    "Finding",
+    "Monitors",
+]

@@ -60,6 +60,15 @@ OPERATOR_ROLE = "admin"
 ACTOR = "system:monitors"
 MAX_LIMIT = 1000
 CHOICES = ("acknowledge", "retrain", "dismiss")
+#: Why a retraining did not start now that will not hold for long.
+BUSY = frozenset({"rollout_in_progress", "retraining_in_progress"})
+#: The settings among the thresholds that are counts or seconds, not shares, and their top.
+_HIGHEST = {
+    "min_window": 100_000.0,
+    "estimate_window": 20_000.0,
+    "max_retrainings": 100.0,
+    "retrain_after": 30 * 86400.0,
+}
 
 
 def _check_int(name: str, value: Any, low: int, high: int, *, optional: bool = False) -> None:
@@ -157,8 +166,7 @@ class Monitors:
                     + ", ".join(sorted(DEFAULT_THRESHOLDS)),
                     f"thresholds.{str(name)[:60]}",
                 )
-            high = 100_000.0 if name == "min_window" else 1.0
-            _check_number(f"thresholds.{name}", value, 0.0, high)
+            _check_number(f"thresholds.{name}", value, 0.0, _HIGHEST.get(name, 1.0))
             checked[name] = float(value)
         actions = dict(on_alert or {})
         for name, value in actions.items():
@@ -289,7 +297,8 @@ class Monitors:
             uow.monitors.add_results(found)
         for result in found:
             if result.alert:
-                self._raise(config, result)
+                if self._raise(config, result) is None and config.retrain:
+                    self._retrain_again(config, result)
             elif result.status == "ok":
                 self._recover(config, result)
         return found
@@ -363,7 +372,7 @@ class Monitors:
             )
         actions: dict[str, Any] = {}
         if config.retrain:
-            actions["retrain"] = self._start_retraining(alert)
+            actions["retrain"] = self._start_retraining(alert, result.at)
         if config.task:
             actions["task"] = self._ask_operator(alert)
         if actions:
@@ -371,34 +380,85 @@ class Monitors:
                 uow.monitors.set_actions(alert.alert_id, actions)
         return alert
 
-    def _start_retraining(self, alert: Alert) -> dict[str, Any]:
+    def _start_retraining(self, alert: Alert, at: float, attempt: int = 1) -> dict[str, Any]:
         retraining = self._retraining()
+        tried = {"attempts": attempt, "at": at}
         try:
-            # A shift usually raises several monitors at once (prediction, input and
-            # confidence drift): the first alert's retraining answers them all, since one
-            # more over the same labels would train the same candidate again. (One started
-            # by labels or a schedule may have snapshotted its data before the shift.)
-            for run in retraining.runs(alert.model, tenant=alert.tenant, limit=20):
-                if run.trigger == Trigger.DRIFT and run.status in (
-                    RetrainingStatus.QUEUED,
-                    RetrainingStatus.RUNNING,
-                ):
-                    return {
-                        "started": False,
-                        "code": "retraining_in_progress",
-                        "reason": f"drift retraining {run.run_id} of {alert.model} is in progress",
-                        "run_id": run.run_id,
-                    }
+            busy = self._busy(alert, retraining)
+            if busy is not None:
+                return busy
+            # The first attempt's key is the alert's own (as before retries existed).
+            key = f"monitor-alert/{alert.alert_id}"
             handle = retraining.start(
                 alert.model,
                 tenant=alert.tenant,
                 trigger=Trigger.DRIFT,
                 actor=ACTOR,
-                idempotency_key=f"monitor-alert/{alert.alert_id}",
+                idempotency_key=key if attempt == 1 else f"{key}/{attempt}",
             )
         except AevosError as exc:
-            return {"started": False, "reason": exc.message, "code": exc.code}
-        return {"started": True, "run_id": handle.run_id}
+            return {"started": False, "reason": exc.message, "code": exc.code, **tried}
+        return {"started": True, "run_id": handle.run_id, **tried}
+
+    def _busy(self, alert: Alert, retraining: Retraining) -> dict[str, Any] | None:
+        """Why no retraining starts now: one of the model's candidates is being rolled
+        out (a retraining started now could not hand its candidate over, and the rollout
+        may yet bring the fix), or a drift retraining is queued or running. A shift usually
+        raises several monitors at once (prediction, input and confidence drift): the first
+        alert's retraining answers them all, since one more over the same labels would
+        train the same candidate again. (One started by labels or a schedule may have
+        snapshotted its data before the shift.)"""
+        with self.store.reading() as uow:
+            rollout = uow.rollouts.active(alert.tenant, alert.model)
+        if rollout is not None:
+            return {
+                "started": False,
+                "code": "rollout_in_progress",
+                "reason": f"rollout {rollout.rollout_id} of {alert.model} is in progress",
+                "rollout_id": rollout.rollout_id,
+            }
+        for run in retraining.runs(alert.model, tenant=alert.tenant, limit=20):
+            if run.trigger == Trigger.DRIFT and run.status in (
+                RetrainingStatus.QUEUED,
+                RetrainingStatus.RUNNING,
+            ):
+                return {
+                    "started": False,
+                    "code": "retraining_in_progress",
+                    "reason": f"drift retraining {run.run_id} of {alert.model} is in progress",
+                    "run_id": run.run_id,
+                }
+        return None
+
+    def _retrain_again(self, config: MonitorConfig, result: MonitorResult) -> None:
+        """The drift an open alert reported is still there: when nothing answers it any
+        more (the retrainings it started ended without a better champion, or none started
+        because another was under way), start one more. The drift's episode is counted from
+        the oldest of the model's open alerts: at most ``max_retrainings`` drift retrainings
+        in it, whichever alert started them, and ``retrain_after`` seconds after the last."""
+        with self.store.reading() as uow:
+            alert = uow.monitors.open_alert_of(config.tenant, config.model, result.monitor)
+            opened = [
+                a.opened_at
+                for a in uow.monitors.alerts(config.tenant, model=config.model, status="open")
+            ]
+        if alert is None or not opened:
+            return
+        retraining = self._retraining()
+        try:
+            runs = retraining.runs(config.model, tenant=config.tenant, limit=100)
+        except AevosError:
+            return  # the first attempt recorded why (a model without a retraining configuration)
+        episode = [r for r in runs if r.trigger == Trigger.DRIFT and r.started_at >= min(opened)]
+        if len(episode) >= int(config.threshold("max_retrainings")):
+            return
+        last = max((r.started_at for r in episode), default=None)
+        if last is not None and result.at - last < config.threshold("retrain_after"):
+            return
+        outcome = self._start_retraining(alert, result.at, len(episode) + 1)
+        if outcome.get("code") not in BUSY:  # started, or failed to start: say which
+            with self.store.transaction() as uow:
+                uow.monitors.set_actions(alert.alert_id, {**alert.actions, "retrain": outcome})
 
     def _ask_operator(self, alert: Alert) -> dict[str, Any]:
         try:
@@ -552,7 +612,7 @@ class Monitors:
         alert = self.alert(alert_id, tenant=tenant)
         outcome: dict[str, Any] = {"alert_id": alert_id, "action": action, "by": reviewer}
         if action == "retrain":
-            outcome["retrain"] = self._start_retraining(alert)
+            outcome["retrain"] = self._start_retraining(alert, time.time())
         self.acknowledge(
             alert_id,
             tenant=tenant,

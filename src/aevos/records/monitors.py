@@ -26,19 +26,31 @@ MONITORS = (
 
 #: Thresholds by default; a configuration overrides any of them.
 DEFAULT_THRESHOLDS: dict[str, float] = {
-    # A statistical test flags a difference below this p-value ...
-    "p_value": 0.05,
+    # A statistical test flags a difference below this p-value (not 0.05: a monitor checks
+    # again and again, and at 0.05 one check in twenty of a steady model would alarm) ...
+    "p_value": 0.01,
     # ... and a drift is called only when its size is at least (the effect size rule).
     "tabular_distance": 0.1,  # normalised Wasserstein (numeric), Jensen-Shannon (categorical)
     "tabular_drift_share": 0.5,  # the share of drifted features that is input drift
     "text_distance": 0.01,  # token Jensen-Shannon distance above its sampling noise
-    "prediction_distance": 0.1,  # Jensen-Shannon distance of predicted classes
-    "new_class_share": 0.02,  # the window's share of classes the reference never saw
+    "prediction_distance": 0.01,  # Jensen-Shannon distance of predicted classes above noise
+    "new_class_share": 0.02,  # the window's share of classes the reference never saw, ditto
     "confidence_distance": 0.05,  # Wasserstein distance of confidences (on [0, 1])
-    "max_override_rate": 0.3,  # alert when the Wilson interval lies above it
-    "min_precision": 0.9,  # alert when the Wilson interval of QA precision lies below it
+    # Alert when the window's Wilson interval lies above the reference's override rate plus
+    # this: a person overrides the uncertain suggestions they see often in any steady state.
+    "max_override_increase": 0.1,
+    # Alert when the Wilson interval of the automated decisions' precision lies below it.
+    "min_precision": 0.9,
     "max_accuracy_drop": 0.05,  # estimated accuracy vs the reference's estimate
+    # The accuracy estimate is over the newest this many calls (at least the window): its
+    # own sampling error is about sqrt(a(1 - a) / n), 3 points at 200 calls, 1.4 at 1,000.
+    "estimate_window": 1000,
     "min_window": 30,  # fewer observations than this: "no data"
+    # An alert that stays open after its retraining ended without a better champion (its
+    # candidate was not certified, or its rollout was rolled back) retrains again, at most
+    # this many times in all, and not sooner than retrain_after seconds after the last one.
+    "max_retrainings": 3,
+    "retrain_after": 300,
 }
 
 
