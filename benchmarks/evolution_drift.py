@@ -121,10 +121,12 @@ class Options:
     reviewers: int = 2
     every: int = 300
     report_window: int = 250
-    monitor_window: int = 200
+    monitor_window: int = 500
     reference_cases: int = 500
     monitor_interval: float = 5.0
-    monitor_thresholds: dict[str, float] = field(default_factory=dict)  # {}: the defaults
+    # The defaults but one: the stream lasts minutes, so an alert whose retraining's candidate
+    # was rolled back retrains again after a minute (by default, five).
+    monitor_thresholds: dict[str, float] = field(default_factory=lambda: {"retrain_after": 60.0})
     steps: tuple[int, ...] = (0, 5, 25, 50, 100)
     step_minutes: float = 3.0
     criteria: dict[str, Any] = field(
@@ -587,6 +589,7 @@ def parse(argv: list[str] | None) -> Options:
         options.steps, options.step_minutes = (0, 25, 50, 100), 1.0
         options.criteria = {"min_calls": 20, "min_labels": 5, "min_agreement": 0.6}
         options.certify = dict(QUICK_CERTIFY)
+        options.monitor_thresholds = {"retrain_after": 20.0, "estimate_window": 150}
     for name in (
         "rate",
         "tickets",

@@ -11,6 +11,7 @@ from typing import Any
 from examples.support_triage import MODEL
 
 from aevos import Aevos
+from aevos.monitoring import DEFAULT_THRESHOLDS
 
 TENANT = "default"
 OPERATOR = "user:operator"
@@ -104,10 +105,11 @@ def automation(tickets: list[Ticket], window: int, shift: int) -> list[dict[str,
 
 
 def estimates(
-    app: Aevos, data: Any, tickets: list[Ticket], shift_time: float
+    app: Aevos, data: Any, tickets: list[Ticket], shift_time: float, least: int
 ) -> list[dict[str, Any]]:
-    """Each monitor window's label-free accuracy estimate (CBPE) against the true accuracy
-    of the same version's answers in that window, for the windows before the shift."""
+    """Each monitor check's label-free accuracy estimate (CBPE) against the true accuracy
+    of the same version's answers over the same calls, for the estimates over a full
+    window (``least`` calls: the monitors' ``estimate_window``) before the shift."""
     truth_of = {t.call_id: data.stream[i][1] for i, t in enumerate(tickets) if t.call_id}
     calls = [
         (r.at, r.data.get("version"), r.data.get("label") == truth_of[r.data["call_id"]])
@@ -128,7 +130,7 @@ def estimates(
         inside = [
             ok for at, v, ok in calls if v == result.version and result.since <= at <= result.until
         ]
-        if len(inside) < 30:
+        if result.n < least or len(inside) < least:
             continue
         true = sum(inside) / len(inside)
         rows.append(
@@ -212,7 +214,8 @@ def measure(
     windows = automation(tickets, options.report_window, shift)
     before = [w["automated"] for w in windows if not w["after_shift"]]
     later = [w["automated"] for w in windows if w["after_shift"]]
-    estimated = estimates(app, data, tickets, shift_time)
+    least = options.monitor_thresholds.get("estimate_window", DEFAULT_THRESHOLDS["estimate_window"])
+    estimated = estimates(app, data, tickets, shift_time, int(least))
     runs = list(reversed(app.retraining.runs(MODEL, tenant=TENANT, limit=200)))
     version, threshold = champion(app)
     return {
