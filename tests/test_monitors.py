@@ -65,6 +65,14 @@ def monitored(database_url: str, banking_model: tuple[bytes, list[str]]) -> Iter
     app.close()
 
 
+def _split(held: set[str], seed: int) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """test.csv shuffled by ``seed``, and its texts of the intents not held back and held."""
+    rows = _banking("test")
+    random.Random(seed).shuffle(rows)
+    old = [text for text, label in rows if label not in held]
+    return rows, old, [text for text, label in rows if label in held]
+
+
 def _call(app: Aevos, texts: list[str]) -> None:
     for text in texts:
         app.gateway.predict(MODEL, text)
@@ -201,11 +209,8 @@ def test_the_accuracy_estimate_uses_the_certified_calibration_curve(
 def test_an_alert_starts_a_retraining_and_asks_an_operator(
     monitored: Aevos, banking_model: tuple[bytes, list[str]]
 ) -> None:
-    app, held = monitored, set(banking_model[1])
-    rows = _banking("test")
-    random.Random(2).shuffle(rows)
-    old = [text for text, label in rows if label not in held]
-    new = [text for text, label in rows if label in held]
+    app = monitored
+    _, old, new = _split(set(banking_model[1]), 2)
     app.retraining.configure(MODEL, recipe="tfidf-logreg")
     app.monitors.configure(
         MODEL,
@@ -250,11 +255,8 @@ def test_a_drift_that_stays_retrains_again_when_nothing_answers_it(
     on) retrain again on a later check, at most max_retrainings times for the drift (however
     many of its monitors alerted); never while a drift retraining is under way, nor while
     one of the model's versions is rolled out."""
-    app, held = monitored, set(banking_model[1])
-    rows = _banking("test")
-    random.Random(3).shuffle(rows)
-    old = [text for text, label in rows if label not in held]
-    new = [text for text, label in rows if label in held]
+    app = monitored
+    rows, old, new = _split(set(banking_model[1]), 3)
     app.retraining.configure(MODEL, recipe="tfidf-logreg")
     app.monitors.configure(
         MODEL,
