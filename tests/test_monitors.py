@@ -19,6 +19,7 @@ import pytest
 from aevos import Aevos
 from aevos.errors import AlertNotFoundError, MonitorConfigError, MonitorNotConfiguredError
 from aevos.evolution.certify import calibrate, calibration_curve
+from aevos.monitoring import MONITORS
 from aevos.monitoring import statistics as st
 from aevos.pii import Vault
 from aevos.public_data import data_file
@@ -164,6 +165,66 @@ def test_an_intent_shift_raises_one_prediction_drift_alert_naming_the_new_classe
             assert alert.status == "resolved" and alert.closed_by == "system:monitors"
             assert alert.reason is not None and alert.reason.startswith("recovered")
     assert app.monitors.alert(acked.alert_id).status == "acknowledged"
+
+
+def test_labels_of_intents_the_model_never_learnt_raise_label_drift(
+    database_url: str,
+) -> None:
+    """The champion never learnt 10 intents: it cannot predict them (each goes to a known
+    intent near it), but people label them, and in a window where 13% of the traffic is of
+    them the labels' share of classes the reference's labels never held is the alert. The
+    same mix again is none."""
+    from aevos.models.adapters.sklearn import train_text_classifier
+    from aevos.models.artifact import dump_sklearn
+
+    train = _banking("train")
+    held = set(sorted({label for _, label in train})[::8][:10])
+    seen: dict[str, int] = {}
+    texts, labels = [], []
+    for text, label in train:
+        if label not in held and seen.get(label, 0) < 15:
+            seen[label] = seen.get(label, 0) + 1
+            texts.append(text)
+            labels.append(label)
+    app = Aevos(database_url)
+    app.vault = Vault(app.store, Vault.decode_key(Vault.generate_key()))
+    try:
+        model = dump_sklearn(train_text_classifier(texts, labels, char_ngrams=(3, 4)))
+        app.models.register(
+            MODEL, model, flavor="sklearn", signature={"type": "string"}, aliases=["champion"]
+        )
+        rows = _banking("test")
+        random.Random(6).shuffle(rows)
+        old = [row for row in rows if row[1] not in held]
+        new = [row for row in rows if row[1] in held]
+
+        def labelled(batch: list[tuple[str, str]]) -> None:
+            answers = [app.gateway.predict(MODEL, text) for text, _ in batch]
+            app.gateway.flush()
+            app.labels.record_many(
+                [
+                    {"case_id": a.call_id, "label": label, "source": "review"}
+                    for a, (_, label) in zip(answers, batch, strict=True)
+                ],
+                actor="reviewer",
+            )
+
+        app.monitors.configure(MODEL, window_cases=200, reference_cases=200)
+        labelled(old[:200])
+        labelled(old[200:400])
+        same = _by_monitor(app.monitors.check(MODEL))["label_drift"]
+        assert same.status == "ok" and not same.alert, same.figures
+        labelled([*old[400:574], *new[:26]])  # 13% of the window
+        shifted = _by_monitor(app.monitors.check(MODEL))
+        drift = shifted["label_drift"]
+        assert drift.alert and drift.figures["window_labels"] == 200, drift.figures
+        # Named: the new intents (and a known one or two the 200 reference labels missed).
+        named = set(drift.figures["new_classes"])
+        assert len(named & held) >= 5 and len(named - held) <= 3, named
+        assert drift.figures["new_class_share"] >= 0.1
+        assert drift.figures["new_class_p_value"] < 0.01
+    finally:
+        app.close()
 
 
 def test_the_accuracy_estimate_uses_the_certified_calibration_curve(
@@ -327,7 +388,9 @@ def test_a_model_without_traffic_gets_no_data_results_and_no_alert(monitored: Ae
         app.monitors.check(MODEL)
     app.monitors.configure(MODEL, interval=60)
     results = app.monitors.check(MODEL)
-    assert len(results) == 6 and all(r.status == "no_data" and not r.alert for r in results)
+    assert len(results) == len(MONITORS) and all(
+        r.status == "no_data" and not r.alert for r in results
+    )
     assert "fewer than min_window" in results[0].figures["reason"]
     assert app.monitors.alerts() == []
     stored = app.monitors.results(MODEL)
@@ -530,3 +593,20 @@ def test_prediction_drift_needs_significance_and_size(
     shifted = st.prediction_drift(reference, [*old[600:800], *new[:100]])
     assert shifted.alert and set(shifted.figures["new_classes"]) == held
     assert shifted.figures["new_class_share"] == pytest.approx(1 / 3)
+
+
+def test_the_public_names_of_monitoring() -> None:
+    import aevos.monitoring
+
+    assert sorted(aevos.monitoring.__all__) == [
+        "Check",
+        "DEFAULT_THRESHOLDS",
+        "Finding",
+        "LARGE_REFERENCE",
+        "MONITORS",
+        "Monitors",
+        "OPERATOR_QUEUE",
+        "QUEUE",
+        "WORKFLOW",
+    ]
+    assert MONITORS[:3] == ("input_drift", "prediction_drift", "label_drift")

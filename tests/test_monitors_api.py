@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from aevos import Aevos
 from aevos.cli import cli
+from aevos.monitoring import MONITORS
 from aevos.pii import Vault
 from aevos.server import create_app
 
@@ -148,7 +149,7 @@ def test_the_cli_configures_checks_and_acknowledges(database_url: str) -> None:
     shown = json.loads(run("show", MODEL, "--json").stdout)
     assert shown["config"]["on_alert"] == {"retrain": False, "task": True}
     checked = json.loads(run("check", MODEL, "--json").stdout)
-    assert len(checked) == 6 and {r["status"] for r in checked} == {"no_data"}
+    assert len(checked) == len(MONITORS) and {r["status"] for r in checked} == {"no_data"}
     scheduled = json.loads(run("check", MODEL, "--schedule", "--json").stdout)
     # A check run in the CLI's process does not move the workers' schedule.
     assert scheduled["config_version"] == 1 and scheduled["last_checked_at"] is None

@@ -7,7 +7,7 @@ check runs in a worker's chore (or when a person asks for one). See
 
 from __future__ import annotations
 
-from ..records.monitors import DEFAULT_THRESHOLDS
+from ..records.monitors import DEFAULT_THRESHOLDS, MONITORS
 from .checks import Check
 from .service import OPERATOR_QUEUE, QUEUE, WORKFLOW, Monitors
 from .statistics import LARGE_REFERENCE, Finding
@@ -15,6 +15,7 @@ from .statistics import LARGE_REFERENCE, Finding
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "LARGE_REFERENCE",
+    "MONITORS",
     "OPERATOR_QUEUE",
     "QUEUE",
     "WORKFLOW",

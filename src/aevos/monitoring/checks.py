@@ -124,6 +124,7 @@ class Check:
         found = [
             self._inputs(version, reference, window, span),
             self._predictions(version, reference, window, span),
+            self._labels(version, reference, window, span),
             self._confidences(version, reference, window, span),
             self._overrides(version, reference, window, span),
             self._precision(version, window, span),
@@ -269,7 +270,40 @@ class Check:
         )
         return _result(config, version, "prediction_drift", finding, len(win), span, self.now)
 
-    def _enough(self, reference: list[float], window: list[float]) -> bool:
+    def _labels(
+        self,
+        version: int,
+        reference: list[CallRow],
+        window: list[CallRow],
+        span: tuple[float, float],
+    ) -> MonitorResult:
+        """Drift of what people labelled the calls of the reference and of the window (its
+        target drift, in Evidently's terms): the surest sign of new intents, since a model
+        cannot predict a class it never learnt, while a reviewer names it. Both sides are
+        labelled by the same rule (the same champion and threshold decide what people see),
+        so the comparison is fair though reviews are not a random sample."""
+        config = self.config
+        with self.store.reading() as uow:
+            known = uow.monitors.labels(config.tenant, config.model, reference[0][0], self.now)
+        ref = [_label_text(known[c]) for _, c, _, _ in reference if c in known]
+        win = [_label_text(known[c]) for _, c, _, _ in window if c in known]
+        if not self._enough(ref, win):
+            reason = f"{len(ref)} labelled calls in the reference and {len(win)} in the window"
+            return _no_data(config, version, "label_drift", reason, self.now, len(win), span)
+        finding = st.prediction_drift(
+            ref,
+            win,
+            p_value=config.threshold("p_value"),
+            distance=config.threshold("label_distance"),
+            new_class_share=config.threshold("new_label_share"),
+        )
+        figures = {**finding.figures, "reference_labels": len(ref), "window_labels": len(win)}
+        found = st.Finding(
+            finding.value, finding.threshold, finding.p_value, finding.alert, figures
+        )
+        return _result(config, version, "label_drift", found, len(win), span, self.now)
+
+    def _enough(self, reference: list[Any], window: list[Any]) -> bool:
         least = int(self.config.threshold("min_window"))
         return len(reference) >= least and len(window) >= least
 
@@ -427,6 +461,12 @@ def _textual(value: Any) -> Any:
         if isinstance(only, str):
             return only
     return value
+
+
+def _label_text(label: Any) -> str:
+    """A label as a class name: a record of one value (``{"intent": ...}``) is that value."""
+    value = _textual(label)
+    return value if isinstance(value, str) else str(value)
 
 
 def _confidence_values(calls: list[CallRow]) -> list[float]:

@@ -18,6 +18,7 @@ from typing import Any
 MONITORS = (
     "input_drift",
     "prediction_drift",
+    "label_drift",
     "confidence_drift",
     "override_rate",
     "qa_precision",
@@ -35,6 +36,8 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "text_distance": 0.01,  # token Jensen-Shannon distance above its sampling noise
     "prediction_distance": 0.01,  # Jensen-Shannon distance of predicted classes above noise
     "new_class_share": 0.02,  # the window's share of classes the reference never saw, ditto
+    "label_distance": 0.01,  # Jensen-Shannon distance of people's labels above noise
+    "new_label_share": 0.05,  # the labels' share of classes the reference's never held, ditto
     "confidence_distance": 0.05,  # Wasserstein distance of confidences (on [0, 1])
     # Alert when the window's Wilson interval lies above the reference's override rate plus
     # this: a person overrides the uncertain suggestions they see often in any steady state.

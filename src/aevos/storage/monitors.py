@@ -423,6 +423,22 @@ class MonitorRepository(Repository):
         )
         return [bool(value) for (value,) in rows]
 
+    def labels(self, tenant: str, model: str, since: float, until: float) -> dict[str, Any]:
+        """The label of each of ``model``'s cases labelled in ``[since, until)``, by case id:
+        the latest recorded (people correct themselves; ground truth comes last)."""
+        lab = labels.c
+        rows = self.conn.execute(
+            sa.select(lab.case_id, lab.label)
+            .where(
+                lab.tenant == tenant,
+                lab.model == model,
+                lab.labelled_at >= since,
+                lab.labelled_at < until,
+            )
+            .order_by(lab.id)
+        )
+        return {str(case_id): codec.decode(label) for case_id, label in rows}
+
     def qa_labels(
         self, tenant: str, model: str, since: float, until: float
     ) -> list[tuple[str, Any]]:
