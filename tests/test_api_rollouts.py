@@ -100,6 +100,7 @@ def test_start_list_show_pause_resume_and_abort(served: tuple[Aevos, TestClient]
                 "min_precision": 0.9,
                 "max_cost_ratio": None,
                 "latency_p_value": 0.05,
+                "precision_p_value": 0.1,
             },
             "step_minutes": 5,
         },
@@ -115,6 +116,7 @@ def test_start_list_show_pause_resume_and_abort(served: tuple[Aevos, TestClient]
     assert body["criteria"]["min_precision"] == 0.9 and body["criteria"]["max_cost_ratio"] is None
     assert body["criteria"]["max_latency_p95_ratio"] == 2.0
     assert body["criteria"]["latency_p_value"] == 0.05
+    assert body["criteria"]["precision_p_value"] == 0.1
     assert body["created_by"].startswith("operator:")
     assert body["deadline"] == pytest.approx(body["step_started_at"] + 300)
 

@@ -219,13 +219,29 @@ def test_a_clear_precision_breach_fails_before_the_labels_are_in() -> None:
     assert ok.outcome == "running"
 
 
+def precise(right: int, of: int) -> Figures:
+    return good(labelled=of, correct=right, precision=right / of)
+
+
 def test_precision_drop_against_the_champion_and_its_boundary() -> None:
-    champion = good(precision=0.9)
-    assert verdict(good(precision=0.85), champion).outcome == "successful"
-    drop = verdict(good(precision=0.84), champion)
+    champion = precise(900, 1000)
+    assert verdict(precise(850, 1000), champion).outcome == "successful"
+    drop = verdict(precise(840, 1000), champion)
     assert drop.outcome == "failed"
     assert drop.reasons == ("precision drop 0.06 > 0.05 (0.84 against the champion's 0.9)",)
-    assert verdict(good(precision=0.89), champion, max_precision_drop=0.0).outcome == "failed"
+    # The drop alone, whatever chance says:
+    assert (
+        verdict(precise(890, 1000), champion, max_precision_drop=0.0, precision_p_value=1.0)
+    ).outcome == "failed"
+    # A drop that a few labels make: 8 right of 10 against 5 of 5 is no evidence (p 0.43).
+    few = verdict(precise(8, 10), precise(5, 5), min_labels=5)
+    assert few.outcome == "successful"
+    assert (
+        "precision drop 0.2 > 0.05 (0.8 against the champion's 1), but not less precise "
+        "beyond chance (Fisher p 0.429 >= 0.05)"
+    ) in few.reasons
+    # The shuffled candidate of the benchmark: 1 right of 12 against 40 of 45.
+    assert verdict(precise(1, 12), precise(40, 45), min_labels=10).outcome == "failed"
 
 
 def test_override_rate_and_its_boundary() -> None:
@@ -303,7 +319,7 @@ def test_cost_against_the_champion_and_its_boundary() -> None:
 
 
 def test_several_breaches_are_all_named() -> None:
-    v = verdict(good(errors=10, error_rate=0.1, precision=0.5, latency_p95_ms=100.0))
+    v = verdict(good(errors=10, error_rate=0.1, correct=20, precision=0.5, latency_p95_ms=100.0))
     assert v.outcome == "failed"
     assert [r.split(" ")[0] for r in v.reasons] == ["error", "precision", "latency"]
 

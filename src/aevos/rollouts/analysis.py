@@ -75,11 +75,21 @@ class Criteria:
     # a one-sided Mann-Whitney U test of its latencies against the champion's in the same
     # window, as Kayenta judges canary metrics (a p95 of 50 calls is noisy on a busy host).
     latency_p_value: float = 0.01
+    # A precision drop above max_precision_drop fails only when the candidate is less
+    # precise beyond chance (one-sided Fisher exact test of the two versions' right and
+    # wrong labelled decisions): 8 of 10 against 5 of 5 is a drop of 0.2 and p 0.43.
+    precision_p_value: float = 0.05
 
     def __post_init__(self) -> None:
         _count(self.min_calls, "min_calls", 1)
         _count(self.min_labels, "min_labels", 0)
-        for name in ("min_agreement", "max_error_rate", "max_precision_drop", "latency_p_value"):
+        for name in (
+            "min_agreement",
+            "max_error_rate",
+            "max_precision_drop",
+            "latency_p_value",
+            "precision_p_value",
+        ):
             _share(getattr(self, name), name)
         for name in ("min_precision", "max_override_rate"):
             if getattr(self, name) is not None:
@@ -429,11 +439,19 @@ class _Judging:
             self.passes.append("precision not compared: the champion has no labelled decisions")
             return
         drop = champ.precision - c.precision
+        detail = f"({_f(c.precision)} against the champion's {_f(champ.precision)})"
         if drop > k.max_precision_drop + _EPS:
-            self.failures.append(
-                f"precision drop {_f(drop)} > {_f(k.max_precision_drop)} "
-                f"({_f(c.precision)} against the champion's {_f(champ.precision)})"
-            )
+            less = _less_precise(c, champ)
+            if less < k.precision_p_value:
+                self.failures.append(
+                    f"precision drop {_f(drop)} > {_f(k.max_precision_drop)} {detail}"
+                )
+            else:
+                self.passes.append(
+                    f"precision drop {_f(drop)} > {_f(k.max_precision_drop)} {detail}, but not "
+                    f"less precise beyond chance (Fisher p {_f(less)} >= "
+                    f"{_f(k.precision_p_value)})"
+                )
         else:
             self.passes.append(f"precision drop {_f(drop)} <= {_f(k.max_precision_drop)}")
 
@@ -508,6 +526,18 @@ class _Judging:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _less_precise(candidate: Figures, champion: Figures) -> float:
+    """The p-value of "the candidate is less precise than the champion": the one-sided
+    Fisher exact test of their right and wrong labelled decisions."""
+    from scipy.stats import fisher_exact
+
+    table = [
+        [candidate.correct, candidate.labelled - candidate.correct],
+        [champion.correct, champion.labelled - champion.correct],
+    ]
+    return float(fisher_exact(table, alternative="less").pvalue)
 
 
 def _f(value: float) -> str:

@@ -52,6 +52,9 @@ class CriteriaIn(BaseModel):
     latency_p_value: Share | None = Field(
         None, description="A slower p95 fails only below this Mann-Whitney p-value."
     )
+    precision_p_value: Share | None = Field(
+        None, description="A precision drop fails only below this Fisher exact p-value."
+    )
 
     def criteria(self) -> Criteria:
         # min_precision and max_override_rate are None by default: a null given for them
