@@ -151,7 +151,10 @@ def test_a_drift_alert_ends_in_a_promoted_candidate_with_nobody_acting_on_the_mo
         # An interval later the sweep finds the check due: an alert, a retraining.
         assert app.monitors.sweep(now=time.time() + 3600) == [f"default/{MODEL}"]
         alerts = app.monitors.alerts(status="open")
-        assert "prediction_drift" in {a.monitor for a in alerts}
+        # Which monitors see it depends on the sample (here the confidences fall: the
+        # champion cannot predict the new intents); any of them starts the loop.
+        drifts = {"input_drift", "prediction_drift", "label_drift", "confidence_drift"}
+        assert {a.monitor for a in alerts} & drifts, [(a.monitor, a.figures) for a in alerts]
         started = [a.actions["retrain"] for a in alerts if "retrain" in a.actions]
         # The first alert starts it; the others of the same check find it in progress.
         assert [s["started"] for s in started].count(True) == 1, started
@@ -203,7 +206,7 @@ def test_a_drift_alert_ends_in_a_promoted_candidate_with_nobody_acting_on_the_mo
                 return n
         raise AssertionError(f"no {action} {data} in {order}")
 
-    alerted = first("monitor.alerted", monitor="prediction_drift")
+    alerted = first("monitor.alerted")
     retrained = min(n for n, a in enumerate(order) if a.startswith("retraining.") and n > alerted)
     assert order[retrained] != "retraining.configured"
     # The retraining ends (retraining.succeeded) once it handed its candidate over; the
@@ -229,7 +232,7 @@ def test_a_drift_alert_ends_in_a_promoted_candidate_with_nobody_acting_on_the_mo
     alerts = app.monitors.alerts(model=MODEL)
     started = [a for a in alerts if a.actions.get("retrain", {}).get("started")]
     assert len(started) == 1 and all(
-        a.actions["retrain"].get("code") == "retraining_in_progress"
+        a.actions["retrain"].get("code") in ("retraining_in_progress", "rollout_in_progress")
         for a in alerts
         if a not in started
     ), [a.actions for a in alerts]
@@ -239,7 +242,7 @@ def test_a_drift_alert_ends_in_a_promoted_candidate_with_nobody_acting_on_the_mo
     # The report: the drift series with its alert, and the markers on the same axis.
     report = app.reports.evolution(MODEL, until=time.time() + 3601)
     drift = {s.monitor: s for s in report.drift}
-    assert any(p.alert for p in drift["prediction_drift"].points)
+    assert any(p.alert for monitor in drifts & set(drift) for p in drift[monitor].points)
     kinds = [m.kind for m in report.markers]
     for kind in ("monitor.alerted", "retraining.succeeded", "rollout.started", "rollout.promoted"):
         assert kind in kinds, kinds
