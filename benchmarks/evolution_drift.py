@@ -282,37 +282,17 @@ def warm_up(app: Aevos, options: Options) -> None:
     )
 
 
-#: The rollout's final promotion: the analysis already judged every step against the
-#: champion; the gate refuses only a candidate clearly less precise than it at the last one.
+#: The rollout's final promotion: the example's policy (``support-rollout.yaml``), as ``aevos
+#: demo`` uses it: the analysis already judged every step against the champion; the gate
+#: holds a candidate clearly less precise than a champion with 50 labelled decisions in the
+#: last step.
 ROLLOUT_POLICY = "support-rollout"
-ROLLOUT_POLICY_YAML = """\
-policy: support-rollout
-version: 1
-kind: promotion
-description: >-
-  A candidate whose rollout passed every step becomes the champion, unless its realised
-  precision at the last step fell more than 5 points below the champion's.
-input:
-  model.name: string
-  candidate.accuracy: number
-  candidate.samples: integer
-  champion.accuracy?: number
-rules:
-  - name: less-precise-than-champion
-    when: champion.accuracy != None and candidate.accuracy < champion.accuracy - 0.05
-    decision: deny
-    reason: the candidate was clearly less precise than the champion at the last step
-default:
-  decision: allow
-  reason: every step of the rollout passed its analysis
-"""
 
 
 def policies(workdir: Path) -> Path:
-    """The example's policies and the rollout's promotion policy, in one directory."""
+    """The example's policies, copied beside the run's database."""
     folder = workdir / "policies"
     shutil.copytree(POLICIES, folder)
-    (folder / f"{ROLLOUT_POLICY}.yaml").write_text(ROLLOUT_POLICY_YAML, encoding="utf-8")
     return folder
 
 
@@ -538,7 +518,7 @@ def settings(options: Options, data: Data, guarded_at: int | None) -> dict[str, 
         "reference_cases": options.reference_cases,
         "monitor_interval": options.monitor_interval,
         "monitor_thresholds": options.monitor_thresholds,
-        "rollout_policy": ROLLOUT_POLICY_YAML,
+        "rollout_policy": (POLICIES / f"{ROLLOUT_POLICY}.yaml").read_text(encoding="utf-8"),
         "report_window": options.report_window,
         "rate": options.rate,
         "in_flight": options.in_flight,
