@@ -11,6 +11,7 @@ import hashlib
 import pickle
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -532,6 +533,11 @@ def test_pickle_detection_and_garbage() -> None:
         assert is_pickle(pickle.dumps({"a": [1, 2.5]}, protocol=protocol)), protocol
     for data in (b"", b"hello", b"I am not a pickle", b"PK\x03\x04junk", b"\x08\x07onnx"):
         assert not is_pickle(data)
+    # Text that parses as a STRING opcode with a bad escape: refused or not, no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert is_pickle(b"S'\\(x'\n.")
+        assert not is_pickle(b"S'\\(x'\nnot a pickle")
     with pytest.raises(InvalidArtifactError, match="neither a skops file"):
         load_sklearn(b"\x08\x07onnx")
     with pytest.raises(InvalidArtifactError):

@@ -22,6 +22,7 @@ import io
 import json
 import pickle
 import pickletools
+import warnings
 import zipfile
 from collections.abc import Iterable
 from typing import Any
@@ -56,8 +57,13 @@ def is_pickle(data: bytes) -> bool:
         return False
     try:
         last = None
-        for opcode, _arg, _pos in pickletools.genops(data):
-            last = opcode.name
+        # Parsing bytes that are not a pickle (a JSON file that happens to start with an
+        # opcode's byte) makes pickletools decode text as escapes, which warns on Python's
+        # side about an "invalid escape sequence": noise about data that is refused anyway.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for opcode, _arg, _pos in pickletools.genops(data):
+                last = opcode.name
     except Exception:  # any malformed stream: not a pickle
         return False
     return last == "STOP"
