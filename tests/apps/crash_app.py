@@ -159,14 +159,22 @@ def expected_output(n: int, steps: int) -> list[int]:
     return [n * 10 + seq for seq in range(steps)]
 
 
-def build(url: str, *, lease_seconds: float = 1.0, poll_interval: float = 0.02) -> CrashApp:
+def build(
+    url: str,
+    *,
+    lease_seconds: float = 1.0,
+    poll_interval: float = 0.02,
+    effects_url: str | None = None,
+) -> CrashApp:
+    """The app on ``url``; its steps' effects go to ``effects_url`` (default: ``url``), a
+    database of its own when the test takes the aevos one away (the storage-fault tests)."""
     app = Aevos(url, lease_seconds=lease_seconds, poll_interval=poll_interval)
     app.queue(
         LIMITED_QUEUE,
         concurrency=LIMITED_CONCURRENCY,
         worker_concurrency=LIMITED_WORKER_CONCURRENCY,
     )
-    fx = Effects(url)
+    fx = Effects(effects_url or url)
 
     def make_step(name: str, pause: tuple[float, float]) -> Step[[int], int]:
         def body(ctx: StepContext, value: int) -> int:
@@ -210,6 +218,7 @@ def main() -> None:
     bundle = build(
         os.environ["AEVOS_DATABASE_URL"],
         lease_seconds=float(os.environ.get("CRASH_LEASE_SECONDS", "1.0")),
+        effects_url=os.environ.get("CRASH_EFFECTS_URL") or None,
     )
     try:
         bundle.app.worker(concurrency=int(os.environ.get("CRASH_WORKER_THREADS", "4"))).run()

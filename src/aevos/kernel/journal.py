@@ -26,7 +26,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .. import codec
-from ..errors import ReplayMismatchError, StepFailedError, StepTimeoutError
+from ..errors import (
+    ReplayMismatchError,
+    StepFailedError,
+    StepTimeoutError,
+    StorageUnavailableError,
+)
 from ..records.run import StepInfo
 from ..storage import LeaseLost, StepRecord
 
@@ -192,11 +197,17 @@ class Journal:
 
     @contextmanager
     def fenced(self) -> Iterator[None]:
-        """A fenced write of this run: a lost lease becomes :class:`Cancelled`."""
+        """A fenced write of this run: a lost lease becomes :class:`Cancelled`; storage that
+        cannot be reached is remembered, so that a workflow catching the error cannot carry
+        on (and end the run) past a position it never recorded."""
         try:
             yield
         except LeaseLost:
             raise Cancelled() from None
+        except StorageUnavailableError as exc:
+            if self.fatal is None:
+                self.fatal = exc
+            raise
 
     # -- the kernel's own recorded values -------------------------------------------------------
 
