@@ -9,9 +9,11 @@ worker processes execute runs.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from tests.apps.workers import WorkerPool
 
 from aevos import Aevos, StepContext, WorkflowContext
 from aevos.errors import RunTimeoutError, StorageUnavailableError
+from aevos.kernel.worker import Worker
 from aevos.records.status import RunStatus
 from aevos.storage.dialect import PostgresDialect, SQLiteDialect
 from aevos.storage.schema import runs, steps
@@ -239,8 +242,8 @@ def longest_stall(engine: sa.Engine) -> float:
     return longest
 
 
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[PrivatePostgres]:
     if postgres_bin() is None:
         pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
     server = PrivatePostgres()
@@ -248,6 +251,15 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def private_postgres(postgres_server: PrivatePostgres) -> PrivatePostgres:
+    """The module's private server, running, and a database of this test's own (``url``)."""
+    with contextlib.suppress(subprocess.CalledProcessError):  # already running
+        postgres_server.start()
+    postgres_server.url = postgres_server.new_database()
+    return postgres_server
 
 
 def _counts(engine: sa.Engine) -> dict[str, int]:
@@ -371,3 +383,64 @@ def test_result_waits_through_an_outage_then_says_why(private_postgres: PrivateP
                 worker.stop(timeout=5)
     finally:
         app.close()
+
+
+def test_an_outage_is_logged_once_with_its_cause_and_what_happens_next(
+    private_postgres: PrivatePostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = Aevos(private_postgres.url, poll_interval=0.02)
+
+    @app.workflow()
+    def claimed(ctx: WorkflowContext) -> int:  # so that the worker claims from the database
+        return 1
+
+    worker = app.worker().start()
+    try:
+        caplog.set_level(logging.DEBUG, logger="aevos.worker")
+        private_postgres.stop("fast")
+        time.sleep(2.0)
+        private_postgres.start()
+        deadline = time.monotonic() + 10
+        while not any("available again" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+            time.sleep(0.05)
+    finally:
+        worker.stop(timeout=5)
+        app.close()
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    retries = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(retries) >= 3, "the worker did not back off and retry"
+    started = [line for line in lines if "storage unavailable:" in line]
+    assert len(started) == 1, lines
+    assert any(then in started[0] for then in ("claiming again in", "retried next sweep"))
+    # A new cause (the connection dropped, then refused) is a change worth a line; retries
+    # with the same cause are not.
+    assert len(lines) <= 4, lines
+    assert sum("available again after" in line for line in lines) == 1
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_an_unexpected_error_logs_its_traceback_once_not_per_retry(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = Aevos(sqlite_url, poll_interval=0.01)
+
+    def broken_chore() -> None:
+        raise RuntimeError("the chore is broken")
+
+    worker = Worker(app.runtime, chores=[broken_chore])
+    worker.escalation_interval = 0.0
+    caplog.set_level(logging.ERROR, logger="aevos.worker")
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(caplog.records) < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        worker.stop(timeout=5)
+        app.close()
+    failures = [r for r in caplog.records if "claiming failed; retrying in" in r.getMessage()]
+    assert len(failures) >= 4
+    assert sum(1 for r in failures if r.exc_info) == 1
+    assert all("traceback logged before" in r.getMessage() for r in failures[1:])

@@ -61,7 +61,10 @@ class PrivatePostgres:
         self.root = Path(tempfile.mkdtemp(prefix="aevos-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        #: The server's own database; ``url`` may be moved to one made by new_database().
+        self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.url = self.admin_url
+        self._databases = 0
         if self._as:
             shutil.chown(self.root, "postgres", "postgres")
         self._run(
@@ -83,6 +86,16 @@ class PrivatePostgres:
                 "full_page_writes = off\nmax_connections = 200\n"
             )
         self.start()
+
+    def new_database(self) -> str:
+        """A new, empty database on this server; its URL."""
+        import psycopg
+
+        self._databases += 1
+        name = f"aevos_{self._databases}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
 
     def _run(self, program: str, *args: str) -> None:
         subprocess.run(

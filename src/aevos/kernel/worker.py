@@ -233,6 +233,9 @@ class Worker:
         for chore in (*self.chores, self._anchor_when_due):
             try:
                 chore()
+            except StorageUnavailableError as exc:
+                # The outage the claim loop reports too: one line for it, not one per chore.
+                self._outage.failed(exc.message, "chores retried next sweep")
             except AevosError as exc:
                 name = getattr(chore, "__name__", repr(chore))
                 log.warning("%s failed (%s); retrying next sweep", name, exc.code)
