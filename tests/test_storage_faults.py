@@ -444,3 +444,39 @@ def test_an_unexpected_error_logs_its_traceback_once_not_per_retry(
     assert len(failures) >= 4
     assert sum(1 for r in failures if r.exc_info) == 1
     assert all("traceback logged before" in r.getMessage() for r in failures[1:])
+
+
+def test_a_workflow_that_catches_the_storage_error_cannot_fail_or_finish_its_run(
+    full_disk_app: tuple[crash_app.CrashApp, DiskLimit],
+) -> None:
+    bundle, limit = full_disk_app
+    app = bundle.app
+
+    @app.step()
+    def blob(ctx: StepContext, n: int) -> str:
+        return "x" * 3000 + str(n)  # a new page every step or so
+
+    @app.workflow()
+    def stubborn(ctx: WorkflowContext, n: int) -> str:
+        try:
+            blob(ctx, n)
+            blob(ctx, n)  # taking this position commits the first one
+            return blob(ctx, n)[-2:]
+        except Exception as exc:
+            # Rewrapped as the workflow's own failure: still not one.
+            raise ValueError("storage trouble") from exc
+
+    limit.fill()
+    interrupted = 0
+    for n in range(10, 30):
+        try:
+            assert stubborn.options(idempotency_key=f"s-{n}").run(n) == str(n)
+        except StorageUnavailableError:
+            interrupted += 1
+    assert interrupted, "the disk never filled"
+    counts = app.store.count_runs()
+    assert RunStatus.FAILED not in counts, counts
+    limit.free()
+    for n in range(10, 30):
+        assert stubborn.options(idempotency_key=f"s-{n}").run(n) == str(n)
+    assert app.store.count_runs() == {RunStatus.SUCCEEDED: 20}

@@ -92,6 +92,10 @@ class Journal:
 
     def begin(self, name: str) -> tuple[int, StepInfo | None]:
         """Take the next position for ``name``: its recorded result on replay, else None."""
+        if isinstance(self.fatal, StorageUnavailableError):
+            # A workflow that caught the storage error goes no further: the position it
+            # could not record would be a hole in its history.
+            raise self.fatal
         if self._pending is not None:
             # The previous step's result becomes durable before anything else can happen.
             self.flush()
