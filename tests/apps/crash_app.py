@@ -74,7 +74,15 @@ def create_engine(url: str) -> sa.Engine:
     """An engine on the aevos database for the side-effect tables (not the kernel's)."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return sa.create_engine(parsed, connect_args={"timeout": 60})
+        engine = sa.create_engine(parsed, connect_args={"timeout": 60})
+
+        # WAL, as the kernel's own: the effects of several worker processes in a database of
+        # their own (the storage-fault tests) would otherwise queue behind each other's locks.
+        @sa.event.listens_for(engine, "connect")
+        def _wal(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL").fetchall()
+
+        return engine
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return sa.create_engine(parsed, pool_size=8, max_overflow=8)

@@ -70,8 +70,8 @@ log = logging.getLogger("aevos.worker")
 
 #: How long a run interrupted by storage waits before its first attempt to resume, and the
 #: most it waits between attempts: short, so a restart costs the outage and little more.
-RESUME_FIRST = 0.1
-RESUME_MAX = 0.5
+RESUME_FIRST = 0.05
+RESUME_MAX = 0.25
 #: The claim loop's longest back-off while the database is unavailable.
 POLL_BACKOFF_MAX = 2.0
 
