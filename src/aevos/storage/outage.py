@@ -1,6 +1,6 @@
-"""Logging a storage outage as an operator needs it: one line when it starts (naming its
-cause and what happens next), one when its cause changes, one when it ends; the back-offs
-in between at debug level. A traceback is logged once per distinct error, not per retry.
+"""Logging a storage outage as an operator needs it: one warning when it starts (naming its
+cause and what happens next) and one when it ends; a line at info level when its cause
+changes, the back-offs in between at debug level. A traceback is logged once per distinct error, not per retry.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ class Outage:
         if started:
             self._log.warning("%s: storage unavailable: %s; %s", self._what, cause, next_step)
         elif changed:
-            self._log.warning(
+            # Informative (shutting down, then refused, then starting up) but the same outage:
+            # below the warnings an operator is alerted by.
+            self._log.info(
                 "%s: storage still unavailable, now: %s; %s", self._what, cause, next_step
             )
         else:
@@ -79,4 +81,6 @@ class Tracebacks:
 
 def seconds(delay: float) -> str:
     """``delay`` as the log lines say it: "0.5 s", "2 s"."""
-    return f"{delay:.0f} s" if delay >= 1.5 else f"{delay:.1f} s"
+    if delay >= 1.5:
+        return f"{delay:.0f} s"
+    return f"{delay:.1f} s" if delay >= 0.1 else f"{delay:.2f} s"
