@@ -72,6 +72,10 @@ log = logging.getLogger("aevos.worker")
 #: most it waits between attempts: short, so a restart costs the outage and little more.
 RESUME_FIRST = 0.05
 RESUME_MAX = 0.25
+#: The longest wait before trying again a run that the database took back but interrupted
+#: again (a disk still full answers reads and small updates): each try re-runs the step
+#: whose commit failed, so a long outage must not repeat it four times a second.
+RESUME_AGAIN_MAX = 2.0
 #: The claim loop's longest back-off while the database is unavailable.
 POLL_BACKOFF_MAX = 2.0
 
@@ -315,6 +319,7 @@ class Worker:
         (its lease then lapses and any worker recovers it)."""
         interrupted: float | None = None
         current: RunInfo | None = info
+        pause = RESUME_FIRST
         while current is not None:
             try:
                 self.runtime.execute_claimed(current)
@@ -327,8 +332,14 @@ class Worker:
                         exc.message,
                     )
                 else:
-                    log.debug("run %s interrupted again: %s", info.run_id, exc.message)
-                current = self._reacquire(info.run_id)
+                    pause = min(pause * 2, RESUME_AGAIN_MAX)
+                    log.debug(
+                        "run %s interrupted again: %s; trying again in %s",
+                        info.run_id,
+                        exc.message,
+                        seconds(pause),
+                    )
+                current = self._reacquire(info.run_id, pause)
                 continue
             if interrupted is not None:
                 log.info(
@@ -338,16 +349,16 @@ class Worker:
                 )
             return
 
-    def _reacquire(self, run_id: str) -> RunInfo | None:
-        """The run, taken again once the database answers; None if it is no longer ours to
-        execute (taken over, cancelled, finished) or the worker is stopping."""
+    def _reacquire(self, run_id: str, delay: float) -> RunInfo | None:
+        """The run, taken again once the database answers (first tried after ``delay``);
+        None if it is no longer ours to execute (taken over, cancelled, finished) or the
+        worker is stopping."""
         runtime = self.runtime
-        delay = RESUME_FIRST
         while not self._stopping.wait(delay):
             try:
                 info = runtime.store.acquire(run_id, runtime.owner, runtime.lease_seconds)
             except StorageUnavailableError:
-                delay = min(delay * 2, RESUME_MAX)
+                delay = min(delay * 2, max(RESUME_MAX, delay))
                 continue
             if info is None:
                 log.info("run %s is no longer this worker's to resume", run_id)
