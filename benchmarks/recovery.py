@@ -23,7 +23,8 @@ accepts connections again).
 every connection gets ``PRAGMA max_page_count`` lowered to the database's size once a
 sixth of the runs have finished (SQLite then reports ``database or disk is full``, as on a
 full disk) and raised again 2 s later. *All completed* is the time from raising it to the
-last run's end.
+last run's end, backlog included (the JSON adds what that backlog takes at the rate before
+the fault, and how soon the runs caught between two steps committed their next one).
 
 *Failed* counts runs that ended FAILED; *doubled* counts steps whose effect was applied more
 than once. Exit status 0, or 1 with ``--strict`` when a target is missed (failed 0, doubled 0,
@@ -87,6 +88,24 @@ def _longest_stall(engine: sa.Engine) -> float:
         if run_a == run_b:
             stall = max(stall, float(at_b) - float(at_a))
     return stall
+
+
+def _moved_again(engine: sa.Engine, freed: float) -> list[float]:
+    """For each run caught by the full disk between two steps (one committed before space
+    returned, the next after): seconds from then to that next commit."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(steps.c.run_id, steps.c.finished_at).order_by(steps.c.run_id, steps.c.seq)
+        ).all()
+    by_run: dict[str, list[float]] = {}
+    for run_id, at in rows:
+        by_run.setdefault(run_id, []).append(float(at))
+    delays = []
+    for times in by_run.values():
+        after = [t for t in times if t >= freed]
+        if after and any(t < freed for t in times):
+            delays.append(min(after) - freed)
+    return delays
 
 
 def _wait_until(engine: sa.Engine, finished: int, deadline: float) -> Counter[str]:
@@ -187,6 +206,9 @@ def disk_full(n_runs: int, workdir: Path) -> dict[str, Any]:
             # What the runs left when space returned take at the rate measured before the
             # disk filled: the part of the figure above that is the backlog, not the fault.
             "backlog_at_normal_rate_seconds": (n_runs - during.get(RunStatus.SUCCEEDED, 0)) / rate,
+            "caught_mid_run": len(caught := _moved_again(app.store.engine, freed)),
+            # How soon the runs caught between two steps committed their next one.
+            "resumed_max_seconds": max(caught, default=0.0),
         }
     finally:
         worker.stop(timeout=5)
