@@ -480,3 +480,29 @@ def test_a_workflow_that_catches_the_storage_error_cannot_fail_or_finish_its_run
     for n in range(10, 30):
         assert stubborn.options(idempotency_key=f"s-{n}").run(n) == str(n)
     assert app.store.count_runs() == {RunStatus.SUCCEEDED: 20}
+
+
+def test_a_start_that_cannot_be_committed_writes_nothing(
+    full_disk_app: tuple[crash_app.CrashApp, DiskLimit],
+) -> None:
+    bundle, limit = full_disk_app
+    app = bundle.app
+    limit.fill()
+    started: list[str] = []
+    refused: str | None = None
+    for n in range(200):  # until a start needs a new page
+        try:
+            started.append(bundle.crash_flow.options(idempotency_key=f"k-{n}").start(n).run_id)
+        except StorageUnavailableError as exc:
+            assert "disk is full" in exc.message
+            refused = f"k-{n}"
+            break
+    assert refused is not None, "the disk never filled"
+    keys = {run.idempotency_key for run in app.list_runs(limit=500)}
+    assert refused not in keys and len(keys) == len(started)
+    limit.free()
+    # The refused start can simply be made again; the earlier ones are not repeated.
+    again = bundle.crash_flow.options(idempotency_key=refused).start(0)
+    assert again.run_id not in started
+    assert len(app.list_runs(limit=500)) == len(started) + 1
+    assert app.audit.verify("default").ok  # no audit record without its run, or a gap
