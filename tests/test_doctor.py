@@ -95,3 +95,29 @@ def test_the_same_figures_as_prometheus_gauges(tmp_path: Path) -> None:
     assert values["aevos_storage_free_bytes"] > 0
     assert values["aevos_storage_checkpoint_room"] == 1.0
     assert "aevos_storage_wal_bytes" in values
+
+
+def test_metrics_show_the_database_health_to_administrators_only(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from aevos import Aevos
+    from aevos.server import create_app
+
+    app = Aevos(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+
+        def token(role: str) -> dict[str, str]:
+            issued = app.identity.create_token(tenant="acme", role=role, name=role, created_by="t")
+            return {"Authorization": f"Bearer {issued.token}"}
+
+        with TestClient(create_app(app)) as client:
+            admin = client.get("/metrics", headers=token("admin"))
+            operator = client.get("/metrics", headers=token("operator"))
+        assert admin.status_code == operator.status_code == 200
+        families = {f.name: f for f in text_string_to_metric_families(admin.text)}
+        assert families["aevos_storage_up"].samples[0].value == 1.0
+        assert families["aevos_storage_size_bytes"].samples[0].value > 0
+        assert "aevos_runs" in families  # beside the tenant's own metrics
+        assert "aevos_storage_up" not in operator.text
+    finally:
+        app.close()

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from ..errors import AevosError
 from .dialect import classified, dialect_for, parse_url, redact_url
 from .migration import current_revision, head_revision
+from .repository import StoreHandle
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,11 @@ def check_storage(url: str) -> StorageHealth:
         return _check(engine, dialect.name, safe, parsed.database)
     finally:
         engine.dispose()
+
+
+def store_health(store: StoreHandle) -> StorageHealth:
+    """The health of an open store's database, through its own engine (a scrape)."""
+    return _check(store.engine, store.backend, store.safe_url, store.engine.url.database)
 
 
 def _check(engine: Engine, backend: str, safe: str, database: str | None) -> StorageHealth:
