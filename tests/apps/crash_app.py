@@ -74,7 +74,15 @@ def create_engine(url: str) -> sa.Engine:
     """An engine on the aevos database for the side-effect tables (not the kernel's)."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return sa.create_engine(parsed, connect_args={"timeout": 60})
+        engine = sa.create_engine(parsed, connect_args={"timeout": 60})
+
+        # WAL, as the kernel's own: the effects of several worker processes in a database of
+        # their own (the storage-fault tests) would otherwise queue behind each other's locks.
+        @sa.event.listens_for(engine, "connect")
+        def _wal(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL").fetchall()
+
+        return engine
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return sa.create_engine(parsed, pool_size=8, max_overflow=8)
@@ -159,14 +167,22 @@ def expected_output(n: int, steps: int) -> list[int]:
     return [n * 10 + seq for seq in range(steps)]
 
 
-def build(url: str, *, lease_seconds: float = 1.0, poll_interval: float = 0.02) -> CrashApp:
+def build(
+    url: str,
+    *,
+    lease_seconds: float = 1.0,
+    poll_interval: float = 0.02,
+    effects_url: str | None = None,
+) -> CrashApp:
+    """The app on ``url``; its steps' effects go to ``effects_url`` (default: ``url``), a
+    database of its own when the test takes the aevos one away (the storage-fault tests)."""
     app = Aevos(url, lease_seconds=lease_seconds, poll_interval=poll_interval)
     app.queue(
         LIMITED_QUEUE,
         concurrency=LIMITED_CONCURRENCY,
         worker_concurrency=LIMITED_WORKER_CONCURRENCY,
     )
-    fx = Effects(url)
+    fx = Effects(effects_url or url)
 
     def make_step(name: str, pause: tuple[float, float]) -> Step[[int], int]:
         def body(ctx: StepContext, value: int) -> int:
@@ -210,6 +226,7 @@ def main() -> None:
     bundle = build(
         os.environ["AEVOS_DATABASE_URL"],
         lease_seconds=float(os.environ.get("CRASH_LEASE_SECONDS", "1.0")),
+        effects_url=os.environ.get("CRASH_EFFECTS_URL") or None,
     )
     try:
         bundle.app.worker(concurrency=int(os.environ.get("CRASH_WORKER_THREADS", "4"))).run()

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from ..identity import Permission, Principal
+from ..storage.health import store_health
 from ..telemetry.metrics import dashboard, exposition, model_metrics
 from ..telemetry.report import evolution_report
+from ..telemetry.storage import storage_exposition
 from .guard import Guard
 
 if TYPE_CHECKING:
@@ -38,7 +40,12 @@ class Metrics:
     def exposition(self, principal: Principal) -> bytes:
         """The tenant's Prometheus exposition, read from the database (see aevos.telemetry.metrics)."""
         self.guard.allow(principal, Permission.RUNS_READ, "read metrics")
-        return exposition(self.services.store, self.services.call_totals, principal.tenant)
+        text = exposition(self.services.store, self.services.call_totals, principal.tenant)
+        if principal.can(Permission.CONFIG_WRITE):
+            # The database's health (aevos doctor's figures) for administrators only: its
+            # size and free space speak of every tenant's activity, not one tenant's.
+            text += storage_exposition(store_health(self.services.store))
+        return text
 
     def dashboard(
         self, principal: Principal, *, since: float, until: float, buckets: int

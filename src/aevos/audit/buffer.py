@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 
 from ..errors import AevosError
+from ..storage.outage import Outage, seconds
 from .log import AuditLog
 from .record import AuditEvent
 
@@ -32,6 +33,7 @@ class AuditBuffer:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._outage = Outage(log, "audit buffer")
 
     def add(self, factory: EventFactory) -> None:
         with self._lock:
@@ -58,8 +60,12 @@ class AuditBuffer:
             # Kept for the next attempt rather than dropped: the log must stay complete.
             with self._lock:
                 self._pending[:0] = factories
-            log.warning("buffered audit records not written yet (%s)", exc.code)
+            self._outage.failed(
+                f"[{exc.code}] {exc.message}",
+                f"{len(factories)} records kept, retried every {seconds(self._interval)}",
+            )
             return 0
+        self._outage.ended()
         return len(events)
 
     def close(self) -> None:

@@ -97,6 +97,66 @@ def migrate(ctx: typer.Context) -> None:
         )
 
 
+@cli.command()
+@_reports_errors
+def doctor(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    prometheus: Annotated[
+        bool, typer.Option("--prometheus", help="Print them as Prometheus gauges.")
+    ] = False,
+) -> None:
+    """Check the database: reachability, schema revision, size, write-ahead log and the free
+    space beside it. Exit status 1 when it is unreachable, its schema is not this aevos's
+    newest, or there is not room to checkpoint its log."""
+    from ..storage.health import check_storage
+    from ..telemetry.storage import storage_exposition
+
+    url = _state(ctx).url
+    _check_url(url)
+    health = check_storage(url)
+    if prometheus:
+        sys.stdout.write(storage_exposition(health).decode())
+    elif as_json:
+        _emit_json(health.to_dict())
+    else:
+        for label, value in _doctor_lines(health):
+            out.print(f"{label:<14}{value}", markup=False, soft_wrap=True)
+    if not health.ok:
+        raise typer.Exit(1)
+
+
+def _doctor_lines(health: Any) -> list[tuple[str, str]]:
+    def size(n: int | None, unknown: str = "unknown") -> str:
+        return unknown if n is None else f"{n / 1e6:.1f} MB"
+
+    schema = (
+        "none (run aevos migrate)"
+        if health.revision is None
+        else f"{health.revision} (head)"
+        if health.schema_current
+        else f"{health.revision}, not this aevos's {health.head}: run aevos migrate"
+    )
+    lines = [
+        ("database", f"{health.url} ({health.backend})"),
+        (
+            "reachable",
+            f"yes, {health.latency_seconds * 1000:.1f} ms"
+            if health.reachable
+            else f"no: {health.error}",
+        ),
+    ]
+    if health.reachable:
+        lines.append(("schema", schema))
+    lines += [
+        ("size", size(health.size_bytes)),
+        ("wal", size(health.wal_bytes, "unknown (needs superuser or pg_monitor)")),
+        ("free space", size(health.free_bytes, "unknown (on the server)")),
+    ]
+    lines += [("warning", warning) for warning in health.warnings]
+    return lines
+
+
 # -- starting runs ---------------------------------------------------------------------------
 
 

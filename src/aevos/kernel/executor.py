@@ -258,11 +258,16 @@ class Executor:
             except Cancelled:
                 return self._abandoned(run_id)
             except StorageUnavailableError:
-                # Not the run's fault: it keeps its lease, which lapses, and it is replayed
-                # by whichever executor reaches the database next.
+                # Not the run's fault: it keeps its lease and is replayed when the database
+                # answers again, by this process (a worker retries it) or, once the lease
+                # lapses, by whichever executor reaches the database first.
                 raise
             except Exception as exc:
                 error = journal.fatal or exc
+                if isinstance(error, StorageUnavailableError):
+                    # The workflow caught the storage error (or wrapped it): still not its
+                    # failure.
+                    raise error from None
                 if not store.finish_run(
                     run_id,
                     owner,

@@ -5,7 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, cast
 
-from ..errors import RunCancelledError, RunFailedError, RunTimeoutError
+from ..errors import (
+    RunCancelledError,
+    RunFailedError,
+    RunTimeoutError,
+    StorageUnavailableError,
+)
 from ..records.run import RunInfo, StepInfo
 from ..records.status import RunStatus
 
@@ -47,16 +52,35 @@ class RunHandle(Generic[R]):
         return self._runtime.cancel(self.run_id)
 
     def result(self, timeout: float | None = None, poll: float = 0.05) -> R:
-        """Wait for the run to end; its output, or RunFailedError / RunCancelledError."""
+        """Wait for the run to end; its output, or RunFailedError / RunCancelledError.
+
+        An outage of the database does not end the wait (the run continues when the
+        database is back): past ``timeout`` seconds, RunTimeoutError says whether the run
+        was still going or the database was not answering, and why.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = poll
+        outage: StorageUnavailableError | None = None
+        since = 0.0
         while True:
-            status = self.status()
-            if status.terminal:
-                return cast(R, result_of(self._runtime.store.get_run(self.run_id)))
-            if deadline is not None and time.monotonic() >= deadline:
+            try:
+                status = self.status()
+                if status.terminal:
+                    return cast(R, result_of(self._runtime.store.get_run(self.run_id)))
+                outage = None
+            except StorageUnavailableError as exc:
+                if outage is None:
+                    since = time.monotonic()
+                outage = exc
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                if outage is not None:
+                    raise RunTimeoutError(
+                        f"run {self.run_id} did not end within {timeout}s: the database has not "
+                        f"answered for the last {now - since:.1f}s ({outage.message})"
+                    ) from outage
                 raise RunTimeoutError(f"run {self.run_id} is still {status.value} after {timeout}s")
-            time.sleep(delay)
+            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - now)))
             delay = min(delay * 1.5, 1.0)
 
 

@@ -26,7 +26,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .. import codec
-from ..errors import ReplayMismatchError, StepFailedError, StepTimeoutError
+from ..errors import (
+    ReplayMismatchError,
+    StepFailedError,
+    StepTimeoutError,
+    StorageUnavailableError,
+)
 from ..records.run import StepInfo
 from ..storage import LeaseLost, StepRecord
 
@@ -87,6 +92,10 @@ class Journal:
 
     def begin(self, name: str) -> tuple[int, StepInfo | None]:
         """Take the next position for ``name``: its recorded result on replay, else None."""
+        if isinstance(self.fatal, StorageUnavailableError):
+            # A workflow that caught the storage error goes no further: the position it
+            # could not record would be a hole in its history.
+            raise self.fatal
         if self._pending is not None:
             # The previous step's result becomes durable before anything else can happen.
             self.flush()
@@ -192,11 +201,17 @@ class Journal:
 
     @contextmanager
     def fenced(self) -> Iterator[None]:
-        """A fenced write of this run: a lost lease becomes :class:`Cancelled`."""
+        """A fenced write of this run: a lost lease becomes :class:`Cancelled`; storage that
+        cannot be reached is remembered, so that a workflow catching the error cannot carry
+        on (and end the run) past a position it never recorded."""
         try:
             yield
         except LeaseLost:
             raise Cancelled() from None
+        except StorageUnavailableError as exc:
+            if self.fatal is None:
+                self.fatal = exc
+            raise
 
     # -- the kernel's own recorded values -------------------------------------------------------
 

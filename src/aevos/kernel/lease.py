@@ -12,6 +12,7 @@ import threading
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import AevosError
+from ..storage.outage import Outage, seconds
 
 if TYPE_CHECKING:
     from ..storage import Store
@@ -39,6 +40,7 @@ class Leases:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._outage = Outage(log, "heartbeat")
 
     def add(self, run_id: str, cancel: threading.Event) -> bool:
         """Hold ``run_id`` for the thread about to execute it; False if another thread of
@@ -94,8 +96,13 @@ class Leases:
             try:
                 lost = runtime.store.heartbeat(runtime.owner, run_ids, runtime.lease_seconds)
             except AevosError as exc:
-                log.warning("heartbeat failed (%s); leases may lapse", exc.code)
+                self._outage.failed(
+                    f"[{exc.code}] {exc.message}",
+                    f"trying again every {seconds(interval)}; leases lapse if this lasts "
+                    f"{seconds(runtime.lease_seconds)}",
+                )
                 continue
+            self._outage.ended()
             for run_id in lost:
                 # Cancelled or taken over: stop before the next step instead of running it
                 # only to have its commit refused.

@@ -27,6 +27,7 @@ from ..errors import (
 )
 from ..records.queue import INLINE_QUEUE, Queue
 from ..records.run import RunInfo
+from ..storage.outage import Outage, Tracebacks, seconds
 
 if TYPE_CHECKING:
     from ..audit import AuditLog
@@ -66,6 +67,17 @@ class Host(Protocol):
 
 
 log = logging.getLogger("aevos.worker")
+
+#: How long a run interrupted by storage waits before its first attempt to resume, and the
+#: most it waits between attempts: short, so a restart costs the outage and little more.
+RESUME_FIRST = 0.05
+RESUME_MAX = 0.25
+#: The longest wait before trying again a run that the database took back but interrupted
+#: again (a disk still full answers reads and small updates): each try re-runs the step
+#: whose commit failed, so a long outage must not repeat it four times a second.
+RESUME_AGAIN_MAX = 2.0
+#: The claim loop's longest back-off while the database is unavailable.
+POLL_BACKOFF_MAX = 2.0
 
 ANCHOR_INTERVAL_ENV = "AEVOS_AUDIT_ANCHOR_INTERVAL"
 DEFAULT_ANCHOR_INTERVAL = 300.0
@@ -141,6 +153,8 @@ class Worker:
         self._anchored_at = -math.inf
         self._anchoring = True
         self.executed = 0
+        self._outage = Outage(log, "worker")
+        self._tracebacks = Tracebacks(log)
 
     @property
     def active(self) -> int:
@@ -194,15 +208,16 @@ class Worker:
                 self._sweep_overdue()
                 claimed = self._claim_round(workflows)
                 backoff = runtime.poll_interval
+                self._outage.ended()
             except StorageUnavailableError as exc:
-                log.warning("database unavailable, retrying in %.1fs: %s", backoff, exc.message)
+                self._outage.failed(exc.message, f"claiming again in {seconds(backoff)}")
                 self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, POLL_BACKOFF_MAX)
                 continue
-            except Exception:
+            except Exception as exc:
                 # Whatever went wrong, a worker that stops polling while its process lives on
                 # is worse than one that logs, backs off and tries again.
-                log.exception("claiming failed; retrying in %.1fs", backoff)
+                self._tracebacks.error(exc, "claiming failed; retrying in %s", seconds(backoff))
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -222,6 +237,9 @@ class Worker:
         for chore in (*self.chores, self._anchor_when_due):
             try:
                 chore()
+            except StorageUnavailableError as exc:
+                # The outage the claim loop reports too: one line for it, not one per chore.
+                self._outage.failed(exc.message, "chores retried next sweep")
             except AevosError as exc:
                 name = getattr(chore, "__name__", repr(chore))
                 log.warning("%s failed (%s); retrying next sweep", name, exc.code)
@@ -294,14 +312,73 @@ class Worker:
                 self._pool.submit(self._execute, info)
         return claimed
 
+    def _execute_through_outages(self, info: RunInfo) -> None:
+        """Execute a claimed run; when storage fails under it, take it up again as soon as
+        the database answers (not a lease later), replaying it from its last committed
+        step. Gives up only if the run is no longer this process's, or the worker stops
+        (its lease then lapses and any worker recovers it)."""
+        interrupted: float | None = None
+        current: RunInfo | None = info
+        pause = RESUME_FIRST
+        while current is not None:
+            try:
+                self.runtime.execute_claimed(current)
+            except StorageUnavailableError as exc:
+                if interrupted is None:
+                    interrupted = time.monotonic()
+                    log.warning(
+                        "run %s interrupted: %s; will resume when storage returns",
+                        info.run_id,
+                        exc.message,
+                    )
+                else:
+                    pause = min(pause * 2, RESUME_AGAIN_MAX)
+                    log.debug(
+                        "run %s interrupted again: %s; trying again in %s",
+                        info.run_id,
+                        exc.message,
+                        seconds(pause),
+                    )
+                current = self._reacquire(info.run_id, pause)
+                continue
+            if interrupted is not None:
+                log.info(
+                    "run %s resumed and executed after %.1f s without storage",
+                    info.run_id,
+                    time.monotonic() - interrupted,
+                )
+            return
+
+    def _reacquire(self, run_id: str, delay: float) -> RunInfo | None:
+        """The run, taken again once the database answers (first tried after ``delay``);
+        None if it is no longer ours to execute (taken over, cancelled, finished) or the
+        worker is stopping."""
+        runtime = self.runtime
+        while not self._stopping.wait(delay):
+            try:
+                info = runtime.store.acquire(run_id, runtime.owner, runtime.lease_seconds)
+            except StorageUnavailableError:
+                delay = min(delay * 2, max(RESUME_MAX, delay))
+                continue
+            if info is None:
+                log.info("run %s is no longer this worker's to resume", run_id)
+            return info
+        log.info("run %s left to be recovered once its lease lapses: stopping", run_id)
+        return None
+
     def _execute(self, info: RunInfo) -> None:
         try:
-            self.runtime.execute_claimed(info)
+            self._execute_through_outages(info)
         except AevosError as exc:
             # The run keeps its lease and is retried after it lapses; say why, without data.
-            log.error("run %s interrupted: %s", info.run_id, exc.code)
-        except BaseException:
-            log.exception("run %s crashed the executor", info.run_id)
+            log.error(
+                "run %s interrupted: [%s] %s; another attempt when its lease lapses",
+                info.run_id,
+                exc.code,
+                exc.message,
+            )
+        except BaseException as exc:
+            self._tracebacks.error(exc, "run %s crashed the executor", info.run_id)
         finally:
             with self._lock:
                 self._active -= 1

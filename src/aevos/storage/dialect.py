@@ -145,15 +145,34 @@ class SQLiteDialect:
         return sa.type_coerce(column, sa.JSON)[path]
 
     def classify(self, error: Exception, url: str) -> AevosError | None:
-        text = str(getattr(error, "orig", error))
-        if "file is not a database" in text or "database disk image is malformed" in text:
+        orig = getattr(error, "orig", error)
+        text = str(orig)
+        # The primary result code (the low byte of an extended one such as IOERR_WRITE).
+        code = (getattr(orig, "sqlite_errorcode", None) or 0) & 0xFF
+        if code in _SQLITE_CORRUPT or any(phrase in text for phrase in _SQLITE_CORRUPT_TEXT):
             return CorruptDatabaseError(f"{url} is not a valid aevos database: {text}")
-        if "unable to open database file" in text:
-            return StorageUnavailableError(f"cannot open the database {url}: {text}")
-        if "database is locked" in text or "database is busy" in text:
-            # Another process held the write lock past busy_timeout: transient, retry later.
-            return StorageUnavailableError(f"the database {url} stayed locked: {text}")
+        for codes, phrases, what in _SQLITE_TRANSIENT:
+            if code in codes or any(phrase in text for phrase in phrases):
+                return StorageUnavailableError(f"{what} ({url}): {text}")
         return None
+
+
+# SQLite conditions that pass when the operator (or the other process) acts: the run must
+# wait for them, never fail. SQLITE_FULL is also what PRAGMA max_page_count reports.
+_SQLITE_TRANSIENT: tuple[tuple[frozenset[int], tuple[str, ...], str], ...] = (
+    (frozenset({13}), ("database or disk is full",), "the database's disk is full"),
+    (frozenset({10}), ("disk I/O error",), "disk I/O error on the database"),
+    (
+        frozenset({8}),
+        ("attempt to write a readonly database", "read-only file system"),
+        "the database is read-only",
+    ),
+    (frozenset({14}), ("unable to open database file",), "cannot open the database"),
+    # Another process held the write lock past busy_timeout.
+    (frozenset({5, 6}), ("database is locked", "database is busy"), "the database stayed locked"),
+)
+_SQLITE_CORRUPT = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+_SQLITE_CORRUPT_TEXT = ("file is not a database", "database disk image is malformed")
 
 
 class PostgresDialect:
@@ -188,6 +207,13 @@ class PostgresDialect:
     def classify(self, error: Exception, url: str) -> AevosError | None:
         import psycopg
 
+        orig = getattr(error, "orig", error)
+        lines = str(orig).strip().splitlines()
+        reason = lines[0] if lines else type(orig).__name__
+        state = getattr(orig, "sqlstate", None) or ""
+        what = _PG_TRANSIENT.get(state) or _PG_TRANSIENT.get(state[:2])
+        if what is not None:
+            return StorageUnavailableError(f"{what} ({url}): {reason}")
         if isinstance(
             error,
             sa.exc.OperationalError
@@ -195,12 +221,10 @@ class PostgresDialect:
             | psycopg.OperationalError
             | psycopg.InterfaceError,
         ) or (isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated):
-            reason = str(getattr(error, "orig", error)).strip().splitlines()[0:1]
             return StorageUnavailableError(
-                f"lost or could not open the connection to {url}: "
-                f"{reason[0] if reason else type(error).__name__}"
+                f"lost or could not open the connection to {url}: {reason}"
             )
-        if "cannot contain NUL" in str(getattr(error, "orig", error)):
+        if "cannot contain NUL" in str(orig):
             # SQLite stores U+0000 in text; PostgreSQL refuses it. Either way it is the
             # caller's value at fault, never a fault of the database.
             return SerializationError(
@@ -208,6 +232,23 @@ class PostgresDialect:
                 "store; remove it or encode the value"
             )
         return None
+
+
+# PostgreSQL conditions (SQLSTATE, or its two-character class) that end when the server,
+# the network or the competing transaction does: the run waits for them, never fails.
+_PG_TRANSIENT = {
+    "08": "lost or could not open the connection",
+    "57P01": "the server is shutting down",
+    "57P02": "the server crashed",
+    "57P03": "the server is starting up or recovering",
+    "57014": "a statement was cancelled or timed out",
+    "55P03": "a lock wait timed out",
+    "40001": "a serialization conflict",
+    "40P01": "a deadlock",
+    "53": "the server is out of resources (disk, memory or connections)",
+    "25006": "the server is read-only (a standby)",
+    "25P03": "an idle transaction timed out",
+}
 
 
 def dialect_for(url: URL) -> Dialect:

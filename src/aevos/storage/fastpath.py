@@ -66,6 +66,7 @@ class Transaction:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
         cursor = self._cursor
+        broken = False
         try:
             if self._single:
                 return
@@ -80,9 +81,15 @@ class Transaction:
             try:
                 cursor.execute("ROLLBACK")
             except Exception:
-                self._conns.discard()
+                # SQLite has already rolled back after some errors (a full disk); any other
+                # failure may have broken the connection. A fresh one is safe either way.
+                broken = True
         finally:
-            cursor.close()
+            # Never let closing the cursor hide the error that ended the transaction.
+            with suppress(Exception):
+                cursor.close()
+            if broken:
+                self._conns.discard()
 
 
 class RawConnections:
@@ -114,16 +121,22 @@ class RawConnections:
                 self._all.append(conn)
         return conn
 
-    def discard(self) -> None:
-        """Drop this thread's connection after an error that may have broken it."""
+    def discard(self) -> bool:
+        """Drop this thread's connection after an error that may have broken it; True if
+        the driver found it closed (the server restarted or the network cut it), so the
+        statement that failed never reached a live session."""
         conn = getattr(self._local, "conn", None)
         self._local.conn = None
+        driver = None if conn is None else conn.driver_connection
+        # psycopg marks a connection it found dead `broken`/`closed`; sqlite3 has neither.
+        lost = bool(getattr(driver, "broken", False) or getattr(driver, "closed", False))
         if conn is not None:
             with self._lock:
                 if conn in self._all:
                     self._all.remove(conn)
             with suppress(Exception):  # already broken; nothing more to release
                 conn.invalidate()
+        return lost
 
     def transaction(self, single: bool = False) -> Transaction:
         """A cursor in a transaction; ``single`` means one statement, committed by itself."""

@@ -47,6 +47,10 @@ T = TypeVar("T")
 _WAKEABLE = ("WAITING", "RUNNING", "ENQUEUED")
 
 
+class _ConnectionLost(StorageUnavailableError):
+    """The thread's hot-path connection was found dead (see Store._hot_call)."""
+
+
 class _Hot:
     """The hot-path transaction with error classification (a class: it runs every step)."""
 
@@ -209,14 +213,30 @@ class Store(Claims, OperatorActions, Signals):
         """A transaction on this thread's raw connection, errors classified like ``_guard``."""
         return _Hot(self, single)
 
+    def _hot_call(self, single: bool, work: Callable[[Any, bool], T]) -> T:
+        """``work(cursor, retried)`` in a hot-path transaction, and once more on a fresh
+        connection if this thread's connection was found dead (a database restart or a cut
+        network closes it while it idles in the thread). The statement then never reached a
+        live session, except when the connection died during the commit itself: ``retried``
+        tells ``work`` to read a conflict with its own row as that first commit."""
+        try:
+            with self._hot(single) as cursor:
+                return work(cursor, False)
+        except _ConnectionLost:
+            pass
+        with self._hot(single) as cursor:
+            return work(cursor, True)
+
     def _raise_classified(self, exc: BaseException) -> None:
         """Re-raise a driver error as the aevos error it means; other errors pass through."""
         if isinstance(exc, AevosError | LeaseLost | self._dbapi.IntegrityError):
             return
-        if isinstance(exc, self._dbapi.Error):
+        if isinstance(exc, self._dbapi.Error | sa.exc.SQLAlchemyError):
+            # SQLAlchemy wraps what fails while checking out a connection (a refused one).
             classified = self.dialect.classify(exc, self.safe_url)
             if classified is not None:
-                self._raw.discard()
+                if self._raw.discard() and isinstance(classified, StorageUnavailableError):
+                    raise _ConnectionLost(classified.message) from None
                 raise classified from None
             raise StorageError(
                 f"database error on {self.safe_url}: {type(exc).__name__}: "
@@ -424,10 +444,15 @@ class Store(Claims, OperatorActions, Signals):
             "finished_at": None,
         }
         stmt = self._hot_run
-        with self._hot(single=True) as cursor:
+
+        def insert(cursor: Any, _retried: bool) -> bool:
+            # A retried insert that finds its own first one committed inserts nothing and
+            # returns False: the slow path then finds the run and hands it back.
             cursor.execute(stmt.sql, stmt.params(values))
-            if cursor.rowcount != 1:
-                return None
+            return bool(cursor.rowcount == 1)
+
+        if not self._hot_call(True, insert):
+            return None
         return self._fresh_info(new, values)
 
     def _fresh_info(self, new: NewRun, values: dict[str, Any]) -> RunInfo:
@@ -541,6 +566,15 @@ class Store(Claims, OperatorActions, Signals):
         )
         return result.rowcount == 1
 
+    def _holds(self, run_id: str, owner: str) -> bool:
+        with self._read() as conn:
+            held = conn.execute(
+                sa.select(runs.c.run_id).where(
+                    runs.c.run_id == run_id, runs.c.owner == owner, runs.c.status == "RUNNING"
+                )
+            ).first()
+        return held is not None
+
     def record_step(self, run_id: str, owner: str, step: StepRecord) -> None:
         """Commit one step result; raises :class:`LeaseLost` (nothing written) if ``owner``
         no longer holds the run: it was cancelled or taken over after a missed lease."""
@@ -551,9 +585,9 @@ class Store(Claims, OperatorActions, Signals):
                 "w_owner": owner,
                 "now": step.finished_at,
             }
-            single = self.backend == "postgresql"
-            try:
-                with self._hot(single) as cursor:
+
+            def insert(cursor: Any, retried: bool) -> None:
+                try:
                     if self._hot_step_fenced is not None:
                         fenced = self._hot_step_fenced
                         cursor.execute(fenced.sql, fenced.params(values))
@@ -564,9 +598,15 @@ class Store(Claims, OperatorActions, Signals):
                     if cursor.rowcount != 1:
                         raise LeaseLost(run_id)
                     cursor.execute(self._hot_step.sql, self._hot_step.params(values))
-            except self._dbapi.IntegrityError:
-                # Another executor recorded this position first: it holds the run now.
-                raise LeaseLost(run_id) from None
+                except self._dbapi.IntegrityError:
+                    if retried and self._holds(run_id, owner):
+                        # The first attempt committed before its connection died: only this
+                        # execution records new positions of a run it holds.
+                        return
+                    # Another executor recorded this position first: it holds the run now.
+                    raise LeaseLost(run_id) from None
+
+            self._hot_call(self.backend == "postgresql", insert)
             return
         with self._tx() as conn:
             if not self._fence(conn, run_id, owner, step.finished_at):
@@ -632,25 +672,33 @@ class Store(Claims, OperatorActions, Signals):
             }
             if step is not None:
                 values.update(self._step_values(run_id, step, step.output_json, None))
+
+            # Retried on a dead connection, a finish that had committed matches no row and
+            # returns False: the executor then reads the run's status, as for a lost lease.
+            def finish_with_step(cursor: Any, _retried: bool) -> bool:
+                assert self._hot_finish_step is not None
+                stmt = self._hot_finish_step
+                cursor.execute(stmt.sql, stmt.params(values))
+                return bool(cursor.rowcount == 1)
+
+            def finish(cursor: Any, _retried: bool) -> bool:
+                cursor.execute(self._hot_finish.sql, self._hot_finish.params(values))
+                if cursor.rowcount != 1:
+                    raise LeaseLost(run_id)
+                if step is not None:
+                    cursor.execute(self._hot_step.sql, self._hot_step.params(values))
+                if parent_run_id is not None:
+                    cursor.execute(self._hot_wake.sql, self._hot_wake.params(values))
+                return True
+
             try:
                 if step is not None and parent_run_id is None and self._hot_finish_step is not None:
-                    with self._hot(single=True) as cursor:
-                        stmt = self._hot_finish_step
-                        cursor.execute(stmt.sql, stmt.params(values))
-                        return bool(cursor.rowcount == 1)
-                with self._hot(single=step is None and parent_run_id is None) as cursor:
-                    cursor.execute(self._hot_finish.sql, self._hot_finish.params(values))
-                    if cursor.rowcount != 1:
-                        raise LeaseLost(run_id)
-                    if step is not None:
-                        cursor.execute(self._hot_step.sql, self._hot_step.params(values))
-                    if parent_run_id is not None:
-                        cursor.execute(self._hot_wake.sql, self._hot_wake.params(values))
+                    return self._hot_call(True, finish_with_step)
+                return self._hot_call(step is None and parent_run_id is None, finish)
             except LeaseLost:
                 return False
             except self._dbapi.IntegrityError:
                 return False  # another executor recorded that position: it holds the run
-            return True
         with self._tx() as conn:
             text, ref = self._value(conn, output_json)
             result = conn.execute(

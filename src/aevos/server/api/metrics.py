@@ -166,7 +166,8 @@ def model_metrics(
 )
 def prometheus(access: AccessDep, principal: PrincipalDep) -> Response:
     """The tenant's metrics in the Prometheus text format: runs by workflow and status, run
-    durations, open human tasks by queue, feedback decisions and overrides, model calls."""
+    durations, open human tasks by queue, feedback decisions and overrides, model calls;
+    for administrators also the database's health (``aevos_storage_*``, as ``aevos doctor``)."""
     return Response(access.metrics.exposition(principal), media_type=_EXPOSITION)
 
 
