@@ -89,9 +89,11 @@ def _score(
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # 40 images at ~2.7 s each, longer on a loaded machine
 def test_rapidocr_reads_totals_and_dates_of_real_receipts(
-    rapid: Any, receipts: list[tuple[Path, dict[str, str]]]
+    rapid: Any, first_read: Prediction, receipts: list[tuple[Path, dict[str, str]]]
 ) -> None:
-    totals, dates = _score([rapid.predict(str(image)) for image, _ in receipts], receipts)
+    # Receipt 000 by path is first_read: the same call on the same instance, read once.
+    rest = [rapid.predict(str(image)) for image, _ in receipts[1:]]
+    totals, dates = _score([first_read, *rest], receipts)
     print(f"rapidocr on 40 receipts: total {totals}/40, date {dates}/40")
     assert totals >= 34
     assert dates >= 36
