@@ -89,9 +89,11 @@ def _score(
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # 40 images at ~2.7 s each, longer on a loaded machine
 def test_rapidocr_reads_totals_and_dates_of_real_receipts(
-    rapid: Any, receipts: list[tuple[Path, dict[str, str]]]
+    rapid: Any, first_read: Prediction, receipts: list[tuple[Path, dict[str, str]]]
 ) -> None:
-    totals, dates = _score([rapid.predict(str(image)) for image, _ in receipts], receipts)
+    # Receipt 000 by path is first_read: the same call on the same instance, read once.
+    rest = [rapid.predict(str(image)) for image, _ in receipts[1:]]
+    totals, dates = _score([first_read, *rest], receipts)
     print(f"rapidocr on 40 receipts: total {totals}/40, date {dates}/40")
     assert totals >= 34
     assert dates >= 36
@@ -107,9 +109,13 @@ def _require_tesseract() -> None:
 
 @pytest.mark.slow
 def test_tesseract_reads_totals_of_real_receipts(
-    receipts: list[tuple[Path, dict[str, str]]],
+    receipts: list[tuple[Path, dict[str, str]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _require_tesseract()
+    # One OpenMP thread per tesseract process (pytesseract's subprocess inherits it): its
+    # threads spin-wait for each other, and with the 2 cores shared with the test process a
+    # read took twice as long (4.0 s against 1.5-1.9 s measured here); the text is the same.
+    monkeypatch.setenv("OMP_THREAD_LIMIT", "1")
     adapter = load_adapter("ocr", b'{"engine": "tesseract"}', FIELDS)
     totals, dates = _score(
         [adapter.predict(str(image)) for image, _ in receipts[:20]], receipts[:20]

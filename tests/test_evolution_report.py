@@ -12,6 +12,7 @@ the tasks and the labels say when counted one by one.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import time
 from bisect import bisect_right
@@ -88,6 +89,13 @@ def _phase(model: Any, rows: list[tuple[str, str]]) -> list[Ticket]:
 
 @pytest.fixture(scope="module")
 def trained() -> Trained:
+    return train_versions()
+
+
+@functools.cache
+def train_versions() -> Trained:
+    """Versions 1 and 2 and their tickets, trained once per session: the same bytes every
+    time, and tests/test_console_evolution.py tells the same story."""
     from aevos.models.adapters.sklearn import train_text_classifier
     from aevos.models.artifact import dump_sklearn
 

@@ -12,6 +12,7 @@ computed directly from the cases, the audit log and the labels.
 from __future__ import annotations
 
 import csv
+import functools
 import random
 import time
 from collections.abc import Iterator
@@ -64,6 +65,7 @@ def queries(n: int) -> list[tuple[str, str]]:
     return rows[:n]
 
 
+@functools.cache  # the same bytes each time: test_replay_api and test_replay_crash reuse them
 def artifact(per: int, *, shuffled: bool = False) -> bytes:
     from aevos.models.adapters.sklearn import train_text_classifier
     from aevos.models.artifact import dump_sklearn

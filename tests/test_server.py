@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from aevos import Aevos, StepContext, WorkflowContext
+from aevos.cli import cli
 from aevos.server import create_app
 
 
@@ -267,14 +269,9 @@ def test_aevos_serve_on_a_busy_port_says_so_before_serving(sqlite_url: str) -> N
     assert done.stdout == ""  # no "serving" banner
     assert done.stderr.startswith(f"error [address_in_use]: cannot listen on 127.0.0.1:{port}")
     assert "Traceback" not in done.stderr
-    bad = subprocess.run(
-        [sys.executable, "-m", "aevos", "serve", "--max-body-bytes", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert bad.returncode == 2
+    # An option refused before the app is built: in-process, no second interpreter start.
+    bad = CliRunner().invoke(cli, ["--database-url", sqlite_url, "serve", "--max-body-bytes", "0"])
+    assert bad.exit_code == 2
     assert bad.stderr.startswith("error [bad_option]: --max-body-bytes must be 1 to")
 
 
