@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ def texts(split: str = "train", per: int = 40) -> tuple[list[str], list[str]]:
     return xs, ys
 
 
+@functools.cache  # the same bytes every time: test_rollouts and test_rollouts_replay share them
 def trained(*, shuffled: bool = False, c: float = 20.0) -> bytes:
     from aevos.models.adapters.sklearn import train_text_classifier
     from aevos.models.artifact import dump_sklearn

@@ -33,7 +33,7 @@ def _banking(split: str) -> list[tuple[str, str]]:
         return [(row["text"], row["category"]) for row in csv.DictReader(handle)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # test_monitors_api uses it too: trained once
 def banking_model() -> tuple[bytes, list[str]]:
     """A text classifier on all 77 intents (40 examples each), and 10 intents held back
     from the reference traffic."""
