@@ -11,6 +11,7 @@ time range.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -297,7 +298,15 @@ class Check:
             distance=config.threshold("label_distance"),
             new_class_share=config.threshold("new_label_share"),
         )
-        figures = {**finding.figures, "reference_labels": len(ref), "window_labels": len(win)}
+        # How many labels each new class holds so far (the retraining waits for them).
+        counts = Counter(_label_text(label) for label in known.values())
+        held = {c: counts[c] for c in finding.figures.get("new_classes", {})}
+        figures = {
+            **finding.figures,
+            "reference_labels": len(ref),
+            "window_labels": len(win),
+            "new_class_labels": held,
+        }
         found = st.Finding(
             finding.value, finding.threshold, finding.p_value, finding.alert, figures
         )

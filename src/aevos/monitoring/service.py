@@ -61,13 +61,14 @@ ACTOR = "system:monitors"
 MAX_LIMIT = 1000
 CHOICES = ("acknowledge", "retrain", "dismiss")
 #: Why a retraining did not start now that will not hold for long.
-BUSY = frozenset({"rollout_in_progress", "retraining_in_progress"})
+BUSY = frozenset({"rollout_in_progress", "retraining_in_progress", "waiting_for_labels"})
 #: The settings among the thresholds that are counts or seconds, not shares, and their top.
 _HIGHEST = {
     "min_window": 100_000.0,
     "estimate_window": 20_000.0,
     "max_retrainings": 100.0,
     "retrain_after": 30 * 86400.0,
+    "min_new_class_labels": 100_000.0,
 }
 
 
@@ -372,7 +373,7 @@ class Monitors:
             )
         actions: dict[str, Any] = {}
         if config.retrain:
-            actions["retrain"] = self._start_retraining(alert, result.at)
+            actions["retrain"] = self._start_retraining(alert, result.at, config=config)
         if config.task:
             actions["task"] = self._ask_operator(alert)
         if actions:
@@ -380,11 +381,16 @@ class Monitors:
                 uow.monitors.set_actions(alert.alert_id, actions)
         return alert
 
-    def _start_retraining(self, alert: Alert, at: float, attempt: int = 1) -> dict[str, Any]:
+    def _start_retraining(
+        self, alert: Alert, at: float, attempt: int = 1, config: MonitorConfig | None = None
+    ) -> dict[str, Any]:
+        """Start a drift retraining for ``alert`` unless one would be premature (see
+        :meth:`_busy`; an operator's explicit choice, without ``config``, does not wait for
+        labels)."""
         retraining = self._retraining()
         tried = {"attempts": attempt, "at": at}
         try:
-            busy = self._busy(alert, retraining)
+            busy = self._busy(alert, retraining, config)
             if busy is not None:
                 return busy
             # The first attempt's key is the alert's own (as before retries existed).
@@ -400,7 +406,9 @@ class Monitors:
             return {"started": False, "reason": exc.message, "code": exc.code, **tried}
         return {"started": True, "run_id": handle.run_id, **tried}
 
-    def _busy(self, alert: Alert, retraining: Retraining) -> dict[str, Any] | None:
+    def _busy(
+        self, alert: Alert, retraining: Retraining, config: MonitorConfig | None
+    ) -> dict[str, Any] | None:
         """Why no retraining starts now: one of the model's candidates is being rolled
         out (a retraining started now could not hand its candidate over, and the rollout
         may yet bring the fix), or a drift retraining is queued or running. A shift usually
@@ -428,7 +436,36 @@ class Monitors:
                     "reason": f"drift retraining {run.run_id} of {alert.model} is in progress",
                     "run_id": run.run_id,
                 }
-        return None
+        return None if config is None else self._unlearnable(config)
+
+    def _unlearnable(self, config: MonitorConfig) -> dict[str, Any] | None:
+        """Why a retraining would come too early: this check's label drift names classes
+        that hold fewer labels (their median) than ``min_new_class_labels``."""
+        with self.store.reading() as uow:
+            # The check's results are stored before its alerts act, so the latest label
+            # drift is this check's, whichever monitor's alert asks.
+            latest = uow.monitors.results(
+                config.tenant, config.model, monitor="label_drift", limit=1
+            )
+        if not latest or not latest[0].alert:
+            return None
+        held = latest[0].figures.get("new_class_labels")
+        if not isinstance(held, Mapping) or not held:
+            return None
+        counts = sorted(int(n) for n in held.values())
+        median = counts[len(counts) // 2]
+        least = int(config.threshold("min_new_class_labels"))
+        if median >= least:
+            return None
+        return {
+            "started": False,
+            "code": "waiting_for_labels",
+            "reason": (
+                f"the {len(counts)} new classes of the label drift hold a median of {median} "
+                f"labels, fewer than min_new_class_labels ({least}): a candidate could not "
+                "learn them yet"
+            ),
+        }
 
     def _retrain_again(self, config: MonitorConfig, result: MonitorResult) -> None:
         """The drift an open alert reported is still there: when nothing answers it any
@@ -455,7 +492,7 @@ class Monitors:
         last = max((r.started_at for r in episode), default=None)
         if last is not None and result.at - last < config.threshold("retrain_after"):
             return
-        outcome = self._start_retraining(alert, result.at, len(episode) + 1)
+        outcome = self._start_retraining(alert, result.at, len(episode) + 1, config)
         if outcome.get("code") not in BUSY:  # started, or failed to start: say which
             with self.store.transaction() as uow:
                 uow.monitors.set_actions(alert.alert_id, {**alert.actions, "retrain": outcome})
@@ -481,7 +518,12 @@ class Monitors:
             alert = uow.monitors.open_alert_of(config.tenant, config.model, result.monitor)
             if alert is None:
                 return
-            reason = f"recovered: {result.monitor} {result.value:.4g} within {result.threshold}"
+            # Within the threshold, or past it but no longer significant: say which figures.
+            p = "" if result.p_value is None else f", p {result.p_value:.3g}"
+            reason = (
+                f"recovered: {result.monitor} {result.value:.4g} (threshold "
+                f"{result.threshold:.4g}{p}) no longer raises an alert"
+            )
             self._close(uow, alert, "resolved", ACTOR, reason, result.at)
 
     def _close(

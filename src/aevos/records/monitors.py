@@ -54,6 +54,11 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     # this many times in all, and not sooner than retrain_after seconds after the last one.
     "max_retrainings": 3,
     "retrain_after": 300,
+    # While label drift names classes the model never saw, a drift retraining waits until
+    # they hold this many labels each (the median of them): a candidate trained on one or
+    # two examples of a class does not learn it, and once it is champion the monitors
+    # compare against its own traffic, where those classes are no longer new.
+    "min_new_class_labels": 5,
 }
 
 
