@@ -262,14 +262,19 @@ class Check:
         if not ref or not win:
             reason = "the calls recorded no predicted class"
             return _no_data(config, version, "prediction_drift", reason, self.now, len(win), span)
-        finding = st.prediction_drift(
+        finding = self._classes(ref, win, "prediction_distance", "new_class_share")
+        return _result(config, version, "prediction_drift", finding, len(win), span, self.now)
+
+    def _classes(self, ref: list[str], win: list[str], distance: str, share: str) -> st.Finding:
+        """Drift of two samples of classes, with the configured thresholds named."""
+        config = self.config
+        return st.prediction_drift(
             ref,
             win,
             p_value=config.threshold("p_value"),
-            distance=config.threshold("prediction_distance"),
-            new_class_share=config.threshold("new_class_share"),
+            distance=config.threshold(distance),
+            new_class_share=config.threshold(share),
         )
-        return _result(config, version, "prediction_drift", finding, len(win), span, self.now)
 
     def _labels(
         self,
@@ -291,13 +296,7 @@ class Check:
         if not self._enough(ref, win):
             reason = f"{len(ref)} labelled calls in the reference and {len(win)} in the window"
             return _no_data(config, version, "label_drift", reason, self.now, len(win), span)
-        finding = st.prediction_drift(
-            ref,
-            win,
-            p_value=config.threshold("p_value"),
-            distance=config.threshold("label_distance"),
-            new_class_share=config.threshold("new_label_share"),
-        )
+        finding = self._classes(ref, win, "label_distance", "new_label_share")
         # How many labels each new class holds so far (the retraining waits for them).
         counts = Counter(_label_text(label) for label in known.values())
         held = {c: counts[c] for c in finding.figures.get("new_classes", {})}

@@ -424,20 +424,10 @@ class MonitorRepository(Repository):
         return [bool(value) for (value,) in rows]
 
     def labels(self, tenant: str, model: str, since: float, until: float) -> dict[str, Any]:
-        """The label of each of ``model``'s cases labelled in ``[since, until)``, by case id:
-        the latest recorded (people correct themselves; ground truth comes last)."""
-        lab = labels.c
-        rows = self.conn.execute(
-            sa.select(lab.case_id, lab.label)
-            .where(
-                lab.tenant == tenant,
-                lab.model == model,
-                lab.labelled_at >= since,
-                lab.labelled_at < until,
-            )
-            .order_by(lab.id)
-        )
-        return {str(case_id): codec.decode(label) for case_id, label in rows}
+        """The label of each of ``model``'s cases labelled in ``[since, until)``, by case
+        id: the latest recorded (a drift of labels needs their classes, not which source
+        outranks which)."""
+        return dict(self._labelled(tenant, model, since, until))
 
     def qa_labels(
         self, tenant: str, model: str, since: float, until: float
@@ -445,6 +435,14 @@ class MonitorRepository(Repository):
         """(case_id, label) of the QA samples (source ``qa``, or drawn at random) of
         ``model``'s cases labelled in ``[since, until)``."""
         lab = labels.c
+        return self._labelled(
+            tenant, model, since, until, sa.or_(lab.source == "qa", lab.unbiased == 1)
+        )
+
+    def _labelled(
+        self, tenant: str, model: str, since: float, until: float, *where: Any
+    ) -> list[tuple[str, Any]]:
+        lab = labels.c
         rows = self.conn.execute(
             sa.select(lab.case_id, lab.label)
             .where(
@@ -452,7 +450,7 @@ class MonitorRepository(Repository):
                 lab.model == model,
                 lab.labelled_at >= since,
                 lab.labelled_at < until,
-                sa.or_(lab.source == "qa", lab.unbiased == 1),
+                *where,
             )
             .order_by(lab.id)
         )
