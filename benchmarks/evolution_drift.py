@@ -74,6 +74,7 @@ from examples.support_triage import (  # noqa: E402
     load_banking,
     make_app,
     per_intent,
+    register_trained,
     start_tickets,
     ticket,
     train_first_version,
@@ -81,7 +82,6 @@ from examples.support_triage import (  # noqa: E402
 
 from aevos import Aevos, TaskStatus  # noqa: E402
 from aevos.errors import RolloutConflictError  # noqa: E402
-from aevos.evolution import Dataset  # noqa: E402
 from aevos.pii import Vault  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -334,22 +334,15 @@ def watch(app: Aevos, options: Options) -> None:
 def register_worse(app: Aevos, options: Options, rows: list[tuple[str, str]]) -> int:
     """Train on ``rows`` with their labels shuffled and register it: the candidate an
     operator enters for rollout by mistake. Returns its version."""
-    result = app.recipes.train(
-        RECIPE, Dataset.from_rows(shuffled_labels(rows, options.seed + 7)), RECIPE_PARAMS
-    )
-    artifact = result.artifact
-    assert artifact is not None
-    version = app.models.register(
-        MODEL,
-        artifact.data,
-        flavor=artifact.flavor,
-        config=dict(artifact.config),
-        parts=artifact.blobs,
+    return register_trained(
+        app,
+        shuffled_labels(rows, options.seed + 7),
+        recipe=RECIPE,
+        params=RECIPE_PARAMS,
         tags={"benchmark.worse": "shuffled labels"},
         tenant=TENANT,
         created_by=OPERATOR,
-    ).version
-    return version
+    )
 
 
 def enter_worse(app: Aevos, options: Options, version: int) -> bool:

@@ -321,23 +321,46 @@ def train_first_version(
     tenant: str = "default",
 ) -> int:
     """Train version 1 of the model on ``rows`` and make it the champion; its version."""
+    version = register_trained(
+        app,
+        rows,
+        recipe=recipe,
+        params=params,
+        tags={"support.seed": "true"},
+        tenant=tenant,
+        created_by="system:support-triage",
+    )
+    app.promotions.promote(
+        MODEL, version, alias="champion", tenant=tenant, by="system:support-triage"
+    )
+    return version
+
+
+def register_trained(
+    app: Aevos,
+    rows: Sequence[tuple[str, str]],
+    *,
+    recipe: str,
+    params: Mapping[str, Any] | None,
+    tags: Mapping[str, str],
+    tenant: str,
+    created_by: str,
+) -> int:
+    """Train ``recipe`` on ``rows`` and register the result as a new version of the model
+    (tagged with its recipe and ``tags``), without promoting it; its version."""
     result = app.recipes.train(recipe, Dataset.from_rows(rows), params)
     artifact = result.artifact
     assert artifact is not None, f"recipe {recipe} gave no servable artifact"
-    version = app.models.register(
+    return app.models.register(
         MODEL,
         artifact.data,
         flavor=artifact.flavor,
         config=dict(artifact.config),
         parts=artifact.blobs,
-        tags={"aevos.recipe": f"{recipe}@{result.recipe_version}", "support.seed": "true"},
+        tags={"aevos.recipe": f"{recipe}@{result.recipe_version}", **tags},
         tenant=tenant,
-        created_by="system:support-triage",
-    )
-    app.promotions.promote(
-        MODEL, version.version, alias="champion", tenant=tenant, by="system:support-triage"
-    )
-    return version.version
+        created_by=created_by,
+    ).version
 
 
 def import_labels(
