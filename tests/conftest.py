@@ -7,6 +7,11 @@ once per session (a database kept from an earlier run may hold an older draft of
 that has not been released, whose revision id alembic would take as current). Outside CI a test on PostgreSQL
 skips when the server is unreachable; in CI (``CI=true``) it fails instead: those tests must
 run there.
+
+The suite runs in parallel (pytest-xdist, ``-n`` in pyproject.toml's addopts): each xdist
+worker gets its own PostgreSQL database beside the configured one (``test`` becomes
+``test_gw0``, ``test_gw1``, ...), created on first use, because a worker drops and truncates
+the aevos tables of the database it owns.
 """
 
 from __future__ import annotations
@@ -14,16 +19,30 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from aevos import Aevos
 from aevos.storage import open_store
 
-POSTGRES_URL = os.environ.get(
+BASE_POSTGRES_URL = os.environ.get(
     "AEVOS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _worker_database_url(base: str, worker: str) -> str:
+    """The base URL with this xdist worker's database name (the base itself when serial)."""
+    if not worker:
+        return base
+    parts = urlsplit(base)
+    name = parts.path.lstrip("/") or "postgres"
+    return urlunsplit(parts._replace(path=f"/{name}_{worker}"))
+
+
+POSTGRES_URL = _worker_database_url(BASE_POSTGRES_URL, XDIST_WORKER)
 
 _pg_state: dict[str, object] = {}
 
@@ -33,6 +52,7 @@ def postgres_available() -> bool:
         try:
             import psycopg
 
+            _create_worker_database()
             with psycopg.connect(POSTGRES_URL, connect_timeout=3, autocommit=True) as conn:
                 _drop_aevos_tables(conn)
                 _pg_state["ok"] = True
@@ -40,6 +60,23 @@ def postgres_available() -> bool:
             _pg_state["ok"] = False
             _pg_state["why"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return bool(_pg_state["ok"])
+
+
+def _create_worker_database() -> None:
+    """Create this xdist worker's database on the server of the configured one."""
+    if POSTGRES_URL == BASE_POSTGRES_URL:
+        return
+    import psycopg
+    from psycopg import sql
+
+    name = urlsplit(POSTGRES_URL).path.lstrip("/")
+    with psycopg.connect(BASE_POSTGRES_URL, connect_timeout=3, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists is None:
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except psycopg.errors.DuplicateDatabase:
+                pass  # another session's worker of the same number made it first
 
 
 def _drop_aevos_tables(conn: object) -> None:
