@@ -114,7 +114,10 @@ class NatsDestination(Destination):
         servers = [self.servers] if isinstance(self.servers, str) else list(self.servers)
         if not servers or not all(s.startswith(("nats://", "tls://")) for s in servers):
             raise ConnectorConfigError("NATS destination servers must be nats:// or tls:// URLs")
-        self.name = "nats:" + ",".join(s.split("@")[-1] for s in servers)
+        # Without any user:password@ part: the name goes into rows, errors and logs.
+        self.name = ",".join(
+            s.split("://", 1)[0] + "://" + s.split("://", 1)[1].split("@")[-1] for s in servers
+        )
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         with self._lock:
