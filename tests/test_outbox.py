@@ -197,14 +197,17 @@ def test_a_relay_killed_after_sending_is_deduplicated_downstream(
             ctx.publish("orders.announced", {"i": i})
 
     announce.run(3)
-    destination = NatsDestination(natsd.url, subjects="orders.>")
-    first = OutboxRelay(app.store, [destination], lease=0.5)
-    taken = first.claim()
-    assert len(taken) == 3
-    for row in taken:
-        destination.send(row)  # sent, then the relay dies before it marks any row sent
-    first.close()
-    assert {m.status for m in outbox(app)} == {"PENDING"}
+    # A relay process takes the three, publishes them and is SIGKILLed before marking them.
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    died = subprocess.run(
+        [sys.executable, "-m", "tests.apps.outbox_app", "relay", app.database_url, natsd.url],
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    assert died.returncode == -signal.SIGKILL
+    assert len(natsd.messages("ORDERS", "orders.announced")) == 3
+    assert {(m.status, m.attempts) for m in outbox(app)} == {("PENDING", 1)}
 
     second = OutboxRelay(app.store, [NatsDestination(natsd.url, subjects="orders.>")])
     try:

@@ -3,11 +3,16 @@
 ``python -m tests.apps.outbox_app URL RUN_ID HOLD_FILE``: starts ``order`` under
 ``RUN_ID``; its step publishes, then (while ``HOLD_FILE`` exists) touches ``HOLD_FILE +
 '.reached'`` and waits to be killed before the step's result (and its message) commit.
+
+``python -m tests.apps.outbox_app relay URL NATS_URL``: a relay that takes the due
+messages, publishes them to NATS and is SIGKILLed (by itself, at exactly that point)
+before it marks any of them sent.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -38,6 +43,19 @@ def build(url: str, hold: str | None = None) -> Aevos:
     return app
 
 
+def relay_and_die(url: str, nats_url: str) -> None:
+    from aevos.connectors import NatsDestination, OutboxRelay
+    from aevos.storage import open_store
+
+    destination = NatsDestination(nats_url, subjects="orders.>")
+    relay = OutboxRelay(open_store(url), [destination], lease=0.5)
+    for row in relay.claim():
+        destination.send(row)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "relay":
+        relay_and_die(sys.argv[2], sys.argv[3])
     url, run_id, hold = sys.argv[1:4]
     build(url, hold).workflow_named("order").options(run_id=run_id).run(7)
