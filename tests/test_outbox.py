@@ -353,3 +353,51 @@ def test_a_wrong_secret_is_refused_by_the_receiver(app: Aevos) -> None:
         assert "HTTP 401" in (relay.messages(status="DEAD")[0].last_error or "")
     finally:
         receiver.close()
+
+
+def test_operators_see_dead_messages_with_their_reason_and_requeue_them(
+    database_url: str,
+) -> None:
+    from typer.testing import CliRunner
+
+    from aevos.cli.main import cli
+
+    app = Aevos(database_url)
+    try:
+
+        @app.workflow()
+        def announce(ctx: Any) -> None:
+            ctx.publish("billing.unrouted", {"x": 1})
+
+        announce.options(run_id="op", tenant="acme").run()
+        relay = app.outbox_relay(
+            [WebhookDestination("http://127.0.0.1:9/x", secret="s", subjects="orders.>")]
+        )
+        assert relay.run_once().dead == 1
+    finally:
+        app.close()
+
+    runner = CliRunner()
+
+    def aevos(*args: str) -> Any:
+        return runner.invoke(cli, ["--database-url", database_url, *args])
+
+    listed = aevos("outbox", "list", "--tenant", "acme", "--status", "dead", "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["message_id"], r["status"], r["last_error"]) for r in rows] == [
+        ("op/0", "DEAD", "no destination takes subject 'billing.unrouted'")
+    ]
+    other = aevos("outbox", "list", "--tenant", "other", "--json")
+    assert other.exit_code == 0 and other.stdout == ""  # another tenant sees none of it
+    bad = aevos("outbox", "list", "--tenant", "acme", "--status", "LOST")
+    assert bad.exit_code == 2 and "must be PENDING, SENT or DEAD" in bad.output
+    requeued = aevos("outbox", "requeue", "op/0", "--tenant", "acme")
+    assert requeued.exit_code == 0 and "1 message(s) requeued" in requeued.stdout
+    app = Aevos(database_url)
+    try:
+        assert [r.status for r in app.outbox.messages("acme")] == ["PENDING"]
+        trail = app.audit.query("acme", action="outbox.requeued")
+        assert [(r.data["message_ids"], r.data["requeued"]) for r in trail] == [(["op/0"], 1)]
+    finally:
+        app.close()

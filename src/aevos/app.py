@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .access import Access
     from .audit import AuditLog
     from .cases import KeptCases
-    from .connectors import OutboxRelay
+    from .connectors import Outbox, OutboxRelay
     from .connectors.relay import Destination
     from .events.webhook import Ingress, Mapper, WebhookSource
     from .evolution.certifications import Certifications
@@ -789,6 +789,13 @@ class Aevos:
             self._relay.close()
         self._relay = OutboxRelay(self.store, destinations, **options)
         return self._relay
+
+    @property
+    def outbox(self) -> Outbox:
+        """The outbox: what runs published, its state, DEAD messages sent again."""
+        from .connectors import Outbox
+
+        return Outbox(self.store)
 
     @property
     def relay(self) -> OutboxRelay | None:

@@ -25,7 +25,7 @@ from ..kernel.retry import RetryPolicy
 from .credentials import Secret
 from .email import SmtpConnector
 from .http import HttpConnector
-from .relay import NatsDestination, OutboxRelay, RelayReport, WebhookDestination
+from .relay import NatsDestination, Outbox, OutboxRelay, RelayReport, WebhookDestination
 from .sql import SqlConnector
 
 #: Five attempts, 0.5 s to 8 s apart; refusals and misconfiguration are not retried.
@@ -41,6 +41,7 @@ __all__ = [
     "CONNECTOR_RETRY",
     "HttpConnector",
     "NatsDestination",
+    "Outbox",
     "OutboxRelay",
     "RelayReport",
     "Secret",

@@ -29,7 +29,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -41,7 +41,7 @@ from ..storage.outbox import DEAD, OutboxRow
 from .credentials import Secret, resolve, scrub
 
 if TYPE_CHECKING:
-    from ..storage import Store
+    from ..storage import Store, UnitOfWork
 
 log = logging.getLogger("aevos.outbox")
 T = TypeVar("T")
@@ -274,6 +274,60 @@ class RelayReport:
     dead: int = 0
 
 
+#: The most messages one listing returns.
+MAX_LISTED = 1000
+
+
+class Outbox:
+    """The outbox as operators see it: messages with their state, DEAD ones sent again."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def messages(
+        self,
+        tenant: str | None = None,
+        *,
+        status: str | None = None,
+        run_id: str | None = None,
+        limit: int = 100,
+    ) -> list[OutboxRow]:
+        """Messages, oldest first (``status="DEAD"``: those given up, with the reason in
+        ``last_error``); ``tenant`` None lists every tenant's."""
+        if status is not None and status not in ("PENDING", "SENT", DEAD):
+            raise ConnectorConfigError(
+                f"outbox status must be PENDING, SENT or DEAD, got {status[:20]!r}"
+            )
+        if not 0 < limit <= MAX_LISTED:
+            raise ConnectorConfigError(f"outbox limit must be 1 to {MAX_LISTED}, got {limit}")
+        with self.store.reading() as uow:
+            return uow.outbox.find(tenant, status=status, run_id=run_id, limit=limit)
+
+    def requeue(
+        self,
+        tenant: str,
+        message_ids: Sequence[str],
+        *,
+        also: Callable[[UnitOfWork, int], object] | None = None,
+    ) -> int:
+        """Make the tenant's DEAD ``message_ids`` due again (after their cause was fixed);
+        how many were. ``also(uow, count)`` runs in the same transaction (an audit record)."""
+        ids = list(message_ids)
+        if not 0 < len(ids) <= MAX_LISTED:
+            raise ConnectorConfigError(f"requeue 1 to {MAX_LISTED} message ids, got {len(ids)}")
+        with self.store.transaction() as uow:
+            count = uow.outbox.requeue(tenant, ids, time.time())
+            if also is not None:
+                also(uow, count)
+            return count
+
+    def lag(self) -> float:
+        """Seconds the oldest unsent message has waited (0 when none waits)."""
+        with self.store.reading() as uow:
+            oldest = uow.outbox.oldest_pending()
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
+
+
 class OutboxRelay:
     """Sends outbox messages to their destinations (first whose ``subjects`` matches).
 
@@ -296,6 +350,7 @@ class OutboxRelay:
         if batch < 1 or lease <= 0:
             raise ConnectorConfigError("outbox relay batch must be >= 1 and lease > 0")
         self.store = store
+        self.outbox = Outbox(store)
         self.destinations = list(destinations)
         self.batch = batch
         self.lease = lease
@@ -367,20 +422,16 @@ class OutboxRelay:
     def messages(
         self, tenant: str | None = None, *, status: str | None = None, limit: int = 100
     ) -> list[OutboxRow]:
-        """Messages with their state (``status=DEAD``: those given up, with the reason)."""
-        with self.store.reading() as uow:
-            return uow.outbox.find(tenant, status=status, limit=limit)
+        """See :meth:`Outbox.messages`."""
+        return self.outbox.messages(tenant, status=status, limit=limit)
 
     def requeue(self, tenant: str, message_ids: Sequence[str]) -> int:
-        """Send DEAD messages again (after their cause was fixed); how many were requeued."""
-        with self.store.transaction() as uow:
-            return uow.outbox.requeue(tenant, message_ids, time.time())
+        """See :meth:`Outbox.requeue`."""
+        return self.outbox.requeue(tenant, message_ids)
 
     def lag(self) -> float:
-        """Seconds the oldest unsent message has waited (0 when none waits)."""
-        with self.store.reading() as uow:
-            oldest = uow.outbox.oldest_pending()
-        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
+        """See :meth:`Outbox.lag`."""
+        return self.outbox.lag()
 
     def close(self) -> None:
         for destination in self.destinations:
@@ -392,6 +443,7 @@ __all__ = [
     "DEFAULT_RETRY",
     "Destination",
     "NatsDestination",
+    "Outbox",
     "OutboxRelay",
     "RelayReport",
     "WebhookDestination",
