@@ -117,6 +117,22 @@ def test_only_the_successful_attempt_of_a_step_publishes(app: Aevos) -> None:
     ]
 
 
+def test_an_async_step_publishes_with_its_result(app: Aevos) -> None:
+    @app.step()
+    async def fetch(sctx: StepContext, n: int) -> int:
+        sctx.publish("orders.fetched", {"n": n})
+        return n * 2
+
+    @app.workflow()
+    async def flow(ctx: Any, n: int) -> int:
+        return await fetch(ctx, n)
+
+    assert flow.options(run_id="async-1").run(21) == 42
+    assert [(r.message_id, json.loads(r.payload)) for r in outbox(app)] == [
+        ("async-1/0/0", {"n": 21})
+    ]
+
+
 def test_bad_subjects_and_payloads_are_refused_before_anything_is_recorded(app: Aevos) -> None:
     @app.workflow()
     def bad(ctx: Any, subject: str) -> None:
@@ -401,3 +417,59 @@ def test_operators_see_dead_messages_with_their_reason_and_requeue_them(
         assert [(r.data["message_ids"], r.data["requeued"]) for r in trail] == [(["op/0"], 1)]
     finally:
         app.close()
+
+
+def test_concurrent_relays_send_each_message_once(app: Aevos, natsd: PrivateNats) -> None:
+    @app.workflow()
+    def announce(ctx: Any, n: int) -> None:
+        for i in range(n):
+            ctx.publish("orders.bulk", {"i": i})
+
+    announce.run(60)
+    relays = [
+        OutboxRelay(app.store, [NatsDestination(natsd.url, subjects="orders.>")], batch=7)
+        for _ in range(3)
+    ]
+    reports: list[int] = []
+    lock = threading.Lock()
+
+    def relay_all(relay: OutboxRelay) -> None:
+        report = relay.run_once(rounds=100)
+        with lock:
+            reports.append(report.sent)
+
+    threads = [threading.Thread(target=relay_all, args=(r,)) for r in relays]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for relay in relays:
+        relay.close()
+    # Each message was taken by one relay only (the lease; SKIP LOCKED on PostgreSQL).
+    assert sum(reports) == 60
+    assert {(r.status, r.attempts) for r in outbox(app)} == {("SENT", 1)}
+    got = natsd.messages("ORDERS", "orders.bulk")
+    assert sorted(json.loads(data)["i"] for _, data in got) == list(range(60))
+
+
+def test_a_nats_server_restart_is_retried_through(app: Aevos, natsd: PrivateNats) -> None:
+    @app.workflow()
+    def announce(ctx: Any) -> None:
+        ctx.publish("orders.restart", {"x": 1})
+
+    announce.options(run_id="rs").run()
+    relay = app.outbox_relay(
+        [NatsDestination(natsd.url, subjects="orders.>", timeout=1.0)],
+        retry=RetryPolicy(max_attempts=50, initial_interval=0.0, jitter=0.0),
+    )
+    natsd.stop()
+    down = relay.run_once()
+    assert (down.sent, down.retried) == (0, 1)
+    [row] = outbox(app)
+    assert row.status == "PENDING" and row.last_error is not None
+    assert row.last_error.startswith(f"NATS at {natsd.url}: ")
+    natsd.start()  # the same port and store: the stream is still there
+    wait_for(lambda: relay.run_once().sent == 1, "the relay to send after the restart")
+    assert [r.status for r in outbox(app)] == ["SENT"]
+    got = natsd.messages("ORDERS", "orders.restart")
+    assert [msg_id for msg_id, _ in got] == ["rs/0"]
