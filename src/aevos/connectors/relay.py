@@ -385,7 +385,16 @@ class OutboxRelay:
             reason = f"no destination takes subject {row.subject!r}"
             return self._dead(row, None, reason)
         try:
-            destination.send(row)
+            try:
+                destination.send(row)
+            except (ConnectorRejectedError, ConnectorUnavailableError):
+                raise
+            except Exception as exc:
+                # A destination of the user's own that raised something else: retried like
+                # an outage (the attempts bound it), never left to stop the batch.
+                raise ConnectorUnavailableError(
+                    f"{destination.name}: {type(exc).__name__}: {str(exc)[:200]}"
+                ) from None
         except ConnectorRejectedError as exc:
             return self._dead(row, destination.name, exc.message)
         except ConnectorUnavailableError as exc:
