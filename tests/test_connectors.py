@@ -3,7 +3,8 @@
 HTTP against a local server that answers, fails, times out or returns garbage; SQL against
 a real database (SQLite file or the PostgreSQL test database) by SQLAlchemy URL; SMTP
 against a local aiosmtpd server and an unreachable port. Credentials must never reach an
-error, a log line, a recorded step or an audit record.
+error, a log line or a recorded step (connectors write no audit records of their own; the
+relay's ``outbox.dead`` records are checked in test_outbox.py).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -473,3 +474,69 @@ def test_a_nats_server_restart_is_retried_through(app: Aevos, natsd: PrivateNats
     assert [r.status for r in outbox(app)] == ["SENT"]
     got = natsd.messages("ORDERS", "orders.restart")
     assert [msg_id for msg_id, _ in got] == ["rs/0"]
+
+
+def test_credentials_stay_out_of_dead_reasons_audit_records_and_logs(
+    app: Aevos,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = "nats-Token-Not-To-Leak-31337"
+    query_key = "hook-Key-Not-To-Leak-4242"
+    server = PrivateNats(tmp_path / "js", "--auth", "the-servers-own-token").start()
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = f"unknown hook {self.path}".encode()  # quotes the query back
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    echo = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=echo.serve_forever, daemon=True).start()
+    try:
+
+        @app.workflow()
+        def announce(ctx: Any) -> None:
+            ctx.publish("orders.secret", {"x": 1})
+            ctx.publish("hooks.secret", {"x": 2})
+
+        announce.options(run_id="cred").run()
+        monkeypatch.setenv("NATS_TOKEN", token)
+        caplog.set_level(logging.DEBUG)
+        relay = app.outbox_relay(
+            [
+                NatsDestination(server.url, subjects="orders.>", token_env="NATS_TOKEN", timeout=1),
+                WebhookDestination(
+                    f"http://127.0.0.1:{echo.server_address[1]}/in?key={query_key}",
+                    secret_env="NATS_TOKEN",
+                    subjects="hooks.>",
+                ),
+            ],
+            retry=RetryPolicy(max_attempts=1),
+        )
+        assert relay.run_once().dead == 2
+        dead = {r.subject: r.last_error or "" for r in relay.messages(status="DEAD")}
+        assert dead["orders.secret"].startswith(f"gave up after 1 attempts: NATS at {server.url}")
+        assert "HTTP 403" in dead["hooks.secret"] and "key=***" in dead["hooks.secret"]
+        trail = app.audit.query("default", action="outbox.dead")
+        assert sorted(r.data["reason"] for r in trail) == sorted(dead.values())
+        stored = json.dumps([[r.data for r in trail], dead, [str(r) for r in outbox(app)]])
+        # aevos's own log lines (httpx's INFO "HTTP Request" line quotes the URL it was given:
+        # docs/integrations.md says to authenticate webhooks by their secret, not a query).
+        ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("aevos"))
+        assert "is DEAD" in ours
+        for secret in (token, query_key):
+            assert secret not in stored
+            assert secret not in ours
+            assert token not in caplog.text
+    finally:
+        echo.shutdown()
+        echo.server_close()
+        server.stop()

@@ -782,11 +782,13 @@ class Aevos:
         """Send what runs publish (``ctx.publish``) to ``destinations`` (NATS JetStream,
         signed webhooks; the first whose subject pattern matches): this app's workers then
         relay the outbox between claims. ``options`` go to
-        :class:`~aevos.connectors.OutboxRelay` (batch, lease, retry)."""
+        :class:`~aevos.connectors.OutboxRelay` (batch, lease, retry); messages given up are
+        audited (``outbox.dead``) in this app's audit log."""
         from .connectors import OutboxRelay
 
         if self._relay is not None:
             self._relay.close()
+        options.setdefault("audit", self.audit)
         self._relay = OutboxRelay(self.store, destinations, **options)
         return self._relay
 

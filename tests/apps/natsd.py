@@ -15,7 +15,8 @@ NATS_SERVER = "/usr/sbin/nats-server"
 
 
 class PrivateNats:
-    def __init__(self, store_dir: Path) -> None:
+    def __init__(self, store_dir: Path, *args: str) -> None:
+        self.args = list(args)  # more nats-server flags (--auth TOKEN)
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self._store = store_dir
@@ -24,7 +25,17 @@ class PrivateNats:
     def start(self) -> PrivateNats:
         self._store.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
-            [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self._store)],
+            [
+                NATS_SERVER,
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self._store),
+                *self.args,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

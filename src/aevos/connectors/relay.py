@@ -35,12 +35,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from ..audit import AuditEvent
 from ..errors import ConnectorConfigError, ConnectorRejectedError, ConnectorUnavailableError
 from ..kernel.retry import RetryPolicy
 from ..storage.outbox import DEAD, OutboxRow
 from .credentials import Secret, resolve, scrub
 
 if TYPE_CHECKING:
+    from ..audit import AuditLog
     from ..storage import Store, UnitOfWork
 
 log = logging.getLogger("aevos.outbox")
@@ -227,8 +229,13 @@ class WebhookDestination(Destination):
             raise ConnectorConfigError(
                 "webhook destination URL must be http(s)://host/path without credentials"
             )
-        # The query may carry a token: the name shows scheme, host and path only.
+        # The query may carry a token: the name shows scheme, host and path only, and the
+        # query's values are scrubbed from whatever the receiver answers.
         self.name = f"webhook:{url.scheme}://{url.netloc.decode()}{url.path}"
+        self._hidden: list[Secret | str | None] = [
+            self._secret,
+            *(value for _, value in url.params.multi_items() if len(value) >= 4),
+        ]
 
     def send(self, row: OutboxRow) -> None:
         if self._client is None:
@@ -249,12 +256,12 @@ class WebhookDestination(Destination):
             raise ConnectorUnavailableError(f"{self.name}: timed out") from None
         except httpx.TransportError as exc:
             raise ConnectorUnavailableError(
-                f"{self.name}: {type(exc).__name__}: {scrub(str(exc), [self._secret])}"
+                f"{self.name}: {type(exc).__name__}: {scrub(str(exc), self._hidden)}"
             ) from None
         status = response.status_code
         if 200 <= status < 300:
             return
-        excerpt = scrub(response.text[:120].replace("\n", " "), [self._secret])
+        excerpt = scrub(response.text[:4096], self._hidden)[:120].replace("\n", " ")
         if status >= 500 or status in (408, 425, 429):
             raise ConnectorUnavailableError(f"{self.name}: HTTP {status}: {excerpt!r}")
         raise ConnectorRejectedError(f"{self.name}: HTTP {status}: {excerpt!r}")
@@ -333,7 +340,9 @@ class OutboxRelay:
 
     ``lease``: seconds a taken message stays hidden from other relays (longer than a send
     can take); ``retry``: the backoff between attempts and how many are made before a
-    message is marked DEAD.
+    message is marked DEAD. With ``audit``, each message given up is also an
+    ``outbox.dead`` audit record of its tenant (id, subject, destination, reason), in the
+    transaction that marks it.
     """
 
     def __init__(
@@ -344,6 +353,7 @@ class OutboxRelay:
         batch: int = 100,
         lease: float = 60.0,
         retry: RetryPolicy = DEFAULT_RETRY,
+        audit: AuditLog | None = None,
     ) -> None:
         if not destinations:
             raise ConnectorConfigError("an outbox relay needs at least one destination")
@@ -355,6 +365,7 @@ class OutboxRelay:
         self.batch = batch
         self.lease = lease
         self.retry = retry
+        self.audit = audit
 
     def destination_for(self, subject: str) -> Destination | None:
         return next((d for d in self.destinations if subject_matches(d.subjects, subject)), None)
@@ -425,6 +436,21 @@ class OutboxRelay:
     def _dead(self, row: OutboxRow, destination: str | None, reason: str) -> str:
         with self.store.transaction() as uow:
             uow.outbox.mark_dead(row.id, destination=destination, reason=reason)
+            if self.audit is not None:
+                event = AuditEvent(
+                    action="outbox.dead",
+                    actor="system:outbox-relay",
+                    tenant=row.tenant,
+                    subject=f"outbox:{row.message_id}",
+                    run_id=row.run_id,
+                    data={
+                        "subject": row.subject,
+                        "destination": destination,
+                        "attempts": row.attempts,
+                        "reason": reason,
+                    },
+                )
+                self.audit.append(event, uow=uow)
         log.warning("outbox message %s is DEAD: %s", row.message_id, reason)
         return "dead"
 
