@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from tests.apps import outbox_app
-from tests.apps.faults import free_port
+from tests.apps.faults import PrivatePostgres, free_port, postgres_bin
 from tests.apps.natsd import PrivateNats
 
 from aevos import Aevos
@@ -540,3 +540,50 @@ def test_credentials_stay_out_of_dead_reasons_audit_records_and_logs(
         echo.shutdown()
         echo.server_close()
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_postgres_restart_under_a_busy_relay_loses_and_doubles_nothing(
+    natsd: PrivateNats,
+) -> None:
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
+    server = PrivatePostgres()
+    try:
+        app = Aevos(server.url, lease_seconds=5.0, park_after=0.3, poll_interval=0.02)
+
+        @app.workflow(name="announce")
+        def announce(ctx: Any, n: int) -> None:
+            ctx.publish("orders.pg", {"n": n})
+            ctx.sleep(0.4)  # parks: the run is executed again, its publish replayed
+            ctx.publish("orders.pg", {"n": n, "after": True})
+
+        app.outbox_relay([NatsDestination(natsd.url, subjects="orders.>")])
+        worker = app.worker(concurrency=4)
+        worker.escalation_interval = 0.1  # the relay chore's interval
+        worker.start()
+        try:
+            handles = [announce.start(n) for n in range(20)]
+            wait_for(lambda: len(outbox(app)) >= 10, "some messages to be written")
+            server.restart("fast")  # runs, parks and the relay are busy meanwhile
+
+            def all_sent() -> bool:
+                try:
+                    rows = outbox(app)
+                except Exception:  # the store reconnects on the next call
+                    return False
+                return len(rows) == 40 and {r.status for r in rows} == {"SENT"}
+
+            wait_for(all_sent, "every message to be sent", timeout=180)
+            assert all(h.result(timeout=60) is None for h in handles)
+        finally:
+            worker.stop()
+            app.close()
+        got = natsd.messages("ORDERS", "orders.pg")
+        assert len(got) == 40  # none lost, none twice
+        assert len({msg_id for msg_id, _ in got}) == 40
+        assert sorted(
+            (json.loads(data)["n"], "after" in json.loads(data)) for _, data in got
+        ) == sorted((n, after) for n in range(20) for after in (False, True))
+    finally:
+        server.close()
