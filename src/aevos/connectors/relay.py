@@ -198,10 +198,22 @@ class NatsDestination(Destination):
         if loop is None:
             return
         nc, self._nc = self._nc, None
-        if nc is not None and not nc.is_closed:
-            # Closing a connection to a server that is gone may fail; it is closed either way.
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(nc.close(), loop).result(5)
+
+        async def shutdown() -> None:
+            if nc is not None and not nc.is_closed:
+                # Closing a connection to a server that is gone may fail; it is closed then.
+                with contextlib.suppress(Exception):
+                    await nc.close()
+            # A client whose connect failed leaves tasks behind (its reconnect loop);
+            # finished here, they cannot be destroyed pending when the loop is closed.
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(5)
