@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from .access import Access
     from .audit import AuditLog
     from .cases import KeptCases
+    from .connectors import Outbox, OutboxRelay
+    from .connectors.relay import Destination
     from .events.webhook import Ingress, Mapper, WebhookSource
     from .evolution.certifications import Certifications
     from .evolution.datasets import Datasets
@@ -118,6 +120,7 @@ class Aevos:
         self._replays: Replays | None = None
         self._rollouts: Rollouts | None = None
         self._monitors: Monitors | None = None
+        self._relay: OutboxRelay | None = None
         self.webhooks: dict[str, WebhookSource] = {}
         # Rejected webhook deliveries recorded one by one, per source; a flood is counted.
         self.webhook_refusals = RejectionBudget()
@@ -502,6 +505,9 @@ class Aevos:
             # Writes its buffered call records and returns unspent leased budget.
             self._gateway.close()
             self._gateway = None
+        if self._relay is not None:
+            self._relay.close()
+            self._relay = None
         self.runtime.close()
         if self._store is not None:
             self._store.close()
@@ -740,6 +746,7 @@ class Aevos:
                 self._sweep_retraining,
                 self._tick_rollouts,
                 self._sweep_monitors,
+                self._relay_outbox,
                 self.flush_refusals,
             ),
         )
@@ -770,6 +777,39 @@ class Aevos:
         if self._monitors is not None:
             for model in self._monitors.sweep():
                 log.debug("monitors of %s checked", model)
+
+    def outbox_relay(self, destinations: Sequence[Destination], **options: Any) -> OutboxRelay:
+        """Send what runs publish (``ctx.publish``) to ``destinations`` (NATS JetStream,
+        signed webhooks; the first whose subject pattern matches): this app's workers then
+        relay the outbox between claims. ``options`` go to
+        :class:`~aevos.connectors.OutboxRelay` (batch, lease, retry); messages given up are
+        audited (``outbox.dead``) in this app's audit log."""
+        from .connectors import OutboxRelay
+
+        if self._relay is not None:
+            self._relay.close()
+        options.setdefault("audit", self.audit)
+        self._relay = OutboxRelay(self.store, destinations, **options)
+        return self._relay
+
+    @property
+    def outbox(self) -> Outbox:
+        """The outbox: what runs published, its state, DEAD messages sent again."""
+        from .connectors import Outbox
+
+        return Outbox(self.store)
+
+    @property
+    def relay(self) -> OutboxRelay | None:
+        """The outbox relay :meth:`outbox_relay` configured, if any."""
+        return self._relay
+
+    def _relay_outbox(self) -> None:
+        # Only an app given destinations relays; messages wait in the outbox meanwhile.
+        if self._relay is not None:
+            report = self._relay.run_once()
+            if report.sent or report.dead:
+                log.debug("outbox: %d sent, %d dead", report.sent, report.dead)
 
     def _sweep_cases(self) -> None:
         deleted = self.cases.sweep_expired()

@@ -853,3 +853,37 @@ class MonitorNotConfiguredError(MonitorError, LookupError):
 
 class AlertNotFoundError(MonitorError, LookupError):
     code = "alert_not_found"
+
+
+# -- connectors ---------------------------------------------------------------------------
+#
+#     AevosError
+#     └── ConnectorError                 a connector call to another system failed
+#         ├── ConnectorConfigError       a connector is misconfigured (a credential not set)
+#         ├── ConnectorUnavailableError  the system cannot be reached, timed out, answered 5xx
+#         │                              or its circuit breaker is open: retried
+#         ├── ConnectorRejectedError     the system refused the request (4xx, a recipient
+#         │                              refused, a constraint): not retried
+#         └── ConnectorResponseError     the system answered something unreadable: retried
+#
+# Messages name the system (its URL without credentials), never a credential.
+
+
+class ConnectorError(AevosError):
+    code = "connector_error"
+
+
+class ConnectorConfigError(ConnectorError, ValueError):
+    code = "connector_config_error"
+
+
+class ConnectorUnavailableError(ConnectorError, ConnectionError):
+    code = "connector_unavailable"
+
+
+class ConnectorRejectedError(ConnectorError):
+    code = "connector_rejected"
+
+
+class ConnectorResponseError(ConnectorError, ValueError):
+    code = "connector_bad_response"

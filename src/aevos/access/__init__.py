@@ -22,6 +22,7 @@ over it. The operations are grouped by area, one module each:
 ``access.metrics``  Prometheus exposition, dashboards (:mod:`.metrics`)
 ``access.pii``     revealing tokenized personal data (:mod:`.pii`)
 ``access.cases``   kept cases: list, read, forget by run or data subject (:mod:`.cases`)
+``access.outbox``  messages runs published; requeue DEAD ones (:mod:`.outbox`)
 ``access.audit``   the audit log: query, verify, export (:mod:`.audit`)
 ``access.labels``, ``access.datasets``  late ground truth, conflicts; dataset versions
                    (:mod:`.labels`)
@@ -41,6 +42,7 @@ from .labels import Datasets, Labels
 from .metrics import Metrics
 from .models import API_FLAVORS, ModelOverview, Models, Promotion, Registration
 from .monitors import Monitors
+from .outbox import OutboxMessages
 from .pii import Pii
 from .policies import Policies
 from .replays import Replays
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from .metrics import Services as MetricServices
     from .models import Services as ModelServices
     from .monitors import Services as MonitorServices
+    from .outbox import Services as OutboxServices
     from .pii import Services as PiiServices
     from .policies import Services as PolicyServices
     from .replays import Services as ReplayServices
@@ -85,6 +88,7 @@ if TYPE_CHECKING:
         LabelServices,
         CaseServices,
         CertificationServices,
+        OutboxServices,
         Protocol,
     ):
         """Everything behind the guard: the services of one app (:class:`aevos.Aevos`)."""
@@ -104,6 +108,7 @@ __all__ = [
     "ModelOverview",
     "Models",
     "Monitors",
+    "OutboxMessages",
     "Pii",
     "Policies",
     "Promotion",
@@ -138,6 +143,7 @@ class Access:
         self.labels = Labels(self.guard, services)
         self.datasets = Datasets(self.guard, services)
         self.cases = Cases(self.guard, services)
+        self.outbox = OutboxMessages(self.guard, services)
 
     def authenticate(self, token: str | None, *, tenant_hint: str = "default") -> Principal:
         """The principal behind a bearer token; AuthenticationError (401) otherwise."""

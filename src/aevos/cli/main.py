@@ -376,6 +376,7 @@ from .evolution import evolution_cli  # noqa: E402
 from .labels import labels_cli  # noqa: E402
 from .models import models_cli  # noqa: E402
 from .monitors import monitors_cli  # noqa: E402
+from .outbox import outbox_cli  # noqa: E402
 from .policy import policy_cli  # noqa: E402
 from .replays import replays_cli  # noqa: E402
 from .rollouts import rollouts_cli  # noqa: E402
@@ -392,6 +393,7 @@ cli.add_typer(tokens_cli, name="tokens")
 cli.add_typer(labels_cli, name="labels")
 cli.add_typer(datasets_cli, name="datasets")
 cli.add_typer(cases_cli, name="cases")
+cli.add_typer(outbox_cli, name="outbox")
 cli.add_typer(evolution_cli, name="evolution")
 cli.add_typer(replays_cli, name="replays")
 cli.add_typer(rollouts_cli, name="rollouts")

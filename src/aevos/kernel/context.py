@@ -489,6 +489,35 @@ class WorkflowContext:
     async def sleep_async(self, seconds: float) -> None:
         await self.pause_async(self._sleep_until(seconds))
 
+    # -- outbox ------------------------------------------------------------------------------
+
+    def publish(self, subject: str, payload: Any = None) -> str:
+        """Publish ``payload`` (JSON-encodable) on ``subject`` through the outbox; returns
+        the message's id.
+
+        The message is written in the transaction that records this position, so it goes
+        out if and only if that committed; the relay sends it afterwards, at least once,
+        with the id as JetStream's ``Nats-Msg-Id`` (or a webhook's ``X-Aevos-Event-Id``) so
+        the receiver drops a resend. A replay returns the recorded id and publishes nothing.
+        Inside a step, use the step context's ``publish``: its messages commit with the
+        step's result.
+        """
+        from .outbox import checked, messages
+
+        published = checked(subject, payload)
+        name = f"aevos.publish:{subject}"
+        seq, recorded = self.journal.begin(name)
+        if recorded is not None:
+            return str(self.journal.replay_value(recorded))
+        started = time.time()
+        message_id = f"{self.run_id}/{seq}"
+        rows = messages(message_id, self.tenant, self.run_id, [published], numbered=False)
+        step = StepRecord(
+            seq, name, "SUCCEEDED", codec.encode(message_id, name), None, 1, started, time.time()
+        )
+        self.journal.record(step, message_id, also=lambda uow: uow.outbox.add(rows))
+        return message_id
+
     # -- signals ----------------------------------------------------------------------------
 
     def send_signal(self, run_id: str, topic: str, payload: Any = None) -> None:

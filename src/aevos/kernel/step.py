@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 from .. import codec
@@ -18,6 +18,7 @@ from ..records.run import error_dict
 from ..storage import StepRecord
 from .context import WorkflowContext
 from .journal import step_error
+from .outbox import Published, checked, messages
 from .retry import RetryPolicy
 
 P = ParamSpec("P")
@@ -38,10 +39,21 @@ class StepContext:
     step: str
     seq: int
     attempt: int
+    # This attempt's messages, written with the step's result (only a successful attempt's).
+    published: list[Published] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def idempotency_key(self) -> str:
         return f"{self.run_id}/{self.seq}"
+
+    def publish(self, subject: str, payload: Any = None) -> str:
+        """Publish ``payload`` on ``subject`` through the outbox when this step succeeds:
+        the message is written in the transaction that records the step's result, so a step
+        that fails, or a run that crashes before that commit, publishes nothing, and a
+        replay publishes nothing again. Returns the message's id (the downstream
+        de-duplication key)."""
+        self.published.append(checked(subject, payload))
+        return f"{self.idempotency_key}/{len(self.published) - 1}"
 
 
 class Step(Generic[P, R]):
@@ -98,7 +110,7 @@ class Step(Generic[P, R]):
                     ctx.pause(self.retry.delay(failures))
                     continue
                 raise self._fail(ctx, seq, started, failures, exc) from exc
-        return self._succeed(ctx, seq, started, failures + 1, value)
+        return self._succeed(ctx, sctx, seq, started, failures + 1, value)
 
     def _with_timeout(self, sctx: StepContext, args: Any, kwargs: Any) -> R:
         future = self._pool().submit(self.func, sctx, *args, **kwargs)
@@ -137,22 +149,34 @@ class Step(Generic[P, R]):
                     await ctx.pause_async(self.retry.delay(failures))
                     continue
                 raise self._fail(ctx, seq, started, failures, exc) from exc
-        return self._succeed(ctx, seq, started, failures + 1, value)
+        return self._succeed(ctx, sctx, seq, started, failures + 1, value)
 
     # -- recording --------------------------------------------------------------------------
 
     def _succeed(
-        self, ctx: WorkflowContext, seq: int, started: float, attempts: int, value: R
+        self,
+        ctx: WorkflowContext,
+        sctx: StepContext,
+        seq: int,
+        started: float,
+        attempts: int,
+        value: R,
     ) -> R:
         try:
             text = codec.encode(value, f"output of step {self.name!r}")
         except SerializationError as exc:
             # Deterministic: retrying cannot help, so it is recorded as the step's failure.
             raise self._fail(ctx, seq, started, attempts, exc) from None
-        ctx.journal.defer(
-            StepRecord(seq, self.name, "SUCCEEDED", text, None, attempts, started, time.time()),
-            value,
-        )
+        record = StepRecord(seq, self.name, "SUCCEEDED", text, None, attempts, started, time.time())
+        if sctx.published:
+            # Not deferred: the messages must be in the outbox (and so on their way) as soon
+            # as the step's result is durable, in the same transaction.
+            rows = messages(
+                sctx.idempotency_key, ctx.tenant, ctx.run_id, sctx.published, numbered=True
+            )
+            ctx.journal.record(record, value, also=lambda uow: uow.outbox.add(rows))
+        else:
+            ctx.journal.defer(record, value)
         return value
 
     def _fail(

@@ -694,3 +694,28 @@ Index(
     monitor_alerts.c.model,
     monitor_alerts.c.opened_at,
 )
+
+outbox = Table(
+    "aevos_outbox",
+    metadata,
+    # One message a run published (revision 0017): written in the transaction of the
+    # position or step that published it, sent by the relay after that commit.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # "<run id>/<seq>[/<n>]": the same on every replay; the JetStream Nats-Msg-Id and the
+    # webhook's X-Aevos-Event-Id, so a resend after a relay crash is deduplicated downstream.
+    Column("message_id", String(300), nullable=False, unique=True),
+    Column("tenant", String(64), nullable=False),
+    Column("subject", String(300), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON
+    Column("run_id", String(200), nullable=True),
+    Column("status", String(16), nullable=False),  # PENDING SENT DEAD
+    Column("attempts", Integer, nullable=False),
+    # When the relay may next take it: due now, after a retry's backoff, or after the
+    # visibility lease of a relay that took it and may have died.
+    Column("due_at", Float, nullable=False),
+    Column("destination", String(300), nullable=True),  # where it went (or was last tried)
+    Column("last_error", Text, nullable=True),  # why the last attempt failed, or why DEAD
+    Column("created_at", Float, nullable=False),
+    Column("sent_at", Float, nullable=True),
+)
+Index("ix_aevos_outbox_due", outbox.c.status, outbox.c.due_at)

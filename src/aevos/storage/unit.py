@@ -36,6 +36,7 @@ from .labels import LabelRepository
 from .metrics import MetricsRepository
 from .models import ModelRepository
 from .monitors import MonitorRepository
+from .outbox import OutboxRepository
 from .replays import ReplayRepository
 from .report import ReportRepository
 from .repository import StoreHandle
@@ -151,3 +152,8 @@ class UnitOfWork:
     def monitors(self) -> MonitorRepository:
         """Models' monitor configurations, check results and alerts (revision 0013)."""
         return MonitorRepository(self)
+
+    @cached_property
+    def outbox(self) -> OutboxRepository:
+        """Messages runs published, until the relay sent them (revision 0017)."""
+        return OutboxRepository(self)
