@@ -853,3 +853,16 @@ class MonitorNotConfiguredError(MonitorError, LookupError):
 
 class AlertNotFoundError(MonitorError, LookupError):
     code = "alert_not_found"
+
+
+# -- schedules -----------------------------------------------------------------------------
+
+
+class ScheduleError(AevosError):
+    code = "schedule_error"
+
+
+class ScheduleNotFoundError(ScheduleError, LookupError):
+    """No schedule of that name is declared (in code) or stored (in the caller's tenant)."""
+
+    code = "schedule_not_found"

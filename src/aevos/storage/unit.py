@@ -42,6 +42,7 @@ from .repository import StoreHandle
 from .retraining import RetrainingRepository
 from .rollouts import RolloutRepository
 from .runs import RunRepository
+from .schedules import ScheduleRepository
 from .tasks import TaskRepository
 from .vault import VaultRepository
 
@@ -151,3 +152,8 @@ class UnitOfWork:
     def monitors(self) -> MonitorRepository:
         """Models' monitor configurations, check results and alerts (revision 0013)."""
         return MonitorRepository(self)
+
+    @cached_property
+    def schedules(self) -> ScheduleRepository:
+        """Schedules (cron-started workflows), their state and ticks (revision 0018)."""
+        return ScheduleRepository(self)
