@@ -441,3 +441,53 @@ def test_a_worker_ticks_schedules_on_the_wall_clock(app: Aevos) -> None:
     records = app.schedules.ticks("minutely")
     assert [r.status for r in records][:1] == ["started"]
     assert any(r.status == "skipped" for r in records)  # the older missed ticks
+
+
+# -- the HTTP API --------------------------------------------------------------------------
+
+
+def test_api_lists_pauses_resumes_and_triggers_within_the_tenant(app: Aevos) -> None:
+    from fastapi.testclient import TestClient
+
+    from aevos.server import create_app
+
+    report(app)
+    app.schedule("five", "report", cron="*/5 * * * *", args=["eu"], tenant="acme")
+
+    def bearer(tenant: str, role: str) -> dict[str, str]:
+        issued = app.identity.create_token(tenant=tenant, role=role, name=role, created_by="t")
+        return {"Authorization": f"Bearer {issued.token}"}
+
+    operator, reviewer = bearer("acme", "operator"), bearer("acme", "reviewer")
+    stranger = bearer("other", "admin")
+    with TestClient(create_app(app)) as client:
+        assert client.get("/v1/schedules").status_code == 401
+        [listed] = client.get("/v1/schedules", headers=reviewer).json()
+        assert (listed["name"], listed["paused"], listed["declared"]) == ("five", False, True)
+        assert client.get("/v1/schedules", headers=stranger).json() == []
+
+        refused = client.post("/v1/schedules/five/pause", headers=reviewer)
+        assert refused.status_code == 403
+        foreign = client.post("/v1/schedules/five/trigger", headers=stranger)
+        assert foreign.status_code == 403 and "five" in foreign.json()["error"]["message"]
+        missing = client.post("/v1/schedules/nope/pause", headers=operator)
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "schedule_not_found"
+        bad = client.post("/v1/schedules/no%20spaces/pause", headers=operator)
+        assert bad.status_code == 422
+
+        paused = client.post("/v1/schedules/five/pause", headers=operator)
+        assert paused.status_code == 200 and paused.json()["paused"] is True
+        triggered = client.post("/v1/schedules/five/trigger", headers=operator)
+        assert triggered.status_code == 201 and triggered.json()["status"] == "triggered"
+        run = app.get_run(triggered.json()["run_id"])
+        assert run.tenant == "acme" and run.workflow == "report"
+        resumed = client.post("/v1/schedules/five/resume", headers=operator)
+        assert resumed.json()["paused"] is False
+        detail = client.get("/v1/schedules/five", headers=reviewer).json()
+        assert [t["status"] for t in detail["ticks"]] == ["triggered"]
+
+    actions = [r.action for r in app.audit.query("acme")]
+    assert "schedule.rejected" in actions  # the unknown schedule, with its reason
+    assert {"schedule.paused", "schedule.triggered", "schedule.resumed"} <= set(actions)
+    assert "authz.denied" in [r.action for r in app.audit.query("other")]

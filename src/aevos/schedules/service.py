@@ -368,11 +368,7 @@ class Schedules:
         with self.store.reading() as uow:
             state = uow.schedules.get(name)
         if state is None or (tenant is not None and state.tenant != tenant):
-            known = ", ".join(sorted(self.declared)) or "none"
-            raise ScheduleNotFoundError(
-                f"no schedule named {name[:100]!r}"
-                + (f" (declared here: {known})" if tenant is None else "")
-            )
+            raise ScheduleNotFoundError(f"no schedule named {name[:100]!r}")
         return ScheduleView(state, state.name in self.declared)
 
     def ticks(
