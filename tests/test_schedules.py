@@ -119,6 +119,7 @@ def test_each_tick_starts_one_run_with_its_lateness(make_app: Callable[..., Aevo
     assert start.actor == "schedule:five"
     data = json.loads(start.payload)["data"]
     assert data["schedule"] == "five" and data["tick"] == "2026-06-01T10:05:00Z"
+    assert data["lateness"] == 3.0
     view = first.schedules.get("five")
     assert view.state.last_tick == at("2026-06-01T10:10:00")
     assert view.state.next_tick == at("2026-06-01T10:15:00")

@@ -308,7 +308,14 @@ class Schedules:
             uow.schedules.add_ticks([*skipped, record])
 
         try:
-            got = self._start(schedule, schedule.key(tick), run_id, claim, tick=_iso(tick))
+            got = self._start(
+                schedule,
+                schedule.key(tick),
+                run_id,
+                claim,
+                tick=_iso(tick),
+                lateness=record.lateness,
+            )
         except _TickTaken:
             return None
         if got == run_id:

@@ -12,7 +12,7 @@ so a scrape stays cheap however long the log grows.
 - :func:`exposition`: Prometheus text (``GET /metrics``). Counters and the run-duration
   histogram cover everything the database holds, so they only grow and ``rate()`` works.
   Queue depth and the age of the oldest queued run, schedule ticks and lateness (and, once
-  their stores are merged, dead letters and outbox lag) are gauges computed at scrape time.
+  their stores are merged, dead letters and the outbox's lag) are computed at scrape time.
 
 Why from the database and not ``prometheus_client``'s multiprocess mode: aevos runs many
 worker processes on many hosts, and multiprocess mode only adds up the processes of one
@@ -147,11 +147,12 @@ class Snapshot:
     queues: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # depth, oldest age
     schedule_ticks: Mapping[tuple[str, str], int] = field(default_factory=dict)
     schedule_lateness: Mapping[str, float] = field(default_factory=dict)  # of the newest tick
-    # Integrations whose stores other revisions add: None leaves their families out. The
-    # dead-letter store (revision 0016): dead letters by source. The outbox (revision 0017):
-    # by destination, (messages not yet published, age of the oldest in seconds).
-    dead_letters: Mapping[str, int] | None = None
-    outbox: Mapping[str, tuple[int, float]] | None = None
+    # Integrations whose stores other revisions add; None leaves their family out. The
+    # dead-letter store (revision 0016): the tenant's dead letters not replayed. The outbox
+    # (revision 0017): seconds since the oldest message not yet published was written
+    # (0 when none).
+    dead_letters: int | None = None
+    outbox_lag: float | None = None
 
 
 def snapshot(
@@ -171,8 +172,9 @@ def snapshot(
             queues[queue] = (depth, max(0.0, moment - since))
         ticks = {(s, status): n for s, status, n in uow.schedules.tick_counts(tenant)}
         lateness = dict(uow.schedules.last_lateness(tenant))
-        # The merge of revisions 0016 and 0017 reads here, in this transaction, the tenant's
-        # dead letters by source and its outbox by destination (Snapshot's last fields).
+        # The merge of revisions 0016 and 0017 reads here, in this transaction, and passes
+        # to Snapshot: dead_letters=uow.dead_letters.count(tenant), and outbox_lag=0.0 if
+        # uow.outbox.oldest_pending() is None, else moment minus it (at least 0).
     feedback_counts: dict[str, tuple[int, int]] = {}
     for model, n, overridden in feedback_rows:
         before = feedback_counts.get(model or "", (0, 0))
@@ -306,30 +308,18 @@ class _Collector:
         yield lateness
 
         if data.dead_letters is not None:
-            dead = GaugeMetricFamily(
+            yield GaugeMetricFamily(
                 "aevos_dead_letters",
-                "Events in the dead-letter store (not replayed), by source.",
-                labels=["source"],
+                "Events in the dead-letter store, not replayed.",
+                value=data.dead_letters,
             )
-            for source, n in sorted(data.dead_letters.items()):
-                dead.add_metric([source], n)
-            yield dead
-        if data.outbox is not None:
-            pending = GaugeMetricFamily(
-                "aevos_outbox_pending",
-                "Outbox messages committed and not yet published, by destination.",
-                labels=["destination"],
-            )
-            lag = GaugeMetricFamily(
+        if data.outbox_lag is not None:
+            yield GaugeMetricFamily(
                 "aevos_outbox_lag_seconds",
-                "Age of the oldest unpublished outbox message, by destination (0 when none).",
-                labels=["destination"],
+                "Seconds since the oldest outbox message not yet published was written "
+                "(0 when none).",
+                value=data.outbox_lag,
             )
-            for destination, (n, oldest) in sorted(data.outbox.items()):
-                pending.add_metric([destination], n)
-                lag.add_metric([destination], oldest)
-            yield pending
-            yield lag
 
 
 def exposition(
