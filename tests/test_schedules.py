@@ -492,3 +492,26 @@ def test_api_lists_pauses_resumes_and_triggers_within_the_tenant(app: Aevos) -> 
     assert "schedule.rejected" in actions  # the unknown schedule, with its reason
     assert {"schedule.paused", "schedule.triggered", "schedule.resumed"} <= set(actions)
     assert "authz.denied" in [r.action for r in app.audit.query("other")]
+
+
+def test_the_docs_example_declares_a_working_schedule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (ROOT / "docs" / "integrations.md").read_text(encoding="utf-8")
+    section = text[text.index("## Schedules") :]
+    snippet = section[section.index("```python") + len("```python") : section.index("```\n", 10)]
+    monkeypatch.setenv("AEVOS_DATABASE_URL", f"sqlite:///{tmp_path / 'docs.db'}")
+    namespace: dict[str, Any] = {"Aevos": Aevos}
+    exec(compile(snippet, "docs/integrations.md", "exec"), namespace)
+    app: Aevos = namespace["app"]
+    try:
+        app.schedules.sync(now=at("2026-03-27T12:00:00"))
+        started = app.schedules.tick(now=at("2026-03-29T12:00:00"))
+        assert [(r.status, iso(r.tick_at)) for r in started] == [
+            ("started", "2026-03-28T01:30:00Z"),
+            ("started", "2026-03-29T01:00:00Z"),  # 02:30 skipped by the clocks: 03:00 CEST
+        ]
+        run = app.get_run(started[0].run_id or "")
+        assert run.input == {"args": ["eu"], "kwargs": {"full": True}}
+    finally:
+        app.close()
