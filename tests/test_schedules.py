@@ -257,6 +257,16 @@ def test_a_schedule_far_behind_skips_in_bounded_passes(app: Aevos) -> None:
         "2026-01-20T23:59:00Z",
         "2026-01-21T00:00:00Z",
     ]
+    # Just past one pass (10,001 ticks due): the newest three still start, though two of
+    # them are in the first pass's 10,000.
+    app.schedule("minutely3", "report", cron="* * * * *", args=["eu"], catch_up=3)
+    start = at("2026-02-01T00:00:00")
+    app.schedules.sync(now=start)
+    recorded = [r for r in app.schedules.tick(now=start + 60 * 10_001) if r.schedule == "minutely3"]
+    assert sum(r.count for r in recorded if r.status == "skipped") == 10_001 - 3
+    assert [r.tick_at for r in recorded if r.status == "started"] == [
+        start + 60 * n for n in (9_999, 10_000, 10_001)
+    ]
 
 
 # -- time zones ----------------------------------------------------------------------------

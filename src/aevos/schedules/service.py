@@ -238,16 +238,20 @@ class Schedules:
             ticks = cron.ticks(last, now, _SCAN)
             if not ticks:
                 return recorded
-            if len(ticks) == _SCAN and cron.next_after(ticks[-1]) <= now:
-                # All of these are older than the newest catch_up ticks: skip them at once.
-                skipped = self._skipped(schedule, ticks, now)
+            later = cron.ticks(ticks[-1], now, schedule.catch_up) if len(ticks) == _SCAN else []
+            if later:
+                # More are due after these: skip at once those of them older than the newest
+                # catch_up ticks, then look again.
+                keep = schedule.catch_up - len(later)
+                older = ticks[: len(ticks) - keep] if keep > 0 else ticks
+                skipped = self._skipped(schedule, older, now)
                 with self.store.transaction() as uow:
-                    following = cron.next_after(ticks[-1])
-                    if not uow.schedules.advance(schedule.name, last, ticks[-1], following):
+                    following = cron.next_after(older[-1])
+                    if not uow.schedules.advance(schedule.name, last, older[-1], following):
                         return recorded
                     uow.schedules.add_ticks([skipped])
                 recorded.append(skipped)
-                last = ticks[-1]
+                last = older[-1]
                 continue
             older, starting = ticks[: -schedule.catch_up], ticks[-schedule.catch_up :]
             pending = [self._skipped(schedule, older, now)] if older else []
