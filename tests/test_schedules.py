@@ -87,6 +87,20 @@ def test_declaration_refuses_misuse_with_the_cause(tmp_path: Path) -> None:
     app.close()
 
 
+def test_a_schedule_declared_before_its_workflow_is_checked_at_its_tick(
+    app: Aevos, caplog: pytest.LogCaptureFixture
+) -> None:
+    app.schedule("early", "report", cron="*/5 * * * *", kwargs={"regoin": "eu"})
+    app.schedule("orphan", "missing", cron="*/5 * * * *")
+    report(app)
+    app.schedules.sync(now=at("2026-06-01T10:00:00"))
+    assert app.schedules.tick(now=at("2026-06-01T10:06:00")) == []
+    assert app.list_runs() == []  # no run, not even a rejected one
+    logged = [r.getMessage() for r in caplog.records if r.name == "aevos.schedules"]
+    assert any("early" in m and "invalid_arguments" in m and "regoin" in m for m in logged)
+    assert any("orphan" in m and "unknown_workflow" in m for m in logged)
+
+
 # -- exactly once --------------------------------------------------------------------------
 
 

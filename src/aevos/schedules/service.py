@@ -225,10 +225,22 @@ class Schedules:
             due = uow.schedules.due(sorted(self.declared), moment)
         recorded: list[TickRecord] = []
         for state in due:
+            schedule = self.declared[state.name]
             try:
-                recorded.extend(self._catch_up(self.declared[state.name], state, moment))
+                # A schedule declared before its workflow was registered has its arguments
+                # checked here: refused, it is logged on every sweep instead of recording a
+                # rejected run each time.
+                self.runtime.workflow_named(schedule.workflow).encode_input(
+                    schedule.args, schedule.kwargs
+                )
+                recorded.extend(self._catch_up(schedule, state, moment))
             except AevosError as exc:
-                log.warning("schedule %s could not start its tick: [%s]", state.name, exc.code)
+                log.warning(
+                    "schedule %s could not start its tick: [%s] %s",
+                    state.name,
+                    exc.code,
+                    exc.message,
+                )
         return recorded
 
     def _catch_up(self, schedule: Schedule, state: ScheduleState, now: float) -> list[TickRecord]:
