@@ -16,6 +16,7 @@ the aevos tables of the database it owns.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,10 +74,9 @@ def _create_worker_database() -> None:
     with psycopg.connect(BASE_POSTGRES_URL, connect_timeout=3, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if exists is None:
-            try:
+            # Another session's worker of the same number may make it first.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another session's worker of the same number made it first
 
 
 def _drop_aevos_tables(conn: object) -> None:

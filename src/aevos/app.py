@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from .policy import CaseRetention, PolicySet
     from .retraining import Retraining, TrainingData
     from .rollouts import Replays, Rollouts
+    from .schedules import Schedule, Schedules
     from .telemetry import Reports
 
 P = ParamSpec("P")
@@ -121,6 +122,7 @@ class Aevos:
         self._rollouts: Rollouts | None = None
         self._monitors: Monitors | None = None
         self._relay: OutboxRelay | None = None
+        self._schedules: Schedules | None = None
         self.webhooks: dict[str, WebhookSource] = {}
         # Rejected webhook deliveries recorded one by one, per source; a flood is counted.
         self.webhook_refusals = RejectionBudget()
@@ -433,6 +435,54 @@ class Aevos:
             )
         return self._monitors
 
+    @property
+    def schedules(self) -> Schedules:
+        """Schedules declared with :meth:`schedule`: list, pause, resume, trigger, their
+        ticks; workers tick them (:mod:`aevos.schedules`)."""
+        if self._schedules is None:
+            from .schedules import Schedules
+
+            self._schedules = Schedules(self.runtime, lambda: self.store, lambda: self.audit)
+        return self._schedules
+
+    def schedule(
+        self,
+        name: str,
+        workflow: Workflow[Any, Any] | str,
+        *,
+        cron: str,
+        tz: str = "UTC",
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        catch_up: int = 1,
+        tenant: str = "default",
+        queue: str | None = None,
+    ) -> Schedule:
+        """Start ``workflow`` (a registered workflow or its name) with ``args``/``kwargs``
+        on each tick of ``cron`` (five fields or an alias such as ``@daily``) read in time
+        zone ``tz`` (an IANA name; daylight-saving changes as cron handles them), in
+        ``tenant``, on ``queue`` (the workflow's by default).
+
+        Each tick starts one run however many workers run (its idempotency key is the
+        tick's time). When several ticks are due at once (no worker ran for a while), the
+        newest ``catch_up`` start and the older ones are recorded as skipped. The schedule's
+        state (paused, last tick) lives in the database: ``app.schedules`` and
+        ``aevos schedules`` list, pause, resume and trigger it. Misuse (a bad expression,
+        an unknown zone, arguments that do not fit the workflow) raises here.
+        """
+        target = workflow if isinstance(workflow, str) else workflow.name
+        return self.schedules.declare(
+            name,
+            target,
+            cron=cron,
+            tz=tz,
+            args=args,
+            kwargs=kwargs,
+            catch_up=catch_up,
+            tenant=tenant,
+            queue=queue,
+        )
+
     def _training_data(self) -> TrainingData:
         from .retraining import LabelledCases
 
@@ -735,7 +785,8 @@ class Aevos:
         escalates tasks past their SLA, expires approvals, deletes kept cases past their
         retention, starts the retrainings their triggers call for (every N labels, a
         schedule; when the app uses retraining), checks monitored models on their
-        interval (when the app uses monitors) and records counted refusals."""
+        interval (when the app uses monitors), starts the runs of due schedule ticks and
+        records counted refusals."""
         return self.runtime.worker(
             queues,
             concurrency=concurrency,
@@ -747,6 +798,7 @@ class Aevos:
                 self._tick_rollouts,
                 self._sweep_monitors,
                 self._relay_outbox,
+                self._tick_schedules,
                 self.flush_refusals,
             ),
         )
@@ -810,6 +862,11 @@ class Aevos:
             report = self._relay.run_once()
             if report.sent or report.dead:
                 log.debug("outbox: %d sent, %d dead", report.sent, report.dead)
+    def _tick_schedules(self) -> None:
+        # Only an app that declared schedules has built the service.
+        if self._schedules is not None:
+            for record in self._schedules.tick():
+                log.debug("schedule %s: tick %s %s", record.schedule, record.tick_at, record.status)
 
     def _sweep_cases(self) -> None:
         deleted = self.cases.sweep_expired()

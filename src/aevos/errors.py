@@ -887,3 +887,14 @@ class ConnectorRejectedError(ConnectorError):
 
 class ConnectorResponseError(ConnectorError, ValueError):
     code = "connector_bad_response"
+# -- schedules -----------------------------------------------------------------------------
+
+
+class ScheduleError(AevosError):
+    code = "schedule_error"
+
+
+class ScheduleNotFoundError(ScheduleError, LookupError):
+    """No schedule of that name is declared (in code) or stored (in the caller's tenant)."""
+
+    code = "schedule_not_found"

@@ -19,6 +19,7 @@ over it. The operations are grouped by area, one module each:
 ``access.replays``  replay kept cases with a candidate version, read replays (:mod:`.replays`)
 ``access.rollouts``  read rollouts; start, pause, resume, abort, promote them (:mod:`.rollouts`)
 ``access.monitors``    configure, check and read a model's monitors; alerts (:mod:`.monitors`)
+``access.schedules``  list, read, pause, resume and trigger schedules (:mod:`.schedules`)
 ``access.metrics``  Prometheus exposition, dashboards (:mod:`.metrics`)
 ``access.pii``     revealing tokenized personal data (:mod:`.pii`)
 ``access.cases``   kept cases: list, read, forget by run or data subject (:mod:`.cases`)
@@ -49,6 +50,7 @@ from .replays import Replays
 from .retraining import Retraining
 from .rollouts import Rollouts
 from .runs import Runs
+from .schedules import Schedules
 from .tasks import Tasks
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
     from .retraining import Services as RetrainingServices
     from .rollouts import Services as RolloutServices
     from .runs import Services as RunServices
+    from .schedules import Services as ScheduleServices
     from .tasks import Services as TaskServices
 
     class Services(
@@ -89,6 +92,7 @@ if TYPE_CHECKING:
         CaseServices,
         CertificationServices,
         OutboxServices,
+        ScheduleServices,
         Protocol,
     ):
         """Everything behind the guard: the services of one app (:class:`aevos.Aevos`)."""
@@ -117,6 +121,7 @@ __all__ = [
     "Retraining",
     "Rollouts",
     "Runs",
+    "Schedules",
     "Tasks",
 ]
 
@@ -144,6 +149,7 @@ class Access:
         self.datasets = Datasets(self.guard, services)
         self.cases = Cases(self.guard, services)
         self.outbox = OutboxMessages(self.guard, services)
+        self.schedules = Schedules(self.guard, services)
 
     def authenticate(self, token: str | None, *, tenant_hint: str = "default") -> Principal:
         """The principal behind a bearer token; AuthenticationError (401) otherwise."""

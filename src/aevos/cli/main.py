@@ -381,6 +381,7 @@ from .policy import policy_cli  # noqa: E402
 from .replays import replays_cli  # noqa: E402
 from .rollouts import rollouts_cli  # noqa: E402
 from .runs import runs_cli  # noqa: E402
+from .schedules import schedules_cli  # noqa: E402
 from .tasks import tasks_cli  # noqa: E402
 from .tokens import tokens_cli  # noqa: E402
 
@@ -398,6 +399,7 @@ cli.add_typer(evolution_cli, name="evolution")
 cli.add_typer(replays_cli, name="replays")
 cli.add_typer(rollouts_cli, name="rollouts")
 cli.add_typer(monitors_cli, name="monitors")
+cli.add_typer(schedules_cli, name="schedules")
 cli.command()(demo)
 
 

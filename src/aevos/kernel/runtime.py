@@ -309,9 +309,18 @@ class Runtime:
         return self.enqueue(wf, args, kwargs, opts)
 
     def enqueue(
-        self, workflow: Workflow[Any, R], args: Any, kwargs: Any, opts: StartOptions
+        self,
+        workflow: Workflow[Any, R],
+        args: Any,
+        kwargs: Any,
+        opts: StartOptions,
+        *,
+        also: Callable[[UnitOfWork], object] | None = None,
+        **data: Any,
     ) -> RunHandle[R]:
-        """Record a run for a worker (its start audited in the same transaction)."""
+        """Record a run for a worker (its start audited in the same transaction, with
+        ``data``). ``also(uow)`` commits with the run when it is created (a schedule's claim
+        of its tick); when it raises, the run is not created."""
         input_json, protected = self.encode_or_reject(workflow, args, kwargs, opts)
         info = self.insert_started(
             NewRun(
@@ -326,29 +335,42 @@ class Runtime:
             ),
             opts.actor,
             protected,
+            also=also,
             idempotency_key=opts.idempotency_key,
+            **data,
         )
         return RunHandle(self, info.run_id)
 
     def insert_started(
-        self, new: NewRun, actor: str | None, protected: ProtectedInput, **data: Any
+        self,
+        new: NewRun,
+        actor: str | None,
+        protected: ProtectedInput,
+        *,
+        also: Callable[[UnitOfWork], object] | None = None,
+        **data: Any,
     ) -> RunInfo:
         """Record an enqueued run with its ``run.started`` audit record (``data`` and what
         its data policy found) in one transaction, and wake the workers. The run with the
-        same idempotency key is returned when there is one."""
-        info, _ = self.store.insert_run(
-            new,
-            also=self.audit_start(
-                "run.started",
-                new.run_id,
-                new.workflow,
-                new.tenant,
-                actor,
-                new.input_json,
-                **data,
-                pii=protected.summary(),
-            ),
+        same idempotency key is returned when there is one. ``also(uow)`` runs first in
+        that transaction when the run is created."""
+        audit = self.audit_start(
+            "run.started",
+            new.run_id,
+            new.workflow,
+            new.tenant,
+            actor,
+            new.input_json,
+            **data,
+            pii=protected.summary(),
         )
+
+        def record(uow: UnitOfWork) -> None:
+            if also is not None:
+                also(uow)
+            audit(uow)
+
+        info, _ = self.store.insert_run(new, also=record)
         self.wake()
         return info
 

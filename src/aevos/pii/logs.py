@@ -177,6 +177,7 @@ AEVOS_LOGGERS = (
     "aevos.replay",
     "aevos.retraining",
     "aevos.rollouts",
+    "aevos.schedules",
     "aevos.server",
     "aevos.server.console",
     "aevos.tasks",

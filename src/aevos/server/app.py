@@ -36,6 +36,7 @@ from .api import (
     retraining,
     rollouts,
     runs,
+    schedules,
     tasks,
 )
 from .limits import BodyLimit, BodyLimits, BodyRule, RequestRefusals
@@ -100,6 +101,7 @@ def create_app(
     api.include_router(datasets.router)
     api.include_router(cases.router)
     api.include_router(evolution.router)
+    api.include_router(schedules.router)
 
     @api.get("/healthz", tags=["health"])
     def healthz() -> Status:

@@ -48,6 +48,7 @@ _STATUS: list[tuple[type[e.AevosError], int]] = [
     (e.ReplayInputError, 422),
     (e.MonitorNotConfiguredError, 404),
     (e.AlertNotFoundError, 404),
+    (e.ScheduleNotFoundError, 404),
     (e.MonitorConfigError, 422),
     (e.RecipeNotFoundError, 422),
     (e.RetrainingConfigError, 422),

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from ..records.status import RunStatus
 from .repository import Repository
-from .schema import audit, feedback, runs, tasks
+from .schema import audit, feedback, queues, runs, tasks
 
 #: Runs that ended and ran: SUCCEEDED, FAILED or CANCELLED (REJECTED runs never ran).
 FINISHED = (RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value)
@@ -82,6 +82,28 @@ class MetricsRepository(Repository):
             .group_by(r.workflow, r.status)
         )
         return [(str(w), str(s), int(n)) for w, s, n in rows]
+
+    def queue_backlog(self, tenant: str, now: float) -> list[tuple[str, int, float]]:
+        """(queue, runs ready for a worker, since when the oldest of them is): ENQUEUED runs
+        since they were enqueued, WAITING runs whose timer is due since it fell due."""
+        r = runs.c
+        ready_since = sa.case((r.status == "ENQUEUED", r.updated_at), else_=r.wake_at)
+        rows = self.conn.execute(
+            sa.select(r.queue, sa.func.count(), sa.func.min(ready_since))
+            .where(
+                r.tenant == tenant,
+                sa.or_(
+                    r.status == "ENQUEUED",
+                    sa.and_(r.status == "WAITING", r.wake_at.is_not(None), r.wake_at <= now),
+                ),
+            )
+            .group_by(r.queue)
+        )
+        return [(str(q), int(n), float(since)) for q, n, since in rows]
+
+    def queue_names(self) -> list[str]:
+        """The queues workers have declared (every tenant's runs go through them)."""
+        return [str(name) for (name,) in self.conn.execute(sa.select(queues.c.name))]
 
     def run_durations(
         self, tenant: str, bounds: Sequence[float]

@@ -157,9 +157,11 @@ class OutboxRepository(Repository):
         rows = self.conn.execute(stmt.order_by(outbox.c.id).limit(limit))
         return [OutboxRow(**row._mapping) for row in rows]
 
-    def oldest_pending(self) -> float | None:
-        """When the oldest unsent message was written (the relay's lag), or None."""
-        value = self.conn.execute(
-            sa.select(sa.func.min(outbox.c.created_at)).where(outbox.c.status == PENDING)
-        ).scalar_one_or_none()
+    def oldest_pending(self, tenant: str | None = None) -> float | None:
+        """When the oldest unsent message (of ``tenant``, else of all) was written (the
+        relay's lag), or None."""
+        query = sa.select(sa.func.min(outbox.c.created_at)).where(outbox.c.status == PENDING)
+        if tenant is not None:
+            query = query.where(outbox.c.tenant == tenant)
+        value = self.conn.execute(query).scalar_one_or_none()
         return None if value is None else float(value)

@@ -719,3 +719,45 @@ outbox = Table(
     Column("sent_at", Float, nullable=True),
 )
 Index("ix_aevos_outbox_due", outbox.c.status, outbox.c.due_at)
+# -- schedules (revision 0018) -------------------------------------------------------------
+
+schedules = Table(
+    "aevos_schedules",
+    metadata,
+    # A schedule declared in code (app.schedule): its definition as last declared, and its
+    # state, which outlives every process.
+    Column("name", String(100), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("workflow", String(200), nullable=False),
+    Column("cron", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("catch_up", Integer, nullable=False),
+    Column("queue", String(100), nullable=True),
+    Column("paused", Boolean, nullable=False),
+    # Ticks after this instant are due. Workers claim a tick by moving it (compare and set,
+    # in the transaction that inserts the tick's run), so each tick starts one run.
+    Column("last_tick", Float, nullable=False),
+    Column("next_tick", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(300), nullable=False),
+)
+
+schedule_ticks = Table(
+    "aevos_schedule_ticks",
+    metadata,
+    # What each tick did: started (its run, its lateness), skipped (a range of missed ticks
+    # past the catch-up limit, counted), triggered (by hand). Never updated.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("schedule", String(100), nullable=False),
+    Column("tenant", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("tick_at", Float, nullable=False),
+    Column("first_at", Float, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("run_id", String(200), nullable=True),
+    Column("lateness", Float, nullable=True),
+    Column("actor", String(300), nullable=False),
+    Column("at", Float, nullable=False),
+)
+Index("ix_aevos_schedule_ticks_schedule", schedule_ticks.c.schedule, schedule_ticks.c.tick_at)

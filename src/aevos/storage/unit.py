@@ -43,6 +43,7 @@ from .repository import StoreHandle
 from .retraining import RetrainingRepository
 from .rollouts import RolloutRepository
 from .runs import RunRepository
+from .schedules import ScheduleRepository
 from .tasks import TaskRepository
 from .vault import VaultRepository
 
@@ -157,3 +158,8 @@ class UnitOfWork:
     def outbox(self) -> OutboxRepository:
         """Messages runs published, until the relay sent them (revision 0017)."""
         return OutboxRepository(self)
+
+    @cached_property
+    def schedules(self) -> ScheduleRepository:
+        """Schedules (cron-started workflows), their state and ticks (revision 0018)."""
+        return ScheduleRepository(self)

@@ -11,6 +11,14 @@ so a scrape stays cheap however long the log grows.
 
 - :func:`exposition`: Prometheus text (``GET /metrics``). Counters and the run-duration
   histogram cover everything the database holds, so they only grow and ``rate()`` works.
+  Queue depth and the age of the oldest queued run, schedule ticks and lateness (and, once
+  their stores are merged, dead letters and the outbox's lag) are computed at scrape time.
+
+Why from the database and not ``prometheus_client``'s multiprocess mode: aevos runs many
+worker processes on many hosts, and multiprocess mode only adds up the processes of one
+host that share a directory (and drops a dead process's gauges, or keeps them stale). A
+queue's depth is a fact of the shared database, so any process's ``/metrics`` reads the
+true totals of every worker on every host, and scraping one of them is enough.
 - :func:`dashboard`: per time bucket, throughput, run latency percentiles, automation rate,
   human override rate, cost per decision, and the drift of each model's confidence (its
   population stability index against a reference bucket).
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +56,7 @@ __all__ = [
     "exposition",
     "percentile",
     "psi",
+    "render",
     "snapshot",
 ]
 
@@ -134,16 +144,35 @@ class Snapshot:
     open_tasks: Mapping[tuple[str, str], int]  # (queue, status) -> tasks
     feedback: Mapping[str, tuple[int, int]]  # model ("" if none) -> (decisions, overrides)
     model_calls: Mapping[tuple[str, str, str, str], CallTotals]  # model, version, route, outcome
+    queues: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # depth, oldest age
+    schedule_ticks: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    schedule_lateness: Mapping[str, float] = field(default_factory=dict)  # of the newest tick
+    # Integrations whose stores other revisions add; None leaves their family out. The
+    # dead-letter store (revision 0016): the tenant's dead letters not replayed. The outbox
+    # (revision 0017): seconds since the oldest message not yet published was written
+    # (0 when none).
+    dead_letters: int | None = None
+    outbox_lag: float | None = None
 
 
-def snapshot(store: Store, call_totals: CallTotalsCache, tenant: str) -> Snapshot:
-    """The tenant's counts, in one read transaction."""
+def snapshot(
+    store: Store, call_totals: CallTotalsCache, tenant: str, *, now: float | None = None
+) -> Snapshot:
+    """The tenant's counts, in one read transaction (ages measured at ``now``, by default
+    the clock)."""
+    moment = time.time() if now is None else now
     with store.reading() as uow:
         run_counts = uow.metrics.run_counts(tenant)
         durations = uow.metrics.run_durations(tenant, LATENCY_BUCKETS)
         open_tasks = uow.tasks.count_live(tenant)
         feedback_rows = uow.metrics.feedback_counts(tenant)
         totals = call_totals.totals(uow, tenant)
+        queues: dict[str, tuple[int, float]] = dict.fromkeys(uow.metrics.queue_names(), (0, 0.0))
+        for queue, depth, since in uow.metrics.queue_backlog(tenant, moment):
+            queues[queue] = (depth, max(0.0, moment - since))
+        ticks = {(s, status): n for s, status, n in uow.schedules.tick_counts(tenant)}
+        lateness = dict(uow.schedules.last_lateness(tenant))
+        oldest_unsent = uow.outbox.oldest_pending(tenant)
     feedback_counts: dict[str, tuple[int, int]] = {}
     for model, n, overridden in feedback_rows:
         before = feedback_counts.get(model or "", (0, 0))
@@ -154,6 +183,10 @@ def snapshot(store: Store, call_totals: CallTotalsCache, tenant: str) -> Snapsho
         open_tasks=open_tasks,
         feedback=feedback_counts,
         model_calls=totals,
+        queues=queues,
+        outbox_lag=0.0 if oldest_unsent is None else max(0.0, moment - oldest_unsent),
+        schedule_ticks=ticks,
+        schedule_lateness=lateness,
     )
 
 
@@ -233,15 +266,75 @@ class _Collector:
         yield calls
         yield cost
         yield seconds
+        yield from self._integrations()
+
+    def _integrations(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        data = self.data
+        depth = GaugeMetricFamily(
+            "aevos_queue_depth",
+            "Runs ready for a worker, by queue: enqueued, or waiting with their timer due.",
+            labels=["queue"],
+        )
+        age = GaugeMetricFamily(
+            "aevos_queue_oldest_age_seconds",
+            "How long the oldest run ready for a worker has waited, by queue (0 when none).",
+            labels=["queue"],
+        )
+        for queue, (n, oldest) in sorted(data.queues.items()):
+            depth.add_metric([queue], n)
+            age.add_metric([queue], oldest)
+        yield depth
+        yield age
+
+        ticks = CounterMetricFamily(
+            "aevos_schedule_ticks",
+            "Schedule ticks by outcome: started, skipped (past the catch-up limit), "
+            "triggered (by hand).",
+            labels=["schedule", "status"],
+        )
+        for (schedule, status), n in sorted(data.schedule_ticks.items()):
+            ticks.add_metric([schedule, status], n)
+        yield ticks
+        lateness = GaugeMetricFamily(
+            "aevos_schedule_lateness_seconds",
+            "Seconds from a schedule's newest started tick to the start of its run.",
+            labels=["schedule"],
+        )
+        for schedule, seconds in sorted(data.schedule_lateness.items()):
+            lateness.add_metric([schedule], seconds)
+        yield lateness
+
+        if data.dead_letters is not None:
+            yield GaugeMetricFamily(
+                "aevos_dead_letters",
+                "Events in the dead-letter store, not replayed.",
+                value=data.dead_letters,
+            )
+        if data.outbox_lag is not None:
+            yield GaugeMetricFamily(
+                "aevos_outbox_lag_seconds",
+                "Seconds since the oldest outbox message not yet published was written "
+                "(0 when none).",
+                value=data.outbox_lag,
+            )
 
 
-def exposition(store: Store, call_totals: CallTotalsCache, tenant: str) -> bytes:
+def exposition(
+    store: Store, call_totals: CallTotalsCache, tenant: str, *, now: float | None = None
+) -> bytes:
     """The tenant's metrics in the Prometheus text format (``CONTENT_TYPE_LATEST``)."""
+    return render(snapshot(store, call_totals, tenant, now=now))
+
+
+def render(data: Snapshot) -> bytes:
+    """``data`` in the Prometheus text format."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     # A registry per request: nothing is shared between requests or tenants.
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(snapshot(store, call_totals, tenant)))
+    registry.register(_Collector(data))
     return generate_latest(registry)
 
 
