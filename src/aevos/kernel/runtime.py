@@ -40,6 +40,7 @@ from .lease import Leases
 from .retry import RetryPolicy, as_retry_policy
 from .services import TASK_STEP, Services
 from .step import Step, StepContext
+from .tracing import Tracing, insert_traced
 from .worker import Worker
 from .workflow import StartOptions, Workflow, WorkflowDecorator
 
@@ -89,6 +90,9 @@ class Runtime:
         self._signal_events: dict[str, threading.Event] = {}
         self._timeout_pool: ThreadPoolExecutor | None = None
         self._audit_buffer: AuditBuffer | None = None
+        # Set by the app when tracing is configured (aevos.telemetry.tracing); None costs
+        # the kernel one test per run and position.
+        self.tracing: Tracing | None = None
 
     @property
     def store(self) -> Store:
@@ -336,9 +340,9 @@ class Runtime:
         """Record an enqueued run with its ``run.started`` audit record (``data`` and what
         its data policy found) in one transaction, and wake the workers. The run with the
         same idempotency key is returned when there is one."""
-        info, _ = self.store.insert_run(
+        info, _ = self.insert_run(
             new,
-            also=self.audit_start(
+            self.audit_start(
                 "run.started",
                 new.run_id,
                 new.workflow,
@@ -351,6 +355,14 @@ class Runtime:
         )
         self.wake()
         return info
+
+    def insert_run(
+        self, new: NewRun, also: Callable[[UnitOfWork], object] | None = None
+    ) -> tuple[RunInfo, bool]:
+        """``store.insert_run``, with the run's trace context when tracing is on."""
+        if self.tracing is None:
+            return self.store.insert_run(new, also=also)
+        return insert_traced(self.tracing, self.store, new, also)
 
     def _start_event(
         self,

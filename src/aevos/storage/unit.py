@@ -43,6 +43,7 @@ from .retraining import RetrainingRepository
 from .rollouts import RolloutRepository
 from .runs import RunRepository
 from .tasks import TaskRepository
+from .traces import TraceRepository
 from .vault import VaultRepository
 
 T = TypeVar("T")
@@ -151,3 +152,8 @@ class UnitOfWork:
     def monitors(self) -> MonitorRepository:
         """Models' monitor configurations, check results and alerts (revision 0013)."""
         return MonitorRepository(self)
+
+    @cached_property
+    def traces(self) -> TraceRepository:
+        """Traced runs' trace contexts (revision 0014)."""
+        return TraceRepository(self)
