@@ -470,14 +470,19 @@ def test_the_standard_environment_configures_the_exporter() -> None:
 # -- over the wire: OTLP/HTTP protobuf to a receiver on loopback -----------------------------
 
 
+Received = list[tuple[str, str, ExportTraceServiceRequest]]
+
+
 class _Receiver(BaseHTTPRequestHandler):
-    requests: list[tuple[str, str, ExportTraceServiceRequest]]
+    requests: Received
+    keys: list[str | None]
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         request = ExportTraceServiceRequest()
         request.ParseFromString(self.rfile.read(length))
         self.requests.append((self.path, self.headers.get("Content-Type", ""), request))
+        self.keys.append(self.headers.get("x-key"))
         reply = ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
@@ -490,14 +495,15 @@ class _Receiver(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, list[tuple[str, str, ExportTraceServiceRequest]]]]:
-    received: list[tuple[str, str, ExportTraceServiceRequest]] = []
-    handler = type("Receiver", (_Receiver,), {"requests": received})
+def receiver() -> Iterator[tuple[str, Received, list[str | None]]]:
+    received: Received = []
+    keys: list[str | None] = []
+    handler = type("Receiver", (_Receiver,), {"requests": received, "keys": keys})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", received
+        yield f"http://127.0.0.1:{server.server_address[1]}", received, keys
     finally:
         server.shutdown()
         server.server_close()
@@ -507,13 +513,15 @@ def receiver() -> Iterator[tuple[str, list[tuple[str, str, ExportTraceServiceReq
 def test_spans_reach_an_otlp_http_receiver_as_protobuf(
     database_url: str,
     policies: Path,
-    receiver: tuple[str, list[tuple[str, str, ExportTraceServiceRequest]]],
+    receiver: tuple[str, Received, list[str | None]],
 ) -> None:
-    endpoint, received = receiver
+    base, received, keys = receiver
     app = build(
         database_url,
         policies,
-        TracingConfig(endpoint=endpoint, service_name="claims-intake", headers={"x-key": "k"}),
+        TracingConfig(
+            endpoint=base + "/v1/traces", service_name="claims-intake", headers={"x-key": "k"}
+        ),
     )
     try:
         assert app.workflow_named("claims").run(claim(900.0))["by"] == "model"
@@ -523,6 +531,7 @@ def test_spans_reach_an_otlp_http_receiver_as_protobuf(
     assert received, "the receiver got no export"
     assert {path for path, _, _ in received} == {"/v1/traces"}
     assert {kind for _, kind, _ in received} == {"application/x-protobuf"}
+    assert set(keys) == {"k"}
     spans: dict[str, Any] = {}
     services = set()
     for _, _, request in received:
@@ -553,3 +562,32 @@ def test_spans_reach_an_otlp_http_receiver_as_protobuf(
     assert attributes["gen_ai.response.model"].string_value == "router@1"
     decide = {a.key: a.value for a in spans["aevos.decide auto-route"].attributes}
     assert decide["aevos.policy.version"].int_value == 4
+
+
+def test_the_standard_environment_alone_sends_spans_to_the_receiver(
+    database_url: str,
+    policies: Path,
+    receiver: tuple[str, Received, list[str | None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base, received, keys = receiver
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", base)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-key=from-env")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    app = build(database_url, policies, None)
+    try:
+        assert app.tracer is not None
+        assert app.workflow_named("claims").run(claim(900.0))["by"] == "model"
+    finally:
+        app.close()  # flushes the batch
+    assert received and {path for path, _, _ in received} == {"/v1/traces"}
+    assert set(keys) == {"from-env"}
+    names = {
+        span.name
+        for _, _, request in received
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    }
+    assert {"aevos.run claims", "aevos.step check", "predict router"} <= names

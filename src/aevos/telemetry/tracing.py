@@ -164,7 +164,10 @@ class Tracer:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            exporter = OTLPSpanExporter(endpoint=config.endpoint, headers=dict(config.headers))
+            # None, not {}: the exporter then reads OTEL_EXPORTER_OTLP_(TRACES_)HEADERS.
+            exporter = OTLPSpanExporter(
+                endpoint=config.endpoint, headers=dict(config.headers) or None
+            )
             self.provider.add_span_processor(BatchSpanProcessor(exporter))
         for processor in config.processors:
             self.provider.add_span_processor(processor)

@@ -18,8 +18,8 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
 @router.post("", status_code=201)
 def start_run(body: StartRun, request: Request, access: AccessDep, principal: PrincipalDep) -> Run:
-    """Start a run of a registered workflow; the same idempotency key returns the same run.
-    A W3C ``traceparent`` header makes the run's trace a child of the caller's."""
+    """Start a run of a registered workflow; the same idempotency key returns the same run."""
+    # A W3C traceparent header makes the run's trace a child of the caller's (when traced).
     info = access.runs.start(
         principal,
         body.workflow,
