@@ -591,3 +591,84 @@ def test_the_standard_environment_alone_sends_spans_to_the_receiver(
         for span in scope_spans.spans
     }
     assert {"aevos.run claims", "aevos.step check", "predict router"} <= names
+
+
+# -- a worker killed mid-run: the run that another worker finishes is still one trace -------
+
+
+def _received_spans(received: Received) -> list[Any]:
+    return [
+        span
+        for _, _, request in received
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
+
+
+@pytest.mark.slow
+def test_a_run_resumed_after_its_worker_was_killed_stays_in_its_trace(
+    database_url: str,
+    tmp_path: Path,
+    exporter: InMemorySpanExporter,
+    receiver: tuple[str, Received, list[str | None]],
+) -> None:
+    from tests.apps.traced_app import TRACED_WORKFLOW
+    from tests.apps.traced_app import build as build_traced
+    from tests.apps.workers import WorkerPool
+
+    base, received, _ = receiver
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # The test process only starts the run: its start span is kept in memory.
+    app = build_traced(database_url, tracing=config(exporter))
+    pool: WorkerPool | None = None
+    try:
+        pool = WorkerPool(
+            "tests.apps.traced_app",
+            database_url,
+            tmp_path,
+            1,
+            env={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": base,
+                "OTEL_BSP_SCHEDULE_DELAY": "50",  # export ended spans within 50 ms
+                "TRACED_MARKS": str(marks),
+                "TRACED_HOLD": "1",
+            },
+        )
+        run_id = app.workflow_named(TRACED_WORKFLOW).start(20).run_id
+        deadline = time.monotonic() + 60
+
+        def exported(name: str) -> list[Any]:
+            return [s for s in _received_spans(received) if s.name == name]
+
+        while not ((marks / "held").exists() and exported("aevos.step first")):
+            pool.check_alive()
+            assert time.monotonic() < deadline, pool.log_tail()
+            time.sleep(0.02)
+        pool.env["TRACED_HOLD"] = "0"
+        pool.kill(0, restart=True)  # SIGKILL inside `hold`; its execution span never ends
+        assert app.handle(run_id).result(timeout=60) == 42
+        while not exported("aevos.run traced.flow"):
+            pool.check_alive()
+            assert time.monotonic() < deadline, pool.log_tail()
+            time.sleep(0.02)
+    finally:
+        if pool is not None:
+            pool.close()
+        app.close()
+
+    start = one(exporter.get_finished_spans(), "aevos.run.start traced.flow")
+    spans = _received_spans(received)
+    # Every span the two workers exported is in the start span's trace.
+    assert {int.from_bytes(s.trace_id, "big") for s in spans} == {trace_id(start)}
+    (first,) = [s for s in spans if s.name == "aevos.step first"]
+    (execution,) = [s for s in spans if s.name == "aevos.run traced.flow"]
+    (hold,) = [s for s in spans if s.name == "aevos.step hold"]  # only the finished attempt
+    attributes = {a.key: a.value for a in execution.attributes}
+    assert attributes["aevos.run.execution"].int_value == 2
+    assert attributes["aevos.run.status"].string_value == "SUCCEEDED"
+    # The killed execution's span never arrived; both executions hang off the start span.
+    assert int.from_bytes(execution.parent_span_id, "big") == span_id(start)
+    assert first.parent_span_id != execution.span_id
+    assert hold.parent_span_id == execution.span_id
