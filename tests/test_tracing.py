@@ -343,6 +343,57 @@ def test_a_failing_step_marks_its_span_by_type_never_by_message(
     no_raw_pii(spans)
 
 
+def test_an_async_workflows_steps_are_children_of_its_execution(
+    database_url: str, exporter: InMemorySpanExporter
+) -> None:
+    app = Aevos(database_url, tracing=config(exporter), poll_interval=0.02)
+
+    @app.step(name="double")
+    async def double(ctx: StepContext, value: int) -> int:
+        return value * 2
+
+    @app.workflow(name="async-flow")
+    async def flow(ctx: WorkflowContext, value: int) -> int:
+        return await double(ctx, await double(ctx, value))
+
+    try:
+        assert flow.run(5) == 20
+    finally:
+        app.close()
+    spans = exporter.get_finished_spans()
+    execution = one(spans, "aevos.run async-flow")
+    steps = by_name(spans, "aevos.step double")
+    assert [s.attributes and s.attributes["aevos.step.seq"] for s in steps] == [0, 1]
+    assert {parent_of(s) for s in steps} == {span_id(execution)}
+
+
+def test_a_child_run_is_traced_inside_its_parents_trace(
+    database_url: str, exporter: InMemorySpanExporter
+) -> None:
+    app = Aevos(database_url, tracing=config(exporter), poll_interval=0.02)
+
+    @app.workflow(name="child")
+    def child(ctx: WorkflowContext, value: int) -> int:
+        return value + 1
+
+    @app.workflow(name="parent")
+    def parent(ctx: WorkflowContext, value: int) -> int:
+        return child(ctx, value) * 10
+
+    try:
+        assert parent.run(1) == 20
+    finally:
+        app.close()
+    spans = exporter.get_finished_spans()
+    assert len({trace_id(s) for s in spans}) == 1
+    parent_run = one(spans, "aevos.run parent")
+    child_start = one(spans, "aevos.run.start child")
+    assert parent_of(child_start) == span_id(parent_run)
+    assert child_start.attributes is not None
+    assert child_start.attributes["aevos.run.parent_id"] == parent_run.attributes["aevos.run.id"]
+    assert parent_of(one(spans, "aevos.run child")) == span_id(child_start)
+
+
 # -- ingress: the sender's trace context is the run's parent ---------------------------------
 
 
