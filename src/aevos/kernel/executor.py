@@ -49,6 +49,8 @@ class Host(ContextHost, Runs, Protocol):
         self, new: NewRun, also: Callable[[UnitOfWork], object] | None = None
     ) -> tuple[RunInfo, bool]: ...
 
+    def started_trace(self, run_id: str) -> tuple[str, str | None] | None: ...
+
     @property
     def workflows(self) -> Mapping[str, Workflow[Any, Any]]: ...
 
@@ -316,7 +318,9 @@ class Executor:
     ) -> Outcome:
         """:meth:`_execute` inside the span of this execution, a child of the run's stored
         start context (one trace per run, whichever worker executes it)."""
-        with tracing.execution(info, stored_trace(self.runtime.store, info.run_id)) as span:
+        runtime = self.runtime
+        context = runtime.started_trace(info.run_id) or stored_trace(runtime.store, info.run_id)
+        with tracing.execution(info, context) as span:
             outcome = self._execute(
                 info,
                 workflow,

@@ -93,6 +93,7 @@ class Runtime:
         # Set by the app when tracing is configured (aevos.telemetry.tracing); None costs
         # the kernel one test per run and position.
         self.tracing: Tracing | None = None
+        self._started_traces: dict[str, tuple[str, str | None]] = {}
 
     @property
     def store(self) -> Store:
@@ -362,7 +363,15 @@ class Runtime:
         """``store.insert_run``, with the run's trace context when tracing is on."""
         if self.tracing is None:
             return self.store.insert_run(new, also=also)
-        return insert_traced(self.tracing, self.store, new, also)
+        info, created, context = insert_traced(self.tracing, self.store, new, also)
+        if created and new.owner == self.owner:
+            # Executed by this thread next (inline and child runs): spares reading it back.
+            self._started_traces[new.run_id] = context
+        return info, created
+
+    def started_trace(self, run_id: str) -> tuple[str, str | None] | None:
+        """The trace context of a run this process just created to execute, taken once."""
+        return self._started_traces.pop(run_id, None)
 
     def _start_event(
         self,

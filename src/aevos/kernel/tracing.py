@@ -120,9 +120,10 @@ def insert_traced(
     store: Store,
     new: NewRun,
     also: Callable[[UnitOfWork], object] | None,
-) -> tuple[RunInfo, bool]:
+) -> tuple[RunInfo, bool, tuple[str, str | None]]:
     """Create a run as ``store.insert_run`` does, its start span's trace context stored in
-    the same transaction, so every execution of it continues the same trace."""
+    the same transaction, so every execution of it continues the same trace. Returns the
+    run, whether it was created, and that trace context."""
     with tracing.start(new) as started:
 
         def write(uow: UnitOfWork) -> None:
@@ -132,7 +133,7 @@ def insert_traced(
 
         info, created = store.insert_run(new, also=write)
         started.set_attribute("aevos.run.created", created)
-    return info, created
+    return info, created, (started.traceparent, started.tracestate)
 
 
 def stored_trace(store: Store, run_id: str) -> tuple[str, str | None] | None:
