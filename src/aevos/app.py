@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from .rollouts import Replays, Rollouts
     from .schedules import Schedule, Schedules
     from .telemetry import Reports
+    from .telemetry.tracing import Tracer, TracingConfig
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -82,6 +83,10 @@ class Aevos:
     tokenised, or redacted without a vault key). ``redact_logs`` installs the PII log filter
     on aevos's loggers (:func:`aevos.pii.redact_aevos_logs`; ``AEVOS_LOG_REDACTION=off``
     turns it off for the process).
+
+    ``tracing`` sends OpenTelemetry traces (:mod:`aevos.telemetry.tracing`): a
+    :class:`~aevos.telemetry.tracing.TracingConfig`; None (the default) traces only when the
+    standard ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` variable is set; False never.
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class Aevos:
         policies: str | os.PathLike[str] | PolicySet | None = None,
         data_policy: DataPolicy | str = "auto",
         redact_logs: bool = True,
+        tracing: TracingConfig | bool | None = None,
     ) -> None:
         self.database_url = (
             database_url or os.environ.get("AEVOS_DATABASE_URL") or DEFAULT_DATABASE_URL
@@ -137,6 +143,31 @@ class Aevos:
             park_after=park_after,
             poll_interval=poll_interval,
             data_policy=data_policy,
+        )
+        #: The app's tracer, or None when tracing is off (the kernel then skips its hooks).
+        self.tracer: Tracer | None = self._tracer(tracing)
+        self.runtime.tracing = self.tracer
+
+    def _tracer(self, tracing: TracingConfig | bool | None) -> Tracer | None:
+        if tracing is False:
+            return None
+        if tracing is None and not (
+            os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        ):
+            return None  # OpenTelemetry is not even imported
+        from .telemetry.tracing import Tracer, TracingConfig
+
+        if isinstance(tracing, TracingConfig):
+            config: TracingConfig | None = tracing
+        else:
+            config = TracingConfig.from_env()
+            if config is None and tracing is True:
+                config = TracingConfig()  # spans made, exported nowhere: a provider's job
+        if config is None:
+            return None
+        return Tracer(
+            config, data_policy_of=self.runtime.data_policy_of, redactor=lambda: self.redactor
         )
 
     # -- services, built bottom-up on first use ------------------------------------------------
@@ -559,6 +590,10 @@ class Aevos:
             self._relay.close()
             self._relay = None
         self.runtime.close()
+        if self.tracer is not None:
+            # Exports what is buffered; the provider stays usable (the app may be used again)
+            # and shuts down at exit.
+            self.tracer.force_flush()
         if self._store is not None:
             self._store.close()
             self._store = None

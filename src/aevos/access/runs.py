@@ -16,6 +16,8 @@ from ..records.status import RunStatus
 from .guard import Guard
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ..audit import AuditLog
     from ..audit.lineage import Lineage
     from ..kernel.handle import RunHandle
@@ -114,10 +116,13 @@ class Runs:
         idempotency_key: str | None = None,
         queue: str | None = None,
         priority: int = 0,
+        trace: Mapping[str, str] | None = None,
     ) -> RunInfo:
         """Start a run in the principal's tenant. ``args`` and ``kwargs`` are the workflow's
         alone (a keyword named ``tenant`` goes to the workflow, never sets the run's tenant);
-        arguments that do not fit it are a :class:`~aevos.errors.WorkflowArgumentError`."""
+        arguments that do not fit it are a :class:`~aevos.errors.WorkflowArgumentError`.
+        ``trace``: the caller's W3C trace context headers, the parent of the run's trace
+        when tracing is on."""
         self.guard.allow(principal, Permission.RUNS_START, "start runs")
         options = StartOptions(
             queue=queue,
@@ -128,7 +133,14 @@ class Runs:
         )
         # The kernel audits the start (or the refusal) in the run's own transaction, with
         # the principal as its actor.
-        handle = self.services.runtime.start(workflow, args or [], kwargs or {}, options)
+        runtime = self.services.runtime
+        if runtime.tracing is None:
+            handle = runtime.start(workflow, args or [], kwargs or {}, options)
+        else:
+            attributes = {"aevos.workflow": workflow[:200], "aevos.tenant": principal.tenant}
+            with runtime.tracing.incoming(trace, "aevos.api start_run", attributes) as span:
+                handle = runtime.start(workflow, args or [], kwargs or {}, options)
+                span.set_attribute("aevos.run.id", handle.run_id)
         return self.services.store.get_run(handle.run_id)
 
     def cancel(self, principal: Principal, run_id: str) -> RunStatus:

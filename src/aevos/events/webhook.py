@@ -306,6 +306,9 @@ class Delivery:
     signature: str | None = None
     event_id: str | None = None
     token: str | None = None
+    #: The sender's W3C trace context headers (``traceparent``, ``tracestate``): the run's
+    #: trace continues the sender's (see :func:`aevos.kernel.tracing.trace_headers`).
+    trace: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -374,8 +377,21 @@ class Ingress:
         """Authenticate, parse, map and start a run; record the event whatever happens.
 
         Returns the ACCEPTED or DUPLICATE record; a refusal is recorded as REJECTED (and
-        audited) before its error is raised.
+        audited) before its error is raised. With tracing on, the delivery is a span, a
+        child of the sender's trace context, and the run it starts is its child.
         """
+        tracing = self.runtime.tracing
+        if tracing is None:
+            return self._receive(delivery)
+        attributes = {"aevos.event.source": delivery.source[:100]}
+        with tracing.incoming(delivery.trace, "aevos.webhook receive", attributes) as span:
+            record = self._receive(delivery)
+            span.set_attribute("aevos.event.status", record.status.value)
+            if record.run_id is not None:
+                span.set_attribute("aevos.run.id", record.run_id)
+            return record
+
+    def _receive(self, delivery: Delivery) -> EventRecord:
         source = self.sources.get(delivery.source)
         body = delivery.body
         got = _Received(

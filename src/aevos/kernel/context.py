@@ -37,6 +37,7 @@ from ..records.run import NewRun, RunInfo, StepInfo, error_dict
 from ..records.status import RunStatus
 from ..storage import StepRecord
 from .journal import Cancelled, Journal, Suspend
+from .tracing import Tracing
 
 if TYPE_CHECKING:
     import threading
@@ -156,6 +157,7 @@ class Host(Protocol):
 
     park_after: float
     poll_interval: float
+    tracing: Tracing | None
 
     @property
     def services(self) -> ContextServices: ...
@@ -220,6 +222,8 @@ class WorkflowContext:
         self._can_park = can_park
         self._cancel = journal.cancel
         self._seq_pending = -1
+        #: The runtime's tracer (None when tracing is off), for services built on the context.
+        self.tracing = runtime.tracing
 
     # -- waiting, for the kernel and the services built on it -------------------------------
 
@@ -273,6 +277,20 @@ class WorkflowContext:
         seq, recorded = self.journal.begin(name)
         if recorded is not None:
             return Decision.from_record(self.journal.replay_value(recorded))
+        if self.tracing is not None:
+            with self.tracing.span(
+                f"aevos.decide {policy}",
+                {"aevos.run.id": self.run_id, "aevos.step.seq": seq, "aevos.policy.name": policy},
+            ) as span:
+                decision = self._decide(policy, inputs, name, seq)
+                span.set_attribute("aevos.policy.version", decision.version)
+                span.set_attribute("aevos.policy.result", decision.result)
+                span.set_attribute("aevos.policy.rule", decision.rule)
+                span.set_attribute("aevos.policy.decision_id", decision.decision_id)
+                return decision
+        return self._decide(policy, inputs, name, seq)
+
+    def _decide(self, policy: str, inputs: dict[str, Any], name: str, seq: int) -> Decision:
         started = time.time()
         decision = self._runtime.services.policies.evaluate(policy, inputs)
         record = decision.to_record()
@@ -447,6 +465,10 @@ class WorkflowContext:
             also=None if case is None else (lambda uow: uow.cases.add([case])),
         )
         gateway.recorded(governed)
+        if self.tracing is not None:
+            self.tracing.model_call(
+                self.workflow, self.run_id, model, seq, input, governed, started
+            )
         if failure is not None:
             raise failure
         assert result is not None

@@ -27,12 +27,14 @@ from .context import Host as ContextHost
 from .context import WorkflowContext
 from .handle import RunHandle, Runs, result_of
 from .journal import Cancelled, Journal, Suspend
+from .tracing import Tracing, stored_trace
 from .workflow import StartOptions, Workflow
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from ..pii.datapolicy import ProtectedInput
+    from ..storage import UnitOfWork
     from .lease import Leases
 
 
@@ -42,6 +44,12 @@ class Host(ContextHost, Runs, Protocol):
     owner: str
     lease_seconds: float
     leases: Leases
+
+    def insert_run(
+        self, new: NewRun, also: Callable[[UnitOfWork], object] | None = None
+    ) -> tuple[RunInfo, bool]: ...
+
+    def started_trace(self, run_id: str) -> tuple[str, str | None] | None: ...
 
     @property
     def workflows(self) -> Mapping[str, Workflow[Any, Any]]: ...
@@ -86,7 +94,7 @@ class Executor:
         input_json, protected = runtime.encode_or_reject(workflow, args, kwargs, opts)
         # The workflow receives its input as stored, on this execution as on any replay.
         args, kwargs = protected.args, protected.kwargs
-        info, created = runtime.store.insert_run(
+        info, created = runtime.insert_run(
             NewRun(
                 run_id=opts.run_id or uuid.uuid4().hex,
                 workflow=workflow.name,
@@ -135,7 +143,7 @@ class Executor:
     ) -> Outcome:
         """Create (or take over) run ``run_id`` and execute it in this thread (child runs)."""
         runtime = self.runtime
-        info, created = runtime.store.insert_run(
+        info, created = runtime.insert_run(
             NewRun(
                 run_id=run_id,
                 workflow=workflow.name,
@@ -215,9 +223,14 @@ class Executor:
         *,
         can_park: bool,
         cancel: threading.Event | None = None,
+        traced: bool = False,
     ) -> Outcome:
         run_id = info.run_id
         runtime = self.runtime
+        if runtime.tracing is not None and not traced:
+            return self._execute_traced(
+                runtime.tracing, info, workflow, args, kwargs, history, can_park, cancel
+            )
         owner = runtime.owner
         if cancel is None:  # else _execute_recorded holds the run already
             cancel = threading.Event()
@@ -291,6 +304,38 @@ class Executor:
         finally:
             runtime.leases.discard(run_id)
             runtime.forget_signals(run_id)
+
+    def _execute_traced(
+        self,
+        tracing: Tracing,
+        info: RunInfo,
+        workflow: Workflow[Any, Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        history: dict[int, StepInfo],
+        can_park: bool,
+        cancel: threading.Event | None,
+    ) -> Outcome:
+        """:meth:`_execute` inside the span of this execution, a child of the run's stored
+        start context (one trace per run, whichever worker executes it)."""
+        runtime = self.runtime
+        context = runtime.started_trace(info.run_id) or stored_trace(runtime.store, info.run_id)
+        with tracing.execution(info, context) as span:
+            outcome = self._execute(
+                info,
+                workflow,
+                args,
+                kwargs,
+                history,
+                can_park=can_park,
+                cancel=cancel,
+                traced=True,
+            )
+            if outcome.status is None:  # parked, or left to whoever holds the run now
+                span.set_attribute("aevos.run.suspended", True)
+            else:
+                span.set_attribute("aevos.run.status", outcome.status.value)
+            return outcome
 
     def _abandoned(self, run_id: str) -> Outcome:
         status = self.runtime.store.run_status(run_id)

@@ -40,6 +40,7 @@ from .lease import Leases
 from .retry import RetryPolicy, as_retry_policy
 from .services import TASK_STEP, Services
 from .step import Step, StepContext
+from .tracing import Tracing, insert_traced
 from .worker import Worker
 from .workflow import StartOptions, Workflow, WorkflowDecorator
 
@@ -89,6 +90,10 @@ class Runtime:
         self._signal_events: dict[str, threading.Event] = {}
         self._timeout_pool: ThreadPoolExecutor | None = None
         self._audit_buffer: AuditBuffer | None = None
+        # Set by the app when tracing is configured (aevos.telemetry.tracing); None costs
+        # the kernel one test per run and position.
+        self.tracing: Tracing | None = None
+        self._started_traces: dict[str, tuple[str, str | None]] = {}
 
     @property
     def store(self) -> Store:
@@ -370,9 +375,25 @@ class Runtime:
                 also(uow)
             audit(uow)
 
-        info, _ = self.store.insert_run(new, also=record)
+        info, _ = self.insert_run(new, also=record)
         self.wake()
         return info
+
+    def insert_run(
+        self, new: NewRun, also: Callable[[UnitOfWork], object] | None = None
+    ) -> tuple[RunInfo, bool]:
+        """``store.insert_run``, with the run's trace context when tracing is on."""
+        if self.tracing is None:
+            return self.store.insert_run(new, also=also)
+        info, created, context = insert_traced(self.tracing, self.store, new, also)
+        if created and new.owner == self.owner:
+            # Executed by this thread next (inline and child runs): spares reading it back.
+            self._started_traces[new.run_id] = context
+        return info, created
+
+    def started_trace(self, run_id: str) -> tuple[str, str | None] | None:
+        """The trace context of a run this process just created to execute, taken once."""
+        return self._started_traces.pop(run_id, None)
 
     def _start_event(
         self,

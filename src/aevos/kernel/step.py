@@ -20,6 +20,7 @@ from .context import WorkflowContext
 from .journal import step_error
 from .outbox import Published, checked, messages
 from .retry import RetryPolicy
+from .tracing import Attribute, TraceSpan, Tracing
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -94,6 +95,14 @@ class Step(Generic[P, R]):
         seq, recorded = ctx.journal.begin(self.name)
         if recorded is not None:
             return cast(R, ctx.journal.replay_value(recorded))
+        if ctx.tracing is not None:
+            with ctx.tracing.span(self._span_name, self._span_attributes(ctx, seq)) as span:
+                value = self._run_sync(ctx, seq, args, kwargs)
+                self._trace_output(ctx, ctx.tracing, span, value)
+                return value
+        return self._run_sync(ctx, seq, args, kwargs)
+
+    def _run_sync(self, ctx: WorkflowContext, seq: int, args: Any, kwargs: Any) -> R:
         started = time.time()
         failures = 0
         while True:
@@ -127,6 +136,14 @@ class Step(Generic[P, R]):
         seq, recorded = ctx.journal.begin(self.name)
         if recorded is not None:
             return cast(R, ctx.journal.replay_value(recorded))
+        if ctx.tracing is not None:
+            with ctx.tracing.span(self._span_name, self._span_attributes(ctx, seq)) as span:
+                value = await self._run_async(ctx, seq, args, kwargs)
+                self._trace_output(ctx, ctx.tracing, span, value)
+                return value
+        return await self._run_async(ctx, seq, args, kwargs)
+
+    async def _run_async(self, ctx: WorkflowContext, seq: int, args: Any, kwargs: Any) -> R:
         started = time.time()
         failures = 0
         func = cast(Callable[..., Awaitable[R]], self.func)
@@ -150,6 +167,26 @@ class Step(Generic[P, R]):
                     continue
                 raise self._fail(ctx, seq, started, failures, exc) from exc
         return self._succeed(ctx, sctx, seq, started, failures + 1, value)
+
+    # -- tracing (only when the runtime has a tracer) ----------------------------------------
+
+    @functools.cached_property
+    def _span_name(self) -> str:
+        return f"aevos.step {self.name}"
+
+    def _span_attributes(self, ctx: WorkflowContext, seq: int) -> dict[str, Attribute]:
+        return {
+            "aevos.run.id": ctx.run_id,
+            "aevos.workflow": ctx.workflow,
+            "aevos.step.name": self.name,
+            "aevos.step.seq": seq,
+        }
+
+    @staticmethod
+    def _trace_output(ctx: WorkflowContext, tracing: Tracing, span: TraceSpan, value: Any) -> None:
+        payload = tracing.payload(ctx.workflow, value)
+        if payload is not None:
+            span.set_attribute("aevos.step.output", payload)
 
     # -- recording --------------------------------------------------------------------------
 

@@ -791,8 +791,12 @@ class Gateway:
             seq=call.seq,
             key_digest=call.key_digest,
             policy=policy,
+            flavor=None if version is None else version.flavor,
         )
         if prediction is not None:
+            answered_by = prediction.extra.get("model")
+            if isinstance(answered_by, str):
+                record.response_model = answered_by[:200]
             record.confidence = prediction.confidence
             record.label = prediction.label
             record.tokens_in = prediction.tokens_in

@@ -86,6 +86,10 @@ class CallRecord:
     # The digest of the call's kept case when it differs from input_digest (the data policy
     # tokenised what the model was given): both are recorded, never silently one of them.
     case_digest: str | None = None
+    # For traces (aevos.telemetry.tracing): the answering version's flavor, and the model
+    # the provider says answered (an OpenAI-compatible server's ``model``), when it says.
+    flavor: str | None = None
+    response_model: str | None = None
 
     @property
     def version_ref(self) -> str:

@@ -192,7 +192,20 @@ class Asking:
             if case is not None:
                 uow.cases.add([case])
 
-        journal.record(step, output, events=[event], also=create)
+        if ctx.tracing is None:
+            journal.record(step, output, events=[event], also=create)
+            return task_id, deadline
+        attributes: dict[str, str | int] = {
+            "aevos.run.id": ctx.run_id,
+            "aevos.step.seq": seq,
+            "aevos.task.id": task_id,
+            "aevos.task.queue": request.queue,
+            "aevos.task.role": request.role,
+        }
+        if request.model_version is not None:
+            attributes["aevos.model.version"] = str(request.model_version)
+        with ctx.tracing.span(f"aevos.ask_human {request.queue}", attributes):
+            journal.record(step, output, events=[event], also=create)
         return task_id, deadline
 
     def _seal_case(
@@ -293,6 +306,16 @@ class Asking:
             step = journal.store.record_with(ctx.run_id, journal.owner, outcome)
         if step is not None:
             output = None if step.output_json is None else codec.decode(step.output_json)
+            if ctx.tracing is not None:
+                attributes: dict[str, str | int] = {
+                    "aevos.run.id": ctx.run_id,
+                    "aevos.step.seq": seq,
+                    "aevos.task.id": task_id,
+                    "aevos.task.outcome": step.status,
+                }
+                with ctx.tracing.span("aevos.human_decision", attributes) as span:
+                    if isinstance(output, dict):
+                        span.set_attribute("aevos.task.overridden", bool(output.get("overridden")))
             return journal.remember(step, output)
         # A submission wakes the run (submit_task sets its wake_at).
         ctx.park_until(deadline)

@@ -62,7 +62,9 @@ class DataPolicy:
     paths it applies to (None: every string); ``ignore`` paths it leaves alone; ``kinds``
     the kinds it looks for (None: every kind the app's redactor finds). ``classification``
     is what ``model_call`` policies see as ``data.classification`` for the workflow's model
-    calls; ``reveal`` allows the workflow's code to call ``ctx.reveal``.
+    calls; ``reveal`` allows the workflow's code to call ``ctx.reveal``; ``trace_payloads``
+    lets its steps' outputs and its model calls' inputs and answers into trace spans, always
+    redacted first (:mod:`aevos.telemetry.tracing`; off by default).
     """
 
     action: str = "auto"
@@ -71,6 +73,7 @@ class DataPolicy:
     kinds: Collection[str] | None = None
     classification: str = "internal"
     reveal: bool = False
+    trace_payloads: bool = False
     _include: tuple[_Path, ...] = field(init=False, repr=False, compare=False)
     _ignore: tuple[_Path, ...] = field(init=False, repr=False, compare=False)
 
@@ -94,6 +97,8 @@ class DataPolicy:
             raise PiiConfigError("data policy classification must be 1 to 100 characters")
         if not isinstance(self.reveal, bool):
             raise PiiConfigError("data policy reveal must be True or False")
+        if not isinstance(self.trace_payloads, bool):
+            raise PiiConfigError("data policy trace_payloads must be True or False")
 
     @classmethod
     def of(cls, value: DataPolicy | str) -> DataPolicy:
@@ -116,6 +121,8 @@ class DataPolicy:
             record["ignore"] = list(self.ignore)
         if self.kinds is not None:
             record["kinds"] = list(self.kinds)
+        if self.trace_payloads:
+            record["trace_payloads"] = True
         return record
 
 

@@ -761,3 +761,16 @@ schedule_ticks = Table(
     Column("at", Float, nullable=False),
 )
 Index("ix_aevos_schedule_ticks_schedule", schedule_ticks.c.schedule, schedule_ticks.c.tick_at)
+# -- run traces (revision 0014) ------------------------------------------------------------
+
+run_traces = Table(
+    "aevos_run_traces",
+    metadata,
+    # The W3C trace context of a run's start span, written with the run when tracing is on,
+    # so that every execution of the run (on any worker) continues the same trace. Its own
+    # table: a run started without tracing costs nothing here.
+    Column("run_id", String(200), primary_key=True),
+    Column("traceparent", String(55), nullable=False),
+    Column("tracestate", String(512), nullable=True),
+    Column("created_at", Float, nullable=False),
+)

@@ -45,6 +45,7 @@ from .rollouts import RolloutRepository
 from .runs import RunRepository
 from .schedules import ScheduleRepository
 from .tasks import TaskRepository
+from .traces import TraceRepository
 from .vault import VaultRepository
 
 T = TypeVar("T")
@@ -163,3 +164,8 @@ class UnitOfWork:
     def schedules(self) -> ScheduleRepository:
         """Schedules (cron-started workflows), their state and ticks (revision 0018)."""
         return ScheduleRepository(self)
+
+    @cached_property
+    def traces(self) -> TraceRepository:
+        """Traced runs' trace contexts (revision 0014)."""
+        return TraceRepository(self)

@@ -24,6 +24,7 @@ from ...events.webhook import (
     EventRecord,
     EventStatus,
 )
+from ...kernel.tracing import trace_headers
 from ..deps import AppDep, PrincipalDep
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -76,6 +77,7 @@ def _delivery(source: str, headers: Headers, body: bytes | None, size: int) -> D
         signature=headers.get(SIGNATURE_HEADER),
         event_id=headers.get(EVENT_ID_HEADER),
         token=_bearer(headers.get("authorization")),
+        trace=trace_headers(headers),
     )
 
 

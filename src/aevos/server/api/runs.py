@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from ...kernel.tracing import trace_headers
 from ...records.status import RunStatus
 from ..deps import AccessDep, ListedDep, PrincipalDep
 from ..schemas import ForkRun, LineageOut, Run, StartRun, Status, Step
@@ -16,8 +17,9 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
 
 @router.post("", status_code=201)
-def start_run(body: StartRun, access: AccessDep, principal: PrincipalDep) -> Run:
+def start_run(body: StartRun, request: Request, access: AccessDep, principal: PrincipalDep) -> Run:
     """Start a run of a registered workflow; the same idempotency key returns the same run."""
+    # A W3C traceparent header makes the run's trace a child of the caller's (when traced).
     info = access.runs.start(
         principal,
         body.workflow,
@@ -26,6 +28,7 @@ def start_run(body: StartRun, access: AccessDep, principal: PrincipalDep) -> Run
         idempotency_key=body.idempotency_key,
         queue=body.queue,
         priority=body.priority,
+        trace=trace_headers(request.headers),
     )
     return Run.of(info)
 
