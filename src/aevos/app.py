@@ -502,6 +502,8 @@ class Aevos:
             # Writes its buffered call records and returns unspent leased budget.
             self._gateway.close()
             self._gateway = None
+        if self._models is not None:
+            self._models.close()  # the adapters' HTTP connections
         self.runtime.close()
         if self._store is not None:
             self._store.close()
