@@ -86,6 +86,10 @@ class CallRecord:
     # The digest of the call's kept case when it differs from input_digest (the data policy
     # tokenised what the model was given): both are recorded, never silently one of them.
     case_digest: str | None = None
+    # The tools an LLM asked for ({id, name, arguments_sha256}; never the arguments), and
+    # whether its answer was streamed.
+    tool_calls: list[dict[str, str]] | None = None
+    streamed: bool = False
 
     @property
     def version_ref(self) -> str:
@@ -119,6 +123,10 @@ class CallRecord:
             data["policy"] = _policy_ref(self.policy)
         if self.case_digest is not None:
             data["case_sha256"] = self.case_digest
+        if self.tool_calls:
+            data["tool_calls"] = self.tool_calls
+        if self.streamed:
+            data["streamed"] = True
         return AuditEvent(
             action="model.called",
             actor=self.actor,
