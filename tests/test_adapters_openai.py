@@ -33,6 +33,7 @@ class Reply:
     body: Any = None  # dict -> JSON; bytes -> sent as is
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    events: list[str] | None = None  # server-sent events: each a data line's payload
 
 
 def completion(
@@ -80,6 +81,17 @@ class FakeLLM:
                     server.requests.append(request)
                 reply = server.reply(request)
                 if reply.delay and server._stop.wait(reply.delay):
+                    return
+                if reply.events is not None:
+                    # As OpenAI streams: text/event-stream, one "data: ..." line and a blank
+                    # line per event, the connection closed after the last.
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                    self.send_header("Cache-Control", "no-cache")
+                    self.end_headers()
+                    for event in reply.events:
+                        self.wfile.write(f"data: {event}\n\n".encode())
+                        self.wfile.flush()
                     return
                 data = (
                     reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
@@ -387,3 +399,304 @@ def test_the_artifact_versions_the_prompt_and_the_config_wins(llm: FakeLLM) -> N
     with pytest.raises(DefinitionError, match="unknown openai setting"):
         load_adapter("openai", b'{"modle": "x"}', {"base_url": llm.url, "model": "m"})
     adapter.close()  # type: ignore[attr-defined]
+
+
+# -- tool calls and streaming ------------------------------------------------------------------
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "block_card",
+            "description": "Block a customer's card.",
+            "parameters": {
+                "type": "object",
+                "properties": {"card_last4": {"type": "string"}, "reason": {"type": "string"}},
+                "required": ["card_last4"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "open_ticket",
+            "parameters": {"type": "object", "properties": {"queue": {"type": "string"}}},
+        },
+    },
+]
+
+
+def tool_completion(*calls: tuple[str, str, str]) -> dict[str, Any]:
+    """A chat.completion whose message asks for tools, exactly as OpenAI sends it."""
+    body = completion(None, finish_reason="tool_calls")
+    body["choices"][0]["message"] = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+            for cid, name, args in calls
+        ],
+        "refusal": None,
+    }
+    return body
+
+
+def chunk(delta: dict[str, Any] | None, finish: str | None = None, **more: Any) -> str:
+    """One chat.completion.chunk event, as OpenAI streams it."""
+    body: dict[str, Any] = {
+        "id": "chatcmpl-7",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": "served-model",
+        "system_fingerprint": "fp_44709d6fcb",
+        "choices": []
+        if delta is None
+        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        "usage": None,
+        **more,
+    }
+    return json.dumps(body)
+
+
+USAGE = {"prompt_tokens": 20, "completion_tokens": 30, "total_tokens": 50}
+
+
+def streamed_text(*pieces: str) -> list[str]:
+    return [
+        chunk({"role": "assistant", "content": "", "refusal": None}),
+        *(chunk({"content": p}) for p in pieces),
+        chunk({}, "stop"),
+        chunk(None, usage=USAGE),
+        "[DONE]",
+    ]
+
+
+def streamed_tool_calls() -> list[str]:
+    """Two parallel tool calls, their arguments split across chunks as OpenAI does."""
+    start = {"index": 0, "id": "call_A1", "type": "function"}
+    return [
+        chunk(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{**start, "function": {"name": "block_card", "arguments": ""}}],
+                "refusal": None,
+            }
+        ),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"card_'}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'last4": "4242"}'}}]}),
+        chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 1,
+                        "id": "call_B2",
+                        "type": "function",
+                        "function": {"name": "open_ticket", "arguments": ""},
+                    }
+                ]
+            }
+        ),
+        chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"queue":"fraud"}'}}]}),
+        chunk({}, "tool_calls"),
+        chunk(None, usage=USAGE),
+        "[DONE]",
+    ]
+
+
+def test_tool_calls_are_returned_as_structured_data(llm: FakeLLM) -> None:
+    adapter = OpenAIAdapter(
+        {"base_url": llm.url, "model": "m", "tools": TOOLS, "tool_choice": "auto"}
+    )
+    llm.reply = lambda req: Reply(
+        body=tool_completion(
+            ("call_1", "block_card", '{"card_last4": "4242", "reason": "stolen"}'),
+            ("call_2", "open_ticket", '{"queue": "fraud"}'),
+        )
+    )
+    prediction = adapter.predict("My card was stolen, block it")
+    body = llm.requests[-1]["body"]
+    assert body["tools"] == TOOLS and body["tool_choice"] == "auto"
+    assert prediction.output == {
+        "content": None,
+        "finish_reason": "tool_calls",
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "name": "block_card",
+                "arguments": {"card_last4": "4242", "reason": "stolen"},
+            },
+            {"id": "call_2", "name": "open_ticket", "arguments": {"queue": "fraud"}},
+        ],
+    }
+    recorded = prediction.extra["tool_calls"]
+    assert [(c["id"], c["name"]) for c in recorded] == [
+        ("call_1", "block_card"),
+        ("call_2", "open_ticket"),
+    ]
+    assert all(len(c["arguments_sha256"]) == 64 and "4242" not in str(c) for c in recorded)
+
+    # The conversation goes on with the tool's result: the returned calls are accepted as
+    # they are and sent back in the wire format.
+    llm.reply = lambda req: Reply(body=completion("Your card is blocked."))
+    follow = adapter.predict(
+        {
+            "messages": [
+                {"role": "user", "content": "My card was stolen, block it"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": prediction.output["tool_calls"],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": '{"blocked": true}'},
+                {"role": "tool", "tool_call_id": "call_2", "content": '{"ticket": 9}'},
+            ]
+        }
+    )
+    assert follow.output["content"] == "Your card is blocked."
+    sent = llm.requests[-1]["body"]["messages"]
+    assert sent[1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {
+                    "name": "block_card",
+                    "arguments": '{"card_last4": "4242", "reason": "stolen"}',
+                },
+            },
+            {
+                "id": "call_2",
+                "type": "function",
+                "function": {"name": "open_ticket", "arguments": '{"queue": "fraud"}'},
+            },
+        ],
+    }
+    assert sent[2] == {"role": "tool", "content": '{"blocked": true}', "tool_call_id": "call_1"}
+    with pytest.raises(ModelInputError, match=r"'messages\[0\]' \(a tool result\) needs"):
+        adapter.predict({"messages": [{"role": "tool", "content": "x"}]})
+    adapter.close()
+
+
+def test_bad_tool_calls_are_call_errors_that_quote_nothing(llm: FakeLLM) -> None:
+    adapter = OpenAIAdapter({"base_url": llm.url, "model": "m", "tools": TOOLS})
+    llm.reply = lambda req: Reply(body=tool_completion(("c", "block_card", '{"card_last4": 42')))
+    with pytest.raises(
+        ModelCallError,
+        match=r"'block_card' with arguments that are not JSON "
+        r"\(17 characters\)",
+    ) as info:
+        adapter.predict("x")
+    assert "42" not in info.value.message.replace("(17", "")
+    llm.reply = lambda req: Reply(body=tool_completion(("c", "wire_money", "{}")))
+    with pytest.raises(ModelCallError, match="called the tool 'wire_money', which it was not"):
+        adapter.predict("x")
+    llm.reply = lambda req: Reply(body=tool_completion(("c", "block_card", "[1]")))
+    with pytest.raises(ModelCallError, match="not a JSON object"):
+        adapter.predict("x")
+    with pytest.raises(DefinitionError, match="'tools' must be a list"):
+        load_adapter("openai", b"", {**BASE, "tools": [{"type": "function", "function": {}}]})
+    with pytest.raises(DefinitionError, match="'stream' must be true or false"):
+        load_adapter("openai", b"", {**BASE, "stream": "yes"})
+    adapter.close()
+
+
+def test_a_streamed_answer_is_assembled_with_its_final_usage(llm: FakeLLM) -> None:
+    adapter = OpenAIAdapter(
+        {"base_url": llm.url, "model": "m", "stream": True, "price_per_1k_output": 2.0}
+    )
+    llm.reply = lambda req: Reply(events=streamed_text("Your card ", "is on ", "its way."))
+    prediction = adapter.predict("Where is my card?")
+    request = llm.requests[-1]
+    assert request["body"]["stream"] is True
+    assert request["body"]["stream_options"] == {"include_usage": True}
+    assert request["headers"]["accept"] == "text/event-stream"
+    assert prediction.output == {"content": "Your card is on its way.", "finish_reason": "stop"}
+    assert (prediction.tokens_in, prediction.tokens_out) == (20, 30)
+    assert prediction.cost == pytest.approx(30 / 1000 * 2.0)
+    assert prediction.extra == {
+        "id": "chatcmpl-7",
+        "model": "served-model",
+        "streamed": True,
+        "chunks": 6,
+    }
+
+    llm.reply = lambda req: Reply(events=streamed_tool_calls())
+    tools = OpenAIAdapter({"base_url": llm.url, "model": "m", "stream": True, "tools": TOOLS})
+    called = tools.predict("block 4242 and open a fraud ticket")
+    assert called.output["finish_reason"] == "tool_calls"
+    assert called.output["tool_calls"] == [
+        {"id": "call_A1", "name": "block_card", "arguments": {"card_last4": "4242"}},
+        {"id": "call_B2", "name": "open_ticket", "arguments": {"queue": "fraud"}},
+    ]
+    adapter.close()
+    tools.close()
+
+
+@pytest.mark.parametrize(
+    ("events", "message", "retryable"),
+    [
+        (streamed_text("half an ans")[:3], r"ended its stream before \[DONE\] \(3 chunks\)", True),
+        (
+            [
+                chunk({"content": "x"}),
+                json.dumps({"error": {"message": "4242", "code": "overloaded"}}),
+            ],
+            r"reported an error in its stream \(overloaded\)",
+            True,
+        ),
+        (["{not json", "[DONE]"], "streamed a chunk that is not a chat.completion.chunk", False),
+    ],
+)
+def test_broken_streams_are_call_errors(
+    llm: FakeLLM, events: list[str], message: str, retryable: bool
+) -> None:
+    adapter = OpenAIAdapter({"base_url": llm.url, "model": "m", "stream": True})
+    llm.reply = lambda req: Reply(events=events)
+    with pytest.raises(ModelCallError, match=message) as info:
+        adapter.predict("x")
+    assert info.value.retryable is retryable and "4242" not in info.value.message
+    llm.reply = lambda req: Reply(429, {"error": {"code": "rate_limit_exceeded"}})
+    with pytest.raises(ModelCallError, match=r"rate limited \(HTTP 429\) \(rate_limit_exceeded\)"):
+        adapter.predict("x")
+    adapter.close()
+
+
+def test_streamed_tool_calls_through_the_gateway_budget_and_records(llm: FakeLLM, app: Any) -> None:
+    from aevos.errors import BudgetExceededError
+    from aevos.models.gateway import Gateway
+    from aevos.models.registry import ModelRegistry
+
+    registry = ModelRegistry(app.store, app.audit)
+    gateway = Gateway(app.store, registry, app.audit, flush_interval=0.05)
+    artifact = json.dumps({"system": "You help bank customers.", "tools": TOOLS}).encode()
+    registry.register(
+        "assistant",
+        artifact,
+        flavor="openai",
+        config={"base_url": llm.url, "model": "served-model", "stream": True},
+        aliases=("champion",),
+    )
+    # Each call reserves an estimate of 10 tokens and settles at the 50 its final chunk
+    # reports: the third call finds the 60 spent.
+    gateway.set_budget(model="assistant", tokens=60, tokens_estimate=10)
+    llm.reply = lambda req: Reply(events=streamed_tool_calls())
+    first = gateway.predict("assistant", "block 4242")
+    assert first.output["tool_calls"][0]["arguments"] == {"card_last4": "4242"}
+    assert (first.prediction.tokens_in, first.prediction.tokens_out) == (20, 30)
+    gateway.predict("assistant", "block 4242")
+    with pytest.raises(BudgetExceededError):
+        gateway.predict("assistant", "block 4242")
+    assert len(llm.requests) == 2
+    gateway.flush()
+    records = app.audit.query("default", action="model.called", limit=100)
+    ok = [r.data for r in records if r.data["outcome"] == "ok"]
+    assert len(ok) == 2 and [r.data["outcome"] for r in records[2:]] == ["budget_exceeded"]
+    for data in ok:
+        assert (data["tokens_in"], data["tokens_out"], data["streamed"]) == (20, 30, True)
+        assert [c["name"] for c in data["tool_calls"]] == ["block_card", "open_ticket"]
+        assert "4242" not in json.dumps(data)
+    gateway.close()
+    registry.close()

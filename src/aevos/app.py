@@ -589,6 +589,8 @@ class Aevos:
         if self._relay is not None:
             self._relay.close()
             self._relay = None
+        if self._models is not None:
+            self._models.close()  # the adapters' HTTP connections
         self.runtime.close()
         if self.tracer is not None:
             # Exports what is buffered; the provider stays usable (the app may be used again)

@@ -265,6 +265,60 @@ def models_register(
     )
 
 
+@models_cli.command("import-mlflow")
+@_reports_errors
+def models_import_mlflow(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="The MLflow model: NAME@VERSION or NAME@ALIAS.")],
+    tracking_uri: Annotated[
+        str,
+        typer.Option(
+            "--tracking-uri",
+            envvar="MLFLOW_TRACKING_URI",
+            help="MLflow tracking URI (e.g. sqlite:///mlflow.db, http://host:5000).",
+        ),
+    ],
+    registry_uri: Annotated[
+        str | None,
+        typer.Option("--registry-uri", help="MLflow registry URI (default: the tracking URI)."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--as", help="The aevos model name (default: MLflow's).")
+    ] = None,
+    aliases: Annotated[
+        list[str] | None, typer.Option("--alias", help="Point this alias at it (repeatable).")
+    ] = None,
+    tenant: TenantOption = "default",
+    as_json: JsonFlag = False,
+) -> None:
+    """Import an MLflow model version (scikit-learn saved as skops) with its lineage."""
+    from ..models.mlflow_import import MlflowSource, import_mlflow
+
+    model, sep, ref = source.rpartition("@")
+    if not sep or not model or not ref:
+        raise CliError("bad_ref", f"{source!r} must look like NAME@VERSION or NAME@ALIAS")
+    for alias in aliases or ():
+        _check_ungated(name or model, alias)
+    with _registry(ctx) as registry:
+        version = import_mlflow(
+            registry,
+            MlflowSource(tracking_uri, model, ref, registry_uri),
+            name=name,
+            tenant=tenant,
+            created_by=_actor(),
+            aliases=tuple(aliases or ()),
+        )
+        pointing = _pointing(registry.aliases(version.name, tenant=tenant), version.version)
+    if as_json:
+        _emit_json(_version_dict(version, pointing))
+        return
+    out.print(
+        f"{version.ref} sha256:{version.digest} from MLflow run "
+        f"{version.tags.get('mlflow.run_id', '?')}",
+        markup=False,
+    )
+
+
 def _versions_or_none(registry: ModelRegistry, name: str, tenant: str) -> list[ModelVersion]:
     try:
         return registry.versions(name, tenant=tenant)

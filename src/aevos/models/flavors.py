@@ -51,6 +51,7 @@ _BUILTIN = {
     "ocr": "aevos.models.adapters.ocr",
     "embedding": "aevos.models.adapters.embedding",
     "openai": "aevos.models.adapters.openai",
+    "oip": "aevos.models.adapters.oip",
     "composite": "aevos.models.adapters.composite",
 }
 

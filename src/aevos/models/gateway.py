@@ -802,6 +802,8 @@ class Gateway:
             record.tokens_in = prediction.tokens_in
             record.tokens_out = prediction.tokens_out
             record.cost = prediction.cost
+            record.tool_calls = _tool_calls(prediction.extra.get("tool_calls"))
+            record.streamed = prediction.extra.get("streamed") is True
         if error is not None:
             cause = error.__cause__ if error.__cause__ is not None else error
             record.error_type = f"{type(cause).__module__}.{type(cause).__qualname__}"
@@ -859,6 +861,18 @@ class Gateway:
                     )
                 pool = self._pool
         return pool
+
+
+def _tool_calls(value: Any) -> list[dict[str, str]] | None:
+    """The tool calls an adapter reported, as recorded: short strings only, at most 32."""
+    if not isinstance(value, list) or not value:
+        return None
+    keep = ("id", "name", "arguments_sha256")
+    return [
+        {k: str(c[k])[:128] for k in keep if isinstance(c.get(k), str)}
+        for c in value[:32]
+        if isinstance(c, dict)
+    ]
 
 
 def _final_limit(error: AevosError) -> bool:

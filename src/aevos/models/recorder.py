@@ -90,6 +90,10 @@ class CallRecord:
     # the provider says answered (an OpenAI-compatible server's ``model``), when it says.
     flavor: str | None = None
     response_model: str | None = None
+    # The tools an LLM asked for ({id, name, arguments_sha256}; never the arguments), and
+    # whether its answer was streamed.
+    tool_calls: list[dict[str, str]] | None = None
+    streamed: bool = False
 
     @property
     def version_ref(self) -> str:
@@ -123,6 +127,10 @@ class CallRecord:
             data["policy"] = _policy_ref(self.policy)
         if self.case_digest is not None:
             data["case_sha256"] = self.case_digest
+        if self.tool_calls:
+            data["tool_calls"] = self.tool_calls
+        if self.streamed:
+            data["streamed"] = True
         return AuditEvent(
             action="model.called",
             actor=self.actor,

@@ -641,6 +641,17 @@ class ModelRegistry:
                     self._cache.popitem(last=False)
         return adapter
 
+    def close(self) -> None:
+        """Close the cached adapters that hold resources (an HTTP client's connections) and
+        empty the cache; a later :meth:`load` builds them again."""
+        with self._cache_lock:
+            adapters = list(self._cache.values())
+            self._cache.clear()
+        for adapter in adapters:
+            close = getattr(adapter, "close", None)
+            if callable(close):
+                close()
+
     # -- lineage -----------------------------------------------------------------------------
 
     def lineage(self, name: str, version: int, *, tenant: str = "default") -> dict[str, Any]:

@@ -10,6 +10,7 @@ flavor         artifact                                                     need
 ``embedding``  a JSON descriptor of a packaged sentence-transformers model   the ``embedding``
                                                                              extra (torch)
 ``openai``     a JSON/YAML prompt definition (may be empty)                  httpx
+``oip``        a JSON/YAML document: where the model is served (V2 REST)     httpx
 ``composite``  a JSON manifest naming parts of the above by sha256            its parts' needs
 =============  ===========================================================  ================
 

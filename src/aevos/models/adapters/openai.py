@@ -28,9 +28,12 @@ Input: a string (the user message), a mapping filled into ``prompt``, or
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import string
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,8 +62,12 @@ _SETTINGS = {
     "api_key_env",
     "price_per_1k_input",
     "price_per_1k_output",
+    "tools",
+    "tool_choice",
+    "stream",
 }
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
 
 
@@ -93,9 +100,18 @@ class OpenAIAdapter:
             system = f"{system}\n\n{rule}" if system else rule
         self.system: str | None = system
         self._body: dict[str, Any] = dict(s.get("extra_body") or {})
-        for key in ("temperature", "max_tokens"):
+        for key in ("temperature", "max_tokens", "tool_choice"):
             if s.get(key) is not None:
                 self._body[key] = s[key]
+        self.tools: tuple[str, ...] = ()
+        if s.get("tools"):
+            self._body["tools"] = [dict(t) for t in s["tools"]]
+            self.tools = tuple(t["function"]["name"] for t in s["tools"])
+        self.stream = bool(s.get("stream", False))
+        if self.stream:
+            # The final chunk then carries the usage, so budgets settle on real tokens.
+            self._body["stream"] = True
+            self._body["stream_options"] = {"include_usage": True}
         # Where errors say the call went: scheme, host and port, never userinfo.
         parts = urlsplit(self.base_url)
         self.endpoint = f"{parts.scheme}://{parts.hostname}" + (
@@ -112,17 +128,7 @@ class OpenAIAdapter:
             messages = input["messages"]
             if not isinstance(messages, list) or not messages:
                 raise ModelInputError("input field 'messages' must be a non-empty list", "messages")
-            for i, m in enumerate(messages):
-                if not (
-                    isinstance(m, Mapping)
-                    and m.get("role") in _ROLES
-                    and isinstance(m.get("content"), str)
-                ):
-                    raise ModelInputError(
-                        f"input field 'messages[{i}]' must be {{role, content: string}}",
-                        f"messages[{i}]",
-                    )
-            out = [{"role": m["role"], "content": m["content"]} for m in messages]
+            out = [_message(m, i) for i, m in enumerate(messages)]
             if self.system and out[0]["role"] != "system":
                 out.insert(0, {"role": "system", "content": self.system})
             return out
@@ -144,46 +150,106 @@ class OpenAIAdapter:
 
     def predict(self, input: Any) -> Prediction:
         body = {**self._body, "model": self.model, "messages": self.messages(input)}
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "text/event-stream" if self.stream else "application/json"}
         key = self._key()
         if key is not None:
             headers["Authorization"] = f"Bearer {key}"
         where = f"{self.model} at {self.endpoint}"
+        url = f"{self.base_url}/chat/completions"
+        data: Any
         try:
-            response = self._client.post(
-                f"{self.base_url}/chat/completions", json=body, headers=headers
-            )
+            if self.stream:
+                with self._client.stream("POST", url, json=body, headers=headers) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        raise self._status_error(response, where, key)
+                    data = _assemble(response, where, time.monotonic() + self.timeout)
+            else:
+                response = self._client.post(url, json=body, headers=headers)
+                if response.status_code != 200:
+                    raise self._status_error(response, where, key)
+                try:
+                    data = response.json()
+                except ValueError:
+                    data = None
         except httpx.TimeoutException:
             raise ModelTimeoutError(f"{where} did not answer within {self.timeout:g}s") from None
         except httpx.HTTPError as exc:
             raise ModelCallError(
                 f"cannot reach {where}: {type(exc).__name__}", retryable=True
             ) from None
-        if response.status_code != 200:
-            raise self._status_error(response, where, key)
         try:
-            data = response.json()
             choice = data["choices"][0]
-            content = choice["message"]["content"]
+            message = choice["message"]
+            content = message.get("content")
             finish_reason = choice.get("finish_reason")
             if content is not None and not isinstance(content, str):
                 raise TypeError("content")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raw_calls = message.get("tool_calls") or []
+            if not isinstance(raw_calls, list):
+                raise TypeError("tool_calls")
+        except (KeyError, IndexError, TypeError, AttributeError):
             raise ModelCallError(
                 f"{where} answered HTTP 200 with a body that is not a chat completion",
                 status=200,
             ) from None
+        calls = [self._tool_call(c, i, where) for i, c in enumerate(raw_calls)]
         usage = data.get("usage") if isinstance(data.get("usage"), Mapping) else {}
         tokens_in = _count(usage.get("prompt_tokens"))
         tokens_out = _count(usage.get("completion_tokens"))
+        output: dict[str, Any] = {"content": content, "finish_reason": finish_reason}
+        extra: dict[str, Any] = {"id": data.get("id"), "model": data.get("model")}
+        if calls:
+            output["tool_calls"] = calls
+            # What the call record keeps: which tools were asked for, never the arguments
+            # (they are built from the caller's input), only their digest.
+            extra["tool_calls"] = [
+                {"id": c["id"], "name": c["name"], "arguments_sha256": _digest(c["arguments"])}
+                for c in calls
+            ]
+        if self.stream:
+            extra["streamed"] = True
+            extra["chunks"] = data["chunks"]
         return Prediction(
-            label=self._label(content, where) if self.labels else None,
-            output={"content": content, "finish_reason": finish_reason},
+            label=self._label(content, where) if self.labels and not calls else None,
+            output=output,
             tokens_in=tokens_in,
             tokens_out=tokens_out,
             cost=self._cost(tokens_in, tokens_out),
-            extra={"id": data.get("id"), "model": data.get("model")},
+            extra=extra,
         )
+
+    def _tool_call(self, raw: Any, i: int, where: str) -> dict[str, Any]:
+        """One tool call of the answer as ``{"id", "name", "arguments"}`` (parsed JSON)."""
+        try:
+            function = raw["function"]
+            name, text, call_id = function["name"], function.get("arguments") or "{}", raw["id"]
+            if not (isinstance(name, str) and isinstance(text, str) and isinstance(call_id, str)):
+                raise TypeError("tool call")
+        except (KeyError, TypeError):
+            raise ModelCallError(
+                f"{where} answered a malformed tool call (tool_calls[{i}])", status=200
+            ) from None
+        if self.tools and name not in self.tools:
+            raise ModelCallError(
+                f"{where} called the tool {name[:64]!r}, which it was not given "
+                f"(given: {', '.join(self.tools)})",
+                status=200,
+            )
+        try:
+            arguments = json.loads(text)
+        except ValueError:
+            # The text is model output built from the caller's input: only its size is told.
+            raise ModelCallError(
+                f"{where} called {name!r} with arguments that are not JSON "
+                f"({len(text)} characters)",
+                status=200,
+            ) from None
+        if not isinstance(arguments, dict):
+            raise ModelCallError(
+                f"{where} called {name!r} with arguments that are not a JSON object", status=200
+            )
+        return {"id": call_id, "name": name, "arguments": arguments}
 
     def batch_predict(self, inputs: Iterable[Any]) -> list[Prediction]:
         return [self.predict(x) for x in inputs]
@@ -239,6 +305,142 @@ class OpenAIAdapter:
         return ((tokens_in or 0) * float(self.price_in or 0.0)) / 1000 + (
             (tokens_out or 0) * float(self.price_out or 0.0)
         ) / 1000
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _message(m: Any, i: int) -> dict[str, Any]:
+    """One input message in the wire format: ``{role, content}``; an assistant message may
+    carry ``tool_calls`` (as this adapter returns them, or as OpenAI sends them) and no
+    content; a ``tool`` message answers one by ``tool_call_id``."""
+    where = f"messages[{i}]"
+    if not isinstance(m, Mapping) or m.get("role") not in _ROLES:
+        raise ModelInputError(f"input field {where!r} must be {{role, content: string}}", where)
+    role, content = m["role"], m.get("content")
+    out: dict[str, Any] = {"role": role, "content": content}
+    calls = m.get("tool_calls")
+    if role == "assistant" and calls is not None:
+        if (
+            not isinstance(calls, list)
+            or not calls
+            or not (content is None or isinstance(content, str))
+        ):
+            raise ModelInputError(f"input field '{where}.tool_calls' must be a list", where)
+        out["tool_calls"] = [_wire_call(c, f"{where}.tool_calls[{k}]") for k, c in enumerate(calls)]
+        return out
+    if not isinstance(content, str):
+        raise ModelInputError(f"input field {where!r} must be {{role, content: string}}", where)
+    if role == "tool":
+        if not isinstance(m.get("tool_call_id"), str) or not m["tool_call_id"]:
+            raise ModelInputError(
+                f"input field {where!r} (a tool result) needs tool_call_id", where
+            )
+        out["tool_call_id"] = m["tool_call_id"]
+    return out
+
+
+def _wire_call(call: Any, where: str) -> dict[str, Any]:
+    if isinstance(call, Mapping) and isinstance(call.get("function"), Mapping):
+        function = call["function"]
+        name, arguments = function.get("name"), function.get("arguments")
+    elif isinstance(call, Mapping):
+        name, arguments = call.get("name"), call.get("arguments")
+        if isinstance(arguments, Mapping):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+    else:
+        name = arguments = None
+    if not (
+        isinstance(call, Mapping)
+        and isinstance(call.get("id"), str)
+        and isinstance(name, str)
+        and isinstance(arguments, str)
+    ):
+        raise ModelInputError(
+            f"input field {where!r} must be {{id, name, arguments}} or an OpenAI tool call", where
+        )
+    return {
+        "id": call["id"],
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+
+
+def _assemble(response: httpx.Response, where: str, deadline: float) -> dict[str, Any]:
+    """A streamed answer (server-sent events of ``chat.completion.chunk``) assembled into
+    the shape of a whole ``chat.completion``, usage from the final chunk when it has one."""
+    content: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    result: dict[str, Any] = {"id": None, "model": None, "usage": None, "chunks": 0}
+    finish_reason = None
+    role = "assistant"
+    done = False
+    for line in response.iter_lines():
+        if time.monotonic() > deadline:
+            raise httpx.ReadTimeout("stream deadline")
+        if not line.startswith("data:"):
+            continue  # blank separators, comments (": keep-alive"), event names
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            done = True
+            break
+        try:
+            chunk = json.loads(payload)
+            if not isinstance(chunk, dict):
+                raise TypeError("chunk")
+            if "error" in chunk:
+                raise ModelCallError(
+                    f"{where} reported an error in its stream ({_kind(chunk['error'])})",
+                    status=200,
+                    retryable=True,
+                )
+            result["chunks"] += 1
+            result["id"] = result["id"] or chunk.get("id")
+            result["model"] = result["model"] or chunk.get("model")
+            if isinstance(chunk.get("usage"), dict):
+                result["usage"] = chunk["usage"]
+            for choice in chunk.get("choices") or []:
+                if choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta") or {}
+                role = delta.get("role") or role
+                piece = delta.get("content")
+                if piece is not None:
+                    if not isinstance(piece, str):
+                        raise TypeError("content")
+                    content.append(piece)
+                for part in delta.get("tool_calls") or []:
+                    call = calls.setdefault(
+                        int(part.get("index", 0)),
+                        {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+                    )
+                    call["id"] = part.get("id") or call["id"]
+                    function = part.get("function") or {}
+                    call["function"]["name"] += function.get("name") or ""
+                    call["function"]["arguments"] += function.get("arguments") or ""
+                finish_reason = choice.get("finish_reason") or finish_reason
+        except (ValueError, TypeError, AttributeError):
+            raise ModelCallError(
+                f"{where} streamed a chunk that is not a chat.completion.chunk", status=200
+            ) from None
+    if not done:
+        raise ModelCallError(
+            f"{where} ended its stream before [DONE] ({result['chunks']} chunks)",
+            status=200,
+            retryable=True,
+        )
+    message: dict[str, Any] = {"role": role, "content": "".join(content) if content else None}
+    if calls:
+        message["tool_calls"] = [calls[k] for k in sorted(calls)]
+    result["choices"] = [{"index": 0, "message": message, "finish_reason": finish_reason}]
+    return result
+
+
+def _kind(error: Any) -> str:
+    kind = error.get("code") or error.get("type") if isinstance(error, Mapping) else None
+    return kind[:64] if isinstance(kind, str) and re.fullmatch(r"[\w.:-]+", kind) else "unknown"
 
 
 def _count(value: Any) -> int | None:
@@ -308,6 +510,30 @@ def _check(settings: Mapping[str, Any]) -> dict[str, Any]:
     env = s.get("api_key_env")
     if env is not None and (not isinstance(env, str) or not _ENV_NAME.fullmatch(env)):
         raise DefinitionError("openai 'api_key_env' must be an environment variable name")
+    tools = s.get("tools")
+    if tools is not None and (
+        not isinstance(tools, list)
+        or not tools
+        or not all(
+            isinstance(t, Mapping)
+            and t.get("type") == "function"
+            and isinstance(t.get("function"), Mapping)
+            and isinstance(t["function"].get("name"), str)
+            and _TOOL_NAME.fullmatch(t["function"]["name"])
+            for t in tools
+        )
+    ):
+        raise DefinitionError(
+            "openai 'tools' must be a list of {type: function, function: {name, description, "
+            "parameters}} with names of letters, digits, _ and - (at most 64)"
+        )
+    choice = s.get("tool_choice")
+    if choice is not None and not (
+        choice in ("auto", "none", "required") or isinstance(choice, Mapping)
+    ):
+        raise DefinitionError("openai 'tool_choice' must be auto, none, required or a mapping")
+    if s.get("stream") is not None and not isinstance(s["stream"], bool):
+        raise DefinitionError("openai 'stream' must be true or false")
     extra = s.get("extra_body")
     if extra is not None and not isinstance(extra, Mapping):
         raise DefinitionError("openai 'extra_body' must be a mapping of request fields")
