@@ -161,7 +161,7 @@ def test_a_second_version_completes_runs_in_flight_and_new_runs_take_the_new_pat
     )
 
 
-def test_a_change_without_a_marker_still_fails_runs_in_flight_loudly(
+def test_a_change_without_a_marker_fails_runs_in_flight_loudly_until_it_has_one(
     make_app: Callable[..., Aevos],
 ) -> None:
     effects: Effects = []
@@ -181,6 +181,20 @@ def test_a_change_without_a_marker_still_fails_runs_in_flight_loudly(
     assert "position 1" in error["message"] and "'fraud_check'" in error["message"]
     assert "v1" in error["message"] and "unpatched" in error["message"]
     assert effects == [("charge", "o-1")]  # nothing ran at the mismatched position or after
+    second.close()
+
+    # The change deployed again behind a marker: the failed run, resumed, replays its old path.
+    third, _ = deploy(make_app, "v2", effects, compatible=["v1"])
+    third.resume(run_id)
+    worker = third.worker().start()
+    try:
+        assert third.handle(run_id).result(timeout=30) == {
+            "shipped": "shipped o-1",
+            "fraud": "not checked",
+        }
+    finally:
+        worker.stop()
+    assert effects == [("charge", "o-1"), ("ship", "o-1")]
 
 
 def test_deprecate_patch_then_its_removal_keep_marked_runs_going(
