@@ -474,3 +474,37 @@ def test_runs_versions_lists_runs_in_flight_per_version(
 
     bad = runner.invoke(cli, ["--database-url", database_url, "runs", "versions", "--app", "x"])
     assert bad.exit_code == 2 and "error [bad_app]" in bad.stderr
+
+
+def test_the_api_lists_the_tenants_runs_in_flight_per_version(
+    make_app: Callable[..., Aevos],
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from aevos.server import create_app
+
+    old = make_app(code_version="v1")
+    old.workflow(name="echo")(lambda ctx, x: x)
+    for tenant in ("acme", "acme", "globex"):
+        old.workflow_named("echo").options(tenant=tenant).start(1)
+    new = make_app(code_version="v2")
+    new.workflow(name="echo")(lambda ctx, x: x)
+    new.workflow_named("echo").options(tenant="acme").start(2)
+
+    def token(tenant: str) -> dict[str, str]:
+        issued = new.identity.create_token(
+            tenant=tenant, role="reviewer", name="r", created_by="test"
+        )
+        return {"Authorization": f"Bearer {issued.token}"}
+
+    with TestClient(create_app(new), raise_server_exceptions=False) as client:
+        acme = client.get("/v1/runs/versions", headers=token("acme"))
+        globex = client.get("/v1/runs/versions", headers=token("globex"))
+        anonymous = client.get("/v1/runs/versions")
+    assert acme.status_code == 200, acme.text
+    assert [(v["code_version"], v["runs"], v["statuses"]) for v in acme.json()] == [
+        ("v1", 2, {"ENQUEUED": 2}),
+        ("v2", 1, {"ENQUEUED": 1}),
+    ]
+    assert [(v["code_version"], v["workflows"]) for v in globex.json()] == [("v1", {"echo": 1})]
+    assert anonymous.status_code == 401
