@@ -108,7 +108,14 @@ class Journal:
         if self._pending is not None:
             # The previous step's result becomes durable before anything else can happen.
             self.flush()
-        seq, recorded = self._next(name)
+        seq = self._seq + 1
+        recorded = self._history.get(seq)
+        if (
+            recorded is not None
+            and recorded.name != name
+            and recorded.name.startswith(PATCH_PREFIX)
+        ):
+            seq, recorded = self._next(name)
         self._seq = seq
         if recorded is not None:
             if recorded.name != name:
