@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from aevos import Aevos, DefinitionError, RunStatus, StepContext, Workflow, WorkflowContext
@@ -508,3 +510,105 @@ def test_the_api_lists_the_tenants_runs_in_flight_per_version(
     ]
     assert [(v["code_version"], v["workflows"]) for v in globex.json()] == [("v1", {"echo": 1})]
     assert anonymous.status_code == 401
+
+
+# -- property: any history an older code left, replayed by code with markers ----------------------
+
+# A program: plain steps and changes. A change is (new branch, old branch), each a list of
+# steps; the old code runs every old branch without asking, the new code asks `patched`.
+Segment = tuple[str, Any]
+programs = st.lists(
+    st.one_of(
+        st.just(("step", None)),
+        st.tuples(
+            st.just("change"),
+            st.tuples(st.integers(0, 2), st.integers(0, 2)),
+        ),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+def _walk(
+    program: list[Segment], run: Callable[[str], None], patched: Callable[[str], bool] | None
+) -> None:
+    for index, (kind, shape) in enumerate(program):
+        if kind == "step":
+            run(f"s{index}")
+            continue
+        new, old = shape
+        take_new = patched is not None and patched(f"c{index}")
+        for k in range(new if take_new else old):
+            run(f"{'n' if take_new else 'o'}{index}.{k}")
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(program=programs, data=st.data())
+def test_any_prefix_of_an_old_history_completes_on_code_with_markers(
+    sqlite_url: str, program: list[Segment], data: st.DataObject
+) -> None:
+    app = Aevos(sqlite_url, lease_seconds=30.0)
+    try:
+        name = f"wf-{uuid.uuid4().hex}"
+        executed: list[str] = []
+
+        @app.step(name=f"{name}.step")
+        def step(sctx: StepContext, label: str) -> str:
+            executed.append(label)
+            return label
+
+        # What the old code recorded: the names of its positions, as a list.
+        old_positions: list[str] = []
+        _walk(program, old_positions.append, None)
+        recorded = data.draw(st.integers(0, len(old_positions)), label="positions recorded")
+
+        @app.workflow(name=name)
+        def new_code(ctx: WorkflowContext) -> list[str]:
+            done: list[str] = []
+            _walk(program, lambda label: done.append(step(ctx, label)), ctx.patched)
+            return done
+
+        run_id = uuid.uuid4().hex
+        app.store.insert_run(NewRun(run_id, name, "default", '{"args": [], "kwargs": {}}', "old"))
+        assert app.store.acquire(run_id, "old-owner", 30.0) is not None
+        now = time.time()
+        for seq, label in enumerate(old_positions[:recorded]):
+            output = json.dumps(label)
+            record = StepRecord(seq, f"{name}.step", "SUCCEEDED", output, None, 1, now, now)
+            app.store.record_step(run_id, "old-owner", record)
+        app.store.release(run_id, "old-owner")
+
+        done = new_code.options(run_id=run_id).run()
+        # The recorded positions replayed, never re-run; past them the run chose by marker.
+        assert done[:recorded] == old_positions[:recorded]
+        assert executed == done[recorded:]
+        # The model: a change met where the history has nothing yet takes the new path,
+        # and its marker takes a position; met within the history, the old path.
+        expected: list[str] = []
+        position = 0
+
+        def run(label: str) -> None:
+            nonlocal position
+            expected.append(label)
+            position += 1
+
+        def patched(change: str) -> bool:
+            nonlocal position
+            if position < recorded:
+                return False
+            position += 1
+            return True
+
+        _walk(program, run, patched)
+        assert done == expected
+        steps = app.list_steps(run_id)
+        assert [s.seq for s in steps] == list(range(len(steps)))
+        markers = [s.name for s in steps if s.name.startswith("aevos.patch:")]
+        assert len(markers) == len(set(markers))
+    finally:
+        app.close()
