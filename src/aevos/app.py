@@ -78,6 +78,10 @@ class Aevos:
     is opened (and migrated) on first use, so decorators can run at import time. Many apps
     can live in one process; nothing is global but the log filter below.
 
+    ``code_version`` names the code each run records it started on (default: a digest of
+    the registered workflows' and steps' source); ``compatible_versions`` pins this process
+    to runs started on its own version or one of these (default None: runs of any version).
+
     ``data_policy`` is what is done to personal data in run inputs before they are stored,
     for workflows that declare none (:class:`~aevos.pii.DataPolicy`; by default findings are
     tokenised, or redacted without a vault key). ``redact_logs`` installs the PII log filter
@@ -94,6 +98,7 @@ class Aevos:
         database_url: str | None = None,
         *,
         code_version: str | None = None,
+        compatible_versions: Sequence[str] | None = None,
         lease_seconds: float = 15.0,
         park_after: float = 5.0,
         poll_interval: float = 0.2,
@@ -139,6 +144,7 @@ class Aevos:
         self.runtime = Runtime(
             self,
             code_version=code_version,
+            compatible_versions=compatible_versions,
             lease_seconds=lease_seconds,
             park_after=park_after,
             poll_interval=poll_interval,

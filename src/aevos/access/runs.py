@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..kernel.handle import RunHandle
     from ..kernel.runtime import Runtime
     from ..pii import Vault
-    from ..storage import Store
+    from ..storage import Store, VersionRuns
 
 
 class Services(Protocol):
@@ -105,6 +105,11 @@ class Runs:
         return self.services.store.list_runs(
             status=status, workflow=workflow, tenant=principal.tenant, limit=limit, offset=offset
         )
+
+    def versions(self, principal: Principal) -> builtins.list[VersionRuns]:
+        """The tenant's runs in flight per the code version they started on, oldest first."""
+        self.guard.allow(principal, Permission.RUNS_READ, "read runs")
+        return self.services.store.versions_in_flight(tenant=principal.tenant)
 
     def start(
         self,

@@ -1,4 +1,5 @@
-"""``aevos runs``: list, inspect, cancel, resume and fork runs."""
+"""``aevos runs``: list, inspect, cancel, resume and fork runs; the code versions of runs
+in flight."""
 
 from __future__ import annotations
 
@@ -31,7 +32,10 @@ from .common import (
 
 P = ParamSpec("P")
 
-runs_cli = typer.Typer(help="List, inspect, cancel, resume and fork runs.", no_args_is_help=True)
+runs_cli = typer.Typer(
+    help="List, inspect, cancel, resume and fork runs; runs in flight per code version.",
+    no_args_is_help=True,
+)
 
 
 def _statuses(values: list[str] | None) -> list[RunStatus] | None:
@@ -222,6 +226,77 @@ def runs_fork(
         markup=False,
     )
     typer.echo(info.run_id)
+
+
+@runs_cli.command("versions")
+@_reports_errors
+def runs_versions(
+    ctx: typer.Context,
+    app_ref: Annotated[
+        str | None,
+        typer.Option("--app", help="module:attribute; also say which versions its workers claim."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Runs in flight (enqueued, running, waiting) per the code version they started on."""
+    with _app(ctx, app_ref) as app:
+        versions = app.store.versions_in_flight()
+        safe = redact_url(app.database_url)
+        current = app.code_version if app_ref is not None else None
+        pinned = app.runtime.claimable_versions
+
+    def claimed(version: str) -> str | None:
+        if current is None:
+            return None
+        if version == current:
+            return "current"
+        if pinned is None:
+            return "any version"
+        return "compatible" if version in pinned else "no"
+
+    if as_json:
+        for entry in versions:
+            row: dict[str, object] = {
+                "code_version": entry.code_version,
+                "runs": entry.runs,
+                "statuses": entry.statuses,
+                "workflows": entry.workflows,
+                "oldest": entry.oldest,
+            }
+            if current is not None:
+                row["claimed"] = claimed(entry.code_version)
+            _emit_json(row)
+        return
+    total = sum(entry.runs for entry in versions)
+    title = f"{total} run(s) in flight in {len(versions)} code version(s)"
+    if current is not None:
+        title += f"; this app is {current}"
+    title += f"; on {safe}"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE)
+    table.add_column("code version", overflow="fold", min_width=12)
+    table.add_column("runs", justify="right")
+    for status in (RunStatus.ENQUEUED, RunStatus.RUNNING, RunStatus.WAITING):
+        table.add_column(status.value.lower(), justify="right")
+    table.add_column("oldest", no_wrap=True)
+    table.add_column("workflows", overflow="fold")
+    if current is not None:
+        table.add_column("its workers claim", no_wrap=True)
+    for entry in versions:
+        workflows = ", ".join(f"{name} ({n})" for name, n in sorted(entry.workflows.items()))
+        cells: list[str | Text] = [
+            Text(entry.code_version),
+            str(entry.runs),
+            *(
+                str(entry.statuses.get(status.value, 0))
+                for status in (RunStatus.ENQUEUED, RunStatus.RUNNING, RunStatus.WAITING)
+            ),
+            _when(entry.oldest),
+            Text(workflows),
+        ]
+        if current is not None:
+            cells.append(claimed(entry.code_version) or "")
+        table.add_row(*cells)
+    _print_wide(table)
 
 
 # -- worker ----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from .. import codec
 from ..audit import AuditEvent
 from ..errors import (
+    DefinitionError,
     PiiAccessDeniedError,
     RunCancelledError,
     RunFailedError,
@@ -36,7 +37,7 @@ from ..errors import (
 from ..records.run import NewRun, RunInfo, StepInfo, error_dict
 from ..records.status import RunStatus
 from ..storage import StepRecord
-from .journal import Cancelled, Journal, Suspend
+from .journal import PATCH_PREFIX, Cancelled, Journal, Suspend
 from .tracing import Tracing
 
 if TYPE_CHECKING:
@@ -474,6 +475,32 @@ class WorkflowContext:
         assert result is not None
         return result
 
+    # -- code changes -----------------------------------------------------------------------
+
+    def patched(self, change_id: str) -> bool:
+        """Whether this run takes the new path of the code change ``change_id`` here.
+
+        True for a run that reaches this point on code that has the change (a marker is
+        recorded at this position, so every replay answers the same), False for a run whose
+        history shows it passed this point before the change existed: write
+        ``if ctx.patched("fraud-check"): ... new ... else: ... old ...`` and one deployment
+        serves both. The answer is decided once per run execution for each ``change_id``.
+        Once no run that needs the old path is in flight, keep the new path alone behind
+        :meth:`deprecate_patch`.
+        """
+        return self.journal.patch(_change_id(change_id))
+
+    def deprecate_patch(self, change_id: str) -> None:
+        """Mark where :meth:`patched` ``(change_id)`` was, once every run that took its old
+        path has ended: the code keeps only the new path, the marker is still recorded (so
+        processes still running the code that asks ``patched`` replay these runs on the new
+        path) and consumed where a history holds it. Remove the call itself once no run in
+        flight passed this point while it asked ``patched``; a marker left over in a history
+        is then stepped over. A run that took the old path and meets this code fails with
+        :class:`~aevos.errors.ReplayMismatchError` where the paths differ, as before.
+        """
+        self.journal.patch(_change_id(change_id))
+
     # -- durable time -----------------------------------------------------------------------
 
     def now(self) -> float:
@@ -831,3 +858,18 @@ class WorkflowContext:
             pii=protected.summary(),
         )
         return child_id
+
+
+#: Longest change id: the marker's position name must fit the steps table's 200 characters.
+MAX_CHANGE_ID = 200 - len(PATCH_PREFIX)
+
+
+def _change_id(change_id: object) -> str:
+    if not isinstance(change_id, str):
+        raise DefinitionError(f"a change id must be a string, got {type(change_id).__name__}")
+    if not 0 < len(change_id) <= MAX_CHANGE_ID or not change_id.isprintable():
+        raise DefinitionError(
+            f"a change id must be 1-{MAX_CHANGE_ID} printable characters, got one of "
+            f"{len(change_id)} characters"
+        )
+    return change_id

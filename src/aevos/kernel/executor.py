@@ -54,6 +54,9 @@ class Host(ContextHost, Runs, Protocol):
     @property
     def workflows(self) -> Mapping[str, Workflow[Any, Any]]: ...
 
+    @property
+    def claimable_versions(self) -> frozenset[str] | None: ...
+
     def encode_or_reject(
         self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
     ) -> tuple[str, ProtectedInput]: ...
@@ -174,9 +177,13 @@ class Executor:
         if self.runtime.leases.holds(info.run_id):
             return Outcome(None)  # another thread of this process executes it; wait on it
         runtime = self.runtime
-        acquired = runtime.store.acquire(info.run_id, runtime.owner, runtime.lease_seconds)
+        acquired = runtime.store.acquire(
+            info.run_id, runtime.owner, runtime.lease_seconds, versions=runtime.claimable_versions
+        )
         if acquired is None:
-            return Outcome(None)  # someone else holds it; callers wait on its status
+            # Someone else holds it, or (pinned) it is for a process of another code version;
+            # callers wait on its status.
+            return Outcome(None)
         return self._execute_recorded(acquired, workflow, can_park=can_park)
 
     def _execute_recorded(

@@ -16,6 +16,11 @@ are all built on it, the same way:
 
 A step's success may instead be deferred (:meth:`Journal.defer`) to the next commit, which
 saves the commit of a run's last step (it goes with the run's completion).
+
+Version markers (:meth:`Journal.patch`, behind ``ctx.patched`` and ``ctx.deprecate_patch``)
+are positions too, named ``aevos.patch:<change id>``: one records that this run took the new
+path of a code change at that point. A marker the code does not ask about where it stands is
+stepped over, so a patch can be retired from the code once no run needs its old path.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ from ..errors import (
 )
 from ..records.run import StepInfo
 from ..storage import LeaseLost, StepRecord
+
+#: The name of a version marker's position, followed by its change id.
+PATCH_PREFIX = "aevos.patch:"
 
 if TYPE_CHECKING:
     import threading
@@ -81,6 +89,7 @@ class Journal:
         self._recorded_version = recorded_version
         self._seq = -1
         self._pending: StepRecord | None = None
+        self._patches: dict[str, bool] = {}
         self.fatal: BaseException | None = None
 
     @property
@@ -99,9 +108,15 @@ class Journal:
         if self._pending is not None:
             # The previous step's result becomes durable before anything else can happen.
             self.flush()
-        self._seq += 1
-        seq = self._seq
+        seq = self._seq + 1
         recorded = self._history.get(seq)
+        if (
+            recorded is not None
+            and recorded.name != name
+            and recorded.name.startswith(PATCH_PREFIX)
+        ):
+            seq, recorded = self._next(name)
+        self._seq = seq
         if recorded is not None:
             if recorded.name != name:
                 error = ReplayMismatchError(
@@ -119,6 +134,47 @@ class Journal:
         if self.cancel.is_set():
             raise Cancelled()
         return seq, None
+
+    def _next(self, name: str) -> tuple[int, StepInfo | None]:
+        """The next position for ``name`` and what is recorded there, stepping over version
+        markers of changes the code does not ask about at this point (a retired patch)."""
+        seq = self._seq + 1
+        recorded = self._history.get(seq)
+        while (
+            recorded is not None
+            and recorded.name != name
+            and recorded.name.startswith(PATCH_PREFIX)
+        ):
+            seq += 1
+            recorded = self._history.get(seq)
+        return seq, recorded
+
+    def patch(self, change_id: str) -> bool:
+        """Whether this run takes the new path of code change ``change_id`` here.
+
+        True, with a marker recorded at the next position, when the run reaches this point on
+        this code (nothing is recorded there yet), or when its history holds the marker
+        there; False when its history holds something else there: the run passed this point
+        on code from before the change, and must replay the old path. Decided once per
+        change and execution, as Temporal's ``patched`` is: later calls return the same.
+        """
+        known = self._patches.get(change_id)
+        if known is not None:
+            return known
+        name = PATCH_PREFIX + change_id
+        _, recorded = self._next(name)
+        if recorded is not None and recorded.name != name:
+            self._patches[change_id] = False
+            return False
+        seq, recorded = self.begin(name)
+        if recorded is None:
+            now = time.time()
+            # Deferred like a step's result: only the workflow's own code runs before the
+            # next durable operation, which commits it first, so a crash before then leaves
+            # nothing of the new path behind and the replay decides the same again.
+            self.defer(StepRecord(seq, name, "SUCCEEDED", "true", None, 1, now, now), True)
+        self._patches[change_id] = True
+        return True
 
     @staticmethod
     def replay_value(recorded: StepInfo) -> Any:

@@ -64,6 +64,7 @@ class Runtime:
         services: Services,
         *,
         code_version: str | None = None,
+        compatible_versions: Sequence[str] | None = None,
         lease_seconds: float = 15.0,
         park_after: float = 5.0,
         poll_interval: float = 0.2,
@@ -77,8 +78,11 @@ class Runtime:
         self.lease_seconds = lease_seconds
         self.park_after = park_after
         self.poll_interval = poll_interval
-        self._explicit_version = code_version
+        self._explicit_version = None if code_version is None else _version(code_version)
         self._computed_version: str | None = None
+        # None: this process claims runs of every code version (replay decides); else it
+        # claims only runs started on its own version or one of these.
+        self.compatible_versions = _compatible(compatible_versions)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.workflows: dict[str, Workflow[Any, Any]] = {}
         self.steps: dict[str, Step[Any, Any]] = {}
@@ -117,6 +121,13 @@ class Runtime:
                     digest.update(getattr(func, "__qualname__", name).encode())
             self._computed_version = digest.hexdigest()[:16]
         return self._computed_version
+
+    @property
+    def claimable_versions(self) -> frozenset[str] | None:
+        """The code versions of the runs this process claims (None: any version)."""
+        if self.compatible_versions is None:
+            return None
+        return frozenset((self.code_version, *self.compatible_versions))
 
     def close(self) -> None:
         """Stop the heartbeat, write the buffered audit records, stop step timeouts' threads."""
@@ -630,3 +641,32 @@ def as_data_policy(value: Any, where: str) -> DataPolicy:
         return DataPolicy.of(value)
     except PiiConfigError as exc:
         raise DefinitionError(f"{where} data_policy: {exc.message}") from None
+
+
+#: A run's code version is stored in a column of 64 characters.
+MAX_VERSION = 64
+
+
+def _version(value: object, what: str = "code_version") -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_VERSION or not value.isprintable():
+        raise DefinitionError(
+            f"Aevos({what}=...) must be a string of 1-{MAX_VERSION} printable characters, got "
+            + (
+                f"one of {len(value)} characters"
+                if isinstance(value, str)
+                else type(value).__name__
+            )
+        )
+    return value
+
+
+def _compatible(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    if not isinstance(values, list | tuple | set | frozenset):
+        # A bare string would pin the process to its single characters.
+        raise DefinitionError(
+            "Aevos(compatible_versions=...) must be a list of code versions, got "
+            + type(values).__name__
+        )
+    return tuple(_version(value, "compatible_versions") for value in values)

@@ -61,6 +61,9 @@ class Host(Protocol):
     @property
     def workflows(self) -> Mapping[str, object]: ...
 
+    @property
+    def claimable_versions(self) -> frozenset[str] | None: ...
+
     def queue_named(self, name: str) -> Queue: ...
 
     def execute_claimed(self, info: RunInfo) -> object: ...
@@ -304,7 +307,13 @@ class Worker:
             runtime = self.runtime
             held = runtime.leases.held()
             for info in runtime.store.claim(
-                runtime.owner, queue, workflows, free, runtime.lease_seconds, exclude=held
+                runtime.owner,
+                queue,
+                workflows,
+                free,
+                runtime.lease_seconds,
+                exclude=held,
+                versions=runtime.claimable_versions,
             ):
                 with self._lock:
                     self._active += 1

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..audit.lineage import Lineage
 from ..records.run import RunInfo, StepInfo
+from ..storage import VersionRuns
 from .summaries import Lister
 
 # Names and keys: no control characters (PostgreSQL cannot even store U+0000 in text).
@@ -98,6 +99,26 @@ class Run(BaseModel):
             created_at=info.created_at,
             updated_at=info.updated_at,
             finished_at=info.finished_at,
+        )
+
+
+class CodeVersionRuns(BaseModel):
+    """The runs in flight (enqueued, running, waiting) that started on one code version."""
+
+    code_version: str
+    runs: int
+    statuses: dict[str, int]
+    workflows: dict[str, int]
+    oldest: float = Field(description="When the oldest of them was created (epoch seconds).")
+
+    @classmethod
+    def of(cls, entry: VersionRuns) -> CodeVersionRuns:
+        return cls(
+            code_version=entry.code_version,
+            runs=entry.runs,
+            statuses=entry.statuses,
+            workflows=entry.workflows,
+            oldest=entry.oldest,
         )
 
 

@@ -6,5 +6,6 @@ from .signals import LeaseLost
 from .step_record import StepRecord
 from .store import Store, open_store
 from .unit import UnitOfWork
+from .versions import VersionRuns
 
-__all__ = ["LeaseLost", "StepRecord", "Store", "UnitOfWork", "open_store"]
+__all__ = ["LeaseLost", "StepRecord", "Store", "UnitOfWork", "VersionRuns", "open_store"]

@@ -89,11 +89,19 @@ class Claims:
             "executions": runs.c.executions + 1,
         }
 
-    def acquire(self, run_id: str, owner: str, lease_seconds: float) -> RunInfo | None:
+    def acquire(
+        self,
+        run_id: str,
+        owner: str,
+        lease_seconds: float,
+        *,
+        versions: Collection[str] | None = None,
+    ) -> RunInfo | None:
         """Take a run to execute in this process now (an idempotent re-start, a child run).
 
-        Succeeds if the run is claimable, or already ours; None if someone else holds it
-        or it is finished.
+        Succeeds if the run is claimable, or already ours; None if someone else holds it,
+        it is finished, or it was started on a code version not in ``versions`` (when
+        given: a pinned process leaves it to one that declares it).
         """
         now = time.time()
         with self._tx() as conn:
@@ -105,6 +113,7 @@ class Claims:
                         self._claimable(now),
                         sa.and_(runs.c.status == "RUNNING", runs.c.owner == owner),
                     ),
+                    *_of_versions(versions),
                 )
                 .values(self._taken_by(owner, now, lease_seconds))
             )
@@ -122,10 +131,12 @@ class Claims:
         lease_seconds: float,
         *,
         exclude: Collection[str] = (),
+        versions: Collection[str] | None = None,
     ) -> list[RunInfo]:
         """Claim up to ``slots`` runs of ``queue`` for ``owner``, honouring its limits;
-        ``exclude`` names runs not to take (those the caller's threads are executing)."""
-        if slots <= 0 or not workflows:
+        ``exclude`` names runs not to take (those the caller's threads are executing);
+        ``versions``, when given, the code versions whose runs it may take (pinning)."""
+        if slots <= 0 or not workflows or (versions is not None and not versions):
             return []
         now = time.time()
         with self._tx() as conn:
@@ -163,7 +174,7 @@ class Claims:
             ):
                 candidates = (
                     sa.select(runs.c.run_id, runs.c.priority, runs.c.created_at)
-                    .where(in_queue, state, known, *not_held)
+                    .where(in_queue, state, known, *not_held, *_of_versions(versions))
                     .order_by(runs.c.priority, runs.c.created_at)
                     .limit(slots)
                 )
@@ -242,3 +253,8 @@ class Claims:
                 ).scalars()
             )
         return [run_id for run_id in ids if run_id not in still_mine]
+
+
+def _of_versions(versions: Collection[str] | None) -> list[Any]:
+    """The condition that a run was started on one of ``versions`` (none: any version)."""
+    return [] if versions is None else [runs.c.code_version.in_(sorted(versions))]

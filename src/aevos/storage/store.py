@@ -35,6 +35,7 @@ from .schema import blobs, metadata, queues, runs, steps
 from .signals import LeaseLost, Signals
 from .step_record import StepRecord
 from .unit import UnitOfWork
+from .versions import Versions
 
 DEFAULT_BLOB_THRESHOLD = 64 * 1024
 
@@ -79,7 +80,7 @@ class _Hot:
             self._store._raise_classified(exc)
 
 
-class Store(Claims, OperatorActions, Signals):
+class Store(Claims, OperatorActions, Signals, Versions):
     """Durable state of runs, steps, signals and queues in one SQL database."""
 
     def __init__(

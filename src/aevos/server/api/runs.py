@@ -1,4 +1,5 @@
-"""``/v1/runs``: start (idempotent by key), list, inspect, steps, lineage, cancel, resume, fork."""
+"""``/v1/runs``: start (idempotent by key), list, inspect, steps, lineage, cancel, resume, fork;
+the runs in flight per code version."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi.responses import JSONResponse
 from ...kernel.tracing import trace_headers
 from ...records.status import RunStatus
 from ..deps import AccessDep, ListedDep, PrincipalDep
-from ..schemas import ForkRun, LineageOut, Run, StartRun, Status, Step
+from ..schemas import CodeVersionRuns, ForkRun, LineageOut, Run, StartRun, Status, Step
 from ..summaries import value_response
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -46,6 +47,14 @@ def list_runs(
     """The tenant's runs, newest first; a large input or output is listed as a summary."""
     runs = access.runs.list(principal, status=status, workflow=workflow, limit=limit, offset=offset)
     return [Run.listed(info, listed) for info in runs]
+
+
+# Declared before /{run_id}, which would otherwise take "versions" for a run id.
+@router.get("/versions")
+def versions_in_flight(access: AccessDep, principal: PrincipalDep) -> list[CodeVersionRuns]:
+    """The tenant's runs in flight (enqueued, running, waiting) per the code version they
+    started on, oldest version first: what is left before an old deployment can retire."""
+    return [CodeVersionRuns.of(entry) for entry in access.runs.versions(principal)]
 
 
 @router.get("/{run_id}")
