@@ -165,6 +165,8 @@ class Worker:
         """Start polling in a background thread (embedded worker)."""
         for queue in self.queues:
             self.runtime.store.upsert_queue(queue)
+        # Before the first claim: a run this worker holds is recovered at once if it dies.
+        self.runtime.leases.liveness.ensure()
         self._thread = threading.Thread(target=self._poll_loop, name="aevos-poll", daemon=True)
         self._thread.start()
         return self
@@ -206,6 +208,9 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 self._sweep_overdue()
+                if runtime.leases.liveness.sweep():
+                    # Runs of a dead owner are claimable now; the internal queue's too.
+                    self._next_recovery_scan = 0.0
                 claimed = self._claim_round(workflows)
                 backoff = runtime.poll_interval
                 self._outage.ended()

@@ -171,6 +171,7 @@ AEVOS_LOGGERS = (
     "aevos.cases",
     "aevos.gateway",
     "aevos.identity",
+    "aevos.liveness",
     "aevos.monitoring",
     "aevos.replay",
     "aevos.retraining",

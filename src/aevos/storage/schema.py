@@ -694,3 +694,17 @@ Index(
     monitor_alerts.c.model,
     monitor_alerts.c.opened_at,
 )
+
+# -- liveness (revision 0015) ------------------------------------------------------------------
+
+# The processes that execute runs and hold a liveness lock while they live (see
+# aevos.storage.liveness): another worker that can take an owner's lock knows it is dead and
+# hands its runs back to the queues at once, instead of waiting for their leases to lapse.
+workers = Table(
+    "aevos_workers",
+    metadata,
+    Column("owner", String(100), primary_key=True),  # as in aevos_runs.owner
+    # The advisory lock key (PostgreSQL) or the lock file's name (SQLite) it holds.
+    Column("lock_key", BigInteger, nullable=False),
+    Column("registered_at", Float, nullable=False),
+)
