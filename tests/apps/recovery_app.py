@@ -4,7 +4,8 @@
 interval) unless ``RECOVERY_LEASE_SECONDS`` is set. Its workflow has three steps, each an
 idempotent effect journalled as in :mod:`tests.apps.crash_app`; the middle one is held for
 ``RECOVERY_HOLD`` seconds in the process that sets it (the victim, killed or stopped inside
-it), and brief elsewhere.
+it), or for ``RECOVERY_HOLD_FIRST`` seconds in a run's first execution whichever process
+claimed it (the benchmark's), and brief otherwise.
 """
 
 from __future__ import annotations
@@ -39,14 +40,16 @@ def build(
     app = Aevos(url) if lease_seconds is None else Aevos(url, lease_seconds=lease_seconds)
     fx = crash_app.Effects(effects_url or url)
     hold = float(os.environ.get("RECOVERY_HOLD", "0"))
+    hold_first = float(os.environ.get("RECOVERY_HOLD_FIRST", "0"))
 
     @app.step(name="recovery.before")
     def before(ctx: StepContext, value: int) -> int:
         return fx.perform(ctx, value, BRIEF)
 
     @app.step(name="recovery.held")
-    def held(ctx: StepContext, value: int) -> int:
-        return fx.perform(ctx, value, (hold, hold) if hold else BRIEF)
+    def held(ctx: StepContext, value: int, execution: int) -> int:
+        pause = hold or (hold_first if execution == 1 else 0)
+        return fx.perform(ctx, value, (pause, pause) if pause else BRIEF)
 
     @app.step(name="recovery.after")
     def after(ctx: StepContext, value: int) -> int:
@@ -54,7 +57,11 @@ def build(
 
     @app.workflow(name=RECOVERY_WORKFLOW)
     def flow(ctx: WorkflowContext, n: int) -> list[int]:
-        return [step(ctx, n * 10 + seq) for seq, step in enumerate((before, held, after))]
+        return [
+            before(ctx, n * 10),
+            held(ctx, n * 10 + HELD_STEP, ctx.executions),
+            after(ctx, n * 10 + 2),
+        ]
 
     return RecoveryApp(app, fx, flow)
 
