@@ -23,6 +23,10 @@ import sqlalchemy as sa
 from tests.apps import crash_app, recovery_app
 from tests.apps.workers import WorkerPool
 
+from aevos.records.queue import Queue
+from aevos.records.run import NewRun
+from aevos.records.status import RunStatus
+from aevos.storage import open_store
 from aevos.storage.schema import runs, steps
 
 MODULE = "tests.apps.recovery_app"
@@ -217,3 +221,57 @@ def test_a_stalled_worker_is_taken_over_by_lease_and_cannot_commit_after(
         victim.close()
         if standby is not None:
             standby.close()
+
+
+def test_an_owner_whose_lock_is_free_has_its_runs_handed_back(database_url: str) -> None:
+    """The repository contract: a registered owner holding its lock is alive; once the lock
+    is released (as a process's death releases it) another store finds it, makes its
+    running runs' leases lapse, leaves their owner (the fence) as it was, and forgets it."""
+    mine, theirs = open_store(database_url), open_store(database_url)
+    try:
+        held = theirs.hold_owner("host:1:dead")
+        assert held is not None
+        later = time.time() + 600
+        for n, status in enumerate((RunStatus.RUNNING, RunStatus.RUNNING, RunStatus.ENQUEUED)):
+            mine.insert_run(
+                NewRun(
+                    run_id=f"r{n}",
+                    workflow="w",
+                    queue="default",
+                    input_json="{}",
+                    code_version="v",
+                    status=status,
+                    owner="host:1:dead" if status is RunStatus.RUNNING else None,
+                    lease_until=later if status is RunStatus.RUNNING else None,
+                )
+            )
+        assert mine.registered_owners() == ["host:1:dead"]
+        assert mine.take_back_dead("host:2:me") == {}  # alive: its lock is held
+        assert mine.take_back_dead("host:1:dead") == {}  # nobody judges itself
+
+        held.close(forget=False)  # as its death would
+        assert mine.take_back_dead("host:2:me") == {"host:1:dead": 2}
+        assert mine.registered_owners() == []
+        for n in (0, 1):
+            info = mine.get_run(f"r{n}")
+            assert info.status is RunStatus.RUNNING and info.owner == "host:1:dead"
+            assert info.lease_until is not None and info.lease_until < time.time()
+        assert mine.get_run("r2").lease_until is None
+        claimed = mine.claim("host:2:me", Queue("default"), ["w"], 10, 15.0)
+        assert sorted(i.run_id for i in claimed) == ["r0", "r1", "r2"]
+        assert mine.take_back_dead("host:2:me") == {}
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def test_an_owner_that_stops_holding_no_run_unregisters(database_url: str) -> None:
+    store = open_store(database_url)
+    try:
+        held = store.hold_owner("host:3:done")
+        assert held is not None
+        assert store.registered_owners() == ["host:3:done"]
+        held.close(forget=True)
+        assert store.registered_owners() == []
+    finally:
+        store.close()

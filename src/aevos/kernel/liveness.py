@@ -70,14 +70,23 @@ class Liveness:
             runtime = self._runtime
             try:
                 held = runtime.store.hold_owner(runtime.owner)
-            except (AevosError, OSError) as exc:
+            except AevosError as exc:
                 self._retry_at = now + RETRY_INTERVAL
-                reason = exc.message if isinstance(exc, AevosError) else str(exc)
                 log.warning(
                     "liveness lock not taken (%s); this process's runs would be recovered "
                     "by lease if it died; trying again in %.0f s",
-                    reason,
+                    exc.message,
                     RETRY_INTERVAL,
+                )
+                return
+            except OSError as exc:
+                # The lock file cannot be made (a read-only directory): that will not pass.
+                self._unobservable = True
+                log.warning(
+                    "liveness lock file not usable (%s: %s); this process's runs would be "
+                    "recovered by lease if it died",
+                    type(exc).__name__,
+                    exc.strerror or exc,
                 )
                 return
             if held is None:
