@@ -341,7 +341,8 @@ class _SessionLock:
                 conn.execute("SELECT 1")
                 continue
             except Exception as exc:
-                log.warning(
+                # Info: the outage behind it is the claim loop's and heartbeat's to report.
+                log.info(
                     "owner %s: liveness connection lost (%s); locking again",
                     self._owner,
                     type(exc).__name__,
