@@ -106,6 +106,9 @@ class Liveness:
         runtime = self._runtime
         taken = runtime.store.take_back_dead(runtime.owner)
         for owner, count in taken.items():
+            if not count:
+                log.info("owner %s is gone (its liveness lock is free); it held no run", owner)
+                continue
             log.warning(
                 "owner %s is gone (its liveness lock is free): %d running run(s) handed "
                 "back to their queues",
