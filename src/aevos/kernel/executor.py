@@ -11,6 +11,7 @@ ends the run with one fenced commit, or parks it, or leaves it to whoever holds 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from ..pii.datapolicy import ProtectedInput
     from ..storage import UnitOfWork
     from .lease import Leases
+
+log = logging.getLogger("aevos")
 
 
 class Host(ContextHost, Runs, Protocol):
@@ -348,4 +351,11 @@ class Executor:
         status = self.runtime.store.run_status(run_id)
         if status is RunStatus.CANCELLED:
             return Outcome(status, error=RunCancelledError(run_id))
-        return Outcome(None)  # taken over by another executor after our lease lapsed
+        # Taken over by another executor (our lease lapsed, or we were presumed dead): the
+        # fence refused what this execution did since.
+        log.warning(
+            "run %s is no longer this process's (taken over by another worker): "
+            "what this execution did since was not recorded",
+            run_id,
+        )
+        return Outcome(None)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..errors import AevosError
 from ..storage.outage import Outage, seconds
+from .liveness import Liveness
 
 if TYPE_CHECKING:
     from ..storage import Store
@@ -41,6 +42,8 @@ class Leases:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._outage = Outage(log, "heartbeat")
+        # The lock whose release tells other workers at once that this process died.
+        self.liveness = Liveness(runtime)
 
     def add(self, run_id: str, cancel: threading.Event) -> bool:
         """Hold ``run_id`` for the thread about to execute it; False if another thread of
@@ -48,6 +51,7 @@ class Leases:
         share the owner), so this is what keeps a run executed once per process: a lease
         that lapsed under load and was re-claimed by this same process, or two threads
         starting the same idempotency key, find the run held and wait for it instead."""
+        self.liveness.ensure()
         with self._lock:
             if run_id in self._runs:
                 return False
@@ -84,6 +88,7 @@ class Leases:
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
+        self.liveness.close(holding_runs=bool(self.held()))
 
     def _loop(self) -> None:
         runtime = self._runtime

@@ -168,6 +168,8 @@ class Worker:
         """Start polling in a background thread (embedded worker)."""
         for queue in self.queues:
             self.runtime.store.upsert_queue(queue)
+        # Before the first claim: a run this worker holds is recovered at once if it dies.
+        self.runtime.leases.liveness.ensure()
         self._thread = threading.Thread(target=self._poll_loop, name="aevos-poll", daemon=True)
         self._thread.start()
         return self
@@ -209,6 +211,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 self._sweep_overdue()
+                self._recover_dead()
                 claimed = self._claim_round(workflows)
                 backoff = runtime.poll_interval
                 self._outage.ended()
@@ -227,6 +230,17 @@ class Worker:
             if not claimed:
                 runtime.work_available.wait(runtime.poll_interval)
                 runtime.work_available.clear()
+
+    def _recover_dead(self) -> None:
+        try:
+            if self.runtime.leases.liveness.sweep():
+                # Runs of a dead owner are claimable now; the internal queue's too.
+                self._next_recovery_scan = 0.0
+        except StorageUnavailableError:
+            raise  # the claim loop's outage, reported once
+        except AevosError as exc:
+            # Claiming goes on: those runs are recovered when their leases lapse.
+            self._tracebacks.error(exc, "looking for dead owners failed: [%s]", exc.code)
 
     def _sweep_overdue(self) -> None:
         # Every worker sweeps; each escalation or expiry is a conditional update, so sweeps

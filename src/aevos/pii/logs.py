@@ -172,6 +172,7 @@ AEVOS_LOGGERS = (
     "aevos.connectors",
     "aevos.gateway",
     "aevos.identity",
+    "aevos.liveness",
     "aevos.models",
     "aevos.monitoring",
     "aevos.outbox",

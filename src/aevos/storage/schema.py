@@ -761,6 +761,7 @@ schedule_ticks = Table(
     Column("at", Float, nullable=False),
 )
 Index("ix_aevos_schedule_ticks_schedule", schedule_ticks.c.schedule, schedule_ticks.c.tick_at)
+
 # -- run traces (revision 0014) ------------------------------------------------------------
 
 run_traces = Table(
@@ -773,4 +774,18 @@ run_traces = Table(
     Column("traceparent", String(55), nullable=False),
     Column("tracestate", String(512), nullable=True),
     Column("created_at", Float, nullable=False),
+)
+
+# -- liveness (revision 0015) ------------------------------------------------------------------
+
+# The processes that execute runs and hold a liveness lock while they live (see
+# aevos.storage.liveness): another worker that can take an owner's lock knows it is dead and
+# hands its runs back to the queues at once, instead of waiting for their leases to lapse.
+workers = Table(
+    "aevos_workers",
+    metadata,
+    Column("owner", String(100), primary_key=True),  # as in aevos_runs.owner
+    # The advisory lock key (PostgreSQL) or the lock file's name (SQLite) it holds.
+    Column("lock_key", BigInteger, nullable=False),
+    Column("registered_at", Float, nullable=False),
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from ..records.status import RunStatus
 from .claims import Claims
 from .dialect import READ_ONLY, classified, dialect_for, parse_url, redact_url
 from .fastpath import Compiled, RawConnections
+from .liveness import Owners
 from .operations import OperatorActions
 from .schema import blobs, metadata, queues, runs, steps
 from .signals import LeaseLost, Signals
@@ -80,7 +82,7 @@ class _Hot:
             self._store._raise_classified(exc)
 
 
-class Store(Claims, OperatorActions, Signals, Versions):
+class Store(Claims, OperatorActions, Signals, Versions, Owners):
     """Durable state of runs, steps, signals and queues in one SQL database."""
 
     def __init__(
@@ -92,6 +94,7 @@ class Store(Claims, OperatorActions, Signals, Versions):
     ) -> None:
         self.url = url
         self.safe_url = redact_url(url)
+        self._owner_locks = weakref.WeakSet()
         try:
             parsed = parse_url(url)
         except ValueError:
@@ -207,6 +210,7 @@ class Store(Claims, OperatorActions, Signals, Versions):
         }
 
     def close(self) -> None:
+        self.release_owner_locks()
         self._raw.close()
         self.engine.dispose()
 
