@@ -30,6 +30,7 @@ from ..records.status import RunStatus
 from .claims import Claims
 from .dialect import READ_ONLY, classified, dialect_for, parse_url, redact_url
 from .fastpath import Compiled, RawConnections
+from .groupcommit import GroupCommit
 from .operations import OperatorActions
 from .schema import blobs, metadata, queues, runs, steps
 from .signals import LeaseLost, Signals
@@ -48,7 +49,7 @@ _WAKEABLE = ("WAITING", "RUNNING", "ENQUEUED")
 
 
 class _ConnectionLost(StorageUnavailableError):
-    """The thread's hot-path connection was found dead (see Store._hot_call)."""
+    """The thread's hot-path connection was found dead (see groupcommit.py)."""
 
 
 class _Hot:
@@ -122,6 +123,8 @@ class Store(Claims, OperatorActions, Signals):
         self._raw = RawConnections(
             self.engine, "BEGIN IMMEDIATE" if sqlite else "BEGIN", always_begin=sqlite
         )
+        # Runs in flight in this process share commits (see groupcommit.py).
+        self.group = GroupCommit(self._hot, _ConnectionLost)
         bp = sa.bindparam
         owned = sa.and_(
             runs.c.run_id == bp("w_run"), runs.c.owner == bp("w_owner"), runs.c.status == "RUNNING"
@@ -212,20 +215,6 @@ class Store(Claims, OperatorActions, Signals):
     def _hot(self, single: bool = False) -> _Hot:
         """A transaction on this thread's raw connection, errors classified like ``_guard``."""
         return _Hot(self, single)
-
-    def _hot_call(self, single: bool, work: Callable[[Any, bool], T]) -> T:
-        """``work(cursor, retried)`` in a hot-path transaction, and once more on a fresh
-        connection if this thread's connection was found dead (a database restart or a cut
-        network closes it while it idles in the thread). The statement then never reached a
-        live session, except when the connection died during the commit itself: ``retried``
-        tells ``work`` to read a conflict with its own row as that first commit."""
-        try:
-            with self._hot(single) as cursor:
-                return work(cursor, False)
-        except _ConnectionLost:
-            pass
-        with self._hot(single) as cursor:
-            return work(cursor, True)
 
     def _raise_classified(self, exc: BaseException) -> None:
         """Re-raise a driver error as the aevos error it means; other errors pass through."""
@@ -451,7 +440,7 @@ class Store(Claims, OperatorActions, Signals):
             cursor.execute(stmt.sql, stmt.params(values))
             return bool(cursor.rowcount == 1)
 
-        if not self._hot_call(True, insert):
+        if not self.group.run(True, insert):
             return None
         return self._fresh_info(new, values)
 
@@ -606,7 +595,7 @@ class Store(Claims, OperatorActions, Signals):
                     # Another executor recorded this position first: it holds the run now.
                     raise LeaseLost(run_id) from None
 
-            self._hot_call(self.backend == "postgresql", insert)
+            self.group.run(self.backend == "postgresql", insert)
             return
         with self._tx() as conn:
             if not self._fence(conn, run_id, owner, step.finished_at):
@@ -693,8 +682,8 @@ class Store(Claims, OperatorActions, Signals):
 
             try:
                 if step is not None and parent_run_id is None and self._hot_finish_step is not None:
-                    return self._hot_call(True, finish_with_step)
-                return self._hot_call(step is None and parent_run_id is None, finish)
+                    return self.group.run(True, finish_with_step)
+                return self.group.run(step is None and parent_run_id is None, finish)
             except LeaseLost:
                 return False
             except self._dbapi.IntegrityError:
