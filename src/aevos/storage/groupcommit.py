@@ -34,19 +34,45 @@ T = TypeVar("T")
 
 #: ``work(cursor, retried)``: one run's write, executed in the batch's transaction.
 Work = Callable[[Any, bool], T]
+#: A write that is one statement, for a pipelined batch: its SQL and parameters, and what
+#: its row count means (the write's result, or an error such as a lost lease).
+Statement = tuple[str, Any]
+Check = Callable[[int], T]
 
 
 class _Write(Generic[T]):
     """One thread's write waiting in the queue, with a latch its thread waits on."""
 
-    __slots__ = ("work", "single", "result", "error", "done", "_latch")
+    __slots__ = (
+        "_latch",
+        "batch",
+        "check",
+        "done",
+        "error",
+        "lane",
+        "result",
+        "single",
+        "statement",
+        "work",
+    )
 
-    def __init__(self, work: Work[T], single: bool) -> None:
+    def __init__(
+        self,
+        work: Work[T],
+        single: bool,
+        statement: Statement | None = None,
+        check: Check[T] | None = None,
+    ) -> None:
         self.work = work
         self.single = single
+        self.statement = statement
+        self.check = check
         self.result: T | None = None
         self.error: BaseException | None = None
         self.done = False
+        # Set when a leader hands this write's thread the lead: its lane and its batch.
+        self.lane = -1
+        self.batch: list[_Write[Any]] = []
         # A held lock is the cheapest latch: released once, by whoever wakes this thread.
         self._latch = threading.Lock()
         self._latch.acquire()
@@ -66,61 +92,87 @@ class _Write(Generic[T]):
 class GroupCommit:
     """Leader/follower batching of one store's hot-path writes (see the module docstring).
 
-    ``transaction(single)`` opens a hot-path transaction on the calling thread's connection,
-    with driver errors classified; ``lost`` is the error it raises when that connection was
-    found dead.
+    ``transaction(lane, single)`` opens a hot-path transaction on the connection of
+    ``lane``, with driver errors classified; ``lost`` is the error it raises when that
+    connection was found dead. Up to ``lanes`` batches commit at once, one per lane: a
+    server that flushes concurrent commits together (PostgreSQL) then overlaps one batch's
+    round trips and flush with another's; SQLite, a single writer, has one lane.
     """
 
     def __init__(
         self,
-        transaction: Callable[[bool], AbstractContextManager[Any]],
+        transaction: Callable[[int, bool], AbstractContextManager[Any]],
         lost: type[BaseException],
         *,
+        lanes: int = 1,
+        pipeline: bool = False,
         max_batch: int = 256,
     ) -> None:
         self._transaction = transaction
         self._lost = lost
+        # PostgreSQL: a batch of one-statement writes is sent in one round trip (psycopg's
+        # pipeline mode) instead of one round trip per write.
+        self._pipeline = pipeline
         self._max_batch = max_batch
         self._lock = threading.Lock()
         self._queued = threading.Condition(self._lock)
         self._queue: list[_Write[Any]] = []
-        self._leading = False
+        self._lanes = lanes
+        # Lanes not leading a commit now; each lane has its own connection.
+        self._free = list(range(lanes))
         #: Commits made and writes they carried (the benchmark's "commit sharing").
         self.commits = 0
         self.writes = 0
 
-    def run(self, single: bool, work: Work[T]) -> T:
+    def run(
+        self,
+        single: bool,
+        work: Work[T],
+        statement: Statement | None = None,
+        check: Check[T] | None = None,
+    ) -> T:
         """Execute ``work`` in the next commit and return its result once that commit is
-        durable; ``single`` says it is one statement (committed by itself when alone)."""
-        write: _Write[T] = _Write(work, single)
+        durable; ``single`` says it is one statement (committed by itself when alone).
+
+        ``statement`` and ``check`` may say the same as ``work`` for a pipelined batch: the
+        one statement ``work`` executes, and what ``work`` makes of its row count.
+        """
+        write: _Write[T] = _Write(work, single, statement, check)
         with self._lock:
             self._queue.append(write)
             self._queued.notify_all()
-            lead = not self._leading
-            if lead:
-                self._leading = True
-        if not lead:
+            if self._free:
+                lane, batch = self._free.pop(), self._take()
+            else:
+                lane, batch = -1, []
+        if lane < 0:
             write.wait()
             if write.done:
                 return write.outcome()
-            # Woken undone: the previous leader handed this thread the lead.
-        while True:
-            with self._lock:
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
-            self.commit(batch)
-            for other in batch:
-                if other is not write:
-                    other.wake()
-            with self._lock:
-                if not self._queue:
-                    self._leading = False
-                    break
-                if write.done:
-                    # Hand the lead to the oldest waiting write and go on with our own.
-                    self._queue[0].wake()
-                    break
+            # Woken undone: a leader handed this thread its lane and the next batch.
+            lane, batch = write.lane, write.batch
+        self._lead(lane, batch, write)
         return write.outcome()
+
+    def _take(self) -> list[_Write[Any]]:
+        batch = self._queue[: self._max_batch]
+        del self._queue[: self._max_batch]
+        return batch
+
+    def _lead(self, lane: int, batch: list[_Write[Any]], mine: _Write[Any] | None) -> None:
+        """Commit ``batch`` on ``lane``, wake its writes, and hand the lane on."""
+        self.commit(lane, batch)
+        for other in batch:
+            if other is not mine:
+                other.wake()
+        with self._lock:
+            if self._queue:
+                # The batch is taken here, under the lock, so no other leader takes it too.
+                following = self._queue[0]
+                following.lane, following.batch = lane, self._take()
+                following.wake()
+            else:
+                self._free.append(lane)
 
     @contextmanager
     def held(self) -> Iterator[Callable[[int], None]]:
@@ -134,55 +186,55 @@ class GroupCommit:
             with self._queued:
                 self._queued.wait_for(lambda: len(self._queue) >= count)
 
+        lanes: list[int] = []
         with self._queued:
-            while self._leading:  # a commit in progress: let it end (a leader never notifies)
-                self._queued.wait(0.001)
-            self._leading = True
+            while len(lanes) < self._lanes:
+                if self._free:
+                    lanes.append(self._free.pop())
+                else:  # a commit in progress: let it end (a leader does not notify)
+                    self._queued.wait(0.001)
         try:
             yield wait_for
         finally:
             with self._lock:
                 batch, self._queue = self._queue, []
-            self.commit(batch)
-            for write in batch:
-                write.wake()
-            with self._lock:
-                if self._queue:
-                    self._queue[0].wake()
-                else:
-                    self._leading = False
+                self._free.extend(lanes[1:])
+            self._lead(lanes[0], batch, None)
 
-    def commit(self, batch: list[_Write[Any]]) -> None:
-        """Execute and commit ``batch`` on this thread's connection; every write ends done,
+    def commit(self, lane: int, batch: list[_Write[Any]]) -> None:
+        """Execute and commit ``batch`` on ``lane``'s connection; every write ends done,
         with its result or its own error."""
         try:
             if len(batch) == 1:
-                self._alone(batch[0])
-            else:
-                self._together(batch)
+                self._alone(lane, batch[0])
+            elif batch:
+                self._together(lane, batch)
         finally:
             for write in batch:
                 write.done = True
 
-    def _alone(self, write: _Write[Any]) -> None:
+    def _alone(self, lane: int, write: _Write[Any]) -> None:
         try:
             try:
-                with self._transaction(write.single) as cursor:
+                with self._transaction(lane, write.single) as cursor:
                     write.result = write.work(cursor, False)
             except self._lost:
-                with self._transaction(write.single) as cursor:
+                with self._transaction(lane, write.single) as cursor:
                     write.result = write.work(cursor, True)
             self.commits += 1
             self.writes += 1
         except BaseException as exc:
             write.error = exc
 
-    def _together(self, batch: list[_Write[Any]]) -> None:
+    def _together(self, lane: int, batch: list[_Write[Any]]) -> None:
+        pipelined = self._pipeline and all(write.check is not None for write in batch)
+        if pipelined and self._pipelined(lane, batch):
+            return
         pending = batch
         while len(pending) > 1:
             failed: _Write[Any] | None = None
             try:
-                with self._transaction(False) as cursor:
+                with self._transaction(lane, False) as cursor:
                     for write in pending:
                         failed = write
                         write.result = write.work(cursor, False)
@@ -190,7 +242,7 @@ class GroupCommit:
             except self._lost:
                 # It may have committed before the connection died: each write alone, told.
                 for write in pending:
-                    self._retry_alone(write)
+                    self._retry_alone(lane, write)
                 return
             except BaseException as exc:
                 if failed is None or isinstance(exc, StorageUnavailableError):
@@ -208,11 +260,59 @@ class GroupCommit:
             self.writes += len(pending)
             return
         if pending:
-            self._alone(pending[0])
+            self._alone(lane, pending[0])
 
-    def _retry_alone(self, write: _Write[Any]) -> None:
+    def _pipelined(self, lane: int, batch: list[_Write[Any]]) -> bool:
+        """One round trip for the batch's statements; False (nothing committed) if one
+        failed, for the batch to go again one statement at a time, which finds the failing
+        write and gives each write's own error handling its error."""
+        committing = False
+        counts: list[int] = []
         try:
-            with self._transaction(write.single) as cursor:
+            with self._transaction(lane, False) as cursor:
+                connection = cursor.connection
+                cursors: list[Any] = []
+                try:
+                    with connection.pipeline():
+                        for write in batch:
+                            each = connection.cursor()
+                            cursors.append(each)
+                            sql, params = write.statement or ("", None)
+                            each.execute(sql, params)
+                    counts = [each.rowcount for each in cursors]
+                finally:
+                    for each in cursors:
+                        each.close()
+                committing = True
+        except BaseException as exc:
+            if not committing:
+                if isinstance(exc, StorageUnavailableError) and not isinstance(exc, self._lost):
+                    for write in batch:
+                        write.error = exc
+                    return True
+                return False  # rolled back: the slow batch finds who failed
+            if isinstance(exc, self._lost):
+                for write in batch:
+                    self._retry_alone(lane, write)
+                return True
+            for write in batch:
+                write.error = exc
+            return True
+        self.commits += 1
+        self.writes += len(batch)
+        for write, count in zip(batch, counts, strict=True):
+            try:
+                assert write.check is not None
+                write.result = write.check(count)
+            except BaseException as exc:
+                # A statement that matched no row wrote nothing (a lost lease): the commit
+                # carried the others, and this write gets its error.
+                write.error = exc
+        return True
+
+    def _retry_alone(self, lane: int, write: _Write[Any]) -> None:
+        try:
+            with self._transaction(lane, write.single) as cursor:
                 write.result = write.work(cursor, True)
             self.commits += 1
             self.writes += 1

@@ -38,6 +38,8 @@ from .step_record import StepRecord
 from .unit import UnitOfWork
 
 DEFAULT_BLOB_THRESHOLD = 64 * 1024
+#: Batches that commit at once on PostgreSQL, each on its own connection.
+POSTGRES_COMMIT_LANES = 4
 
 _ACTIVE = (RunStatus.RUNNING.value,)
 _S = RunStatus
@@ -55,17 +57,18 @@ class _ConnectionLost(StorageUnavailableError):
 class _Hot:
     """The hot-path transaction with error classification (a class: it runs every step)."""
 
-    __slots__ = ("_store", "_tx")
+    __slots__ = ("_raw", "_store", "_tx")
 
-    def __init__(self, store: Store, single: bool) -> None:
+    def __init__(self, store: Store, raw: RawConnections, single: bool) -> None:
         self._store = store
-        self._tx = store._raw.transaction(single)
+        self._raw = raw
+        self._tx = raw.transaction(single)
 
     def __enter__(self) -> Any:
         try:
             return self._tx.__enter__()
         except BaseException as exc:
-            self._store._raise_classified(exc)
+            self._store._raise_classified(exc, self._raw)
             raise
 
     def __exit__(
@@ -74,10 +77,10 @@ class _Hot:
         try:
             self._tx.__exit__(kind, exc, tb)
         except BaseException as commit_failure:
-            self._store._raise_classified(commit_failure)
+            self._store._raise_classified(commit_failure, self._raw)
             raise
         if exc is not None:
-            self._store._raise_classified(exc)
+            self._store._raise_classified(exc, self._raw)
 
 
 class Store(Claims, OperatorActions, Signals):
@@ -120,11 +123,21 @@ class Store(Claims, OperatorActions, Signals):
         )
         self._dbapi = self.engine.dialect.loaded_dbapi
         sqlite = self.backend == "sqlite"
-        self._raw = RawConnections(
-            self.engine, "BEGIN IMMEDIATE" if sqlite else "BEGIN", always_begin=sqlite
+        # Runs in flight in this process share commits (see groupcommit.py), on one
+        # connection per commit lane: SQLite has one writer, PostgreSQL overlaps a few.
+        self._lanes = [
+            RawConnections(
+                self.engine,
+                "BEGIN IMMEDIATE" if sqlite else "BEGIN",
+                always_begin=sqlite,
+                # Only the lane's leader writes through it, one thread at a time.
+                shared=True,
+            )
+            for _ in range(1 if sqlite else POSTGRES_COMMIT_LANES)
+        ]
+        self.group = GroupCommit(
+            self._hot, _ConnectionLost, lanes=len(self._lanes), pipeline=not sqlite
         )
-        # Runs in flight in this process share commits (see groupcommit.py).
-        self.group = GroupCommit(self._hot, _ConnectionLost)
         bp = sa.bindparam
         owned = sa.and_(
             runs.c.run_id == bp("w_run"), runs.c.owner == bp("w_owner"), runs.c.status == "RUNNING"
@@ -209,14 +222,16 @@ class Store(Claims, OperatorActions, Signals):
         }
 
     def close(self) -> None:
-        self._raw.close()
+        for lane in self._lanes:
+            lane.close()
         self.engine.dispose()
 
-    def _hot(self, single: bool = False) -> _Hot:
-        """A transaction on this thread's raw connection, errors classified like ``_guard``."""
-        return _Hot(self, single)
+    def _hot(self, lane: int, single: bool = False) -> _Hot:
+        """A transaction on a commit lane's raw connection, errors classified like
+        ``_guard``."""
+        return _Hot(self, self._lanes[lane], single)
 
-    def _raise_classified(self, exc: BaseException) -> None:
+    def _raise_classified(self, exc: BaseException, raw: RawConnections | None = None) -> None:
         """Re-raise a driver error as the aevos error it means; other errors pass through."""
         if isinstance(exc, AevosError | LeaseLost | self._dbapi.IntegrityError):
             return
@@ -224,7 +239,11 @@ class Store(Claims, OperatorActions, Signals):
             # SQLAlchemy wraps what fails while checking out a connection (a refused one).
             classified = self.dialect.classify(exc, self.safe_url)
             if classified is not None:
-                if self._raw.discard() and isinstance(classified, StorageUnavailableError):
+                if (
+                    raw is not None
+                    and raw.discard()
+                    and isinstance(classified, StorageUnavailableError)
+                ):
                     raise _ConnectionLost(classified.message) from None
                 raise classified from None
             raise StorageError(
@@ -440,7 +459,8 @@ class Store(Claims, OperatorActions, Signals):
             cursor.execute(stmt.sql, stmt.params(values))
             return bool(cursor.rowcount == 1)
 
-        if not self.group.run(True, insert):
+        params = stmt.params(values)
+        if not self.group.run(True, insert, (stmt.sql, params), _one_row):
             return None
         return self._fresh_info(new, values)
 
@@ -595,7 +615,18 @@ class Store(Claims, OperatorActions, Signals):
                     # Another executor recorded this position first: it holds the run now.
                     raise LeaseLost(run_id) from None
 
-            self.group.run(self.backend == "postgresql", insert)
+            fenced = self._hot_step_fenced
+            if self.backend == "postgresql" and fenced is not None:
+
+                def held(count: int) -> None:
+                    if count != 1:
+                        raise LeaseLost(run_id)
+
+                # Pipelined: a unique violation fails the pipeline, and the batch then goes
+                # again through ``insert``, which handles it.
+                self.group.run(True, insert, (fenced.sql, fenced.params(values)), held)
+            else:
+                self.group.run(False, insert)
             return
         with self._tx() as conn:
             if not self._fence(conn, run_id, owner, step.finished_at):
@@ -682,7 +713,10 @@ class Store(Claims, OperatorActions, Signals):
 
             try:
                 if step is not None and parent_run_id is None and self._hot_finish_step is not None:
-                    return self.group.run(True, finish_with_step)
+                    stmt = self._hot_finish_step
+                    return self.group.run(
+                        True, finish_with_step, (stmt.sql, stmt.params(values)), _one_row
+                    )
                 return self.group.run(step is None and parent_run_id is None, finish)
             except LeaseLost:
                 return False
@@ -753,6 +787,10 @@ class Store(Claims, OperatorActions, Signals):
             # Every aevos table, children before parents, whatever later revisions add.
             for table in reversed(metadata.sorted_tables):
                 conn.execute(sa.delete(table))
+
+
+def _one_row(count: int) -> bool:
+    return count == 1
 
 
 def open_store(
