@@ -175,17 +175,9 @@ class GroupCommit:
                 self._free.append(lane)
 
     @contextmanager
-    def held(self) -> Iterator[Callable[[int], None]]:
-        """Hold every write back until the block ends, then commit all of them as one batch.
-
-        For tests that need a batch of known writes: the block receives ``wait_for(n)``,
-        which returns once ``n`` writes are queued.
-        """
-
-        def wait_for(count: int) -> None:
-            with self._queued:
-                self._queued.wait_for(lambda: len(self._queue) >= count)
-
+    def held(self) -> Iterator[Held]:
+        """Hold every write back until the block ends (or :meth:`Held.commit`), then commit
+        all of them as one batch: for tests that need a batch of known writes."""
         lanes: list[int] = []
         with self._queued:
             while len(lanes) < self._lanes:
@@ -194,12 +186,23 @@ class GroupCommit:
                 else:  # a commit in progress: let it end (a leader does not notify)
                     self._queued.wait(0.001)
         try:
-            yield wait_for
+            yield Held(self, lanes[0])
         finally:
             with self._lock:
-                batch, self._queue = self._queue, []
+                batch = self._take()
                 self._free.extend(lanes[1:])
             self._lead(lanes[0], batch, None)
+
+    def _wait_queued(self, count: int) -> None:
+        with self._queued:
+            self._queued.wait_for(lambda: len(self._queue) >= count)
+
+    def _commit_queued(self, lane: int) -> None:
+        with self._lock:
+            batch = self._take()
+        self.commit(lane, batch)
+        for write in batch:
+            write.wake()
 
     def commit(self, lane: int, batch: list[_Write[Any]]) -> None:
         """Execute and commit ``batch`` on ``lane``'s connection; every write ends done,
@@ -318,3 +321,19 @@ class GroupCommit:
             self.writes += 1
         except BaseException as exc:
             write.error = exc
+
+
+class Held:
+    """The writes a test holds back (see :meth:`GroupCommit.held`)."""
+
+    def __init__(self, group: GroupCommit, lane: int) -> None:
+        self._group = group
+        self._lane = lane
+
+    def wait_for(self, count: int) -> None:
+        """Return once ``count`` writes are queued."""
+        self._group._wait_queued(count)
+
+    def commit(self) -> None:
+        """Commit the writes queued now as one batch, and go on holding the later ones."""
+        self._group._commit_queued(self._lane)

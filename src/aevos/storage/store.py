@@ -608,12 +608,20 @@ class Store(Claims, OperatorActions, Signals):
                         raise LeaseLost(run_id)
                     cursor.execute(self._hot_step.sql, self._hot_step.params(values))
                 except self._dbapi.IntegrityError:
-                    if retried and self._holds(run_id, owner):
+                    if not self._holds(run_id, owner):
+                        # Another executor recorded this position first: it holds the run.
+                        raise LeaseLost(run_id) from None
+                    if retried:
                         # The first attempt committed before its connection died: only this
                         # execution records new positions of a run it holds.
                         return
-                    # Another executor recorded this position first: it holds the run now.
-                    raise LeaseLost(run_id) from None
+                    # The run is still ours, yet its position is taken: no takeover explains
+                    # it, so the run fails with the cause rather than be retried for ever.
+                    raise StorageError(
+                        f"step {step.seq} ({step.name!r}) of run {run_id} could not be "
+                        "recorded: that position is already recorded (a constraint of "
+                        "aevos_steps refused it)"
+                    ) from None
 
             fenced = self._hot_step_fenced
             if self.backend == "postgresql" and fenced is not None:
