@@ -73,15 +73,23 @@ class _Write(Generic[T]):
         # Set when a leader hands this write's thread the lead: its lane and its batch.
         self.lane = -1
         self.batch: list[_Write[Any]] = []
+        # Made only for a write that waits (see ``follow``).
+        self._latch: threading.Lock | None = None
+
+    def follow(self) -> None:
+        """Make the latch this write's thread waits on (under the queue's lock, so that
+        no leader can wake the write before it exists)."""
         # A held lock is the cheapest latch: released once, by whoever wakes this thread.
         self._latch = threading.Lock()
         self._latch.acquire()
 
     def wait(self) -> None:
+        assert self._latch is not None
         self._latch.acquire()
 
     def wake(self) -> None:
-        self._latch.release()
+        if self._latch is not None:  # a leader's own write has none
+            self._latch.release()
 
     def outcome(self) -> T:
         if self.error is not None:
@@ -117,6 +125,7 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._queued = threading.Condition(self._lock)
         self._queue: list[_Write[Any]] = []
+        self._watched = False  # a test waits for writes to queue (see ``held``)
         self._lanes = lanes
         # Lanes not leading a commit now; each lane has its own connection.
         self._free = list(range(lanes))
@@ -140,11 +149,13 @@ class GroupCommit:
         write: _Write[T] = _Write(work, single, statement, check)
         with self._lock:
             self._queue.append(write)
-            self._queued.notify_all()
+            if self._watched:
+                self._queued.notify_all()
             if self._free:
                 lane, batch = self._free.pop(), self._take()
             else:
                 lane, batch = -1, []
+                write.follow()
         if lane < 0:
             write.wait()
             if write.done:
@@ -195,7 +206,11 @@ class GroupCommit:
 
     def _wait_queued(self, count: int) -> None:
         with self._queued:
-            self._queued.wait_for(lambda: len(self._queue) >= count)
+            self._watched = True
+            try:
+                self._queued.wait_for(lambda: len(self._queue) >= count)
+            finally:
+                self._watched = False
 
     def _commit_queued(self, lane: int) -> None:
         with self._lock:
