@@ -51,7 +51,7 @@ _WAKEABLE = ("WAITING", "RUNNING", "ENQUEUED")
 
 
 class _ConnectionLost(StorageUnavailableError):
-    """The thread's hot-path connection was found dead (see groupcommit.py)."""
+    """A commit lane's connection was found dead (see groupcommit.py)."""
 
 
 class _Hot:
@@ -452,14 +452,14 @@ class Store(Claims, OperatorActions, Signals):
             "finished_at": None,
         }
         stmt = self._hot_run
+        params = stmt.params(values)
 
         def insert(cursor: Any, _retried: bool) -> bool:
             # A retried insert that finds its own first one committed inserts nothing and
             # returns False: the slow path then finds the run and hands it back.
-            cursor.execute(stmt.sql, stmt.params(values))
+            cursor.execute(stmt.sql, params)
             return bool(cursor.rowcount == 1)
 
-        params = stmt.params(values)
         if not self.group.run(True, insert, (stmt.sql, params), _one_row):
             return None
         return self._fresh_info(new, values)
