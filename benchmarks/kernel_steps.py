@@ -1,4 +1,5 @@
-"""Sequential 3-step workflows: aevos and DBOS Transact side by side, SQLite then PostgreSQL.
+"""3-step workflows, sequential and many in flight: aevos and DBOS Transact side by side,
+SQLite then PostgreSQL.
 
 Each round runs every system in its own fresh subprocess against a fresh database, in
 alternating order, so the two never share imports, pools or caches and a slow patch on a
@@ -8,6 +9,13 @@ across rounds; the ratio is aevos's median over DBOS's median.
     python benchmarks/kernel_steps.py                      # SQLite, then local PostgreSQL
     python benchmarks/kernel_steps.py --skip-postgres --rounds 5 --n 1000
     python benchmarks/kernel_steps.py --peer-python /tmp/peer/bin/python
+    python benchmarks/kernel_steps.py --concurrency 64     # only 64 workflows in flight
+
+``--concurrency N`` (default: both 1 and 64) runs N workflows at once in one process, one
+thread each, for both systems. At N > 1 the figures are throughput and CPU per workflow, and
+"commit sharing" is aevos's durable writes per second (a run's start, its step records and
+its completion) over the single-row commits per second the same disk or server allows, both
+measured in the same round: above 1 only if writes share commits.
 
 Exit status: 0, whatever the targets say, unless ``--strict`` (then 1 if any target is missed
 or not measured); 2 if a benchmark could not run (e.g. PostgreSQL unreachable).
@@ -65,6 +73,12 @@ class Target:
         return f"{title}: aevos >= {self.threshold:,.0f} steps/s"
 
 
+#: Issue 14's targets (both backends).
+IN_FLIGHT_RATIO_TARGET = 20.0  # aevos/DBOS steps/s at 64 in flight
+SHARING_TARGET = 2.0  # committed writes/s over the single-commit rate, 64 in flight
+SEQUENTIAL_FLOOR_TARGET = 1.25  # sequential p50 over the 4-commit floor
+TARGET_IN_FLIGHT = 64
+
 TARGETS = (
     Target("sqlite", "steps/s", 5_000),
     Target("sqlite", "ratio", 20),
@@ -99,6 +113,57 @@ def _measure(call: Callable[[int], int], n: int, warmup: int) -> dict[str, Any]:
         "steps_per_s": STEPS_PER_WORKFLOW * n / elapsed,
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": sorted(latencies)[max(0, math.ceil(0.99 * n) - 1)] * 1000,  # nearest rank
+        "cpu_ms_per_wf": cpu / n * 1000,
+    }
+
+
+def _measure_in_flight(
+    call: Callable[[int], int], n: int, warmup: int, threads: int
+) -> dict[str, Any]:
+    """Time ``n`` workflows run by ``threads`` threads at once (each takes every
+    ``threads``-th index), after ``warmup`` untimed sequential ones."""
+    import threading
+
+    for i in range(warmup):
+        call(i)
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    ready = threading.Barrier(threads + 1)
+
+    def worker(first: int) -> None:
+        mine: list[float] = []
+        ready.wait()
+        try:
+            for i in range(first, n, threads):
+                t0 = time.perf_counter()
+                result = call(warmup + i)
+                mine.append(time.perf_counter() - t0)
+                if result != warmup + i + STEPS_PER_WORKFLOW:
+                    raise RuntimeError(f"workflow({warmup + i}) returned {result!r}")
+        except BaseException as exc:
+            errors.append(exc)
+        latencies.extend(mine)  # list.extend is atomic under the GIL
+
+    pool = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for thread in pool:
+        thread.start()
+    ready.wait()
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    for thread in pool:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
+    if errors:
+        raise errors[0]
+    return {
+        "n": n,
+        "in_flight": threads,
+        "elapsed_s": elapsed,
+        "wf_per_s": n / elapsed,
+        "steps_per_s": STEPS_PER_WORKFLOW * n / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": sorted(latencies)[max(0, math.ceil(0.99 * n) - 1)] * 1000,
         "cpu_ms_per_wf": cpu / n * 1000,
     }
 
@@ -139,13 +204,29 @@ def _child_aevos(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.truncate:
         app.store.truncate_all()
-    result = _measure(wf.run, args.n, args.warmup)
+    group = getattr(app.store, "group", None)
+    if args.in_flight > 1:
+        # Warm-up writes are sequential and counted out below.
+        for i in range(args.warmup):
+            wf.run(i)
+        commits0, writes0 = getattr(group, "commits", 0), getattr(group, "writes", 0)
+        result = _measure_in_flight(wf.run, args.n, 0, args.in_flight)
+        if group is not None:
+            result["commits"] = group.commits - commits0
+            result["writes"] = group.writes - writes0
+        else:  # a build without group commit: one commit per write
+            result["writes"] = result["commits"] = AEVOS_COMMITS_PER_WORKFLOW * args.n
+        result["writes_per_s"] = result["writes"] / result["elapsed_s"]
+        result["writes_per_commit"] = result["writes"] / max(1, result["commits"])
+    else:
+        result = _measure(wf.run, args.n, args.warmup)
 
     backend = app.store.engine.dialect.name
     # Read the mode from the connection that committed the steps: the hot path keeps one
     # DBAPI connection per thread, drawn from the engine's pool (so it has the same connect
     # hook as any engine connection). Fall back to a pool connection if that ever changes.
-    raw = getattr(app.store, "_raw", None)
+    lanes = getattr(app.store, "_lanes", None)  # group commit's connections
+    raw = lanes[0] if lanes else getattr(app.store, "_raw", None)
     if raw is not None and hasattr(raw, "_connection"):
         cursor = raw._connection().cursor()
         try:
@@ -204,7 +285,10 @@ def _child_dbos(args: argparse.Namespace) -> dict[str, Any]:
         return y
 
     DBOS.launch()
-    result = _measure(wf, args.n, args.warmup)
+    if args.in_flight > 1:
+        result = _measure_in_flight(wf, args.n, args.warmup, args.in_flight)
+    else:
+        result = _measure(wf, args.n, args.warmup)
     # DBOS has no public accessor for its system database engine.
     engine = dbos._sys_db.engine
     prefix = "" if backend == "sqlite" else f'"{dbos._sys_db.schema}".'
@@ -349,6 +433,7 @@ def _run_child(
     workdir: str,
     tag: str,
     extra: list[str],
+    in_flight: int = 1,
 ) -> dict[str, Any]:
     result_path = os.path.join(workdir, f"result-{tag}.json")
     command = [
@@ -364,6 +449,8 @@ def _run_child(
         result_path,
         "--dbos-journal",
         args.dbos_journal,
+        "--in-flight",
+        str(in_flight),
         *extra,
     ]
     # The URL travels in the environment: a password on a command line is visible in ps.
@@ -444,9 +531,12 @@ def _run_backend(
     pythons: dict[str, str],
     workdir: str,
     floors: list[float],
-) -> dict[str, Series]:
+) -> dict[int, dict[str, Series]]:
+    """Every round: the commit floor, then each level of concurrency, systems alternating."""
     systems = list(pythons)
-    series = {system: Series() for system in systems}
+    levels: dict[int, dict[str, Series]] = {
+        c: {system: Series() for system in systems} for c in args.concurrency
+    }
     pg: PostgresDatabases | None = None
     if backend == "postgresql":
         pg = PostgresDatabases(args.postgres_url, reuse=args.pg_reuse_database)
@@ -454,8 +544,9 @@ def _run_backend(
     try:
         for r in range(args.rounds):
             floors.append(_commit_floor(backend, args))
-            for system in _order(r, systems):
-                tag = f"{backend}-{system}-{r}"
+            for in_flight, system in _plan(r, systems, args.concurrency):
+                series = levels[in_flight]
+                tag = f"{backend}-{system}-{r}-{in_flight}"
                 extra: list[str] = []
                 cleanup: Callable[[], None]
                 if pg is None:
@@ -463,7 +554,7 @@ def _run_backend(
                     url = f"sqlite:///{os.path.join(directory, system + '.sqlite')}"
                     cleanup = functools.partial(shutil.rmtree, directory, ignore_errors=True)
                 elif not pg.reuse:
-                    name = f"aevos_bench_{os.getpid()}_{r}_{system}"
+                    name = f"aevos_bench_{os.getpid()}_{r}_{in_flight}_{system}"
                     pg.create_database(name)
                     url = pg.url_for(name)
                     cleanup = functools.partial(pg.drop_database, name)
@@ -473,23 +564,37 @@ def _run_backend(
                         extra = ["--truncate"]
                         cleanup = _nothing
                     else:
-                        schema = f"dbos_bench_{os.getpid()}_{r}"
+                        schema = f"dbos_bench_{os.getpid()}_{r}_{in_flight}"
                         extra = ["--dbos-schema", schema]
                         cleanup = functools.partial(pg.drop_schema, schema)
                 try:
-                    result = _run_child(pythons[system], system, url, args, workdir, tag, extra)
+                    result = _run_child(
+                        pythons[system], system, url, args, workdir, tag, extra, in_flight
+                    )
                 finally:
                     cleanup()
                 series[system].rounds.append(result)
+                label = f"{system:<5}" if in_flight == 1 else f"{system:<5} {in_flight} in flight"
+                shared = (
+                    f"  {result['writes_per_commit']:.1f} writes/commit"
+                    if "writes_per_commit" in result
+                    else ""
+                )
                 print(
-                    f"  round {r + 1}/{args.rounds} {system:<5} {result['wf_per_s']:>8,.0f} wf/s "
-                    f"{result['steps_per_s']:>8,.0f} steps/s  p50 {result['p50_ms']:6.2f} ms",
+                    f"  round {r + 1}/{args.rounds} {label} {result['wf_per_s']:>8,.0f} wf/s "
+                    f"{result['steps_per_s']:>8,.0f} steps/s  p50 {result['p50_ms']:6.2f} ms"
+                    f"  cpu {result['cpu_ms_per_wf']:.2f} ms/wf{shared}",
                     flush=True,
                 )
     finally:
         if pg is not None:
             pg.close()
-    return series
+    return levels
+
+
+def _plan(round_index: int, systems: list[str], levels: list[int]) -> list[tuple[int, str]]:
+    """This round's children: each level in turn, the systems' order alternating by round."""
+    return [(level, system) for level in levels for system in _order(round_index, systems)]
 
 
 def _commit_floor(backend: str, args: argparse.Namespace) -> float:
@@ -518,15 +623,24 @@ def _commit_floor(backend: str, args: argparse.Namespace) -> float:
     import psycopg
 
     url = args.postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    # A logged table: a transaction that wrote only to a TEMP table writes no WAL of its own,
+    # so PostgreSQL commits it without flushing WAL and such a "floor" is no durable commit
+    # (here it ran at about 5x the rate of a real one).
+    table = f"aevos_floor_{os.getpid()}"
     with psycopg.connect(url) as conn:
-        conn.execute("CREATE TEMP TABLE aevos_floor (k serial PRIMARY KEY, v text)")
+        conn.execute(f"CREATE TABLE {table} (k serial PRIMARY KEY, v text)")
         conn.commit()
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < FLOOR_SECONDS:
-            conn.execute("INSERT INTO aevos_floor (v) VALUES ('x')")
+        try:
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < FLOOR_SECONDS:
+                conn.execute(f"INSERT INTO {table} (v) VALUES ('x')")
+                conn.commit()
+                count += 1
+            return count / (time.perf_counter() - start)
+        finally:
+            conn.rollback()
+            conn.execute(f"DROP TABLE {table}")
             conn.commit()
-            count += 1
-        return count / (time.perf_counter() - start)
 
 
 def _report_floor(floors: list[float], series: dict[str, Series]) -> None:
@@ -542,16 +656,7 @@ def _report_floor(floors: list[float], series: dict[str, Series]) -> None:
 
 def _report_backend(backend: str, series: dict[str, Series]) -> float | None:
     """Print the medians and return aevos's steps/s over DBOS's (None without DBOS)."""
-    print(
-        f"  {'system':<6} {'wf/s':>8} {'steps/s':>9} {'p50 ms/wf':>10} {'p99 ms/wf':>10} "
-        f"{'cpu ms/wf':>10}  mode"
-    )
-    for system, s in series.items():
-        print(
-            f"  {system:<6} {s.median('wf_per_s'):>8,.0f} {s.median('steps_per_s'):>9,.0f} "
-            f"{s.median('p50_ms'):>10.2f} {s.median('p99_ms'):>10.2f} "
-            f"{s.median('cpu_ms_per_wf'):>10.2f}  {s.modes()}"
-        )
+    _report_table(series)
     if "dbos" not in series:
         return None
     ratio = series["aevos"].median("steps_per_s") / series["dbos"].median("steps_per_s")
@@ -571,6 +676,101 @@ def _report_backend(backend: str, series: dict[str, Series]) -> float | None:
         f"-> {best['aevos'] / best['dbos']:.1f}x"
     )
     return ratio
+
+
+def _report_in_flight(
+    backend: str, levels: dict[int, dict[str, Series]], floors: list[float]
+) -> dict[str, Any]:
+    """Print the figures of issue 14 for one backend; return them for the JSON."""
+    title = BACKEND_TITLES[backend]
+    floor = statistics.median(floors)
+    summary: dict[str, Any] = {
+        "floor_commits_per_s": floor,
+        "floor_ms_per_wf": AEVOS_COMMITS_PER_WORKFLOW * 1000 / floor,
+        "ratio_in_flight": {},
+        "commit_sharing": {},
+        "writes_per_commit": {},
+        "cpu_ms_per_wf_in_flight": {},
+    }
+    for in_flight, series in sorted(levels.items()):
+        if in_flight == 1:
+            continue
+        print(f"  {in_flight} in flight (one thread each):")
+        _report_table(series)
+        aevos = series["aevos"]
+        sharing = aevos.median("writes_per_s") / floor
+        summary["commit_sharing"][str(in_flight)] = sharing
+        summary["writes_per_commit"][str(in_flight)] = aevos.median("writes_per_commit")
+        summary["cpu_ms_per_wf_in_flight"][str(in_flight)] = {
+            system: s.median("cpu_ms_per_wf") for system, s in series.items()
+        }
+        if "dbos" in series:
+            ratio = aevos.median("steps_per_s") / series["dbos"].median("steps_per_s")
+            summary["ratio_in_flight"][str(in_flight)] = ratio
+            print(f"ratio aevos/DBOS ({title}, {in_flight} in flight): {ratio:.1f}x")
+        print(
+            f"commit sharing ({title}, {in_flight} in flight): {sharing:.1f}x "
+            "the single-commit rate"
+        )
+    if 1 in levels:
+        p50 = levels[1]["aevos"].median("p50_ms")
+        over = p50 / summary["floor_ms_per_wf"]
+        summary["sequential_p50_over_floor"] = over
+        print(f"sequential p50 / floor ({title}): {over:.2f}x")
+    return summary
+
+
+def _report_table(series: dict[str, Series]) -> None:
+    print(
+        f"  {'system':<6} {'wf/s':>8} {'steps/s':>9} {'p50 ms/wf':>10} {'p99 ms/wf':>10} "
+        f"{'cpu ms/wf':>10}  mode"
+    )
+    for system, s in series.items():
+        print(
+            f"  {system:<6} {s.median('wf_per_s'):>8,.0f} {s.median('steps_per_s'):>9,.0f} "
+            f"{s.median('p50_ms'):>10.2f} {s.median('p99_ms'):>10.2f} "
+            f"{s.median('cpu_ms_per_wf'):>10.2f}  {s.modes()}"
+        )
+
+
+def _issue14_targets(backend: str, summary: dict[str, Any], levels: list[int]) -> int:
+    """Print issue 14's verdicts for one backend; return how many were missed."""
+    title = BACKEND_TITLES[backend]
+    missed = 0
+    key = str(TARGET_IN_FLIGHT)
+    checks: list[tuple[str, float | None, bool]] = []
+    if TARGET_IN_FLIGHT in levels:
+        ratio = summary["ratio_in_flight"].get(key)
+        sharing = summary["commit_sharing"].get(key)
+        checks.append(
+            (
+                f"{title}: aevos/DBOS at {key} in flight >= {IN_FLIGHT_RATIO_TARGET:g}x",
+                ratio,
+                ratio is not None and ratio >= IN_FLIGHT_RATIO_TARGET,
+            )
+        )
+        checks.append(
+            (
+                f"{title}: commit sharing at {key} in flight >= {SHARING_TARGET:g}x",
+                sharing,
+                sharing is not None and sharing >= SHARING_TARGET,
+            )
+        )
+    if 1 in levels:
+        over = summary.get("sequential_p50_over_floor")
+        checks.append(
+            (
+                f"{title}: sequential p50 / floor <= {SEQUENTIAL_FLOOR_TARGET:g}x",
+                over,
+                over is not None and over <= SEQUENTIAL_FLOOR_TARGET,
+            )
+        )
+    for text, value, ok in checks:
+        verdict = "PASS" if ok else ("N/A " if value is None else "FAIL")
+        shown = "not measured" if value is None else f"{value:.2f}x"
+        print(f"  {verdict}  {text}: {shown}")
+        missed += not ok
+    return missed
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -605,12 +805,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument("--json", help="also write every round's figures to this file")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        action="append",
+        help="workflows in flight in one process (repeatable; default: 1 and 64)",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="seconds per child run")
     # Internal: one system, one round, in a fresh process.
     parser.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--truncate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dbos-schema", help=argparse.SUPPRESS)
+    parser.add_argument("--in-flight", type=int, default=1, help=argparse.SUPPRESS)
     return parser
 
 
@@ -620,6 +827,9 @@ def main(argv: list[str] | None = None) -> int:
         return _child(args)
     if args.n < 1 or args.rounds < 1 or args.warmup < 0:
         raise SystemExit("--n and --rounds must be >= 1, --warmup >= 0")
+    args.concurrency = sorted(set(args.concurrency or [1, TARGET_IN_FLIGHT]))
+    if args.concurrency[0] < 1 or args.concurrency[-1] > 1024:
+        raise SystemExit("--concurrency must be between 1 and 1024")
 
     import importlib.metadata
 
@@ -634,7 +844,8 @@ def main(argv: list[str] | None = None) -> int:
         pythons["dbos"] = peer
 
     print(
-        f"kernel_steps: {args.n} sequential workflows x {STEPS_PER_WORKFLOW} steps per round, "
+        f"kernel_steps: {args.n} workflows x {STEPS_PER_WORKFLOW} steps per round and level of "
+        f"concurrency ({', '.join(map(str, args.concurrency))} in flight), "
         f"{args.rounds} rounds (alternating order), warm-up {args.warmup}; medians across rounds"
     )
     print(
@@ -650,6 +861,8 @@ def main(argv: list[str] | None = None) -> int:
         if not skip
     ]
     ratios: dict[str, float | None] = {}
+    summaries: dict[str, dict[str, Any]] = {}
+    in_flight: dict[str, dict[str, Any]] = {}
     rates: dict[str, float] = {}
     everything: dict[str, Any] = {}
     errors = 0
@@ -669,17 +882,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{BACKEND_TITLES[backend]} ({where})")
             try:
                 floors: list[float] = []
-                series = _run_backend(backend, args, pythons, workdir, floors)
+                levels = _run_backend(backend, args, pythons, workdir, floors)
             except Exception as exc:
                 errors += 1
                 hint = " (pass --skip-postgres to skip it)" if backend == "postgresql" else ""
                 reason = str(exc) if isinstance(exc, RuntimeError) else _first_line(exc)
                 print(f"  {BACKEND_TITLES[backend]} benchmark failed{hint}: {reason}")
                 continue
-            ratios[backend] = _report_backend(backend, series)
-            _report_floor(floors, series)
-            rates[backend] = series["aevos"].median("steps_per_s")
-            everything[backend] = {system: s.rounds for system, s in series.items()}
+            if 1 in levels:
+                series = levels[1]
+                ratios[backend] = _report_backend(backend, series)
+                _report_floor(floors, series)
+                rates[backend] = series["aevos"].median("steps_per_s")
+                everything[backend] = {system: s.rounds for system, s in series.items()}
+            in_flight[backend] = {
+                str(c): {system: s.rounds for system, s in series_c.items()}
+                for c, series_c in levels.items()
+                if c != 1
+            }
+            summaries[backend] = _report_in_flight(backend, levels, floors)
+            summaries[backend]["floors_commits_per_s"] = floors
 
     # Other work on a shared machine skews both systems; the load shows how much there was.
     print(f"\nfinished with {_load()}")
@@ -700,6 +922,8 @@ def main(argv: list[str] | None = None) -> int:
             shown = f"{value:.1f}x" if target.kind == "ratio" else f"{value:,.0f} steps/s"
             missed += not ok
         print(f"  {verdict}  {target.describe()}: {shown}")
+    for backend in summaries:
+        missed += _issue14_targets(backend, summaries[backend], args.concurrency)
 
     if args.json:
         settings = {
@@ -708,7 +932,17 @@ def main(argv: list[str] | None = None) -> int:
             "aevos_revision": revision.strip(" ()"),
             "dbos_version": dbos_version,
         }
-        Path(args.json).write_text(json.dumps({"args": settings, "results": everything}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "args": settings,
+                    "results": everything,
+                    "in_flight": in_flight,
+                    "summary": summaries,
+                },
+                indent=2,
+            )
+        )
     if errors:
         return 2
     return 1 if args.strict and missed else 0

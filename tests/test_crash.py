@@ -40,6 +40,15 @@ MAX_KILLS = 12
 KILL_EVERY = (0.2, 1.0)  # seconds between kills, drawn uniformly
 DEADLINE = 90.0  # seconds for the runs to finish once the workers start
 
+# Many runs in flight in one process: their starts, step records and completions share
+# commits (group commit, storage/groupcommit.py), and the kills land in shared batches.
+BATCHED_RUNS = 320
+BATCHED_WORKERS = 2
+BATCHED_THREADS = 32
+# Killed at these counts of finished runs (not on a clock), so every kill lands while most
+# runs are still in flight, however fast this machine is today.
+BATCHED_KILL_AT = (20, 90, 160, 230)
+
 
 def status_counts(engine: sa.Engine) -> Counter[str]:
     # A plain read on the test's own engine: the kernel's store would take SQLite's write lock.
@@ -63,7 +72,7 @@ def test_sigkilled_workers_lose_no_run_and_repeat_no_committed_step(
             f"[crash/{backend}] runs={RUNS} workers={WORKERS}x{THREADS} "
             f"elapsed={elapsed:.1f}s kills={kills} worker-log-warnings={warnings}"
         )
-        report = check_history(engine, inputs, killed, kills)
+        report = check_history(engine, inputs, killed, kills, THREADS)
         print(
             f"[crash/{backend}] re-executions={report['reexecutions']} "
             f"(bound {kills * THREADS}) deduplicated-effects={report['deduplicated']}"
@@ -74,28 +83,74 @@ def test_sigkilled_workers_lose_no_run_and_repeat_no_committed_step(
             crash_app.drop_tables(database_url)
 
 
+def test_sigkilled_workers_with_many_runs_in_flight_lose_and_repeat_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    """32 runs in flight per worker process, so that their writes go in shared commits, and
+    workers SIGKILLed among them: every run completes once, no effect is doubled, and no
+    committed step of any run in a batch runs again."""
+    seed = int(os.environ.get("CRASH_SEED", time.time_ns() % 2**32))
+    rng = random.Random(seed)
+    backend = sa.make_url(database_url).get_backend_name()
+    print(f"\n[crash-batched/{backend}] seed={seed} (CRASH_SEED={seed} replays the kills)")
+    crash_app.reset_tables(database_url)
+    engine = crash_app.create_engine(database_url)
+    try:
+        inputs, killed, kills, elapsed, _ = crash_workers(
+            database_url,
+            tmp_path,
+            rng,
+            runs=BATCHED_RUNS,
+            workers=BATCHED_WORKERS,
+            threads=BATCHED_THREADS,
+            kill_at=BATCHED_KILL_AT,
+        )
+        assert kills == len(BATCHED_KILL_AT)
+        report = check_history(engine, inputs, killed, kills, BATCHED_THREADS)
+        print(
+            f"[crash-batched/{backend}] runs={BATCHED_RUNS} "
+            f"workers={BATCHED_WORKERS}x{BATCHED_THREADS} elapsed={elapsed:.1f}s kills={kills} "
+            f"re-executions={report['reexecutions']}"
+        )
+    finally:
+        engine.dispose()
+        if backend != "sqlite":
+            crash_app.drop_tables(database_url)
+
+
 def crash_workers(
-    database_url: str, log_dir: Path, rng: random.Random
+    database_url: str,
+    log_dir: Path,
+    rng: random.Random,
+    *,
+    runs: int = RUNS,
+    workers: int = WORKERS,
+    threads: int = THREADS,
+    kill_at: tuple[int, ...] = (),
 ) -> tuple[dict[str, int], set[int], int, float, int]:
-    """Enqueue the runs and work them off while killing workers; returns what happened."""
+    """Enqueue the runs and work them off while killing workers; returns what happened.
+
+    Workers are killed at random moments, or, given ``kill_at``, once that many runs have
+    finished."""
     bundle = crash_app.build(database_url, lease_seconds=LEASE_SECONDS)
     engine = crash_app.create_engine(database_url)
     pool: WorkerPool | None = None
     try:
-        inputs = {bundle.crash_flow.start(n).run_id: n for n in range(RUNS)}
+        inputs = {bundle.crash_flow.start(n).run_id: n for n in range(runs)}
         pool = WorkerPool(
             "tests.apps.crash_app",
             database_url,
             log_dir,
-            WORKERS,
-            env={"CRASH_LEASE_SECONDS": str(LEASE_SECONDS), "CRASH_WORKER_THREADS": str(THREADS)},
+            workers,
+            env={"CRASH_LEASE_SECONDS": str(LEASE_SECONDS), "CRASH_WORKER_THREADS": str(threads)},
         )
         started = time.monotonic()
         next_kill = started + rng.uniform(*KILL_EVERY)
         kills = 0
         while True:
             counts = status_counts(engine)
-            if sum(counts[s] for s in ("SUCCEEDED", "FAILED", "CANCELLED", "REJECTED")) >= RUNS:
+            finished = sum(counts[s] for s in ("SUCCEEDED", "FAILED", "CANCELLED", "REJECTED"))
+            if finished >= runs:
                 break
             now = time.monotonic()
             if now - started > DEADLINE:
@@ -104,8 +159,13 @@ def crash_workers(
                     f"{dict(counts)}\n{pool.log_tail()}"
                 )
             pool.check_alive()
-            if kills < MAX_KILLS and now >= next_kill:
-                pool.kill(rng.randrange(WORKERS), restart=True)
+            due = (
+                kills < len(kill_at) and finished >= kill_at[kills]
+                if kill_at
+                else kills < MAX_KILLS and now >= next_kill
+            )
+            if due:
+                pool.kill(rng.randrange(workers), restart=True)
                 kills += 1
                 next_kill = now + rng.uniform(*KILL_EVERY)
             time.sleep(0.05)
@@ -121,7 +181,7 @@ def crash_workers(
 
 
 def check_history(
-    engine: sa.Engine, inputs: dict[str, int], killed: set[int], kills: int
+    engine: sa.Engine, inputs: dict[str, int], killed: set[int], kills: int, threads: int
 ) -> dict[str, Any]:
     steps_per_run = crash_app.CRASH_STEPS
     with engine.connect() as conn:
@@ -198,8 +258,8 @@ def check_history(
     # Re-executions come from kills. A worker killed mid-step leaves at most one step per
     # thread unfinished, one per run: that step, and nothing it had committed, runs again.
     reexecutions = sum(len(js) - 1 for js in attempts.values())
-    assert reexecutions <= kills * THREADS, (
-        f"{reexecutions} step re-executions after only {kills} kills of {THREADS}-thread workers"
+    assert reexecutions <= kills * threads, (
+        f"{reexecutions} step re-executions after only {kills} kills of {threads}-thread workers"
     )
     interrupted: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for (run_id, seq), js in attempts.items():
@@ -211,8 +271,8 @@ def check_history(
     assert not unattributed, f"steps re-executed although their worker lived: {unattributed}"
     for pid, keys in interrupted.items():
         per_run = Counter(run_id for run_id, _ in keys)
-        assert len(keys) <= THREADS and max(per_run.values()) == 1, (
-            f"killed worker {pid} had {THREADS} threads but left these steps to re-execute "
+        assert len(keys) <= threads and max(per_run.values()) == 1, (
+            f"killed worker {pid} had {threads} threads but left these steps to re-execute "
             f"(a committed step ran again): {sorted(keys)}"
         )
     return {"reexecutions": reexecutions, "deduplicated": deduplicated}

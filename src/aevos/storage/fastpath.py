@@ -92,20 +92,30 @@ class Transaction:
                 self._conns.discard()
 
 
+class _Slot:
+    """One connection for every thread (see ``RawConnections(shared=True)``)."""
+
+    conn: Any = None
+
+
 class RawConnections:
-    """One pooled DBAPI connection per thread, kept for the thread's life.
+    """One pooled DBAPI connection per thread, kept for the thread's life; or, ``shared``,
+    one for all threads, for a caller that lets only one thread at a time use it (the group
+    commit's leader), so that many threads in flight do not hold a connection each.
 
     The connections run in autocommit mode: a single-statement write is then one round trip
     and still one durable commit, while multi-statement writes issue BEGIN/COMMIT explicitly.
     """
 
-    def __init__(self, engine: Engine, begin_sql: str, *, always_begin: bool) -> None:
+    def __init__(
+        self, engine: Engine, begin_sql: str, *, always_begin: bool, shared: bool = False
+    ) -> None:
         self._engine = engine
         self._begin_sql = begin_sql
         # SQLite: an autocommit write that finds the snapshot stale fails with
         # SQLITE_BUSY_SNAPSHOT without waiting; BEGIN IMMEDIATE takes the lock up front.
         self._always_begin = always_begin
-        self._local = threading.local()
+        self._local: Any = _Slot() if shared else threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
 

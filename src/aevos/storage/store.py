@@ -31,6 +31,7 @@ from ..records.status import RunStatus
 from .claims import Claims
 from .dialect import READ_ONLY, classified, dialect_for, parse_url, redact_url
 from .fastpath import Compiled, RawConnections
+from .groupcommit import GroupCommit
 from .liveness import Owners
 from .operations import OperatorActions
 from .schema import blobs, metadata, queues, runs, steps
@@ -40,6 +41,8 @@ from .unit import UnitOfWork
 from .versions import Versions
 
 DEFAULT_BLOB_THRESHOLD = 64 * 1024
+#: Batches that commit at once on PostgreSQL, each on its own connection.
+POSTGRES_COMMIT_LANES = 4
 
 _ACTIVE = (RunStatus.RUNNING.value,)
 _S = RunStatus
@@ -51,23 +54,24 @@ _WAKEABLE = ("WAITING", "RUNNING", "ENQUEUED")
 
 
 class _ConnectionLost(StorageUnavailableError):
-    """The thread's hot-path connection was found dead (see Store._hot_call)."""
+    """A commit lane's connection was found dead (see groupcommit.py)."""
 
 
 class _Hot:
     """The hot-path transaction with error classification (a class: it runs every step)."""
 
-    __slots__ = ("_store", "_tx")
+    __slots__ = ("_raw", "_store", "_tx")
 
-    def __init__(self, store: Store, single: bool) -> None:
+    def __init__(self, store: Store, raw: RawConnections, single: bool) -> None:
         self._store = store
-        self._tx = store._raw.transaction(single)
+        self._raw = raw
+        self._tx = raw.transaction(single)
 
     def __enter__(self) -> Any:
         try:
             return self._tx.__enter__()
         except BaseException as exc:
-            self._store._raise_classified(exc)
+            self._store._raise_classified(exc, self._raw)
             raise
 
     def __exit__(
@@ -76,10 +80,10 @@ class _Hot:
         try:
             self._tx.__exit__(kind, exc, tb)
         except BaseException as commit_failure:
-            self._store._raise_classified(commit_failure)
+            self._store._raise_classified(commit_failure, self._raw)
             raise
         if exc is not None:
-            self._store._raise_classified(exc)
+            self._store._raise_classified(exc, self._raw)
 
 
 class Store(Claims, OperatorActions, Signals, Versions, Owners):
@@ -123,8 +127,20 @@ class Store(Claims, OperatorActions, Signals, Versions, Owners):
         )
         self._dbapi = self.engine.dialect.loaded_dbapi
         sqlite = self.backend == "sqlite"
-        self._raw = RawConnections(
-            self.engine, "BEGIN IMMEDIATE" if sqlite else "BEGIN", always_begin=sqlite
+        # Runs in flight in this process share commits (see groupcommit.py), on one
+        # connection per commit lane: SQLite has one writer, PostgreSQL overlaps a few.
+        self._lanes = [
+            RawConnections(
+                self.engine,
+                "BEGIN IMMEDIATE" if sqlite else "BEGIN",
+                always_begin=sqlite,
+                # Only the lane's leader writes through it, one thread at a time.
+                shared=True,
+            )
+            for _ in range(1 if sqlite else POSTGRES_COMMIT_LANES)
+        ]
+        self.group = GroupCommit(
+            self._hot, _ConnectionLost, lanes=len(self._lanes), pipeline=not sqlite
         )
         bp = sa.bindparam
         owned = sa.and_(
@@ -211,28 +227,16 @@ class Store(Claims, OperatorActions, Signals, Versions, Owners):
 
     def close(self) -> None:
         self.release_owner_locks()
-        self._raw.close()
+        for lane in self._lanes:
+            lane.close()
         self.engine.dispose()
 
-    def _hot(self, single: bool = False) -> _Hot:
-        """A transaction on this thread's raw connection, errors classified like ``_guard``."""
-        return _Hot(self, single)
+    def _hot(self, lane: int, single: bool = False) -> _Hot:
+        """A transaction on a commit lane's raw connection, errors classified like
+        ``_guard``."""
+        return _Hot(self, self._lanes[lane], single)
 
-    def _hot_call(self, single: bool, work: Callable[[Any, bool], T]) -> T:
-        """``work(cursor, retried)`` in a hot-path transaction, and once more on a fresh
-        connection if this thread's connection was found dead (a database restart or a cut
-        network closes it while it idles in the thread). The statement then never reached a
-        live session, except when the connection died during the commit itself: ``retried``
-        tells ``work`` to read a conflict with its own row as that first commit."""
-        try:
-            with self._hot(single) as cursor:
-                return work(cursor, False)
-        except _ConnectionLost:
-            pass
-        with self._hot(single) as cursor:
-            return work(cursor, True)
-
-    def _raise_classified(self, exc: BaseException) -> None:
+    def _raise_classified(self, exc: BaseException, raw: RawConnections | None = None) -> None:
         """Re-raise a driver error as the aevos error it means; other errors pass through."""
         if isinstance(exc, AevosError | LeaseLost | self._dbapi.IntegrityError):
             return
@@ -240,7 +244,11 @@ class Store(Claims, OperatorActions, Signals, Versions, Owners):
             # SQLAlchemy wraps what fails while checking out a connection (a refused one).
             classified = self.dialect.classify(exc, self.safe_url)
             if classified is not None:
-                if self._raw.discard() and isinstance(classified, StorageUnavailableError):
+                if (
+                    raw is not None
+                    and raw.discard()
+                    and isinstance(classified, StorageUnavailableError)
+                ):
                     raise _ConnectionLost(classified.message) from None
                 raise classified from None
             raise StorageError(
@@ -449,14 +457,15 @@ class Store(Claims, OperatorActions, Signals, Versions, Owners):
             "finished_at": None,
         }
         stmt = self._hot_run
+        params = stmt.params(values)
 
         def insert(cursor: Any, _retried: bool) -> bool:
             # A retried insert that finds its own first one committed inserts nothing and
             # returns False: the slow path then finds the run and hands it back.
-            cursor.execute(stmt.sql, stmt.params(values))
+            cursor.execute(stmt.sql, params)
             return bool(cursor.rowcount == 1)
 
-        if not self._hot_call(True, insert):
+        if not self.group.run(True, insert, (stmt.sql, params), _one_row):
             return None
         return self._fresh_info(new, values)
 
@@ -604,14 +613,33 @@ class Store(Claims, OperatorActions, Signals, Versions, Owners):
                         raise LeaseLost(run_id)
                     cursor.execute(self._hot_step.sql, self._hot_step.params(values))
                 except self._dbapi.IntegrityError:
-                    if retried and self._holds(run_id, owner):
+                    if not self._holds(run_id, owner):
+                        # Another executor recorded this position first: it holds the run.
+                        raise LeaseLost(run_id) from None
+                    if retried:
                         # The first attempt committed before its connection died: only this
                         # execution records new positions of a run it holds.
                         return
-                    # Another executor recorded this position first: it holds the run now.
-                    raise LeaseLost(run_id) from None
+                    # The run is still ours, yet its position is taken: no takeover explains
+                    # it, so the run fails with the cause rather than be retried for ever.
+                    raise StorageError(
+                        f"step {step.seq} ({step.name!r}) of run {run_id} could not be "
+                        "recorded: that position is already recorded (a constraint of "
+                        "aevos_steps refused it)"
+                    ) from None
 
-            self._hot_call(self.backend == "postgresql", insert)
+            fenced = self._hot_step_fenced
+            if self.backend == "postgresql" and fenced is not None:
+
+                def held(count: int) -> None:
+                    if count != 1:
+                        raise LeaseLost(run_id)
+
+                # Pipelined: a unique violation fails the pipeline, and the batch then goes
+                # again through ``insert``, which handles it.
+                self.group.run(True, insert, (fenced.sql, fenced.params(values)), held)
+            else:
+                self.group.run(False, insert)
             return
         with self._tx() as conn:
             if not self._fence(conn, run_id, owner, step.finished_at):
@@ -698,8 +726,11 @@ class Store(Claims, OperatorActions, Signals, Versions, Owners):
 
             try:
                 if step is not None and parent_run_id is None and self._hot_finish_step is not None:
-                    return self._hot_call(True, finish_with_step)
-                return self._hot_call(step is None and parent_run_id is None, finish)
+                    stmt = self._hot_finish_step
+                    return self.group.run(
+                        True, finish_with_step, (stmt.sql, stmt.params(values)), _one_row
+                    )
+                return self.group.run(step is None and parent_run_id is None, finish)
             except LeaseLost:
                 return False
             except self._dbapi.IntegrityError:
@@ -769,6 +800,10 @@ class Store(Claims, OperatorActions, Signals, Versions, Owners):
             # Every aevos table, children before parents, whatever later revisions add.
             for table in reversed(metadata.sorted_tables):
                 conn.execute(sa.delete(table))
+
+
+def _one_row(count: int) -> bool:
+    return count == 1
 
 
 def open_store(
