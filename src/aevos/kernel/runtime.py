@@ -40,7 +40,7 @@ from .lease import Leases
 from .retry import RetryPolicy, as_retry_policy
 from .services import TASK_STEP, Services
 from .step import Step, StepContext
-from .worker import Worker
+from .worker import Companion, Worker
 from .workflow import StartOptions, Workflow, WorkflowDecorator
 
 if TYPE_CHECKING:
@@ -309,9 +309,18 @@ class Runtime:
         return self.enqueue(wf, args, kwargs, opts)
 
     def enqueue(
-        self, workflow: Workflow[Any, R], args: Any, kwargs: Any, opts: StartOptions
+        self,
+        workflow: Workflow[Any, R],
+        args: Any,
+        kwargs: Any,
+        opts: StartOptions,
+        *,
+        also: Callable[[UnitOfWork, str], object] | None = None,
     ) -> RunHandle[R]:
-        """Record a run for a worker (its start audited in the same transaction)."""
+        """Record a run for a worker (its start audited in the same transaction).
+
+        ``also(uow, run_id)`` commits with the run when it is created (an event's record),
+        and is not called when the idempotency key already had a run."""
         input_json, protected = self.encode_or_reject(workflow, args, kwargs, opts)
         info = self.insert_started(
             NewRun(
@@ -326,29 +335,40 @@ class Runtime:
             ),
             opts.actor,
             protected,
+            also=also,
             idempotency_key=opts.idempotency_key,
         )
         return RunHandle(self, info.run_id)
 
     def insert_started(
-        self, new: NewRun, actor: str | None, protected: ProtectedInput, **data: Any
+        self,
+        new: NewRun,
+        actor: str | None,
+        protected: ProtectedInput,
+        *,
+        also: Callable[[UnitOfWork, str], object] | None = None,
+        **data: Any,
     ) -> RunInfo:
         """Record an enqueued run with its ``run.started`` audit record (``data`` and what
         its data policy found) in one transaction, and wake the workers. The run with the
         same idempotency key is returned when there is one."""
-        info, _ = self.store.insert_run(
-            new,
-            also=self.audit_start(
-                "run.started",
-                new.run_id,
-                new.workflow,
-                new.tenant,
-                actor,
-                new.input_json,
-                **data,
-                pii=protected.summary(),
-            ),
+        audit = self.audit_start(
+            "run.started",
+            new.run_id,
+            new.workflow,
+            new.tenant,
+            actor,
+            new.input_json,
+            **data,
+            pii=protected.summary(),
         )
+
+        def record(uow: UnitOfWork) -> None:
+            audit(uow)
+            if also is not None:
+                also(uow, new.run_id)
+
+        info, _ = self.store.insert_run(new, also=record)
         self.wake()
         return info
 
@@ -554,8 +574,11 @@ class Runtime:
         *,
         concurrency: int = 8,
         chores: Sequence[Callable[[], object]] = (),
+        companions: Sequence[Companion] = (),
     ) -> Worker:
-        return Worker(self, queues, concurrency=concurrency, chores=chores)
+        return Worker(
+            self, queues, concurrency=concurrency, chores=chores, companions=companions
+        )
 
 
 def _qualified(func: Callable[..., Any]) -> str:

@@ -34,6 +34,7 @@ class Event(BaseModel):
 
     id: int
     tenant: str
+    channel: str  # webhook, nats or signal
     source: str
     event_id: str | None
     status: EventStatus
@@ -49,6 +50,7 @@ class Event(BaseModel):
         return cls(
             id=record.id,
             tenant=record.tenant,
+            channel=record.channel,
             source=record.source,
             event_id=record.event_id,
             status=record.status,

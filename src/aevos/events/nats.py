@@ -1,0 +1,521 @@
+"""NATS JetStream triggers: messages on a subject start workflow runs, or signal running ones.
+
+A trigger is declared on the app and consumed by workers::
+
+    app.nats_trigger(
+        "orders",
+        stream="ORDERS",
+        subject="orders.created",
+        workflow="fulfil",
+        tenant="acme",
+        key="order.id",                                  # optional: the idempotency field
+        map=lambda event: {"order": event["order"]},
+    )
+
+- **A durable consumer per trigger** (``aevos-<name>``, explicit acks) on the stream, shared
+  by every worker process on every host: JetStream hands each message to one of them.
+- **Idempotent starts.** The run's idempotency key is ``nats:<trigger>:<id>``, where the id
+  is the declared ``key`` field of the event, else the message's ``Nats-Msg-Id`` header, else
+  ``<stream>:<stream sequence>``. A message is acknowledged only after the run's start (its
+  row, its audit record and the event's record: one transaction) has committed: a worker
+  that dies before that leaves the message to be redelivered, and a redelivery finds the
+  key's run and starts nothing (recorded DUPLICATE).
+- **Signals.** A trigger with ``signal=<topic>`` and ``correlate=<field>`` delivers each
+  event to the run of its tenant whose idempotency key (else run id) is the event's
+  correlation value, as a signal on ``topic`` (``ctx.wait_signal(topic)``), once: the
+  signal and the event's record commit together, and a redelivery is a DUPLICATE.
+- **Dead letters.** A message whose body is not JSON, whose mapping fails, whose workflow
+  refuses the arguments or whose correlation key names no run is kept as a dead letter
+  (:mod:`aevos.events.intake`) and then acknowledged; it is replayed from the CLI, the API
+  or the console. A message that could not be handled because the database is unavailable
+  is not acknowledged (``nak`` with a delay), so JetStream delivers it again.
+- **Back-pressure.** A trigger's consumer holds at most ``max_pending`` messages that are
+  fetched but not yet acknowledged (and the consumer's ``max_ack_pending`` is the same): when
+  its queue is full it stops pulling until a handler frees a slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .. import codec
+from ..errors import (
+    AevosError,
+    DefinitionError,
+    EventMappingError,
+    NoCorrelatedRunError,
+    StorageError,
+    UnknownSourceError,
+    UnknownWorkflowError,
+)
+from ..identity import check_tenant
+from ..kernel.workflow import StartOptions
+from ..records.status import RunStatus
+from .intake import Arrival, Channel, Intake, dead_letterable
+from .webhook import _parse, _whole_event
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+    from ..kernel.runtime import Runtime
+    from ..pii.datapolicy import DataPolicy
+    from ..storage import UnitOfWork
+
+log = logging.getLogger("aevos.events")
+
+URL_ENV = "AEVOS_NATS_URL"
+DEFAULT_URL = "nats://127.0.0.1:4222"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_ID = re.compile(r"^[A-Za-z0-9_:@+=/.-]{1,128}$")
+_FIELD = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}$")
+
+
+def default_servers() -> tuple[str, ...]:
+    """``AEVOS_NATS_URL`` (comma-separated URLs), else the local server."""
+    text = os.environ.get(URL_ENV) or DEFAULT_URL
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class NatsTrigger:
+    """A declared JetStream trigger (see :meth:`aevos.Aevos.nats_trigger`)."""
+
+    name: str
+    stream: str
+    subject: str
+    tenant: str = "default"
+    workflow: str | None = None
+    signal: str | None = None
+    correlate: str | None = None
+    key: str | None = None
+    map: Callable[[Any], Any] = field(default=_whole_event, repr=False, compare=False)
+    queue: str | None = None
+    servers: tuple[str, ...] = field(default_factory=default_servers)
+    max_pending: int = 64
+    batch: int = 16
+    concurrency: int = 4
+    ack_wait: float = 30.0
+    data_policy: DataPolicy | None = None
+
+    def __post_init__(self) -> None:
+        what = f"NATS trigger {str(self.name)[:70]!r}"
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise DefinitionError(
+                f"{what}: a name must be 1-64 characters of lowercase letters, digits, '_', '-'"
+            )
+        if not isinstance(self.stream, str) or not re.match(r"^[A-Za-z0-9_-]{1,64}$", self.stream):
+            raise DefinitionError(f"{what}: stream must be a JetStream stream name")
+        if not isinstance(self.subject, str) or not 0 < len(self.subject) <= 255:
+            raise DefinitionError(f"{what}: subject must be 1-255 characters")
+        check_tenant(self.tenant)
+        if (self.workflow is None) == (self.signal is None):
+            raise DefinitionError(f"{what}: give either workflow= (start runs) or signal=")
+        if self.signal is not None and self.correlate is None:
+            raise DefinitionError(f"{what}: signal= needs correlate=, the correlation field")
+        for label, path in (("key", self.key), ("correlate", self.correlate)):
+            if path is not None and not _FIELD.match(path):
+                raise DefinitionError(f"{what}: {label} must be a dotted field path like 'a.b'")
+        if not callable(self.map):
+            raise DefinitionError(f"{what}: map must be callable")
+        for label, value, top in (
+            ("max_pending", self.max_pending, 100_000),
+            ("batch", self.batch, 1_000),
+            ("concurrency", self.concurrency, 256),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= top:
+                raise DefinitionError(f"{what}: {label} must be 1 to {top}")
+        if not 0 < self.ack_wait <= 3600:
+            raise DefinitionError(f"{what}: ack_wait must be between 0 and 3600 seconds")
+        if not self.servers:
+            raise DefinitionError(f"{what}: no NATS server URL")
+
+    @property
+    def durable(self) -> str:
+        """The durable consumer's name on the stream."""
+        return f"aevos-{self.name}"
+
+
+def _field(event: Any, path: str, what: str) -> str:
+    value = event
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise EventMappingError(f"the event has no field {path!r} ({what})")
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise EventMappingError(f"the event's field {path!r} ({what}) must be a string or integer")
+    text = str(value)
+    if not _ID.match(text):
+        raise EventMappingError(
+            f"the event's field {path!r} ({what}) must be 1-128 printable ASCII characters"
+        )
+    return text
+
+
+def _mapped(trigger: NatsTrigger, event: Any) -> Any:
+    try:
+        return trigger.map(event)
+    except Exception as exc:
+        # The type only: the message may quote the event.
+        raise EventMappingError(
+            f"the mapping of NATS trigger {trigger.name!r} raised {type(exc).__name__}"
+        ) from None
+
+
+class Triggers:
+    """Handles the messages of an app's declared triggers (synchronously: what the
+    consumers call from their handler threads) and replays their dead letters."""
+
+    def __init__(
+        self, runtime: Runtime, intake: Intake, triggers: Mapping[str, NatsTrigger]
+    ) -> None:
+        self.runtime = runtime
+        self.intake = intake
+        self.triggers = triggers
+
+    def handle(self, trigger: NatsTrigger, arrival: Arrival) -> str:
+        """Start (or signal) what the message asks for; returns the event's status
+        (ACCEPTED, DUPLICATE, SIGNALLED, or DEAD when it was dead-lettered). Raises
+        :class:`~aevos.errors.StorageError` when nothing could be recorded: the message
+        must then not be acknowledged."""
+        actor = f"nats:{trigger.name}"
+        try:
+            status, _ = self._process(trigger, arrival, actor)
+        except Exception as exc:
+            if not dead_letterable(exc):
+                raise
+            self.intake.dead_letter(arrival, exc, actor=actor)
+            return "DEAD"
+        return status
+
+    def replay(self, arrival: Arrival, actor: str) -> str:
+        """Handle a dead letter of a trigger again; returns its run."""
+        trigger = self.triggers.get(arrival.source)
+        if trigger is None:
+            raise UnknownSourceError(f"no NATS trigger named {arrival.source!r}")
+        _, run_id = self._process(trigger, arrival, actor)
+        return run_id
+
+    def _process(self, trigger: NatsTrigger, arrival: Arrival, actor: str) -> tuple[str, str]:
+        event = _parse(arrival.payload)
+        ident = arrival.event_id if trigger.key is None else _field(event, trigger.key, "key")
+        # Records name the event by the id that makes it idempotent.
+        keyed = Arrival(
+            arrival.channel, arrival.source, arrival.tenant, ident, arrival.payload, arrival.meta
+        )
+        if trigger.signal is not None:
+            return self._signal(trigger, keyed, event, actor)
+        return self._start(trigger, keyed, event, actor)
+
+    def _start(
+        self, trigger: NatsTrigger, arrival: Arrival, event: Any, actor: str
+    ) -> tuple[str, str]:
+        kwargs = _mapped(trigger, event)
+        if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+            raise EventMappingError(
+                f"the mapping of NATS trigger {trigger.name!r} must return a dict of keyword "
+                f"arguments, not {type(kwargs).__name__}"
+            )
+        opts = StartOptions(
+            queue=trigger.queue,
+            idempotency_key=f"nats:{trigger.name}:{arrival.event_id}",
+            run_id=uuid.uuid4().hex,
+            tenant=trigger.tenant,
+            actor=actor,
+            data_policy=trigger.data_policy,
+        )
+        runtime = self.runtime
+        workflow = runtime.workflows.get(trigger.workflow or "")
+        if workflow is None:
+            error = UnknownWorkflowError(
+                f"NATS trigger {trigger.name!r} starts workflow {trigger.workflow!r}, "
+                "which is not registered"
+            )
+            runtime.reject(trigger.workflow or "", opts, error)
+            raise error
+        intake = self.intake
+
+        def record(uow: UnitOfWork, run_id: str) -> None:
+            # The run.started audit record names the key; one audit record per event.
+            intake.record(uow, arrival, "ACCEPTED", actor=actor, run_id=run_id, audited=False)
+
+        handle = runtime.enqueue(workflow, (), dict(kwargs), opts, also=record)
+        if handle.run_id == opts.run_id:
+            return "ACCEPTED", handle.run_id
+        with runtime.store.transaction() as uow:
+            intake.record(uow, arrival, "DUPLICATE", actor=actor, run_id=handle.run_id)
+        return "DUPLICATE", handle.run_id
+
+    def _signal(
+        self, trigger: NatsTrigger, arrival: Arrival, event: Any, actor: str
+    ) -> tuple[str, str]:
+        correlation = _field(event, trigger.correlate or "", "correlation key")
+        payload_json = codec.encode(
+            _mapped(trigger, event), f"signal of NATS trigger {trigger.name!r}"
+        )
+        topic = trigger.signal or ""
+        store = self.runtime.store
+        now = time.time()
+        with store.transaction() as uow:
+            found = uow.events.run_of(trigger.tenant, correlation, lock=True)
+            if found is None:
+                raise NoCorrelatedRunError(
+                    f"no run of tenant {trigger.tenant!r} has the correlation key of this event"
+                )
+            run_id, status = found
+            if RunStatus(status).terminal:
+                raise NoCorrelatedRunError(f"run {run_id} of this event's key has ended ({status})")
+            seen = uow.events.seen(trigger.tenant, Channel.NATS.value, trigger.name, arrival.event_id)
+            if seen is not None:
+                self.intake.record(uow, arrival, "DUPLICATE", actor=actor, run_id=run_id, now=now)
+                return "DUPLICATE", run_id
+            uow.events.signal(run_id, topic, payload_json, now)
+            self.intake.record(uow, arrival, "SIGNALLED", actor=actor, run_id=run_id, now=now)
+        self.runtime.wake(run_id)
+        return "SIGNALLED", run_id
+
+
+def arrival_of(trigger: NatsTrigger, msg: Msg) -> Arrival:
+    """The event a JetStream message carries."""
+    meta = msg.metadata
+    stream = meta.stream
+    seq = meta.sequence.stream
+    header = (msg.headers or {}).get(MSG_ID_HEADER)
+    event_id = header if header is not None and _ID.match(header) else f"{stream}:{seq}"
+    return Arrival(
+        Channel.NATS,
+        trigger.name,
+        trigger.tenant,
+        event_id,
+        bytes(msg.data),
+        {
+            "subject": msg.subject[:255],
+            "stream": stream,
+            "sequence": seq,
+            "delivered": meta.num_delivered,
+        },
+    )
+
+
+class TriggerRunner:
+    """Consumes the triggers of one app in a background thread (its own asyncio loop):
+    what a worker starts and stops with itself (:meth:`aevos.Aevos.worker`)."""
+
+    def __init__(self, handler: Triggers, triggers: Sequence[NatsTrigger]) -> None:
+        self.handler = handler
+        self.triggers = list(triggers)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        # Messages fetched and not yet acknowledged, per trigger (the back-pressure gauge).
+        self.in_hand: dict[str, int] = {t.name: 0 for t in self.triggers}
+        self.handled: dict[str, int] = {t.name: 0 for t in self.triggers}
+
+    def start(self) -> TriggerRunner:
+        self._thread = threading.Thread(target=self._main, name="aevos-nats", daemon=True)
+        self._thread.start()
+        self._ready.wait(5.0)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop pulling, let handlers finish and acknowledge what they hold, disconnect."""
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(stopping.set)
+            except RuntimeError:  # the loop already ended
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._run())
+        finally:
+            loop.close()
+
+    async def _run(self) -> None:
+        self._stopping = asyncio.Event()
+        self._ready.set()
+        by_servers: dict[tuple[str, ...], list[NatsTrigger]] = {}
+        for trigger in self.triggers:
+            by_servers.setdefault(trigger.servers, []).append(trigger)
+        await asyncio.gather(
+            *(self._serve(servers, triggers) for servers, triggers in by_servers.items())
+        )
+
+    async def _serve(self, servers: tuple[str, ...], triggers: list[NatsTrigger]) -> None:
+        import nats
+
+        stopping = self._stopping
+        assert stopping is not None
+        nc = None
+        while nc is None and not stopping.is_set():
+            try:
+                nc = await nats.connect(
+                    list(servers),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,
+                    connect_timeout=2,
+                    name=f"aevos:{self.handler.runtime.owner}",
+                )
+            except Exception as exc:
+                log.warning("NATS at %s unreachable (%s); retrying", servers[0], type(exc).__name__)
+                await _sleep_or_stop(stopping, 1.0)
+        if nc is None:
+            return
+        try:
+            js = nc.jetstream()
+            await asyncio.gather(*(self._consume(js, trigger) for trigger in triggers))
+        finally:
+            try:
+                await nc.drain()
+            except Exception:  # closing a connection to a server that is gone
+                await nc.close()
+
+    async def _consume(self, js: Any, trigger: NatsTrigger) -> None:
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        stopping = self._stopping
+        assert stopping is not None
+        psub = None
+        while psub is None and not stopping.is_set():
+            try:
+                psub = await js.pull_subscribe(
+                    trigger.subject,
+                    durable=trigger.durable,
+                    stream=trigger.stream,
+                    config=ConsumerConfig(
+                        durable_name=trigger.durable,
+                        ack_policy=AckPolicy.EXPLICIT,
+                        deliver_policy=DeliverPolicy.ALL,
+                        ack_wait=trigger.ack_wait,
+                        max_ack_pending=trigger.max_pending,
+                        filter_subject=trigger.subject,
+                    ),
+                )
+            except Exception as exc:
+                log.warning(
+                    "NATS trigger %r: cannot consume stream %r (%s); retrying",
+                    trigger.name,
+                    trigger.stream,
+                    type(exc).__name__,
+                )
+                await _sleep_or_stop(stopping, 1.0)
+        if psub is None:
+            return
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        room = asyncio.Event()
+        pool = ThreadPoolExecutor(trigger.concurrency, thread_name_prefix=f"aevos-{trigger.name}")
+        handlers = [
+            asyncio.create_task(self._handle_loop(trigger, queue, room, pool))
+            for _ in range(trigger.concurrency)
+        ]
+        name = trigger.name
+        try:
+            while not stopping.is_set():
+                free = trigger.max_pending - self.in_hand[name]
+                if free <= 0:
+                    # The queue is full: pull nothing until a handler frees a slot.
+                    room.clear()
+                    await _wait_either(room, stopping)
+                    continue
+                try:
+                    msgs = await psub.fetch(min(trigger.batch, free), timeout=1.0)
+                except NatsTimeout:
+                    continue
+                except Exception as exc:
+                    # A server restarting, a connection being re-established: try again.
+                    log.debug("NATS trigger %r: fetch failed (%s)", name, type(exc).__name__)
+                    await _sleep_or_stop(stopping, 0.25)
+                    continue
+                for msg in msgs:
+                    self.in_hand[name] += 1
+                    queue.put_nowait(msg)
+            # Stopping: what is in hand is handled and acknowledged before disconnecting.
+            while self.in_hand[name] > 0:
+                room.clear()
+                await asyncio.wait_for(room.wait(), timeout=30)
+        except TimeoutError:
+            log.warning("NATS trigger %r: stopped with messages unacknowledged", name)
+        finally:
+            for task in handlers:
+                task.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+            try:
+                await psub.unsubscribe()
+            except Exception:  # the connection may be gone; the consumer stays durable
+                pass
+
+    async def _handle_loop(
+        self,
+        trigger: NatsTrigger,
+        queue: asyncio.Queue[Msg],
+        room: asyncio.Event,
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            msg = await queue.get()
+            try:
+                arrival = arrival_of(trigger, msg)
+                await loop.run_in_executor(pool, self.handler.handle, trigger, arrival)
+                # Only now: the run's start (or the dead letter) has committed.
+                await msg.ack()
+                self.handled[trigger.name] += 1
+            except (StorageError, AevosError) as exc:
+                log.warning(
+                    "NATS trigger %r: message left unacknowledged (%s); it will be delivered "
+                    "again",
+                    trigger.name,
+                    exc.code,
+                )
+                await _quietly(msg.nak(delay=1.0))
+            except Exception as exc:
+                log.warning(
+                    "NATS trigger %r: message not acknowledged (%s); it will be delivered again",
+                    trigger.name,
+                    type(exc).__name__,
+                )
+            finally:
+                self.in_hand[trigger.name] -= 1
+                room.set()
+
+
+async def _quietly(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception:  # a nak that does not arrive is an ack_wait's redelivery later
+        pass
+
+
+async def _sleep_or_stop(stopping: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+
+
+async def _wait_either(room: asyncio.Event, stopping: asyncio.Event) -> None:
+    waits = [asyncio.create_task(room.wait()), asyncio.create_task(stopping.wait())]
+    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+
+
