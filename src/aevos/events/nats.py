@@ -274,12 +274,12 @@ class Triggers:
                     f"no run of tenant {trigger.tenant!r} has the correlation key of this event"
                 )
             run_id, status = found
-            if RunStatus(status).terminal:
-                raise NoCorrelatedRunError(f"run {run_id} of this event's key has ended ({status})")
             seen = uow.events.seen(trigger.tenant, Channel.NATS.value, trigger.name, arrival.event_id)
             if seen is not None:
                 self.intake.record(uow, arrival, "DUPLICATE", actor=actor, run_id=run_id, now=now)
                 return "DUPLICATE", run_id
+            if RunStatus(status).terminal:
+                raise NoCorrelatedRunError(f"run {run_id} of this event's key has ended ({status})")
             uow.events.signal(run_id, topic, payload_json, now)
             self.intake.record(uow, arrival, "SIGNALLED", actor=actor, run_id=run_id, now=now)
         self.runtime.wake(run_id)

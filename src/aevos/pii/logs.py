@@ -169,6 +169,7 @@ AEVOS_LOGGERS = (
     "aevos.approvals",
     "aevos.audit",
     "aevos.cases",
+    "aevos.events",
     "aevos.gateway",
     "aevos.identity",
     "aevos.monitoring",

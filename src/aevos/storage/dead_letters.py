@@ -84,7 +84,7 @@ class DeadLetterRepository(Repository):
             "updated_at": now,
         }
         stmt = (
-            self.store.dialect.insert(dead_letters)
+            self.uow.store.dialect.insert(dead_letters)
             .on_conflict_do_nothing(index_elements=["tenant", "channel", "source", "event_id"])
             .returning(dead_letters.c.id)
         )

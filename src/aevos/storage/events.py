@@ -127,4 +127,4 @@ class EventRepository(Repository):
             signals.insert(),
             {"run_id": run_id, "topic": topic, "payload": payload_json, "created_at": now},
         )
-        self.store._wake(self.conn, run_id, now)
+        self.uow.store._wake(self.conn, run_id, now)

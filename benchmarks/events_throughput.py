@@ -1,0 +1,268 @@
+"""Events per second from NATS JetStream to durably started runs on PostgreSQL, with 1, 2 and
+4 worker processes.
+
+    python benchmarks/events_throughput.py                    # 2000 events per round
+    python benchmarks/events_throughput.py --n 200 --json out.json
+    python benchmarks/events_throughput.py --postgres-url postgresql://postgres@127.0.0.1:5432/test_h4b
+
+A private nats-server (``nats-server -js`` on a free port, its store in a temporary
+directory) holds a stream into which N events are published first. For each worker count,
+a fresh database (created and dropped by the benchmark; the role needs ``CREATEDB``) and a
+fresh stream; the worker processes (``app.worker()`` with one NATS trigger, four handler
+threads each, consuming one durable consumer) are started, connected and told to go
+together; the clock runs from then until the database holds N started runs. The runs are
+not executed (the workers serve another queue): what is measured is ingress, a message
+turned into a committed run (its row, its ``run.started`` audit record and the event's
+record in one transaction) and then acknowledged.
+
+Prints exactly::
+
+    events 2000: 1 worker 350 ev/s, 2 workers 520 ev/s, 4 workers 610 ev/s
+    scaling: 2 workers 1.49x, 4 workers 1.74x one worker
+    lost 0, doubled 0
+
+*Lost* is events without a run; *doubled* is events that started a run more than once (the
+event's ACCEPTED records beyond one per idempotency key). ``--json PATH`` writes
+``{"events", "runs", "lost", "doubled", "rate": {"1", "2", "4"}, "ratio": {"2", "4"}}``.
+Exit status 0; 1 with ``--strict`` when a target is missed (lost 0, doubled 0, 4 workers at
+least 1.5x one worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+from tests.nats_support import NatsServer, _with_js  # noqa: E402
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test_h4b"
+STREAM = "BENCH"
+SUBJECT = "bench.events"
+WORKERS = (1, 2, 4)
+TARGET_RATIO = 1.5
+
+
+def build_app(database_url: str, nats_url: str) -> Any:
+    """The application every worker process runs."""
+    from aevos import Aevos
+
+    app = Aevos(database_url, poll_interval=0.5)
+    app.queue("idle")
+    app.queue("bench")
+
+    @app.workflow(name="bench.handle", queue="bench")
+    def handle(ctx: Any, n: int) -> int:
+        return n
+
+    app.nats_trigger(
+        "bench",
+        stream=STREAM,
+        subject=SUBJECT,
+        workflow="bench.handle",
+        map=lambda event: {"n": event["n"]},
+        servers=[nats_url],
+        max_pending=256,
+        batch=64,
+        concurrency=4,
+    )
+    return app
+
+
+def serve(database_url: str, nats_url: str) -> None:
+    """A worker process: get ready, say so, wait for "go", consume until stdin closes."""
+    app = build_app(database_url, nats_url)
+    app.store  # noqa: B018  (connect and migrate before the clock starts)
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return
+    worker = app.worker(["idle"], concurrency=1).start()
+    sys.stdin.readline()  # closed by the parent when it has counted
+    worker.stop(5)
+    app.close()
+
+
+def _admin(url: str) -> sa.Engine:
+    return sa.create_engine(
+        sa.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
+
+
+def fresh_database(url: str) -> None:
+    name = sa.make_url(url).database
+    engine = _admin(url)
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+
+
+def drop_database(url: str) -> None:
+    name = sa.make_url(url).database
+    engine = _admin(url)
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def fill_stream(nats_url: str, n: int) -> None:
+    async def work(js: Any) -> None:
+        try:
+            await js.delete_stream(STREAM)
+        except Exception:  # noqa: S110  (absent the first time)
+            pass
+        await js.add_stream(name=STREAM, subjects=[SUBJECT])
+        for i in range(n):
+            await js.publish(SUBJECT, json.dumps({"n": i}).encode())
+
+    import asyncio
+
+    asyncio.run(_with_js(nats_url, work))
+
+
+def counts(url: str) -> tuple[int, int, int]:
+    """(runs, distinct keys, ACCEPTED event records) of the trigger."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.text(
+                    "SELECT count(*), count(DISTINCT idempotency_key) FROM aevos_runs "
+                    "WHERE idempotency_key LIKE 'nats:bench:%'"
+                )
+            ).one()
+            accepted = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM aevos_events WHERE channel = 'nats' "
+                    "AND source = 'bench' AND status = 'ACCEPTED'"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return int(row[0]), int(row[1]), int(accepted)
+
+
+def started_runs(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text("SELECT count(*) FROM aevos_runs WHERE idempotency_key LIKE 'nats:bench:%'")
+            ).scalar_one()
+        )
+
+
+def round_of(workers: int, n: int, url: str, nats_url: str, timeout: float) -> dict[str, Any]:
+    fresh_database(url)
+    app = build_app(url, nats_url)
+    app.store  # noqa: B018  (migrate once, outside the clock)
+    app.close()
+    fill_stream(nats_url, n)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--serve", url, nats_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(workers)
+    ]
+    engine = sa.create_engine(url)
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        start = time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        deadline = start + timeout
+        while started_runs(engine) < n and time.perf_counter() < deadline:
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - start
+        # Redeliveries that arrive late would show as doubled: let the consumers settle.
+        time.sleep(1.0)
+    finally:
+        engine.dispose()
+        for proc in procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    run_count, distinct, accepted = counts(url)
+    return {
+        "workers": workers,
+        "runs": run_count,
+        "lost": n - distinct,
+        "doubled": max(0, accepted - distinct) + (run_count - distinct),
+        "rate": n / elapsed,
+        "seconds": elapsed,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="events per round")
+    parser.add_argument("--postgres-url", default=DEFAULT_URL)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--strict", action="store_true")
+    parser.add_argument("--serve", nargs=2, metavar=("DATABASE_URL", "NATS_URL"))
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(*args.serve)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="aevos-bench-nats-") as tmp:
+        server = NatsServer(Path(tmp) / "js").start()
+        try:
+            rounds = {
+                w: round_of(w, args.n, args.postgres_url, server.url, args.timeout)
+                for w in WORKERS
+            }
+        finally:
+            server.stop()
+            drop_database(args.postgres_url)
+    rate = {str(w): r["rate"] for w, r in rounds.items()}
+    ratio = {str(w): rounds[w]["rate"] / rounds[1]["rate"] for w in (2, 4)}
+    lost = sum(r["lost"] for r in rounds.values())
+    doubled = sum(r["doubled"] for r in rounds.values())
+    runs = sum(r["runs"] for r in rounds.values())
+    print(
+        f"events {args.n}: 1 worker {rate['1']:.0f} ev/s, 2 workers {rate['2']:.0f} ev/s, "
+        f"4 workers {rate['4']:.0f} ev/s"
+    )
+    print(f"scaling: 2 workers {ratio['2']:.2f}x, 4 workers {ratio['4']:.2f}x one worker")
+    print(f"lost {lost}, doubled {doubled}")
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "events": args.n * len(WORKERS),
+                    "runs": runs,
+                    "lost": lost,
+                    "doubled": doubled,
+                    "rate": rate,
+                    "ratio": ratio,
+                    "rounds": {str(w): r for w, r in rounds.items()},
+                },
+                indent=2,
+            )
+        )
+    missed = lost or doubled or ratio["4"] < TARGET_RATIO
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
