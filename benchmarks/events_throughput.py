@@ -31,6 +31,7 @@ least 1.5x one worker).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -93,9 +94,7 @@ def serve(database_url: str, nats_url: str) -> None:
 
 
 def _admin(url: str) -> sa.Engine:
-    return sa.create_engine(
-        sa.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT"
-    )
+    return sa.create_engine(sa.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
 
 
 def fresh_database(url: str) -> None:
@@ -117,10 +116,8 @@ def drop_database(url: str) -> None:
 
 def fill_stream(nats_url: str, n: int) -> None:
     async def work(js: Any) -> None:
-        try:
+        with contextlib.suppress(Exception):
             await js.delete_stream(STREAM)
-        except Exception:  # noqa: S110  (absent the first time)
-            pass
         await js.add_stream(name=STREAM, subjects=[SUBJECT])
         for i in range(n):
             await js.publish(SUBJECT, json.dumps({"n": i}).encode())
@@ -228,8 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         server = NatsServer(Path(tmp) / "js").start()
         try:
             rounds = {
-                w: round_of(w, args.n, args.postgres_url, server.url, args.timeout)
-                for w in WORKERS
+                w: round_of(w, args.n, args.postgres_url, server.url, args.timeout) for w in WORKERS
             }
         finally:
             server.stop()

@@ -15,10 +15,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
-from aevos import Aevos
-from aevos.events.intake import Arrival, Channel
-from aevos.storage.schema import events, runs
 from tests.nats_support import (
     NatsServer,
     add_stream,
@@ -27,6 +23,10 @@ from tests.nats_support import (
     publish_json,
     wait_for,
 )
+
+from aevos import Aevos
+from aevos.events.intake import Arrival, Channel
+from aevos.storage.schema import events, runs
 
 
 @pytest.fixture
@@ -109,9 +109,7 @@ def test_kill_and_restart_nats_mid_stream_every_event_once(
     async def publish_through_outage() -> None:
         import nats
 
-        nc = await nats.connect(
-            nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1
-        )
+        nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
         js = nc.jetstream()
         for n in range(total):
             # Nats-Msg-Id: a publish retried after the outage is stored once by the stream.
@@ -239,7 +237,11 @@ def test_events_signal_a_running_workflow_by_correlation_key(
     assert letter.code == "no_correlated_run"
     # A redelivery of the delivered signal is a duplicate and queues nothing.
     arrival = Arrival(
-        Channel.NATS, "payments", "default", "PAY:1", json.dumps({"order": "order-7", "amount": 12}).encode()
+        Channel.NATS,
+        "payments",
+        "default",
+        "PAY:1",
+        json.dumps({"order": "order-7", "amount": 12}).encode(),
     )
     assert app.triggers.handle(trigger, arrival) == "DUPLICATE"
 

@@ -18,6 +18,7 @@ reveal personal data (``pii:reveal``), and that is audited.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import logging
@@ -278,7 +279,7 @@ class Intake:
         status: Iterable[DeadLetterStatus] | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> list[DeadLetter]:
+    ) -> builtins.list[DeadLetter]:
         """The tenant's dead letters, newest first, without their bodies."""
         statuses = None if status is None else [DeadLetterStatus(s).value for s in status]
         with self.store.reading() as uow:
@@ -302,7 +303,9 @@ class Intake:
 
     # -- replaying -----------------------------------------------------------------------------
 
-    def replay(self, tenant: str, letter_ids: Iterable[int], *, actor: str) -> list[ReplayOutcome]:
+    def replay(
+        self, tenant: str, letter_ids: Iterable[int], *, actor: str
+    ) -> builtins.list[ReplayOutcome]:
         """Replay each DEAD letter through its source with its original idempotency key.
 
         A replay that fails again leaves the letter DEAD with the new reason; one that

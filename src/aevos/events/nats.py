@@ -37,6 +37,7 @@ A trigger is declared on the app and consumed by workers::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -274,7 +275,9 @@ class Triggers:
                     f"no run of tenant {trigger.tenant!r} has the correlation key of this event"
                 )
             run_id, status = found
-            seen = uow.events.seen(trigger.tenant, Channel.NATS.value, trigger.name, arrival.event_id)
+            seen = uow.events.seen(
+                trigger.tenant, Channel.NATS.value, trigger.name, arrival.event_id
+            )
             if seen is not None:
                 self.intake.record(uow, arrival, "DUPLICATE", actor=actor, run_id=run_id, now=now)
                 return "DUPLICATE", run_id
@@ -333,10 +336,8 @@ class TriggerRunner:
         """Stop pulling, let handlers finish and acknowledge what they hold, disconnect."""
         loop, stopping = self._loop, self._stopping
         if loop is not None and stopping is not None and not loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
                 loop.call_soon_threadsafe(stopping.set)
-            except RuntimeError:  # the loop already ended
-                pass
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -458,10 +459,8 @@ class TriggerRunner:
             for task in handlers:
                 task.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
-            try:
+            with contextlib.suppress(Exception):  # the connection may be gone
                 await psub.unsubscribe()
-            except Exception:  # the connection may be gone; the consumer stays durable
-                pass
 
     async def _handle_loop(
         self,
@@ -481,8 +480,7 @@ class TriggerRunner:
                 self.handled[trigger.name] += 1
             except (StorageError, AevosError) as exc:
                 log.warning(
-                    "NATS trigger %r: message left unacknowledged (%s); it will be delivered "
-                    "again",
+                    "NATS trigger %r: message left unacknowledged (%s); it will be delivered again",
                     trigger.name,
                     exc.code,
                 )
@@ -499,17 +497,14 @@ class TriggerRunner:
 
 
 async def _quietly(awaitable: Any) -> None:
-    try:
+    # A nak that does not arrive is an ack_wait's redelivery later.
+    with contextlib.suppress(Exception):
         await awaitable
-    except Exception:  # a nak that does not arrive is an ack_wait's redelivery later
-        pass
 
 
 async def _sleep_or_stop(stopping: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stopping.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
 
 
 async def _wait_either(room: asyncio.Event, stopping: asyncio.Event) -> None:
@@ -517,5 +512,3 @@ async def _wait_either(room: asyncio.Event, stopping: asyncio.Event) -> None:
     _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
-
-
