@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -73,15 +74,20 @@ def build_app(database_url: str, nats_url: str) -> Any:
         workflow="bench.handle",
         map=lambda event: {"n": event["n"]},
         servers=[nats_url],
-        max_pending=256,
-        batch=64,
-        concurrency=4,
+        max_pending=int(os.environ.get("AEVOS_BENCH_PENDING", "256")),
+        batch=int(os.environ.get("AEVOS_BENCH_BATCH", "64")),
+        concurrency=int(os.environ.get("AEVOS_BENCH_THREADS", "4")),
     )
     return app
 
 
 def serve(database_url: str, nats_url: str) -> None:
     """A worker process: get ready, say so, wait for "go", consume until stdin closes."""
+    if os.environ.get("AEVOS_BENCH_DEBUG"):
+        import logging
+
+        logging.basicConfig(level=logging.WARNING)
+        logging.getLogger("aevos.events").setLevel(logging.DEBUG)
     app = build_app(database_url, nats_url)
     app.store  # noqa: B018  (connect and migrate before the clock starts)
     print("ready", flush=True)

@@ -224,6 +224,30 @@ class Intake:
             )
         return row.id
 
+    def record_started(
+        self, uow: UnitOfWork, started: Iterable[tuple[Arrival, str]], *, now: float | None = None
+    ) -> None:
+        """ACCEPTED records of many events, each with the run it started, in ``uow`` (the
+        runs' transaction, whose ``run.started`` audit records name their keys)."""
+        moment = time.time() if now is None else now
+        uow.events.insert_many(
+            [
+                {
+                    "tenant": arrival.tenant,
+                    "source": arrival.source,
+                    "event_id": arrival.event_id,
+                    "status": "ACCEPTED",
+                    "reason": None,
+                    "run_id": run_id,
+                    "payload_digest": arrival.digest,
+                    "size": len(arrival.payload),
+                    "received_at": moment,
+                    "channel": arrival.channel.value,
+                }
+                for arrival, run_id in started
+            ]
+        )
+
     def dead_letter(self, arrival: Arrival, exc: BaseException, *, actor: str) -> DeadLetter:
         """Keep a failed event: its REJECTED record, its dead letter (one per event, however
         often it is redelivered) and the audit record ``event.dead_lettered``, committed

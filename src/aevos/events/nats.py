@@ -55,7 +55,6 @@ from ..errors import (
     DefinitionError,
     EventMappingError,
     NoCorrelatedRunError,
-    StorageError,
     UnknownSourceError,
     UnknownWorkflowError,
 )
@@ -68,7 +67,8 @@ from .webhook import _parse, _whole_event
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
-    from ..kernel.runtime import Runtime
+    from ..kernel.runtime import PreparedStart, Runtime
+    from ..kernel.workflow import Workflow
     from ..pii.datapolicy import DataPolicy
     from ..storage import UnitOfWork
 
@@ -200,6 +200,59 @@ class Triggers:
             return "DEAD"
         return status
 
+    def handle_batch(self, trigger: NatsTrigger, arrivals: Sequence[Arrival]) -> list[str]:
+        """:meth:`handle` for a fetched batch: the runs it starts are enqueued in one
+        transaction (with their audit records and the events' records), so a batch costs
+        one commit and one turn on the tenant's audit chain. Events that fail are
+        dead-lettered one by one first; should the batch's transaction refuse (a key
+        reused for another workflow), each event is handled on its own."""
+        if trigger.signal is not None:
+            return [self.handle(trigger, arrival) for arrival in arrivals]
+        actor = f"nats:{trigger.name}"
+        statuses: list[str] = ["DEAD"] * len(arrivals)
+        ready: list[tuple[int, Arrival, PreparedStart]] = []
+        for index, arrival in enumerate(arrivals):
+            try:
+                event = _parse(arrival.payload)
+                keyed = self._keyed(trigger, arrival, event)
+                ready.append((index, keyed, self._prepare(trigger, keyed, event, actor)))
+            except Exception as exc:
+                if not dead_letterable(exc):
+                    raise
+                self.intake.dead_letter(arrival, exc, actor=actor)
+        if not ready:
+            return statuses
+        intake = self.intake
+
+        def record(uow: UnitOfWork, created: list[bool]) -> None:
+            intake.record_started(
+                uow,
+                [
+                    (keyed, prepared.new.run_id)
+                    for (_, keyed, prepared), made in zip(ready, created, strict=True)
+                    if made
+                ],
+            )
+
+        try:
+            started = self.runtime.enqueue_prepared([p for _, _, p in ready], also=record)
+        except AevosError as exc:
+            if not dead_letterable(exc):
+                raise
+            for index, _, _ in ready:
+                statuses[index] = self.handle(trigger, arrivals[index])
+            return statuses
+        duplicates = []
+        for (index, keyed, _), (run_id, made) in zip(ready, started, strict=True):
+            statuses[index] = "ACCEPTED" if made else "DUPLICATE"
+            if not made:
+                duplicates.append((keyed, run_id))
+        if duplicates:
+            with self.runtime.store.transaction() as uow:
+                for keyed, run_id in duplicates:
+                    intake.record(uow, keyed, "DUPLICATE", actor=actor, run_id=run_id)
+        return statuses
+
     def replay(self, arrival: Arrival, actor: str) -> str:
         """Handle a dead letter of a trigger again; returns its run."""
         trigger = self.triggers.get(arrival.source)
@@ -208,20 +261,29 @@ class Triggers:
         _, run_id = self._process(trigger, arrival, actor)
         return run_id
 
-    def _process(self, trigger: NatsTrigger, arrival: Arrival, actor: str) -> tuple[str, str]:
-        event = _parse(arrival.payload)
-        ident = arrival.event_id if trigger.key is None else _field(event, trigger.key, "key")
+    def _keyed(self, trigger: NatsTrigger, arrival: Arrival, event: Any) -> Arrival:
         # Records name the event by the id that makes it idempotent.
-        keyed = Arrival(
+        ident = arrival.event_id if trigger.key is None else _field(event, trigger.key, "key")
+        return Arrival(
             arrival.channel, arrival.source, arrival.tenant, ident, arrival.payload, arrival.meta
         )
+
+    def _process(self, trigger: NatsTrigger, arrival: Arrival, actor: str) -> tuple[str, str]:
+        event = _parse(arrival.payload)
+        keyed = self._keyed(trigger, arrival, event)
         if trigger.signal is not None:
             return self._signal(trigger, keyed, event, actor)
         return self._start(trigger, keyed, event, actor)
 
-    def _start(
+    def _prepare(
         self, trigger: NatsTrigger, arrival: Arrival, event: Any, actor: str
-    ) -> tuple[str, str]:
+    ) -> PreparedStart:
+        workflow, kwargs, opts = self._start_of(trigger, arrival, event, actor)
+        return self.runtime.prepare(workflow, (), kwargs, opts)
+
+    def _start_of(
+        self, trigger: NatsTrigger, arrival: Arrival, event: Any, actor: str
+    ) -> tuple[Workflow[Any, Any], dict[str, Any], StartOptions]:
         kwargs = _mapped(trigger, event)
         if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
             raise EventMappingError(
@@ -245,13 +307,20 @@ class Triggers:
             )
             runtime.reject(trigger.workflow or "", opts, error)
             raise error
+        return workflow, dict(kwargs), opts
+
+    def _start(
+        self, trigger: NatsTrigger, arrival: Arrival, event: Any, actor: str
+    ) -> tuple[str, str]:
+        workflow, kwargs, opts = self._start_of(trigger, arrival, event, actor)
+        runtime = self.runtime
         intake = self.intake
 
         def record(uow: UnitOfWork, run_id: str) -> None:
             # The run.started audit record names the key; one audit record per event.
             intake.record(uow, arrival, "ACCEPTED", actor=actor, run_id=run_id, audited=False)
 
-        handle = runtime.enqueue(workflow, (), dict(kwargs), opts, also=record)
+        handle = runtime.enqueue(workflow, (), kwargs, opts, also=record)
         if handle.run_id == opts.run_id:
             return "ACCEPTED", handle.run_id
         with runtime.store.transaction() as uow:
@@ -421,7 +490,7 @@ class TriggerRunner:
                 await _sleep_or_stop(stopping, 1.0)
         if psub is None:
             return
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        queue: asyncio.Queue[list[Msg]] = asyncio.Queue()
         room = asyncio.Event()
         pool = ThreadPoolExecutor(trigger.concurrency, thread_name_prefix=f"aevos-{trigger.name}")
         handlers = [
@@ -446,9 +515,9 @@ class TriggerRunner:
                     log.debug("NATS trigger %r: fetch failed (%s)", name, type(exc).__name__)
                     await _sleep_or_stop(stopping, 0.25)
                     continue
-                for msg in msgs:
-                    self.in_hand[name] += 1
-                    queue.put_nowait(msg)
+                if msgs:
+                    self.in_hand[name] += len(msgs)
+                    queue.put_nowait(msgs)
             # Stopping: what is in hand is handled and acknowledged before disconnecting.
             while self.in_hand[name] > 0:
                 room.clear()
@@ -465,34 +534,49 @@ class TriggerRunner:
     async def _handle_loop(
         self,
         trigger: NatsTrigger,
-        queue: asyncio.Queue[Msg],
+        queue: asyncio.Queue[list[Msg]],
         room: asyncio.Event,
         pool: ThreadPoolExecutor,
     ) -> None:
         loop = asyncio.get_running_loop()
+        handler = self.handler
         while True:
-            msg = await queue.get()
+            msgs = await queue.get()
             try:
-                arrival = arrival_of(trigger, msg)
-                await loop.run_in_executor(pool, self.handler.handle, trigger, arrival)
-                # Only now: the run's start (or the dead letter) has committed.
-                await msg.ack()
-                self.handled[trigger.name] += 1
-            except (StorageError, AevosError) as exc:
-                log.warning(
-                    "NATS trigger %r: message left unacknowledged (%s); it will be delivered again",
+                arrivals = [arrival_of(trigger, msg) for msg in msgs]
+                began = time.perf_counter()
+                await loop.run_in_executor(pool, handler.handle_batch, trigger, arrivals)
+                log.debug(
+                    "NATS trigger %r: %d messages handled in %.3f s",
                     trigger.name,
-                    exc.code,
+                    len(msgs),
+                    time.perf_counter() - began,
                 )
-                await _quietly(msg.nak(delay=1.0))
+                # Only now: the runs' start (or the dead letters) have committed.
+                for msg in msgs:
+                    await msg.ack()
+                self.handled[trigger.name] += len(msgs)
+            except AevosError as exc:
+                log.warning(
+                    "NATS trigger %r: %d messages left unacknowledged [%s] %s; they will be "
+                    "delivered again",
+                    trigger.name,
+                    len(msgs),
+                    exc.code,
+                    exc.message,
+                )
+                for msg in msgs:
+                    await _quietly(msg.nak(delay=1.0))
             except Exception as exc:
                 log.warning(
-                    "NATS trigger %r: message not acknowledged (%s); it will be delivered again",
+                    "NATS trigger %r: %d messages not acknowledged (%s); they will be "
+                    "delivered again",
                     trigger.name,
+                    len(msgs),
                     type(exc).__name__,
                 )
             finally:
-                self.in_hand[trigger.name] -= 1
+                self.in_hand[trigger.name] -= len(msgs)
                 room.set()
 
 

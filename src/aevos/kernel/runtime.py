@@ -19,6 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from .. import codec
@@ -52,6 +53,15 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 log = logging.getLogger("aevos")
+
+
+@dataclass(frozen=True)
+class PreparedStart:
+    """A run checked and encoded, to be enqueued in a batch (:meth:`Runtime.prepare`)."""
+
+    new: NewRun
+    actor: str | None
+    protected: ProtectedInput
 
 
 class Runtime:
@@ -340,6 +350,61 @@ class Runtime:
         )
         return RunHandle(self, info.run_id)
 
+    def prepare(
+        self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
+    ) -> PreparedStart:
+        """A run ready to be enqueued with others (:meth:`enqueue_prepared`): its input
+        encoded under its data policy; a refusal is recorded as a REJECTED run and raised."""
+        input_json, protected = self.encode_or_reject(workflow, args, kwargs, opts)
+        new = NewRun(
+            run_id=opts.run_id or uuid.uuid4().hex,
+            workflow=workflow.name,
+            queue=opts.queue or workflow.queue,
+            input_json=input_json,
+            code_version=self.code_version,
+            tenant=opts.tenant,
+            priority=opts.priority,
+            idempotency_key=opts.idempotency_key,
+        )
+        return PreparedStart(new, opts.actor, protected)
+
+    def enqueue_prepared(
+        self,
+        prepared: Sequence[PreparedStart],
+        *,
+        also: Callable[[UnitOfWork, list[bool]], object] | None = None,
+    ) -> list[tuple[str, bool]]:
+        """Enqueue many runs in one transaction, each audited (``run.started``) with it:
+        per run, the id of the run holding its key and whether it was created here.
+        ``also(uow, created)`` commits with them; the audit records are appended last, so
+        the tenant's chain is locked only for the end of the transaction."""
+        audit = self.services.audit
+
+        def record(uow: UnitOfWork, created: list[bool]) -> None:
+            if also is not None:
+                also(uow, created)
+            audit.append_many(
+                [
+                    self._start_event(
+                        "run.started",
+                        p.new.run_id,
+                        p.new.workflow,
+                        p.new.tenant,
+                        p.actor,
+                        p.new.input_json,
+                        idempotency_key=p.new.idempotency_key,
+                        pii=p.protected.summary(),
+                    )
+                    for p, made in zip(prepared, created, strict=True)
+                    if made
+                ],
+                uow=uow,
+            )
+
+        result = self.store.insert_runs([p.new for p in prepared], also=record)
+        self.wake()
+        return result
+
     def insert_started(
         self,
         new: NewRun,
@@ -576,9 +641,7 @@ class Runtime:
         chores: Sequence[Callable[[], object]] = (),
         companions: Sequence[Companion] = (),
     ) -> Worker:
-        return Worker(
-            self, queues, concurrency=concurrency, chores=chores, companions=companions
-        )
+        return Worker(self, queues, concurrency=concurrency, chores=chores, companions=companions)
 
 
 def _qualified(func: Callable[..., Any]) -> str:

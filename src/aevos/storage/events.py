@@ -89,6 +89,11 @@ class EventRepository(Repository):
         rows = self.conn.execute(stmt.limit(limit).offset(offset))
         return [EventRow(**row._mapping) for row in rows]
 
+    def insert_many(self, rows: list[dict[str, Any]]) -> None:
+        """Record many events (the keyword arguments of :meth:`insert`) in one statement."""
+        if rows:
+            self.conn.execute(events.insert(), rows)
+
     def seen(self, tenant: str, channel: str, source: str, event_id: str) -> EventRow | None:
         """The first record of this event that did something (ACCEPTED or SIGNALLED)."""
         row = self.conn.execute(
