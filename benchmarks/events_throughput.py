@@ -6,14 +6,15 @@
     python benchmarks/events_throughput.py --postgres-url postgresql://postgres@127.0.0.1:5432/test_h4b
 
 A private nats-server (``nats-server -js`` on a free port, its store in a temporary
-directory) holds a stream into which N events are published first. For each worker count,
-a fresh database (created and dropped by the benchmark; the role needs ``CREATEDB``) and a
-fresh stream; the worker processes (``app.worker()`` with one NATS trigger, four handler
-threads each, consuming one durable consumer) are started, connected and told to go
-together; the clock runs from then until the database holds N started runs. The runs are
-not executed (the workers serve another queue): what is measured is ingress, a message
-turned into a committed run (its row, its ``run.started`` audit record and the event's
-record in one transaction) and then acknowledged.
+directory) and, for each worker count, a fresh database (created and dropped by the
+benchmark; the role needs ``CREATEDB``) and a fresh stream. The worker processes
+(``app.worker()`` with one NATS trigger, four handler threads each, all on one durable
+consumer) start and bind to the consumer; then N events are published (200 in flight at a
+time, each acknowledged by the stream) and the clock runs from the first publish until the
+database holds N started runs. The runs are not executed (the workers serve another queue):
+what is measured is ingress, a message turned into a committed run (its row, its
+``run.started`` audit record and the event's record, a fetched batch per transaction) and
+then acknowledged.
 
 Prints exactly::
 
@@ -31,6 +32,7 @@ least 1.5x one worker).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -82,18 +84,18 @@ def build_app(database_url: str, nats_url: str) -> Any:
 
 
 def serve(database_url: str, nats_url: str) -> None:
-    """A worker process: get ready, say so, wait for "go", consume until stdin closes."""
+    """A worker process: start, bind to the durable consumer, say so, consume until stdin
+    closes."""
     if os.environ.get("AEVOS_BENCH_DEBUG"):
         import logging
 
         logging.basicConfig(level=logging.WARNING)
         logging.getLogger("aevos.events").setLevel(logging.DEBUG)
     app = build_app(database_url, nats_url)
-    app.store  # noqa: B018  (connect and migrate before the clock starts)
-    print("ready", flush=True)
-    if sys.stdin.readline().strip() != "go":
-        return
     worker = app.worker(["idle"], concurrency=1).start()
+    for companion in worker.companions:
+        companion.subscribed.wait(60)  # type: ignore[attr-defined]
+    print("ready", flush=True)
     sys.stdin.readline()  # closed by the parent when it has counted
     worker.stop(5)
     app.close()
@@ -120,15 +122,27 @@ def drop_database(url: str) -> None:
     engine.dispose()
 
 
-def fill_stream(nats_url: str, n: int) -> None:
+def make_stream(nats_url: str) -> None:
     async def work(js: Any) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # absent the first time
             await js.delete_stream(STREAM)
         await js.add_stream(name=STREAM, subjects=[SUBJECT])
-        for i in range(n):
-            await js.publish(SUBJECT, json.dumps({"n": i}).encode())
 
-    import asyncio
+    asyncio.run(_with_js(nats_url, work))
+
+
+def publish(nats_url: str, n: int) -> None:
+    """Publish N events, many in flight at once, each acknowledged by the stream."""
+
+    async def work(js: Any) -> None:
+        step = 200
+        for start in range(0, n, step):
+            await asyncio.gather(
+                *(
+                    js.publish(SUBJECT, json.dumps({"n": i}).encode())
+                    for i in range(start, min(start + step, n))
+                )
+            )
 
     asyncio.run(_with_js(nats_url, work))
 
@@ -169,7 +183,7 @@ def round_of(workers: int, n: int, url: str, nats_url: str, timeout: float) -> d
     app = build_app(url, nats_url)
     app.store  # noqa: B018  (migrate once, outside the clock)
     app.close()
-    fill_stream(nats_url, n)
+    make_stream(nats_url)
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, "--serve", url, nats_url],
@@ -181,13 +195,11 @@ def round_of(workers: int, n: int, url: str, nats_url: str, timeout: float) -> d
     ]
     engine = sa.create_engine(url)
     try:
+        # Every worker is bound to the durable consumer before the first event is sent.
         for proc in procs:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         start = time.perf_counter()
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
+        publish(nats_url, n)
         deadline = start + timeout
         while started_runs(engine) < n and time.perf_counter() < deadline:
             time.sleep(0.02)

@@ -393,6 +393,9 @@ class TriggerRunner:
         self._ready = threading.Event()
         # Messages fetched and not yet acknowledged, per trigger (the back-pressure gauge).
         self.in_hand: dict[str, int] = {t.name: 0 for t in self.triggers}
+        # Set once every trigger's pull subscription is bound to its durable consumer.
+        self.subscribed = threading.Event()
+        self._bound: set[str] = set()
         self.handled: dict[str, int] = {t.name: 0 for t in self.triggers}
 
     def start(self) -> TriggerRunner:
@@ -490,6 +493,9 @@ class TriggerRunner:
                 await _sleep_or_stop(stopping, 1.0)
         if psub is None:
             return
+        self._bound.add(trigger.name)
+        if len(self._bound) == len(self.triggers):
+            self.subscribed.set()
         queue: asyncio.Queue[list[Msg]] = asyncio.Queue()
         room = asyncio.Event()
         pool = ThreadPoolExecutor(trigger.concurrency, thread_name_prefix=f"aevos-{trigger.name}")
