@@ -2,7 +2,7 @@
 4 worker processes.
 
     python benchmarks/events_throughput.py                    # 2000 events per round
-    python benchmarks/events_throughput.py --n 200 --json out.json
+    python benchmarks/events_throughput.py --n 200 --rounds 1 --json out.json
     python benchmarks/events_throughput.py --postgres-url postgresql://postgres@127.0.0.1:5432/test_h4b
 
 A private nats-server (``nats-server -js`` on a free port, its store in a temporary
@@ -24,7 +24,9 @@ Prints exactly::
 
 *Lost* is events without a run; *doubled* is events that started a run more than once (the
 event's ACCEPTED records beyond one per idempotency key). ``--json PATH`` writes
-``{"events", "runs", "lost", "doubled", "rate": {"1", "2", "4"}, "ratio": {"2", "4"}}``.
+``{"events", "runs", "lost", "doubled", "rate": {"1", "2", "4"}, "ratio": {"2", "4"}}``:
+the rates are medians over ``--rounds`` rounds (default 3) in which the worker counts
+alternate; events, runs, lost and doubled add up every round.
 Exit status 0; 1 with ``--strict`` when a target is missed (lost 0, doubled 0, 4 workers at
 least 1.5x one worker).
 """
@@ -36,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -232,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=2000, help="events per round")
     parser.add_argument("--postgres-url", default=DEFAULT_URL)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per worker count")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--strict", action="store_true")
     parser.add_argument("--serve", nargs=2, metavar=("DATABASE_URL", "NATS_URL"))
@@ -241,18 +245,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="aevos-bench-nats-") as tmp:
         server = NatsServer(Path(tmp) / "js").start()
+        rounds: dict[int, list[dict[str, Any]]] = {w: [] for w in WORKERS}
         try:
-            rounds = {
-                w: round_of(w, args.n, args.postgres_url, server.url, args.timeout) for w in WORKERS
-            }
+            # Worker counts alternate, so a host's drift touches each of them alike.
+            for _ in range(args.rounds):
+                for w in WORKERS:
+                    rounds[w].append(
+                        round_of(w, args.n, args.postgres_url, server.url, args.timeout)
+                    )
         finally:
             server.stop()
             drop_database(args.postgres_url)
-    rate = {str(w): r["rate"] for w, r in rounds.items()}
-    ratio = {str(w): rounds[w]["rate"] / rounds[1]["rate"] for w in (2, 4)}
-    lost = sum(r["lost"] for r in rounds.values())
-    doubled = sum(r["doubled"] for r in rounds.values())
-    runs = sum(r["runs"] for r in rounds.values())
+    done = [r for results in rounds.values() for r in results]
+    rate = {str(w): statistics.median(r["rate"] for r in rounds[w]) for w in WORKERS}
+    ratio = {str(w): rate[str(w)] / rate["1"] for w in (2, 4)}
+    lost = sum(r["lost"] for r in done)
+    doubled = sum(r["doubled"] for r in done)
+    runs = sum(r["runs"] for r in done)
     print(
         f"events {args.n}: 1 worker {rate['1']:.0f} ev/s, 2 workers {rate['2']:.0f} ev/s, "
         f"4 workers {rate['4']:.0f} ev/s"
@@ -263,13 +272,13 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(
             json.dumps(
                 {
-                    "events": args.n * len(WORKERS),
+                    "events": args.n * len(done),
                     "runs": runs,
                     "lost": lost,
                     "doubled": doubled,
                     "rate": rate,
                     "ratio": ratio,
-                    "rounds": {str(w): r for w, r in rounds.items()},
+                    "rounds": {str(w): results for w, results in rounds.items()},
                 },
                 indent=2,
             )

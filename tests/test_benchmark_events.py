@@ -28,6 +28,8 @@ def test_events_throughput_benchmark_with_a_small_n(tmp_path: Path) -> None:
             "benchmarks/events_throughput.py",
             "--n",
             "60",
+            "--rounds",
+            "1",
             "--postgres-url",
             url,
             "--json",

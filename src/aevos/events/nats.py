@@ -30,8 +30,9 @@ A trigger is declared on the app and consumed by workers::
   or the console. A message that could not be handled because the database is unavailable
   is not acknowledged (``nak`` with a delay), so JetStream delivers it again.
 - **Back-pressure.** A trigger's consumer holds at most ``max_pending`` messages that are
-  fetched but not yet acknowledged (and the consumer's ``max_ack_pending`` is the same): when
-  its queue is full it stops pulling until a handler frees a slot.
+  fetched but not yet acknowledged in each worker: when its queue is full it stops pulling
+  until a handler frees a slot. (The durable consumer's own ``max_ack_pending``, the
+  server's default, bounds all workers together.)
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ log = logging.getLogger("aevos.events")
 URL_ENV = "AEVOS_NATS_URL"
 DEFAULT_URL = "nats://127.0.0.1:4222"
 MSG_ID_HEADER = "Nats-Msg-Id"
+#: How long a pull waits to fill its batch (seconds).
+FETCH_WAIT = 0.2
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _ID = re.compile(r"^[A-Za-z0-9_:@+=/.-]{1,128}$")
@@ -479,7 +482,8 @@ class TriggerRunner:
                         ack_policy=AckPolicy.EXPLICIT,
                         deliver_policy=DeliverPolicy.ALL,
                         ack_wait=trigger.ack_wait,
-                        max_ack_pending=trigger.max_pending,
+                        # Not max_pending: this bounds every worker together, and each
+                        # worker already holds at most max_pending (the server's default).
                         filter_subject=trigger.subject,
                     ),
                 )
@@ -513,7 +517,9 @@ class TriggerRunner:
                     await _wait_either(room, stopping)
                     continue
                 try:
-                    msgs = await psub.fetch(min(trigger.batch, free), timeout=1.0)
+                    # A pull waits for a whole batch until it expires: short, so that
+                    # several workers sharing a trickle do not hold partial batches long.
+                    msgs = await psub.fetch(min(trigger.batch, free), timeout=FETCH_WAIT)
                 except NatsTimeout:
                     continue
                 except Exception as exc:
