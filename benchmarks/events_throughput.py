@@ -18,9 +18,11 @@ then acknowledged.
 
 Prints exactly::
 
-    events 2000: 1 worker 350 ev/s, 2 workers 520 ev/s, 4 workers 610 ev/s
-    scaling: 2 workers 1.49x, 4 workers 1.74x one worker
+    events 10000: 1 worker 2198 ev/s, 2 workers 1577 ev/s, 4 workers 1354 ev/s
+    scaling: 2 workers 0.72x, 4 workers 0.62x one worker
     lost 0, doubled 0
+
+(measured on a 2-core host shared with other work; see docs/integrations.md).
 
 *Lost* is events without a run; *doubled* is events that started a run more than once (the
 event's ACCEPTED records beyond one per idempotency key). ``--json PATH`` writes
