@@ -86,10 +86,11 @@ def test_a_signal_over_http_resumes_the_run_and_is_audited(served: Served) -> No
     records = app.audit.query("acme", action="event.signalled")
     assert len(records) == 1 and records[0].run_id == run_id
     assert "operator" in records[0].actor and records[0].data["source"] == "approved"
-    listed = client.get("/v1/events", params={"status": "SIGNALLED"}, headers=ops).json()
+    listed = client.get("/v1/events", params={"status": "SIGNALLED", "channel": "signal"}, headers=ops).json()
     assert [(e["channel"], e["source"], e["run_id"]) for e in listed] == [
         ("signal", "approved", run_id)
     ]
+    assert client.get("/v1/events", params={"channel": "nats"}, headers=ops).json() == []
     # The run has ended: it takes no more signals.
     late = client.post(url, json={"payload": 1}, headers=ops)
     assert late.status_code == 409 and late.json()["error"]["code"] == "invalid_run_state"
