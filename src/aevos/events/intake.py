@@ -417,7 +417,7 @@ class Intake:
         now = time.time()
         with self.store.transaction() as uow:
             # Locks the run: two deliveries of one signal serialise on it.
-            uow.events.run_of(tenant, run_id, lock=True)
+            uow.events.run_of(tenant, run_id, lock=True, by_key=False)
             seen = uow.events.seen(tenant, Channel.SIGNAL.value, topic, event_id)
             if seen is not None and seen.run_id == run_id:
                 return "DUPLICATE", seen.id

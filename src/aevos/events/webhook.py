@@ -28,7 +28,8 @@ returns (without ``map``, the workflow receives the whole event as ``event``).
   DUPLICATE, or REJECTED with the error's code and message) and an audit record
   (``event.accepted``, ``event.duplicate``, ``event.rejected``) committed in the same
   transaction. The body is never stored or logged, only its SHA-256 and size: it may hold
-  personal data. Secrets are never stored, logged or shown (not even in ``repr``).
+  personal data. The exception: an authenticated delivery that fails validation or mapping
+  is also kept, body and all, as a dead letter to be replayed (:mod:`aevos.events.intake`). Secrets are never stored, logged or shown (not even in ``repr``).
 - **Personal data.** The run's input is stored under the source's ``data_policy`` (else
   the workflow's; see :mod:`aevos.pii.datapolicy`): with the default, e-mail addresses,
   card numbers and the like in the event reach the database, the workflow and the API as

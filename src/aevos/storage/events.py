@@ -110,11 +110,14 @@ class EventRepository(Repository):
         ).one_or_none()
         return None if row is None else EventRow(**row._mapping)
 
-    def run_of(self, tenant: str, key: str, *, lock: bool = False) -> tuple[str, str] | None:
+    def run_of(
+        self, tenant: str, key: str, *, lock: bool = False, by_key: bool = True
+    ) -> tuple[str, str] | None:
         """``(run_id, status)`` of the tenant's run whose idempotency key (else run id) is
-        ``key``; with ``lock`` its row stays locked until the unit of work ends, so two
-        signals to one run serialise."""
-        for column in (runs.c.idempotency_key, runs.c.run_id):
+        ``key`` (only its run id without ``by_key``); with ``lock`` its row stays locked
+        until the unit of work ends, so two signals to one run serialise."""
+        columns = (runs.c.idempotency_key, runs.c.run_id) if by_key else (runs.c.run_id,)
+        for column in columns:
             stmt = sa.select(runs.c.run_id, runs.c.status).where(
                 runs.c.tenant == tenant, column == key
             )
