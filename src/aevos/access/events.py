@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import codec
-from ..errors import DefinitionError, InvalidRunStateError
+from ..errors import DefinitionError
 from ..identity import Permission, Principal
 from .guard import Guard
 
@@ -112,10 +112,6 @@ class Events:
         services = self.services
         info = services.store.get_run(run_id)  # RunNotFoundError for unknown ids
         self.guard.own(principal, "run", run_id, info.tenant)
-        if info.status.terminal:
-            raise InvalidRunStateError(
-                f"run {run_id} has ended ({info.status.value}); it takes no more signals"
-            )
         text = codec.encode(payload, f"payload of signal {name!r}")
         ident = signal_id or uuid.uuid4().hex
         status, event = services.intake.signal(

@@ -32,9 +32,12 @@ from ..audit import AuditEvent
 from ..errors import (
     AevosError,
     DeadLetterNotFoundError,
+    InvalidRunStateError,
     ReplayUnavailableError,
+    RunNotFoundError,
     StorageError,
 )
+from ..records.status import RunStatus
 from ..storage.dead_letters import DEAD, REPLAYED, DeadLetterRow
 
 if TYPE_CHECKING:
@@ -410,17 +413,24 @@ class Intake:
         """Queue a signal for the tenant's run with its record (``aevos_events``, channel
         ``signal``) and audit record ``event.signalled``, in one transaction; a second
         signal with the same ``event_id`` for the run's topic is a DUPLICATE and queues
-        nothing. Returns the status and the event's record id. The caller wakes the run."""
+        nothing (even once the run has ended); otherwise a run that has ended is refused
+        (:class:`InvalidRunStateError`). Returns the status and the event's record id. The caller wakes the run."""
         arrival = Arrival(
             Channel.SIGNAL, topic, tenant, event_id, payload_json.encode(), {"run_id": run_id}
         )
         now = time.time()
         with self.store.transaction() as uow:
             # Locks the run: two deliveries of one signal serialise on it.
-            uow.events.run_of(tenant, run_id, lock=True, by_key=False)
+            found = uow.events.run_of(tenant, run_id, lock=True, by_key=False)
+            if found is None:
+                raise RunNotFoundError(f"no run with id {run_id!r} to signal")
             seen = uow.events.seen(tenant, Channel.SIGNAL.value, topic, event_id)
             if seen is not None and seen.run_id == run_id:
-                return "DUPLICATE", seen.id
+                return "DUPLICATE", seen.id  # a retry, even after the run ended
+            if RunStatus(found[1]).terminal:
+                raise InvalidRunStateError(
+                    f"run {run_id} has ended ({found[1]}); it takes no more signals"
+                )
             uow.events.signal(run_id, topic, payload_json, now)
             row_id = self.record(uow, arrival, "SIGNALLED", actor=actor, run_id=run_id, now=now)
         return "SIGNALLED", row_id
