@@ -86,7 +86,9 @@ def test_a_signal_over_http_resumes_the_run_and_is_audited(served: Served) -> No
     records = app.audit.query("acme", action="event.signalled")
     assert len(records) == 1 and records[0].run_id == run_id
     assert "operator" in records[0].actor and records[0].data["source"] == "approved"
-    listed = client.get("/v1/events", params={"status": "SIGNALLED", "channel": "signal"}, headers=ops).json()
+    listed = client.get(
+        "/v1/events", params={"status": "SIGNALLED", "channel": "signal"}, headers=ops
+    ).json()
     assert [(e["channel"], e["source"], e["run_id"]) for e in listed] == [
         ("signal", "approved", run_id)
     ]
