@@ -111,8 +111,9 @@ def test_schedule_ticks_and_lateness_over_http(app: Aevos) -> None:
     assert value(found, ticks, schedule="five", status="triggered") == 1
     # The newest started tick is 11:00, started at 11:00:42.
     assert value(found, "aevos_schedule_lateness_seconds", schedule="five") == 42.0
-    # Nothing was published: the outbox does not lag.
+    # Nothing was published or dead-lettered.
     assert value(found, "aevos_outbox_lag_seconds") == 0.0
+    assert value(found, "aevos_dead_letters") == 0
 
 
 def test_integration_families_render_when_their_stores_report() -> None:

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from .cases import KeptCases
     from .connectors import Outbox, OutboxRelay
     from .connectors.relay import Destination
+    from .events.intake import Intake, Replayer
+    from .events.nats import NatsTrigger, Triggers
     from .events.webhook import Ingress, Mapper, WebhookSource
     from .evolution.certifications import Certifications
     from .evolution.datasets import Datasets
@@ -135,6 +137,7 @@ class Aevos:
         self._relay: OutboxRelay | None = None
         self._schedules: Schedules | None = None
         self.webhooks: dict[str, WebhookSource] = {}
+        self.nats_triggers: dict[str, NatsTrigger] = {}
         # Rejected webhook deliveries recorded one by one, per source; a flood is counted.
         self.webhook_refusals = RejectionBudget()
         # /metrics adds up each tenant's model calls once, then only what was appended since.
@@ -546,8 +549,38 @@ class Aevos:
         from .events.webhook import Ingress
 
         return Ingress(
-            self.runtime, self.webhooks, self.webhook_refusals, self.identity, self.audit
+            self.runtime,
+            self.webhooks,
+            self.webhook_refusals,
+            self.identity,
+            self.audit,
+            self.intake,
         )
+
+    @property
+    def intake(self) -> Intake:
+        """Events of every channel and their dead letters: list, show, replay
+        (:mod:`aevos.events.intake`)."""
+        from .events.intake import Intake
+
+        return Intake(self.store, self.audit, self._replayers)
+
+    def _replayers(self) -> dict[tuple[str, str], Replayer]:
+        found: dict[tuple[str, str], Replayer] = {}
+        if self.webhooks:
+            ingress = self.ingress
+            found.update({("webhook", name): ingress for name in self.webhooks})
+        if self.nats_triggers:
+            triggers = self.triggers
+            found.update({("nats", name): triggers for name in self.nats_triggers})
+        return found
+
+    @property
+    def triggers(self) -> Triggers:
+        """The handler of this app's NATS JetStream triggers (:mod:`aevos.events.nats`)."""
+        from .events.nats import Triggers
+
+        return Triggers(self.runtime, self.intake, self.nats_triggers)
 
     @property
     def access(self) -> Access:
@@ -769,6 +802,67 @@ class Aevos:
         self.webhooks[name] = source
         return source
 
+    def nats_trigger(
+        self,
+        name: str,
+        *,
+        stream: str,
+        subject: str,
+        workflow: str | None = None,
+        signal: str | None = None,
+        correlate: str | None = None,
+        tenant: str = "default",
+        key: str | None = None,
+        map: Callable[[Any], Any] | None = None,
+        queue: str | None = None,
+        servers: Sequence[str] | None = None,
+        max_pending: int = 64,
+        batch: int = 16,
+        concurrency: int = 4,
+        ack_wait: float = 30.0,
+        data_policy: DataPolicy | str | None = None,
+    ) -> NatsTrigger:
+        """Declare a NATS JetStream trigger, consumed by this app's workers through the
+        durable consumer ``aevos-<name>`` on ``stream``, filtered by ``subject``.
+
+        With ``workflow``, each message starts a run with the keyword arguments
+        ``map(event)`` returns (the whole event as ``event`` without ``map``), idempotent by
+        the ``key`` field (dotted path), else the ``Nats-Msg-Id`` header, else the stream
+        sequence. With ``signal`` and ``correlate``, each message is a signal on topic
+        ``signal`` (payload ``map(event)``) to the run whose idempotency key (else id) is
+        the event's ``correlate`` field. At most ``max_pending`` messages are in hand at
+        once, handled by ``concurrency`` threads; ``servers`` default to
+        ``AEVOS_NATS_URL``. See :mod:`aevos.events.nats`.
+        """
+        from .events.nats import NatsTrigger, default_servers
+
+        if name in self.nats_triggers:
+            raise DefinitionError(f"NATS trigger {name!r} is declared twice")
+        if queue is not None:
+            self.runtime.queue_named(queue)
+        trigger = NatsTrigger(
+            name,
+            stream,
+            subject,
+            tenant=tenant,
+            workflow=workflow,
+            signal=signal,
+            correlate=correlate,
+            key=key,
+            map=map if map is not None else (lambda event: event if signal else {"event": event}),
+            queue=queue,
+            servers=tuple(servers) if servers else default_servers(),
+            max_pending=max_pending,
+            batch=batch,
+            concurrency=concurrency,
+            ack_wait=ack_wait,
+            data_policy=None
+            if data_policy is None
+            else as_data_policy(data_policy, f"NATS trigger {name!r}"),
+        )
+        self.nats_triggers[name] = trigger
+        return trigger
+
     # -- starting runs ----------------------------------------------------------------------
 
     def start(self, workflow: str, /, *args: Any, **kwargs: Any) -> RunHandle[Any]:
@@ -823,13 +917,22 @@ class Aevos:
         queues: Sequence[str] | None = None,
         *,
         concurrency: int = 8,
+        events: bool = True,
     ) -> Worker:
         """A worker pulling this app's queues (all of them unless named). Between claims it
         escalates tasks past their SLA, expires approvals, deletes kept cases past their
         retention, starts the retrainings their triggers call for (every N labels, a
         schedule; when the app uses retraining), checks monitored models on their
-        interval (when the app uses monitors), starts the runs of due schedule ticks and
-        records counted refusals."""
+        interval (when the app uses monitors), starts the runs of due schedule ticks,
+        relays the outbox (when the app has a relay) and records counted refusals. With
+        ``events`` it also consumes the app's NATS triggers."""
+        from .events.nats import TriggerRunner
+
+        companions = (
+            [TriggerRunner(self.triggers, list(self.nats_triggers.values()))]
+            if events and self.nats_triggers
+            else []
+        )
         return self.runtime.worker(
             queues,
             concurrency=concurrency,
@@ -844,6 +947,7 @@ class Aevos:
                 self._tick_schedules,
                 self.flush_refusals,
             ),
+            companions=companions,
         )
 
     def _escalate_tasks(self) -> None:

@@ -237,7 +237,10 @@ class TokenNotFoundError(AevosError, LookupError):
 #     │   └── StaleSignatureError   a valid signature whose timestamp is outside the tolerance
 #     ├── PayloadTooLargeError      the body is larger than the source accepts (413)
 #     ├── InvalidEventError         the body is not JSON, or the event id is malformed (422)
-#     └── EventMappingError         the source's mapping raised or returned no dict (422)
+#     ├── EventMappingError         the source's mapping raised or returned no dict (422)
+#     ├── NoCorrelatedRunError      an event's correlation key names no run of its tenant (422)
+#     ├── DeadLetterNotFoundError   no dead letter of the tenant has that id (404)
+#     └── ReplayUnavailableError    a dead letter's source or trigger is not declared here (409)
 # Every one is recorded as a REJECTED event with its code. Messages name the cause, never
 # the body (it may hold personal data) nor a secret.
 
@@ -270,6 +273,18 @@ class InvalidEventError(EventError, ValueError):
 
 class EventMappingError(EventError):
     code = "event_mapping_failed"
+
+
+class NoCorrelatedRunError(EventError, LookupError):
+    code = "no_correlated_run"
+
+
+class DeadLetterNotFoundError(EventError, LookupError):
+    code = "dead_letter_not_found"
+
+
+class ReplayUnavailableError(EventError):
+    code = "replay_unavailable"
 
 
 # -- policy as code ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ over it. The operations are grouped by area, one module each:
 ``access.policies``  the loaded policies, explained (:mod:`.policies`)
 ``access.retraining``  start a model's retraining, read its retrainings (:mod:`.retraining`)
 ``access.replays``  replay kept cases with a candidate version, read replays (:mod:`.replays`)
+``access.events``  dead letters: list, inspect, replay; signals to runs (:mod:`.events`)
 ``access.rollouts``  read rollouts; start, pause, resume, abort, promote them (:mod:`.rollouts`)
 ``access.monitors``    configure, check and read a model's monitors; alerts (:mod:`.monitors`)
 ``access.schedules``  list, read, pause, resume and trigger schedules (:mod:`.schedules`)
@@ -38,6 +39,7 @@ from .approvals import Approvals
 from .audit import AuditTrail
 from .cases import Cases
 from .certifications import Certifications
+from .events import Events, SignalReceipt
 from .guard import Guard
 from .labels import Datasets, Labels
 from .metrics import Metrics
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from .audit import Services as AuditServices
     from .cases import Services as CaseServices
     from .certifications import Services as CertificationServices
+    from .events import Services as EventServices
     from .guard import Services as GuardServices
     from .labels import Services as LabelServices
     from .metrics import Services as MetricServices
@@ -93,6 +96,7 @@ if TYPE_CHECKING:
         CertificationServices,
         OutboxServices,
         ScheduleServices,
+        EventServices,
         Protocol,
     ):
         """Everything behind the guard: the services of one app (:class:`aevos.Aevos`)."""
@@ -106,6 +110,7 @@ __all__ = [
     "Cases",
     "Certifications",
     "Datasets",
+    "Events",
     "Guard",
     "Labels",
     "Metrics",
@@ -122,6 +127,7 @@ __all__ = [
     "Rollouts",
     "Runs",
     "Schedules",
+    "SignalReceipt",
     "Tasks",
 ]
 
@@ -150,6 +156,7 @@ class Access:
         self.cases = Cases(self.guard, services)
         self.outbox = OutboxMessages(self.guard, services)
         self.schedules = Schedules(self.guard, services)
+        self.events = Events(self.guard, services)
 
     def authenticate(self, token: str | None, *, tenant_hint: str = "default") -> Principal:
         """The principal behind a bearer token; AuthenticationError (401) otherwise."""

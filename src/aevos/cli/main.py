@@ -372,6 +372,7 @@ from .audit import audit_cli  # noqa: E402
 from .cases import cases_cli  # noqa: E402
 from .datasets import datasets_cli  # noqa: E402
 from .demo import demo  # noqa: E402
+from .events import events_cli  # noqa: E402
 from .evolution import evolution_cli  # noqa: E402
 from .labels import labels_cli  # noqa: E402
 from .models import models_cli  # noqa: E402
@@ -400,6 +401,7 @@ cli.add_typer(replays_cli, name="replays")
 cli.add_typer(rollouts_cli, name="rollouts")
 cli.add_typer(monitors_cli, name="monitors")
 cli.add_typer(schedules_cli, name="schedules")
+cli.add_typer(events_cli, name="events")
 cli.command()(demo)
 
 

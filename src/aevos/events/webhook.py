@@ -28,7 +28,8 @@ returns (without ``map``, the workflow receives the whole event as ``event``).
   DUPLICATE, or REJECTED with the error's code and message) and an audit record
   (``event.accepted``, ``event.duplicate``, ``event.rejected``) committed in the same
   transaction. The body is never stored or logged, only its SHA-256 and size: it may hold
-  personal data. Secrets are never stored, logged or shown (not even in ``repr``).
+  personal data. The exception: an authenticated delivery that fails validation or mapping
+  is also kept, body and all, as a dead letter to be replayed (:mod:`aevos.events.intake`). Secrets are never stored, logged or shown (not even in ``repr``).
 - **Personal data.** The run's input is stored under the source's ``data_policy`` (else
   the workflow's; see :mod:`aevos.pii.datapolicy`): with the default, e-mail addresses,
   card numbers and the like in the event reach the database, the workflow and the API as
@@ -68,12 +69,14 @@ from ..errors import (
 from ..identity import Permission, Principal, check_tenant
 from ..kernel.workflow import StartOptions
 from ..storage.events import EventRow
+from .intake import Arrival, Channel, dead_letterable
 
 if TYPE_CHECKING:
     from ..audit import AuditLog
     from ..identity import Identity
     from ..kernel.runtime import Runtime
     from ..pii.datapolicy import DataPolicy
+    from .intake import Intake
 
 SIGNATURE_HEADER = "X-Aevos-Signature"
 EVENT_ID_HEADER = "X-Aevos-Event-Id"
@@ -104,6 +107,7 @@ log = logging.getLogger("aevos.webhook")
 class EventStatus(StrEnum):
     ACCEPTED = "ACCEPTED"  # started a run
     DUPLICATE = "DUPLICATE"  # a redelivery: answered with the first delivery's run
+    SIGNALLED = "SIGNALLED"  # delivered as a signal to a running workflow
     REJECTED = "REJECTED"  # refused; ``reason`` says why
 
 
@@ -325,6 +329,7 @@ class EventRecord:
     payload_digest: str | None  # sha256 of the body, hex; the body itself is never stored
     size: int
     received_at: float
+    channel: str = "webhook"  # webhook, nats or signal
 
     @property
     def code(self) -> str | None:
@@ -361,12 +366,14 @@ class Ingress:
         refusals: RejectionBudget,
         identity: Identity,
         audit: AuditLog,
+        intake: Intake | None = None,
     ) -> None:
         self.runtime = runtime
         self.sources = sources
         self.refusals = refusals
         self.identity = identity
         self.audit = audit
+        self.intake = intake
 
     def max_body(self, source: str) -> int:
         """How many bytes of body the server should read for ``source``."""
@@ -433,11 +440,44 @@ class Ingress:
             except AevosError as flush_error:  # kept for the next try; answer this one
                 log.error("counted rejections could not be recorded: %s", flush_error.code)
             budget = self.refusals
-            if got.authenticated or budget.admit(key, code, got.received_at, limit):
+            if (
+                self.intake is not None
+                and source is not None
+                and body is not None
+                and got.event_id is not None
+                and dead_letterable(exc)
+            ):
+                # Authenticated and identified, but not valid or not mappable: kept with
+                # its body to be replayed once the cause is fixed.
+                arrival = Arrival(Channel.WEBHOOK, source.name, source.tenant, got.event_id, body)
+                self.intake.dead_letter(arrival, exc, actor=got.actor)
+            elif got.authenticated or budget.admit(key, code, got.received_at, limit):
                 self._record(got, EventStatus.REJECTED, reason=reason)
             raise
         status = EventStatus.ACCEPTED if created else EventStatus.DUPLICATE
         return self._record(got, status, run_id=run_id)
+
+    def replay(self, arrival: Arrival, actor: str) -> str:
+        """Handle a dead letter of a webhook source again (its body, its event id), as the
+        delivery would be handled now; returns the run it started (or the key's run)."""
+        source = self.sources.get(arrival.source)
+        if source is None:
+            raise UnknownSourceError(f"no webhook source named {arrival.source!r}")
+        got = _Received(
+            tenant=source.tenant,
+            source=source.name,
+            size=len(arrival.payload),
+            payload_digest=arrival.digest,
+            received_at=time.time(),
+            actor=actor,
+            authenticated=True,
+            event_id=arrival.event_id,
+            extra={"replayed": True},
+        )
+        kwargs = _mapped(source, _parse(arrival.payload))
+        run_id, created = self._start(source, kwargs, got)
+        self._record(got, EventStatus.ACCEPTED if created else EventStatus.DUPLICATE, run_id=run_id)
+        return run_id
 
     def _authenticate(
         self, source: WebhookSource, delivery: Delivery, body: bytes, got: _Received
@@ -569,6 +609,7 @@ class Ingress:
         *,
         source: str | None = None,
         status: Iterable[EventStatus] | None = None,
+        channel: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[EventRecord]:
@@ -577,7 +618,12 @@ class Ingress:
         statuses = None if status is None else [EventStatus(s).value for s in status]
         with self.runtime.store.reading() as uow:
             rows = uow.events.find(
-                principal.tenant, source=source, statuses=statuses, limit=limit, offset=offset
+                principal.tenant,
+                source=source,
+                statuses=statuses,
+                channel=channel,
+                limit=limit,
+                offset=offset,
             )
         return [_record_of(row) for row in rows]
 
@@ -594,6 +640,7 @@ def _record_of(row: EventRow) -> EventRecord:
         payload_digest=row.payload_digest,
         size=row.size,
         received_at=row.received_at,
+        channel=row.channel,
     )
 
 

@@ -19,6 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from .. import codec
@@ -41,7 +42,7 @@ from .retry import RetryPolicy, as_retry_policy
 from .services import TASK_STEP, Services
 from .step import Step, StepContext
 from .tracing import Tracing, insert_traced
-from .worker import Worker
+from .worker import Companion, Worker
 from .workflow import StartOptions, Workflow, WorkflowDecorator
 
 if TYPE_CHECKING:
@@ -53,6 +54,15 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 log = logging.getLogger("aevos")
+
+
+@dataclass(frozen=True)
+class PreparedStart:
+    """A run checked and encoded, to be enqueued in a batch (:meth:`Runtime.prepare`)."""
+
+    new: NewRun
+    actor: str | None
+    protected: ProtectedInput
 
 
 class Runtime:
@@ -331,12 +341,13 @@ class Runtime:
         kwargs: Any,
         opts: StartOptions,
         *,
-        also: Callable[[UnitOfWork], object] | None = None,
+        also: Callable[[UnitOfWork, str], object] | None = None,
         **data: Any,
     ) -> RunHandle[R]:
         """Record a run for a worker (its start audited in the same transaction, with
-        ``data``). ``also(uow)`` commits with the run when it is created (a schedule's claim
-        of its tick); when it raises, the run is not created."""
+        ``data``). ``also(uow, run_id)`` commits with the run when it is created (a
+        schedule's claim of its tick, an event's record) and is not called when the
+        idempotency key already had a run; when it raises, the run is not created."""
         input_json, protected = self.encode_or_reject(workflow, args, kwargs, opts)
         info = self.insert_started(
             NewRun(
@@ -357,19 +368,74 @@ class Runtime:
         )
         return RunHandle(self, info.run_id)
 
+    def prepare(
+        self, workflow: Workflow[Any, Any], args: Any, kwargs: Any, opts: StartOptions
+    ) -> PreparedStart:
+        """A run ready to be enqueued with others (:meth:`enqueue_prepared`): its input
+        encoded under its data policy; a refusal is recorded as a REJECTED run and raised."""
+        input_json, protected = self.encode_or_reject(workflow, args, kwargs, opts)
+        new = NewRun(
+            run_id=opts.run_id or uuid.uuid4().hex,
+            workflow=workflow.name,
+            queue=opts.queue or workflow.queue,
+            input_json=input_json,
+            code_version=self.code_version,
+            tenant=opts.tenant,
+            priority=opts.priority,
+            idempotency_key=opts.idempotency_key,
+        )
+        return PreparedStart(new, opts.actor, protected)
+
+    def enqueue_prepared(
+        self,
+        prepared: Sequence[PreparedStart],
+        *,
+        also: Callable[[UnitOfWork, list[bool]], object] | None = None,
+    ) -> list[tuple[str, bool]]:
+        """Enqueue many runs in one transaction, each audited (``run.started``) with it:
+        per run, the id of the run holding its key and whether it was created here.
+        ``also(uow, created)`` commits with them; the audit records are appended last, so
+        the tenant's chain is locked only for the end of the transaction."""
+        audit = self.services.audit
+
+        def record(uow: UnitOfWork, created: list[bool]) -> None:
+            if also is not None:
+                also(uow, created)
+            audit.append_many(
+                [
+                    self._start_event(
+                        "run.started",
+                        p.new.run_id,
+                        p.new.workflow,
+                        p.new.tenant,
+                        p.actor,
+                        p.new.input_json,
+                        idempotency_key=p.new.idempotency_key,
+                        pii=p.protected.summary(),
+                    )
+                    for p, made in zip(prepared, created, strict=True)
+                    if made
+                ],
+                uow=uow,
+            )
+
+        result = self.store.insert_runs([p.new for p in prepared], also=record)
+        self.wake()
+        return result
+
     def insert_started(
         self,
         new: NewRun,
         actor: str | None,
         protected: ProtectedInput,
         *,
-        also: Callable[[UnitOfWork], object] | None = None,
+        also: Callable[[UnitOfWork, str], object] | None = None,
         **data: Any,
     ) -> RunInfo:
         """Record an enqueued run with its ``run.started`` audit record (``data`` and what
         its data policy found) in one transaction, and wake the workers. The run with the
-        same idempotency key is returned when there is one. ``also(uow)`` runs first in
-        that transaction when the run is created."""
+        same idempotency key is returned when there is one. ``also(uow, run_id)`` runs
+        first in that transaction when the run is created."""
         audit = self.audit_start(
             "run.started",
             new.run_id,
@@ -383,7 +449,7 @@ class Runtime:
 
         def record(uow: UnitOfWork) -> None:
             if also is not None:
-                also(uow)
+                also(uow, new.run_id)
             audit(uow)
 
         info, _ = self.insert_run(new, also=record)
@@ -608,8 +674,9 @@ class Runtime:
         *,
         concurrency: int = 8,
         chores: Sequence[Callable[[], object]] = (),
+        companions: Sequence[Companion] = (),
     ) -> Worker:
-        return Worker(self, queues, concurrency=concurrency, chores=chores)
+        return Worker(self, queues, concurrency=concurrency, chores=chores, companions=companions)
 
 
 def _qualified(func: Callable[..., Any]) -> str:

@@ -40,6 +40,15 @@ class Services(Protocol):
     def audit(self) -> AuditLog: ...
 
 
+class Companion(Protocol):
+    """Something a worker runs beside its claim loop (an event consumer): started with the
+    worker, stopped before it stops claiming."""
+
+    def start(self) -> object: ...
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+
 class Host(Protocol):
     """What a worker claims for and executes through (the kernel's runtime)."""
 
@@ -130,6 +139,7 @@ class Worker:
         *,
         concurrency: int = 8,
         chores: Sequence[Callable[[], object]] = (),
+        companions: Sequence[Companion] = (),
     ) -> None:
         if concurrency < 1:
             raise DefinitionError(f"worker concurrency must be >= 1, got {concurrency}")
@@ -137,6 +147,7 @@ class Worker:
         names = list(queues) if queues else list(runtime.queues)
         self.queues = [runtime.queue_named(name) for name in names] + [_recovery_queue()]
         self.chores = tuple(chores)
+        self.companions = tuple(companions)
         self.concurrency = concurrency
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="aevos-run")
         self._active = 0
@@ -172,6 +183,8 @@ class Worker:
         self.runtime.leases.liveness.ensure()
         self._thread = threading.Thread(target=self._poll_loop, name="aevos-poll", daemon=True)
         self._thread.start()
+        for companion in self.companions:
+            companion.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -180,6 +193,9 @@ class Worker:
         Runs still executing after that keep their lease until this process exits; then
         another worker takes them over and replays them from their last committed step.
         """
+        # Events in hand are handled (and acknowledged) while the database is still ours.
+        for companion in self.companions:
+            companion.stop(timeout)
         self._stopping.set()
         self.runtime.work_available.set()
         if self._thread is not None:

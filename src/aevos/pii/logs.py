@@ -170,6 +170,7 @@ AEVOS_LOGGERS = (
     "aevos.audit",
     "aevos.cases",
     "aevos.connectors",
+    "aevos.events",
     "aevos.gateway",
     "aevos.identity",
     "aevos.liveness",

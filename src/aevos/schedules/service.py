@@ -369,7 +369,7 @@ class Schedules:
             schedule.args,
             dict(schedule.kwargs),
             opts,
-            also=also,
+            also=lambda uow, _run_id: also(uow),
             schedule=schedule.name,
             **data,
         )

@@ -25,6 +25,7 @@ from .api import (
     cases,
     certifications,
     datasets,
+    dead_letters,
     events,
     evolution,
     labels,
@@ -37,6 +38,7 @@ from .api import (
     rollouts,
     runs,
     schedules,
+    signals,
     tasks,
 )
 from .limits import BodyLimit, BodyLimits, BodyRule, RequestRefusals
@@ -85,6 +87,7 @@ def create_app(
     api.state.listed_value_bytes = listed
     errors.install(api)
     api.include_router(runs.router)
+    api.include_router(signals.router)
     api.include_router(tasks.router)
     api.include_router(audit.router)
     api.include_router(models.router)
@@ -96,6 +99,7 @@ def create_app(
     api.include_router(approvals.router)
     api.include_router(policies.router)
     api.include_router(metrics.router)
+    api.include_router(dead_letters.router)
     api.include_router(events.router)
     api.include_router(labels.router)
     api.include_router(datasets.router)

@@ -314,8 +314,42 @@ events = Table(
     Column("payload_digest", String(80), nullable=True),
     Column("size", Integer, nullable=False),
     Column("received_at", Float, nullable=False),
+    # webhook, nats or signal (revision 0016)
+    Column("channel", String(16), nullable=False, server_default="webhook"),
 )
 Index("ix_aevos_events_source", events.c.tenant, events.c.source, events.c.received_at)
+
+# -- dead letters (revision 0016) ----------------------------------------------------------
+
+dead_letters = Table(
+    "aevos_dead_letters",
+    metadata,
+    # An authenticated event that failed validation or mapping, kept with its body so that
+    # it can be replayed once the cause is fixed; one row per event however often redelivered.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("channel", String(16), nullable=False),  # webhook | nats
+    Column("source", String(100), nullable=False),  # the webhook source or NATS trigger
+    Column("event_id", String(200), nullable=False),
+    Column("status", String(16), nullable=False),  # DEAD | REPLAYED
+    Column("code", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("payload_digest", String(80), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("meta", Text, nullable=False),  # JSON: subject, stream, sequence
+    Column("attempts", Integer, nullable=False),  # replays tried
+    Column("run_id", String(200), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("tenant", "channel", "source", "event_id", name="uq_aevos_dead_letters_event"),
+)
+Index(
+    "ix_aevos_dead_letters_status",
+    dead_letters.c.tenant,
+    dead_letters.c.status,
+    dead_letters.c.created_at,
+)
 
 # -- approvals (revision 0005) -------------------------------------------------------------
 

@@ -379,28 +379,7 @@ class Store(Claims, OperatorActions, Signals, Versions, Owners):
                 return created, True
         with self.transaction() as uow:
             conn = uow.conn
-            input_text, input_ref = self._value(conn, new.input_json)
-            values = {
-                "run_id": new.run_id,
-                "tenant": new.tenant,
-                "workflow": new.workflow,
-                "status": new.status.value,
-                "queue": new.queue,
-                "priority": new.priority,
-                "idempotency_key": new.idempotency_key,
-                "input": input_text,
-                "input_ref": input_ref,
-                "error": None if new.error is None else codec.encode(new.error, "run error"),
-                "code_version": new.code_version,
-                "parent_run_id": new.parent_run_id,
-                "owner": new.owner,
-                "lease_until": new.lease_until,
-                "executions": 1 if new.status is _S.RUNNING else 0,
-                "created_at": now,
-                "updated_at": now,
-                "claimed_at": now if new.status is _S.RUNNING else None,
-                "finished_at": now if new.status.terminal else None,
-            }
+            values = self._run_values(conn, new, now)
             # RETURNING, not rowcount: psycopg reports -1 for INSERT .. ON CONFLICT DO NOTHING.
             stmt = self._insert_run.on_conflict_do_nothing().returning(runs.c.run_id)
             inserted = conn.execute(stmt, values).first() is not None
@@ -412,25 +391,85 @@ class Store(Claims, OperatorActions, Signals, Versions, Owners):
                     return self._fresh_info(new, values), True
                 row = conn.execute(sa.select(runs).where(runs.c.run_id == new.run_id)).one()
                 return self._run_info(conn, row), True
-            if new.idempotency_key is not None:
-                cond = sa.and_(
-                    runs.c.tenant == new.tenant, runs.c.idempotency_key == new.idempotency_key
-                )
-            else:
-                cond = runs.c.run_id == new.run_id
-            existing = conn.execute(sa.select(runs).where(cond)).one_or_none()
-            if existing is None:
-                # Conflict on the run id with a different key: a caller reused a run id.
-                raise IdempotencyConflictError(
-                    f"run id {new.run_id!r} already exists with another idempotency key"
-                )
-            if existing.workflow != new.workflow:
-                raise IdempotencyConflictError(
-                    f"idempotency key {new.idempotency_key!r} already started a run of "
-                    f"workflow {existing.workflow!r} ({existing.run_id}); it cannot start "
-                    f"{new.workflow!r}"
-                )
+            existing = self._existing_run(conn, new)
             return self._run_info(conn, existing), False
+
+    def _run_values(self, conn: Connection, new: NewRun, now: float) -> dict[str, Any]:
+        input_text, input_ref = self._value(conn, new.input_json)
+        return {
+            "run_id": new.run_id,
+            "tenant": new.tenant,
+            "workflow": new.workflow,
+            "status": new.status.value,
+            "queue": new.queue,
+            "priority": new.priority,
+            "idempotency_key": new.idempotency_key,
+            "input": input_text,
+            "input_ref": input_ref,
+            "error": None if new.error is None else codec.encode(new.error, "run error"),
+            "code_version": new.code_version,
+            "parent_run_id": new.parent_run_id,
+            "owner": new.owner,
+            "lease_until": new.lease_until,
+            "executions": 1 if new.status is _S.RUNNING else 0,
+            "created_at": now,
+            "updated_at": now,
+            "claimed_at": now if new.status is _S.RUNNING else None,
+            "finished_at": now if new.status.terminal else None,
+        }
+
+    def _existing_run(self, conn: Connection, new: NewRun) -> Any:
+        """The run that holds ``new``'s idempotency key (or id), checked to be of the same
+        workflow."""
+        if new.idempotency_key is not None:
+            cond = sa.and_(
+                runs.c.tenant == new.tenant, runs.c.idempotency_key == new.idempotency_key
+            )
+        else:
+            cond = runs.c.run_id == new.run_id
+        existing = conn.execute(sa.select(runs).where(cond)).one_or_none()
+        if existing is None:
+            # Conflict on the run id with a different key: a caller reused a run id.
+            raise IdempotencyConflictError(
+                f"run id {new.run_id!r} already exists with another idempotency key"
+            )
+        if existing.workflow != new.workflow:
+            raise IdempotencyConflictError(
+                f"idempotency key {new.idempotency_key!r} already started a run of "
+                f"workflow {existing.workflow!r} ({existing.run_id}); it cannot start "
+                f"{new.workflow!r}"
+            )
+        return existing
+
+    def insert_runs(
+        self,
+        news: Sequence[NewRun],
+        *,
+        also: Callable[[UnitOfWork, list[bool]], object] | None = None,
+    ) -> list[tuple[str, bool]]:
+        """Create many enqueued runs in one transaction (an event consumer's batch): per
+        run, the id of the run holding its idempotency key and whether it was created here.
+        ``also(uow, created)`` runs in the same unit of work, after the inserts."""
+        now = time.time()
+        with self.transaction() as uow:
+            conn = uow.conn
+            rows = [self._run_values(conn, new, now) for new in news]
+            inserted: set[str] = set()
+            if rows:
+                # One statement for the batch: a round trip per run would cost more than
+                # the commit.
+                # (executemany with RETURNING: SQLAlchemy sends it as multi-row INSERTs.)
+                stmt = self._insert_run.on_conflict_do_nothing().returning(runs.c.run_id)
+                inserted = {str(run_id) for run_id in conn.execute(stmt, rows).scalars()}
+            result = [
+                (new.run_id, True)
+                if new.run_id in inserted
+                else (str(self._existing_run(conn, new).run_id), False)
+                for new in news
+            ]
+            if also is not None:
+                also(uow, [created for _, created in result])
+        return result
 
     def _insert_running(self, new: NewRun, now: float) -> RunInfo | None:
         """Hot path of an inline start: one INSERT; None if the id or key already exists."""

@@ -30,6 +30,7 @@ from .budgets import BudgetRepository
 from .cases import CaseRepository
 from .certifications import CertificationRepository
 from .datasets import DatasetRepository
+from .dead_letters import DeadLetterRepository
 from .events import EventRepository
 from .identity import TokenRepository
 from .labels import LabelRepository
@@ -100,6 +101,10 @@ class UnitOfWork:
     @cached_property
     def events(self) -> EventRepository:
         return EventRepository(self)
+
+    @cached_property
+    def dead_letters(self) -> DeadLetterRepository:
+        return DeadLetterRepository(self)
 
     @cached_property
     def metrics(self) -> MetricsRepository:

@@ -147,10 +147,9 @@ class Snapshot:
     queues: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # depth, oldest age
     schedule_ticks: Mapping[tuple[str, str], int] = field(default_factory=dict)
     schedule_lateness: Mapping[str, float] = field(default_factory=dict)  # of the newest tick
-    # Integrations whose stores other revisions add; None leaves their family out. The
-    # dead-letter store (revision 0016): the tenant's dead letters not replayed. The outbox
-    # (revision 0017): seconds since the oldest message not yet published was written
-    # (0 when none).
+    # The tenant's dead letters not replayed, and seconds since its oldest message not yet
+    # published was written (0 when none); None leaves their family out (a snapshot built
+    # by hand).
     dead_letters: int | None = None
     outbox_lag: float | None = None
 
@@ -173,6 +172,7 @@ def snapshot(
         ticks = {(s, status): n for s, status, n in uow.schedules.tick_counts(tenant)}
         lateness = dict(uow.schedules.last_lateness(tenant))
         oldest_unsent = uow.outbox.oldest_pending(tenant)
+        dead_letters = uow.dead_letters.count(tenant)
     feedback_counts: dict[str, tuple[int, int]] = {}
     for model, n, overridden in feedback_rows:
         before = feedback_counts.get(model or "", (0, 0))
@@ -184,6 +184,7 @@ def snapshot(
         feedback=feedback_counts,
         model_calls=totals,
         queues=queues,
+        dead_letters=dead_letters,
         outbox_lag=0.0 if oldest_unsent is None else max(0.0, moment - oldest_unsent),
         schedule_ticks=ticks,
         schedule_lateness=lateness,

@@ -17,6 +17,7 @@ from starlette.types import Scope
 
 from ...app import Aevos
 from ...errors import AevosError
+from ...events.intake import Channel
 from ...events.webhook import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
@@ -35,6 +36,7 @@ class Event(BaseModel):
 
     id: int
     tenant: str
+    channel: str  # webhook, nats or signal
     source: str
     event_id: str | None
     status: EventStatus
@@ -50,6 +52,7 @@ class Event(BaseModel):
         return cls(
             id=record.id,
             tenant=record.tenant,
+            channel=record.channel,
             source=record.source,
             event_id=record.event_id,
             status=record.status,
@@ -124,11 +127,18 @@ def list_events(
     principal: PrincipalDep,
     source: Annotated[str | None, Query(max_length=100)] = None,
     status: Annotated[list[EventStatus] | None, Query()] = None,
+    channel: Annotated[Channel | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> list[Event]:
-    """The events received for the token's tenant, newest first (needs ``runs:read``)."""
+    """The events received for the token's tenant (webhook deliveries, NATS messages,
+    signals), newest first (needs ``runs:read``)."""
     records = app.ingress.list_events(
-        principal, source=source, status=status, limit=limit, offset=offset
+        principal,
+        source=source,
+        status=status,
+        channel=None if channel is None else channel.value,
+        limit=limit,
+        offset=offset,
     )
     return [Event.of(record) for record in records]

@@ -39,6 +39,10 @@ goes straight on to the viewer's next task (their oldest claim, else ``claim_nex
 reviewer's loop is claim, read, decide, next. The form is checked by the server only
 (``novalidate``): the messages beside the fields are the API's, for every browser.
 
+**Dead letters** (``/console/dead-letters``) lists the tenant's events that failed
+validation or mapping, with their reason, and replays one or the ticked ones
+(``runs:control``).
+
 **The dashboard** (``/console/dashboard``) draws :func:`aevos.telemetry.metrics.dashboard` for the
 last hour, day or week with Chart.js; the series travel as JSON in the page, not in script.
 """
@@ -49,7 +53,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 # The page modules register their routes on the shared router when imported.
-from . import dashboard, evolution, inbox, login, models, runs  # noqa: F401
+from . import dashboard, events, evolution, inbox, login, models, runs  # noqa: F401
 from .page import HERE, error_response, router
 from .session import KEY_ENV, LOGIN_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Sessions
 
