@@ -86,7 +86,7 @@ def test_each_mail_starts_one_run_and_moves_to_cur(app: Aevos, tmp_path: Path) -
     assert os.listdir(tmp_path / "inbox" / "new") == []
     assert all(name.endswith(":2,S") for name in os.listdir(tmp_path / "inbox" / "cur"))
     # Python's own Maildir reads them as seen messages.
-    assert sorted(box[k].get_flags() for k in box.keys()) == ["S", "S", "S"]
+    assert sorted(box[k].get_flags() for k in box.iterkeys()) == ["S", "S", "S"]
     assert app.file_watcher().scan_once() == []  # a rescan finds nothing new
     assert _statuses(app, "email") == ["ACCEPTED", "ACCEPTED", "DUPLICATE"]
 
