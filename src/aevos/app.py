@@ -1117,6 +1117,7 @@ class Aevos:
         if self._relay is not None:
             self._relay.close()
         options.setdefault("audit", self.audit)
+        options.setdefault("trace_context", self.tracer is not None)
         self._relay = OutboxRelay(self.store, destinations, **options)
         return self._relay
 
