@@ -294,3 +294,60 @@ def test_declarations_are_checked(app: Aevos, tmp_path: Path) -> None:
     with pytest.raises(DefinitionError, match="not a maildir"):
         app.maildir_trigger("inbox", tmp_path / "nowhere", workflow="w")
         app.file_watcher().scan_once()
+
+
+_FIXED_APP = textwrap.dedent(
+    """
+    from aevos import Aevos
+
+    def make_app(database_url):
+        app = Aevos(database_url)
+
+        @app.workflow(name="ingest")
+        def ingest(ctx, name, text):
+            return name
+
+        # The fixed mapping: a file that is not text starts a run too.
+        app.folder_trigger("drop", DROP, workflow="ingest",
+                           map=lambda f: {"name": f["name"], "text": None})
+        return app
+    """
+)
+
+
+def test_the_cli_lists_and_replays_folder_and_mail_dead_letters(
+    app: Aevos, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from aevos.cli.main import cli
+
+    drop = _folder(app, tmp_path / "drop", map=lambda f: {"name": f["name"], "text": f["text"][:5]})
+    box = mailbox.Maildir(tmp_path / "inbox", create=True)
+    app.maildir_trigger("inbox", tmp_path / "inbox", workflow="ingest")
+    box.add(b"no headers at all\n")
+    (drop / "scan.pdf").write_bytes(b"%PDF-\xff\xfe")
+    watcher = app.file_watcher()
+    watcher.scan_once()
+    watcher.scan_once()
+    module = tmp_path / "fixed_files_app.py"
+    module.write_text(f"DROP = {str(drop)!r}\n" + _FIXED_APP)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    base = ["--database-url", database_url, "events", "dead-letters"]
+    listed = runner.invoke(cli, [*base, "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "folder:drop" in listed.output and "email:inbox" in listed.output
+    letters = {letter.channel: letter for letter in app.intake.list("default")}
+    folder_letter = letters[Channel.FOLDER]
+    replayed = runner.invoke(
+        cli, [*base, "replay", str(folder_letter.id), "--app", "fixed_files_app:make_app"]
+    )
+    assert replayed.exit_code == 0, replayed.output
+    assert "run " in replayed.output
+    # The mail's source is not declared by that app: it stays DEAD, and says why.
+    mail_letter = letters[Channel.EMAIL]
+    again = runner.invoke(
+        cli, [*base, "replay", str(mail_letter.id), "--app", "fixed_files_app:make_app"]
+    )
+    assert again.exit_code == 1 and "replay_unavailable" in again.output
