@@ -351,3 +351,33 @@ def test_the_cli_lists_and_replays_folder_and_mail_dead_letters(
         cli, [*base, "replay", str(mail_letter.id), "--app", "fixed_files_app:make_app"]
     )
     assert again.exit_code == 1 and "replay_unavailable" in again.output
+
+
+def test_a_missing_inbox_is_logged_once_and_watched_again_when_it_appears(
+    app: Aevos, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inbox = tmp_path / "later"
+
+    @app.workflow(name="triage")
+    def triage(ctx: Any, mail: dict[str, Any]) -> str:
+        return "ok"
+
+    app.maildir_trigger("late", inbox, workflow="triage", interval=0.01)
+    watcher = app.file_watcher()
+    with caplog.at_level("INFO", logger="aevos.events"):
+        watcher.start()
+        try:
+            deadline = time.monotonic() + 30
+            while watcher.scans < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            box = mailbox.Maildir(inbox, create=True)
+            box.add(_mail("hello", message_id="<late-1@example.com>"))
+            while not _runs(app, "email:late:") and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            watcher.stop()
+    assert watcher.scans >= 5
+    failures = [r for r in caplog.records if "scan failed" in r.getMessage()]
+    assert len(failures) == 1 and "definition_error" in failures[0].getMessage()
+    assert any("scanning again" in r.getMessage() for r in caplog.records)
+    assert len(_runs(app, "email:late:")) == 1

@@ -366,6 +366,7 @@ class FileWatcher:
         self._sizes: dict[str, dict[str, tuple[int, int]]] = {t.name: {} for t in self.triggers}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failing: dict[str, str] = {}
         self.scans = 0
 
     def start(self) -> FileWatcher:
@@ -390,13 +391,20 @@ class FileWatcher:
                 try:
                     self.scan(trigger)
                 except Exception as exc:
-                    code = getattr(exc, "code", type(exc).__name__)
-                    log.warning(
-                        "%s trigger %r: scan failed (%s); trying again",
-                        trigger.kind,
-                        trigger.name,
-                        code,
-                    )
+                    code = str(getattr(exc, "code", type(exc).__name__))
+                    # Once per cause, not every interval: a missing directory stays missing.
+                    if self._failing.get(trigger.name) != code:
+                        log.warning(
+                            "%s trigger %r: scan failed (%s); trying again every %.1f s",
+                            trigger.kind,
+                            trigger.name,
+                            code,
+                            trigger.interval,
+                        )
+                    self._failing[trigger.name] = code
+                else:
+                    if self._failing.pop(trigger.name, None) is not None:
+                        log.info("%s trigger %r: scanning again", trigger.kind, trigger.name)
             self.scans += 1
             self._stopping.wait(max(0.01, min(due.values()) - time.monotonic()))
 
