@@ -24,7 +24,8 @@ from tests.nats_support import NATS_SERVER, NatsServer, _with_js, add_stream, wa
 from tests.test_connectors import QUICK, TOKEN, Api, Mailbox
 
 from aevos import Aevos, StepContext
-from aevos.connectors import HttpConnector, SmtpConnector
+from aevos.connectors import HttpConnector, RelayReport, SmtpConnector, WebhookDestination
+from aevos.connectors.relay import Destination
 from aevos.telemetry.tracing import TracingConfig
 
 
@@ -197,3 +198,43 @@ def test_a_nats_message_traceparent_is_the_parent_of_its_run(
     starts = [s for s in _named(spans, "aevos.run.start fulfil") if s.parent is not None]
     assert [s.parent.span_id for s in starts if s.parent] == [_id(receive)]
     assert dict(receive.attributes or {})["aevos.event.status"] == "ACCEPTED"
+
+
+class _Legacy(Destination):
+    """A user's destination written before trace headers existed: ``send(row)`` only."""
+
+    def __init__(self) -> None:
+        self.subjects = "legacy.>"
+        self.name = "legacy"
+        self.rows: list[Any] = []
+
+    def send(self, row: Any) -> None:
+        self.rows.append(row)
+
+
+def test_the_relay_sends_the_runs_trace_context_on_webhook_headers(
+    traced: Aevos, api: Api, exporter: InMemorySpanExporter
+) -> None:
+    @traced.workflow(name="notify")
+    def notify(ctx: Any) -> None:
+        ctx.publish("hooks.done", {"ok": True})
+        ctx.publish("legacy.done", {"ok": True})
+
+    legacy = _Legacy()
+    relay = traced.outbox_relay(
+        [WebhookDestination(api.url + "/tickets", secret="s" * 32, subjects="hooks.>"), legacy]
+    )
+    notify.run()
+    assert relay.run_once() == RelayReport(sent=2, retried=0, dead=0)
+    (start,) = _named(list(exporter.get_finished_spans()), "aevos.run.start notify")
+    (hit,) = api.hits("/tickets")
+    assert start.context is not None
+    assert hit["X-Aevos-Run-Id"] == dict(start.attributes or {})["aevos.run.id"]
+    version, trace_id, parent, _flags = hit["traceparent"].split("-")
+    assert (version, trace_id, parent) == (
+        "00",
+        f"{start.context.trace_id:032x}",
+        f"{start.context.span_id:016x}",
+    )
+    # A destination whose send takes only the row still gets its message.
+    assert [row.subject for row in legacy.rows] == ["legacy.done"]

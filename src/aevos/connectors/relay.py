@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import inspect
 import logging
 import threading
 import time
@@ -75,6 +76,18 @@ def sign(secret: bytes, body: bytes, event_id: str, timestamp: int | None = None
     t = int(time.time()) if timestamp is None else timestamp
     signed = f"{t}.{event_id}.".encode() + body
     return f"t={t},v1={hmac.new(secret, signed, hashlib.sha256).hexdigest()}"
+
+
+def _takes_trace(destination: Destination) -> bool:
+    """Whether a destination's ``send`` takes the trace headers (a user's destination
+    written before they existed takes only the row)."""
+    try:
+        parameters = inspect.signature(destination.send).parameters
+    except (TypeError, ValueError):
+        return False
+    return "trace" in parameters or any(
+        p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters.values()
+    )
 
 
 class Destination:
@@ -417,7 +430,7 @@ class OutboxRelay:
         trace = self._trace_of(row) if self.trace_context else None
         try:
             try:
-                if trace:
+                if trace and _takes_trace(destination):
                     destination.send(row, trace)
                 else:
                     destination.send(row)
