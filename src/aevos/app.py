@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from .audit.rejections import RejectionBudget
@@ -26,7 +27,7 @@ from .kernel.handle import RunHandle
 from .kernel.retry import RetryPolicy
 from .kernel.runtime import Runtime, as_data_policy
 from .kernel.step import Step, StepContext
-from .kernel.worker import Worker
+from .kernel.worker import Companion, Worker
 from .kernel.workflow import StartOptions, WorkflowDecorator
 from .people.asking import Asking
 from .records.queue import Queue
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from .cases import KeptCases
     from .connectors import Outbox, OutboxRelay
     from .connectors.relay import Destination
+    from .events.files import FileTrigger, FileTriggers, FileWatcher
     from .events.intake import Intake, Replayer
     from .events.nats import NatsTrigger, Triggers
     from .events.webhook import Ingress, Mapper, WebhookSource
@@ -138,6 +140,7 @@ class Aevos:
         self._schedules: Schedules | None = None
         self.webhooks: dict[str, WebhookSource] = {}
         self.nats_triggers: dict[str, NatsTrigger] = {}
+        self.file_triggers: dict[str, FileTrigger] = {}
         # Rejected webhook deliveries recorded one by one, per source; a flood is counted.
         self.webhook_refusals = RejectionBudget()
         # /metrics adds up each tenant's model calls once, then only what was appended since.
@@ -573,7 +576,24 @@ class Aevos:
         if self.nats_triggers:
             triggers = self.triggers
             found.update({("nats", name): triggers for name in self.nats_triggers})
+        if self.file_triggers:
+            files = self.file_events
+            found.update({(t.channel.value, t.name): files for t in self.file_triggers.values()})
         return found
+
+    @property
+    def file_events(self) -> FileTriggers:
+        """The handler of this app's maildir and folder triggers (:mod:`aevos.events.files`)."""
+        from .events.files import FileTriggers
+
+        return FileTriggers(self.runtime, self.intake, self.file_triggers)
+
+    def file_watcher(self) -> FileWatcher:
+        """A watcher of this app's maildir and folder triggers (what workers run);
+        ``scan_once()`` handles what is there now."""
+        from .events.files import FileWatcher
+
+        return FileWatcher(self.file_events, list(self.file_triggers.values()))
 
     @property
     def triggers(self) -> Triggers:
@@ -863,6 +883,113 @@ class Aevos:
         self.nats_triggers[name] = trigger
         return trigger
 
+    def maildir_trigger(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        workflow: str,
+        tenant: str = "default",
+        map: Callable[[Any], Any] | None = None,
+        queue: str | None = None,
+        max_bytes: int = 10 * 1024 * 1024,
+        interval: float = 1.0,
+        data_policy: DataPolicy | str | None = None,
+    ) -> FileTrigger:
+        """Declare an e-mail inbox trigger on the maildir at ``path``: each message
+        delivered to its ``new/`` starts a run of ``workflow`` with the keyword arguments
+        ``map(mail)`` returns (``mail`` as :func:`aevos.events.files.parse_mail` reads it;
+        the whole mail as ``mail`` without ``map``), idempotent by its Message-ID, and is
+        moved to ``cur/`` once the start committed. Watched every ``interval`` seconds by
+        this app's workers. See :mod:`aevos.events.files`."""
+        from .events.intake import Channel
+
+        return self._file_trigger(
+            name,
+            Channel.EMAIL,
+            path,
+            workflow,
+            tenant,
+            map,
+            queue,
+            max_bytes,
+            interval,
+            data_policy,
+            "mail",
+        )
+
+    def folder_trigger(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        workflow: str,
+        tenant: str = "default",
+        map: Callable[[Any], Any] | None = None,
+        queue: str | None = None,
+        max_bytes: int = 10 * 1024 * 1024,
+        interval: float = 1.0,
+        data_policy: DataPolicy | str | None = None,
+    ) -> FileTrigger:
+        """Declare a watched folder: each new file in ``path`` (once its size is stable
+        across two scans; dotfiles and ``*.tmp``/``*.part`` ignored) starts a run of
+        ``workflow`` with ``map(file)`` (``name``, ``size``, ``sha256``, ``text``; the whole
+        as ``file`` without ``map``), idempotent by its name and content, and is moved to
+        ``done/`` (``failed/`` when dead-lettered) once that committed. See
+        :mod:`aevos.events.files`."""
+        from .events.intake import Channel
+
+        return self._file_trigger(
+            name,
+            Channel.FOLDER,
+            path,
+            workflow,
+            tenant,
+            map,
+            queue,
+            max_bytes,
+            interval,
+            data_policy,
+            "file",
+        )
+
+    def _file_trigger(
+        self,
+        name: str,
+        channel: Any,
+        path: str | os.PathLike[str],
+        workflow: str,
+        tenant: str,
+        map: Callable[[Any], Any] | None,
+        queue: str | None,
+        max_bytes: int,
+        interval: float,
+        data_policy: DataPolicy | str | None,
+        arg: str,
+    ) -> FileTrigger:
+        from .events.files import FileTrigger
+
+        if name in self.file_triggers:
+            raise DefinitionError(f"file trigger {name!r} is declared twice")
+        if queue is not None:
+            self.runtime.queue_named(queue)
+        trigger = FileTrigger(
+            name,
+            channel,
+            Path(os.fspath(path)).absolute(),
+            workflow,
+            tenant=tenant,
+            map=map if map is not None else (lambda event: {arg: event}),
+            queue=queue,
+            max_bytes=max_bytes,
+            interval=interval,
+            data_policy=None
+            if data_policy is None
+            else as_data_policy(data_policy, f"{channel.value} trigger {name!r}"),
+        )
+        self.file_triggers[name] = trigger
+        return trigger
+
     # -- starting runs ----------------------------------------------------------------------
 
     def start(self, workflow: str, /, *args: Any, **kwargs: Any) -> RunHandle[Any]:
@@ -928,11 +1055,13 @@ class Aevos:
         ``events`` it also consumes the app's NATS triggers."""
         from .events.nats import TriggerRunner
 
-        companions = (
+        companions: list[Companion] = (
             [TriggerRunner(self.triggers, list(self.nats_triggers.values()))]
             if events and self.nats_triggers
             else []
         )
+        if events and self.file_triggers:
+            companions.append(self.file_watcher())
         return self.runtime.worker(
             queues,
             concurrency=concurrency,
@@ -988,6 +1117,7 @@ class Aevos:
         if self._relay is not None:
             self._relay.close()
         options.setdefault("audit", self.audit)
+        options.setdefault("trace_context", self.tracer is not None)
         self._relay = OutboxRelay(self.store, destinations, **options)
         return self._relay
 
@@ -1009,6 +1139,7 @@ class Aevos:
             report = self._relay.run_once()
             if report.sent or report.dead:
                 log.debug("outbox: %d sent, %d dead", report.sent, report.dead)
+
     def _tick_schedules(self) -> None:
         # Only an app that declared schedules has built the service.
         if self._schedules is not None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConnectorConfigError, ConnectorRejectedError, ConnectorUnavailableError
 from .credentials import Secret, resolve, scrub
+from .spans import call_span
 
 if TYPE_CHECKING:
     from ..kernel.step import StepContext
@@ -106,6 +107,20 @@ class SmtpConnector:
         if html is not None:
             message.add_alternative(html, subtype="html")
         where = f"SMTP server {self.host}:{self.port}"
+        with call_span(
+            sctx,
+            "smtp",
+            "send",
+            {
+                "server.address": self.host,
+                "server.port": self.port,
+                "aevos.email.recipients": len(recipients),
+            },
+        ):
+            self._deliver(message, recipients, where)
+        return str(message["Message-ID"])
+
+    def _deliver(self, message: EmailMessage, recipients: list[str], where: str) -> None:
         try:
             with self._connect() as smtp:
                 if self.starttls:
@@ -137,7 +152,6 @@ class SmtpConnector:
             raise ConnectorUnavailableError(f"{where} cannot be reached: {reason}") from None
         if refused:
             raise ConnectorRejectedError(f"{where} refused some recipients: {self._codes(refused)}")
-        return str(message["Message-ID"])
 
     def _connect(self) -> smtplib.SMTP:
         if self.use_ssl:

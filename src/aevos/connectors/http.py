@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..models.breaker import BreakerConfig, CircuitBreaker
 from .credentials import Secret, resolve, scrub
+from .spans import call_span
 
 if TYPE_CHECKING:
     from ..kernel.step import StepContext
@@ -118,6 +119,35 @@ class HttpConnector:
         is not JSON, None when empty)."""
         url = f"{self.base_url}/{path.lstrip('/')}"
         where = f"{method} {url}"
+        target = httpx.URL(self.base_url)
+        with call_span(
+            sctx,
+            "http",
+            method,
+            {
+                "http.request.method": method,
+                "server.address": target.host,
+                "server.port": target.port or (443 if target.scheme == "https" else 80),
+            },
+        ) as span:
+            seen: list[int] = []
+            try:
+                return self._call(sctx, method, url, where, json, params, headers, seen)
+            finally:
+                if span is not None and seen:
+                    span.set_attribute("http.response.status_code", seen[0])
+
+    def _call(
+        self,
+        sctx: StepContext,
+        method: str,
+        url: str,
+        where: str,
+        json: Any,
+        params: Mapping[str, str | int | float] | None,
+        headers: Mapping[str, str] | None,
+        seen: list[int],
+    ) -> Any:
         if not self._breaker.allow():
             raise ConnectorUnavailableError(
                 f"{where}: circuit breaker open after repeated failures; retry in "
@@ -126,8 +156,11 @@ class HttpConnector:
         sent = {**self._headers, **(headers or {}), IDEMPOTENCY_HEADER: sctx.idempotency_key}
         if self._bearer is not None:
             sent["Authorization"] = f"Bearer {self._bearer.reveal()}"
+        if sctx.tracing is not None:
+            # The server's spans join the run's trace (W3C traceparent of this call's span).
+            sctx.tracing.inject(sent)
         try:
-            body = self._send(method, url, where, sent, json, params)
+            body = self._send(method, url, where, sent, json, params, seen)
         except (ConnectorUnavailableError, ConnectorResponseError):
             self._breaker.failure()
             raise
@@ -146,6 +179,7 @@ class HttpConnector:
         headers: dict[str, str],
         body: Any,
         params: Mapping[str, str | int | float] | None,
+        seen: list[int],
     ) -> Any:
         try:
             with self._client.stream(
@@ -159,6 +193,7 @@ class HttpConnector:
                 f"{where}: {type(exc).__name__}: {self._clean(str(exc))}"
             ) from None
         status = response.status_code
+        seen.append(status)
         if status >= 500 or status in _RETRYABLE_STATUS:
             raise ConnectorUnavailableError(f"{where}: HTTP {status}{self._excerpt(content)}")
         if status >= 400:

@@ -26,10 +26,11 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -77,13 +78,27 @@ def sign(secret: bytes, body: bytes, event_id: str, timestamp: int | None = None
     return f"t={t},v1={hmac.new(secret, signed, hashlib.sha256).hexdigest()}"
 
 
+def _takes_trace(destination: Destination) -> bool:
+    """Whether a destination's ``send`` takes the trace headers (a user's destination
+    written before they existed takes only the row)."""
+    try:
+        parameters = inspect.signature(destination.send).parameters
+    except (TypeError, ValueError):
+        return False
+    return "trace" in parameters or any(
+        p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters.values()
+    )
+
+
 class Destination:
     """Where messages of matching subjects go; :meth:`send` raises a connector error."""
 
     subjects: str
     name: str
 
-    def send(self, row: OutboxRow) -> None:
+    def send(self, row: OutboxRow, trace: Mapping[str, str] | None = None) -> None:
+        """Send one message; ``trace`` (when the relay traces) holds the W3C headers of
+        the run that published it, to send along."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -160,13 +175,13 @@ class NatsDestination(Destination):
             self._nc = await nats.connect(**options)
         return self._nc
 
-    async def _publish(self, row: OutboxRow) -> None:
+    async def _publish(self, row: OutboxRow, trace: Mapping[str, str] | None) -> None:
         from nats.errors import NoRespondersError
         from nats.js.errors import APIError, NoStreamResponseError
 
         nc = await self._connection()
         js = nc.jetstream(timeout=self.timeout)
-        headers = {MSG_ID_HEADER: row.message_id}
+        headers = {**(trace or {}), MSG_ID_HEADER: row.message_id}
         if row.run_id:
             headers[RUN_HEADER] = row.run_id
         try:
@@ -182,9 +197,9 @@ class NatsDestination(Destination):
         if ack.duplicate:
             log.info("outbox message %s was already in stream %s", row.message_id, ack.stream)
 
-    def send(self, row: OutboxRow) -> None:
+    def send(self, row: OutboxRow, trace: Mapping[str, str] | None = None) -> None:
         try:
-            self._run(self._publish(row))
+            self._run(self._publish(row, trace))
         except (ConnectorUnavailableError, ConnectorRejectedError):
             raise
         except Exception as exc:
@@ -249,12 +264,13 @@ class WebhookDestination(Destination):
             *(value for _, value in url.params.multi_items() if len(value) >= 4),
         ]
 
-    def send(self, row: OutboxRow) -> None:
+    def send(self, row: OutboxRow, trace: Mapping[str, str] | None = None) -> None:
         if self._client is None:
             self._client = httpx.Client(timeout=self.timeout)
         assert self._secret is not None
         body = row.payload.encode()
         headers = {
+            **(trace or {}),
             "Content-Type": "application/json",
             EVENT_ID_HEADER: row.message_id,
             SUBJECT_HEADER: row.subject,
@@ -366,6 +382,7 @@ class OutboxRelay:
         lease: float = 60.0,
         retry: RetryPolicy = DEFAULT_RETRY,
         audit: AuditLog | None = None,
+        trace_context: bool = False,
     ) -> None:
         if not destinations:
             raise ConnectorConfigError("an outbox relay needs at least one destination")
@@ -378,6 +395,9 @@ class OutboxRelay:
         self.lease = lease
         self.retry = retry
         self.audit = audit
+        #: Send each message with its run's W3C trace context (``traceparent`` of the run's
+        #: start span, stored with the run), so consumers join the run's trace.
+        self.trace_context = trace_context
 
     def destination_for(self, subject: str) -> Destination | None:
         return next((d for d in self.destinations if subject_matches(d.subjects, subject)), None)
@@ -407,9 +427,13 @@ class OutboxRelay:
         if destination is None:
             reason = f"no destination takes subject {row.subject!r}"
             return self._dead(row, None, reason)
+        trace = self._trace_of(row) if self.trace_context else None
         try:
             try:
-                destination.send(row)
+                if trace and _takes_trace(destination):
+                    destination.send(row, trace)
+                else:
+                    destination.send(row)
             except (ConnectorRejectedError, ConnectorUnavailableError):
                 raise
             except Exception as exc:
@@ -444,6 +468,19 @@ class OutboxRelay:
         with self.store.transaction() as uow:
             uow.outbox.mark_sent(row.id, destination=destination.name, now=time.time())
         return "sent"
+
+    def _trace_of(self, row: OutboxRow) -> dict[str, str] | None:
+        if row.run_id is None:
+            return None
+        with self.store.reading() as uow:
+            found = uow.traces.get(row.run_id)
+        if found is None:
+            return None
+        traceparent, tracestate = found
+        headers = {"traceparent": traceparent}
+        if tracestate:
+            headers["tracestate"] = tracestate
+        return headers
 
     def _dead(self, row: OutboxRow, destination: str | None, reason: str) -> str:
         with self.store.transaction() as uow:

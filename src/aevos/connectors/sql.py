@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConnectorConfigError
 from ..storage.external import ExternalDatabase
+from .spans import call_span
 
 if TYPE_CHECKING:
     from ..kernel.step import StepContext
+    from ..kernel.tracing import Attribute
 
 DEFAULT_KEY_COLUMN = "aevos_key"
 
@@ -56,17 +58,35 @@ class SqlConnector:
     def upsert(self, sctx: StepContext, table: str, values: Mapping[str, Any]) -> str:
         """Write ``values`` to ``table`` in the row keyed by this step's idempotency key
         (inserted the first time, updated on a retry); returns the key."""
-        self._db.upsert(table, self.key_column, sctx.idempotency_key, values)
+        with call_span(sctx, "sql", "upsert", self._attributes("upsert", table)):
+            self._db.upsert(table, self.key_column, sctx.idempotency_key, values)
         return sctx.idempotency_key
 
     def insert(self, sctx: StepContext, table: str, values: Mapping[str, Any]) -> bool:
         """Insert ``values`` into ``table`` keyed by this step's idempotency key, unless a
         previous attempt already did; True if this attempt inserted it."""
-        return self._db.insert_once(table, self.key_column, sctx.idempotency_key, values)
+        with call_span(sctx, "sql", "insert", self._attributes("insert", table)) as span:
+            inserted = self._db.insert_once(table, self.key_column, sctx.idempotency_key, values)
+            if span is not None:
+                span.set_attribute("aevos.sql.inserted", inserted)
+        return inserted
 
     def query(
         self, sctx: StepContext, sql: str, params: Mapping[str, Any] | None = None
     ) -> list[dict[str, Any]]:
         """Rows of ``sql`` with ``:name`` parameters bound from ``params``."""
-        del sctx  # a read needs no key; taken so every connector call reads the same
-        return self._db.query(sql, params)
+        # The statement is not an attribute: it may hold literals of the user's data.
+        with call_span(sctx, "sql", "query", self._attributes("query", None)) as span:
+            rows = self._db.query(sql, params)
+            if span is not None:
+                span.set_attribute("db.response.returned_rows", len(rows))
+        return rows
+
+    def _attributes(self, operation: str, table: str | None) -> dict[str, Attribute | None]:
+        return {
+            "db.system.name": self._db.backend,
+            "db.operation.name": operation,
+            "db.collection.name": table,
+            "server.address": self._db.host,
+            "server.port": self._db.port,
+        }

@@ -54,6 +54,8 @@ class Channel(StrEnum):
     WEBHOOK = "webhook"
     NATS = "nats"
     SIGNAL = "signal"
+    EMAIL = "email"
+    FOLDER = "folder"
 
 
 class DeadLetterStatus(StrEnum):

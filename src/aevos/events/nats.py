@@ -60,6 +60,7 @@ from ..errors import (
     UnknownWorkflowError,
 )
 from ..identity import check_tenant
+from ..kernel.tracing import trace_headers
 from ..kernel.workflow import StartOptions
 from ..records.status import RunStatus
 from .intake import Arrival, Channel, Intake, dead_letterable
@@ -195,7 +196,7 @@ class Triggers:
         must then not be acknowledged."""
         actor = f"nats:{trigger.name}"
         try:
-            status, _ = self._process(trigger, arrival, actor)
+            status, _ = self._traced(trigger, arrival, actor)
         except Exception as exc:
             if not dead_letterable(exc):
                 raise
@@ -211,6 +212,16 @@ class Triggers:
         reused for another workflow), each event is handled on its own."""
         if trigger.signal is not None:
             return [self.handle(trigger, arrival) for arrival in arrivals]
+        if self.runtime.tracing is not None and any("traceparent" in a.meta for a in arrivals):
+            # A message that carries its sender's trace context starts its run on its own,
+            # under its own ingress span (a batch's runs share one transaction, not a parent).
+            own = [i for i, a in enumerate(arrivals) if "traceparent" in a.meta]
+            rest = [i for i, a in enumerate(arrivals) if "traceparent" not in a.meta]
+            found = dict(
+                zip(rest, self.handle_batch(trigger, [arrivals[i] for i in rest]), strict=True)
+            )
+            found.update({i: self.handle(trigger, arrivals[i]) for i in own})
+            return [found[i] for i in range(len(arrivals))]
         actor = f"nats:{trigger.name}"
         statuses: list[str] = ["DEAD"] * len(arrivals)
         ready: list[tuple[int, Arrival, PreparedStart]] = []
@@ -263,6 +274,21 @@ class Triggers:
             raise UnknownSourceError(f"no NATS trigger named {arrival.source!r}")
         _, run_id = self._process(trigger, arrival, actor)
         return run_id
+
+    def _traced(self, trigger: NatsTrigger, arrival: Arrival, actor: str) -> tuple[str, str]:
+        tracing = self.runtime.tracing
+        if tracing is None:
+            return self._process(trigger, arrival, actor)
+        carrier = {k: str(v) for k, v in arrival.meta.items() if k in ("traceparent", "tracestate")}
+        with tracing.incoming(
+            carrier,
+            "aevos.nats receive",
+            {"aevos.event.source": trigger.name, "aevos.event.channel": "nats"},
+        ) as span:
+            status, run_id = self._process(trigger, arrival, actor)
+            span.set_attribute("aevos.event.status", status)
+            span.set_attribute("aevos.run.id", run_id)
+        return status, run_id
 
     def _keyed(self, trigger: NatsTrigger, arrival: Arrival, event: Any) -> Arrival:
         # Records name the event by the id that makes it idempotent.
@@ -363,23 +389,27 @@ class Triggers:
 
 def arrival_of(trigger: NatsTrigger, msg: Msg) -> Arrival:
     """The event a JetStream message carries."""
-    meta = msg.metadata
-    stream = meta.stream
-    seq = meta.sequence.stream
-    header = (msg.headers or {}).get(MSG_ID_HEADER)
+    info = msg.metadata
+    stream = info.stream
+    seq = info.sequence.stream
+    headers = msg.headers or {}
+    header = headers.get(MSG_ID_HEADER)
     event_id = header if header is not None and _ID.match(header) else f"{stream}:{seq}"
+    meta: dict[str, Any] = {
+        "subject": msg.subject[:255],
+        "stream": stream,
+        "sequence": seq,
+        "delivered": info.num_delivered,
+    }
+    # The sender's W3C trace context (bounded): the run's start joins its trace.
+    meta.update(trace_headers(headers))
     return Arrival(
         Channel.NATS,
         trigger.name,
         trigger.tenant,
         event_id,
         bytes(msg.data),
-        {
-            "subject": msg.subject[:255],
-            "stream": stream,
-            "sequence": seq,
-            "delivered": meta.num_delivered,
-        },
+        meta,
     )
 
 

@@ -564,7 +564,20 @@ class WorkflowContext:
         step = StepRecord(
             seq, name, "SUCCEEDED", codec.encode(message_id, name), None, 1, started, time.time()
         )
-        self.journal.record(step, message_id, also=lambda uow: uow.outbox.add(rows))
+        if self.tracing is None:
+            self.journal.record(step, message_id, also=lambda uow: uow.outbox.add(rows))
+            return message_id
+        with self.tracing.span(
+            f"aevos.publish {subject}",
+            {
+                "aevos.run.id": self.run_id,
+                "aevos.step.seq": seq,
+                "messaging.operation.type": "create",
+                "messaging.destination.name": subject,
+                "messaging.message.id": message_id,
+            },
+        ):
+            self.journal.record(step, message_id, also=lambda uow: uow.outbox.add(rows))
         return message_id
 
     # -- signals ----------------------------------------------------------------------------

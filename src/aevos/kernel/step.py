@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import time
@@ -42,6 +43,9 @@ class StepContext:
     attempt: int
     # This attempt's messages, written with the step's result (only a successful attempt's).
     published: list[Published] = field(default_factory=list, compare=False, repr=False)
+    #: The runtime's tracer (None when tracing is off): connectors open their call spans
+    #: with it, under the step's span.
+    tracing: Tracing | None = field(default=None, compare=False, repr=False)
 
     @property
     def idempotency_key(self) -> str:
@@ -106,7 +110,9 @@ class Step(Generic[P, R]):
         started = time.time()
         failures = 0
         while True:
-            sctx = StepContext(ctx.run_id, ctx.workflow, self.name, seq, failures + 1)
+            sctx = StepContext(
+                ctx.run_id, ctx.workflow, self.name, seq, failures + 1, tracing=ctx.tracing
+            )
             try:
                 if self.timeout is None:
                     value = self.func(sctx, *args, **kwargs)
@@ -122,7 +128,10 @@ class Step(Generic[P, R]):
         return self._succeed(ctx, sctx, seq, started, failures + 1, value)
 
     def _with_timeout(self, sctx: StepContext, args: Any, kwargs: Any) -> R:
-        future = self._pool().submit(self.func, sctx, *args, **kwargs)
+        # In the step's context, so the attempt's spans (a connector's) nest under the step's.
+        context = contextvars.copy_context()
+        call: Callable[[], R] = functools.partial(self.func, sctx, *args, **kwargs)
+        future = self._pool().submit(context.run, call)
         try:
             return future.result(timeout=self.timeout)
         except FutureTimeout:
@@ -148,7 +157,9 @@ class Step(Generic[P, R]):
         failures = 0
         func = cast(Callable[..., Awaitable[R]], self.func)
         while True:
-            sctx = StepContext(ctx.run_id, ctx.workflow, self.name, seq, failures + 1)
+            sctx = StepContext(
+                ctx.run_id, ctx.workflow, self.name, seq, failures + 1, tracing=ctx.tracing
+            )
             try:
                 if self.timeout is None:
                     value = await func(sctx, *args, **kwargs)

@@ -65,6 +65,13 @@ class Tracing(Protocol):
         block runs; an exception escaping the block marks it failed."""
         ...
 
+    def client(
+        self, name: str, attributes: Mapping[str, Attribute]
+    ) -> AbstractContextManager[TraceSpan]:
+        """The span of a call to another system (a connector's), of kind CLIENT, a child of
+        the current span (the step's); an exception escaping the block marks it failed."""
+        ...
+
     def model_call(
         self,
         workflow: str,

@@ -38,6 +38,11 @@ class ExternalDatabase:
                 "postgresql://user@host/db or sqlite:///path.db"
             ) from None
         self.safe_url = redact_url(parsed)
+        #: The backend's name (``postgresql``, ``sqlite``, ...), for span attributes.
+        self.backend = parsed.get_backend_name()
+        #: The server's host and port when there is one (never the credentials).
+        self.host = parsed.host
+        self.port = parsed.port
         self._password = parsed.password
         args: dict[str, Any] = {}
         if parsed.get_backend_name() == "postgresql":

@@ -261,6 +261,11 @@ class Tracer:
     def span(self, name: str, attributes: Mapping[str, Attribute]) -> AbstractContextManager[Span]:
         return self._span(name, attributes)
 
+    def client(
+        self, name: str, attributes: Mapping[str, Attribute]
+    ) -> AbstractContextManager[Span]:
+        return self._span(name, attributes, kind=SpanKind.CLIENT)
+
     def incoming(
         self, carrier: Mapping[str, str] | None, name: str, attributes: Mapping[str, Attribute]
     ) -> AbstractContextManager[Span]:
