@@ -324,6 +324,9 @@ def check_history(
         f"steps re-executed although their worker lived and logged no lease lapse: {unattributed}"
     )
     for pid, keys in interrupted.items():
+        keys = [k for k in keys if k[0] not in lapsed.get(pid, ())]
+        if not keys:
+            continue
         per_run = Counter(run_id for run_id, _ in keys)
         assert len(keys) <= threads and max(per_run.values()) == 1, (
             f"killed worker {pid} had {threads} threads but left these steps to re-execute "
