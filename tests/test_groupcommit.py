@@ -21,7 +21,7 @@ from aevos.errors import StorageError
 from aevos.records.run import NewRun
 from aevos.records.status import RunStatus
 from aevos.storage import LeaseLost, StepRecord, Store, open_store
-from aevos.storage.schema import steps
+from aevos.storage.schema import runs, steps
 
 
 @pytest.fixture
@@ -175,3 +175,53 @@ def test_a_run_whose_record_fails_in_a_batch_fails_with_the_cause_recorded(
             assert list(app.store.load_steps(name)) == [0, 1]
     finally:
         app.close()
+
+
+@pytest.mark.postgres
+def test_a_heartbeat_waits_for_a_commit_in_flight_without_deadlocking_with_it(
+    postgres_url: str,
+) -> None:
+    """A batch in flight holds the rows of its runs, locked in its own order, until it
+    commits. The heartbeat over all of the owner's runs must never hold one of those rows
+    while it waits for another: it did, PostgreSQL found the deadlock and failed one side,
+    the heartbeat (its leases lapsed and live runs were taken over) or the whole batch (the
+    steps of all its runs ran again)."""
+    store = open_store(postgres_url)
+    engine = sa.create_engine(sa.make_url(postgres_url).set(drivername="postgresql+psycopg"))
+    try:
+        for run_id in ("run-a", "run-b"):
+            start_run(store, run_id, "w1")
+        with engine.connect() as batch, engine.connect() as observer:
+            tx = batch.begin()
+            # The batch fences run-b first...
+            batch.execute(sa.update(runs).where(runs.c.run_id == "run-b").values(updated_at=1.0))
+            outcomes, threads = in_threads(
+                {"beat": lambda: store.heartbeat("w1", ["run-a", "run-b"], 60.0)}
+            )
+            mine = batch.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            waiting = sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> :mine"
+            )
+            deadline = time.monotonic() + 30
+            while not observer.execute(waiting, {"mine": mine}).scalar_one():
+                observer.rollback()  # pg_stat_activity is read once per transaction
+                assert "beat" not in outcomes, outcomes  # it must wait for run-b's row
+                assert time.monotonic() < deadline, "the heartbeat never waited for run-b"
+                time.sleep(0.01)
+            # ...then run-a, while the heartbeat waits for run-b: no lock of run-a may be
+            # held by the heartbeat now, or this is a deadlock.
+            batch.execute(sa.update(runs).where(runs.c.run_id == "run-a").values(updated_at=1.0))
+            tx.commit()
+            for thread in threads:
+                thread.join(30)
+        beat = outcomes["beat"]
+        assert not isinstance(beat, BaseException), beat
+        assert beat.lost == []
+        with engine.connect() as conn:
+            leases = dict(conn.execute(sa.select(runs.c.run_id, runs.c.lease_until)).all())
+        assert all(until >= beat.until for until in leases.values()), leases
+        assert beat.until > time.time() + 30  # extended, both of them
+    finally:
+        engine.dispose()
+        store.close()

@@ -24,6 +24,7 @@ from ..errors import AevosError, RunCancelledError, StorageUnavailableError
 from ..records.queue import INLINE_QUEUE
 from ..records.run import NewRun, RunInfo, StepInfo, error_dict
 from ..records.status import RunStatus
+from ..storage.outage import seconds
 from .context import Host as ContextHost
 from .context import WorkflowContext
 from .handle import RunHandle, Runs, result_of
@@ -196,7 +197,7 @@ class Executor:
         # Hold the lease from here: loading a long history must not let it lapse.
         cancel = threading.Event()
         leases, store = self.runtime.leases, self.runtime.store
-        if not leases.add(info.run_id, cancel):
+        if not leases.add(info.run_id, cancel, info.lease_until):
             return Outcome(None)  # another thread of this process executes it; wait on it
         try:
             history = store.load_steps(info.run_id)
@@ -352,10 +353,15 @@ class Executor:
         if status is RunStatus.CANCELLED:
             return Outcome(status, error=RunCancelledError(run_id))
         # Taken over by another executor (our lease lapsed, or we were presumed dead): the
-        # fence refused what this execution did since.
+        # fence refused what this execution did since. Which of the two is said: a takeover
+        # while the lease ran means this process was judged dead although it lived.
+        overdue = self.runtime.leases.overdue(run_id)
         log.warning(
-            "run %s is no longer this process's (taken over by another worker): "
+            "run %s is no longer this process's (taken over by another worker %s): "
             "what this execution did since was not recorded",
             run_id,
+            "while its lease ran"
+            if overdue is None
+            else f"after its lease lapsed {seconds(overdue)} ago",
         )
         return Outcome(None)

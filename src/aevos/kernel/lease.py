@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import AevosError
@@ -38,6 +39,8 @@ class Leases:
     def __init__(self, runtime: Holder) -> None:
         self._runtime = runtime
         self._runs: dict[str, threading.Event] = {}
+        # When each held run's lease runs out, as last set by its claim or a heartbeat.
+        self._until: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -45,17 +48,21 @@ class Leases:
         # The lock whose release tells other workers at once that this process died.
         self.liveness = Liveness(runtime)
 
-    def add(self, run_id: str, cancel: threading.Event) -> bool:
+    def add(self, run_id: str, cancel: threading.Event, lease_until: float | None = None) -> bool:
         """Hold ``run_id`` for the thread about to execute it; False if another thread of
         this process executes it already. The fence cannot tell two threads apart (they
         share the owner), so this is what keeps a run executed once per process: a lease
         that lapsed under load and was re-claimed by this same process, or two threads
-        starting the same idempotency key, find the run held and wait for it instead."""
+        starting the same idempotency key, find the run held and wait for it instead.
+        ``lease_until`` is when the lease the run was taken with runs out."""
         self.liveness.ensure()
+        if lease_until is None:
+            lease_until = time.time() + self._runtime.lease_seconds
         with self._lock:
             if run_id in self._runs:
                 return False
             self._runs[run_id] = cancel
+            self._until[run_id] = lease_until
             if self._thread is None:
                 self._stop.clear()
                 self._thread = threading.Thread(
@@ -76,6 +83,15 @@ class Leases:
     def discard(self, run_id: str) -> None:
         with self._lock:
             self._runs.pop(run_id, None)
+            self._until.pop(run_id, None)
+
+    def overdue(self, run_id: str) -> float | None:
+        """How long ago the lease of held ``run_id`` ran out, as far as this process knows;
+        None if it has not (or the run is not held)."""
+        with self._lock:
+            until = self._until.get(run_id)
+        late = None if until is None else time.time() - until
+        return late if late is not None and late > 0 else None
 
     def cancel_local(self, run_id: str) -> None:
         with self._lock:
@@ -95,11 +111,12 @@ class Leases:
         interval = max(0.05, runtime.lease_seconds / 3)
         while not self._stop.wait(interval):
             with self._lock:
-                run_ids = list(self._runs)
-            if not run_ids:
+                due = {run_id: self._until[run_id] for run_id in self._runs}
+            if not due:
                 continue
+            run_ids = list(due)
             try:
-                lost = runtime.store.heartbeat(runtime.owner, run_ids, runtime.lease_seconds)
+                beat = runtime.store.heartbeat(runtime.owner, run_ids, runtime.lease_seconds)
             except AevosError as exc:
                 self._outage.failed(
                     f"[{exc.code}] {exc.message}",
@@ -107,8 +124,27 @@ class Leases:
                     f"{seconds(runtime.lease_seconds)}",
                 )
                 continue
+            done = time.time()
             self._outage.ended()
-            for run_id in lost:
+            lost = set(beat.lost)
+            with self._lock:
+                for run_id in run_ids:
+                    if run_id in self._until and run_id not in lost:
+                        self._until[run_id] = beat.until
+            lapsed = sorted(run_id for run_id, until in due.items() if until < done)
+            if lapsed:
+                # A stalled heartbeat (a loaded host, a database slow to grant it the lock):
+                # another worker may have taken these runs over, and repeats the step each
+                # one was in. Named, so that a repeated step can be told from a lost one.
+                log.warning(
+                    "heartbeat late: the leases of %d run(s) ran out %s before this heartbeat "
+                    "(lease %s); other workers may take them over: %s",
+                    len(lapsed),
+                    seconds(done - min(due[run_id] for run_id in lapsed)),
+                    seconds(runtime.lease_seconds),
+                    " ".join(lapsed),
+                )
+            for run_id in beat.lost:
                 # Cancelled or taken over: stop before the next step instead of running it
                 # only to have its commit refused.
                 self.cancel_local(run_id)

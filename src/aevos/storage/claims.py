@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -228,31 +228,63 @@ class Claims:
         with self._tx() as conn:
             self._fail_corrupt(conn, run_id, code, exc, time.time())
 
-    def heartbeat(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> list[str]:
-        """Extend the leases of the runs ``owner`` is executing; returns those of them that
-        are no longer its to run (cancelled, or taken over after a missed heartbeat).
+    def heartbeat(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> Beat:
+        """Extend the leases of the runs ``owner`` is executing; says which of them are no
+        longer its to run (cancelled, or taken over after a missed heartbeat) and until
+        when the others' leases now run.
 
         Only the listed runs: a run abandoned in this process (its thread died) must lapse
         and be recovered elsewhere, not be kept alive by its neighbours' heartbeats.
         """
         if not run_ids:
-            return []
-        now = time.time()
+            return Beat([], time.time() + lease_seconds)
         ids = list(run_ids)
+        extended: set[str] = set()
         with self._tx() as conn:
-            conn.execute(
-                sa.update(runs)
-                .where(runs.c.run_id.in_(ids), runs.c.owner == owner, runs.c.status == "RUNNING")
-                .values(lease_until=now + lease_seconds)
-            )
-            still_mine = set(
-                conn.execute(
-                    sa.select(runs.c.run_id).where(
-                        runs.c.run_id.in_(ids), runs.c.owner == owner, runs.c.status == "RUNNING"
-                    )
-                ).scalars()
-            )
-        return [run_id for run_id in ids if run_id not in still_mine]
+            # Read once the transaction holds what it waited for (SQLite's write lock): a
+            # heartbeat that waited still grants a whole lease from now.
+            now = time.time()
+            until = now + lease_seconds
+            update = sa.update(runs).values(lease_until=until).returning(runs.c.run_id)
+            owned = (runs.c.owner == owner, runs.c.status == "RUNNING")
+            if self.dialect.skip_locked:
+                # Never wait for one run's row while holding the others': the commits of the
+                # runs in flight (groupcommit.py) lock several rows in their own order, and
+                # one UPDATE over all our runs deadlocked with them, failing either the
+                # heartbeat (leases lapsed) or a whole batch (its steps ran again). Rows
+                # locked now are extended one by one below.
+                held = runs.alias("held")
+                free = (
+                    sa.select(held.c.run_id)
+                    .where(held.c.run_id.in_(ids), held.c.owner == owner)
+                    .with_for_update(skip_locked=True)
+                )
+                update = update.where(runs.c.run_id.in_(free), *owned)
+            else:
+                update = update.where(runs.c.run_id.in_(ids), *owned)
+            extended.update(conn.execute(update).scalars())
+        for run_id in ids:
+            if run_id in extended or not self.dialect.skip_locked:
+                continue
+            # One row per transaction: waiting for it while holding no other lock cannot
+            # close a cycle.
+            with self._tx() as conn:
+                now = time.time()
+                if conn.execute(
+                    sa.update(runs)
+                    .where(runs.c.run_id == run_id, *owned)
+                    .values(lease_until=now + lease_seconds)
+                ).rowcount:
+                    extended.add(run_id)
+        return Beat([run_id for run_id in ids if run_id not in extended], until)
+
+
+class Beat(NamedTuple):
+    """What a heartbeat found: the runs no longer the owner's, and until when (at the
+    earliest) the leases of the others run now."""
+
+    lost: list[str]
+    until: float
 
 
 def _of_versions(versions: Collection[str] | None) -> list[Any]:
