@@ -11,6 +11,8 @@ Revises: 0018
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -25,7 +27,7 @@ _PARTIAL = {
 }
 
 
-def _where(predicate: str) -> dict[str, object]:
+def _where(predicate: str) -> dict[str, Any]:
     return {"sqlite_where": sa.text(predicate), "postgresql_where": sa.text(predicate)}
 
 
