@@ -15,10 +15,11 @@ from aevos import (
     StorageUnavailableError,
     WorkflowContext,
 )
+from aevos.records.run import NewRun
 from aevos.records.status import RunStatus
 from aevos.storage import open_store
 from aevos.storage.migration import current_revision, head_revision
-from aevos.storage.schema import metadata
+from aevos.storage.schema import metadata, steps
 
 
 def test_migrations_produce_the_declared_schema(database_url: str) -> None:
@@ -43,6 +44,92 @@ def test_sqlite_runs_in_wal_with_full_sync(sqlite_url: str) -> None:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    finally:
+        store.close()
+
+
+def _to_revision(url: str, revision: str, *, down: bool) -> None:
+    from alembic import command
+
+    from aevos.storage import migration
+
+    engine = sa.create_engine(url)
+    try:
+        if not down:
+            migration.upgrade(engine, revision)
+            return
+        with engine.begin() as conn:
+            config = migration._config()
+            config.attributes["connection"] = conn
+            command.downgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def test_revision_0019_keeps_runs_steps_and_idempotency_both_ways(database_url: str) -> None:
+    """0019 rebuilds aevos_runs/aevos_steps on SQLite and swaps the idempotency constraint
+    for a partial unique index: rows survive down and up again, and a key still starts one
+    run only, while runs without a key do not collide."""
+
+    def new(run_id: str, key: str | None) -> NewRun:
+        return NewRun(
+            run_id=run_id,
+            workflow="wf",
+            queue="default",
+            input_json="1",
+            code_version="v",
+            idempotency_key=key,
+        )
+
+    store = open_store(database_url)
+    try:
+        store.insert_run(new("r1", "k1"))
+        store.insert_run(new("r2", None))
+        store.insert_run(new("r3", None))
+        with store.engine.begin() as conn:
+            conn.execute(
+                steps.insert(),
+                [
+                    {
+                        "run_id": "r1",
+                        "seq": seq,
+                        "name": "s",
+                        "status": "SUCCEEDED",
+                        "output": str(seq),
+                        "started_at": 1.0,
+                        "finished_at": 2.0,
+                    }
+                    for seq in range(3)
+                ],
+            )
+    finally:
+        store.close()
+    _to_revision(database_url, "0018", down=True)
+    try:
+        engine = sa.create_engine(database_url)
+        try:
+            with engine.connect() as conn:
+                assert (
+                    conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+                    == "0018"
+                )
+                count = conn.execute(sa.text("SELECT count(*) FROM aevos_runs")).scalar()
+                assert count == 3
+        finally:
+            engine.dispose()
+    finally:
+        _to_revision(database_url, "head", down=False)
+    store = open_store(database_url)
+    try:
+        assert current_revision(store.engine) == head_revision()
+        indexes = {ix["name"]: ix for ix in sa.inspect(store.engine).get_indexes("aevos_runs")}
+        assert indexes["uq_aevos_runs_idempotency"]["unique"]
+        assert {r.run_id for r in store.list_runs()} == {"r1", "r2", "r3"}
+        assert [step.output for step in store.load_steps("r1").values()] == [0, 1, 2]
+        existing, created = store.insert_run(new("r4", "k1"))
+        assert (existing.run_id, created) == ("r1", False)
+        _, created = store.insert_run(new("r5", None))
+        assert created
     finally:
         store.close()
 

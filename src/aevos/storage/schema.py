@@ -49,11 +49,32 @@ runs = Table(
     Column("updated_at", Float, nullable=False),
     Column("claimed_at", Float, nullable=True),
     Column("finished_at", Float, nullable=True),
-    UniqueConstraint("tenant", "idempotency_key", name="uq_aevos_runs_idempotency"),
 )
 Index("ix_aevos_runs_claim", runs.c.queue, runs.c.status, runs.c.priority, runs.c.created_at)
-Index("ix_aevos_runs_owner", runs.c.owner, runs.c.status)
-Index("ix_aevos_runs_parent", runs.c.parent_run_id)
+# Partial (revision 0019): most runs have no idempotency key, no parent, and no owner once
+# they end, and an index entry nothing looks up is a page written at every start and finish.
+# Every lookup through them compares the column with ``=`` or ``IN``, which implies IS NOT
+# NULL to both planners; INSERT .. ON CONFLICT DO NOTHING (no target) still honours the
+# partial unique index on both backends.
+_KEYED = runs.c.idempotency_key.is_not(None)
+Index(
+    "uq_aevos_runs_idempotency",
+    runs.c.tenant,
+    runs.c.idempotency_key,
+    unique=True,
+    sqlite_where=_KEYED,
+    postgresql_where=_KEYED,
+)
+_OWNED = runs.c.owner.is_not(None)
+Index(
+    "ix_aevos_runs_owner",
+    runs.c.owner,
+    runs.c.status,
+    sqlite_where=_OWNED,
+    postgresql_where=_OWNED,
+)
+_CHILD = runs.c.parent_run_id.is_not(None)
+Index("ix_aevos_runs_parent", runs.c.parent_run_id, sqlite_where=_CHILD, postgresql_where=_CHILD)
 Index("ix_aevos_runs_created", runs.c.created_at)
 
 steps = Table(
@@ -69,6 +90,9 @@ steps = Table(
     Column("attempts", Integer, nullable=False, server_default="1"),
     Column("started_at", Float, nullable=False),
     Column("finished_at", Float, nullable=False),
+    # SQLite (revision 0019): the rows live in the primary key's b-tree, so a step record
+    # writes one b-tree instead of a rowid table and a separate primary-key index.
+    sqlite_with_rowid=False,
 )
 
 blobs = Table(
