@@ -255,7 +255,7 @@ def test_an_operator_explores_runs_and_a_run_with_its_timeline_and_lineage(
     page.wait_for_url("**/console/runs")
     nav = page.get_by_role("navigation", name="main")
     expect(nav.get_by_role("link")).to_have_text(
-        ["Inbox", "Runs", "Models", "Dashboard", "Evolution"]
+        ["Inbox", "Runs", "Models", "Dead letters", "Dashboard", "Evolution"]
     )
     runs = page.locator("#runs tbody tr")
     expect(runs).to_have_count(2)  # acme's two runs, not globex's
