@@ -87,16 +87,19 @@ def _score(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # 40 images at ~2.7 s each, longer on a loaded machine
+@pytest.mark.timeout(600)  # 20 images at ~1.8 s each, longer on a loaded machine
 def test_rapidocr_reads_totals_and_dates_of_real_receipts(
     rapid: Any, first_read: Prediction, receipts: list[tuple[Path, dict[str, str]]]
 ) -> None:
+    # Every other receipt (20 of the 40, a third of the suite's time when it read all):
+    # read here, all 40 gave totals 37/40 and dates 39/40, these 20 totals 19 and dates 19.
     # Receipt 000 by path is first_read: the same call on the same instance, read once.
-    rest = [rapid.predict(str(image)) for image, _ in receipts[1:]]
-    totals, dates = _score([first_read, *rest], receipts)
-    print(f"rapidocr on 40 receipts: total {totals}/40, date {dates}/40")
-    assert totals >= 34
-    assert dates >= 36
+    sample = receipts[::2]
+    rest = [rapid.predict(str(image)) for image, _ in sample[1:]]
+    totals, dates = _score([first_read, *rest], sample)
+    print(f"rapidocr on 20 receipts: total {totals}/20, date {dates}/20")
+    assert totals >= 17
+    assert dates >= 17
 
 
 def _require_tesseract() -> None:
