@@ -3,7 +3,7 @@
 
     python benchmarks/events_throughput.py                    # 2000 events per round
     python benchmarks/events_throughput.py --n 200 --rounds 1 --json out.json
-    python benchmarks/events_throughput.py --postgres-url postgresql://postgres@127.0.0.1:5432/test_h4b
+    python benchmarks/events_throughput.py --postgres-url postgresql://postgres@127.0.0.1:5432/aevos_events_bench
 
 A private nats-server (``nats-server -js`` on a free port, its store in a temporary
 directory) and, for each worker count, a fresh database (created and dropped by the
@@ -55,7 +55,7 @@ if str(ROOT) not in sys.path:
 import sqlalchemy as sa  # noqa: E402
 from tests.nats_support import NatsServer, _with_js  # noqa: E402
 
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test_h4b"
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/aevos_events_bench"
 STREAM = "BENCH"
 SUBJECT = "bench.events"
 WORKERS = (1, 2, 4)
