@@ -12,6 +12,9 @@ from pydantic import BaseModel, Field
 from ...events.intake import DeadLetter, DeadLetterStatus, ReplayOutcome
 from ..deps import AccessDep, PrincipalDep
 
+#: Dead letter ids are 64-bit integers: a larger one names none, and would overflow the driver.
+MAX_ID = 2**63 - 1
+
 router = APIRouter(prefix="/v1/events/dead-letters", tags=["events"])
 
 
@@ -64,7 +67,7 @@ class DeadLetterOut(BaseModel):
 
 
 class ReplayIn(BaseModel):
-    ids: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=1000)
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=1000)
 
 
 class ReplayOut(BaseModel):
@@ -103,7 +106,7 @@ def list_dead_letters(
 
 @router.get("/{letter_id}")
 def get_dead_letter(
-    letter_id: Annotated[int, Path(ge=1)],
+    letter_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     access: AccessDep,
     principal: PrincipalDep,
     payload: Annotated[
@@ -125,7 +128,7 @@ def replay_dead_letters(
 
 @router.post("/{letter_id}/replay")
 def replay_dead_letter(
-    letter_id: Annotated[int, Path(ge=1)], access: AccessDep, principal: PrincipalDep
+    letter_id: Annotated[int, Path(ge=1, le=MAX_ID)], access: AccessDep, principal: PrincipalDep
 ) -> ReplayOut:
     """Replay one dead letter (``runs:control``)."""
     return ReplayOut.of(access.events.replay(principal, [letter_id])[0])
