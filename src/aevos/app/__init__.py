@@ -18,55 +18,53 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from .audit.rejections import RejectionBudget
-from .errors import AevosError, DefinitionError
-from .kernel.handle import RunHandle
-from .kernel.retry import RetryPolicy
-from .kernel.runtime import Runtime, as_data_policy
-from .kernel.step import Step, StepContext
-from .kernel.worker import Companion, Worker
-from .kernel.workflow import StartOptions, WorkflowDecorator
-from .people.asking import Asking
-from .records.queue import Queue
-from .records.run import RunInfo, StepInfo
-from .records.status import RunStatus
-from .storage import Store, UnitOfWork, open_store
-from .storage.store import DEFAULT_BLOB_THRESHOLD
-from .telemetry.metrics import CallTotalsCache
+from ..audit.rejections import RejectionBudget
+from ..errors import AevosError, DefinitionError
+from ..kernel.handle import RunHandle
+from ..kernel.retry import RetryPolicy
+from ..kernel.runtime import Runtime
+from ..kernel.step import Step, StepContext
+from ..kernel.worker import Companion, Worker
+from ..kernel.workflow import StartOptions, WorkflowDecorator
+from ..people.asking import Asking
+from ..records.queue import Queue
+from ..records.run import RunInfo, StepInfo
+from ..records.status import RunStatus
+from ..storage import Store, UnitOfWork, open_store
+from ..storage.store import DEFAULT_BLOB_THRESHOLD
+from ..telemetry.metrics import CallTotalsCache
+from .integrations import Integrations
 
 if TYPE_CHECKING:
-    from .access import Access
-    from .audit import AuditLog
-    from .cases import KeptCases
-    from .connectors import Outbox, OutboxRelay
-    from .connectors.relay import Destination
-    from .events.files import FileTrigger, FileTriggers, FileWatcher
-    from .events.intake import Intake, Replayer
-    from .events.nats import NatsTrigger, Triggers
-    from .events.webhook import Ingress, Mapper, WebhookSource
-    from .evolution.certifications import Certifications
-    from .evolution.datasets import Datasets
-    from .evolution.labels import Labels
-    from .evolution.registry import RecipeRegistry
-    from .identity import Identity
-    from .kernel.workflow import Workflow
-    from .models.gateway import Gateway
-    from .models.promotion import PromotionGate
-    from .models.registry import ModelRegistry
-    from .monitoring import Monitors
-    from .people.approvals import Approvals
-    from .people.inbox import Inbox
-    from .pii import Redactor, Vault
-    from .pii.datapolicy import DataPolicy
-    from .policy import CaseRetention, PolicySet
-    from .retraining import Retraining, TrainingData
-    from .rollouts import Replays, Rollouts
-    from .schedules import Schedule, Schedules
-    from .telemetry import Reports
-    from .telemetry.tracing import Tracer, TracingConfig
+    from ..access import Access
+    from ..audit import AuditLog
+    from ..cases import KeptCases
+    from ..connectors import OutboxRelay
+    from ..events.files import FileTrigger
+    from ..events.nats import NatsTrigger
+    from ..events.webhook import WebhookSource
+    from ..evolution.certifications import Certifications
+    from ..evolution.datasets import Datasets
+    from ..evolution.labels import Labels
+    from ..evolution.registry import RecipeRegistry
+    from ..identity import Identity
+    from ..kernel.workflow import Workflow
+    from ..models.gateway import Gateway
+    from ..models.promotion import PromotionGate
+    from ..models.registry import ModelRegistry
+    from ..monitoring import Monitors
+    from ..people.approvals import Approvals
+    from ..people.inbox import Inbox
+    from ..pii import Redactor, Vault
+    from ..pii.datapolicy import DataPolicy
+    from ..policy import CaseRetention, PolicySet
+    from ..retraining import Retraining, TrainingData
+    from ..rollouts import Replays, Rollouts
+    from ..schedules import Schedules
+    from ..telemetry import Reports
+    from ..telemetry.tracing import Tracer, TracingConfig
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,7 +73,7 @@ DEFAULT_DATABASE_URL = "sqlite:///./aevos.db"
 log = logging.getLogger("aevos")
 
 
-class Aevos:
+class Aevos(Integrations):
     """One aevos application: its workflows, steps, queues, and a connection to its database.
 
     ``Aevos()`` reads ``AEVOS_DATABASE_URL`` (default ``sqlite:///./aevos.db``). The database
@@ -123,7 +121,7 @@ class Aevos:
         self._audit: AuditLog | None = None
         self._policies = policies
         if redact_logs:
-            from .pii.logs import redact_aevos_logs
+            from ..pii.logs import redact_aevos_logs
 
             redact_aevos_logs()
         self._redactor: Redactor | None = None
@@ -168,7 +166,7 @@ class Aevos:
             or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         ):
             return None  # OpenTelemetry is not even imported
-        from .telemetry.tracing import Tracer, TracingConfig
+        from ..telemetry.tracing import Tracer, TracingConfig
 
         if isinstance(tracing, TracingConfig):
             config: TracingConfig | None = tracing
@@ -198,7 +196,7 @@ class Aevos:
     def audit(self) -> AuditLog:
         """The tenant-chained audit log (HMAC-keyed when AEVOS_AUDIT_KEY is set)."""
         if self._audit is None:
-            from .audit import AuditLog
+            from ..audit import AuditLog
 
             self._audit = AuditLog.from_env(self.store)
         return self._audit
@@ -207,7 +205,7 @@ class Aevos:
     def policies(self) -> PolicySet:
         """The policies ``ctx.decide`` evaluates: ``Aevos(policies="policies/")`` or
         ``AEVOS_POLICY_DIR``; loaded (and validated, with file:line errors) on first use."""
-        from .policy import PolicySet
+        from ..policy import PolicySet
 
         if not isinstance(self._policies, PolicySet):
             source = self._policies or os.environ.get("AEVOS_POLICY_DIR")
@@ -230,7 +228,7 @@ class Aevos:
     def redactor(self) -> Redactor:
         """The PII redactor ``ctx.redact`` uses (built-in recognisers unless replaced)."""
         if self._redactor is None:
-            from .pii import Redactor
+            from ..pii import Redactor
 
             self._redactor = Redactor()
         return self._redactor
@@ -243,7 +241,7 @@ class Aevos:
     def vault(self) -> Vault:
         """The PII vault for reversible tokenisation, keyed by ``AEVOS_VAULT_KEY``."""
         if self._vault is None:
-            from .pii import Vault
+            from ..pii import Vault
 
             self._vault = Vault.from_env(self.store)
         return self._vault
@@ -255,7 +253,7 @@ class Aevos:
 
     def configured_vault(self) -> Vault | None:
         """The vault, or None when no key is set (a malformed key still raises)."""
-        from .pii.vault import ENV_VAR
+        from ..pii.vault import ENV_VAR
 
         if self._vault is None and not os.environ.get(ENV_VAR):
             return None
@@ -265,7 +263,7 @@ class Aevos:
     def models(self) -> ModelRegistry:
         """The model registry: content-addressed versions, cards, aliases, rollback."""
         if self._models is None:
-            from .models.registry import ModelRegistry
+            from ..models.registry import ModelRegistry
 
             self._models = ModelRegistry(self.store, self.audit)
         return self._models
@@ -276,8 +274,8 @@ class Aevos:
         budgets and rate limits reserved before each call, the ``model_call`` policy of
         each model applied to every call (when the app has one), every call recorded."""
         if self._gateway is None:
-            from .models.gateway import Gateway
-            from .policy.model_call import ModelCallGate
+            from ..models.gateway import Gateway
+            from ..policy.model_call import ModelCallGate
 
             gate = ModelCallGate(self._configured_policies, lambda: self.redactor)
             self._gateway = Gateway(
@@ -297,7 +295,7 @@ class Aevos:
         encrypted per tenant with keys derived from the vault key (none are kept without
         one); read, list, forget by run or data subject (:mod:`aevos.cases`)."""
         if self._cases is None:
-            from .cases import KeptCases
+            from ..cases import KeptCases
 
             self._cases = KeptCases(
                 self.store,
@@ -321,7 +319,7 @@ class Aevos:
 
     def _protect_case(self, tenant: str, workflow: str | None, value: Any) -> Any:
         """``value`` with the data policy of ``workflow`` (the app's when None) applied."""
-        from .pii.datapolicy import protect_value
+        from ..pii.datapolicy import protect_value
 
         policy = self.runtime.data_policy if workflow is None else self.data_policy_of(workflow)
         protected, _ = protect_value(
@@ -333,7 +331,7 @@ class Aevos:
     def promotions(self) -> PromotionGate:
         """The promotion gate: the policy judges, the registry promotes (the API, the
         console and ``aevos models promote`` all go through it)."""
-        from .models.promotion import PromotionGate
+        from ..models.promotion import PromotionGate
 
         return PromotionGate(
             self.models, lambda: self.policies, self.audit, evidence=self._kept_evidence
@@ -354,14 +352,14 @@ class Aevos:
     @property
     def tasks(self) -> Inbox:
         """Human tasks: list, claim, release, reassign, submit, escalate; feedback records."""
-        from .people.inbox import Inbox
+        from ..people.inbox import Inbox
 
         return Inbox(self.store, self.audit, self.runtime.wake, self.owner)
 
     @property
     def labels(self) -> Labels:
         """Labels of kept cases: late ground truth (outranks reviewers), lists, conflicts."""
-        from .evolution.labels import Labels
+        from ..evolution.labels import Labels
 
         return Labels(self.store, self.audit)
 
@@ -370,21 +368,21 @@ class Aevos:
         """Reports over the tenant's history: ``app.reports.evolution(model, tenant=...)``,
         automation, precision, reviews, cost and drift over time with the model's version
         changes, rollouts, retrainings and alerts marked (aevos.telemetry.report)."""
-        from .telemetry import Reports
+        from ..telemetry import Reports
 
         return Reports(self.store)
 
     @property
     def datasets(self) -> Datasets:
         """Content-addressed dataset versions of labels: snapshot, list, show, export."""
-        from .evolution.datasets import Datasets
+        from ..evolution.datasets import Datasets
 
         return Datasets(self.store, self.audit, lambda: self.cases)
 
     @property
     def approvals(self) -> Approvals:
         """Gated actions (promotions) waiting for a second person: list, approve, reject."""
-        from .people.approvals import Approvals
+        from ..people.approvals import Approvals
 
         return Approvals(self.store, self.audit, lambda: self.policies, self.models, self.owner)
 
@@ -392,7 +390,7 @@ class Aevos:
     def certifications(self) -> Certifications:
         """Certified automation thresholds of model versions: record, latest, history;
         the gateway stamps each answer with its version's (``CallResult.certified``)."""
-        from .evolution.certifications import Certifications
+        from ..evolution.certifications import Certifications
 
         return Certifications(self.store, self.audit, self.models, self._certified)
 
@@ -401,7 +399,7 @@ class Aevos:
         """The training recipes models are retrained with: the built-ins, and the app's own
         (``@app.recipes.recipe("name", version=1, params=Params)``)."""
         if self._recipes is None:
-            from .evolution.registry import RecipeRegistry
+            from ..evolution.registry import RecipeRegistry
 
             self._recipes = RecipeRegistry()
         return self._recipes
@@ -412,7 +410,7 @@ class Aevos:
         the durable workflow ``aevos.retraining`` on a worker), list. Built once per app:
         building it registers the workflow and its queue."""
         if self._retraining is None:
-            from .retraining import Retraining
+            from ..retraining import Retraining
 
             self._retraining = Retraining(
                 self.runtime,
@@ -435,7 +433,7 @@ class Aevos:
         get, latest, list. Built once per app: building it registers the workflow and its
         queue."""
         if self._replays is None:
-            from .rollouts import Replays
+            from ..rollouts import Replays
 
             self._replays = Replays(
                 self.runtime, self.store, self.audit, self.models, cases=lambda: self.cases
@@ -448,7 +446,7 @@ class Aevos:
         controller (``tick``) workers run. Built once per app: building it registers the
         operator-task workflow and its queue."""
         if self._rollouts is None:
-            from .rollouts import Rollouts
+            from ..rollouts import Rollouts
 
             self._rollouts = Rollouts(
                 self.runtime,
@@ -467,7 +465,7 @@ class Aevos:
         (workers do, on each model's interval), results, alerts, acknowledge. Built once per
         app: building it registers the operator workflow ``aevos.monitor.alert``."""
         if self._monitors is None:
-            from .monitoring import Monitors
+            from ..monitoring import Monitors
 
             self._monitors = Monitors(
                 self.runtime,
@@ -478,56 +476,8 @@ class Aevos:
             )
         return self._monitors
 
-    @property
-    def schedules(self) -> Schedules:
-        """Schedules declared with :meth:`schedule`: list, pause, resume, trigger, their
-        ticks; workers tick them (:mod:`aevos.schedules`)."""
-        if self._schedules is None:
-            from .schedules import Schedules
-
-            self._schedules = Schedules(self.runtime, lambda: self.store, lambda: self.audit)
-        return self._schedules
-
-    def schedule(
-        self,
-        name: str,
-        workflow: Workflow[Any, Any] | str,
-        *,
-        cron: str,
-        tz: str = "UTC",
-        args: Sequence[Any] = (),
-        kwargs: dict[str, Any] | None = None,
-        catch_up: int = 1,
-        tenant: str = "default",
-        queue: str | None = None,
-    ) -> Schedule:
-        """Start ``workflow`` (a registered workflow or its name) with ``args``/``kwargs``
-        on each tick of ``cron`` (five fields or an alias such as ``@daily``) read in time
-        zone ``tz`` (an IANA name; daylight-saving changes as cron handles them), in
-        ``tenant``, on ``queue`` (the workflow's by default).
-
-        Each tick starts one run however many workers run (its idempotency key is the
-        tick's time). When several ticks are due at once (no worker ran for a while), the
-        newest ``catch_up`` start and the older ones are recorded as skipped. The schedule's
-        state (paused, last tick) lives in the database: ``app.schedules`` and
-        ``aevos schedules`` list, pause, resume and trigger it. Misuse (a bad expression,
-        an unknown zone, arguments that do not fit the workflow) raises here.
-        """
-        target = workflow if isinstance(workflow, str) else workflow.name
-        return self.schedules.declare(
-            name,
-            target,
-            cron=cron,
-            tz=tz,
-            args=args,
-            kwargs=kwargs,
-            catch_up=catch_up,
-            tenant=tenant,
-            queue=queue,
-        )
-
     def _training_data(self) -> TrainingData:
-        from .retraining import LabelledCases
+        from ..retraining import LabelledCases
 
         return LabelledCases(lambda: self.datasets, lambda: self.labels)
 
@@ -541,71 +491,15 @@ class Aevos:
     def identity(self) -> Identity:
         """Tokens, roles and tenants; every refusal goes to the audit log."""
         if self._identity is None:
-            from .identity import Identity
+            from ..identity import Identity
 
             self._identity = Identity(self.store, self._audit_refusal)
         return self._identity
 
     @property
-    def ingress(self) -> Ingress:
-        """Webhook deliveries: received, authenticated, mapped to runs, recorded."""
-        from .events.webhook import Ingress
-
-        return Ingress(
-            self.runtime,
-            self.webhooks,
-            self.webhook_refusals,
-            self.identity,
-            self.audit,
-            self.intake,
-        )
-
-    @property
-    def intake(self) -> Intake:
-        """Events of every channel and their dead letters: list, show, replay
-        (:mod:`aevos.events.intake`)."""
-        from .events.intake import Intake
-
-        return Intake(self.store, self.audit, self._replayers)
-
-    def _replayers(self) -> dict[tuple[str, str], Replayer]:
-        found: dict[tuple[str, str], Replayer] = {}
-        if self.webhooks:
-            ingress = self.ingress
-            found.update({("webhook", name): ingress for name in self.webhooks})
-        if self.nats_triggers:
-            triggers = self.triggers
-            found.update({("nats", name): triggers for name in self.nats_triggers})
-        if self.file_triggers:
-            files = self.file_events
-            found.update({(t.channel.value, t.name): files for t in self.file_triggers.values()})
-        return found
-
-    @property
-    def file_events(self) -> FileTriggers:
-        """The handler of this app's maildir and folder triggers (:mod:`aevos.events.files`)."""
-        from .events.files import FileTriggers
-
-        return FileTriggers(self.runtime, self.intake, self.file_triggers)
-
-    def file_watcher(self) -> FileWatcher:
-        """A watcher of this app's maildir and folder triggers (what workers run);
-        ``scan_once()`` handles what is there now."""
-        from .events.files import FileWatcher
-
-        return FileWatcher(self.file_events, list(self.file_triggers.values()))
-
-    @property
-    def triggers(self) -> Triggers:
-        """The handler of this app's NATS JetStream triggers (:mod:`aevos.events.nats`)."""
-        from .events.nats import Triggers
-
-        return Triggers(self.runtime, self.intake, self.nats_triggers)
-
-    @property
     def access(self) -> Access:
         """The governed entry point for requests that carry a token (the API uses it)."""
-        from .access import Access
+        from ..access import Access
 
         return Access(self)
 
@@ -619,7 +513,7 @@ class Aevos:
         *,
         uow: UnitOfWork | None = None,
     ) -> None:
-        from .audit import AuditEvent
+        from ..audit import AuditEvent
 
         self.audit.append(
             AuditEvent(action=action, actor=actor, tenant=tenant, data={"reason": reason, **data}),
@@ -770,226 +664,6 @@ class Aevos:
         """
         return self.runtime.step(name=name, retries=retries, timeout=timeout)
 
-    def webhook(
-        self,
-        name: str,
-        *,
-        workflow: str,
-        tenant: str = "default",
-        secret: str | bytes | None = None,
-        previous_secret: str | bytes | None = None,
-        map: Mapper | None = None,
-        queue: str | None = None,
-        tolerance: float | None = None,
-        max_body: int | None = None,
-        rejections_per_minute: int | None = None,
-        data_policy: DataPolicy | str | None = None,
-    ) -> WebhookSource:
-        """Declare a webhook source: each ``POST /v1/events/{name}`` starts a run of
-        ``workflow`` in ``tenant`` with the keyword arguments ``map(event)`` returns,
-        idempotent by the sender's event id.
-
-        With ``secret`` (and ``previous_secret`` while rotating it), deliveries must be
-        signed (HMAC-SHA256, ``X-Aevos-Signature``, within ``tolerance`` seconds, default
-        300); without, they need a bearer token of ``tenant`` that may start runs. Bodies
-        past ``max_body`` bytes (default 1 MiB) are refused. Past ``rejections_per_minute``
-        rejected deliveries (default 60) a minute's further rejections are counted and
-        recorded as one summary (:mod:`aevos.audit.rejections`). ``data_policy`` replaces the
-        workflow's for the runs this source starts (:mod:`aevos.pii.datapolicy`). See
-        :mod:`aevos.events.webhook`.
-        """
-        from .events.webhook import WebhookSource
-
-        if name in self.webhooks:
-            raise DefinitionError(f"webhook source {name!r} is declared twice")
-        if queue is not None:
-            self.runtime.queue_named(queue)
-        source = WebhookSource.declare(
-            name,
-            workflow=workflow,
-            tenant=tenant,
-            secret=secret,
-            previous_secret=previous_secret,
-            map=map,
-            queue=queue,
-            tolerance=tolerance,
-            max_body=max_body,
-            rejections_per_minute=rejections_per_minute,
-            data_policy=None
-            if data_policy is None
-            else as_data_policy(data_policy, f"webhook source {name!r}"),
-        )
-        self.webhooks[name] = source
-        return source
-
-    def nats_trigger(
-        self,
-        name: str,
-        *,
-        stream: str,
-        subject: str,
-        workflow: str | None = None,
-        signal: str | None = None,
-        correlate: str | None = None,
-        tenant: str = "default",
-        key: str | None = None,
-        map: Callable[[Any], Any] | None = None,
-        queue: str | None = None,
-        servers: Sequence[str] | None = None,
-        max_pending: int = 64,
-        batch: int = 16,
-        concurrency: int = 4,
-        ack_wait: float = 30.0,
-        data_policy: DataPolicy | str | None = None,
-    ) -> NatsTrigger:
-        """Declare a NATS JetStream trigger, consumed by this app's workers through the
-        durable consumer ``aevos-<name>`` on ``stream``, filtered by ``subject``.
-
-        With ``workflow``, each message starts a run with the keyword arguments
-        ``map(event)`` returns (the whole event as ``event`` without ``map``), idempotent by
-        the ``key`` field (dotted path), else the ``Nats-Msg-Id`` header, else the stream
-        sequence. With ``signal`` and ``correlate``, each message is a signal on topic
-        ``signal`` (payload ``map(event)``) to the run whose idempotency key (else id) is
-        the event's ``correlate`` field. At most ``max_pending`` messages are in hand at
-        once, handled by ``concurrency`` threads; ``servers`` default to
-        ``AEVOS_NATS_URL``. See :mod:`aevos.events.nats`.
-        """
-        from .events.nats import NatsTrigger, default_servers
-
-        if name in self.nats_triggers:
-            raise DefinitionError(f"NATS trigger {name!r} is declared twice")
-        if queue is not None:
-            self.runtime.queue_named(queue)
-        trigger = NatsTrigger(
-            name,
-            stream,
-            subject,
-            tenant=tenant,
-            workflow=workflow,
-            signal=signal,
-            correlate=correlate,
-            key=key,
-            map=map if map is not None else (lambda event: event if signal else {"event": event}),
-            queue=queue,
-            servers=tuple(servers) if servers else default_servers(),
-            max_pending=max_pending,
-            batch=batch,
-            concurrency=concurrency,
-            ack_wait=ack_wait,
-            data_policy=None
-            if data_policy is None
-            else as_data_policy(data_policy, f"NATS trigger {name!r}"),
-        )
-        self.nats_triggers[name] = trigger
-        return trigger
-
-    def maildir_trigger(
-        self,
-        name: str,
-        path: str | os.PathLike[str],
-        *,
-        workflow: str,
-        tenant: str = "default",
-        map: Callable[[Any], Any] | None = None,
-        queue: str | None = None,
-        max_bytes: int = 10 * 1024 * 1024,
-        interval: float = 1.0,
-        data_policy: DataPolicy | str | None = None,
-    ) -> FileTrigger:
-        """Declare an e-mail inbox trigger on the maildir at ``path``: each message
-        delivered to its ``new/`` starts a run of ``workflow`` with the keyword arguments
-        ``map(mail)`` returns (``mail`` as :func:`aevos.events.files.parse_mail` reads it;
-        the whole mail as ``mail`` without ``map``), idempotent by its Message-ID, and is
-        moved to ``cur/`` once the start committed. Watched every ``interval`` seconds by
-        this app's workers. See :mod:`aevos.events.files`."""
-        from .events.intake import Channel
-
-        return self._file_trigger(
-            name,
-            Channel.EMAIL,
-            path,
-            workflow,
-            tenant,
-            map,
-            queue,
-            max_bytes,
-            interval,
-            data_policy,
-            "mail",
-        )
-
-    def folder_trigger(
-        self,
-        name: str,
-        path: str | os.PathLike[str],
-        *,
-        workflow: str,
-        tenant: str = "default",
-        map: Callable[[Any], Any] | None = None,
-        queue: str | None = None,
-        max_bytes: int = 10 * 1024 * 1024,
-        interval: float = 1.0,
-        data_policy: DataPolicy | str | None = None,
-    ) -> FileTrigger:
-        """Declare a watched folder: each new file in ``path`` (once its size is stable
-        across two scans; dotfiles and ``*.tmp``/``*.part`` ignored) starts a run of
-        ``workflow`` with ``map(file)`` (``name``, ``size``, ``sha256``, ``text``; the whole
-        as ``file`` without ``map``), idempotent by its name and content, and is moved to
-        ``done/`` (``failed/`` when dead-lettered) once that committed. See
-        :mod:`aevos.events.files`."""
-        from .events.intake import Channel
-
-        return self._file_trigger(
-            name,
-            Channel.FOLDER,
-            path,
-            workflow,
-            tenant,
-            map,
-            queue,
-            max_bytes,
-            interval,
-            data_policy,
-            "file",
-        )
-
-    def _file_trigger(
-        self,
-        name: str,
-        channel: Any,
-        path: str | os.PathLike[str],
-        workflow: str,
-        tenant: str,
-        map: Callable[[Any], Any] | None,
-        queue: str | None,
-        max_bytes: int,
-        interval: float,
-        data_policy: DataPolicy | str | None,
-        arg: str,
-    ) -> FileTrigger:
-        from .events.files import FileTrigger
-
-        if name in self.file_triggers:
-            raise DefinitionError(f"file trigger {name!r} is declared twice")
-        if queue is not None:
-            self.runtime.queue_named(queue)
-        trigger = FileTrigger(
-            name,
-            channel,
-            Path(os.fspath(path)).absolute(),
-            workflow,
-            tenant=tenant,
-            map=map if map is not None else (lambda event: {arg: event}),
-            queue=queue,
-            max_bytes=max_bytes,
-            interval=interval,
-            data_policy=None
-            if data_policy is None
-            else as_data_policy(data_policy, f"{channel.value} trigger {name!r}"),
-        )
-        self.file_triggers[name] = trigger
-        return trigger
-
     # -- starting runs ----------------------------------------------------------------------
 
     def start(self, workflow: str, /, *args: Any, **kwargs: Any) -> RunHandle[Any]:
@@ -1053,7 +727,7 @@ class Aevos:
         interval (when the app uses monitors), starts the runs of due schedule ticks,
         relays the outbox (when the app has a relay) and records counted refusals. With
         ``events`` it also consumes the app's NATS triggers."""
-        from .events.nats import TriggerRunner
+        from ..events.nats import TriggerRunner
 
         companions: list[Companion] = (
             [TriggerRunner(self.triggers, list(self.nats_triggers.values()))]
@@ -1105,46 +779,6 @@ class Aevos:
         if self._monitors is not None:
             for model in self._monitors.sweep():
                 log.debug("monitors of %s checked", model)
-
-    def outbox_relay(self, destinations: Sequence[Destination], **options: Any) -> OutboxRelay:
-        """Send what runs publish (``ctx.publish``) to ``destinations`` (NATS JetStream,
-        signed webhooks; the first whose subject pattern matches): this app's workers then
-        relay the outbox between claims. ``options`` go to
-        :class:`~aevos.connectors.OutboxRelay` (batch, lease, retry); messages given up are
-        audited (``outbox.dead``) in this app's audit log."""
-        from .connectors import OutboxRelay
-
-        if self._relay is not None:
-            self._relay.close()
-        options.setdefault("audit", self.audit)
-        options.setdefault("trace_context", self.tracer is not None)
-        self._relay = OutboxRelay(self.store, destinations, **options)
-        return self._relay
-
-    @property
-    def outbox(self) -> Outbox:
-        """The outbox: what runs published, its state, DEAD messages sent again."""
-        from .connectors import Outbox
-
-        return Outbox(self.store)
-
-    @property
-    def relay(self) -> OutboxRelay | None:
-        """The outbox relay :meth:`outbox_relay` configured, if any."""
-        return self._relay
-
-    def _relay_outbox(self) -> None:
-        # Only an app given destinations relays; messages wait in the outbox meanwhile.
-        if self._relay is not None:
-            report = self._relay.run_once()
-            if report.sent or report.dead:
-                log.debug("outbox: %d sent, %d dead", report.sent, report.dead)
-
-    def _tick_schedules(self) -> None:
-        # Only an app that declared schedules has built the service.
-        if self._schedules is not None:
-            for record in self._schedules.tick():
-                log.debug("schedule %s: tick %s %s", record.schedule, record.tick_at, record.status)
 
     def _sweep_cases(self) -> None:
         deleted = self.cases.sweep_expired()
