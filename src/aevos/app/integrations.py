@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ..storage import Store
     from ..telemetry.tracing import Tracer
 
-log = logging.getLogger("aevos.app")
+log = logging.getLogger("aevos")  # as aevos.app's own
 
 
 class Integrations:
